@@ -1,0 +1,44 @@
+"""The gateway's own calls to a sandbox agent (never proxied for clients).
+
+Both are best effort: an agent that does not answer is treated as having
+nothing to say (it is being stopped, or reconciliation will notice it died).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from gateway.runtimes.base import SandboxHandle
+from sandbox_agent.protocol import TOKEN_HEADER
+
+log = logging.getLogger("convoy.gateway")
+
+
+async def announce_stopping(http: httpx.AsyncClient, handle: SandboxHandle, reason: str) -> None:
+    """Records STOPPING with ``reason`` in the sandbox's event log (``POST /status``),
+    so its followers learn why before the sandbox goes."""
+    try:
+        await http.post(
+            f"{handle.base_url}/status",
+            json={"status": "STOPPING", "reason": reason},
+            headers={TOKEN_HEADER: handle.token},
+            timeout=5.0,
+        )
+    except httpx.HTTPError as error:
+        log.info("could not record STOPPING in %s: %s", handle.conversation_id, error)
+
+
+async def has_unfinished_task(http: httpx.AsyncClient, handle: SandboxHandle) -> bool:
+    """Whether the sandbox has a task that is pending, running or being cancelled."""
+    try:
+        response = await http.get(
+            f"{handle.base_url}/task",
+            params=[("status", "RUNNING"), ("status", "PENDING"), ("status", "CANCELLING"), ("limit", "1")],
+            headers={TOKEN_HEADER: handle.token},
+            timeout=5.0,
+        )
+        return response.status_code == 200 and bool(response.json().get("results"))
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False

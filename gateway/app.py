@@ -1,0 +1,98 @@
+"""``create_app(settings, runtime=None) -> FastAPI``: the gateway, wired together.
+
+Start-up: create the runtime (unless one is given), reconcile with it (adopt
+live sandboxes, remove exited ones and orphans), start the reap and reconcile
+loops. Shutdown, in order: stop accepting conversations, close the WebSocket
+relays and the firehose, stop the background loops, close the HTTP client,
+close the runtime (only one this app created). Sandboxes keep running: a new
+gateway on the same runtime finds them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from gateway import __version__
+from gateway.asyncapi import asyncapi_document
+from gateway.auth import Authenticator
+from gateway.bus import StatusBus
+from gateway.context import GatewayContext
+from gateway.conversations import ConversationManager
+from gateway.errors import install_error_handlers
+from gateway.firehose import Firehose
+from gateway.proxy import Proxy
+from gateway.reaper import Housekeeper
+from gateway.routes_conversations import router as conversations_router
+from gateway.routes_proxy import router as proxy_router
+from gateway.routes_ws import router as ws_router
+from gateway.runtimes import create_runtime
+from gateway.runtimes.base import Runtime
+from gateway.settings import Settings
+
+log = logging.getLogger("convoy.gateway")
+
+_DESCRIPTION = """One sandbox per conversation, behind one API.
+
+Authenticate with `Authorization: Bearer <key>`; browsers may use `?token=<key>`
+or the `convoy_key` cookie (see `gateway.auth`). WebSocket channels are described
+in [/asyncapi.json](/asyncapi.json)."""
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    auth = Authenticator(settings)  # malformed keys fail here, before serving
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        chosen = await create_runtime(settings) if runtime is None else runtime
+        bus = StatusBus()
+        proxy = Proxy(settings)
+        manager = ConversationManager(settings, chosen, bus, proxy.client)
+        firehose = Firehose(settings, manager, bus)
+        housekeeper = Housekeeper(settings, manager)
+        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose)
+        await manager.reconcile()
+        housekeeper.start()
+        log.info(
+            "convoy gateway %s: runtime %s, auth %s, %d conversations found",
+            __version__,
+            chosen.name,
+            auth.mode,
+            manager.count(),
+        )
+        try:
+            yield
+        finally:
+            log.info("shutdown 1/5: no new conversations; starts in progress are cancelled")
+            await manager.close()
+            log.info("shutdown 2/5: closing the firehose and its upstreams")
+            await firehose.close()
+            log.info("shutdown 3/5: stopping the reap and reconcile loops")
+            await housekeeper.stop()
+            log.info("shutdown 4/5: closing the HTTP client")
+            await proxy.close()
+            log.info("shutdown 5/5: closing the runtime %s (sandboxes keep running)", chosen.name)
+            if owned:
+                await chosen.close()
+
+    app = FastAPI(title="convoy gateway", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(conversations_router)
+    app.include_router(proxy_router)
+    app.include_router(ws_router)
+
+    @app.get("/health", tags=["gateway"], summary="The gateway answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/asyncapi.json", tags=["gateway"], summary="AsyncAPI 3.0 document of the WebSocket channels")
+    async def asyncapi(request: Request) -> dict[str, Any]:
+        host = request.headers.get("host")
+        return asyncapi_document(host, secure=request.url.scheme == "https")
+
+    return app

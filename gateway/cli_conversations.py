@@ -1,0 +1,159 @@
+"""``convoy create``, ``ls``, ``info``, ``rm``: conversations themselves."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gateway.cli_render import (
+    conversation_row,
+    print_conversation,
+    print_json,
+    print_table,
+    status_meter,
+)
+from gateway.cli_state import CliState, run_async, state
+from gateway.client_async import AsyncConvoyClient
+from gateway.client_conversation import AsyncConversationHandle
+from gateway.client_errors import Forbidden, NotFound
+from gateway.models import Conversation, ConversationLimits
+
+TitleOption = Annotated[str, typer.Option("--title", "-t", help="A title for the conversation.")]
+EnvOption = Annotated[
+    list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the sandbox's tasks (repeatable).")
+]
+IdleOption = Annotated[
+    float | None, typer.Option("--idle-timeout", help="Seconds idle before the gateway reaps it.")
+]
+InternetOption = Annotated[bool, typer.Option("--internet", help="Allow outbound internet access.")]
+MemoryOption = Annotated[int | None, typer.Option("--memory", help="Memory limit in MiB.")]
+CpusOption = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
+
+
+def parse_env(pairs: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
+        env[name] = value
+    return env
+
+
+async def create_conversation(
+    cli: CliState,
+    client: AsyncConvoyClient,
+    *,
+    title: str,
+    env: list[str] | None,
+    idle_timeout: float | None,
+    internet: bool,
+    memory: int | None,
+    cpus: float | None,
+    wait: bool = True,
+) -> AsyncConversationHandle:
+    """Create one, with a spinner showing the start-up phase on a terminal."""
+    limits = ConversationLimits(memory_bytes=memory * 1024 * 1024 if memory else None, cpus=cpus)
+    with status_meter("starting sandbox", show=not cli.json) as meter:
+
+        def on_status(info: Conversation) -> None:
+            phase = f": {info.phase}" if info.phase else ""
+            meter.describe(f"{info.status.value.lower()}{phase}")
+
+        return await client.create(
+            title=title,
+            env=parse_env(env),
+            limits=limits,
+            idle_timeout=idle_timeout,
+            internet=internet,
+            wait=wait,
+            on_status=on_status,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def create(
+        ctx: typer.Context,
+        title: TitleOption = "",
+        env: EnvOption = None,
+        idle_timeout: IdleOption = None,
+        internet: InternetOption = False,
+        memory: MemoryOption = None,
+        cpus: CpusOption = None,
+        wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is READY.")] = True,
+    ) -> None:
+        """Begin a conversation; prints its id once the sandbox is ready."""
+        cli = state(ctx)
+
+        async def go() -> int:
+            async with cli.client() as client:
+                handle = await create_conversation(
+                    cli,
+                    client,
+                    title=title,
+                    env=env,
+                    idle_timeout=idle_timeout,
+                    internet=internet,
+                    memory=memory,
+                    cpus=cpus,
+                    wait=wait,
+                )
+            print_json(handle.info) if cli.json else print(handle.id, flush=True)
+            return 0
+
+        run_async(go)
+
+    @app.command("ls")
+    def list_conversations(ctx: typer.Context) -> None:
+        """List conversations (admin; in local mode everyone is)."""
+        cli = state(ctx)
+
+        async def go() -> int:
+            async with cli.client() as client:
+                items = [info async for info in client.list()]
+            if cli.json:
+                print_json(items)
+            else:
+                print_table(
+                    ["ID", "STATUS", "OWNER", "CREATED", "TITLE"], [conversation_row(i) for i in items]
+                )
+            return 0
+
+        run_async(go)
+
+    @app.command()
+    def info(ctx: typer.Context, conversation_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+        """Show one conversation."""
+        cli = state(ctx)
+
+        async def go() -> int:
+            async with cli.client() as client:
+                found = await client.get(conversation_id)
+            print_json(found) if cli.json else print_conversation(found)
+            return 0
+
+        run_async(go)
+
+    @app.command("rm")
+    def remove(
+        ctx: typer.Context, conversation_ids: Annotated[list[str], typer.Argument(metavar="ID...")]
+    ) -> None:
+        """Finish conversations: their tasks stop, sandboxes and files are removed."""
+        cli = state(ctx)
+
+        async def go() -> int:
+            failed = 0
+            async with cli.client() as client:
+                for cid in conversation_ids:
+                    try:
+                        await client.delete(cid)
+                    except (NotFound, Forbidden) as exc:  # per id; anything else stops the command
+                        typer.echo(f"convoy: {cid}: {exc}", err=True)
+                        failed += 1
+                    else:
+                        print(cid, flush=True)
+            return 1 if failed else 0
+
+        run_async(go)

@@ -1,0 +1,103 @@
+"""Shared pieces of the ``convoy`` command line: global options, the error boundary, and running
+a command's coroutine with Ctrl-C turned into cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from gateway.client_async import AsyncConvoyClient
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class CliState:
+    """The global options, stored on the typer context."""
+
+    url: str
+    key: str | None
+    json: bool
+
+    def client(self) -> AsyncConvoyClient:
+        from gateway.client_async import AsyncConvoyClient
+
+        return AsyncConvoyClient(self.url, self.key)
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj: Any = ctx.find_root().obj
+    assert isinstance(obj, CliState)
+    return obj
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Leave with one line on stderr."""
+    print(f"convoy: {message}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+def run_async(make: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
+    """Run a command's coroutine and exit with the status it answers.
+
+    The first SIGINT/SIGTERM cancels the coroutine (which cleans up, e.g. cancels a remote
+    task) and the exit status is 128 + the signal number; a second one leaves at once. A closed
+    stdout ends it like SIGPIPE would (141, no message).
+    """
+    received: list[int] = []
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        assert current is not None
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) == 1:
+                current.cancel()
+            else:
+                os._exit(128 + signum)  # the user insists: no more cleanup
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await make()
+        except asyncio.CancelledError:
+            if received:
+                return 128 + received[0]
+            raise
+
+    try:
+        code = asyncio.run(main())
+    except BrokenPipeError:  # stdout closed early (``convoy exec ... | head``): quiet, like SIGPIPE
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    raise typer.Exit(code)
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run ``app``; a client error becomes one line on stderr and exit status 1, never a traceback."""
+    from gateway.client_errors import ConvoyError, Unauthorized
+
+    try:
+        app()
+    except Unauthorized as exc:
+        hint = "" if "--key" in exc.message else " (give --key or set CONVOY_API_KEY)"
+        print(f"convoy: unauthorized: {exc.message}{hint}", file=sys.stderr)
+        sys.exit(1)
+    except ConvoyError as exc:
+        print(f"convoy: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:  # local files: a missing source, an unwritable destination
+        print(f"convoy: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,105 @@
+"""The asyncio client: :class:`AsyncConvoyClient`, one gateway and one API key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from types import TracebackType
+from uuid import UUID
+
+from gateway.client_conversation import AsyncConversationHandle
+from gateway.client_errors import NotFound
+from gateway.client_http import Transport, parse_json, parse_model
+from gateway.models import Conversation, ConversationCreate, ConversationLimits, Count
+
+DEFAULT_TIMEOUT = 60.0
+
+
+class AsyncConvoyClient:
+    """One gateway, one API key. Use as ``async with`` (or call :meth:`aclose`)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._t = Transport(base_url, api_key, timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self._t.base_url
+
+    async def __aenter__(self) -> AsyncConvoyClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._t.aclose()
+
+    async def create(
+        self,
+        *,
+        title: str = "",
+        env: Mapping[str, str] | None = None,
+        limits: ConversationLimits | None = None,
+        idle_timeout: float | None = None,
+        internet: bool = False,
+        wait: bool = True,
+        ready_timeout: float = 120.0,
+        on_status: Callable[[Conversation], None] | None = None,
+    ) -> AsyncConversationHandle:
+        """Begin a conversation. With ``wait`` (the default) return once it is READY, raising
+        :class:`SandboxFailed` with the reason if it fails to start (the failed conversation is
+        deleted). ``on_status`` sees each state while waiting."""
+        body = ConversationCreate(
+            title=title,
+            env=dict(env or {}),
+            limits=limits or ConversationLimits(),
+            idle_timeout=idle_timeout,
+            internet=internet,
+        )
+        response = await self._t.request("POST", "/conversation", json_body=body.model_dump(mode="json"))
+        handle = AsyncConversationHandle(self._t, parse_model(Conversation, parse_json(response)))
+        if wait:
+            try:
+                await handle.wait_ready(ready_timeout, on_status)
+            except BaseException:
+                await handle.delete(missing_ok=True)
+                raise
+        return handle
+
+    def conversation(self, info: Conversation) -> AsyncConversationHandle:
+        """A handle for a conversation already fetched (no request)."""
+        return AsyncConversationHandle(self._t, info)
+
+    async def open(self, conversation_id: UUID | str) -> AsyncConversationHandle:
+        """A handle for an existing conversation (fetches it: :class:`NotFound` if unknown or not yours)."""
+        return AsyncConversationHandle(self._t, await self.get(conversation_id))
+
+    async def get(self, conversation_id: UUID | str) -> Conversation:
+        return await self._t.get_model(f"/conversation/{_uuid(conversation_id)}", Conversation)
+
+    def list(self, *, page_size: int = 100) -> AsyncGenerator[Conversation, None]:
+        """Every conversation (admin only), all pages."""
+        return self._t.pages("/conversation", Conversation, {"limit": page_size})
+
+    async def count(self) -> int:
+        """How many conversations there are (admin only)."""
+        return (await self._t.get_model("/conversation-count", Count)).count
+
+    async def delete(self, conversation_id: UUID | str, *, missing_ok: bool = False) -> None:
+        """Finish a conversation: tasks stopped, sandbox and files removed."""
+        try:
+            await self._t.request("DELETE", f"/conversation/{_uuid(conversation_id)}")
+        except NotFound:
+            if not missing_ok:
+                raise
+
+
+def _uuid(value: UUID | str) -> UUID:
+    """A conversation id; a malformed one is a :class:`NotFound`, exactly like an unknown one."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except ValueError:
+        raise NotFound(f"no conversation {value!r} (not a conversation id)", status_code=404) from None

@@ -1,0 +1,196 @@
+"""One conversation, as the async client sees it: its status, tasks, events and files.
+
+Used as an async context manager it deletes the conversation on exit (a conversation that
+is already gone is fine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+from gateway.client_errors import GatewayUnavailable, NotFound, SandboxFailed
+from gateway.client_events import follow_events, history
+from gateway.client_files import Files
+from gateway.client_http import Transport, parse_json, parse_model
+from gateway.client_tasks import AsyncTaskRun, TaskResult, python, shell, start_task
+from gateway.models import Conversation, ConversationStatus
+from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, TaskStatus
+
+
+class AsyncConversationHandle:
+    """A live conversation. ``info`` is what the gateway last said about it."""
+
+    def __init__(self, transport: Transport, info: Conversation) -> None:
+        self._t = transport
+        self.info = info
+        self.files = Files(transport, info.id)
+
+    @property
+    def id(self) -> UUID:
+        return self.info.id
+
+    @property
+    def status(self) -> ConversationStatus:
+        return self.info.status
+
+    def __repr__(self) -> str:
+        return f"<conversation {self.id} {self.status.value}>"
+
+    async def __aenter__(self) -> AsyncConversationHandle:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.delete(missing_ok=True)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def refresh(self) -> Conversation:
+        """Fetch the conversation's current state into ``info``."""
+        self.info = await self._t.get_model(f"/conversation/{self.id}", Conversation)
+        return self.info
+
+    async def wait_ready(
+        self,
+        timeout: float = 120.0,  # noqa: ASYNC109 - also the blocking client's; polling checks it
+        on_status: Callable[[Conversation], None] | None = None,
+    ) -> Conversation:
+        """Wait until the sandbox is READY. Raises :class:`SandboxFailed` with the reason on
+        ERROR (or STOPPING), :class:`GatewayUnavailable` after ``timeout`` seconds.
+        ``on_status`` sees every state fetched (for progress displays)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            info = self.info if self.info.status is not ConversationStatus.STARTING else await self.refresh()
+            if on_status is not None:
+                on_status(info)
+            if info.status is ConversationStatus.READY:
+                return info
+            if info.status in (ConversationStatus.ERROR, ConversationStatus.STOPPING):
+                why = info.reason or "no reason given"
+                raise SandboxFailed(f"conversation {self.id} failed to start: {why}", reason=info.reason)
+            if time.monotonic() > deadline:
+                raise GatewayUnavailable(f"conversation {self.id} was not ready after {timeout:g}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    async def delete(self, *, missing_ok: bool = False) -> None:
+        """Finish the conversation: its tasks stop, its sandbox and files are removed."""
+        try:
+            await self._t.request("DELETE", f"/conversation/{self.id}")
+        except NotFound:
+            if not missing_ok:
+                raise
+
+    async def agent_info(self) -> AgentInfo:
+        """What this sandbox can run, and its limits."""
+        return await self._t.get_model(f"/conversation/{self.id}/agent-info", AgentInfo)
+
+    # --- files (shortcuts; everything else is on ``files``) ---------------------------
+
+    async def upload(
+        self, *sources: str | os.PathLike[str], dest: str = "", overwrite: bool = True
+    ) -> list[FileInfo]:
+        """Upload local files and directories (``cp -r`` style) into workspace directory ``dest``."""
+        return await self.files.upload(sources, dest, overwrite=overwrite)
+
+    async def download(self, src: str, dest: str | os.PathLike[str]) -> list[Path]:
+        """Download a workspace file or directory to the local ``dest``; answers the files written."""
+        return await self.files.download(src, dest)
+
+    # --- tasks ------------------------------------------------------------------------
+
+    async def start(self, runnable: Runnable, title: str = "") -> AsyncTaskRun:
+        """Start any runnable (``Shell``, ``Python``, ``Ticker``); iterate or wait on the run."""
+        return await start_task(self._t, self.id, runnable, title)
+
+    async def start_shell(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str = ".",
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the task's own limit, enforced in the sandbox
+        title: str = "",
+    ) -> AsyncTaskRun:
+        """Start a shell command (a string for ``sh -c``, or an argv)."""
+        return await self.start(shell(command, cwd=cwd, env=env, timeout=timeout), title)
+
+    async def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str = ".",
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the task's own limit, enforced in the sandbox
+        title: str = "",
+        check: bool = False,
+    ) -> TaskResult:
+        """Run a shell command to its end: exit code, stdout, stderr. ``check`` raises
+        :class:`TaskFailed` unless it exits 0."""
+        run = await self.start_shell(command, cwd=cwd, env=env, timeout=timeout, title=title)
+        result = await run.wait()
+        return result.check() if check else result
+
+    async def run_python(
+        self,
+        code: str,
+        *,
+        cwd: str = ".",
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the task's own limit, enforced in the sandbox
+        title: str = "",
+        check: bool = False,
+    ) -> TaskResult:
+        """Run Python source in the sandbox to its end (like :meth:`run`)."""
+        run = await self.start(python(code, cwd=cwd, env=env, timeout=timeout), title)
+        result = await run.wait()
+        return result.check() if check else result
+
+    def tasks(self, status: Sequence[TaskStatus] | None = None) -> AsyncGenerator[Task, None]:
+        """Every task of the conversation (all pages), optionally only those in ``status``."""
+        params = {"status": [s.value for s in status] if status else None, "limit": 100}
+        return self._t.pages(f"/conversation/{self.id}/task", Task, params)
+
+    async def task(self, task_id: UUID | str) -> Task:
+        return await self._t.get_model(f"/conversation/{self.id}/task/{task_id}", Task)
+
+    async def cancel(self, task_id: UUID | str) -> Task:
+        """Cancel a task (its whole process group); does not wait for it to end."""
+        response = await self._t.request("DELETE", f"/conversation/{self.id}/task/{task_id}")
+        return parse_model(Task, parse_json(response)) if response.content else await self.task(task_id)
+
+    # --- events -----------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        after_seq: int | None = None,
+        types: Sequence[str] | None = None,
+        task_id: UUID | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Stored events in ``seq`` order, all pages, filtered like ``GET .../event``."""
+        return history(self._t, self.id, after_seq=after_seq, types=types, task_id=task_id)
+
+    def follow(self, after_seq: int = 0, *, reconnect_for: float = 60.0) -> AsyncGenerator[Event, None]:
+        """History after ``after_seq`` then live events, resuming by itself across dropped
+        connections, each event once. Ends when the conversation ends."""
+        return follow_events(self._t, self.id, after_seq, reconnect_for=reconnect_for)
+
+    async def event(self, event_id: UUID | str) -> Event:
+        return await self._t.get_model(f"/conversation/{self.id}/event/{event_id}", Event)
+
+    async def trigger(self, detail: Mapping[str, Any]) -> Event:
+        """Record a client event (``detail`` needs a non-reserved ``type``); answers the stored event."""
+        response = await self._t.request(
+            "POST", f"/conversation/{self.id}/event", json_body={"detail": dict(detail)}
+        )
+        return parse_model(Event, parse_json(response))

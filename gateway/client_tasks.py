@@ -1,0 +1,194 @@
+"""Tasks of one conversation: start one, iterate its output as it arrives, wait, cancel.
+
+A task's output is read from the conversation's event log (``TaskOutput`` events, in ``seq``
+order), never from a side channel, so nothing is missed: :class:`AsyncTaskRun` follows the
+log from just before the task's first event and resumes from the last seq it saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from uuid import UUID
+
+from gateway.client_errors import SandboxFailed, TaskFailed
+from gateway.client_events import follow_events, history
+from gateway.client_http import Transport, parse_json, parse_model
+from sandbox_agent.protocol import (
+    Event,
+    OutputTruncated,
+    Python,
+    Runnable,
+    Shell,
+    Task,
+    TaskOutput,
+    TaskStatus,
+    TaskStatusUpdate,
+)
+
+
+def shell(
+    command: str | Sequence[str],
+    *,
+    cwd: str = ".",
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    idle_timeout: float | None = None,
+) -> Shell:
+    """A ``Shell`` runnable: a string runs under ``/bin/sh -c``, a sequence is an argv."""
+    argv: str | list[str] = command if isinstance(command, str) else list(command)
+    return Shell(command=argv, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout)
+
+
+def python(
+    code: str,
+    *,
+    cwd: str = ".",
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    idle_timeout: float | None = None,
+) -> Python:
+    """A ``Python`` runnable: ``code`` run by a separate interpreter in the sandbox."""
+    return Python(code=code, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How a task ended, with everything it printed (up to the agent's output budget)."""
+
+    task: Task
+    stdout: str
+    stderr: str
+    #: Set when the task passed its output budget; the rest of its output is in ``truncated.path``.
+    truncated: OutputTruncated | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.task.exit_code
+
+    @property
+    def status(self) -> TaskStatus:
+        return self.task.status
+
+    @property
+    def error(self) -> str | None:
+        return self.task.error
+
+    @property
+    def ok(self) -> bool:
+        return self.task.status is TaskStatus.COMPLETED and self.task.exit_code in (0, None)
+
+    def check(self) -> TaskResult:
+        """This result if the task completed with exit code 0; else raise :class:`TaskFailed`."""
+        if self.ok:
+            return self
+        task = self.task
+        if task.status is TaskStatus.COMPLETED:
+            what = f"exited with code {task.exit_code}"
+        else:
+            what = f"ended {task.status.value}" + (f": {task.error}" if task.error else "")
+        raise TaskFailed(
+            f"task {task.id} ({task.title or task.runnable.type}) {what}",
+            exit_code=task.exit_code,
+            error=task.error,
+            status=task.status.value,
+        )
+
+
+class AsyncTaskRun:
+    """A started task. Iterate :meth:`output` (or :meth:`events`) to see it live, or :meth:`wait`.
+
+    Output seen while iterating is also collected, so :meth:`wait` afterwards still returns all
+    of it. Iterate from one consumer at a time.
+    """
+
+    def __init__(self, transport: Transport, conversation_id: UUID, task: Task, after_seq: int) -> None:
+        self._transport = transport
+        self.conversation_id = conversation_id
+        self.task = task
+        self._last_seq = after_seq
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._truncated: OutputTruncated | None = None
+        self._final: TaskStatusUpdate | None = None
+
+    @property
+    def id(self) -> UUID:
+        return self.task.id
+
+    @property
+    def done(self) -> bool:
+        return self._final is not None
+
+    async def events(self) -> AsyncGenerator[Event, None]:
+        """This task's events (output, ticks, status changes) until its final status, inclusive."""
+        if self._final is not None:
+            return
+        stream = follow_events(self._transport, self.conversation_id, self._last_seq, stop_when_ended=True)
+        async with aclosing(stream) as events:
+            async for event in events:
+                if event.seq:
+                    self._last_seq = event.seq
+                detail = event.detail
+                if getattr(detail, "task_id", None) != self.task.id:
+                    continue
+                if isinstance(detail, TaskOutput):
+                    (self._stdout if detail.stream == "stdout" else self._stderr).append(detail.data)
+                elif isinstance(detail, OutputTruncated):
+                    self._truncated = detail
+                elif isinstance(detail, TaskStatusUpdate) and detail.status.is_final:
+                    self._final = detail
+                yield event
+                if self._final is not None:
+                    return
+        raise SandboxFailed(
+            f"conversation {self.conversation_id} ended before task {self.task.id} finished",
+            reason="the conversation ended",
+        )
+
+    async def output(self) -> AsyncGenerator[TaskOutput, None]:
+        """The task's stdout and stderr chunks, in the order it wrote them, until it ends."""
+        async for event in self.events():
+            if isinstance(event.detail, TaskOutput):
+                yield event.detail
+
+    async def wait(self) -> TaskResult:
+        """Wait for the task to end; its final state and all its output."""
+        async for _ in self.events():
+            pass
+        self.task = await self.refresh()
+        return TaskResult(self.task, "".join(self._stdout), "".join(self._stderr), self._truncated)
+
+    async def refresh(self) -> Task:
+        """The task as the sandbox sees it now."""
+        path = f"/conversation/{self.conversation_id}/task/{self.task.id}"
+        self.task = await self._transport.get_model(path, Task)
+        return self.task
+
+    async def cancel(self) -> Task:
+        """Ask the sandbox to cancel the task (its whole process group); does not wait for the end."""
+        path = f"/conversation/{self.conversation_id}/task/{self.task.id}"
+        response = await self._transport.request("DELETE", path)
+        if response.content:
+            self.task = parse_model(Task, parse_json(response))
+        return self.task
+
+
+async def start_task(
+    transport: Transport, conversation_id: UUID, runnable: Runnable, title: str = ""
+) -> AsyncTaskRun:
+    """Create a task and a run that follows it from just before its first event."""
+    body = {"runnable": runnable.model_dump(mode="json"), "title": title}
+    response = await transport.request("POST", f"/conversation/{conversation_id}/task", json_body=body)
+    task = parse_model(Task, parse_json(response))
+    return AsyncTaskRun(transport, conversation_id, task, await _seq_before(transport, conversation_id, task))
+
+
+async def _seq_before(transport: Transport, conversation_id: UUID, task: Task) -> int:
+    """The seq just before the task's first event: following from there misses none of its output.
+    0 (all history, filtered client-side) if the task has logged nothing yet."""
+    async with aclosing(history(transport, conversation_id, task_id=task.id, limit=1)) as first:
+        async for event in first:
+            return event.seq - 1
+    return 0

@@ -1,0 +1,299 @@
+"""The lifecycle of conversations: create, get, list, delete, reconcile, reap.
+
+The gateway keeps no database: a :class:`Record` per conversation lives in
+memory and is rebuilt from :meth:`Runtime.list` at start (:meth:`reconcile`).
+What a record knows beyond the runtime's metadata is transient: the start
+phase, the error of a failed start (kept ``error_retention`` seconds), and
+activity (last request, open connections) for idle reaping.
+
+Contracts:
+- :meth:`create` answers at once with a STARTING record; the sandbox starts in
+  the background and the record becomes READY or ERROR (with the reason). Each
+  change is published on the :class:`StatusBus`.
+- Limits: live conversations (STARTING, READY, STOPPING) count against the
+  global and the per-owner maximum; past either, :class:`LimitReached` (429).
+  Nothing running is ever stopped to make room.
+- :meth:`delete` and reaping first record STOPPING with the reason in the
+  sandbox's own event log (``POST /status``), so followers see why, then remove
+  the sandbox; afterwards the id is unknown (404) everywhere.
+- Another owner's conversation is :class:`NotFound`, exactly like an unknown id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import httpx
+
+from gateway.agent_calls import announce_stopping, has_unfinished_task
+from gateway.auth import Principal, can_access
+from gateway.bus import StatusBus, StatusNotice
+from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown
+from gateway.models import Conversation, ConversationCreate
+from gateway.records import Record, cursor_of, parse_cursor, sort_key
+from gateway.runtimes.base import (
+    ResourceLimits,
+    Runtime,
+    RuntimeError_,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+)
+from gateway.settings import Settings
+from sandbox_agent.protocol import ConversationStatus, Page
+
+log = logging.getLogger("convoy.gateway")
+
+_LIVE = (ConversationStatus.STARTING, ConversationStatus.READY, ConversationStatus.STOPPING)
+
+
+class ConversationManager:
+    def __init__(self, settings: Settings, runtime: Runtime, bus: StatusBus, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self.runtime = runtime
+        self._bus = bus
+        self._http = http
+        self._records: dict[UUID, Record] = {}
+        self._removed_at: dict[UUID, float] = {}
+        self.closing = False
+
+    # --- queries ----------------------------------------------------------------
+
+    def get(self, conversation_id: UUID, principal: Principal) -> Record:
+        record = self._records.get(conversation_id)
+        if record is None or not can_access(principal, record.spec.owner):
+            raise NotFound(f"conversation {conversation_id} not found")
+        return record
+
+    def lookup(self, conversation_id: UUID) -> Record | None:
+        return self._records.get(conversation_id)
+
+    @staticmethod
+    def ready_handle(record: Record) -> SandboxHandle:
+        if record.status is not ConversationStatus.READY or record.handle is None:
+            reason = f" ({record.reason})" if record.reason else ""
+            raise NotReady(f"conversation {record.id} is {record.status.value}{reason}, not READY")
+        return record.handle
+
+    def ready_records(self) -> list[Record]:
+        return [r for r in self._records.values() if r.status is ConversationStatus.READY and r.handle]
+
+    def page(self, page_id: str | None, limit: int) -> Page[Conversation]:
+        records = sorted(self._records.values(), key=sort_key)
+        if page_id:
+            after = parse_cursor(page_id)
+            records = [r for r in records if sort_key(r) > after]
+        chunk = records[:limit]
+        more = len(records) > limit
+        return Page[Conversation](
+            results=[r.view() for r in chunk], next_page_id=cursor_of(chunk[-1]) if more and chunk else None
+        )
+
+    def count(self) -> int:
+        return len(self._records)
+
+    # --- activity ---------------------------------------------------------------
+
+    @staticmethod
+    def touch(record: Record) -> None:
+        record.last_active = time.monotonic()
+
+    @contextlib.contextmanager
+    def connection(self, record: Record) -> Iterator[None]:
+        """Counts an open client connection: a conversation with one is never idle."""
+        record.connections += 1
+        self.touch(record)
+        try:
+            yield
+        finally:
+            record.connections -= 1
+            self.touch(record)
+
+    # --- create -----------------------------------------------------------------
+
+    def create(self, principal: Principal, body: ConversationCreate) -> Record:
+        """Registers a STARTING conversation and starts its sandbox in the background.
+        Synchronous on purpose: the limit check and the registration cannot interleave."""
+        if self.closing:
+            raise ShuttingDown("the gateway is shutting down")
+        idle = body.idle_timeout or self._settings.idle_timeout
+        if idle > self._settings.max_idle_timeout:
+            raise InvalidInput(f"idle_timeout may be at most {self._settings.max_idle_timeout:g} seconds")
+        live = [r for r in self._records.values() if r.status in _LIVE]
+        if len(live) >= self._settings.max_conversations:
+            raise LimitReached(
+                f"the gateway already runs its maximum of {self._settings.max_conversations} conversations; "
+                "delete one or try again later"
+            )
+        mine = sum(1 for r in live if r.spec.owner == principal.name)
+        if mine >= self._settings.max_conversations_per_user:
+            raise LimitReached(
+                f"{principal.name!r} already has {mine} live conversations, the maximum per user; "
+                "delete one first"
+            )
+        spec = SandboxSpec(
+            conversation_id=uuid4(),
+            owner=principal.name,
+            title=body.title,
+            token=secrets.token_urlsafe(32),
+            created_at=datetime.now(UTC),
+            env=dict(body.env),
+            limits=ResourceLimits(**body.limits.model_dump()),
+            internet=body.internet,
+            idle_timeout=idle,
+        )
+        record = Record(spec=spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase="accepted")
+        self._records[record.id] = record
+        self._bus.publish(StatusNotice(record.id, ConversationStatus.STARTING, phase=record.phase))
+        record.start_task = asyncio.create_task(self._start(record), name=f"start {record.id}")
+        return record
+
+    async def _start(self, record: Record) -> None:
+        async def progress(phase: str) -> None:
+            record.phase = phase
+            self._bus.publish(StatusNotice(record.id, ConversationStatus.STARTING, phase=phase))
+
+        try:
+            handle = await self.runtime.start(record.spec, progress)
+        except RuntimeError_ as error:
+            self._fail(record, str(error))
+            return
+        except Exception as error:  # a runtime bug must not leave the record STARTING forever
+            log.exception("starting conversation %s failed", record.id)
+            self._fail(record, f"the sandbox could not be started: {error!r}")
+            with contextlib.suppress(Exception):
+                await self.runtime.remove(record.id)
+            return
+        record.handle, record.status, record.phase = handle, ConversationStatus.READY, None
+        record.ready_at = time.monotonic()
+        self.touch(record)
+        self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, fresh=True))
+
+    def _fail(self, record: Record, reason: str) -> None:
+        log.warning("conversation %s failed: %s", record.id, reason)
+        record.status, record.reason, record.phase, record.handle = (
+            ConversationStatus.ERROR,
+            reason,
+            None,
+            None,
+        )
+        record.failed_at = time.monotonic()
+        self._bus.publish(StatusNotice(record.id, ConversationStatus.ERROR, reason=reason, ended=True))
+
+    # --- stop -------------------------------------------------------------------
+
+    async def delete(self, conversation_id: UUID, principal: Principal) -> None:
+        record = self.get(conversation_id, principal)
+        await self._stop(record, f"deleted by {principal.name}")
+
+    async def _stop(self, record: Record, reason: str) -> None:
+        """Record STOPPING (in the sandbox's log when it answers), remove the sandbox, forget the id."""
+        if record.status is ConversationStatus.STOPPING:
+            await record.gone.wait()
+            return
+        was_ready = record.status is ConversationStatus.READY and record.handle is not None
+        record.status, record.reason, record.phase = ConversationStatus.STOPPING, reason, None
+        if record.start_task is not None and not record.start_task.done():
+            record.start_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await record.start_task
+        if was_ready and record.handle is not None:
+            await announce_stopping(self._http, record.handle, reason)
+        try:
+            await self.runtime.remove(record.id)
+        except RuntimeError_ as error:
+            log.warning("removing the sandbox of %s failed (reconcile retries): %s", record.id, error)
+        self._records.pop(record.id, None)
+        self._removed_at[record.id] = time.monotonic()
+        record.gone.set()
+        self._bus.publish(StatusNotice(record.id, ConversationStatus.STOPPING, reason=reason, ended=True))
+
+    # --- background duties ------------------------------------------------------
+
+    async def reap(self) -> int:
+        """Removes idle conversations and forgets failed ones past their retention.
+        Returns how many were reaped."""
+        now = time.monotonic()
+        reaped = 0
+        for record in list(self._records.values()):
+            if record.status is ConversationStatus.ERROR:
+                if now - record.failed_at >= self._settings.error_retention:
+                    self._records.pop(record.id, None)
+                continue
+            if record.status is not ConversationStatus.READY or record.handle is None or record.connections:
+                continue
+            if now - record.last_active < record.idle_timeout:
+                continue
+            if await has_unfinished_task(self._http, record.handle):
+                self.touch(record)
+                continue
+            if record.connections or time.monotonic() - record.last_active < record.idle_timeout:
+                continue  # became active while we asked
+            await self._stop(
+                record, f"idle for {record.idle_timeout:g}s: no request, connection or running task"
+            )
+            reaped += 1
+        return reaped
+
+    async def reconcile(self) -> None:
+        """Brings the records in line with the runtime: adopts live sandboxes this
+        gateway does not know (after a restart), fails READY conversations whose
+        sandbox exited or vanished, removes exited sandboxes and orphans."""
+        began = time.monotonic()
+        handles = {handle.conversation_id: handle for handle in await self.runtime.list()}
+        self._removed_at = {key: at for key, at in self._removed_at.items() if began - at < 600}
+        for conversation_id, handle in handles.items():
+            record = self._records.get(conversation_id)
+            if conversation_id in self._removed_at or (
+                record and record.status is not ConversationStatus.READY
+            ):
+                continue  # being started or stopped right now, or just removed
+            if handle.state is SandboxState.EXITED:
+                with contextlib.suppress(RuntimeError_):
+                    await self.runtime.remove(conversation_id)
+                if record is not None and self._records.get(conversation_id) is record:
+                    self._fail(record, self._exit_reason(handle))
+            elif record is None and not self.closing:
+                self._adopt(handle)
+        for record in self.ready_records():
+            if (
+                record.id not in handles
+                and record.ready_at < began
+                and self._records.get(record.id) is record
+            ):
+                self._fail(record, "the sandbox disappeared")
+        with contextlib.suppress(RuntimeError_):
+            await self.runtime.cleanup_orphans()
+
+    def _adopt(self, handle: SandboxHandle) -> None:
+        idle = handle.spec.idle_timeout or self._settings.idle_timeout
+        record = Record(spec=handle.spec, status=ConversationStatus.READY, idle_timeout=idle, handle=handle)
+        record.ready_at = time.monotonic()
+        self._records[record.id] = record
+        log.info("adopted conversation %s of %s", record.id, record.spec.owner)
+        self._bus.publish(StatusNotice(record.id, ConversationStatus.READY))
+
+    @staticmethod
+    def _exit_reason(handle: SandboxHandle) -> str:
+        if handle.reason:
+            return handle.reason
+        if handle.oom_killed:
+            return "the sandbox ran out of memory and was killed (OOM)"
+        code = "" if handle.exit_code is None else f" with exit code {handle.exit_code}"
+        return f"the sandbox exited unexpectedly{code}"
+
+    async def close(self) -> None:
+        """Stops accepting conversations and cancels starts in progress (their
+        half-started sandboxes are removed by the runtime)."""
+        self.closing = True
+        tasks = [r.start_task for r in self._records.values() if r.start_task and not r.start_task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,88 @@
+"""Routes of the conversations themselves: create, list, count, info, delete."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from gateway.auth import Principal, admin_principal, current_principal
+from gateway.context import context_of
+from gateway.models import Conversation, ConversationCreate, Count, ErrorBody, Page
+from sandbox_agent.protocol import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
+
+router = APIRouter(
+    tags=["conversations"],
+    responses={401: {"model": ErrorBody, "description": "No or wrong API key"}},
+)
+
+
+@router.post(
+    "/conversation",
+    status_code=201,
+    response_model=Conversation,
+    responses={429: {"model": ErrorBody, "description": "A conversation limit was reached"}},
+    summary="Begin a conversation",
+)
+async def create_conversation(
+    request: Request,
+    body: ConversationCreate | None = None,
+    principal: Principal = Depends(current_principal),
+) -> Conversation:
+    """Answers at once with status STARTING; the sandbox starts in the background.
+    Follow ``WS /conversation/{id}`` (or poll ``GET``) for READY or ERROR."""
+    record = context_of(request).manager.create(principal, body or ConversationCreate())
+    return record.view()
+
+
+@router.get(
+    "/conversation",
+    response_model=Page[Conversation],
+    responses={403: {"model": ErrorBody, "description": "Admins only"}},
+    summary="List conversations (admin)",
+)
+async def list_conversations(
+    request: Request,
+    page_id: str | None = Query(None, description="Cursor from the previous page's next_page_id"),
+    limit: int = Query(DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
+    _: Principal = Depends(admin_principal),
+) -> Page[Conversation]:
+    return context_of(request).manager.page(page_id, limit)
+
+
+@router.get(
+    "/conversation-count",
+    response_model=Count,
+    responses={403: {"model": ErrorBody, "description": "Admins only"}},
+    summary="Count conversations (admin)",
+)
+async def count_conversations(request: Request, _: Principal = Depends(admin_principal)) -> Count:
+    return Count(count=context_of(request).manager.count())
+
+
+@router.get(
+    "/conversation/{conversation_id}",
+    response_model=Conversation,
+    responses={404: {"model": ErrorBody, "description": "Unknown, or another user's"}},
+    summary="Get conversation info",
+)
+async def get_conversation(
+    request: Request, conversation_id: UUID, principal: Principal = Depends(current_principal)
+) -> Conversation:
+    return context_of(request).manager.get(conversation_id, principal).view()
+
+
+@router.delete(
+    "/conversation/{conversation_id}",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"model": ErrorBody, "description": "Unknown, or another user's"}},
+    summary="Finish a conversation",
+)
+async def delete_conversation(
+    request: Request, conversation_id: UUID, principal: Principal = Depends(current_principal)
+) -> Response:
+    """Stops its tasks and removes its sandbox and everything it owns. Afterwards
+    the id is 404 everywhere."""
+    await context_of(request).manager.delete(conversation_id, principal)
+    return Response(status_code=204)

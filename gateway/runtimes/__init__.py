@@ -1,0 +1,40 @@
+"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker`` or ``auto``
+(Docker when an engine answers, else the local process runtime).
+
+The Docker runtime is imported lazily so that nothing outside
+``gateway/runtimes/docker.py`` imports aiodocker, and a machine without it
+still runs the process runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.runtimes.base import Runtime, RuntimeUnavailable
+from gateway.settings import Settings
+
+__all__ = ["Runtime", "RuntimeUnavailable", "create_runtime"]
+
+log = logging.getLogger("convoy.gateway")
+
+
+async def _docker(settings: Settings) -> Runtime:
+    from gateway.runtimes.docker import DockerRuntime
+
+    runtime: Runtime = await DockerRuntime.connect(settings)
+    return runtime
+
+
+async def create_runtime(settings: Settings) -> Runtime:
+    """The runtime ``settings`` ask for. Raises :class:`RuntimeUnavailable` when
+    ``docker`` is asked for explicitly and no engine answers."""
+    if settings.runtime == "docker":
+        return await _docker(settings)
+    if settings.runtime == "auto":
+        try:
+            return await _docker(settings)
+        except (RuntimeUnavailable, ImportError) as error:
+            log.info("no Docker runtime (%s): using the process runtime", error)
+    from gateway.runtimes.process import ProcessRuntime
+
+    return ProcessRuntime(settings)

@@ -1,0 +1,248 @@
+"""DockerRuntime: one hardened container per conversation. The only module that imports aiodocker.
+
+What a conversation owns (names ``convoy-<install>-<conversation id>``, all
+labelled ``convoy.install``, ``convoy.conversation-id``, ``convoy.owner``,
+``convoy.created-at``, ``convoy.title``; the labels are the registry, the
+gateway keeps no database):
+
+- a **volume** mounted at ``/data``: ``/data/workspace`` and ``/data/state``
+  (the agent's event log), so a restarted sandbox keeps both;
+- a **network** of its own: a bridge with a /29 from ``docker_subnet_pool``.
+  By default it is ``internal`` (no route out) *and* the host has no address
+  on it (``com.docker.network.bridge.inhibit_ipv4``), so the sandbox cannot
+  open a connection to the internet, to the host (not even to the bridge
+  address Docker normally gives the host on every network, where every host
+  service bound to 0.0.0.0 answers) or to another sandbox;
+- the **sandbox** container: ``convoy-agent`` as user 10001, all capabilities
+  dropped, no-new-privileges, read-only root with a sized tmpfs ``/tmp``, an
+  init process, memory/CPU/pids limits, bounded logs, no Docker socket (each a
+  setting). Its labels also carry the image version, idle timeout, internet
+  flag, limits and the names of its extra env variables; the agent token is in
+  its environment only, read back with ``inspect`` after a gateway restart;
+- the **relay** container (``images/sandbox/relay.py``, same image, same
+  hardening): the only other member of that network, and the gateway's way in.
+  It forwards TCP to the agent, and sits on the gateway's side: a port
+  published on 127.0.0.1 (``docker_reach=published``: a gateway on the host,
+  Linux or Docker Desktop alike) or ``docker_network`` by name
+  (``network``: a gateway in a container; ``auto`` picks ``network`` when
+  the gateway runs in a container of the same engine).
+
+Why a relay: Docker 20.10 does not publish ports of containers on internal
+networks, and any network where the host has an address lets a container reach
+the host's services (Docker filters forwarded traffic, never the host's own
+input). A gateway reaching container addresses directly would also fail on
+Docker Desktop. The relay costs one small container (~10 MB) per conversation,
+created and started alongside the sandbox.
+
+Trade-off of ``internet=True``: the conversation's network is then a plain NAT
+bridge; the sandbox can open outbound connections, and, as on any Docker
+bridge, also reach the host's address on that bridge. Other sandboxes stay out
+of reach (separate bridges). Firewall the host (DOCKER-USER does not cover
+input) where that matters.
+
+Start-up phases reported: "creating volume", "creating network", "creating
+container", "starting container", "waiting for agent". Every aiodocker/aiohttp
+error is mapped here, once, to :mod:`gateway.runtimes.base` errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.networks import DockerNetwork
+from aiodocker.volumes import DockerVolume
+
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes.base import RuntimeUnavailable
+from gateway.runtimes.docker_api import EngineError, NotFound
+from gateway.runtimes.docker_sandboxes import DockerSandboxes, Reach
+from gateway.settings import Settings
+
+__all__ = ["AiodockerEngine", "DockerRuntime"]
+
+_SUMMARY_KEYS = ("Id", "Names", "Labels", "State", "Ports", "Created", "Image")
+
+
+@contextlib.contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except aiodocker.DockerError as error:
+        if error.status == 900:  # aiodocker's code for "cannot connect"
+            raise RuntimeUnavailable(f"the Docker engine does not answer: {error.message}") from None
+        if error.status == 404:
+            raise NotFound(f"{what}: {error.message}") from None
+        raise EngineError(f"{what}: {error.message}") from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        raise RuntimeUnavailable(f"the Docker engine does not answer ({what}): {error!r}") from None
+
+
+class AiodockerEngine:
+    """The :class:`~gateway.runtimes.docker_api.Engine` calls, over one aiodocker client."""
+
+    def __init__(self, docker: aiodocker.Docker) -> None:
+        self._docker = docker
+
+    @classmethod
+    async def open(cls, url: str | None) -> AiodockerEngine:
+        """Connect and check the engine answers; :class:`RuntimeUnavailable` otherwise."""
+        try:
+            docker = aiodocker.Docker(url=url, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        except (ValueError, OSError) as error:
+            raise RuntimeUnavailable(f"no Docker engine configured: {error}") from None
+        engine = cls(docker)
+        try:
+            async with asyncio.timeout(15):
+                await engine.version()
+        except BaseException as error:
+            await docker.close()
+            if isinstance(error, TimeoutError):
+                raise RuntimeUnavailable("the Docker engine did not answer within 15s") from None
+            raise
+        return engine
+
+    async def version(self) -> dict[str, Any]:
+        with _mapped("version"):
+            return await self._docker.version()
+
+    async def image(self, name: str) -> dict[str, Any] | None:
+        try:
+            with _mapped(f"image {name}"):
+                return await self._docker.images.inspect(name)
+        except NotFound:
+            return None
+
+    async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        with _mapped("list containers"):
+            found = await self._docker.containers.list(all=True, filters=filters)
+        return [{key: container[key] for key in _SUMMARY_KEYS if key in container} for container in found]
+
+    async def inspect(self, name: str) -> dict[str, Any] | None:
+        try:
+            with _mapped(f"container {name}"):
+                return await self._docker.containers.container(name).show()
+        except NotFound:
+            return None
+
+    async def create_container(self, name: str, config: dict[str, Any]) -> None:
+        with _mapped(f"create container {name}"):
+            await self._docker.containers.create(config, name=name)
+
+    async def start(self, name: str) -> None:
+        with _mapped(f"start container {name}"):
+            await self._docker.containers.container(name).start()
+
+    async def stop(self, name: str, grace: float) -> None:
+        with _mapped(f"stop container {name}"):
+            await self._docker.containers.container(name).stop(t=math.ceil(grace))
+
+    async def remove_container(self, name: str) -> bool:
+        try:
+            with _mapped(f"remove container {name}"):
+                await self._docker.containers.container(name).delete(force=True, v=True)
+        except NotFound:
+            return False
+        return True
+
+    async def logs(self, name: str, tail: int) -> str:
+        with _mapped(f"logs of {name}"):
+            lines = await self._docker.containers.container(name).log(stdout=True, stderr=True, tail=tail)
+        return "".join(lines)
+
+    async def stats(self, name: str) -> dict[str, Any]:
+        """One ``docker stats`` sample (the engine's view of memory and CPU)."""
+        with _mapped(f"stats of {name}"):
+            samples = await self._docker.containers.container(name).stats(stream=False)
+        return samples[0] if samples else {}
+
+    async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        with _mapped("list volumes"):
+            found = await self._docker.volumes.list(filters=filters)  # type: ignore[no-untyped-call]
+        return list(found.get("Volumes") or [])
+
+    async def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        with _mapped(f"create volume {name}"):
+            await self._docker.volumes.create({"Name": name, "Labels": labels})  # type: ignore[no-untyped-call]
+
+    async def remove_volume(self, name: str) -> bool:
+        try:
+            with _mapped(f"remove volume {name}"):
+                await DockerVolume(self._docker, name).delete()  # type: ignore[no-untyped-call]
+        except NotFound:
+            return False
+        return True
+
+    async def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        with _mapped("list networks"):
+            return await self._docker.networks.list(filters=filters)
+
+    async def create_network(self, config: dict[str, Any]) -> None:
+        with _mapped(f"create network {config.get('Name')}"):
+            await self._docker.networks.create(config)
+
+    async def connect_network(self, network: str, container: str, ip: str) -> None:
+        with _mapped(f"connect {container} to {network}"):
+            await DockerNetwork(self._docker, network).connect(  # type: ignore[no-untyped-call]
+                {"Container": container, "EndpointConfig": {"IPAMConfig": {"IPv4Address": ip}}}
+            )
+
+    async def remove_network(self, name: str) -> bool:
+        try:
+            with _mapped(f"remove network {name}"):
+                await DockerNetwork(self._docker, name).delete()  # type: ignore[no-untyped-call]
+        except NotFound:
+            return False
+        return True
+
+    async def close(self) -> None:
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            await self._docker.close()
+
+
+class DockerRuntime(DockerSandboxes):
+    """The Runtime protocol on a Docker engine; build it with :meth:`connect`."""
+
+    engine: AiodockerEngine
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> DockerRuntime:
+        """Connect to the engine (``settings.docker_url``, else DOCKER_HOST or the local
+        socket). Raises :class:`RuntimeUnavailable` when no engine answers or the
+        sandbox image is missing (``scripts/build-images`` builds it)."""
+        engine = await AiodockerEngine.open(settings.docker_url)
+        try:
+            image = await engine.image(settings.docker_image)
+            if image is None:
+                raise RuntimeUnavailable(f"image {settings.docker_image} missing: run scripts/build-images")
+            labels = (image.get("Config") or {}).get("Labels") or {}
+            reach = await _reach(settings, engine)
+            shared = await engine.networks({"name": [settings.docker_network]})
+            if reach == "network" and not any(net.get("Name") == settings.docker_network for net in shared):
+                await engine.create_network(
+                    {"Name": settings.docker_network, "Driver": "bridge", "Labels": {"convoy.shared": "true"}}
+                )
+        except BaseException:
+            await engine.close()
+            raise
+        runtime = cls(settings, engine, image_version=labels.get(cfg.IMAGE_VERSION, "unknown"), reach=reach)
+        runtime.engine = engine
+        return runtime
+
+
+async def _reach(settings: Settings, engine: AiodockerEngine) -> Reach:
+    """``auto``: ``network`` when this process runs in a container of the same engine
+    (``/.dockerenv`` alone is not proof: some VM images carry it), else ``published``."""
+    if settings.docker_reach != "auto":
+        return settings.docker_reach
+    if not await asyncio.to_thread(Path("/.dockerenv").exists):
+        return "published"
+    ours = await engine.inspect(socket.gethostname())
+    return "network" if ours and (ours.get("State") or {}).get("Running") else "published"

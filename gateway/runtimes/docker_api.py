@@ -1,0 +1,86 @@
+"""What the Docker runtime needs of an engine, and how it reads the engine's answers.
+
+:class:`Engine` is the small typed protocol :mod:`gateway.runtimes.docker`
+implements over aiodocker (whose errors it maps to :class:`EngineError` /
+:class:`NotFound`); the functions read container, volume and network
+summaries as the engine lists them. No aiodocker here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes.base import RuntimeError_
+
+
+class EngineError(RuntimeError_):
+    """The engine refused a call (the message says why)."""
+
+
+class NotFound(EngineError):
+    """The container, volume or network does not exist."""
+
+
+class Engine(Protocol):
+    """The engine calls the runtime makes; implemented over aiodocker in :mod:`gateway.runtimes.docker`.
+    Every method raises only :class:`EngineError` (``NotFound`` for a 404) or
+    :class:`~gateway.runtimes.base.RuntimeUnavailable`."""
+
+    async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
+    async def inspect(self, name: str) -> dict[str, Any] | None: ...
+    async def create_container(self, name: str, config: dict[str, Any]) -> None: ...
+    async def start(self, name: str) -> None: ...
+    async def stop(self, name: str, grace: float) -> None: ...
+    async def remove_container(self, name: str) -> bool: ...
+    async def logs(self, name: str, tail: int) -> str: ...
+    async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
+    async def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
+    async def remove_volume(self, name: str) -> bool: ...
+    async def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
+    async def create_network(self, config: dict[str, Any]) -> None: ...
+    async def connect_network(self, network: str, container: str, ip: str) -> None: ...
+    async def remove_network(self, name: str) -> bool: ...
+    async def close(self) -> None: ...
+
+
+def conversation_of(labels: dict[str, str] | None) -> UUID | None:
+    try:
+        return UUID((labels or {})[cfg.CONVERSATION_ID])
+    except (KeyError, ValueError):
+        return None
+
+
+def by_conversation(summaries: list[dict[str, Any]]) -> dict[UUID, dict[str, dict[str, Any]]]:
+    groups: dict[UUID, dict[str, dict[str, Any]]] = {}
+    for summary in summaries:
+        conversation = conversation_of(summary.get("Labels"))
+        role = (summary.get("Labels") or {}).get(cfg.ROLE)
+        if conversation is not None and role in (cfg.SANDBOX, cfg.RELAY):
+            groups.setdefault(conversation, {})[role] = summary
+    return groups
+
+
+def summary_url(relay: dict[str, Any] | None) -> str | None:
+    for port in (relay or {}).get("Ports") or []:
+        if port.get("PrivatePort") == cfg.AGENT_PORT and port.get("PublicPort"):
+            return f"http://127.0.0.1:{port['PublicPort']}"
+    return None
+
+
+def young(created: int | str | None, seconds: float) -> bool:
+    """Created less than ``seconds`` ago (unix time, or the engine's RFC 3339 with nanoseconds)."""
+    if created is None:
+        return False
+    if isinstance(created, int | float):
+        stamp = float(created)
+    else:
+        text = re.sub(r"(\.\d{6})\d+", r"\1", created).replace("Z", "+00:00")
+        try:
+            stamp = datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            return False
+    return datetime.now(UTC).timestamp() - stamp < seconds

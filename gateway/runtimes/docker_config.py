@@ -1,0 +1,297 @@
+"""What the Docker runtime asks the engine for, as plain data.
+
+Names, labels, the network/volume/container configurations of one
+conversation, and the :class:`SandboxSpec` read back from a container: pure
+functions of the settings and the spec, with no engine calls (and no
+aiodocker), so they are checked without Docker. The labels are the registry:
+everything a restarted gateway needs is on the containers, except the token,
+which is in the sandbox's environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from gateway.runtimes.base import ResourceLimits, SandboxSpec
+from gateway.settings import Settings
+
+AGENT_PORT = 8080
+DATA_DIR = "/data"
+RELAY_SCRIPT = "/opt/convoy-relay/relay.py"
+TOKEN_ENV = "CONVOY_AGENT_TOKEN"
+CONVERSATION_ENV = "CONVOY_CONVERSATION_ID"
+SUBNET_PREFIX = 29  # gateway address (unused), the sandbox, the relay
+_LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
+_RELAY_MEMORY = 64 * 1024 * 1024
+
+# Labels: every object of a conversation carries the first five.
+INSTALL = "convoy.install"
+CONVERSATION_ID = "convoy.conversation-id"
+OWNER = "convoy.owner"
+CREATED_AT = "convoy.created-at"
+TITLE = "convoy.title"
+IMAGE_VERSION = "convoy.image-version"
+ROLE = "convoy.role"  # on containers: "sandbox" or "relay"
+INTERNET = "convoy.internet"
+IDLE_TIMEOUT = "convoy.idle-timeout"
+MEMORY = "convoy.limits.memory-bytes"
+CPUS = "convoy.limits.cpus"
+PIDS = "convoy.limits.pids"
+ENV_KEYS = "convoy.env-keys"
+SANDBOX, RELAY = "sandbox", "relay"
+
+
+@dataclass(frozen=True)
+class Names:
+    """Engine names of one conversation's objects; the volume and network share the sandbox's."""
+
+    sandbox: str
+    relay: str
+
+    @classmethod
+    def of(cls, install: str, conversation_id: UUID) -> Names:
+        base = f"convoy-{install}-{conversation_id}"
+        return cls(sandbox=base, relay=f"{base}-relay")
+
+    @property
+    def volume(self) -> str:
+        return self.sandbox
+
+    @property
+    def network(self) -> str:
+        return self.sandbox
+
+
+def install_filter(install: str, **extra: str) -> dict[str, list[str]]:
+    """Engine list filters: objects of ``install`` (and ``extra`` labels)."""
+    return {"label": [f"{INSTALL}={install}", *(f"{key}={value}" for key, value in extra.items())]}
+
+
+def common_labels(spec: SandboxSpec, install: str) -> dict[str, str]:
+    return {
+        INSTALL: install,
+        CONVERSATION_ID: str(spec.conversation_id),
+        OWNER: spec.owner,
+        CREATED_AT: spec.created_at.isoformat(),
+        TITLE: spec.title,
+    }
+
+
+def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[str, str]:
+    """Everything :func:`spec_from_container` needs to rebuild ``spec`` (but the token)."""
+    labels = common_labels(spec, install)
+    labels |= {
+        ROLE: SANDBOX,
+        IMAGE_VERSION: image_version,
+        INTERNET: "true" if spec.internet else "false",
+        ENV_KEYS: json.dumps(sorted(_task_env(spec))),
+    }
+    optional = {
+        IDLE_TIMEOUT: spec.idle_timeout,
+        MEMORY: spec.limits.memory_bytes,
+        CPUS: spec.limits.cpus,
+        PIDS: spec.limits.pids,
+    }
+    labels |= {key: str(value) for key, value in optional.items() if value is not None}
+    return labels
+
+
+def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
+    """The spec of a sandbox container (``inspect`` output); ``None`` when its labels are not ours."""
+    config = info.get("Config") or {}
+    labels: dict[str, str] = config.get("Labels") or {}
+    env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
+    try:
+        keys: list[str] = json.loads(labels.get(ENV_KEYS, "[]"))
+        return SandboxSpec(
+            conversation_id=UUID(labels[CONVERSATION_ID]),
+            owner=labels[OWNER],
+            title=labels.get(TITLE, ""),
+            token=env[TOKEN_ENV],
+            created_at=datetime.fromisoformat(labels[CREATED_AT]),
+            env={key: env[key] for key in keys if key in env},
+            limits=ResourceLimits(
+                memory_bytes=_int(labels.get(MEMORY)),
+                cpus=_float(labels.get(CPUS)),
+                pids=_int(labels.get(PIDS)),
+            ),
+            internet=labels.get(INTERNET) == "true",
+            idle_timeout=_float(labels.get(IDLE_TIMEOUT)),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    return None if text is None else int(text)
+
+
+def _float(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+def _task_env(spec: SandboxSpec) -> dict[str, str]:
+    # The agent's own variables are the runtime's to set, never the caller's.
+    return {key: value for key, value in spec.env.items() if not key.upper().startswith("CONVOY_")}
+
+
+# --- the conversation's network ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subnet:
+    network: ipaddress.IPv4Network
+
+    @property
+    def sandbox_ip(self) -> str:
+        return str(self.network.network_address + 2)
+
+    @property
+    def relay_ip(self) -> str:
+        return str(self.network.network_address + 3)
+
+
+def free_subnets(pool: str, used: Iterable[str]) -> Iterator[Subnet]:
+    """The /29 subnets of ``pool`` that overlap none of ``used``, in random order
+    (so gateways sharing an engine rarely race for the same one)."""
+    whole = ipaddress.IPv4Network(pool)
+    taken = [net for net in (ipaddress.ip_network(text, strict=False) for text in used) if net.version == 4]
+    taken = [net for net in taken if net.overlaps(whole)]
+    count = 2 ** (SUBNET_PREFIX - whole.prefixlen)
+    step = 2 ** (32 - SUBNET_PREFIX)
+    for index in random.sample(range(count), count):
+        candidate = ipaddress.IPv4Network((int(whole.network_address) + index * step, SUBNET_PREFIX))
+        if not any(candidate.overlaps(net) for net in taken):
+            yield Subnet(candidate)
+
+
+def network_config(name: str, labels: dict[str, str], subnet: Subnet, internet: bool) -> dict[str, Any]:
+    """The conversation's own bridge. Without internet: internal (no route out) and
+    with no host address on the bridge, so neither the host nor anything beyond
+    it can be reached; only the sandbox and its relay live there."""
+    options = {"com.docker.network.bridge.enable_icc": "true"}
+    if not internet:
+        options["com.docker.network.bridge.inhibit_ipv4"] = "true"
+    return {
+        "Name": name,
+        "Driver": "bridge",
+        "Internal": not internet,
+        "CheckDuplicate": True,
+        "Labels": labels,
+        "Options": options,
+        "IPAM": {
+            "Driver": "default",
+            "Config": [{"Subnet": str(subnet.network), "Gateway": str(subnet.network.network_address + 1)}],
+        },
+    }
+
+
+# --- containers ---------------------------------------------------------------------
+
+
+def effective_limits(settings: Settings, requested: ResourceLimits) -> ResourceLimits:
+    return ResourceLimits(
+        memory_bytes=requested.memory_bytes or settings.docker_memory,
+        cpus=requested.cpus or settings.docker_cpus,
+        pids=requested.pids or settings.docker_pids,
+    )
+
+
+def _hardening(settings: Settings) -> dict[str, Any]:
+    host: dict[str, Any] = {"ReadonlyRootfs": settings.docker_read_only, "LogConfig": _LOG_CONFIG}
+    if settings.docker_drop_capabilities:
+        host["CapDrop"] = ["ALL"]
+    if settings.docker_no_new_privileges:
+        host["SecurityOpt"] = ["no-new-privileges"]
+    return host
+
+
+def sandbox_config(
+    settings: Settings, spec: SandboxSpec, labels: dict[str, str], names: Names, subnet: Subnet
+) -> dict[str, Any]:
+    limits = effective_limits(settings, spec.limits)
+    assert limits.memory_bytes is not None and limits.cpus is not None
+    env = _task_env(spec) | {TOKEN_ENV: spec.token, CONVERSATION_ENV: str(spec.conversation_id)}
+    host = _hardening(settings) | {
+        "Init": settings.docker_init,
+        "Mounts": [{"Type": "volume", "Source": names.volume, "Target": DATA_DIR}],
+        "NetworkMode": names.network,
+        "Memory": limits.memory_bytes,
+        "MemorySwap": limits.memory_bytes,  # no swap: the limit is the limit
+        "NanoCpus": int(limits.cpus * 1e9),
+        "PidsLimit": limits.pids,
+        "RestartPolicy": {"Name": "no"},
+    }
+    if settings.docker_read_only:
+        host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={settings.docker_tmpfs_bytes},mode=1777"}
+    return {
+        "Image": settings.docker_image,
+        "Cmd": [
+            "convoy-agent",
+            *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
+            *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
+        ],
+        "User": settings.docker_user,
+        "Hostname": "sandbox",
+        "Env": [f"{key}={value}" for key, value in env.items()],
+        "Labels": labels,
+        "ExposedPorts": {f"{AGENT_PORT}/tcp": {}},
+        "Healthcheck": {"Test": ["NONE"]},  # the runtime polls /ready itself
+        "HostConfig": host,
+        "NetworkingConfig": {
+            "EndpointsConfig": {names.network: {"IPAMConfig": {"IPv4Address": subnet.sandbox_ip}}}
+        },
+    }
+
+
+def relay_config(
+    settings: Settings, labels: dict[str, str], subnet: Subnet, front_network: str, publish: bool
+) -> dict[str, Any]:
+    """The relay starts on ``front_network`` (where the gateway reaches it); the
+    runtime then connects it to the conversation's network at ``subnet.relay_ip``."""
+    host = _hardening(settings) | {
+        "NetworkMode": front_network,
+        "Memory": _RELAY_MEMORY,
+        "MemorySwap": _RELAY_MEMORY,
+        "NanoCpus": int(settings.docker_cpus * 1e9),
+        "PidsLimit": 16,
+        "RestartPolicy": {"Name": "no"},
+    }
+    if publish:
+        host["PortBindings"] = {f"{AGENT_PORT}/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    return {
+        "Image": settings.docker_image,
+        "Cmd": ["python3", "-I", "-S", RELAY_SCRIPT, str(AGENT_PORT), subnet.sandbox_ip, str(AGENT_PORT)],
+        "User": settings.docker_user,
+        "Labels": labels | {ROLE: RELAY},
+        "ExposedPorts": {f"{AGENT_PORT}/tcp": {}},
+        "Healthcheck": {"Test": ["NONE"]},
+        "StopSignal": "SIGTERM",
+        "HostConfig": host,
+    }
+
+
+def published_url(info: dict[str, Any]) -> str | None:
+    """``http://127.0.0.1:PORT`` of a relay's published agent port (``inspect`` output)."""
+    ports = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{AGENT_PORT}/tcp") or []
+    for binding in ports:
+        if binding.get("HostPort"):
+            return f"http://127.0.0.1:{binding['HostPort']}"
+    return None
+
+
+def exit_reason(state: dict[str, Any]) -> str:
+    """Why a container ended, in words, from ``inspect``'s ``State``."""
+    code = state.get("ExitCode")
+    if state.get("OOMKilled"):
+        return f"the sandbox ran out of memory and was killed (OOM, exit code {code})"
+    if state.get("Error"):
+        return f"the sandbox failed: {state['Error']} (exit code {code})"
+    return f"the sandbox exited with code {code}"

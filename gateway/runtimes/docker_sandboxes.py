@@ -1,0 +1,307 @@
+"""The Docker runtime's lifecycle logic, over an :class:`Engine` (see :mod:`gateway.runtimes.docker`).
+
+What one conversation owns, and how it is started, found, listed and removed,
+is described in :mod:`gateway.runtimes.docker`; this module does it, with every
+engine call behind the small typed :class:`~gateway.runtimes.docker_api.Engine`
+protocol, whose errors are already mapped (so nothing here imports aiodocker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes.base import (
+    ProgressCallback,
+    RuntimeError_,
+    RuntimeUnavailable,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxStartError,
+    SandboxState,
+    wait_until_ready,
+)
+from gateway.runtimes.docker_api import (
+    Engine,
+    EngineError,
+    NotFound,
+    by_conversation,
+    conversation_of,
+    summary_url,
+    young,
+)
+from gateway.settings import Settings
+
+Reach = Literal["published", "network"]
+_T = TypeVar("_T")
+_LOG_TAIL_LINES = 20
+_STATES = {
+    "created": SandboxState.STARTING,
+    "running": SandboxState.RUNNING,
+    "restarting": SandboxState.RUNNING,
+}
+
+
+async def _no_progress(phase: str) -> None:
+    return None
+
+
+class DockerSandboxes:
+    """The Runtime protocol on Docker (``DockerRuntime`` adds how to connect)."""
+
+    name = "docker"
+
+    def __init__(self, settings: Settings, engine: Engine, *, image_version: str, reach: Reach) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._install = settings.install
+        self._image_version = image_version
+        self.reach: Reach = reach
+        self._front_network = "bridge" if reach == "published" else settings.docker_network
+        self._starting: set[UUID] = set()
+        self._subnet_lock = asyncio.Lock()
+        self._used_subnets: set[str] | None = None
+        self._specs: dict[str, SandboxSpec] = {}  # by container id: spares an inspect per list()
+        #: Seconds a half-made conversation (no sandbox yet, or one never started) is
+        #: given before cleanup_orphans() takes it for left behind: a start of another
+        #: gateway process of the same installation may still be under way.
+        self.orphan_age = 60.0
+
+    # --- start ------------------------------------------------------------------------
+
+    async def start(self, spec: SandboxSpec, progress: ProgressCallback | None = None) -> SandboxHandle:
+        names = cfg.Names.of(self._install, spec.conversation_id)
+        self._starting.add(spec.conversation_id)
+        try:
+            return await self._start(spec, names, progress or _no_progress)
+        except SandboxStartError as error:
+            reason = await self._failure_reason(names, str(error))
+            await asyncio.shield(self._remove_quietly(names))
+            raise SandboxStartError(reason) from None
+        except RuntimeUnavailable:
+            await asyncio.shield(self._remove_quietly(names))
+            raise
+        except EngineError as error:
+            await asyncio.shield(self._remove_quietly(names))
+            raise SandboxStartError(f"the engine refused to start the sandbox: {error}") from None
+        except BaseException:
+            await asyncio.shield(self._remove_quietly(names))
+            raise
+        finally:
+            self._starting.discard(spec.conversation_id)
+
+    async def _start(self, spec: SandboxSpec, names: cfg.Names, progress: ProgressCallback) -> SandboxHandle:
+        began = time.monotonic()
+        labels = cfg.common_labels(spec, self._install)
+        await progress("creating volume")
+        await self._engine.create_volume(names.volume, labels)
+        await progress("creating network")
+        subnet = await self._create_network(names.network, labels, spec.internet)
+        await progress("creating container")
+        sandbox = cfg.sandbox_config(
+            self._settings, spec, cfg.sandbox_labels(spec, self._install, self._image_version), names, subnet
+        )
+        relay = cfg.relay_config(
+            self._settings, labels, subnet, self._front_network, publish=self.reach == "published"
+        )
+
+        # The relay is made while the agent boots: the critical path is the sandbox's
+        # own create + start + boot, as for a plain `docker run` (both containers
+        # starting at once would slow the sandbox's start on a small machine).
+        await asyncio.gather(
+            self._engine.create_container(names.sandbox, sandbox), self._relay_made(names, relay, subnet)
+        )
+        await progress("starting container")
+        await self._engine.start(names.sandbox)
+        await self._engine.start(names.relay)
+        base_url = await self._relay_url(names)
+        await progress("waiting for agent")
+        remaining = max(self._settings.start_timeout - (time.monotonic() - began), 5.0)
+        await wait_until_ready(base_url, within=remaining, interval=0.02, alive=self._alive_check(names))
+        return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
+
+    async def _create_network(self, name: str, labels: dict[str, str], internet: bool) -> cfg.Subnet:
+        # Docker's default address pools hold ~30 networks; ours come from a pool of
+        # their own. The lock keeps this gateway's picks apart; the subnets in use are
+        # cached, and read again from the engine when a create fails because another
+        # gateway on the same engine took one meanwhile (or when the cache runs dry).
+        async with self._subnet_lock:
+            for attempt in range(8):
+                if self._used_subnets is None or attempt > 0:
+                    self._used_subnets = await self._subnets_in_use()
+                subnet = next(cfg.free_subnets(self._settings.docker_subnet_pool, self._used_subnets), None)
+                if subnet is None:
+                    break
+                try:
+                    await self._engine.create_network(cfg.network_config(name, labels, subnet, internet))
+                except EngineError as error:
+                    if isinstance(error, NotFound) or "overlap" not in str(error).lower():
+                        raise
+                    continue
+                self._used_subnets.add(str(subnet.network))
+                return subnet
+        raise SandboxStartError(f"no free /29 left in docker_subnet_pool {self._settings.docker_subnet_pool}")
+
+    async def _subnets_in_use(self) -> set[str]:
+        return {
+            ipam["Subnet"]
+            for network in await self._engine.networks()
+            for ipam in ((network.get("IPAM") or {}).get("Config") or [])
+            if ipam.get("Subnet")
+        }
+
+    async def _relay_made(self, names: cfg.Names, config: dict[str, Any], subnet: cfg.Subnet) -> None:
+        await self._engine.create_container(names.relay, config)
+        await self._engine.connect_network(names.network, names.relay, subnet.relay_ip)
+
+    async def _relay_url(self, names: cfg.Names) -> str:
+        if self.reach == "network":
+            return f"http://{names.relay}:{cfg.AGENT_PORT}"
+        url = cfg.published_url(await self._engine.inspect(names.relay) or {})
+        if url is None:
+            raise SandboxStartError("the relay container has no published port")
+        return url
+
+    def _alive_check(self, names: cfg.Names) -> Callable[[], Awaitable[bool]]:
+        """Whether the sandbox still runs, asking the engine at most every 0.25 s."""
+        asked_at, running = 0.0, True
+
+        async def alive() -> bool:
+            nonlocal asked_at, running
+            if time.monotonic() - asked_at >= 0.25:
+                info = await self._engine.inspect(names.sandbox)
+                asked_at, running = time.monotonic(), bool(info and (info.get("State") or {}).get("Running"))
+            return running
+
+        return alive
+
+    async def _failure_reason(self, names: cfg.Names, error: str) -> str:
+        try:
+            info = await self._engine.inspect(names.sandbox)
+            state = (info or {}).get("State") or {}
+            if state and not state.get("Running") and state.get("Status") != "created":
+                error = f"{error}: {cfg.exit_reason(state)}"
+            tail = (await self._engine.logs(names.sandbox, _LOG_TAIL_LINES)).strip()
+        except RuntimeError_:
+            tail = ""
+        return f"{error}\nlast log lines:\n{tail}" if tail else error
+
+    # --- find / list ------------------------------------------------------------------
+
+    async def find(self, conversation_id: UUID) -> SandboxHandle | None:
+        filters = cfg.install_filter(self._install, **{cfg.CONVERSATION_ID: str(conversation_id)})
+        handles = await self._handles(filters)
+        return handles[0] if handles else None
+
+    async def list(self) -> list[SandboxHandle]:
+        return await self._handles(cfg.install_filter(self._install))
+
+    async def _handles(self, filters: dict[str, builtins.list[str]]) -> builtins.list[SandboxHandle]:
+        groups = by_conversation(await self._engine.containers(filters))
+        found = await asyncio.gather(
+            *(self._handle(group) for group in groups.values() if cfg.SANDBOX in group)
+        )
+        return [handle for handle in found if handle is not None]
+
+    async def _handle(self, group: dict[str, dict[str, Any]]) -> SandboxHandle | None:
+        sandbox, relay = group[cfg.SANDBOX], group.get(cfg.RELAY)
+        names = cfg.Names.of(self._install, UUID(sandbox["Labels"][cfg.CONVERSATION_ID]))
+        state = _STATES.get(sandbox.get("State", ""), SandboxState.EXITED)
+        spec = self._specs.get(sandbox["Id"])
+        info: dict[str, Any] | None = None
+        if spec is None or state is SandboxState.EXITED:
+            info = await self._engine.inspect(sandbox["Id"])
+            spec = cfg.spec_from_container(info) if info else None
+            if spec is None:
+                return None
+            self._specs[sandbox["Id"]] = spec
+        base_url = (
+            summary_url(relay) if self.reach == "published" else f"http://{names.relay}:{cfg.AGENT_PORT}"
+        )
+        if state is SandboxState.EXITED:
+            status = (info or {}).get("State") or {}
+            tail = await self._quietly(self._engine.logs(sandbox["Id"], _LOG_TAIL_LINES)) or ""
+            reason = cfg.exit_reason(status) + (f"\nlast log lines:\n{tail.strip()}" if tail.strip() else "")
+            return SandboxHandle(
+                spec=spec,
+                base_url=base_url or "",
+                state=state,
+                exit_code=status.get("ExitCode"),
+                oom_killed=bool(status.get("OOMKilled")),
+                reason=reason,
+            )
+        if state is SandboxState.RUNNING and (relay is None or relay.get("State") != "running"):
+            gone = "its relay container is gone"
+            return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.EXITED, reason=gone)
+        return SandboxHandle(spec=spec, base_url=base_url or "", state=state)
+
+    # --- remove / cleanup -------------------------------------------------------------
+
+    async def remove(self, conversation_id: UUID) -> bool:
+        return await self._remove(cfg.Names.of(self._install, conversation_id))
+
+    async def _remove(self, names: cfg.Names) -> bool:
+        """Stop the sandbox (grace), then remove both containers, the volume and the network."""
+        with contextlib.suppress(NotFound):
+            await self._engine.stop(names.sandbox, self._settings.docker_stop_grace)
+        containers = await asyncio.gather(
+            self._engine.remove_container(names.sandbox), self._engine.remove_container(names.relay)
+        )
+        others = await asyncio.gather(
+            self._engine.remove_volume(names.volume), self._engine.remove_network(names.network)
+        )
+        return any(containers) or any(others)
+
+    async def _remove_quietly(self, names: cfg.Names) -> None:
+        await self._quietly(self._remove(names))
+
+    async def cleanup_orphans(self) -> int:
+        """Remove conversations whose sandbox exited or lost its relay (call :meth:`list`
+        first to learn why they ended), and volumes and networks of this installation
+        that no container uses. Leaves alone what is being started."""
+        removed = 0
+        groups = by_conversation(await self._engine.containers(cfg.install_filter(self._install)))
+        for conversation, group in groups.items():
+            if conversation in self._starting:
+                continue
+            sandbox, relay = group.get(cfg.SANDBOX), group.get(cfg.RELAY)
+            if (
+                sandbox
+                and sandbox.get("State") == "created"
+                and young(sandbox.get("Created"), self.orphan_age)
+            ):
+                continue
+            healthy = sandbox and relay and sandbox.get("State") == relay.get("State") == "running"
+            if not healthy:
+                await self._remove(cfg.Names.of(self._install, conversation))
+                removed += 1
+        volumes, networks = await asyncio.gather(
+            self._engine.volumes(cfg.install_filter(self._install)),
+            self._engine.networks(cfg.install_filter(self._install)),
+        )
+        for kind, items, key in (("volume", volumes, "CreatedAt"), ("network", networks, "Created")):
+            for item in items:
+                owner = conversation_of(item.get("Labels"))
+                if owner is None or owner in groups or owner in self._starting:
+                    continue
+                if young(item.get(key), self.orphan_age):
+                    continue
+                remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
+                removed += int(await remover(item["Name"]))
+        return removed
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    @staticmethod
+    async def _quietly(call: Awaitable[_T]) -> _T | None:
+        try:
+            return await call
+        except RuntimeError_:
+            return None

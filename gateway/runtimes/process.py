@@ -1,0 +1,320 @@
+"""ProcessRuntime: one local ``python -m sandbox_agent`` process per conversation.
+
+No isolation and no Docker: for development, tests and machines without an
+engine. Each sandbox is a directory ``<state_dir>/<install>/<conversation_id>/``
+holding
+
+- ``meta.json``: the :class:`SandboxSpec` (token included; the file is 0600),
+  the agent's pid, its start time and its port: the registry that lets a
+  restarted gateway rebuild everything from :meth:`ProcessRuntime.list`;
+- ``workspace/`` and ``state/``: the agent's workspace and event log;
+- ``agent.log``: the agent's stdout and stderr, whose tail is the reason of a
+  :class:`SandboxStartError`.
+
+The agent runs in a session of its own and is not a child of the gateway: a
+tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
+exits. So a gateway stopped, or killed with SIGKILL, leaves its agents running
+(asyncio would kill a child whose transport is closed or collected), and agents
+started by this gateway and agents adopted after a restart are watched the same
+way: by pid and start time (see :mod:`gateway.runtimes.procfs`).
+
+Environment: the agent gets the spec's ``env`` over a small allow-list of the
+gateway's own variables (never the gateway's keys), then its own
+``CONVOY_AGENT_TOKEN`` and ``CONVOY_CONVERSATION_ID``, which nothing in the
+spec can override (names starting with ``CONVOY_`` are dropped; the API
+refuses them with 422).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from gateway.runtimes import procfs
+from gateway.runtimes.base import (
+    ProgressCallback,
+    ResourceLimits,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxStartError,
+    SandboxState,
+    wait_until_ready,
+)
+from gateway.settings import Settings
+
+_META = "meta.json"
+_LOG = "agent.log"
+_LOG_TAIL_BYTES = 4000
+_PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
+
+# Runs as its own short-lived process (in the gateway's environment; the agent's comes
+# on stdin, so a broken one cannot break the launcher): starts the agent in a new
+# session, reports its pid and start time, and exits, so the agent is nobody's child.
+_LAUNCHER = """
+import json, subprocess, sys
+env = json.load(sys.stdin)
+log = open(sys.argv[1], "ab")
+agent = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         env=env, start_new_session=True, close_fds=True)
+try:
+    with open(f"/proc/{agent.pid}/stat") as stat:
+        text = stat.read()
+    started = text[text.rfind(")") + 2:].split()[19]
+except OSError:
+    started = ""
+print(agent.pid, started, flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spec_to_json(spec: SandboxSpec) -> dict[str, Any]:
+    return {
+        "conversation_id": str(spec.conversation_id),
+        "owner": spec.owner,
+        "title": spec.title,
+        "token": spec.token,
+        "created_at": spec.created_at.isoformat(),
+        "env": spec.env,
+        "limits": asdict(spec.limits),
+        "internet": spec.internet,
+        "idle_timeout": spec.idle_timeout,
+    }
+
+
+def _spec_from_json(data: dict[str, Any]) -> SandboxSpec:
+    return SandboxSpec(
+        conversation_id=UUID(data["conversation_id"]),
+        owner=str(data["owner"]),
+        title=str(data["title"]),
+        token=str(data["token"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        env=dict(data.get("env") or {}),
+        limits=ResourceLimits(**(data.get("limits") or {})),
+        internet=bool(data.get("internet", False)),
+        idle_timeout=data.get("idle_timeout"),
+    )
+
+
+class ProcessRuntime:
+    """The Runtime protocol over local agent processes (see the module docstring)."""
+
+    name = "process"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._root = settings.state_dir / settings.install
+        self._starting: set[UUID] = set()
+
+    # --- paths and metadata (blocking; run in threads) ----------------------------
+
+    def _dir(self, conversation_id: UUID) -> Path:
+        return self._root / str(conversation_id)
+
+    def _read_meta(self, folder: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads((folder / _META).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_meta(self, folder: Path, data: dict[str, Any]) -> None:
+        tmp = folder / f".{_META}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(data, file)
+        tmp.replace(folder / _META)
+
+    def _handle(self, data: dict[str, Any]) -> SandboxHandle | None:
+        try:
+            spec = _spec_from_json(data["spec"])
+            process = procfs.ProcessId(int(data["pid"]), data.get("started"))
+            port = int(data["port"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        state = SandboxState.RUNNING if procfs.is_alive(process) else SandboxState.EXITED
+        return SandboxHandle(spec=spec, base_url=f"http://127.0.0.1:{port}", state=state)
+
+    def _scan(self) -> list[tuple[Path, dict[str, Any] | None]]:
+        if not self._root.is_dir():
+            return []
+        return [
+            (folder, self._read_meta(folder)) for folder in sorted(self._root.iterdir()) if folder.is_dir()
+        ]
+
+    def _log_tail(self, folder: Path) -> str:
+        try:
+            with open(folder / _LOG, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+                return log.read().decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    # --- Runtime protocol ---------------------------------------------------------
+
+    async def start(self, spec: SandboxSpec, progress: ProgressCallback | None = None) -> SandboxHandle:
+        folder = self._dir(spec.conversation_id)
+        deadline = time.monotonic() + self._settings.start_timeout
+        if progress:
+            await progress("preparing the workspace")
+        await asyncio.to_thread(self._prepare, folder)
+        self._starting.add(spec.conversation_id)
+        try:
+            for attempt in range(3):
+                port = _free_port()
+                if progress:
+                    await progress("starting the agent")
+                process = await self._launch(spec, folder, port)
+                await asyncio.to_thread(
+                    self._write_meta,
+                    folder,
+                    {
+                        "spec": _spec_to_json(spec),
+                        "pid": process.pid,
+                        "started": process.started,
+                        "port": port,
+                    },
+                )
+                if progress:
+                    await progress("waiting for the agent")
+                base_url = f"http://127.0.0.1:{port}"
+
+                async def alive(process: procfs.ProcessId = process) -> bool:
+                    return await asyncio.to_thread(procfs.is_alive, process)
+
+                try:
+                    await wait_until_ready(
+                        base_url, within=max(0.1, deadline - time.monotonic()), alive=alive
+                    )
+                except SandboxStartError as error:
+                    await self._stop(process)
+                    tail = await asyncio.to_thread(self._log_tail, folder)
+                    # Another program may take the free port between our probe and the agent's bind.
+                    if "address already in use" in tail.lower() and attempt < 2:
+                        continue
+                    raise SandboxStartError(
+                        f"{error}; the agent's last output:\n{tail}" if tail else str(error)
+                    ) from None
+                return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
+            raise SandboxStartError("no free port could be bound")  # pragma: no cover
+        except BaseException:
+            # Cancelled or failed: leave nothing behind, then tell the caller.
+            await asyncio.shield(self.remove(spec.conversation_id))
+            raise
+        finally:
+            self._starting.discard(spec.conversation_id)
+
+    def _prepare(self, folder: Path) -> None:
+        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            raise SandboxStartError(f"a sandbox for this conversation already exists ({folder})") from None
+        (folder / "workspace").mkdir(mode=0o700)
+        (folder / "state").mkdir(mode=0o700)
+
+    def _environment(self, spec: SandboxSpec, folder: Path) -> dict[str, str]:
+        env = {
+            name: value for name, value in os.environ.items() if name in _PASSED_ENV or name.startswith("LC_")
+        }
+        env["HOME"] = str(folder / "workspace")
+        env.update(
+            {name: value for name, value in spec.env.items() if not name.upper().startswith("CONVOY_")}
+        )
+        env["CONVOY_AGENT_TOKEN"] = spec.token
+        env["CONVOY_CONVERSATION_ID"] = str(spec.conversation_id)
+        return env
+
+    async def _launch(self, spec: SandboxSpec, folder: Path, port: int) -> procfs.ProcessId:
+        argv = [sys.executable, "-m", "sandbox_agent", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--workspace", str(folder / "workspace"), "--state-dir", str(folder / "state")]
+        try:
+            launcher = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _LAUNCHER,
+                str(folder / _LOG),
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=folder / "workspace",
+            )
+            out, err = await launcher.communicate(json.dumps(self._environment(spec, folder)).encode())
+        except OSError as error:
+            raise SandboxStartError(f"the agent could not be started: {error}") from error
+        fields = out.decode().split()
+        if launcher.returncode != 0 or not fields:
+            reason = err.decode(errors="replace").strip()[-_LOG_TAIL_BYTES:]
+            raise SandboxStartError(
+                f"the agent could not be started (launcher exit {launcher.returncode}): {reason}"
+            )
+        return procfs.ProcessId(int(fields[0]), int(fields[1]) if len(fields) > 1 else None)
+
+    async def _stop(self, process: procfs.ProcessId) -> None:
+        """SIGTERM the agent's group, SIGKILL after the grace period, then whatever
+        it started in other groups (shell tasks lead groups of their own)."""
+        if not await asyncio.to_thread(procfs.is_alive, process):
+            return
+        family = await asyncio.to_thread(procfs.descendants, process.pid)
+        procfs.signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + self._settings.process_stop_grace
+        while await asyncio.to_thread(procfs.is_alive, process):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)  # nothing to await: the agent is not our child
+        procfs.signal_group(process, signal.SIGKILL)
+        await asyncio.to_thread(procfs.kill, family)
+
+    async def find(self, conversation_id: UUID) -> SandboxHandle | None:
+        data = await asyncio.to_thread(self._read_meta, self._dir(conversation_id))
+        return None if data is None else await asyncio.to_thread(self._handle, data)
+
+    async def list(self) -> list[SandboxHandle]:
+        def scan() -> list[SandboxHandle]:
+            handles = (self._handle(data) for _, data in self._scan() if data is not None)
+            return [handle for handle in handles if handle is not None]
+
+        return await asyncio.to_thread(scan)
+
+    async def remove(self, conversation_id: UUID) -> bool:
+        folder = self._dir(conversation_id)
+        data = await asyncio.to_thread(self._read_meta, folder)
+        if data is not None and "pid" in data:
+            await self._stop(procfs.ProcessId(int(data["pid"]), data.get("started")))
+        if not await asyncio.to_thread(folder.exists):
+            return False
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        return True
+
+    async def cleanup_orphans(self) -> int:
+        removed = 0
+        for folder, data in await asyncio.to_thread(self._scan):
+            try:
+                conversation_id = UUID(folder.name)
+            except ValueError:
+                continue  # not ours
+            if conversation_id in self._starting:
+                continue
+            handle = None if data is None else await asyncio.to_thread(self._handle, data)
+            if handle is None or handle.state is SandboxState.EXITED:
+                removed += await self.remove(conversation_id)
+        return removed
+
+    async def close(self) -> None:
+        """Nothing to release: the agents are not our children and keep running."""

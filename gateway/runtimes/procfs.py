@@ -1,0 +1,102 @@
+"""Local processes as the process runtime sees them: alive or not, and what they started.
+
+Blocking helpers (they read ``/proc``); callers run them with ``asyncio.to_thread``
+when they scan many. A process is named by its pid *and* its start time, so a pid
+that the kernel reused for an unrelated process is never mistaken for an agent
+(and never signalled).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A process at one moment of its life: ``started`` is its start time in clock
+    ticks since boot (``None`` where there is no ``/proc``)."""
+
+    pid: int
+    started: int | None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, or ``None``."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # The command name is in parentheses and may itself contain spaces or ')'.
+    return text[text.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else None
+
+
+def identify(pid: int) -> ProcessId:
+    return ProcessId(pid, start_time(pid))
+
+
+def is_alive(process: ProcessId) -> bool:
+    """True while the process runs (zombies count as gone)."""
+    if process.pid <= 1:
+        return False
+    if not _PROC.is_dir():
+        try:
+            os.kill(process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    fields = _stat(process.pid)
+    if fields is None or fields[0] in ("Z", "X", "x"):
+        return False
+    return process.started is None or int(fields[19]) == process.started
+
+
+def descendants(pid: int) -> list[ProcessId]:
+    """Every live descendant of ``pid`` (children first), found through their parent pids."""
+    if not _PROC.is_dir():
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields is not None and len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[ProcessId] = []
+    pending = list(children.get(pid, []))
+    while pending:
+        child = pending.pop(0)
+        found.append(identify(child))
+        pending.extend(children.get(child, []))
+    return found
+
+
+def signal_group(process: ProcessId, signum: int) -> None:
+    """Send ``signum`` to the process group led by ``process`` (a session leader),
+    or to the process alone when it leads none. Gone processes are ignored."""
+    if not is_alive(process) or process.pid == os.getpid():
+        return
+    try:
+        if os.getpgid(process.pid) == process.pid and process.pid != os.getpgrp():
+            os.killpg(process.pid, signum)
+        else:
+            os.kill(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill(processes: list[ProcessId]) -> None:
+    """SIGKILL each still-living process of ``processes`` and its group."""
+    for process in processes:
+        signal_group(process, signal.SIGKILL)

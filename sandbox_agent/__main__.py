@@ -1,0 +1,105 @@
+"""``convoy-agent`` / ``python -m sandbox_agent``: run one conversation's agent under uvicorn.
+
+    convoy-agent --host H --port P --workspace DIR --state-dir DIR [--unprotected]
+
+The token comes from ``CONVOY_AGENT_TOKEN``; without one the agent refuses to
+start (exit 2) unless ``--unprotected`` or ``CONVOY_AGENT_UNPROTECTED=1``.
+The conversation id comes from ``CONVOY_CONVERSATION_ID``. SIGTERM/SIGINT end
+it gracefully: running tasks are cancelled (their process groups ended), the
+event log is written and fsynced, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convoy-agent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workspace", type=Path, help="workspace root (default: CONVOY_AGENT_WORKSPACE)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="event log directory (default: CONVOY_AGENT_STATE_DIR)"
+    )
+    parser.add_argument("--unprotected", action="store_true", help="serve without a token (development only)")
+    parser.add_argument("--log-level", default="warning")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    from sandbox_agent.settings import AgentSettings
+
+    overrides: dict[str, object] = {}
+    if args.workspace is not None:
+        overrides["workspace"] = args.workspace
+    if args.state_dir is not None:
+        overrides["state_dir"] = args.state_dir
+    if args.unprotected:
+        overrides["unprotected"] = True
+    try:
+        settings = AgentSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        print(f"convoy-agent: bad settings:\n{error}", file=sys.stderr)
+        return 2
+    if not settings.token and not settings.unprotected:
+        print(
+            "convoy-agent: refusing to start without CONVOY_AGENT_TOKEN "
+            "(pass --unprotected or set CONVOY_AGENT_UNPROTECTED=1 to serve without one)",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.token and settings.unprotected:
+        settings.unprotected = False  # a configured token always applies
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import uvicorn
+
+    from sandbox_agent.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        ws_max_size=settings.max_event_bytes,
+        # events are small JSON on a local link: compressing each costs more than it saves
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=int(settings.kill_grace_seconds) + 5,
+        lifespan="on",
+    )
+    server = _graceful_server(uvicorn, config)
+    server.run()
+    # uvicorn handles SIGTERM/SIGINT: stops accepting, runs the lifespan shutdown
+    # (tasks cancelled, log flushed) and returns; a failed start-up leaves started False.
+    return 0 if server.started else 1
+
+
+def _graceful_server(uvicorn: Any, config: Any) -> Any:
+    """A uvicorn server that exits 0 after a graceful SIGTERM/SIGINT shutdown.
+
+    Plain uvicorn re-raises the signal once it has shut down, so the process
+    would end "killed by SIGTERM"; a clean shutdown is a success for the agent.
+    """
+
+    class GracefulServer(uvicorn.Server):  # type: ignore[misc]
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return GracefulServer(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

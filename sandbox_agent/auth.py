@@ -1,0 +1,29 @@
+"""The agent token: ``X-Convoy-Token`` on every route but ``/health`` and ``/ready``.
+
+Compared in constant time. An agent started unprotected (no token) accepts
+every request; the CLI refuses to start that way unless told to.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import HTTPException, Request
+from starlette.requests import HTTPConnection
+
+from sandbox_agent.protocol import TOKEN_HEADER
+
+
+def token_ok(connection: HTTPConnection) -> bool:
+    """Whether ``connection`` (HTTP request or WebSocket) carries the agent token."""
+    expected: str | None = connection.app.state.agent.settings.token
+    if expected is None:
+        return bool(connection.app.state.agent.settings.unprotected)
+    given = connection.headers.get(TOKEN_HEADER)
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def require_token(request: Request) -> None:
+    """FastAPI dependency: 401 unless the request carries the agent token."""
+    if not token_ok(request):
+        raise HTTPException(401, f"missing or wrong {TOKEN_HEADER}")

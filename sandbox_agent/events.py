@@ -1,0 +1,276 @@
+"""The conversation's event log: append-only, persisted, paged, followed.
+
+Contract:
+- :meth:`EventLog.append` gives the event the next ``seq`` (gapless from 1),
+  stores its envelope as one JSON line in ``<state_dir>/events.jsonl`` (written
+  in batches by :class:`~sandbox_agent.journal.Journal`) and wakes followers.
+  It is synchronous: ordering is the order of calls on the event loop.
+- The log is reloaded on start; ``seq`` and history continue. A torn last line
+  (crash mid-write) is dropped, so the log always reloads.
+- In memory the log keeps only indexes (8-byte offset and 8-byte id key per
+  event; per-type and per-task seq lists) plus a byte-bounded tail of recent
+  envelopes, so paging is O(page) and followers read live events from memory.
+- A :class:`Follower` reads from ``after_seq`` onwards, history then live, in
+  seq order: no gap, no duplicate. Once caught up, it may lag at most
+  ``max_lag`` events behind the head; past that it is marked too slow (and
+  its ``overflowed`` event set) and must be dropped by its owner, which never
+  slows the writer or other followers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from bisect import bisect_right
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel
+
+from sandbox_agent.event_index import EventIndex, runs
+
+JSONL_NAME = "events.jsonl"
+#: A follower replaying history reads at most about this much from disk per batch.
+FOLLOW_DISK_BYTES = 4 * 1024 * 1024
+
+
+class StoredEvent(NamedTuple):
+    seq: int
+    raw: bytes  # the envelope as JSON
+
+
+class LogClosed(RuntimeError):
+    """The log is shutting down; followers stop."""
+
+
+class UnencodableEvent(ValueError):
+    """A detail that cannot be written as UTF-8 JSON (a lone surrogate, say): refused, not stored."""
+
+
+class FollowerTooSlow(Exception):
+    """This follower fell more than ``max_lag`` events behind the head."""
+
+
+def _envelope(event_id: UUID, seq: int, conversation_id: UUID, detail_json: bytes) -> bytes:
+    created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return b'{"id":"%s","seq":%d,"conversation_id":"%s","created_at":"%s","detail":%s}' % (
+        str(event_id).encode(),
+        seq,
+        str(conversation_id).encode(),
+        created.encode(),
+        detail_json,
+    )
+
+
+def ephemeral(conversation_id: UUID, detail: BaseModel) -> bytes:
+    """An envelope with seq 0 that is not part of the log (an ``Error`` to one client)."""
+    return _envelope(uuid4(), 0, conversation_id, detail.model_dump_json().encode())
+
+
+class EventLog:
+    def __init__(self, state_dir: Path, *, tail_bytes: int = 8 * 1024 * 1024, max_lag: int = 10_000) -> None:
+        from sandbox_agent.journal import Journal
+
+        self._journal = Journal(state_dir / JSONL_NAME)
+        self._tail_limit = tail_bytes
+        self.max_lag = max_lag
+        self.conversation_id: UUID | None = None
+        self._index = EventIndex()
+        self._offsets = self._index.offsets
+        # Recent envelopes: self._tail[self._tail_head] has seq self._tail_first. A list with a
+        # moving head (compacted now and then) gives O(k) slices, unlike a deque's O(n) islice.
+        self._tail: list[bytes] = []
+        self._tail_head = 0
+        self._tail_first = 1
+        self._tail_size = 0
+        self._changed = asyncio.Event()
+        self._followers: set[Follower] = set()
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> int:
+        """Reload the log from disk (blocking work in a thread); returns the events found."""
+        count = await asyncio.to_thread(self._journal.load, self._index_line)
+        self._tail_first = count + 1
+        self._journal.start()
+        return count
+
+    def _index_line(self, offset: int, line: bytes) -> bool:
+        try:
+            envelope: Any = json.loads(line)
+            seq = envelope["seq"]
+            event_id = UUID(envelope["id"])
+            detail = envelope["detail"]
+            kind = detail["type"]
+            conversation_id = UUID(envelope["conversation_id"])
+        except (ValueError, KeyError, TypeError):
+            return False
+        if seq != len(self._offsets) + 1 or not isinstance(kind, str):
+            return False
+        if self.conversation_id is None:
+            self.conversation_id = conversation_id
+        task_id = detail.get("task_id")
+        self._index.add(offset, event_id, kind, task_id if isinstance(task_id, str) else None)
+        return True
+
+    async def close(self) -> None:
+        """Stop followers, write everything queued, fsync."""
+        self._closed = True
+        self._changed.set()
+        await self._journal.close()
+
+    async def flush(self) -> None:
+        await self._journal.flush()
+
+    # --- writing --------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return len(self._offsets)
+
+    def append(self, detail: BaseModel) -> StoredEvent:
+        """Record ``detail`` (a protocol detail model) as the next event."""
+        if self._closed:
+            raise LogClosed("the event log is closed")
+        if self.conversation_id is None:
+            raise RuntimeError("conversation_id must be set before the first event")
+        try:
+            detail_json = detail.model_dump_json().encode()
+        except ValueError as error:  # serialization error, UnicodeEncodeError
+            raise UnencodableEvent(f"the event cannot be stored as UTF-8 JSON: {error}") from None
+        seq = len(self._offsets) + 1
+        event_id = uuid4()
+        raw = _envelope(event_id, seq, self.conversation_id, detail_json)
+        offset = self._journal.append(raw)
+        task_id = getattr(detail, "task_id", None)
+        kind = getattr(detail, "type", "")
+        self._index.add(offset, event_id, kind, str(task_id) if task_id is not None else None)
+        self._tail.append(raw)
+        self._tail_size += len(raw)
+        self._evict()
+        self._changed.set()
+        if self._followers:
+            self._check_lag(seq)
+        return StoredEvent(seq, raw)
+
+    def _evict(self) -> None:
+        # Only flushed lines leave memory: readers never read unflushed bytes from disk.
+        flushed = self._journal.flushed
+        tail = self._tail
+        while self._tail_head < len(tail) and self._tail_size > self._tail_limit:
+            oldest = tail[self._tail_head]
+            if self._offsets[self._tail_first - 1] + len(oldest) + 1 > flushed:
+                break
+            self._tail_size -= len(oldest)
+            self._tail_head += 1
+            self._tail_first += 1
+        if self._tail_head > 1024 and self._tail_head * 2 > len(tail):
+            del tail[: self._tail_head]
+            self._tail_head = 0
+
+    def _check_lag(self, head: int) -> None:
+        for follower in list(self._followers):
+            if follower.caught_up and head - follower.next_seq + 1 > self.max_lag:
+                follower.mark_too_slow()
+
+    # --- reading --------------------------------------------------------------
+
+    async def read(self, first: int, last: int, max_disk_bytes: int | None = None) -> list[bytes]:
+        """Envelopes of seqs ``first..last`` (inclusive, clamped to the log).
+
+        With ``max_disk_bytes``, a read from disk stops after about that many bytes
+        (at least one event): the answer may then end before ``last``.
+        """
+        first = max(first, 1)
+        last = min(last, self.last_seq)
+        if first > last:
+            return []
+        from_disk: list[bytes] = []
+        if first < self._tail_first:
+            disk_last = min(last, self._tail_first - 1)
+            start = self._offsets[first - 1]
+            if max_disk_bytes is not None:
+                # offsets[s] is where seq s ends (seq s + 1 starts)
+                fits = bisect_right(self._offsets, start + max_disk_bytes, first) - 1
+                if fits < disk_last:
+                    disk_last = last = max(fits, first)
+            end = self._offsets[disk_last] if disk_last < self.last_seq else self._journal.end
+            data = await asyncio.to_thread(self._journal.read, start, end - start)
+            from_disk = data.split(b"\n")[: disk_last - first + 1]
+            first = disk_last + 1
+        if first > last:
+            return from_disk
+        # The tail may have moved while we read from disk; whatever left it is flushed.
+        if first < self._tail_first:
+            return from_disk + await self.read(first, last)
+        start = self._tail_head + first - self._tail_first
+        return from_disk + self._tail[start : start + last - first + 1]
+
+    async def read_seqs(self, seqs: Iterable[int]) -> list[bytes]:
+        """Envelopes of the given ascending seqs (runs are read in one go)."""
+        result: list[bytes] = []
+        for run in runs(seqs):
+            result.extend(await self.read(run[0], run[-1]))
+        return result
+
+    async def get(self, event_id: UUID) -> bytes | None:
+        needle = str(event_id).encode()
+        for seq in self._index.candidates(event_id):
+            raw = await self.read(seq, seq)
+            if raw and needle in raw[0][:60]:
+                return raw[0]
+        return None
+
+    def select(self, after_seq: int, limit: int, types: list[str] | None, task_id: UUID | None) -> list[int]:
+        """Up to ``limit`` seqs after ``after_seq`` matching the filters, ascending (see EventIndex)."""
+        return self._index.select(after_seq, limit, types, task_id)
+
+    # --- following ------------------------------------------------------------
+
+    def follow(self, after_seq: int) -> Follower:
+        """A follower that yields events after ``after_seq`` (``-1``: from now on)."""
+        start = self.last_seq + 1 if after_seq < 0 else after_seq + 1
+        follower = Follower(self, start)
+        self._followers.add(follower)
+        return follower
+
+    async def _wait_beyond(self, seq: int) -> None:
+        while self.last_seq < seq and not self._closed:
+            self._changed.clear()
+            await self._changed.wait()
+        if self._closed and self.last_seq < seq:
+            raise LogClosed("the event log is closed")
+
+
+class Follower:
+    """One reader of the log from a seq onwards; see :class:`EventLog`."""
+
+    def __init__(self, log: EventLog, next_seq: int) -> None:
+        self._log = log
+        self.next_seq = next_seq
+        self.caught_up = next_seq > log.last_seq
+        self.overflowed = asyncio.Event()
+
+    def mark_too_slow(self) -> None:
+        self.overflowed.set()
+        self._log._followers.discard(self)
+
+    async def next_batch(self, max_events: int = 512) -> list[bytes]:
+        """The next events (at least one); raises FollowerTooSlow or LogClosed."""
+        if self.overflowed.is_set():
+            raise FollowerTooSlow()
+        await self._log._wait_beyond(self.next_seq)
+        if self.overflowed.is_set():
+            raise FollowerTooSlow()
+        batch = await self._log.read(self.next_seq, self.next_seq + max_events - 1, FOLLOW_DISK_BYTES)
+        self.next_seq += len(batch)
+        if self.next_seq > self._log.last_seq:
+            self.caught_up = True
+        return batch
+
+    def close(self) -> None:
+        self._log._followers.discard(self)

@@ -1,0 +1,62 @@
+"""Liveness, readiness, agent info, and the gateway-only status report."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox_agent.agent import Agent
+from sandbox_agent.auth import require_token
+from sandbox_agent.errors import error_response
+from sandbox_agent.protocol import AgentInfo, ConversationStatus, ConversationStatusUpdate, Event
+from sandbox_agent.routes import get_agent, json_raw
+
+public = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], dependencies=[Depends(require_token)])
+
+
+class StatusReport(BaseModel):
+    """Body of ``POST /status``: the gateway says why the conversation is going away."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal[ConversationStatus.STOPPING, ConversationStatus.ERROR]
+    reason: str | None = Field(None, max_length=2000)
+
+
+@public.get("/health")
+async def health() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@public.get("/ready", responses={503: {"description": "starting or stopping"}})
+async def ready(agent: Agent = Depends(get_agent)) -> Response:
+    """200 once the event log is loaded and READY recorded; 503 while stopping."""
+    if not agent.ready:
+        return error_response(503, "not ready")
+    return json_raw(b'{"status":"ready"}')
+
+
+@router.get("/agent-info", response_model=AgentInfo)
+async def agent_info(agent: Agent = Depends(get_agent)) -> AgentInfo:
+    return agent.info()
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> dict[str, Any]:
+    """The agent's OpenAPI document (built on first request)."""
+    schema: dict[str, Any] = request.app.openapi()
+    return schema
+
+
+@router.post("/status", status_code=201, response_model=Event)
+async def report_status(report: StatusReport, agent: Agent = Depends(get_agent)) -> Response:
+    """Gateway only (never proxied): record a ConversationStatusUpdate, e.g. STOPPING before a delete."""
+    stored = agent.events.append(
+        ConversationStatusUpdate(
+            status=report.status, conversation_id=agent.conversation_id, reason=report.reason
+        )
+    )
+    return json_raw(stored.raw, 201)

@@ -1,0 +1,45 @@
+"""``/task``: list, create, get, cancel."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+
+from sandbox_agent import paging
+from sandbox_agent.agent import Agent
+from sandbox_agent.auth import require_token
+from sandbox_agent.protocol import Page, Task, TaskCreate, TaskStatus
+from sandbox_agent.routes import get_agent
+
+router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)])
+
+
+@router.get("/task", response_model=Page[Task])
+async def list_tasks(
+    agent: Agent = Depends(get_agent),
+    status: list[TaskStatus] | None = Query(None, description="Statuses to keep (repeatable)."),
+    page_id: str | None = Query(None),
+    limit: int = Query(paging.DEFAULT_PAGE_LIMIT, ge=1, le=paging.MAX_PAGE_LIMIT),
+) -> Page[Task]:
+    """Tasks in creation order."""
+    after = paging.decode_int(page_id) if page_id else 0
+    results, next_after = agent.tasks.page(after, limit, status)
+    return Page[Task](results=results, next_page_id=None if next_after is None else paging.encode(next_after))
+
+
+@router.post("/task", status_code=201, response_model=Task)
+async def create_task(request: TaskCreate, agent: Agent = Depends(get_agent)) -> Task:
+    """Start a task; its progress arrives as events. Unknown runnable types: 422 naming the known ones."""
+    return await agent.tasks.create(request)
+
+
+@router.get("/task/{task_id}", response_model=Task)
+async def get_task(task_id: UUID, agent: Agent = Depends(get_agent)) -> Task:
+    return agent.tasks.get(task_id)
+
+
+@router.delete("/task/{task_id}", response_model=Task)
+async def cancel_task(task_id: UUID, agent: Agent = Depends(get_agent)) -> Task:
+    """Cancel: answers with the task once it is CANCELLED (or still CANCELLING after the kill grace)."""
+    return await agent.tasks.cancel(task_id)

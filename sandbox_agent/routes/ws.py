@@ -1,0 +1,135 @@
+"""``WS /ws?after_seq=N``: replay then live, and client frames.
+
+Contract:
+- The token is checked after the handshake; a missing or wrong one closes the
+  socket with 4401.
+- Events after ``after_seq`` (default 0: all history; -1: live only) are sent
+  in seq order, history then live, with no gap and no duplicate (one
+  :class:`~sandbox_agent.events.Follower` reads both).
+- A frame ``{"runnable": ..., "title": ...}`` creates a task; ``{"detail": ...}``
+  triggers an event; anything else gets an ``Error`` envelope (seq 0, not
+  stored) on this socket only, which stays open.
+- A subscriber that falls ``subscriber_queue_size`` events behind is closed
+  with 4008 (WS_CLOSE_TOO_SLOW); it resumes with ``after_seq``. Agent shutdown
+  closes with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from sandbox_agent.agent import Agent
+from sandbox_agent.auth import token_ok
+from sandbox_agent.errors import AgentError, explain_validation
+from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed, UnencodableEvent, ephemeral
+from sandbox_agent.protocol import (
+    AFTER_SEQ_LIVE,
+    WS_CLOSE_TOO_SLOW,
+    WS_CLOSE_UNAUTHORIZED,
+    ErrorEvent,
+    EventTrigger,
+    TaskCreate,
+)
+
+router = APIRouter(tags=["events"])
+
+_CLOSE_GOING_AWAY = 1001
+_CLOSE_POLICY = 1008
+
+
+@router.websocket("/ws")
+async def follow(websocket: WebSocket) -> None:
+    agent: Agent = websocket.app.state.agent
+    await websocket.accept()
+    if not token_ok(websocket):
+        await websocket.close(WS_CLOSE_UNAUTHORIZED, "missing or wrong token")
+        return
+    try:
+        after_seq = int(websocket.query_params.get("after_seq", "0"))
+    except ValueError:
+        after_seq = -2
+    if after_seq < AFTER_SEQ_LIVE:
+        await websocket.close(_CLOSE_POLICY, "after_seq must be an integer >= -1")
+        return
+    follower = agent.events.follow(after_seq)
+    lock = asyncio.Lock()
+    sender = asyncio.create_task(_send_events(websocket, follower, lock))
+    receiver = asyncio.create_task(_receive_frames(websocket, agent, lock))
+    overflow = asyncio.create_task(follower.overflowed.wait())
+    try:
+        done, _ = await asyncio.wait({sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        follower.close()
+        for job in (sender, receiver, overflow):
+            job.cancel()
+        await asyncio.gather(sender, receiver, overflow, return_exceptions=True)
+    code: int | None = None
+    if overflow in done or (sender in done and isinstance(sender.exception(), FollowerTooSlow)):
+        code = WS_CLOSE_TOO_SLOW
+    elif sender in done and isinstance(sender.exception(), LogClosed):
+        code = _CLOSE_GOING_AWAY
+    if code is not None:
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await websocket.close(
+                code, "too slow: resume with after_seq" if code == WS_CLOSE_TOO_SLOW else ""
+            )
+
+
+async def _send_events(websocket: WebSocket, follower: Follower, lock: asyncio.Lock) -> None:
+    while True:
+        batch = await follower.next_batch()
+        async with lock:
+            for raw in batch:
+                await websocket.send_text(raw.decode())
+
+
+async def _receive_frames(websocket: WebSocket, agent: Agent, lock: asyncio.Lock) -> None:
+    limit = agent.settings.max_event_bytes
+    while True:
+        try:
+            message = await websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None and message.get("bytes") is not None:
+            text = message["bytes"].decode("utf-8", errors="replace")
+        if text is None:
+            continue
+        if len(text) > limit:
+            problem: ErrorEvent | None = ErrorEvent(message=f"frame larger than {limit} bytes")
+        else:
+            problem = await _handle_frame(text, agent)
+        if problem is not None:
+            async with lock:
+                await websocket.send_text(ephemeral(agent.conversation_id, problem).decode())
+
+
+async def _handle_frame(text: str, agent: Agent) -> ErrorEvent | None:
+    """Act on one client frame; returns the error to send back, if any."""
+    try:
+        frame: Any = json.loads(text)
+    except ValueError as error:
+        return ErrorEvent(message=f"frame is not JSON: {error}")
+    if not isinstance(frame, dict) or not ({"runnable", "detail"} & frame.keys()):
+        return ErrorEvent(message='expected {"runnable": {...}, "title": ...} or {"detail": {...}}')
+    try:
+        if "runnable" in frame:
+            await agent.tasks.create(TaskCreate.model_validate(frame))
+        else:
+            agent.events.append(EventTrigger.model_validate(frame).detail)
+    except ValidationError as error:
+        return ErrorEvent(message="invalid frame", errors=explain_validation(list(error.errors())))
+    except AgentError as error:
+        return ErrorEvent(message=error.detail)
+    except UnencodableEvent as error:
+        return ErrorEvent(message=str(error))
+    return None

@@ -1,0 +1,96 @@
+"""A task's output budget: stream the head as events, keep the rest in a workspace file.
+
+Contract: up to ``max_task_output_bytes`` bytes (both streams together) are
+emitted as ``TaskOutput`` events, decoded as UTF-8 incrementally (a character
+split across reads is not mangled; invalid bytes become U+FFFD). Past the
+budget nothing is dropped silently: one ``OutputTruncated`` event names the
+workspace file (``.convoy/output/<task_id>.log``) that receives every further
+byte, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+from sandbox_agent.protocol import OutputTruncated, TaskOutput
+from sandbox_agent.runnables import TaskContext
+
+log = logging.getLogger(__name__)
+
+Stream = Literal["stdout", "stderr"]
+
+
+class OutputSink:
+    def __init__(self, context: TaskContext) -> None:
+        self._context = context
+        self._budget = context.settings.max_task_output_bytes
+        self._emitted = 0
+        self.total = 0
+        self.truncated = False
+        self._decoders = {
+            "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        }
+        self.rel_path = f"{context.settings.output_dir_name}/{context.task_id}.log"
+        self._fd: int | None = None
+
+    async def write(self, stream: Stream, data: bytes) -> None:
+        self.total += len(data)
+        rest = data
+        if not self.truncated:
+            room = self._budget - self._emitted
+            head, rest = data[:room], data[room:]
+            if head:
+                self._emitted += len(head)
+                self._emit(stream, self._decoders[stream].decode(head, final=bool(rest)))
+            if rest:
+                await self._start_overflow()
+        if rest and self._fd is not None:
+            await asyncio.to_thread(_write_all, self._fd, rest)
+        self._context.on_output(self.total, self.truncated)
+
+    async def _start_overflow(self) -> None:
+        self.truncated = True
+        for stream, decoder in self._decoders.items():
+            self._emit(stream, decoder.decode(b"", final=True))  # type: ignore[arg-type]
+        try:
+            self._fd = await asyncio.to_thread(_open_overflow, self._context.workspace_root, self.rel_path)
+        except OSError as error:
+            log.warning("task %s: cannot write overflow file: %s", self._context.task_id, error)
+        self._context.emit(
+            OutputTruncated(task_id=self._context.task_id, limit_bytes=self._budget, path=self.rel_path)
+        )
+
+    def _emit(self, stream: Stream, text: str) -> None:
+        if text:
+            self._context.emit(TaskOutput(task_id=self._context.task_id, stream=stream, data=text))
+
+    async def close(self) -> None:
+        """Emit what the decoders still hold; close the overflow file."""
+        if not self.truncated:
+            for stream, decoder in self._decoders.items():
+                self._emit(stream, decoder.decode(b"", final=True))  # type: ignore[arg-type]
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            await asyncio.to_thread(os.close, fd)
+
+
+def _open_overflow(root: Path, rel_path: str) -> int:
+    target = root / rel_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    real_parent = Path(os.path.realpath(target.parent))
+    if real_parent != root and root not in real_parent.parents:
+        raise PermissionError(f"{rel_path} leaves the workspace")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW
+    return os.open(real_parent / target.name, flags, 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,210 @@
+"""Running one process for a task: its own group, streamed output, timeouts, cancel.
+
+Contract of :func:`run_process`:
+- The process starts in a new session (its own process group) in the task's
+  ``cwd``, with the agent's environment minus its token, plus the runnable's
+  ``env``. stdout and stderr are read in chunks as they come and handed to an
+  :class:`~sandbox_agent.runnables.output.OutputSink`.
+- ``timeout`` (seconds since start) or ``idle_timeout`` (seconds without
+  output) ends the task: SIGTERM to the whole group, SIGKILL after
+  ``kill_grace_seconds``; the outcome is an error that says which.
+- Cancellation does the same, then lets ``CancelledError`` through.
+- The task ends when the group leader exits; anything it left running in its
+  group is ended the same way (so no orphan keeps the pipes or the CPU).
+- The exit code is the leader's (negative: killed by that signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+
+from sandbox_agent.runnables import Outcome, TaskContext
+from sandbox_agent.runnables.output import OutputSink, Stream
+
+#: Environment variables never passed to a task.
+HIDDEN_ENV = ("CONVOY_AGENT_TOKEN",)
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in HIDDEN_ENV}
+    env.update(extra)
+    return env
+
+
+async def run_process(
+    argv: list[str],
+    context: TaskContext,
+    *,
+    env: dict[str, str],
+    timeout: float | None,  # noqa: ASYNC109 - the task's limit, enforced with its idle twin below
+    idle_timeout: float | None,
+    stdin_data: bytes | None = None,
+) -> Outcome:
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(loop),
+            *argv,
+            cwd=context.cwd,
+            env=child_env(env),
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as error:
+        return Outcome(exit_code=127, error=f"cannot start {argv[0]!r}: {error.strerror or error}")
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    group = ProcessGroup(proc.pid, context.settings.kill_grace_seconds)
+    sink = OutputSink(context)
+    last_output = [loop.time()]
+    chunk = context.settings.output_chunk_bytes
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        asyncio.create_task(_pump(proc.stdout, "stdout", sink, last_output, chunk)),
+        asyncio.create_task(_pump(proc.stderr, "stderr", sink, last_output, chunk)),
+    ]
+    feeder = None
+    if stdin_data is not None and proc.stdin is not None:
+        feeder = asyncio.create_task(_feed(proc.stdin, stdin_data))
+    try:
+        reason = await _supervise(protocol.exited, timeout, idle_timeout, last_output)
+        if reason is not None:
+            await group.terminate()
+        await protocol.exited
+        await group.terminate()  # leftovers of a leader that exited
+        # Output still in the pipes is read to the end; a process that escaped the
+        # group (setsid) and holds them open does not keep the task alive.
+        await asyncio.wait(pumps, timeout=context.settings.kill_grace_seconds + 1.0)
+    except asyncio.CancelledError:
+        await group.terminate()
+        raise
+    finally:
+        for helper in [*pumps, *([feeder] if feeder else [])]:
+            helper.cancel()
+        transport.close()
+        await sink.close()
+    returncode = transport.get_returncode()
+    assert returncode is not None
+    if reason is not None:
+        return Outcome(exit_code=returncode, error=reason)
+    if returncode == 0:
+        return Outcome(exit_code=0)
+    if returncode < 0:
+        return Outcome(exit_code=returncode, error=f"killed by signal {-returncode}")
+    return Outcome(exit_code=returncode, error=f"exited with code {returncode}")
+
+
+async def _supervise(
+    exited: asyncio.Future[None],
+    timeout: float | None,  # noqa: ASYNC109 - see run_process
+    idle_timeout: float | None,
+    last_output: list[float],
+) -> str | None:
+    """Wait for the leader; returns why it must be ended, or ``None`` when it exited."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        limits: list[tuple[float, str]] = []
+        now = loop.time()
+        if timeout is not None:
+            limits.append((started + timeout - now, f"timed out after {timeout:g}s"))
+        if idle_timeout is not None:
+            limits.append((last_output[0] + idle_timeout - now, f"no output for {idle_timeout:g}s"))
+        if not limits:
+            await asyncio.wait({exited})
+            return None
+        delay, why = min(limits)
+        if delay <= 0:
+            return why
+        done, _ = await asyncio.wait({exited}, timeout=delay)
+        if done:
+            return None
+
+
+async def _pump(
+    reader: asyncio.StreamReader, stream: Stream, sink: OutputSink, last_output: list[float], chunk: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    while data := await reader.read(chunk):
+        last_output[0] = loop.time()
+        await sink.write(stream, data)
+
+
+async def _feed(writer: asyncio.StreamWriter, data: bytes) -> None:
+    with contextlib.suppress(ConnectionError, BrokenPipeError):
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Stream protocol that also says when the process exits.
+
+    ``Process.wait()`` (Python 3.11) answers only once every pipe is closed, which a
+    background child holding stdout can delay forever; ``exited`` does not wait for that.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class ProcessGroup:
+    """The process group a task's leader created (pgid = leader pid)."""
+
+    def __init__(self, pgid: int, grace: float) -> None:
+        self.pgid = pgid
+        self.grace = grace
+
+    async def terminate(self) -> None:
+        """SIGTERM to every member; SIGKILL to whoever is left after the grace period."""
+        if not await asyncio.to_thread(self.alive):
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.grace
+            while loop.time() < deadline:
+                await asyncio.sleep(0.05)
+                if not await asyncio.to_thread(self.alive):
+                    return
+        finally:
+            # also when cancelled while waiting: nothing outlives its task
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signum)
+
+    def alive(self) -> bool:
+        """Whether a member that is not a zombie is left (zombies wait for their reaper)."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:
+            pids = [name for name in os.listdir("/proc") if name.isdigit()]
+        except OSError:
+            return True
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as file:
+                    fields = file.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # fields after "comm)": state, ppid, pgrp, ...
+            if len(fields) > 2 and int(fields[2]) == self.pgid and fields[0] != b"Z":
+                return True
+        return False

@@ -1,0 +1,230 @@
+"""Docker runtime benchmark: prints, side by side in one run,
+
+1. cold start: ``docker run`` of the sandbox image until its /health answers (the floor)
+   vs POST /conversation -> READY through a real gateway (``convoy serve``);
+2. the memory of an idle sandbox (and of its relay) as the engine reports it;
+3. how many idle conversations fit before the gateway's p99 for GET /conversation/{id}
+   passes 100 ms (stepping up to a cap).
+
+Everything it starts carries an installation name of its own and is removed at the end.
+Targets (ARCHITECTURE.md): start within 1.2x of the floor, idle sandbox under 40 MB,
+200 idle conversations with the gateway still answering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes.docker import AiodockerEngine
+
+IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
+INSTALL = f"bench-{secrets.token_hex(4)}"
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def sh(*argv: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {err.decode().strip()}")
+    return out.decode().strip()
+
+
+async def poll(client: httpx.AsyncClient, url: str, within: float = 120.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get(url)).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.01)
+    raise TimeoutError(url)
+
+
+async def floor_once(client: httpx.AsyncClient) -> float:
+    name = f"convoy-{INSTALL}-floor-{secrets.token_hex(3)}"
+    began = time.monotonic()
+    await sh(
+        "docker", "run", "-d", "--name", name, "--label", f"convoy.install={INSTALL}",
+        "-p", "127.0.0.1::8080", "-e", f"CONVOY_AGENT_TOKEN={secrets.token_hex(8)}", IMAGE,
+    )  # fmt: skip
+    try:
+        port = (await sh("docker", "port", name, "8080/tcp")).splitlines()[0].rsplit(":", 1)[1]
+        await poll(client, f"http://127.0.0.1:{port}/health")
+        return time.monotonic() - began
+    finally:
+        await sh("docker", "rm", "-f", name)
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, client: httpx.AsyncClient) -> None:
+        env = os.environ | {
+            "CONVOY_INSTALL": INSTALL,
+            "CONVOY_DOCKER_IMAGE": IMAGE,
+            "CONVOY_MAX_CONVERSATIONS": "1000",
+            "CONVOY_MAX_CONVERSATIONS_PER_USER": "1000",
+            "CONVOY_DOCKER_STOP_GRACE": "1",
+            "CONVOY_START_TIMEOUT": "300",
+        }
+        convoy = Path(sys.executable).with_name("convoy")
+        self.process = await asyncio.create_subprocess_exec(
+            str(convoy), "serve", "--runtime", "docker", "--port", str(self.port),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await poll(client, f"{self.base}/health", within=60)
+
+    async def stop(self) -> None:
+        if self.process and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 60)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    async def create(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore | None = None
+    ) -> tuple[str, float]:
+        if gate is not None:
+            async with gate:
+                return await self.create(client)
+        began = time.monotonic()
+        response = await client.post(f"{self.base}/conversation", json={"title": "bench"})
+        response.raise_for_status()
+        conversation_id = str(response.json()["id"])
+        while True:
+            state = (await client.get(f"{self.base}/conversation/{conversation_id}")).json()
+            if state["status"] == "READY":
+                return conversation_id, time.monotonic() - began
+            if state["status"] == "ERROR":
+                raise RuntimeError(f"conversation failed: {state.get('reason')}")
+            await asyncio.sleep(0.01)
+
+    async def p99(self, client: httpx.AsyncClient, ids: list[str], samples: int = 300) -> float:
+        latencies = []
+        for n in range(samples):
+            began = time.perf_counter()
+            response = await client.get(f"{self.base}/conversation/{ids[n % len(ids)]}")
+            latencies.append(time.perf_counter() - began)
+            response.raise_for_status()
+        return statistics.quantiles(latencies, n=100)[98]
+
+
+def memory(stats: dict[str, Any]) -> float:
+    """What ``docker stats`` shows: usage less the page cache (cgroup v1 and v2)."""
+    mem = stats.get("memory_stats") or {}
+    detail = mem.get("stats") or {}
+    cache = detail.get("total_inactive_file", detail.get("inactive_file", detail.get("cache", 0)))
+    return float(mem.get("usage", 0) - cache)
+
+
+async def main(runs: int, cap: int, step: int) -> None:
+    engine = await AiodockerEngine.open(None)
+    gateway = Gateway()
+    async with httpx.AsyncClient(timeout=120) as client:
+        try:
+            print(f"image {IMAGE}, install {INSTALL}, {os.cpu_count()} cores")
+            await floor_once(client)  # warm the page cache for both sides
+            floors, starts = [], []
+            await gateway.start(client)
+            ids: list[str] = []
+            for _ in range(runs):
+                floors.append(await floor_once(client))
+                conversation_id, took = await gateway.create(client)
+                starts.append(took)
+                ids.append(conversation_id)
+            floor, start = statistics.median(floors), statistics.median(starts)
+            print(f"cold start, median of {runs}:  docker run -> /health {floor * 1000:7.0f} ms")
+            ratio = start / floor
+            print(f"{'':28}create -> READY   {start * 1000:7.0f} ms   ratio {ratio:.2f}x")
+
+            await asyncio.sleep(5)  # let the agents settle to idle
+            names = cfg.Names.of(INSTALL, UUID(ids[0]))
+            sandbox = memory(await engine.stats(names.sandbox))
+            relay = memory(await engine.stats(names.relay))
+            print(
+                f"idle memory (engine):      sandbox {sandbox / MiB:5.1f} MiB, relay {relay / MiB:5.1f} MiB, "
+                f"conversation {(sandbox + relay) / MiB:5.1f} MiB"
+            )
+
+            gate = asyncio.Semaphore(4)  # starts in flight: 2 cores
+            fitted, last_p99 = len(ids), await gateway.p99(client, ids)
+            while len(ids) < cap and last_p99 <= 0.100:
+                batch = min(step, cap - len(ids))
+                created = await asyncio.gather(*(gateway.create(client, gate) for _ in range(batch)))
+                ids += [conversation_id for conversation_id, _ in created]
+                last_p99 = await gateway.p99(client, ids)
+                p99_ms = last_p99 * 1000
+                print(f"  {len(ids):4d} idle conversations: p99 GET /conversation/{{id}} {p99_ms:6.1f} ms")
+                if last_p99 <= 0.100:
+                    fitted = len(ids)
+            verdict = "cap reached" if fitted >= cap else "p99 passed 100 ms"
+            print(f"idle conversations with p99 <= 100 ms: {fitted} ({verdict}, cap {cap})")
+
+            removed = time.monotonic()
+            for chunk in range(0, len(ids), 20):
+                await asyncio.gather(
+                    *(client.delete(f"{gateway.base}/conversation/{i}") for i in ids[chunk : chunk + 20])
+                )
+            print(f"deleted {len(ids)} conversations in {time.monotonic() - removed:.1f} s")
+        finally:
+            await gateway.stop()
+            await engine.close()
+            await cleanup()
+
+
+async def cleanup() -> None:
+    """Remove whatever of this run is left (the gateway leaves sandboxes running by design)."""
+    label = f"label=convoy.install={INSTALL}"
+    for _ in range(10):
+        left = 0
+        for kind in (["ps", "-aq"], ["volume", "ls", "-q"], ["network", "ls", "-q"]):
+            found = (await sh("docker", *kind, "--filter", label)).split()
+            left += len(found)
+            if found:
+                remove = ["rm", "-f", "-v"] if kind[0] == "ps" else [kind[0], "rm"]
+                with contextlib.suppress(RuntimeError):  # already being removed: look again
+                    await sh("docker", *remove, *found)
+        if not left:
+            return
+        await asyncio.sleep(2)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5, help="cold starts measured on each side")
+    parser.add_argument("--cap", type=int, default=200, help="most idle conversations to try")
+    parser.add_argument("--step", type=int, default=20, help="conversations added per step")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.runs, arguments.cap, arguments.step))

@@ -1,0 +1,198 @@
+"""Gateway benchmark: the proxy's overhead, measured side by side in one run.
+
+A real gateway (``run_server``, process runtime) runs as a subprocess with one
+conversation; the same agent is measured directly (its port and token read from
+the runtime's metadata) and through the gateway:
+
+- p50 / p99 latency of a small request (``GET agent-info``); target <= 1.5x;
+- download throughput of a 1 GiB file; target >= 0.8x;
+- the gateway's RSS before, at its peak during, and after streaming 1 GiB (flat);
+- events per second over one WebSocket (a Ticker with no interval).
+
+Only loopback is used. Run: ``scripts/bench gateway`` (or this file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN_HEADER = "X-Convoy-Token"
+GIB = 1024**3
+REQUESTS = 2000
+EVENTS = 100_000
+_RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@asynccontextmanager
+async def _gateway(state: Path) -> AsyncIterator[tuple[str, int]]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVOY_")}
+    env |= {"CONVOY_PORT": str(port), "CONVOY_STATE_DIR": str(state), "CONVOY_RUNTIME": "process"}
+    env["CONVOY_INSTALL"] = "bench"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _RUN, env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(600):
+                try:
+                    if (await client.get(f"{url}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.05)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def _latencies(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> list[float]:
+    for _ in range(200):  # warm up: connections, caches
+        await client.get(url, headers=headers)
+    times = []
+    for _ in range(REQUESTS):
+        began = time.perf_counter()
+        response = await client.get(url, headers=headers)
+        times.append(time.perf_counter() - began)
+        assert response.status_code == 200, response.text
+    return times
+
+
+async def _download(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], watch: int | None
+) -> dict[str, float]:
+    peak = _rss_mib(watch) if watch else 0.0
+    received = 0
+    began = time.perf_counter()
+    async with client.stream("GET", url, headers=headers) as response:
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+            if watch and received % (64 * 1024 * 1024) < len(chunk):
+                peak = max(peak, _rss_mib(watch))
+    seconds = time.perf_counter() - began
+    assert received == GIB, received
+    return {"mib_s": received / seconds / 1024**2, "peak": peak}
+
+
+async def _events(ws_url: str, headers: dict[str, str], total: int) -> float:
+    """Frames per second while replaying ``total`` stored events to one client."""
+    async with websockets.connect(ws_url, additional_headers=headers, max_size=None, compression=None) as ws:
+        began = time.perf_counter()
+        for _ in range(total):
+            await asyncio.wait_for(ws.recv(), 60)
+        return total / (time.perf_counter() - began)
+
+
+def _create(path: Path) -> Path:
+    path.touch()
+    return path
+
+
+async def _until(client: httpx.AsyncClient, url: str, status: str) -> None:
+    for _ in range(6000):
+        if (await client.get(url)).json()["status"] == status:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{url} never became {status}")
+
+
+async def _last_seq(client: httpx.AsyncClient, through: str) -> int:
+    """The seq of the newest event: the log holds more than EVENTS, so page on from there."""
+    page_id, last = None, EVENTS
+    while True:
+        params: dict[str, Any] = {"limit": 100, "after_seq": last}
+        if page_id:
+            params["page_id"] = page_id
+        page = (await client.get(f"{through}/event", params=params)).json()
+        if not page["results"]:
+            return last
+        last = page["results"][-1]["seq"]
+        page_id = page["next_page_id"]
+        if page_id is None:
+            return last
+
+
+def _row(name: str, direct: float, gateway: float, unit: str, target: str) -> str:
+    return f"{name:<34}{direct:>12.2f}{gateway:>12.2f}  {unit:<6}{gateway / direct:>7.2f}x  {target}"
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="convoy-bench-") as tmp:
+        state = Path(tmp)
+        async with _gateway(state) as (url, pid), httpx.AsyncClient(timeout=120) as client:
+            cid = (await client.post(f"{url}/conversation", json={"title": "bench"})).json()["id"]
+            await _until(client, f"{url}/conversation/{cid}", "READY")
+            meta = json.loads(await asyncio.to_thread((state / "bench" / cid / "meta.json").read_text))
+            agent, token = f"http://127.0.0.1:{meta['port']}", {TOKEN_HEADER: meta["spec"]["token"]}
+            through = f"{url}/conversation/{cid}"
+            # Sparse: the agent's disk is not what is measured.
+            os.truncate(_create(state / "bench" / cid / "workspace" / "big.bin"), GIB)
+
+            direct_times = await _latencies(client, f"{agent}/agent-info", token)
+            gateway_times = await _latencies(client, f"{through}/agent-info", {})
+            rss_before = _rss_mib(pid)
+            direct_dl = await _download(client, f"{agent}/file-content/big.bin", token, None)
+            gateway_dl = await _download(client, f"{through}/file-content/big.bin", {}, pid)
+            rss_after = _rss_mib(pid)
+
+            # Events: a Ticker fills the log (its live rate is the agent's), then the whole log is
+            # replayed to one client, straight from the agent and through the gateway's relay.
+            body = {"runnable": {"type": "Ticker", "interval": 0, "iterations": EVENTS}}
+            began = time.perf_counter()
+            task = (await client.post(f"{through}/task", json=body)).json()["id"]
+            await _until(client, f"{through}/task/{task}", "COMPLETED")
+            produced = EVENTS / (time.perf_counter() - began)
+            total = await _last_seq(client, through)
+            direct_eps = await _events(f"ws{agent.removeprefix('http')}/ws?after_seq=0", token, total)
+            gateway_eps = await _events(f"ws{through.removeprefix('http')}?after_seq=0", {}, total)
+            await client.delete(through)
+
+    def ms(times: list[float], q: int) -> float:
+        return statistics.quantiles(times, n=100)[q - 1] * 1000
+
+    print(f"{'':<34}{'direct':>12}{'gateway':>12}  {'unit':<6}{'ratio':>8}  target")
+    print(
+        _row("small request p50 (agent-info)", ms(direct_times, 50), ms(gateway_times, 50), "ms", "<= 1.5x")
+    )
+    print(_row("small request p99 (agent-info)", ms(direct_times, 99), ms(gateway_times, 99), "ms", "-"))
+    print(_row("download 1 GiB", direct_dl["mib_s"], gateway_dl["mib_s"], "MiB/s", ">= 0.8x"))
+    print(_row("events to one WebSocket (replay)", direct_eps, gateway_eps, "ev/s", ">= 20,000/s"))
+    print(f"(the agent's Ticker produced {produced:,.0f} events/s live while filling the log)")
+    print(
+        f"gateway RSS: {rss_before:.1f} MiB before, {gateway_dl['peak']:.1f} MiB peak while streaming 1 GiB, "
+        f"{rss_after:.1f} MiB after (target: flat)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,43 @@
+# Shared by scripts/run, scripts/test and scripts/bench: sourced, not run.
+# ensure_venv creates .venv and installs convoy (editable, with dev extras) on
+# first use, and again whenever pyproject.toml changes; otherwise it is a no-op.
+
+CONVOY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CONVOY_VENV:-$CONVOY_ROOT/.venv}"
+
+find_python() {
+    for candidate in python3.11 python3.12 python3.13 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "convoy needs Python 3.11 or newer" >&2
+    return 1
+}
+
+ensure_venv() {
+    local stamp="$VENV/.convoy-installed"
+    local wanted
+    wanted="$(sha256sum "$CONVOY_ROOT/pyproject.toml" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+        return 0
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        local python
+        python="$(find_python)"
+        if ! "$python" -m venv "$VENV" 2>/dev/null; then
+            # Debian splits venv out of the interpreter.
+            apt-get update -q && apt-get install -y -q python3-venv
+            "$python" -m venv "$VENV"
+        fi
+    fi
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e "$CONVOY_ROOT[dev]"
+    echo "$wanted" >"$stamp"
+}
+
+docker_answers() {
+    command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1
+}

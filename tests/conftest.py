@@ -1,0 +1,85 @@
+"""Fixtures shared by every test package.
+
+``serve`` runs an ASGI app on a real uvicorn server bound to 127.0.0.1 on a
+free port, inside the test's event loop, and stops it afterwards: streaming
+and WebSocket behaviour is tested over real sockets, never a fake transport.
+
+Tests marked ``docker`` run only where a Docker engine answers and the sandbox
+image exists (``scripts/build-images``); elsewhere they are skipped with the
+reason. CI has both, so they run there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+import uvicorn
+
+SANDBOX_IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def run_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1; yields its base URL (``http://127.0.0.1:PORT``)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+
+
+@pytest.fixture
+def serve() -> Callable[..., AbstractAsyncContextManager[str]]:
+    """``async with serve(app) as base_url: ...``"""
+    return run_uvicorn
+
+
+def _docker_skip_reason() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client"
+    try:
+        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=15)
+    except (subprocess.SubprocessError, OSError):
+        return "no Docker engine answers"
+    found = subprocess.run(["docker", "image", "inspect", SANDBOX_IMAGE], capture_output=True, timeout=15)
+    if found.returncode != 0:
+        return f"image {SANDBOX_IMAGE} missing: run scripts/build-images"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    docker_items = [item for item in items if "docker" in item.keywords]
+    if not docker_items:
+        return
+    reason = _docker_skip_reason()
+    if reason is None:
+        return
+    if os.environ.get("CONVOY_REQUIRE_DOCKER") == "1":
+        raise pytest.UsageError(f"Docker tests required but cannot run: {reason}")
+    for item in docker_items:
+        item.add_marker(pytest.mark.skip(reason=reason))

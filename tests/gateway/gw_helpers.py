@@ -1,0 +1,249 @@
+"""Helpers for the gateway tests: polling, WebSocket frames, conversations that are READY."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from gateway.app import create_app
+from gateway.context import GatewayContext
+from gateway.runtimes import procfs
+from gateway.runtimes.base import Runtime
+from gateway.settings import Settings
+
+#: Generous: a noisy 2-core machine starts agents slowly.
+TIMEOUT = 60.0
+
+USER_KEYS = {"alice": "key-alice", "bob": "key-bob"}
+ADMIN_KEY = "key-admin"
+
+
+def keyed(**overrides: Any) -> dict[str, Any]:
+    """Settings overrides that turn on API keys (alice, bob, one admin)."""
+    return {
+        "api_keys": ",".join(f"{name}:{key}" for name, key in USER_KEYS.items()),
+        "admin_keys": ADMIN_KEY,
+        **overrides,
+    }
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within: float = TIMEOUT, interval: float = 0.05
+) -> Any:
+    """Calls ``check`` until it returns something truthy (returned) or ``within`` passes (AssertionError)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+def ws_url(base_url: str, path: str) -> str:
+    return "ws" + base_url.removeprefix("http") + path
+
+
+async def ws_connect(base_url: str, path: str, key: str | None = None, **kwargs: Any) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    return await websockets.connect(
+        ws_url(base_url, path), additional_headers=headers, max_size=None, open_timeout=TIMEOUT, **kwargs
+    )
+
+
+async def recv_json(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
+    frame = await asyncio.wait_for(ws.recv(), within)
+    data = json.loads(frame)
+    assert isinstance(data, dict)
+    return data
+
+
+async def recv_until(
+    ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool], within: float = TIMEOUT
+) -> list[dict[str, Any]]:
+    """Frames received up to and including the first that satisfies ``predicate``."""
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within
+    while True:
+        frames.append(await recv_json(ws, max(0.1, deadline - time.monotonic())))
+        if predicate(frames[-1]):
+            return frames
+
+
+async def close_code(ws: ClientConnection, within: float = TIMEOUT) -> int | None:
+    """Reads until the server closes; the close code it sent."""
+    try:
+        async with asyncio.timeout(within):
+            async for _ in ws:
+                pass
+    except websockets.ConnectionClosed:
+        pass
+    return ws.close_code
+
+
+def auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+async def create_ready(client: httpx.AsyncClient, key: str | None = None, **body: Any) -> str:
+    """Creates a conversation and waits until it is READY; returns its id."""
+    response = await client.post("/conversation", json=body, headers=auth(key))
+    assert response.status_code == 201, response.text
+    conversation_id = str(response.json()["id"])
+
+    async def ready() -> bool:
+        info = (await client.get(f"/conversation/{conversation_id}", headers=auth(key))).json()
+        assert info["status"] in ("STARTING", "READY"), info
+        return bool(info["status"] == "READY")
+
+    await eventually(ready)
+    return conversation_id
+
+
+def is_status(status: str) -> Callable[[dict[str, Any]], bool]:
+    def check(frame: dict[str, Any]) -> bool:
+        detail = frame.get("detail", {})
+        return bool(detail.get("type") == "ConversationStatusUpdate" and detail.get("status") == status)
+
+    return check
+
+
+def task_finished(task_id: str) -> Callable[[dict[str, Any]], bool]:
+    def check(frame: dict[str, Any]) -> bool:
+        detail = frame.get("detail", {})
+        return bool(
+            detail.get("type") == "TaskStatusUpdate"
+            and detail.get("task_id") == task_id
+            and detail.get("status") in ("COMPLETED", "CANCELLED", "ERROR")
+        )
+
+    return check
+
+
+Serve = Callable[..., AbstractAsyncContextManager[str]]
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    runtime: Runtime
+    run_uvicorn: Serve
+    app: Any = None
+
+    @asynccontextmanager
+    async def serve(self, **overrides: Any) -> AsyncIterator[str]:
+        """A gateway on this runtime; ``overrides`` change its settings. Yields the base URL."""
+        settings = self.settings.model_copy(update=overrides)
+        self.app = create_app(settings, self.runtime)
+        async with self.run_uvicorn(self.app) as url:
+            yield url
+
+    @property
+    def gateway(self) -> GatewayContext:
+        """The parts of the gateway served last (inspected by white-box assertions)."""
+        return context_of_app(self.app)
+
+    @asynccontextmanager
+    async def client(self, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        """A gateway and an HTTP client bound to it (``client.base_url``)."""
+        async with self.serve(**overrides) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+            yield client
+
+
+def base_settings(state_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "state_dir": state_dir,
+        "install": f"test-{uuid.uuid4().hex[:8]}",
+        "runtime": "process",
+        "start_timeout": 60.0,
+        "process_stop_grace": 3.0,
+        "docker_stop_grace": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def context_of_app(app: Any) -> GatewayContext:
+    context = app.state.gateway
+    assert isinstance(context, GatewayContext)
+    return context
+
+
+def exists(path: Path) -> bool:
+    """``path.exists()`` (tiny and local: fine to call from a test coroutine)."""
+    return path.exists()
+
+
+def read_text(path: Path) -> str:
+    return path.read_text()
+
+
+def stalled_websocket(base_url: str, path: str) -> socket.socket:
+    """A WebSocket client that never reads: a raw socket with a tiny receive window
+    that sends the upgrade request and nothing else (a client library would keep
+    reading into its own memory)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    sock.setblocking(False)
+    return sock
+
+
+async def stalled_close_code(sock: socket.socket) -> int | None:
+    """Reads everything the server sent to a :func:`stalled_websocket` until it closes
+    the connection; the code of its close frame."""
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    async with asyncio.timeout(TIMEOUT):
+        while chunk := await loop.sock_recv(sock, 1 << 20):
+            data += chunk
+    sock.close()
+    at = data.index(b"\r\n\r\n") + 4  # past the handshake answer
+    code = None
+    while at < len(data):  # server frames: FIN/opcode, length (7, 16 or 64 bits), unmasked payload
+        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if length == 126:
+            length, at = int.from_bytes(data[at : at + 2], "big"), at + 2
+        elif length == 127:
+            length, at = int.from_bytes(data[at : at + 8], "big"), at + 8
+        if opcode == 0x8 and length >= 2:
+            code = int.from_bytes(data[at : at + 2], "big")
+        at += length
+    return code
+
+
+def kill_agents(root: Path) -> None:
+    """Safety net: no agent process outlives its test, whatever the test did."""
+    for meta in root.glob("*/*/meta.json"):
+        try:
+            data = json.loads(meta.read_text())
+            process = procfs.ProcessId(int(data["pid"]), data.get("started"))
+        except (OSError, ValueError, KeyError):
+            continue
+        for child in procfs.descendants(process.pid):
+            procfs.signal_group(child, signal.SIGKILL)
+        procfs.signal_group(process, signal.SIGKILL)

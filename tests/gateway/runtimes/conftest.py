@@ -1,0 +1,59 @@
+"""Fixtures of the Docker runtime tests (real engine, real sandbox image).
+
+Every test session uses an installation name of its own, so it never touches
+another gateway's containers; at the end of the session nothing labelled with
+it may remain (the session fixture removes what it finds, then fails).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from uuid import uuid4
+
+import pytest
+from dockertools import labelled, remove_labelled
+
+from gateway.runtimes.docker import DockerRuntime
+from gateway.settings import Settings
+
+SANDBOX_IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
+
+
+@pytest.fixture(scope="session")
+def docker_install() -> Iterator[str]:
+    """This session's installation name; asserts at the end that it left nothing behind."""
+    install = f"test-{uuid4().hex[:10]}"
+    yield install
+    left = labelled(f"convoy.install={install}")
+    remove_labelled(f"convoy.install={install}")
+    assert not any(left.values()), f"the tests left Docker objects behind: {left}"
+
+
+@pytest.fixture
+def docker_settings(docker_install: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        install=docker_install,
+        runtime="docker",
+        docker_image=SANDBOX_IMAGE,
+        docker_reach="published",
+        start_timeout=120.0,
+        docker_stop_grace=2.0,
+        state_dir=tmp_path_factory.mktemp("convoy-state"),
+    )
+
+
+@pytest.fixture
+async def docker_runtime(docker_settings: Settings) -> AsyncIterator[DockerRuntime]:
+    """A DockerRuntime of this session's installation; removes every sandbox it holds afterwards."""
+    runtime = await DockerRuntime.connect(docker_settings)
+    try:
+        yield runtime
+    finally:
+        try:
+            for handle in await runtime.list():
+                await runtime.remove(handle.conversation_id)
+            runtime.orphan_age = 0.0
+            await runtime.cleanup_orphans()
+        finally:
+            await runtime.close()

@@ -1,0 +1,148 @@
+"""Helpers of the Docker runtime tests: the docker CLI as the independent witness of
+what the engine holds, and small clients of an agent's task API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import httpx
+
+from gateway.runtimes.base import ResourceLimits, SandboxSpec
+from sandbox_agent.protocol import TOKEN_HEADER
+
+FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def docker(*args: str, check: bool = True) -> str:
+    """Run the docker CLI (sync: for fixtures' setup and teardown)."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+async def adocker(*args: str) -> str:
+    """Run the docker CLI without blocking the loop."""
+    process = await asyncio.create_subprocess_exec(
+        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {err.decode()}")
+    return out.decode()
+
+
+async def inspect(kind: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(await adocker(kind, "inspect", name))[0])
+
+
+def labelled(label: str) -> dict[str, list[str]]:
+    """Containers, volumes and networks carrying ``label`` (``key=value``)."""
+    return {
+        "containers": docker("ps", "-aq", "--filter", f"label={label}").split(),
+        "volumes": docker("volume", "ls", "-q", "--filter", f"label={label}").split(),
+        "networks": docker("network", "ls", "-q", "--filter", f"label={label}").split(),
+    }
+
+
+async def alabelled(label: str) -> dict[str, list[str]]:
+    return await asyncio.to_thread(labelled, label)
+
+
+def remove_labelled(label: str) -> None:
+    found = labelled(label)
+    if found["containers"]:
+        docker("rm", "-f", "-v", *found["containers"], check=False)
+    if found["volumes"]:
+        docker("volume", "rm", "-f", *found["volumes"], check=False)
+    if found["networks"]:
+        docker("network", "rm", *found["networks"], check=False)
+
+
+def make_spec(**overrides: Any) -> SandboxSpec:
+    fields: dict[str, Any] = {
+        "conversation_id": uuid4(),
+        "owner": "alice",
+        "title": "a test conversation",
+        "token": secrets.token_urlsafe(24),
+        "created_at": datetime.now(UTC).replace(microsecond=0),
+        "limits": ResourceLimits(),
+    }
+    fields.update(overrides)
+    return SandboxSpec(**fields)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 120.0, what: str = "") -> None:
+    """Poll ``check`` until it holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {within:g}s: {what}")
+        await asyncio.sleep(0.2)
+
+
+class Agent:
+    """The task API of one agent, straight (with its token) or through the gateway (``prefix``)."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, token: str | None = None) -> None:
+        self.client = client
+        self.base_url = base_url
+        self.headers = {TOKEN_HEADER: token} if token else {}
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        return await self.client.get(f"{self.base_url}{path}", params=params, headers=self.headers)
+
+    async def start_task(self, runnable: dict[str, Any], title: str = "") -> dict[str, Any]:
+        response = await self.client.post(
+            f"{self.base_url}/task", json={"runnable": runnable, "title": title}, headers=self.headers
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    async def wait_task(self, task_id: str, within: float = 180.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            response = await self.get(f"/task/{task_id}")
+            assert response.status_code == 200, response.text
+            task = dict(response.json())
+            if task["status"] in FINAL:
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task still {task['status']} after {within:g}s")
+            await asyncio.sleep(0.2)
+
+    async def output(self, task_id: str) -> str:
+        chunks: list[str] = []
+        page_id: str | None = None
+        while True:
+            params: dict[str, Any] = {"task_id": task_id, "type": "TaskOutput", "limit": 100}
+            if page_id:
+                params["page_id"] = page_id
+            page = (await self.get("/event", **params)).json()
+            chunks += [event["detail"]["data"] for event in page["results"]]
+            page_id = page.get("next_page_id")
+            if not page_id:
+                return "".join(chunks)
+
+    async def run(self, runnable: dict[str, Any], within: float = 180.0) -> tuple[dict[str, Any], str]:
+        task = await self.start_task(runnable)
+        task = await self.wait_task(task["id"], within)
+        return task, await self.output(task["id"])
+
+    async def shell(self, command: str | list[str], **options: Any) -> tuple[dict[str, Any], str]:
+        return await self.run({"type": "Shell", "command": command, **options})

@@ -1,0 +1,238 @@
+"""The real gateway on the Docker runtime: noisy neighbours, delete, kill -9, orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from dockertools import Agent, adocker, alabelled, eventually, free_port
+
+from gateway.app import create_app
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes.docker import DockerRuntime
+from gateway.settings import Settings
+
+pytestmark = pytest.mark.docker
+
+MiB = 1024 * 1024
+Serve = Callable[..., AbstractAsyncContextManager[str]]
+
+
+async def create(client: httpx.AsyncClient, base: str, **body: Any) -> str:
+    response = await client.post(f"{base}/conversation", json=body)
+    assert response.status_code == 201, response.text
+    conversation_id = str(response.json()["id"])
+    await wait_status(client, base, conversation_id, "READY")
+    return conversation_id
+
+
+async def status(client: httpx.AsyncClient, base: str, conversation_id: str) -> str | None:
+    response = await client.get(f"{base}/conversation/{conversation_id}")
+    return str(response.json()["status"]) if response.status_code == 200 else None
+
+
+async def wait_status(client: httpx.AsyncClient, base: str, conversation_id: str, wanted: str) -> None:
+    async def reached() -> bool:
+        now = await status(client, base, conversation_id)
+        assert now != "ERROR" or wanted == "ERROR", (
+            await client.get(f"{base}/conversation/{conversation_id}")
+        ).text
+        return now == wanted
+
+    await eventually(reached, within=180, what=f"conversation {conversation_id} {wanted}")
+
+
+# Every process forks for ever (failures included): the pids limit holds it, the task's timeout ends it.
+FORK_BOMB = {
+    "type": "Python",
+    "code": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+    "timeout": 15,
+}
+MEMORY_HOG = {"type": "Python", "code": "chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n"}
+OUTPUT_FLOOD = {"type": "Shell", "command": "yes convoy | head -c 300000000"}
+# The same hog, after volunteering its agent (its parent) as the OOM killer's first choice.
+AGENT_HOG = {
+    "type": "Python",
+    "code": "import os\nopen(f'/proc/{os.getppid()}/oom_score_adj', 'w').write('1000')\n"
+    + MEMORY_HOG["code"],
+}
+OOM_KILLS = (
+    "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null | grep oom_kill"
+)
+
+
+async def test_a_fork_bomb_a_memory_hog_and_an_output_flood_leave_the_neighbours_answering(
+    serve: Serve, docker_settings: Settings, docker_runtime: DockerRuntime
+) -> None:
+    app = create_app(docker_settings, runtime=docker_runtime)
+    async with serve(app) as base, httpx.AsyncClient(timeout=60) as client:
+        limits = {"memory_bytes": 256 * MiB, "pids": 128}
+        noisy, quiet = await asyncio.gather(
+            create(client, base, title="noisy", limits=limits), create(client, base, title="quiet")
+        )
+        agent = Agent(client, f"{base}/conversation/{noisy}")
+
+        async def storm(runnable: dict[str, Any]) -> dict[str, Any]:
+            """Run ``runnable`` in the noisy conversation; the gateway and the quiet one answer throughout."""
+            task = await agent.start_task(runnable)
+            while True:
+                assert (await client.get(f"{base}/health")).status_code == 200
+                info = await client.get(f"{base}/conversation/{quiet}/agent-info")
+                assert info.status_code == 200, info.text
+                current = (await agent.get(f"/task/{task['id']}")).json()
+                if current["status"] in ("COMPLETED", "ERROR", "CANCELLED"):
+                    return dict(current)
+                await asyncio.sleep(0.5)
+
+        bomb = await storm(FORK_BOMB)
+        assert bomb["status"] == "ERROR" and "timed out" in bomb["error"], bomb  # the whole group ended
+        hog = await storm(MEMORY_HOG)
+        assert hog["status"] == "ERROR" and hog["exit_code"] == -9, hog
+        flood = await storm(OUTPUT_FLOOD)
+        assert flood["status"] == "COMPLETED" and flood["output_truncated"] is True, flood
+
+        # The hog died of the sandbox's memory limit: the kernel's OOM killer says so.
+        task, output = await agent.shell(OOM_KILLS)
+        assert task["status"] == "COMPLETED" and int(output.split()[-1]) >= 1, output
+        # The noisy conversation itself survives all three.
+        assert await status(client, base, noisy) == "READY"
+        assert (await agent.get("/agent-info")).status_code == 200
+
+
+async def test_a_memory_hog_that_takes_its_agent_down_ends_the_conversation_as_oom(
+    serve: Serve, docker_settings: Settings, docker_runtime: DockerRuntime
+) -> None:
+    settings = docker_settings.model_copy(update={"reconcile_interval": 1.0})
+    app = create_app(settings, runtime=docker_runtime)
+    async with serve(app) as base, httpx.AsyncClient(timeout=60) as client:
+        victim = await create(client, base, title="victim", limits={"memory_bytes": 128 * MiB})
+        await Agent(client, f"{base}/conversation/{victim}").start_task(AGENT_HOG)
+        await wait_status(client, base, victim, "ERROR")
+        reason = (await client.get(f"{base}/conversation/{victim}")).json()["reason"]
+        assert "out of memory" in reason and "OOM" in reason, reason
+
+
+async def test_delete_leaves_no_container_volume_or_network(
+    serve: Serve, docker_settings: Settings, docker_runtime: DockerRuntime
+) -> None:
+    app = create_app(docker_settings, runtime=docker_runtime)
+    async with serve(app) as base, httpx.AsyncClient(timeout=60) as client:
+        conversation_id = await create(client, base, title="short-lived")
+        assert any((await alabelled(f"convoy.conversation-id={conversation_id}")).values())
+        response = await client.delete(f"{base}/conversation/{conversation_id}")
+        assert response.status_code == 204, response.text
+        assert (await client.get(f"{base}/conversation/{conversation_id}")).status_code == 404
+    left = await alabelled(f"convoy.conversation-id={conversation_id}")
+    assert not any(left.values()), left
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(settings: Settings, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``convoy serve`` on the Docker runtime as a subprocess; killed (SIGKILL) at the end if still alive."""
+    env = os.environ | {
+        "CONVOY_INSTALL": settings.install,
+        "CONVOY_DOCKER_IMAGE": settings.docker_image,
+        "CONVOY_DOCKER_REACH": "published",
+        "CONVOY_DOCKER_STOP_GRACE": "30",
+        "CONVOY_START_TIMEOUT": "120",
+        "CONVOY_RECONCILE_INTERVAL": "2",
+        "CONVOY_STATE_DIR": str(settings.state_dir),
+    }
+    convoy = Path(sys.executable).with_name("convoy")
+    process = await asyncio.create_subprocess_exec(
+        str(convoy), "serve", "--runtime", "docker", "--host", "127.0.0.1", "--port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def healthy() -> bool:
+                assert process.returncode is None, "the gateway exited"
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(healthy, within=60, what="the gateway answers /health")
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+
+
+async def test_kill_9_and_restart_finds_every_conversation_with_its_events(docker_settings: Settings) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with gateway_process(docker_settings, port) as first:
+            kept = await create(client, base, title="kept")
+            for n in range(3):
+                response = await client.post(
+                    f"{base}/conversation/{kept}/event", json={"detail": {"type": "note", "n": n}}
+                )
+                assert response.status_code in (200, 201), response.text
+            before = (await client.get(f"{base}/conversation/{kept}/event", params={"limit": 100})).json()
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        async with gateway_process(docker_settings, port):
+            await wait_status(client, base, kept, "READY")
+            after = (await client.get(f"{base}/conversation/{kept}/event", params={"limit": 100})).json()
+            assert after["results"][: len(before["results"])] == before["results"]
+            assert [
+                event["detail"].get("n") for event in after["results"] if event["detail"]["type"] == "note"
+            ] == [
+                0,
+                1,
+                2,
+            ]
+            assert (await client.delete(f"{base}/conversation/{kept}")).status_code == 204
+    left = await alabelled(f"convoy.conversation-id={kept}")
+    assert not any(left.values()), left
+
+
+async def test_a_conversation_whose_delete_the_gateway_did_not_finish_is_removed_at_the_next_start(
+    docker_settings: Settings,
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with gateway_process(docker_settings, port) as first:
+            doomed = await create(client, base, title="doomed")
+            # A task that ignores SIGTERM keeps the sandbox stopping for a while.
+            agent = Agent(client, f"{base}/conversation/{doomed}")
+            await agent.start_task({"type": "Shell", "command": "trap '' TERM; sleep 600"})
+            deleting = asyncio.create_task(client.delete(f"{base}/conversation/{doomed}"))
+
+            async def stopping() -> bool:
+                return await status(client, base, doomed) in ("STOPPING", None)
+
+            await eventually(stopping, within=60, what="the delete began")
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            with contextlib.suppress(httpx.HTTPError):
+                await deleting
+        # The killed gateway left the conversation half-deleted (its sandbox stopping or
+        # stopped, relay, volume and network still there); the next gateway removes it.
+        left = await alabelled(f"convoy.conversation-id={doomed}")
+        assert left["volumes"] and left["networks"], left
+        names = cfg.Names.of(docker_settings.install, UUID(doomed))
+        with contextlib.suppress(AssertionError):
+            await adocker("stop", "-t", "1", names.sandbox)
+        async with gateway_process(docker_settings, port):
+
+            async def removed() -> bool:
+                return not any((await alabelled(f"convoy.conversation-id={doomed}")).values())
+
+            await eventually(removed, within=120, what="the orphaned sandbox is removed")
+            assert await status(client, base, doomed) != "READY"

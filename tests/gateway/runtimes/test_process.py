@@ -1,0 +1,118 @@
+"""ProcessRuntime on its own: real agent processes under a temporary state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+from gw_helpers import base_settings, eventually, exists, read_text
+
+from gateway.runtimes import procfs
+from gateway.runtimes.base import SandboxSpec, SandboxStartError, SandboxState
+from gateway.runtimes.process import ProcessRuntime
+from sandbox_agent.protocol import TOKEN_HEADER
+
+
+def _spec(**overrides: object) -> SandboxSpec:
+    values: dict[str, object] = {
+        "conversation_id": uuid4(),
+        "owner": "tester",
+        "title": "t",
+        "token": secrets.token_urlsafe(16),
+        "created_at": datetime.now(UTC),
+        "idle_timeout": 30.0,
+    }
+    values.update(overrides)
+    return SandboxSpec(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
+    made = ProcessRuntime(base_settings(tmp_path / "state", process_stop_grace=2.0))
+    yield made
+    for handle in await made.list():
+        await made.remove(handle.conversation_id)
+
+
+def _agent(runtime: ProcessRuntime, spec: SandboxSpec) -> procfs.ProcessId:
+    meta = json.loads(read_text(runtime._dir(spec.conversation_id) / "meta.json"))
+    return procfs.ProcessId(meta["pid"], meta["started"])
+
+
+async def test_start_find_list_remove(runtime: ProcessRuntime) -> None:
+    phases: list[str] = []
+
+    async def progress(phase: str) -> None:
+        phases.append(phase)
+
+    spec = _spec(env={"GREETING": "hello", "CONVOY_AGENT_TOKEN": "stolen"})
+    handle = await runtime.start(spec, progress)
+    assert phases == ["preparing the workspace", "starting the agent", "waiting for the agent"]
+    assert handle.state is SandboxState.RUNNING and handle.base_url.startswith("http://127.0.0.1:")
+    folder = runtime._dir(spec.conversation_id)
+    assert oct(os.stat(folder / "meta.json").st_mode & 0o777) == "0o600"
+
+    async with httpx.AsyncClient(base_url=handle.base_url, headers={TOKEN_HEADER: spec.token}) as client:
+        info = await client.get("/agent-info")
+        assert info.status_code == 200, "the spec's env cannot replace the agent's own token"
+        assert info.json()["conversation_id"] == str(spec.conversation_id)
+        task = await client.post(
+            "/task", json={"runnable": {"type": "Shell", "command": "echo $GREETING-$CONVOY_API_KEYS"}}
+        )
+        assert task.status_code == 201
+
+        async def output() -> str:
+            events = (await client.get("/event", params={"type": "TaskOutput"})).json()["results"]
+            return "".join(e["detail"]["data"] for e in events)
+
+        assert (await eventually(output)).strip() == "hello-", "spec env passed; gateway keys not"
+
+    found = await runtime.find(spec.conversation_id)
+    assert found is not None and found.spec == spec and found.base_url == handle.base_url
+    assert [h.conversation_id for h in await runtime.list()] == [spec.conversation_id]
+    # A second runtime on the same state dir (a restarted gateway) sees the same.
+    again = ProcessRuntime(runtime._settings)
+    assert [h.spec for h in await again.list()] == [spec]
+
+    agent = _agent(runtime, spec)
+    assert await runtime.remove(spec.conversation_id) is True
+    assert not procfs.is_alive(agent)
+    assert not exists(folder)
+    assert await runtime.find(spec.conversation_id) is None
+    assert await runtime.remove(spec.conversation_id) is False
+
+
+async def test_a_failed_start_says_why_and_leaves_nothing(runtime: ProcessRuntime) -> None:
+    spec = _spec(env={"PYTHONHOME": "/nonexistent"})
+    with pytest.raises(SandboxStartError) as raised:
+        await runtime.start(spec)
+    assert "agent's last output" in str(raised.value)
+    assert "Python" in str(raised.value) or "encodings" in str(raised.value)
+    assert not exists(runtime._dir(spec.conversation_id))
+    assert await runtime.list() == []
+
+
+async def test_exited_agents_are_reported_and_cleaned_up(runtime: ProcessRuntime) -> None:
+    spec = _spec()
+    await runtime.start(spec)
+    agent = _agent(runtime, spec)
+    os.kill(agent.pid, signal.SIGKILL)
+
+    async def exited() -> bool:
+        handle = await runtime.find(spec.conversation_id)
+        return handle is not None and handle.state is SandboxState.EXITED
+
+    await eventually(exited)
+    stray = runtime._root / str(uuid4())
+    stray.mkdir()  # a start that died before writing its metadata
+    assert await runtime.cleanup_orphans() == 2
+    assert await runtime.list() == []
+    assert not exists(stray)

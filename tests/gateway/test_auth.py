@@ -1,0 +1,160 @@
+"""Who may do what: anonymous, user A (owner), user B, admin x every route."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from gw_helpers import (
+    ADMIN_KEY,
+    USER_KEYS,
+    Harness,
+    auth,
+    close_code,
+    create_ready,
+    keyed,
+    recv_json,
+    ws_connect,
+)
+from websockets.asyncio.client import connect
+
+from sandbox_agent.protocol import WS_CLOSE_FORBIDDEN, WS_CLOSE_NOT_FOUND, WS_CLOSE_UNAUTHORIZED
+
+ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
+
+
+def _routes(cid: str, event_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any], set[int]]]:
+    """(method, path, request kwargs, the statuses an owner may get) for every per-conversation route."""
+    base = f"/conversation/{cid}"
+    ticker = {"runnable": {"type": "Ticker", "interval": 0, "iterations": 1}}
+    return [
+        ("GET", base, {}, {200}),
+        ("GET", f"{base}/event", {}, {200}),
+        ("POST", f"{base}/event", {"json": {"detail": {"type": "note"}}}, {201}),
+        ("GET", f"{base}/event/{event_id}", {}, {200}),
+        ("GET", f"{base}/task", {}, {200}),
+        ("POST", f"{base}/task", {"json": ticker}, {201}),
+        ("GET", f"{base}/task/{task_id}", {}, {200}),
+        ("DELETE", f"{base}/task/{task_id}", {}, {200, 409}),  # 409: already cancelled by the owner
+        ("POST", f"{base}/dir/d-{uuid.uuid4().hex}", {}, {201, 409}),  # 409: the owner made it first
+        ("POST", f"{base}/file/f-{uuid.uuid4().hex}", {}, {201, 409}),
+        ("GET", f"{base}/file/hello.txt", {}, {200}),
+        ("POST", f"{base}/upload/up-{uuid.uuid4().hex}", {"files": [("files", ("x.txt", b"x"))]}, {201}),
+        ("GET", f"{base}/file-content/hello.txt", {}, {200}),
+        ("GET", f"{base}/file-search", {}, {200}),
+        ("GET", f"{base}/file-count", {}, {200}),
+        ("GET", f"{base}/agent-info", {}, {200}),
+    ]
+
+
+async def _status(client: httpx.AsyncClient, method: str, path: str, key: str | None, **kwargs: Any) -> int:
+    response = await client.request(method, path, headers=auth(key), **kwargs)
+    if response.status_code >= 400:
+        assert response.headers["content-type"] == "application/json", response.headers
+        assert response.json()["detail"]
+    return response.status_code
+
+
+async def test_auth_matrix_http(harness: Harness) -> None:
+    async with harness.client(**keyed()) as client:
+        cid = await create_ready(client, ALICE, title="alice's")
+        base = f"/conversation/{cid}"
+        await client.post(f"{base}/upload/", files=[("files", ("hello.txt", b"hello"))], headers=auth(ALICE))
+        event = await client.post(f"{base}/event", json={"detail": {"type": "x"}}, headers=auth(ALICE))
+        task = await client.post(
+            f"{base}/task", json={"runnable": {"type": "Ticker", "interval": 60}}, headers=auth(ALICE)
+        )
+        routes = _routes(cid, event.json()["id"], task.json()["id"])
+        unknown_id = str(uuid.uuid4())
+        unknown = await client.get(f"/conversation/{unknown_id}/agent-info", headers=auth(BOB))
+        assert unknown.status_code == 404
+        like_unknown = unknown.json()["detail"].replace(unknown_id, cid)
+
+        for method, path, kwargs, ok in routes:
+            assert await _status(client, method, path, None, **kwargs) == 401, (method, path)
+            assert await _status(client, method, path, "wrong-key", **kwargs) == 401, (method, path)
+            foreign = await client.request(method, path, headers=auth(BOB), **kwargs)
+            assert foreign.status_code == 404, (method, path)
+            assert foreign.json()["detail"] == like_unknown, "exactly like an unknown id"
+            assert await _status(client, method, path, ALICE, **kwargs) in ok, (method, path)
+            assert await _status(client, method, path, ADMIN_KEY, **kwargs) in ok, (method, path)
+
+        for path in ("/conversation", "/conversation-count"):
+            assert await _status(client, "GET", path, None) == 401
+            assert await _status(client, "GET", path, ALICE) == 403
+            assert await _status(client, "GET", path, BOB) == 403
+            assert await _status(client, "GET", path, ADMIN_KEY) == 200
+        listed = (await client.get("/conversation", headers=auth(ADMIN_KEY))).json()
+        assert [c["id"] for c in listed["results"]] == [cid]
+        assert listed["results"][0]["owner"] == "alice"
+
+        assert await _status(client, "POST", "/conversation", None, json={}) == 401
+        assert await _status(client, "DELETE", base, None) == 401
+        assert await _status(client, "DELETE", base, BOB) == 404
+        assert await _status(client, "DELETE", base, ALICE) == 204
+        assert await _status(client, "GET", base, ALICE) == 404
+        assert await _status(client, "GET", base, ADMIN_KEY) == 404
+
+        # Browsers: the key as a query token or a cookie; a cookie from another origin is refused.
+        bob_cid = await create_ready(client, BOB)
+        assert (await client.get(f"/conversation/{bob_cid}", params={"token": BOB})).status_code == 200
+        cookie = {"Cookie": f"convoy_key={BOB}"}
+        by_cookie = await client.get(f"/conversation/{bob_cid}", headers=cookie)
+        assert by_cookie.status_code == 200
+        cross = await client.get(
+            f"/conversation/{bob_cid}", headers={**cookie, "Origin": "https://evil.example"}
+        )
+        assert cross.status_code == 403
+
+
+async def test_auth_matrix_websockets(harness: Harness) -> None:
+    async with harness.serve(**keyed()) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        cid = await create_ready(client, ALICE)
+        path = f"/conversation/{cid}"
+        assert await close_code(await ws_connect(url, path)) == WS_CLOSE_UNAUTHORIZED
+        assert await close_code(await ws_connect(url, path, "wrong")) == WS_CLOSE_UNAUTHORIZED
+        assert await close_code(await ws_connect(url, path, BOB)) == WS_CLOSE_NOT_FOUND
+        assert (
+            await close_code(await ws_connect(url, f"/conversation/{uuid.uuid4()}", BOB))
+            == WS_CLOSE_NOT_FOUND
+        )
+        assert await close_code(await ws_connect(url, "/conversation/not-a-uuid", BOB)) == WS_CLOSE_NOT_FOUND
+        for key in (ALICE, ADMIN_KEY):
+            ws = await ws_connect(url, path, key)
+            assert (await recv_json(ws))["detail"]["status"] == "READY"
+            await ws.close()
+        ws = await ws_connect(url, f"{path}?token={ALICE}")
+        assert (await recv_json(ws))["detail"]["status"] == "READY"
+        await ws.close()
+        ws = await connect(
+            f"ws{url.removeprefix('http')}{path}", additional_headers={"Cookie": f"convoy_key={ALICE}"}
+        )
+        assert (await recv_json(ws))["detail"]["status"] == "READY"
+        await ws.close()
+        cross = await connect(
+            f"ws{url.removeprefix('http')}{path}",
+            additional_headers={"Cookie": f"convoy_key={ALICE}"},
+            origin="https://evil.example",  # type: ignore[arg-type]
+        )
+        assert await close_code(cross) == WS_CLOSE_FORBIDDEN
+
+        assert await close_code(await ws_connect(url, "/conversation/")) == WS_CLOSE_UNAUTHORIZED
+        assert await close_code(await ws_connect(url, "/firehose/")) == WS_CLOSE_UNAUTHORIZED
+        assert await close_code(await ws_connect(url, "/firehose/", ALICE)) == WS_CLOSE_FORBIDDEN
+        firehose = await ws_connect(url, "/firehose/", ADMIN_KEY)
+        await client.post(f"{path}/event", json={"detail": {"type": "seen"}}, headers=auth(ALICE))
+        assert (await recv_json(firehose))["detail"]["type"] == "seen"
+        await firehose.close()
+
+
+@pytest.mark.parametrize("host", ["evil.example", "192.0.2.1:8000"])
+async def test_local_mode_answers_only_loopback_names(harness: Harness, host: str) -> None:
+    async with harness.client() as client:
+        assert (await client.get("/conversation-count")).status_code == 200
+        refused = await client.get("/conversation-count", headers={"Host": host})
+        assert refused.status_code == 403
+        cross = await client.post("/conversation", json={}, headers={"Origin": "https://evil.example"})
+        assert cross.status_code == 403
+        assert (await client.get("/conversation-count")).json() == {"count": 0}

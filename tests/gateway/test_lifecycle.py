@@ -1,0 +1,155 @@
+"""The lifecycle: limits (429), idle reaping with its event, DELETE leaves nothing,
+a failed start stays visible as ERROR, a restarted gateway finds its conversations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+from gw_helpers import (
+    ADMIN_KEY,
+    USER_KEYS,
+    Harness,
+    auth,
+    close_code,
+    create_ready,
+    eventually,
+    exists,
+    is_status,
+    keyed,
+    read_text,
+    recv_json,
+    recv_until,
+    ws_connect,
+)
+
+from gateway.models import WS_CLOSE_LIMIT_REACHED
+from gateway.runtimes import procfs
+from sandbox_agent.protocol import WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_NOT_FOUND
+
+ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
+
+
+async def test_limits_answer_429_and_stop_nothing(harness: Harness) -> None:
+    async with harness.client(**keyed(max_conversations=2, max_conversations_per_user=1)) as client:
+        url = str(client.base_url)
+        mine = await create_ready(client, ALICE)
+        again = await client.post("/conversation", json={}, headers=auth(ALICE))
+        assert again.status_code == 429
+        assert "alice" in again.json()["detail"] and "maximum" in again.json()["detail"]
+        ws = await ws_connect(url, "/conversation/", ALICE)
+        error = await recv_json(ws)
+        assert error["detail"]["type"] == "Error" and "maximum" in error["detail"]["message"]
+        assert await close_code(ws) == WS_CLOSE_LIMIT_REACHED
+
+        await create_ready(client, BOB)
+        full = await client.post("/conversation", json={}, headers=auth(ADMIN_KEY))
+        assert full.status_code == 429 and "gateway" in full.json()["detail"]
+        assert (await client.get(f"/conversation/{mine}", headers=auth(ALICE))).json()["status"] == "READY"
+        count = await client.get("/conversation-count", headers=auth(ADMIN_KEY))
+        assert count.json() == {"count": 2}
+
+
+async def test_idle_conversation_is_reaped_with_its_event(harness: Harness) -> None:
+    async with harness.client(reap_interval=0.2) as client:
+        url = str(client.base_url)
+        # Each made busy right away: the reaper looks every 0.2s.
+        busy = await create_ready(client, idle_timeout=2)
+        task = await client.post(
+            f"/conversation/{busy}/task", json={"runnable": {"type": "Shell", "command": "sleep 600"}}
+        )
+        assert task.status_code == 201
+        followed = await create_ready(client, idle_timeout=2)
+        follower = await ws_connect(url, f"/conversation/{followed}?after_seq=-1")
+        firehose = await ws_connect(url, "/firehose/")  # an admin listening does not keep anything alive
+        idle = await create_ready(client, idle_timeout=2)
+
+        frames = await recv_until(
+            firehose, lambda f: f["conversation_id"] == idle and is_status("STOPPING")(f)
+        )
+        assert "idle" in frames[-1]["detail"]["reason"]
+
+        async def gone() -> bool:
+            return (await client.get(f"/conversation/{idle}")).status_code == 404
+
+        await eventually(gone)
+        assert not exists(harness.settings.state_dir / harness.settings.install / idle)
+        # Neither a running task nor an open connection is idle.
+        assert (await client.get(f"/conversation/{busy}")).json()["status"] == "READY"
+        assert (await client.get(f"/conversation/{followed}")).json()["status"] == "READY"
+        await follower.close()
+        await firehose.close()
+
+
+async def test_delete_leaves_nothing(harness: Harness) -> None:
+    async with harness.client() as client:
+        url = str(client.base_url)
+        cid = await create_ready(client)
+        folder: Path = harness.settings.state_dir / harness.settings.install / cid
+        meta = json.loads(read_text(folder / "meta.json"))
+        agent = procfs.ProcessId(meta["pid"], meta["started"])
+        task = await client.post(
+            f"/conversation/{cid}/task", json={"runnable": {"type": "Shell", "command": "sleep 600"}}
+        )
+        assert task.status_code == 201
+        follower = await ws_connect(url, f"/conversation/{cid}?after_seq=-1")
+
+        assert (await client.delete(f"/conversation/{cid}")).status_code == 204
+        stopping = await recv_until(follower, is_status("STOPPING"))
+        assert "deleted" in stopping[-1]["detail"]["reason"]
+        assert await close_code(follower) == WS_CLOSE_CONVERSATION_ENDED
+
+        assert not exists(folder)
+        assert not procfs.is_alive(agent)
+        assert procfs.descendants(agent.pid) == []
+        for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/event"), ("GET", "/agent-info")):
+            response = await client.request(method, f"/conversation/{cid}{path}")
+            assert response.status_code == 404, (method, path)
+        assert await close_code(await ws_connect(url, f"/conversation/{cid}")) == WS_CLOSE_NOT_FOUND
+        assert await harness.runtime.find(UUID(cid)) is None
+
+
+async def test_failed_start_stays_visible_as_error(harness: Harness) -> None:
+    async with harness.client(error_retention=600) as client:
+        url = str(client.base_url)
+        # A broken interpreter environment: the agent cannot start.
+        created = await client.post("/conversation", json={"env": {"PYTHONHOME": "/nonexistent"}})
+        cid = created.json()["id"]
+        early = await ws_connect(url, f"/conversation/{cid}")  # while STARTING, most likely
+        frames = await recv_until(early, is_status("ERROR"))
+        assert all(is_status("STARTING")(f) for f in frames[:-1]) and all(f["seq"] == 0 for f in frames)
+        assert await close_code(early) == WS_CLOSE_CONVERSATION_ENDED, "one ERROR frame, then the close"
+
+        async def failed() -> dict[str, str] | None:
+            info = (await client.get(f"/conversation/{cid}")).json()
+            return info if info["status"] == "ERROR" else None
+
+        info = await eventually(failed)
+        assert info["reason"] and "agent" in info["reason"]
+        proxied = await client.get(f"/conversation/{cid}/agent-info")
+        assert proxied.status_code == 503 and "ERROR" in proxied.json()["detail"]
+        ws = await ws_connect(url, f"/conversation/{cid}")
+        frame = await recv_json(ws)
+        assert frame["seq"] == 0 and frame["detail"]["status"] == "ERROR" and frame["detail"]["reason"]
+        assert await close_code(ws) == WS_CLOSE_CONVERSATION_ENDED
+        assert not exists(harness.settings.state_dir / harness.settings.install / cid)
+        assert (await client.delete(f"/conversation/{cid}")).status_code == 204
+        assert (await client.get(f"/conversation/{cid}")).status_code == 404
+
+
+async def test_restarted_gateway_finds_its_conversations(any_harness: Harness) -> None:
+    async with any_harness.client() as client:
+        cid = await create_ready(client, title="survivor")
+        posted = await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before"}})
+        assert posted.status_code == 201
+    async with any_harness.client() as client:
+        info = (await client.get(f"/conversation/{cid}")).json()
+        assert info["status"] == "READY" and info["title"] == "survivor" and info["owner"] == "local"
+        events = (await client.get(f"/conversation/{cid}/event")).json()["results"]
+        assert [e["detail"]["type"] for e in events] == ["ConversationStatusUpdate", "before"]
+        ws = await ws_connect(str(client.base_url), f"/conversation/{cid}")
+        assert [f["seq"] for f in [await recv_json(ws), await recv_json(ws)]] == [1, 2]
+        await ws.close()
+        assert (await client.delete(f"/conversation/{cid}")).status_code == 204
+    assert await any_harness.runtime.list() == []

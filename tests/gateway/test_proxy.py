@@ -1,0 +1,252 @@
+"""The proxy against a stand-in agent whose behaviour the test controls (real HTTP
+and WebSocket on loopback): what is forwarded and what not, upstream failures,
+closing upstream on client disconnect, close codes through the relay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from gw_helpers import (
+    ADMIN_KEY,
+    Serve,
+    auth,
+    base_settings,
+    close_code,
+    eventually,
+    keyed,
+    recv_json,
+    ws_connect,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from gateway.app import create_app
+from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
+from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
+
+
+@dataclass
+class StandIn:
+    """The stand-in agent's knobs and what it saw."""
+
+    token: str = ""
+    seen: dict[str, Any] = field(default_factory=dict)
+    stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    ws_close: int | None = 1000  # None: drop the connection without a close frame
+
+    def app(self) -> Starlette:
+        async def agent_info(request: Request) -> Response:
+            self.seen = {
+                "headers": {
+                    k.lower(): v for k, v in request.headers.items() if k.lower() != TOKEN_HEADER.lower()
+                },
+                "token_ok": request.headers.get(TOKEN_HEADER) == self.token,
+                "query": request.url.query,
+            }
+            response = JSONResponse({"ok": True})
+            response.headers["Set-Cookie"] = "session=upstream"
+            response.headers[TOKEN_HEADER] = self.token
+            return response
+
+        async def slow(_: Request) -> Response:
+            await asyncio.sleep(5)
+            return JSONResponse({})
+
+        async def endless(_: Request) -> Response:
+            async def chunks() -> AsyncIterator[bytes]:
+                try:
+                    while True:
+                        yield b"x" * 65536
+                        await asyncio.sleep(0)
+                finally:
+                    self.stream_closed.set()
+
+            return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+        async def status(_: Request) -> Response:
+            return JSONResponse({}, status_code=201)
+
+        async def ws(websocket: WebSocket) -> None:
+            await websocket.accept()
+            await websocket.send_text('{"seq": 1, "detail": {"type": "hello"}}')
+            if self.ws_close is None:
+                # An error after the handshake: uvicorn drops the connection without a close frame.
+                raise RuntimeError("the stand-in drops the connection")
+            if self.ws_close == 1005:  # a close frame without a code
+                await websocket.send({"type": "websocket.close"})
+                return
+            await websocket.close(self.ws_close)
+
+        return Starlette(
+            routes=[
+                Route("/agent-info", agent_info),
+                Route("/event", slow),
+                Route("/file-content/{path:path}", endless),
+                Route("/status", status, methods=["POST"]),
+                WebSocketRoute("/ws", ws),
+            ]
+        )
+
+
+class StandInRuntime:
+    """A runtime whose every sandbox is the stand-in agent at ``base_url``."""
+
+    name = "stand-in"
+
+    def __init__(self, base_url: str, stand_in: StandIn) -> None:
+        self.base_url = base_url
+        self.stand_in = stand_in
+        self.handles: dict[UUID, SandboxHandle] = {}
+
+    async def start(self, spec: SandboxSpec, progress: Any = None) -> SandboxHandle:
+        self.stand_in.token = spec.token
+        handle = SandboxHandle(spec=spec, base_url=self.base_url, state=SandboxState.RUNNING)
+        self.handles[spec.conversation_id] = handle
+        return handle
+
+    async def find(self, conversation_id: UUID) -> SandboxHandle | None:
+        return self.handles.get(conversation_id)
+
+    async def list(self) -> list[SandboxHandle]:
+        return list(self.handles.values())
+
+    async def remove(self, conversation_id: UUID) -> bool:
+        return self.handles.pop(conversation_id, None) is not None
+
+    async def cleanup_orphans(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def stand_in(serve: Serve) -> AsyncIterator[tuple[StandIn, str]]:
+    made = StandIn()
+    async with serve(made.app()) as url:
+        yield made, url
+
+
+async def _gateway_with(
+    serve: Serve, tmp_path: Any, upstream: str, stand_in: StandIn, **settings: Any
+) -> tuple[Any, StandInRuntime]:
+    runtime = StandInRuntime(upstream, stand_in)
+    return serve(create_app(base_settings(tmp_path, **settings), runtime)), runtime  # type: ignore[arg-type]
+
+
+async def test_forwarded_and_returned_headers(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
+) -> None:
+    agent, upstream = stand_in
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, **keyed())
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={}, headers=auth(ADMIN_KEY))).json()["id"]
+        response = await client.get(
+            f"/conversation/{cid}/agent-info",
+            params={"token": "not-for-the-agent", "a": "1"},
+            headers={
+                **auth(ADMIN_KEY),
+                "Cookie": "mine=secret",
+                "X-Custom": "kept",
+                "Connection": "keep-alive, X-Hop",
+                "X-Hop": "dropped",
+            },
+        )
+        assert response.status_code == 200 and response.json() == {"ok": True}
+        seen = agent.seen
+        assert seen["token_ok"] is True
+        assert seen["query"] == "a=1"
+        assert seen["headers"]["x-custom"] == "kept"
+        for header in ("authorization", "cookie", "x-hop"):
+            assert header not in seen["headers"], header
+        assert "set-cookie" not in response.headers
+        assert TOKEN_HEADER.lower() not in response.headers
+        assert agent.token not in response.text and agent.token not in str(response.headers)
+        info = await client.get(f"/conversation/{cid}", headers=auth(ADMIN_KEY))
+        assert agent.token not in info.text
+
+
+async def test_upstream_failures_are_json_502_504(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
+) -> None:
+    agent, upstream = stand_in
+    gateway, runtime = await _gateway_with(serve, tmp_path, upstream, agent, proxy_timeout=0.5)
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={})).json()["id"]
+
+        async def ready() -> bool:
+            return bool((await client.get(f"/conversation/{cid}")).json()["status"] == "READY")
+
+        await eventually(ready)
+        timed_out = await client.get(f"/conversation/{cid}/event")
+        assert timed_out.status_code == 504 and "did not answer" in timed_out.json()["detail"]
+
+        runtime.base_url = "http://127.0.0.1:9"  # nothing listens there (discard port, refused)
+        other = (await client.post("/conversation", json={})).json()["id"]
+
+        async def other_ready() -> bool:
+            return bool((await client.get(f"/conversation/{other}")).json()["status"] == "READY")
+
+        await eventually(other_ready)
+        refused = await client.get(f"/conversation/{other}/agent-info")
+        assert refused.status_code == 502 and "could not be reached" in refused.json()["detail"]
+        ws = await ws_connect(url, f"/conversation/{other}")
+        assert await close_code(ws) == WS_CLOSE_UPSTREAM_UNAVAILABLE
+
+
+async def test_upstream_response_is_closed_when_the_client_leaves(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
+) -> None:
+    agent, upstream = stand_in
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent)
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={})).json()["id"]
+        await asyncio.sleep(0)
+        async with client.stream("GET", f"/conversation/{cid}/file-content/endless") as response:
+            assert response.status_code == 200
+            received = 0
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received > 4 * 1024 * 1024:
+                    break
+        await asyncio.wait_for(agent.stream_closed.wait(), 30)
+
+
+@pytest.mark.parametrize(
+    ("upstream_code", "client_code"), [(WS_CLOSE_TOO_SLOW, WS_CLOSE_TOO_SLOW), (1000, 1000), (1005, 1000)]
+)
+async def test_close_codes_pass_through_the_relay(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any, upstream_code: int, client_code: int
+) -> None:
+    agent, upstream = stand_in
+    agent.ws_close = upstream_code
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent)
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={})).json()["id"]
+        await asyncio.sleep(0.1)
+        ws = await ws_connect(url, f"/conversation/{cid}")
+        assert (await recv_json(ws))["detail"]["type"] == "hello"
+        assert await close_code(ws) == client_code
+
+
+async def test_an_upstream_dropped_without_close_frame_maps_to_4502(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
+) -> None:
+    agent, upstream = stand_in
+    agent.ws_close = None
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent)
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={})).json()["id"]
+        await asyncio.sleep(0.1)
+        ws = await ws_connect(url, f"/conversation/{cid}")
+        assert (await recv_json(ws))["detail"]["type"] == "hello"
+        assert await close_code(ws) == WS_CLOSE_UPSTREAM_UNAVAILABLE

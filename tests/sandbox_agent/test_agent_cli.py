@@ -1,0 +1,126 @@
+"""The ``convoy-agent`` command as a real process: token rules, serving, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+from agent_helpers import TOKEN, eventually, free_port, group_gone
+
+from sandbox_agent.protocol import TOKEN_HEADER
+
+AGENT = str(Path(sys.executable).parent / "convoy-agent")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVOY_")}
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def agent_process(
+    tmp_path: Path, env: dict[str, str], *args: str, argv0: list[str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    port = free_port()
+    command = [*(argv0 or [AGENT]), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workspace", str(tmp_path / "ws"), "--state-dir", str(tmp_path / "state"), *args]
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+
+        async def ready() -> bool:
+            assert process.returncode is None, "agent exited before it was ready"
+            try:
+                return (await client.get("/ready")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, within=60)
+
+
+@pytest.mark.parametrize("module", [False, True])
+async def test_refuses_to_start_without_a_token(tmp_path: Path, module: bool) -> None:
+    argv0 = [sys.executable, "-m", "sandbox_agent"] if module else None
+    async with agent_process(tmp_path, clean_env(), argv0=argv0) as (process, _):
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"CONVOY_AGENT_TOKEN" in stderr
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(("env", "args"), [({}, ("--unprotected",)), ({"CONVOY_AGENT_UNPROTECTED": "1"}, ())])
+async def test_starts_unprotected_only_when_told(
+    tmp_path: Path, env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    async with agent_process(tmp_path, clean_env(**env), *args) as (process, url):
+        await wait_ready(url, process)
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/event")).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+
+
+async def test_console_script_serves_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    cid = uuid4()
+    env = clean_env(
+        CONVOY_AGENT_TOKEN=TOKEN, CONVOY_CONVERSATION_ID=str(cid), CONVOY_AGENT_KILL_GRACE_SECONDS="1"
+    )
+    async with agent_process(tmp_path, env) as (process, url):
+        await wait_ready(url, process)
+        async with httpx.AsyncClient(base_url=url, headers={TOKEN_HEADER: TOKEN}, timeout=30) as client:
+            first = (await client.get("/event")).json()["results"][0]
+            assert first["detail"]["status"] == "READY"
+            assert first["detail"]["conversation_id"] == str(cid)
+            info = (await client.get("/agent-info")).json()
+            assert info["limits"]["kill_grace_seconds"] == 1
+            runnable = {"type": "Shell", "command": "echo $$; sleep 1000"}
+            task_id = (await client.post("/task", json={"runnable": runnable})).json()["id"]
+
+            async def pid() -> int | None:
+                events = (
+                    await client.get("/event", params={"task_id": task_id, "type": "TaskOutput"})
+                ).json()
+                return int(events["results"][0]["detail"]["data"]) if events["results"] else None
+
+            leader = await eventually(pid)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+    assert group_gone(leader)
+    lines = (tmp_path / "state" / "events.jsonl").read_bytes().splitlines()
+    last = json.loads(lines[-1])
+    assert last["detail"] == {
+        "type": "TaskStatusUpdate",
+        "task_id": task_id,
+        "status": "CANCELLED",
+        "exit_code": None,
+        "error": None,
+    }
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
+
+
+async def test_bad_settings_exit_2(tmp_path: Path) -> None:
+    env = clean_env(CONVOY_AGENT_TOKEN=TOKEN, CONVOY_CONVERSATION_ID="not-a-uuid")
+    async with agent_process(tmp_path, env) as (process, _):
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"conversation" in stderr.lower()
