@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import typer
@@ -39,6 +41,13 @@ def parse_env(pairs: list[str] | None) -> dict[str, str]:
             raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
         env[name] = value
     return env
+
+
+@contextlib.asynccontextmanager
+async def open_conversation(cli: CliState, conversation_id: str) -> AsyncIterator[AsyncConversationHandle]:
+    """A handle on an existing conversation, with a client that is closed on exit."""
+    async with cli.client() as client:
+        yield await client.open(conversation_id)
 
 
 async def create_conversation(

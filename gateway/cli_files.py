@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli_conversations import open_conversation
 from gateway.cli_render import print_json, print_table, stdout_is_tty, transfer_meter
 from gateway.cli_state import run_async, state
 
@@ -32,8 +33,7 @@ def register(app: typer.Typer) -> None:
         *sources, dest = paths
 
         async def go() -> int:
-            async with cli.client() as client:
-                handle = await client.open(conversation_id)
+            async with open_conversation(cli, conversation_id) as handle:
                 with transfer_meter("uploading", show=not cli.json) as meter:
                     written = await handle.files.upload(
                         sources,
@@ -62,8 +62,7 @@ def register(app: typer.Typer) -> None:
         cli = state(ctx)
 
         async def go() -> int:
-            async with cli.client() as client:
-                handle = await client.open(conversation_id)
+            async with open_conversation(cli, conversation_id) as handle:
                 with transfer_meter("downloading", show=not cli.json) as meter:
                     written = await handle.files.download(
                         "" if src in (".", "/") else src, dest, progress=meter.advance, on_total=meter.total
@@ -89,8 +88,7 @@ def register(app: typer.Typer) -> None:
         cli = state(ctx)
 
         async def go() -> int:
-            async with cli.client() as client:
-                handle = await client.open(conversation_id)
+            async with open_conversation(cli, conversation_id) as handle:
                 found = [info async for info in handle.files.search(pattern, q=contains, path=under)]
             if cli.json:
                 print_json(found)

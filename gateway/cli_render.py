@@ -17,6 +17,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
@@ -124,33 +125,29 @@ class Meter:
             self.progress.advance(self.task, size)
 
 
-@contextlib.contextmanager
-def transfer_meter(description: str, show: bool) -> Iterator[Meter]:
+def transfer_meter(description: str, show: bool) -> contextlib.AbstractContextManager[Meter]:
     """A byte progress bar on stderr when ``show`` and stderr is a terminal."""
-    if not (show and stderr_is_tty()):
-        yield Meter(None)
-        return
-    progress = Progress(
+    columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
     )
-    with progress:
-        yield Meter(progress, progress.add_task(description, total=None))
+    return _meter(description, show, *columns)
+
+
+def status_meter(description: str, show: bool) -> contextlib.AbstractContextManager[Meter]:
+    """A spinner on stderr (for waiting on a sandbox); ``Meter.progress`` updates its text."""
+    return _meter(description, show, SpinnerColumn(), TextColumn("{task.description}"))
 
 
 @contextlib.contextmanager
-def status_meter(description: str, show: bool) -> Iterator[Meter]:
-    """A spinner on stderr (for waiting on a sandbox); ``Meter.progress`` updates its text."""
+def _meter(description: str, show: bool, *columns: ProgressColumn) -> Iterator[Meter]:
+    """A transient progress display of ``columns`` on stderr; a silent one unless ``show`` and
+    stderr is a terminal."""
     if not (show and stderr_is_tty()):
         yield Meter(None)
         return
-    progress = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), console=Console(stderr=True), transient=True
-    )
-    with progress:
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         yield Meter(progress, progress.add_task(description, total=None))

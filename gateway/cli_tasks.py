@@ -22,6 +22,7 @@ from gateway.cli_conversations import (
     MemoryOption,
     TitleOption,
     create_conversation,
+    open_conversation,
     parse_env,
 )
 from gateway.cli_render import event_line, print_json, transfer_meter
@@ -125,8 +126,8 @@ def register(app: typer.Typer) -> None:
         runnable = shell(as_command(command), cwd=cwd, env=parse_env(env), timeout=timeout)
 
         async def go() -> int:
-            async with cli.client() as client:
-                return await execute(await client.open(conversation_id), runnable)
+            async with open_conversation(cli, conversation_id) as handle:
+                return await execute(handle, runnable)
 
         run_async(go)
 
@@ -189,8 +190,7 @@ def register(app: typer.Typer) -> None:
         cli = state(ctx)
 
         async def go() -> int:
-            async with cli.client() as client:
-                handle = await client.open(conversation_id)
+            async with open_conversation(cli, conversation_id) as handle:
                 stream = (
                     handle.follow(after_seq) if follow else handle.events(after_seq=after_seq, types=types)
                 )

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
 from uuid import UUID
 
-from gateway.client_conversation import AsyncConversationHandle
+from gateway.client_conversation import AsyncConversationHandle, delete_conversation
 from gateway.client_errors import NotFound
 from gateway.client_http import Transport, parse_json, parse_model
 from gateway.models import Conversation, ConversationCreate, ConversationLimits, Count
@@ -88,11 +88,7 @@ class AsyncConvoyClient:
 
     async def delete(self, conversation_id: UUID | str, *, missing_ok: bool = False) -> None:
         """Finish a conversation: tasks stopped, sandbox and files removed."""
-        try:
-            await self._t.request("DELETE", f"/conversation/{_uuid(conversation_id)}")
-        except NotFound:
-            if not missing_ok:
-                raise
+        await delete_conversation(self._t, _uuid(conversation_id), missing_ok=missing_ok)
 
 
 def _uuid(value: UUID | str) -> UUID:

@@ -84,11 +84,7 @@ class AsyncConversationHandle:
 
     async def delete(self, *, missing_ok: bool = False) -> None:
         """Finish the conversation: its tasks stop, its sandbox and files are removed."""
-        try:
-            await self._t.request("DELETE", f"/conversation/{self.id}")
-        except NotFound:
-            if not missing_ok:
-                raise
+        await delete_conversation(self._t, self.id, missing_ok=missing_ok)
 
     async def agent_info(self) -> AgentInfo:
         """What this sandbox can run, and its limits."""
@@ -194,3 +190,12 @@ class AsyncConversationHandle:
             "POST", f"/conversation/{self.id}/event", json_body={"detail": dict(detail)}
         )
         return parse_model(Event, parse_json(response))
+
+
+async def delete_conversation(transport: Transport, conversation_id: UUID, *, missing_ok: bool) -> None:
+    """``DELETE /conversation/{id}``; with ``missing_ok`` one that is already gone is fine."""
+    try:
+        await transport.request("DELETE", f"/conversation/{conversation_id}")
+    except NotFound:
+        if not missing_ok:
+            raise

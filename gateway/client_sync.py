@@ -6,29 +6,82 @@ methods block until done, iterators yield as items arrive. Same names, same erro
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
 from gateway.client_async import DEFAULT_TIMEOUT, AsyncConvoyClient
 from gateway.client_conversation import AsyncConversationHandle
 from gateway.client_files import Files
 from gateway.client_loop import BackgroundLoop
-from gateway.client_multipart import Progress
-from gateway.client_tasks import AsyncTaskRun, TaskResult
-from gateway.models import Conversation, ConversationLimits, ConversationStatus
-from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, TaskOutput, TaskStatus
+from gateway.client_tasks import AsyncTaskRun
+from gateway.models import Conversation, ConversationStatus
+from sandbox_agent.protocol import Task
+
+A = TypeVar("A")
+P = ParamSpec("P")
+T = TypeVar("T")
+V = TypeVar("V")
 
 
-class TaskRun:
-    """A started task (blocking view of :class:`AsyncTaskRun`)."""
+class _Blocking(Generic[A]):
+    """A blocking view of the async object ``aio``, whose coroutines run on ``loop``."""
 
-    def __init__(self, loop: BackgroundLoop, run: AsyncTaskRun) -> None:
+    def __init__(self, loop: BackgroundLoop, aio: A) -> None:
         self._loop = loop
-        self.aio = run
+        self.aio = aio
+
+
+def _blocking(
+    method: Callable[Concatenate[A, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[_Blocking[A], P], T]:
+    """The async ``method`` as a blocking one: same parameters, same result, same errors."""
+
+    def call(self: _Blocking[A], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._loop.call(method(self.aio, *args, **kwargs))
+
+    _like(call, method, same_result=True)
+    return call
+
+
+def _iterating(
+    method: Callable[Concatenate[A, P], AsyncIterator[T]],
+) -> Callable[Concatenate[_Blocking[A], P], Iterator[T]]:
+    """The async iterator ``method`` as a plain iterator that yields as items arrive."""
+
+    def call(self: _Blocking[A], /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        return self._loop.iterate(method(self.aio, *args, **kwargs))
+
+    _like(call, method)
+    return call
+
+
+def _viewing(
+    method: Callable[Concatenate[A, P], Coroutine[Any, Any, T]],
+    view: Callable[[BackgroundLoop, T], V],
+) -> Callable[Concatenate[_Blocking[A], P], V]:
+    """Like :func:`_blocking`, with the async result wrapped in its blocking ``view``."""
+
+    def call(self: _Blocking[A], /, *args: P.args, **kwargs: P.kwargs) -> V:
+        return view(self._loop, self._loop.call(method(self.aio, *args, **kwargs)))
+
+    _like(call, method)
+    return call
+
+
+def _like(call: Callable[..., object], method: Callable[..., object], same_result: bool = False) -> None:
+    """Give ``call`` the name, docstring and parameters (for help()) of the async ``method``."""
+    functools.update_wrapper(call, method, assigned=("__name__", "__doc__"), updated=())
+    if not same_result:  # else help() would show the async result type
+        signature = inspect.signature(method).replace(return_annotation=inspect.Signature.empty)
+        call.__signature__ = signature  # type: ignore[attr-defined]
+
+
+class TaskRun(_Blocking[AsyncTaskRun]):
+    """A started task (blocking view of :class:`AsyncTaskRun`)."""
 
     @property
     def id(self) -> UUID:
@@ -42,86 +95,34 @@ class TaskRun:
     def done(self) -> bool:
         return self.aio.done
 
-    def events(self) -> Iterator[Event]:
-        return self._loop.iterate(self.aio.events())
-
-    def output(self) -> Iterator[TaskOutput]:
-        return self._loop.iterate(self.aio.output())
-
-    def wait(self) -> TaskResult:
-        return self._loop.call(self.aio.wait())
-
-    def refresh(self) -> Task:
-        return self._loop.call(self.aio.refresh())
-
-    def cancel(self) -> Task:
-        return self._loop.call(self.aio.cancel())
+    events = _iterating(AsyncTaskRun.events)
+    output = _iterating(AsyncTaskRun.output)
+    wait = _blocking(AsyncTaskRun.wait)
+    refresh = _blocking(AsyncTaskRun.refresh)
+    cancel = _blocking(AsyncTaskRun.cancel)
 
 
-class SyncFiles:
+class SyncFiles(_Blocking[Files]):
     """Blocking view of :class:`gateway.client_files.Files`."""
 
-    def __init__(self, loop: BackgroundLoop, files: Files) -> None:
-        self._loop = loop
-        self.aio = files
-
-    def info(self, path: str) -> FileInfo:
-        return self._loop.call(self.aio.info(path))
-
-    def mkdir(self, path: str) -> FileInfo:
-        return self._loop.call(self.aio.mkdir(path))
-
-    def touch(self, path: str) -> FileInfo:
-        return self._loop.call(self.aio.touch(path))
-
-    def delete(self, path: str) -> None:
-        self._loop.call(self.aio.delete(path))
-
-    def search(
-        self, pattern: str | None = None, *, q: str | None = None, path: str | None = None
-    ) -> Iterator[FileInfo]:
-        return self._loop.iterate(self.aio.search(pattern, q=q, path=path))
-
-    def count(self, pattern: str | None = None, *, q: str | None = None, path: str | None = None) -> int:
-        return self._loop.call(self.aio.count(pattern, q=q, path=path))
-
-    def upload(
-        self,
-        sources: Sequence[str | os.PathLike[str]],
-        dest: str = "",
-        *,
-        overwrite: bool = True,
-        progress: Progress | None = None,
-        on_total: Callable[[int], None] | None = None,
-    ) -> list[FileInfo]:
-        return self._loop.call(
-            self.aio.upload(sources, dest, overwrite=overwrite, progress=progress, on_total=on_total)
-        )
-
-    def download(
-        self,
-        src: str,
-        dest: str | os.PathLike[str],
-        *,
-        progress: Progress | None = None,
-        on_total: Callable[[int], None] | None = None,
-    ) -> list[Path]:
-        return self._loop.call(self.aio.download(src, dest, progress=progress, on_total=on_total))
-
-    def stream(self, path: str) -> Iterator[bytes]:
-        return self._loop.iterate(self.aio.stream(path))
-
-    def read_bytes(self, path: str) -> bytes:
-        return self._loop.call(self.aio.read_bytes(path))
+    info = _blocking(Files.info)
+    mkdir = _blocking(Files.mkdir)
+    touch = _blocking(Files.touch)
+    delete = _blocking(Files.delete)
+    search = _iterating(Files.search)
+    count = _blocking(Files.count)
+    upload = _blocking(Files.upload)
+    download = _blocking(Files.download)
+    stream = _iterating(Files.stream)
+    read_bytes = _blocking(Files.read_bytes)
 
 
-class ConversationHandle:
+class ConversationHandle(_Blocking[AsyncConversationHandle]):
     """A live conversation (blocking view of :class:`AsyncConversationHandle`); ``with`` deletes it
     on exit."""
 
     def __init__(self, loop: BackgroundLoop, handle: AsyncConversationHandle) -> None:
-        self._loop = loop
-        self.aio = handle
+        super().__init__(loop, handle)
         self.files = SyncFiles(loop, handle.files)
 
     @property
@@ -147,101 +148,31 @@ class ConversationHandle:
     ) -> None:
         self.delete(missing_ok=True)
 
-    def refresh(self) -> Conversation:
-        return self._loop.call(self.aio.refresh())
-
-    def wait_ready(
-        self, timeout: float = 120.0, on_status: Callable[[Conversation], None] | None = None
-    ) -> Conversation:
-        return self._loop.call(self.aio.wait_ready(timeout, on_status))
-
-    def delete(self, *, missing_ok: bool = False) -> None:
-        self._loop.call(self.aio.delete(missing_ok=missing_ok))
-
-    def agent_info(self) -> AgentInfo:
-        return self._loop.call(self.aio.agent_info())
-
-    def upload(
-        self, *sources: str | os.PathLike[str], dest: str = "", overwrite: bool = True
-    ) -> list[FileInfo]:
-        return self._loop.call(self.aio.upload(*sources, dest=dest, overwrite=overwrite))
-
-    def download(self, src: str, dest: str | os.PathLike[str]) -> list[Path]:
-        return self._loop.call(self.aio.download(src, dest))
-
-    def start(self, runnable: Runnable, title: str = "") -> TaskRun:
-        return TaskRun(self._loop, self._loop.call(self.aio.start(runnable, title)))
-
-    def start_shell(
-        self,
-        command: str | Sequence[str],
-        *,
-        cwd: str = ".",
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        title: str = "",
-    ) -> TaskRun:
-        run = self.aio.start_shell(command, cwd=cwd, env=env, timeout=timeout, title=title)
-        return TaskRun(self._loop, self._loop.call(run))
-
-    def run(
-        self,
-        command: str | Sequence[str],
-        *,
-        cwd: str = ".",
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        title: str = "",
-        check: bool = False,
-    ) -> TaskResult:
-        return self._loop.call(
-            self.aio.run(command, cwd=cwd, env=env, timeout=timeout, title=title, check=check)
-        )
-
-    def run_python(
-        self,
-        code: str,
-        *,
-        cwd: str = ".",
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        title: str = "",
-        check: bool = False,
-    ) -> TaskResult:
-        return self._loop.call(
-            self.aio.run_python(code, cwd=cwd, env=env, timeout=timeout, title=title, check=check)
-        )
-
-    def tasks(self, status: Sequence[TaskStatus] | None = None) -> Iterator[Task]:
-        return self._loop.iterate(self.aio.tasks(status))
-
-    def task(self, task_id: UUID | str) -> Task:
-        return self._loop.call(self.aio.task(task_id))
-
-    def cancel(self, task_id: UUID | str) -> Task:
-        return self._loop.call(self.aio.cancel(task_id))
-
-    def events(
-        self, *, after_seq: int | None = None, types: Sequence[str] | None = None, task_id: UUID | None = None
-    ) -> Iterator[Event]:
-        return self._loop.iterate(self.aio.events(after_seq=after_seq, types=types, task_id=task_id))
-
-    def follow(self, after_seq: int = 0, *, reconnect_for: float = 60.0) -> Iterator[Event]:
-        return self._loop.iterate(self.aio.follow(after_seq, reconnect_for=reconnect_for))
-
-    def event(self, event_id: UUID | str) -> Event:
-        return self._loop.call(self.aio.event(event_id))
-
-    def trigger(self, detail: Mapping[str, Any]) -> Event:
-        return self._loop.call(self.aio.trigger(detail))
+    refresh = _blocking(AsyncConversationHandle.refresh)
+    wait_ready = _blocking(AsyncConversationHandle.wait_ready)
+    delete = _blocking(AsyncConversationHandle.delete)
+    agent_info = _blocking(AsyncConversationHandle.agent_info)
+    upload = _blocking(AsyncConversationHandle.upload)
+    download = _blocking(AsyncConversationHandle.download)
+    start = _viewing(AsyncConversationHandle.start, TaskRun)
+    start_shell = _viewing(AsyncConversationHandle.start_shell, TaskRun)
+    run = _blocking(AsyncConversationHandle.run)
+    run_python = _blocking(AsyncConversationHandle.run_python)
+    tasks = _iterating(AsyncConversationHandle.tasks)
+    task = _blocking(AsyncConversationHandle.task)
+    cancel = _blocking(AsyncConversationHandle.cancel)
+    events = _iterating(AsyncConversationHandle.events)
+    follow = _iterating(AsyncConversationHandle.follow)
+    event = _blocking(AsyncConversationHandle.event)
+    trigger = _blocking(AsyncConversationHandle.trigger)
 
 
-class ConvoyClient:
+class ConvoyClient(_Blocking[AsyncConvoyClient]):
     """The blocking client. Use as ``with`` (or call :meth:`close`)."""
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._loop = BackgroundLoop()
-        self.aio = self._loop.call(_make(base_url, api_key, timeout))
+        loop = BackgroundLoop()
+        super().__init__(loop, loop.call(_make(base_url, api_key, timeout)))
 
     def __enter__(self) -> ConvoyClient:
         return self
@@ -257,45 +188,12 @@ class ConvoyClient:
         finally:
             self._loop.close()
 
-    def create(
-        self,
-        *,
-        title: str = "",
-        env: Mapping[str, str] | None = None,
-        limits: ConversationLimits | None = None,
-        idle_timeout: float | None = None,
-        internet: bool = False,
-        wait: bool = True,
-        ready_timeout: float = 120.0,
-        on_status: Callable[[Conversation], None] | None = None,
-    ) -> ConversationHandle:
-        """Begin a conversation (READY on return unless ``wait=False``); see ``AsyncConvoyClient.create``."""
-        handle = self.aio.create(
-            title=title,
-            env=env,
-            limits=limits,
-            idle_timeout=idle_timeout,
-            internet=internet,
-            wait=wait,
-            ready_timeout=ready_timeout,
-            on_status=on_status,
-        )
-        return ConversationHandle(self._loop, self._loop.call(handle))
-
-    def open(self, conversation_id: UUID | str) -> ConversationHandle:
-        return ConversationHandle(self._loop, self._loop.call(self.aio.open(conversation_id)))
-
-    def get(self, conversation_id: UUID | str) -> Conversation:
-        return self._loop.call(self.aio.get(conversation_id))
-
-    def list(self, *, page_size: int = 100) -> Iterator[Conversation]:
-        return self._loop.iterate(self.aio.list(page_size=page_size))
-
-    def count(self) -> int:
-        return self._loop.call(self.aio.count())
-
-    def delete(self, conversation_id: UUID | str, *, missing_ok: bool = False) -> None:
-        self._loop.call(self.aio.delete(conversation_id, missing_ok=missing_ok))
+    create = _viewing(AsyncConvoyClient.create, ConversationHandle)
+    open = _viewing(AsyncConvoyClient.open, ConversationHandle)
+    get = _blocking(AsyncConvoyClient.get)
+    count = _blocking(AsyncConvoyClient.count)
+    delete = _blocking(AsyncConvoyClient.delete)
+    list = _iterating(AsyncConvoyClient.list)
 
 
 async def _make(base_url: str, api_key: str | None, timeout: float) -> AsyncConvoyClient:  # noqa: ASYNC109

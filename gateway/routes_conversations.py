@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.auth import Principal, admin_principal, current_principal
 from gateway.context import context_of
 from gateway.models import Conversation, ConversationCreate, Count, ErrorBody, Page
-from sandbox_agent.protocol import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
+from gateway.routes_proxy import Limit, PageId
 
 router = APIRouter(
     tags=["conversations"],
     responses={401: {"model": ErrorBody, "description": "No or wrong API key"}},
 )
+_ADMINS_ONLY: dict[int | str, dict[str, Any]] = {403: {"model": ErrorBody, "description": "Admins only"}}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown, or another user's"}
+}
 
 
 @router.post(
@@ -38,13 +43,13 @@ async def create_conversation(
 @router.get(
     "/conversation",
     response_model=Page[Conversation],
-    responses={403: {"model": ErrorBody, "description": "Admins only"}},
+    responses=_ADMINS_ONLY,
     summary="List conversations (admin)",
 )
 async def list_conversations(
     request: Request,
-    page_id: str | None = Query(None, description="Cursor from the previous page's next_page_id"),
-    limit: int = Query(DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
+    page_id: str | None = PageId,
+    limit: int = Limit,
     _: Principal = Depends(admin_principal),
 ) -> Page[Conversation]:
     return context_of(request).manager.page(page_id, limit)
@@ -53,7 +58,7 @@ async def list_conversations(
 @router.get(
     "/conversation-count",
     response_model=Count,
-    responses={403: {"model": ErrorBody, "description": "Admins only"}},
+    responses=_ADMINS_ONLY,
     summary="Count conversations (admin)",
 )
 async def count_conversations(request: Request, _: Principal = Depends(admin_principal)) -> Count:
@@ -63,7 +68,7 @@ async def count_conversations(request: Request, _: Principal = Depends(admin_pri
 @router.get(
     "/conversation/{conversation_id}",
     response_model=Conversation,
-    responses={404: {"model": ErrorBody, "description": "Unknown, or another user's"}},
+    responses=_UNKNOWN,
     summary="Get conversation info",
 )
 async def get_conversation(
@@ -76,7 +81,7 @@ async def get_conversation(
     "/conversation/{conversation_id}",
     status_code=204,
     response_class=Response,
-    responses={404: {"model": ErrorBody, "description": "Unknown, or another user's"}},
+    responses=_UNKNOWN,
     summary="Finish a conversation",
 )
 async def delete_conversation(

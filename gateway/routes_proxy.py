@@ -17,7 +17,7 @@ and docstrings are the documentation; their bodies never run.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -61,6 +61,8 @@ _UPLOAD_BODY = {
 }
 _BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 
+_Declaration = TypeVar("_Declaration", bound=Callable[..., Any])
+
 PageId = Query(None, description="Cursor from the previous page's next_page_id")
 Limit = Query(DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT)
 
@@ -96,6 +98,12 @@ class ProxyRoute(APIRoute):
 
 
 router = APIRouter(prefix="/conversation/{conversation_id}", responses=_ERRORS, route_class=ProxyRoute)
+
+
+def _path_route(method: str, path: str, **options: Any) -> Callable[[_Declaration], _Declaration]:
+    """A route on a workspace path: tagged "files", with the path errors besides its own."""
+    responses = {**_PATH_ERRORS, **options.pop("responses", {})}
+    return router.api_route(path, methods=[method], responses=responses, tags=["files"], **options)
 
 
 # --- events -------------------------------------------------------------------------
@@ -168,56 +176,43 @@ async def cancel_task(request: Request, conversation_id: UUID, task_id: UUID) ->
 # --- files --------------------------------------------------------------------------
 
 
-@router.post(
-    "/dir/{path:path}",
-    status_code=201,
-    response_model=FileInfo,
-    responses=_PATH_ERRORS,
-    tags=["files"],
-    summary="Create a new directory",
+@_path_route(
+    "POST", "/dir/{path:path}", status_code=201, response_model=FileInfo, summary="Create a new directory"
 )
 async def make_dir(request: Request, conversation_id: UUID, path: str) -> Response:
     raise NotImplementedError  # served by ProxyRoute
 
 
-@router.post(
-    "/file/{path:path}",
-    status_code=201,
-    response_model=FileInfo,
-    responses=_PATH_ERRORS,
-    tags=["files"],
-    summary="Create a new file (touch)",
+@_path_route(
+    "POST", "/file/{path:path}", status_code=201, response_model=FileInfo, summary="Create a new file (touch)"
 )
 async def touch_file(request: Request, conversation_id: UUID, path: str) -> Response:
     raise NotImplementedError  # served by ProxyRoute
 
 
-@router.get(
-    "/file/{path:path}", response_model=FileInfo, responses=_PATH_ERRORS, tags=["files"], summary="File info"
-)
+@_path_route("GET", "/file/{path:path}", response_model=FileInfo, summary="File info")
 async def file_info(request: Request, conversation_id: UUID, path: str) -> Response:
     raise NotImplementedError  # served by ProxyRoute
 
 
-@router.delete(
+@_path_route(
+    "DELETE",
     "/file/{path:path}",
     status_code=204,
     response_class=Response,
-    responses=_PATH_ERRORS,
-    tags=["files"],
     summary="Delete a file, or a directory with its contents",
 )
 async def delete_file(request: Request, conversation_id: UUID, path: str) -> Response:
     raise NotImplementedError  # served by ProxyRoute
 
 
-@router.post(
+@_path_route(
+    "POST",
     "/upload/{parent_path:path}",
     status_code=201,
     response_model=list[FileInfo],
-    responses={**_PATH_ERRORS, 413: {"model": ErrorBody, "description": "Too big"}},
+    responses={413: {"model": ErrorBody, "description": "Too big"}},
     openapi_extra={"requestBody": _UPLOAD_BODY},
-    tags=["files"],
     summary="Upload a set of files (multipart, streamed)",
 )
 async def upload(
@@ -229,11 +224,11 @@ async def upload(
     raise NotImplementedError  # served by ProxyRoute
 
 
-@router.get(
+@_path_route(
+    "GET",
     "/file-content/{path:path}",
     response_class=Response,
-    responses={200: _BINARY, 206: {"description": "The requested Range", **_BINARY}, **_PATH_ERRORS},
-    tags=["files"],
+    responses={200: _BINARY, 206: {"description": "The requested Range", **_BINARY}},
     summary="Download a file (streamed; HTTP Range supported)",
 )
 async def file_content(request: Request, conversation_id: UUID, path: str) -> Response:

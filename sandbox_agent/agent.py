@@ -1,14 +1,16 @@
 """The agent's components and their lifecycle, in one place the routes can reach.
 
 :class:`Agent` owns the event log, the task manager and the workspace of one
-conversation. :meth:`Agent.start` reloads the state directory and, on the
-very first start only, records ``ConversationStatusUpdate READY`` as event 1.
+conversation. :meth:`Agent.start` empties the upload staging dir, reloads the
+state directory and, on the very first start only, records
+``ConversationStatusUpdate READY`` as event 1.
 :meth:`Agent.stop` cancels running tasks (ending their process groups), then
 writes and fsyncs the logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from uuid import UUID, uuid4
 
@@ -24,6 +26,7 @@ from sandbox_agent.protocol import (
 )
 from sandbox_agent.settings import AgentSettings
 from sandbox_agent.tasks import TaskManager
+from sandbox_agent.uploads import clear_staging
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class Agent:
         return self.events.conversation_id
 
     async def start(self) -> None:
+        await asyncio.to_thread(clear_staging, self.settings.upload_staging_dir)
         found = await self.events.open()
         stored, wanted = self.events.conversation_id, self.settings.conversation_id
         if stored is not None and wanted is not None and stored != wanted:

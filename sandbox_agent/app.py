@@ -18,7 +18,7 @@ from sandbox_agent.protocol import ErrorBody
 from sandbox_agent.routes import events, files, system, tasks, ws
 from sandbox_agent.settings import AgentSettings
 
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 507)}
 
 
 def create_app(settings: AgentSettings) -> FastAPI:

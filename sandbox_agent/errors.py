@@ -4,10 +4,16 @@ Domain code raises :class:`AgentError` subclasses (they carry their HTTP
 status); the handlers installed by :func:`install` turn those, validation
 errors, bad cursors and anything unexpected into JSON. Unexpected exceptions
 are logged and answered 500 - bad input never reaches that path.
+
+Storage: an event log or task record that cannot be written
+(:class:`~sandbox_agent.journal.JournalUnwritable`) and any ``OSError`` of a
+full disk or quota (ENOSPC, EDQUOT) answer 507 Insufficient Storage; a name
+too long for the file system is 400, a permission the file system refuses 403.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from typing import Any
@@ -19,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sandbox_agent.events import LogClosed, UnencodableEvent
+from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.paging import BadCursor
 from sandbox_agent.protocol import RUNNABLE_TYPES
 
@@ -61,6 +68,50 @@ class TooLarge(AgentError):
 
 class Unprocessable(AgentError):
     status_code = 422
+
+
+class Forbidden(AgentError):
+    """The file system refuses the operation (permissions, read-only)."""
+
+    status_code = 403
+
+
+class InsufficientStorage(AgentError):
+    """The disk (or quota) is full: nothing was stored."""
+
+    status_code = 507
+
+
+class StorageFailed(AgentError):
+    """The file system failed in a way the client cannot fix (an I/O error)."""
+
+    status_code = 500
+
+
+_STATUS_BY_ERRNO = {
+    errno.ENOSPC: 507,
+    errno.EDQUOT: 507,
+    errno.ENAMETOOLONG: 400,
+    errno.EACCES: 403,
+    errno.EPERM: 403,
+    errno.EROFS: 403,
+}
+_ERROR_BY_STATUS: dict[int, type[AgentError]] = {
+    507: InsufficientStorage,
+    400: BadPath,
+    403: Forbidden,
+}
+
+
+def is_disk_full(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(error: OSError, what: str, consequence: str = "") -> AgentError:
+    """An answer for ``error`` met while doing ``what`` (a phrase naming the file)."""
+    reason = error.strerror or str(error)
+    status = _STATUS_BY_ERRNO.get(error.errno or 0, 500)
+    return _ERROR_BY_STATUS.get(status, StorageFailed)(f"{what} failed: {reason}{consequence}")
 
 
 class Stopping(AgentError):
@@ -124,6 +175,24 @@ async def _bad_cursor(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, str(exc))
 
 
+def unwritable_detail(exc: JournalUnwritable) -> str:
+    """What to tell a client whose event or task could not be recorded."""
+    reason = "no space left on device" if is_disk_full(exc.error) else (exc.error.strerror or str(exc.error))
+    return f"the event log cannot be written ({reason}): nothing was recorded; retry once space is freed"
+
+
+async def _journal_unwritable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JournalUnwritable)
+    return error_response(507, unwritable_detail(exc))
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OSError)
+    if exc.errno in _STATUS_BY_ERRNO:
+        return error_response(_STATUS_BY_ERRNO[exc.errno], exc.strerror or str(exc))
+    return await _unexpected(request, exc)
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return error_response(422, explain_validation(list(exc.errors())))
@@ -144,6 +213,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(BadCursor, _bad_cursor)
     app.add_exception_handler(LogClosed, _log_closed)
     app.add_exception_handler(UnencodableEvent, _unencodable)
+    app.add_exception_handler(JournalUnwritable, _journal_unwritable)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

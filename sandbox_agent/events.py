@@ -5,6 +5,10 @@ Contract:
   stores its envelope as one JSON line in ``<state_dir>/events.jsonl`` (written
   in batches by :class:`~sandbox_agent.journal.Journal`) and wakes followers.
   It is synchronous: ordering is the order of calls on the event loop.
+- While the file cannot be written (disk full), :meth:`EventLog.append` raises
+  :class:`~sandbox_agent.journal.JournalUnwritable` and stores nothing: no seq
+  is used, and events accepted before the failure stay readable (from memory)
+  and reach the file once a retry succeeds (see the journal's contract).
 - The log is reloaded on start; ``seq`` and history continue. A torn last line
   (crash mid-write) is dropped, so the log always reloads.
 - In memory the log keeps only indexes (8-byte offset and 8-byte id key per
@@ -31,6 +35,7 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel
 
 from sandbox_agent.event_index import EventIndex, runs
+from sandbox_agent.journal import Journal
 
 JSONL_NAME = "events.jsonl"
 #: A follower replaying history reads at most about this much from disk per batch.
@@ -72,8 +77,6 @@ def ephemeral(conversation_id: UUID, detail: BaseModel) -> bytes:
 
 class EventLog:
     def __init__(self, state_dir: Path, *, tail_bytes: int = 8 * 1024 * 1024, max_lag: int = 10_000) -> None:
-        from sandbox_agent.journal import Journal
-
         self._journal = Journal(state_dir / JSONL_NAME)
         self._tail_limit = tail_bytes
         self.max_lag = max_lag
@@ -125,6 +128,10 @@ class EventLog:
 
     async def flush(self) -> None:
         await self._journal.flush()
+
+    def check_writable(self) -> None:
+        """Raise :class:`~sandbox_agent.journal.JournalUnwritable` while appends are refused."""
+        self._journal.check_writable()
 
     # --- writing --------------------------------------------------------------
 

@@ -12,6 +12,12 @@ Contract:
 - A crash can leave at most a torn last line. :meth:`load` hands every complete
   line to the caller in order and truncates the file at the first torn or
   rejected line, so the next writer appends to a clean file.
+- A failed write (disk full, I/O error) never leaves a torn line behind: the
+  file is cut back to :attr:`Journal.flushed`, the batch stays queued and is
+  retried every :attr:`Journal.retry_seconds`. Until a retry succeeds,
+  :meth:`Journal.append` refuses new lines with :class:`JournalUnwritable`, so
+  what was accepted keeps its offsets and reaches the file in order once space
+  is back. Only when the cut itself fails does the journal stop for good.
 """
 
 from __future__ import annotations
@@ -28,7 +34,26 @@ log = logging.getLogger(__name__)
 _READ_BLOCK = 1024 * 1024
 
 
+class JournalUnwritable(RuntimeError):
+    """The journal's file cannot be written just now (``error`` says why); nothing was queued."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(f"journal {path} cannot be written: {error.strerror or error}")
+        self.error = error
+
+
+class _Torn(Exception):
+    """A failed write whose partial bytes could not be cut off again."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Journal:
+    #: Seconds between attempts to write a batch that failed.
+    retry_seconds = 1.0
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
@@ -38,7 +63,7 @@ class Journal:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._drained: list[asyncio.Future[None]] = []
-        self._failed: BaseException | None = None
+        self._failed: OSError | None = None
 
     # --- start-up -------------------------------------------------------------
 
@@ -95,10 +120,17 @@ class Journal:
     def end(self) -> int:
         return self._end
 
-    def append(self, line: bytes) -> int:
-        """Queue ``line`` (without its newline); returns its offset in the file."""
+    def check_writable(self) -> None:
+        """Raise :class:`JournalUnwritable` while appends are refused."""
         if self._failed is not None:
-            raise RuntimeError(f"journal {self.path} cannot be written") from self._failed
+            raise JournalUnwritable(self.path, self._failed)
+
+    def append(self, line: bytes) -> int:
+        """Queue ``line`` (without its newline); returns its offset in the file.
+
+        Raises :class:`JournalUnwritable` while the file cannot be written.
+        """
+        self.check_writable()
         offset = self._end
         self._pending.append(line)
         self._pending.append(b"\n")
@@ -107,7 +139,7 @@ class Journal:
         return offset
 
     async def flush(self) -> None:
-        """Return once everything appended so far is in the file."""
+        """Return once everything appended so far is in the file, or a write failed."""
         if self.flushed == self._end or self._writer is None or self._writer.done():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -119,18 +151,32 @@ class Journal:
         assert self._fd is not None
         fd = self._fd
         while True:
-            await self._wake.wait()
+            if self._failed is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.retry_seconds)
             self._wake.clear()
             if self._pending:
                 batch, self._pending = b"".join(self._pending), []
                 try:
-                    await asyncio.to_thread(_write_all, fd, batch)
-                except OSError as error:  # disk full, I/O error: keep serving, stop persisting
-                    log.error("journal %s: write failed: %s", self.path, error)
-                    self._failed = error
+                    await asyncio.to_thread(_append_or_undo, fd, batch, self.flushed)
+                except _Torn as torn:
+                    log.error("journal %s: write failed and cannot be undone: %s", self.path, torn.error)
+                    self._failed = torn.error
                     self._release_waiters()
                     return
+                except OSError as error:  # disk full, I/O error: keep serving, retry later
+                    if self._failed is None:
+                        log.error("journal %s: write failed, retrying: %s", self.path, error)
+                    self._failed = error
+                    self._pending.insert(0, batch)  # lines appended meanwhile follow it
+                    self._release_waiters()
+                    continue
                 self.flushed += len(batch)
+                if self._failed is not None:
+                    log.warning("journal %s: writing again", self.path)
+                    self._failed = None
             if not self._pending:
                 self._release_waiters()
 
@@ -166,8 +212,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _append_or_undo(fd: int, data: bytes, size: int) -> None:
+    """Append ``data`` to a file of ``size`` bytes; on failure cut it back to ``size``, then raise."""
+    try:
+        _write_all(fd, data)
+    except OSError as error:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            raise _Torn(error) from error
+        raise
+
+
 def _sync_and_close(fd: int) -> None:
     try:
         os.fsync(fd)
+    except OSError as error:  # disk full at write-back: what was written stays; nothing to do
+        log.error("journal: fsync failed: %s", error)
     finally:
         os.close(fd)

@@ -44,6 +44,11 @@ class AgentSettings(BaseSettings):
     kill_grace_seconds: float = Field(3.0, ge=0, description="SIGTERM to SIGKILL for a task's processes.")
     output_chunk_bytes: int = Field(64 * 1024, ge=1, description="Largest read from a task's pipe.")
     tail_cache_bytes: int = Field(8 * MiB, ge=0, description="Recent events kept in memory for followers.")
+    memory_events_file: Path | None = Field(
+        None,
+        description="Cgroup file with the oom_kill counter (memory.events, v2; memory.oom_control, v1) that "
+        "tells an out-of-memory kill from another SIGKILL. Unset: this process's memory cgroup.",
+    )
 
     def token_required(self) -> bool:
         return not self.unprotected
@@ -52,3 +57,9 @@ class AgentSettings(BaseSettings):
     def output_dir_name(self) -> str:
         """Workspace-relative directory that receives output past a task's budget."""
         return ".convoy/output"
+
+    @property
+    def upload_staging_dir(self) -> Path:
+        """Where uploads are received before they are moved into the workspace: in the state
+        dir, so never visible to (or reachable by) a client; emptied when the agent starts."""
+        return self.state_dir / "uploads"

@@ -8,6 +8,12 @@ Contract:
   marked ERROR ("agent restarted") when it starts again.
 - A process runnable's ``cwd`` is checked against the workspace jail when the
   task is created (400/403/404 before anything runs).
+- While the event log or the task records cannot be written (disk full),
+  ``create`` refuses with :class:`~sandbox_agent.journal.JournalUnwritable`
+  (507) before anything runs: a task whose progress cannot be recorded is not
+  started.
+- A process killed by the kernel's OOM killer ends ERROR with an error that
+  says "out of memory" (see :mod:`sandbox_agent.runnables.oom`).
 - ``cancel`` answers once the task is final (or after the kill grace period
   plus a margin, still CANCELLING); a finished task cannot be cancelled (409).
 """
@@ -111,6 +117,8 @@ class TaskManager:
     async def create(self, request: TaskCreate) -> Task:
         if self._closing:
             raise Stopping("the agent is stopping and starts no new tasks")
+        self._events.check_writable()
+        self._journal.check_writable()
         try:  # JSON lets a lone surrogate through; our records and events are UTF-8
             request.model_dump_json()
         except ValueError:

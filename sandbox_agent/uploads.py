@@ -2,15 +2,23 @@
 
 Contract:
 - The body is parsed as it arrives (python-multipart's streaming parser); each
-  part named ``files`` goes, in chunks, to a temporary file under the
-  workspace's ``.convoy/uploads/``. Memory stays flat whatever the size.
+  part named ``files`` goes, in chunks, to a temporary file in a staging dir
+  of its own under ``settings.upload_staging_dir`` - in the agent's state dir,
+  outside the workspace, so a client never sees, lists or touches it. Memory
+  stays flat whatever the size. The staging root is emptied at start-up (what
+  a crash mid-upload left).
 - A part's filename is relative to ``parent_path`` and may contain ``/``
   subdirectories (created as needed); it passes the workspace jail.
-- Only once the whole body is in are the files moved into place, each with an
-  atomic rename: a failed upload (bad part, 409, 413, a dropped connection)
-  leaves the workspace as it was. Existing files are replaced unless
+- Only once the whole body is in are the files moved into place, all or none
+  (:mod:`sandbox_agent.placement`): a failed upload (bad part, 409, 413, a
+  full disk, a dropped connection) leaves the workspace as it was and its
+  staged files are removed. Existing files are replaced unless
   ``overwrite=false`` (409). Parts with another field name are ignored.
-- More than ``max_bytes`` of body is 413.
+- More than ``max_bytes`` of body is 413. A disk that fills up while a file is
+  received or placed is 507, and the ``detail`` names that file.
+- The state dir and the workspace share one volume in both runtimes (Docker:
+  ``/data``; process: the sandbox's folder), so placing is a rename; on
+  another mount it is a copy next to the target, then a rename.
 """
 
 from __future__ import annotations
@@ -27,12 +35,12 @@ from uuid import uuid4
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from sandbox_agent.errors import AgentError, BadPath, Conflict, TooLarge, Unprocessable
-from sandbox_agent.files import Workspace, file_info, make_parents
+from sandbox_agent.errors import AgentError, BadPath, Conflict, TooLarge, Unprocessable, storage_error
+from sandbox_agent.files import Workspace
+from sandbox_agent.placement import NOTHING_WRITTEN, Move, place_all
 from sandbox_agent.protocol import FileInfo
 
 FIELD_NAME = "files"
-STAGING_DIR = ".convoy/uploads"
 _WRITE_BATCH = 1024 * 1024
 
 
@@ -83,9 +91,18 @@ class _Collector:
         self._field = self._value = b""
 
 
+def clear_staging(root: Path) -> None:
+    """Remove what earlier uploads left in the staging root (blocking)."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+
+
 class Upload:
-    def __init__(self, workspace: Workspace, parent_path: str, *, overwrite: bool, max_bytes: int) -> None:
+    def __init__(
+        self, workspace: Workspace, staging_root: Path, parent_path: str, *, overwrite: bool, max_bytes: int
+    ) -> None:
         self.workspace = workspace
+        self.staging_root = staging_root
         self.parent = workspace.resolve(parent_path)
         self.overwrite = overwrite
         self.max_bytes = max_bytes
@@ -167,9 +184,12 @@ class Upload:
             raise Conflict(f"already exists: {target.rel!r}")
         assert self.staging is not None
         tmp = self.staging / f"{len(self.parts)}.part"
-        fd = await asyncio.to_thread(
-            os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644
-        )
+        try:
+            fd = await asyncio.to_thread(
+                os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644
+            )
+        except OSError as error:
+            raise storage_error(error, f"receiving {target.rel!r}", NOTHING_WRITTEN) from None
         part = _Part(target.rel, tmp, fd)
         self.parts.append(part)
         return part
@@ -178,35 +198,31 @@ class Upload:
         if part.buffer:
             data = b"".join(part.buffer)
             part.buffer, part.buffered = [], 0
-            await asyncio.to_thread(_write_all, part.fd, data)
+            try:
+                await asyncio.to_thread(_write_all, part.fd, data)
+            except OSError as error:
+                raise storage_error(error, f"receiving {part.rel!r}", NOTHING_WRITTEN) from None
 
     # --- blocking steps (worker threads) --------------------------------------
 
     def _make_staging(self) -> Path:
-        base = self.workspace.resolve(STAGING_DIR)
-        make_parents(self.workspace, base.real)
-        staging = base.real / uuid4().hex
-        staging.mkdir()
+        try:
+            self.staging_root.mkdir(parents=True, exist_ok=True)
+            staging = self.staging_root / uuid4().hex
+            staging.mkdir()
+        except OSError as error:
+            raise storage_error(error, "receiving the upload", NOTHING_WRITTEN) from None
         return staging
 
     def _commit(self) -> list[FileInfo]:
-        targets = [self.workspace.resolve(part.rel) for part in self.parts]
-        for target in targets:  # check everything before moving anything
-            if target.real.is_dir():
-                raise Conflict(f"a directory is in the way: {target.rel!r}")
-            if not self.overwrite and os.path.lexists(target.real):
-                raise Conflict(f"already exists: {target.rel!r}")
-        for part, target in zip(self.parts, targets, strict=True):
-            os.close(part.fd)
-            part.fd = -1
-            make_parents(self.workspace, target.real.parent)
+        moves = [Move(part.tmp, self.workspace.resolve(part.rel)) for part in self.parts]
+        for part in self.parts:
+            fd, part.fd = part.fd, -1
             try:
-                os.replace(part.tmp, target.real)
-            except OSError as error:
-                if error.errno != 18:  # EXDEV: the target is on another mount
-                    raise
-                shutil.move(part.tmp, target.real)
-        return [file_info(target.real, target.rel) for target in dict((t.rel, t) for t in targets).values()]
+                os.close(fd)
+            except OSError as error:  # a delayed write error (NFS, quota) surfaces at close
+                raise storage_error(error, f"receiving {part.rel!r}", NOTHING_WRITTEN) from None
+        return place_all(self.workspace, moves, overwrite=self.overwrite)
 
     def _cleanup(self) -> None:
         for part in self.parts:

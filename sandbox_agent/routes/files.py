@@ -46,8 +46,22 @@ async def upload(
     overwrite: bool = Query(True, description="false: 409 when a file exists."),
     agent: Agent = Depends(get_agent),
 ) -> list[FileInfo]:
-    """Multipart upload, parts named ``files``; filenames may contain subdirectories."""
-    job = Upload(agent.workspace, parent_path, overwrite=overwrite, max_bytes=agent.settings.max_upload_bytes)
+    """Multipart upload, parts named ``files``; filenames may contain subdirectories.
+
+    All or nothing: on any failure no file of the upload is left at its final path
+    (replaced files are put back) and nothing staged remains. 409 a file exists
+    (``overwrite=false``) or a directory is in the way; 413 too large; 507 the disk
+    filled up, with ``detail`` naming the file that failed. Files are staged outside
+    the workspace (in the agent's state dir), so nothing of an upload in progress
+    is ever listed, counted or reachable.
+    """
+    job = Upload(
+        agent.workspace,
+        agent.settings.upload_staging_dir,
+        parent_path,
+        overwrite=overwrite,
+        max_bytes=agent.settings.max_upload_bytes,
+    )
     return await job.receive(
         request.headers.get("content-type"), request.headers.get("content-length"), request.stream()
     )

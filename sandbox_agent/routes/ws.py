@@ -27,8 +27,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.auth import token_ok
-from sandbox_agent.errors import AgentError, explain_validation
+from sandbox_agent.errors import AgentError, explain_validation, unwritable_detail
 from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed, UnencodableEvent, ephemeral
+from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
     WS_CLOSE_TOO_SLOW,
@@ -132,4 +133,6 @@ async def _handle_frame(text: str, agent: Agent) -> ErrorEvent | None:
         return ErrorEvent(message=error.detail)
     except UnencodableEvent as error:
         return ErrorEvent(message=str(error))
+    except JournalUnwritable as error:
+        return ErrorEvent(message=unwritable_detail(error))
     return None

@@ -6,6 +6,10 @@ split across reads is not mangled; invalid bytes become U+FFFD). Past the
 budget nothing is dropped silently: one ``OutputTruncated`` event names the
 workspace file (``.convoy/output/<task_id>.log``) that receives every further
 byte, in arrival order.
+
+A full disk does not stall the task: output that cannot be recorded (the event
+log refuses it, the overflow file cannot be written) is dropped with a warning
+in the agent's log, and the pipes keep being read.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.protocol import OutputTruncated, TaskOutput
 from sandbox_agent.runnables import TaskContext
 
@@ -38,6 +43,7 @@ class OutputSink:
         }
         self.rel_path = f"{context.settings.output_dir_name}/{context.task_id}.log"
         self._fd: int | None = None
+        self._dropping = False
 
     async def write(self, stream: Stream, data: bytes) -> None:
         self.total += len(data)
@@ -51,7 +57,11 @@ class OutputSink:
             if rest:
                 await self._start_overflow()
         if rest and self._fd is not None:
-            await asyncio.to_thread(_write_all, self._fd, rest)
+            try:
+                await asyncio.to_thread(_write_all, self._fd, rest)
+            except OSError as error:
+                log.warning("task %s: overflow file not written further: %s", self._context.task_id, error)
+                await self._close_overflow()
         self._context.on_output(self.total, self.truncated)
 
     async def _start_overflow(self) -> None:
@@ -62,19 +72,30 @@ class OutputSink:
             self._fd = await asyncio.to_thread(_open_overflow, self._context.workspace_root, self.rel_path)
         except OSError as error:
             log.warning("task %s: cannot write overflow file: %s", self._context.task_id, error)
-        self._context.emit(
+        self._record(
             OutputTruncated(task_id=self._context.task_id, limit_bytes=self._budget, path=self.rel_path)
         )
 
     def _emit(self, stream: Stream, text: str) -> None:
         if text:
-            self._context.emit(TaskOutput(task_id=self._context.task_id, stream=stream, data=text))
+            self._record(TaskOutput(task_id=self._context.task_id, stream=stream, data=text))
+
+    def _record(self, detail: TaskOutput | OutputTruncated) -> None:
+        try:
+            self._context.emit(detail)
+        except JournalUnwritable as error:
+            if not self._dropping:  # once per task: a full disk must not flood the log too
+                log.warning("task %s: output dropped: %s", self._context.task_id, error)
+            self._dropping = True
 
     async def close(self) -> None:
         """Emit what the decoders still hold; close the overflow file."""
         if not self.truncated:
             for stream, decoder in self._decoders.items():
                 self._emit(stream, decoder.decode(b"", final=True))  # type: ignore[arg-type]
+        await self._close_overflow()
+
+    async def _close_overflow(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             await asyncio.to_thread(os.close, fd)

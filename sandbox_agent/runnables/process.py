@@ -11,7 +11,9 @@ Contract of :func:`run_process`:
 - Cancellation does the same, then lets ``CancelledError`` through.
 - The task ends when the group leader exits; anything it left running in its
   group is ended the same way (so no orphan keeps the pipes or the CPU).
-- The exit code is the leader's (negative: killed by that signal).
+- The exit code is the leader's (negative: killed by that signal). A SIGKILL
+  that the memory cgroup counts as an OOM kill is reported as "out of memory"
+  (see :mod:`sandbox_agent.runnables.oom`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import subprocess
 
 from sandbox_agent.runnables import Outcome, TaskContext
+from sandbox_agent.runnables.oom import KILLED_CODES, oom_error, oom_kills
 from sandbox_agent.runnables.output import OutputSink, Stream
 
 #: Environment variables never passed to a task.
@@ -45,6 +48,7 @@ async def run_process(
     stdin_data: bytes | None = None,
 ) -> Outcome:
     loop = asyncio.get_running_loop()
+    oom_before = await oom_kills(context.settings)
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(loop),
@@ -94,6 +98,10 @@ async def run_process(
         return Outcome(exit_code=returncode, error=reason)
     if returncode == 0:
         return Outcome(exit_code=0)
+    if returncode in KILLED_CODES and oom_before is not None:
+        oom_after = await oom_kills(context.settings)
+        if oom_after is not None and oom_after > oom_before:
+            return Outcome(exit_code=returncode, error=oom_error(returncode))
     if returncode < 0:
         return Outcome(exit_code=returncode, error=f"killed by signal {-returncode}")
     return Outcome(exit_code=returncode, error=f"exited with code {returncode}")

@@ -34,7 +34,7 @@ async def _runtime(kind: str, settings: Settings) -> Runtime:
 
 @asynccontextmanager
 async def _harness(kind: str, tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
-    settings = base_settings(tmp_path / "state")
+    settings = base_settings(tmp_path / "state", runtime=kind)
     runtime = await _runtime(kind, settings)
     try:
         yield Harness(settings, runtime, serve)

@@ -1,4 +1,5 @@
-"""Helpers for the gateway tests: polling, WebSocket frames, conversations that are READY."""
+"""Helpers for the gateway tests: polling, WebSocket frames, conversations that are READY,
+what a runtime still holds of a conversation."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.runtimes import procfs
 from gateway.runtimes.base import Runtime
+from gateway.runtimes.docker_config import CONVERSATION_ID, install_filter
 from gateway.settings import Settings
 
 #: Generous: a noisy 2-core machine starts agents slowly.
@@ -155,6 +157,11 @@ class Harness:
             yield url
 
     @property
+    def kind(self) -> str:
+        """The runtime's name: ``process`` or ``docker``."""
+        return self.runtime.name
+
+    @property
     def gateway(self) -> GatewayContext:
         """The parts of the gateway served last (inspected by white-box assertions)."""
         return context_of_app(self.app)
@@ -192,6 +199,41 @@ def exists(path: Path) -> bool:
 
 def read_text(path: Path) -> str:
     return path.read_text()
+
+
+async def agent_of(harness: Harness, conversation_id: str) -> procfs.ProcessId | None:
+    """The agent process of a live conversation on the process runtime (from its
+    ``meta.json``); ``None`` on Docker, where the container is the whole of it."""
+    if harness.kind != "process":
+        return None
+    meta = json.loads(
+        read_text(harness.settings.state_dir / harness.settings.install / conversation_id / "meta.json")
+    )
+    return procfs.ProcessId(meta["pid"], meta["started"])
+
+
+async def leftovers(
+    harness: Harness, conversation_id: str, agent: procfs.ProcessId | None = None
+) -> list[str]:
+    """What the runtime still holds of a conversation, in words; ``[]`` when nothing.
+    Process: its folder, ``agent`` (see :func:`agent_of`) and its descendants while alive.
+    Docker: every container, volume and network labelled with its id."""
+    if harness.kind == "docker":
+        from gateway.runtimes.docker import DockerRuntime
+
+        assert isinstance(harness.runtime, DockerRuntime)
+        engine = harness.runtime.engine
+        filters = install_filter(harness.settings.install, **{CONVERSATION_ID: conversation_id})
+        containers = [f"container {c['Names'][0]}" for c in await engine.containers(filters)]
+        volumes = [f"volume {v['Name']}" for v in await engine.volumes(filters)]
+        networks = [f"network {n['Name']}" for n in await engine.networks(filters)]
+        return containers + volumes + networks
+    folder = harness.settings.state_dir / harness.settings.install / conversation_id
+    found = [f"folder {folder}"] if exists(folder) else []
+    if agent is not None:
+        found += [f"agent {agent.pid}"] if procfs.is_alive(agent) else []
+        found += [f"process {child.pid}" for child in procfs.descendants(agent.pid)]
+    return found
 
 
 def stalled_websocket(base_url: str, path: str) -> socket.socket:

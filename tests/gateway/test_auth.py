@@ -1,4 +1,4 @@
-"""Who may do what: anonymous, user A (owner), user B, admin x every route."""
+"""Who may do what: anonymous, user A (owner), user B, admin x every route (both runtimes)."""
 
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ async def _status(client: httpx.AsyncClient, method: str, path: str, key: str | 
     return response.status_code
 
 
-async def test_auth_matrix_http(harness: Harness) -> None:
-    async with harness.client(**keyed()) as client:
+async def test_auth_matrix_http(any_harness: Harness) -> None:
+    async with any_harness.client(**keyed()) as client:
         cid = await create_ready(client, ALICE, title="alice's")
         base = f"/conversation/{cid}"
         await client.post(f"{base}/upload/", files=[("files", ("hello.txt", b"hello"))], headers=auth(ALICE))
@@ -109,8 +109,8 @@ async def test_auth_matrix_http(harness: Harness) -> None:
         assert cross.status_code == 403
 
 
-async def test_auth_matrix_websockets(harness: Harness) -> None:
-    async with harness.serve(**keyed()) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+async def test_auth_matrix_websockets(any_harness: Harness) -> None:
+    async with any_harness.serve(**keyed()) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
         cid = await create_ready(client, ALICE)
         path = f"/conversation/{cid}"
         assert await close_code(await ws_connect(url, path)) == WS_CLOSE_UNAUTHORIZED

@@ -1,6 +1,6 @@
 """The async client against the real gateway (process runtime, real agents on loopback):
 conversations, tasks (exit codes, output complete and in order, live iteration, cancel),
-events, auth and limits errors."""
+events, auth and limits errors; a directory round trip on both runtimes."""
 
 from __future__ import annotations
 
@@ -218,10 +218,10 @@ async def test_sandbox_failure_is_reported_with_reason(harness: Harness) -> None
         await until(none_left)
 
 
-async def test_files_round_trip_and_conflicts(harness: Harness, tmp_path: Path) -> None:
+async def test_files_round_trip_and_conflicts(any_harness: Harness, tmp_path: Path) -> None:
     source = tmp_path / "tree"
     expected = make_tree(source)
-    async with harness.serve() as url, AsyncConvoyClient(url) as client, await client.create() as convo:
+    async with any_harness.serve() as url, AsyncConvoyClient(url) as client, await client.create() as convo:
         written = await convo.upload(source, dest="in")
         assert sorted(info.path for info in written) == sorted(f"in/tree/{rel}" for rel in expected)
         assert (await convo.files.info("in/tree/empty-dir/inner")).is_dir

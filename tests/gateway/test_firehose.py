@@ -1,5 +1,6 @@
 """WS /firehose/: every event of every conversation once, to every admin client,
-conversations created after connecting included; one upstream per conversation;
+conversations created after connecting included, one upstream per conversation (both
+runtimes);
 a slow client is dropped with 4008 without slowing the others."""
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def _marker(name: str) -> Any:
     return lambda frame: frame["detail"].get("type") == "marker" and frame["detail"].get("name") == name
 
 
-async def test_firehose_sees_every_conversation_once(harness: Harness) -> None:
-    async with harness.client() as client:
+async def test_firehose_sees_every_conversation_once(any_harness: Harness) -> None:
+    async with any_harness.client() as client:
         url = str(client.base_url)
         first, second = await create_ready(client), await create_ready(client)
         one = await ws_connect(url, "/firehose/")
@@ -47,12 +48,12 @@ async def test_firehose_sees_every_conversation_once(harness: Harness) -> None:
             frames = await recv_until(ws, _marker("end"))
             stored = [(f["conversation_id"], f["seq"]) for f in frames if f["seq"] > 0]
             assert len(stored) == len(set(stored)), "each event once"
-        assert harness.gateway.firehose.upstream_count == 3, "one upstream per conversation"
+        assert any_harness.gateway.firehose.upstream_count == 3, "one upstream per conversation"
         await one.close()
         await two.close()
 
         async def upstreams_closed() -> bool:
-            return harness.gateway.firehose.upstream_count == 0
+            return any_harness.gateway.firehose.upstream_count == 0
 
         await eventually(upstreams_closed)
 

@@ -1,38 +1,36 @@
-"""The lifecycle: limits (429), idle reaping with its event, DELETE leaves nothing,
-a failed start stays visible as ERROR, a restarted gateway finds its conversations."""
+"""The lifecycle, on both runtimes: limits (429), idle reaping with its event, DELETE
+leaves nothing, a failed start stays visible as ERROR, a restarted gateway finds its
+conversations."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from uuid import UUID
 
 from gw_helpers import (
     ADMIN_KEY,
     USER_KEYS,
     Harness,
+    agent_of,
     auth,
     close_code,
     create_ready,
     eventually,
-    exists,
     is_status,
     keyed,
-    read_text,
+    leftovers,
     recv_json,
     recv_until,
     ws_connect,
 )
 
 from gateway.models import WS_CLOSE_LIMIT_REACHED
-from gateway.runtimes import procfs
 from sandbox_agent.protocol import WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_NOT_FOUND
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 
 
-async def test_limits_answer_429_and_stop_nothing(harness: Harness) -> None:
-    async with harness.client(**keyed(max_conversations=2, max_conversations_per_user=1)) as client:
+async def test_limits_answer_429_and_stop_nothing(any_harness: Harness) -> None:
+    async with any_harness.client(**keyed(max_conversations=2, max_conversations_per_user=1)) as client:
         url = str(client.base_url)
         mine = await create_ready(client, ALICE)
         again = await client.post("/conversation", json={}, headers=auth(ALICE))
@@ -51,8 +49,8 @@ async def test_limits_answer_429_and_stop_nothing(harness: Harness) -> None:
         assert count.json() == {"count": 2}
 
 
-async def test_idle_conversation_is_reaped_with_its_event(harness: Harness) -> None:
-    async with harness.client(reap_interval=0.2) as client:
+async def test_idle_conversation_is_reaped_with_its_event(any_harness: Harness) -> None:
+    async with any_harness.client(reap_interval=0.2) as client:
         url = str(client.base_url)
         # Each made busy right away: the reaper looks every 0.2s.
         busy = await create_ready(client, idle_timeout=2)
@@ -74,7 +72,7 @@ async def test_idle_conversation_is_reaped_with_its_event(harness: Harness) -> N
             return (await client.get(f"/conversation/{idle}")).status_code == 404
 
         await eventually(gone)
-        assert not exists(harness.settings.state_dir / harness.settings.install / idle)
+        assert await leftovers(any_harness, idle) == []
         # Neither a running task nor an open connection is idle.
         assert (await client.get(f"/conversation/{busy}")).json()["status"] == "READY"
         assert (await client.get(f"/conversation/{followed}")).json()["status"] == "READY"
@@ -82,13 +80,12 @@ async def test_idle_conversation_is_reaped_with_its_event(harness: Harness) -> N
         await firehose.close()
 
 
-async def test_delete_leaves_nothing(harness: Harness) -> None:
-    async with harness.client() as client:
+async def test_delete_leaves_nothing(any_harness: Harness) -> None:
+    async with any_harness.client() as client:
         url = str(client.base_url)
         cid = await create_ready(client)
-        folder: Path = harness.settings.state_dir / harness.settings.install / cid
-        meta = json.loads(read_text(folder / "meta.json"))
-        agent = procfs.ProcessId(meta["pid"], meta["started"])
+        agent = await agent_of(any_harness, cid)
+        assert await leftovers(any_harness, cid, agent), "a live conversation holds something"
         task = await client.post(
             f"/conversation/{cid}/task", json={"runnable": {"type": "Shell", "command": "sleep 600"}}
         )
@@ -100,20 +97,19 @@ async def test_delete_leaves_nothing(harness: Harness) -> None:
         assert "deleted" in stopping[-1]["detail"]["reason"]
         assert await close_code(follower) == WS_CLOSE_CONVERSATION_ENDED
 
-        assert not exists(folder)
-        assert not procfs.is_alive(agent)
-        assert procfs.descendants(agent.pid) == []
+        assert await leftovers(any_harness, cid, agent) == []
         for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/event"), ("GET", "/agent-info")):
             response = await client.request(method, f"/conversation/{cid}{path}")
             assert response.status_code == 404, (method, path)
         assert await close_code(await ws_connect(url, f"/conversation/{cid}")) == WS_CLOSE_NOT_FOUND
-        assert await harness.runtime.find(UUID(cid)) is None
+        assert await any_harness.runtime.find(UUID(cid)) is None
 
 
-async def test_failed_start_stays_visible_as_error(harness: Harness) -> None:
-    async with harness.client(error_retention=600) as client:
+async def test_failed_start_stays_visible_as_error(any_harness: Harness) -> None:
+    async with any_harness.client(error_retention=600) as client:
         url = str(client.base_url)
-        # A broken interpreter environment: the agent cannot start.
+        # A broken interpreter environment: the agent cannot start (the env reaches the
+        # agent's process on both runtimes: the local subprocess, the container).
         created = await client.post("/conversation", json={"env": {"PYTHONHOME": "/nonexistent"}})
         cid = created.json()["id"]
         early = await ws_connect(url, f"/conversation/{cid}")  # while STARTING, most likely
@@ -133,7 +129,7 @@ async def test_failed_start_stays_visible_as_error(harness: Harness) -> None:
         frame = await recv_json(ws)
         assert frame["seq"] == 0 and frame["detail"]["status"] == "ERROR" and frame["detail"]["reason"]
         assert await close_code(ws) == WS_CLOSE_CONVERSATION_ENDED
-        assert not exists(harness.settings.state_dir / harness.settings.install / cid)
+        assert await leftovers(any_harness, cid) == []
         assert (await client.delete(f"/conversation/{cid}")).status_code == 204
         assert (await client.get(f"/conversation/{cid}")).status_code == 404
 

@@ -82,7 +82,8 @@ async def test_upload_several_files_with_subdirectories(agent: Served) -> None:
     assert [i.size for i in infos] == [5, 2560, 0]
     for name, data in files.items():
         assert (agent.settings.workspace / "up" / name).read_bytes() == data
-    assert list((agent.settings.workspace / ".convoy" / "uploads").iterdir()) == []
+    assert not exists(agent.settings.workspace / ".convoy")  # staged outside the workspace
+    assert list(agent.settings.upload_staging_dir.iterdir()) == []
 
 
 async def test_upload_replaces_atomically_unless_overwrite_is_false(agent: Served) -> None:

@@ -15,7 +15,18 @@ from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import Agent, adocker, alabelled, eventually, free_port
+from dockertools import (
+    FORK_BOMB,
+    MEMORY_HOG,
+    Agent,
+    adocker,
+    alabelled,
+    create,
+    eventually,
+    free_port,
+    status,
+    wait_status,
+)
 
 from gateway.app import create_app
 from gateway.runtimes import docker_config as cfg
@@ -28,37 +39,6 @@ MiB = 1024 * 1024
 Serve = Callable[..., AbstractAsyncContextManager[str]]
 
 
-async def create(client: httpx.AsyncClient, base: str, **body: Any) -> str:
-    response = await client.post(f"{base}/conversation", json=body)
-    assert response.status_code == 201, response.text
-    conversation_id = str(response.json()["id"])
-    await wait_status(client, base, conversation_id, "READY")
-    return conversation_id
-
-
-async def status(client: httpx.AsyncClient, base: str, conversation_id: str) -> str | None:
-    response = await client.get(f"{base}/conversation/{conversation_id}")
-    return str(response.json()["status"]) if response.status_code == 200 else None
-
-
-async def wait_status(client: httpx.AsyncClient, base: str, conversation_id: str, wanted: str) -> None:
-    async def reached() -> bool:
-        now = await status(client, base, conversation_id)
-        assert now != "ERROR" or wanted == "ERROR", (
-            await client.get(f"{base}/conversation/{conversation_id}")
-        ).text
-        return now == wanted
-
-    await eventually(reached, within=180, what=f"conversation {conversation_id} {wanted}")
-
-
-# Every process forks for ever (failures included): the pids limit holds it, the task's timeout ends it.
-FORK_BOMB = {
-    "type": "Python",
-    "code": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-    "timeout": 15,
-}
-MEMORY_HOG = {"type": "Python", "code": "chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n"}
 OUTPUT_FLOOD = {"type": "Shell", "command": "yes convoy | head -c 300000000"}
 # The same hog, after volunteering its agent (its parent) as the OOM killer's first choice.
 AGENT_HOG = {

@@ -1,0 +1,87 @@
+"""Telling a kill by the kernel's OOM killer from any other SIGKILL.
+
+Contract:
+- The exit status cannot say who sent a SIGKILL; the memory cgroup can: it
+  counts the processes the OOM killer ended (``oom_kill`` in ``memory.events``
+  under cgroup v2, in ``memory.oom_control`` under cgroup v1).
+- :func:`oom_kills` reads that counter (``None`` when there is none to read);
+  a task reads it before it starts and again when its leader died of SIGKILL
+  (or a shell reported a child's, exit code 128 + 9): if it grew meanwhile,
+  the task ran out of memory.
+- The file is ``settings.memory_events_file`` when set (tests point it at a
+  file of their own), else found once from ``/proc/self/cgroup``.
+- Limitation: the counter is the whole cgroup's (in Docker, the container's).
+  A task that dies of someone's SIGKILL at the moment another process of the
+  sandbox is OOM-killed is reported as out of memory too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+from pathlib import Path
+
+from sandbox_agent.settings import AgentSettings
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Exit codes of a leader that died of SIGKILL itself (-9) or reports a child that did (137).
+KILLED_CODES = (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
+def read_counter(path: Path) -> int | None:
+    """The ``oom_kill`` value of a ``key value`` lines file; ``None`` if missing or unreadable."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def _candidates(proc_cgroup: str) -> list[Path]:
+    v2: list[Path] = []
+    v1: list[Path] = []
+    for line in proc_cgroup.splitlines():
+        _, controllers, rel = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        rel = rel.lstrip("/")
+        if controllers == "":
+            v2.append(CGROUP_ROOT / rel / "memory.events")
+        elif "memory" in controllers.split(","):
+            v1.append(CGROUP_ROOT / "memory" / rel / "memory.oom_control")
+    # A container sees its own cgroup at the root whatever /proc/self/cgroup names.
+    found = [*v2, CGROUP_ROOT / "memory.events", *v1, CGROUP_ROOT / "memory" / "memory.oom_control"]
+    return list(dict.fromkeys(found))
+
+
+@functools.cache
+def detect() -> Path | None:
+    """This process's memory cgroup file with an ``oom_kill`` counter. Blocking; cached."""
+    try:
+        proc_cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        proc_cgroup = ""
+    for path in _candidates(proc_cgroup):
+        if read_counter(path) is not None:
+            return path
+    return None
+
+
+def _read(configured: Path | None) -> int | None:
+    path = configured if configured is not None else detect()
+    return None if path is None else read_counter(path)
+
+
+async def oom_kills(settings: AgentSettings) -> int | None:
+    """The OOM kill counter now (read in a worker thread); ``None`` when it cannot be read."""
+    return await asyncio.to_thread(_read, settings.memory_events_file)
+
+
+def oom_error(exit_code: int) -> str:
+    """The task's error when its processes ran out of memory."""
+    if exit_code < 0:
+        return f"out of memory: killed by the kernel's OOM killer (signal {-exit_code})"
+    return f"out of memory: a process was killed by the kernel's OOM killer (exit code {exit_code})"
