@@ -40,6 +40,11 @@ _PATH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The path leaves the workspace"},
     403: {"model": ErrorBody, "description": "The path leaves the workspace"},
     409: {"model": ErrorBody, "description": "It exists already"},
+    507: {"model": ErrorBody, "description": "The sandbox's disk is full: nothing was written"},
+}
+#: Writes to the event log (a new event, a new task) fail the same way on a full disk.
+_STORAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    507: {"model": ErrorBody, "description": "The sandbox's disk is full: nothing was recorded"},
 }
 _UPLOAD_BODY = {
     "required": True,
@@ -123,7 +128,12 @@ async def list_events(
 
 
 @router.post(
-    "/event", status_code=201, response_model=Event, tags=["events"], summary="Trigger a conversation event"
+    "/event",
+    status_code=201,
+    response_model=Event,
+    responses=_STORAGE_ERRORS,
+    tags=["events"],
+    summary="Trigger a conversation event",
 )
 async def trigger_event(
     request: Request,
@@ -153,7 +163,12 @@ async def list_tasks(
 
 
 @router.post(
-    "/task", status_code=201, response_model=Task, tags=["tasks"], summary="Create a conversation task"
+    "/task",
+    status_code=201,
+    response_model=Task,
+    responses=_STORAGE_ERRORS,
+    tags=["tasks"],
+    summary="Create a conversation task",
 )
 async def create_task(
     request: Request,
