@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _without_pydantic_v1()
     from pydantic import ValidationError
 
     from sandbox_agent.settings import AgentSettings
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.unprotected:
         overrides["unprotected"] = True
     try:
-        settings = AgentSettings(**overrides)  # type: ignore[arg-type]
+        settings = AgentSettings(**overrides)
     except ValidationError as error:
         print(f"convoy-agent: bad settings:\n{error}", file=sys.stderr)
         return 2
@@ -84,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn handles SIGTERM/SIGINT: stops accepting, runs the lifespan shutdown
     # (tasks cancelled, log flushed) and returns; a failed start-up leaves started False.
     return 0 if server.started else 1
+
+
+def _without_pydantic_v1() -> None:
+    """Make ``pydantic.v1`` unimportable in this process (the agent's own, never its tasks').
+
+    FastAPI imports all of ``pydantic.v1`` (1.5 MB of resident memory, for the life of
+    the sandbox) only to check that no route uses a v1 model, and answers "none" when
+    the import fails. Nothing in the agent uses v1 models.
+    """
+    sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
 def _graceful_server(uvicorn: Any, config: Any) -> Any:

@@ -4,21 +4,32 @@ The conversation id is the one exception to the prefix: it comes from
 ``CONVOY_CONVERSATION_ID`` (shared with the gateway's vocabulary) and is a fresh
 UUID when unset. The token is ``CONVOY_AGENT_TOKEN``; without one the agent
 refuses to start unless ``unprotected`` is set explicitly.
+
+Keyword arguments win over the environment; variable names are matched without
+regard to case. A plain pydantic model reads the environment itself:
+pydantic-settings would cost the agent more than a megabyte of resident memory
+(its many sources and their imports) for what a dozen lines do here.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 MiB = 1024 * 1024
+ENV_PREFIX = "CONVOY_AGENT_"
+CONVERSATION_ID_ENV = "CONVOY_CONVERSATION_ID"
 
 
-class AgentSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONVOY_AGENT_", extra="ignore")
+class AgentSettings(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**(environment() | values))
 
     workspace: Path = Field(Path("workspace"), description="Root of the conversation's files.")
     state_dir: Path = Field(Path("state"), description="Event log and task records; not in the workspace.")
@@ -28,7 +39,6 @@ class AgentSettings(BaseSettings):
     unprotected: bool = Field(False, description="Serve without a token (local development only).")
     conversation_id: UUID | None = Field(
         None,
-        validation_alias=AliasChoices("CONVOY_CONVERSATION_ID", "conversation_id"),
         description="Unset: the id recorded in the state dir's event log, or a fresh UUID on first start.",
     )
 
@@ -63,3 +73,18 @@ class AgentSettings(BaseSettings):
         """Where uploads are received before they are moved into the workspace: in the state
         dir, so never visible to (or reachable by) a client; emptied when the agent starts."""
         return self.state_dir / "uploads"
+
+
+def environment() -> dict[str, str]:
+    """The settings found in ``os.environ``, by field name: ``CONVOY_AGENT_<FIELD>``, and
+    the conversation id from ``CONVOY_CONVERSATION_ID`` (never a prefixed name)."""
+    found: dict[str, str] = {}
+    for key, value in os.environ.items():
+        name = key.upper()
+        if name == CONVERSATION_ID_ENV:
+            found["conversation_id"] = value
+        elif name.startswith(ENV_PREFIX):
+            field = name.removeprefix(ENV_PREFIX).lower()
+            if field in AgentSettings.model_fields and field != "conversation_id":
+                found[field] = value
+    return found

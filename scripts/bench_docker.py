@@ -9,6 +9,9 @@
 Everything it starts carries an installation name of its own and is removed at the end.
 Targets (ARCHITECTURE.md): start within 1.2x of the floor, idle sandbox under 40 MB,
 200 idle conversations with the gateway still answering.
+
+``--memory-only --image A --image B`` measures only (2), for each image in turn
+through its own gateway, so two builds are compared side by side in one run.
 """
 
 from __future__ import annotations
@@ -65,12 +68,12 @@ async def poll(client: httpx.AsyncClient, url: str, within: float = 120.0) -> No
     raise TimeoutError(url)
 
 
-async def floor_once(client: httpx.AsyncClient) -> float:
+async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
     name = f"convoy-{INSTALL}-floor-{secrets.token_hex(3)}"
     began = time.monotonic()
     await sh(
         "docker", "run", "-d", "--name", name, "--label", f"convoy.install={INSTALL}",
-        "-p", "127.0.0.1::8080", "-e", f"CONVOY_AGENT_TOKEN={secrets.token_hex(8)}", IMAGE,
+        "-p", "127.0.0.1::8080", "-e", f"CONVOY_AGENT_TOKEN={secrets.token_hex(8)}", image,
     )  # fmt: skip
     try:
         port = (await sh("docker", "port", name, "8080/tcp")).splitlines()[0].rsplit(":", 1)[1]
@@ -81,7 +84,8 @@ async def floor_once(client: httpx.AsyncClient) -> float:
 
 
 class Gateway:
-    def __init__(self) -> None:
+    def __init__(self, image: str = IMAGE) -> None:
+        self.image = image
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
@@ -89,7 +93,7 @@ class Gateway:
     async def start(self, client: httpx.AsyncClient) -> None:
         env = os.environ | {
             "CONVOY_INSTALL": INSTALL,
-            "CONVOY_DOCKER_IMAGE": IMAGE,
+            "CONVOY_DOCKER_IMAGE": self.image,
             "CONVOY_MAX_CONVERSATIONS": "1000",
             "CONVOY_MAX_CONVERSATIONS_PER_USER": "1000",
             "CONVOY_DOCKER_STOP_GRACE": "1",
@@ -147,6 +151,59 @@ def memory(stats: dict[str, Any]) -> float:
     return float(mem.get("usage", 0) - cache)
 
 
+def agent_status(sandbox_pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``RssAnon`` (kB) of the agent: the child of the container's init
+    (the runtime starts sandboxes with ``Init``), else the container's first process.
+    Empty when the engine's processes are not visible here (a remote engine)."""
+    try:
+        children = Path(f"/proc/{sandbox_pid}/task/{sandbox_pid}/children").read_text().split()
+        pid = int(children[0]) if children else sandbox_pid
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = (line.split(":", 1) for line in lines)
+    return {key: int(value.split()[0]) for key, value in fields if key in ("VmRSS", "RssAnon")}
+
+
+async def idle_memory(engine: AiodockerEngine, conversation_id: str) -> str:
+    """One line: what the engine charges the sandbox and its relay, and the agent's RSS."""
+    names = cfg.Names.of(INSTALL, UUID(conversation_id))
+    sandbox = memory(await engine.stats(names.sandbox))
+    relay = memory(await engine.stats(names.relay))
+    info = await engine.inspect(names.sandbox)
+    status = agent_status(int(((info or {}).get("State") or {}).get("Pid") or 0))
+    agent = (
+        f"; agent RSS {status['VmRSS'] / 1024:.1f} MiB (anonymous {status['RssAnon'] / 1024:.1f} MiB)"
+        if status
+        else ""
+    )
+    return (
+        f"sandbox {sandbox / MiB:5.1f} MiB ({sandbox / 1e6:.1f} MB), relay {relay / MiB:5.1f} MiB, "
+        f"conversation {(sandbox + relay) / MiB:5.1f} MiB{agent}"
+    )
+
+
+async def memory_only(images: list[str], samples: int) -> None:
+    """Idle memory of each image in turn, each through a gateway of its own."""
+    engine = await AiodockerEngine.open(None)
+    async with httpx.AsyncClient(timeout=120) as client:
+        try:
+            for image in images:
+                gateway = Gateway(image)
+                try:
+                    await gateway.start(client)
+                    ids = [(await gateway.create(client))[0] for _ in range(samples)]
+                    await asyncio.sleep(5)  # let the agents settle to idle
+                    for conversation_id in ids:
+                        print(f"{image:<28} idle: {await idle_memory(engine, conversation_id)}")
+                        await client.delete(f"{gateway.base}/conversation/{conversation_id}")
+                finally:
+                    await gateway.stop()
+        finally:
+            await engine.close()
+            await cleanup()
+
+
 async def main(runs: int, cap: int, step: int) -> None:
     engine = await AiodockerEngine.open(None)
     gateway = Gateway()
@@ -168,13 +225,7 @@ async def main(runs: int, cap: int, step: int) -> None:
             print(f"{'':28}create -> READY   {start * 1000:7.0f} ms   ratio {ratio:.2f}x")
 
             await asyncio.sleep(5)  # let the agents settle to idle
-            names = cfg.Names.of(INSTALL, UUID(ids[0]))
-            sandbox = memory(await engine.stats(names.sandbox))
-            relay = memory(await engine.stats(names.relay))
-            print(
-                f"idle memory (engine):      sandbox {sandbox / MiB:5.1f} MiB, relay {relay / MiB:5.1f} MiB, "
-                f"conversation {(sandbox + relay) / MiB:5.1f} MiB"
-            )
+            print(f"idle memory (engine):      {await idle_memory(engine, ids[0])}")
 
             gate = asyncio.Semaphore(4)  # starts in flight: 2 cores
             fitted, last_p99 = len(ids), await gateway.p99(client, ids)
@@ -226,5 +277,10 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5, help="cold starts measured on each side")
     parser.add_argument("--cap", type=int, default=200, help="most idle conversations to try")
     parser.add_argument("--step", type=int, default=20, help="conversations added per step")
+    parser.add_argument("--memory-only", action="store_true", help="only the idle memory, per --image")
+    parser.add_argument("--image", action="append", help=f"sandbox image (repeatable; default {IMAGE})")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.runs, arguments.cap, arguments.step))
+    if arguments.memory_only:
+        asyncio.run(memory_only(arguments.image or [IMAGE], arguments.runs))
+    else:
+        asyncio.run(main(arguments.runs, arguments.cap, arguments.step))

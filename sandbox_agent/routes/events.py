@@ -11,9 +11,9 @@ from sandbox_agent.agent import Agent
 from sandbox_agent.auth import require_token
 from sandbox_agent.errors import NotFound
 from sandbox_agent.protocol import Event, EventTrigger, Page
-from sandbox_agent.routes import get_agent, json_page, json_raw
+from sandbox_agent.routes import ERRORS, get_agent, json_page, json_raw
 
-router = APIRouter(tags=["events"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["events"], dependencies=[Depends(require_token)], responses=ERRORS)
 
 
 @router.get("/event", response_model=Page[Event])

@@ -9,10 +9,10 @@ from sandbox_agent.agent import Agent
 from sandbox_agent.auth import require_token
 from sandbox_agent.downloads import file_response
 from sandbox_agent.protocol import Count, FileInfo, Page
-from sandbox_agent.routes import get_agent
+from sandbox_agent.routes import ERRORS, get_agent
 from sandbox_agent.uploads import Upload
 
-router = APIRouter(tags=["files"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["files"], dependencies=[Depends(require_token)], responses=ERRORS)
 
 
 @router.post("/dir/{path:path}", status_code=201, response_model=FileInfo)

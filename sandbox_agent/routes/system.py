@@ -11,10 +11,10 @@ from sandbox_agent.agent import Agent
 from sandbox_agent.auth import require_token
 from sandbox_agent.errors import error_response
 from sandbox_agent.protocol import AgentInfo, ConversationStatus, ConversationStatusUpdate, Event
-from sandbox_agent.routes import get_agent, json_raw
+from sandbox_agent.routes import ERRORS, get_agent, json_raw
 
-public = APIRouter(tags=["system"])
-router = APIRouter(tags=["system"], dependencies=[Depends(require_token)])
+public = APIRouter(tags=["system"], responses=ERRORS)
+router = APIRouter(tags=["system"], dependencies=[Depends(require_token)], responses=ERRORS)
 
 
 class StatusReport(BaseModel):

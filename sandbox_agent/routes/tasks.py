@@ -10,9 +10,9 @@ from sandbox_agent import paging
 from sandbox_agent.agent import Agent
 from sandbox_agent.auth import require_token
 from sandbox_agent.protocol import Page, Task, TaskCreate, TaskStatus
-from sandbox_agent.routes import get_agent
+from sandbox_agent.routes import ERRORS, get_agent
 
-router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)], responses=ERRORS)
 
 
 @router.get("/task", response_model=Page[Task])
