@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         ws_max_size=settings.max_event_bytes,
         # events are small JSON on a local link: compressing each costs more than it saves
         ws_per_message_deflate=False,
+        # uvloop and httptools (the gateway's) would add ~3 MB to every sandbox's memory
+        loop="asyncio",
+        http="h11",
         timeout_graceful_shutdown=int(settings.kill_grace_seconds) + 5,
         lifespan="on",
     )

@@ -45,6 +45,7 @@ class Agent:
         )
         self.tasks = TaskManager(settings, self.events, self.workspace)
         self.ready = False
+        self._info_json: bytes | None = None
 
     @property
     def conversation_id(self) -> UUID:
@@ -74,6 +75,13 @@ class Agent:
         self.ready = False
         await self.tasks.close()
         await self.events.close()
+
+    def info_json(self) -> bytes:
+        """:meth:`info` encoded, built on first use: it holds nothing that changes while
+        the agent runs, and the runnables' JSON schemas cost milliseconds to build."""
+        if self._info_json is None:
+            self._info_json = self.info().model_dump_json().encode()
+        return self._info_json
 
     def info(self) -> AgentInfo:
         settings = self.settings

@@ -40,8 +40,8 @@ async def ready(agent: Agent = Depends(get_agent)) -> Response:
 
 
 @router.get("/agent-info", response_model=AgentInfo)
-async def agent_info(agent: Agent = Depends(get_agent)) -> AgentInfo:
-    return agent.info()
+async def agent_info(agent: Agent = Depends(get_agent)) -> Response:
+    return json_raw(agent.info_json())
 
 
 @router.get("/openapi.json", include_in_schema=False)

@@ -93,6 +93,10 @@ async def test_console_script_serves_and_stops_gracefully_on_sigterm(tmp_path: P
             assert first["detail"]["conversation_id"] == str(cid)
             info = (await client.get("/agent-info")).json()
             assert info["limits"]["kill_grace_seconds"] == 1
+            # The gateway's uvloop and httptools are installed beside the agent; mapped
+            # into it they would cost every sandbox memory it is not meant to spend.
+            maps = await asyncio.to_thread(Path(f"/proc/{process.pid}/maps").read_text)
+            assert "uvloop" not in maps and "httptools" not in maps
             runnable = {"type": "Shell", "command": "echo $$; sleep 1000"}
             task_id = (await client.post("/task", json={"runnable": runnable})).json()["id"]
 
