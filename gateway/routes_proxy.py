@@ -30,14 +30,17 @@ from gateway.models import AgentInfo, Count, ErrorBody, Event, EventTrigger, Fil
 from sandbox_agent.protocol import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, TaskStatus
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The request could not be read (e.g. malformed JSON)"},
     401: {"model": ErrorBody, "description": "No or wrong API key"},
     404: {"model": ErrorBody, "description": "Unknown conversation (or another user's), or unknown item"},
     502: {"model": ErrorBody, "description": "The sandbox could not be reached"},
     503: {"model": ErrorBody, "description": "The conversation is not READY"},
     504: {"model": ErrorBody, "description": "The sandbox did not answer in time"},
+    # The agent's, passed through: field errors as a list, or a sentence (a bad cursor).
+    422: {"model": ErrorBody, "description": "Invalid parameters or body"},
 }
 _PATH_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The path leaves the workspace"},
+    400: {"model": ErrorBody, "description": "The path leaves the workspace or cannot be a file name"},
     403: {"model": ErrorBody, "description": "The path leaves the workspace"},
     409: {"model": ErrorBody, "description": "It exists already"},
     507: {"model": ErrorBody, "description": "The sandbox's disk is full: nothing was written"},
@@ -226,7 +229,10 @@ async def delete_file(request: Request, conversation_id: UUID, path: str) -> Res
     "/upload/{parent_path:path}",
     status_code=201,
     response_model=list[FileInfo],
-    responses={413: {"model": ErrorBody, "description": "Too big"}},
+    responses={
+        413: {"model": ErrorBody, "description": "Too big"},
+        415: {"model": ErrorBody, "description": "The body is not multipart/form-data"},
+    },
     openapi_extra={"requestBody": _UPLOAD_BODY},
     summary="Upload a set of files (multipart, streamed)",
 )

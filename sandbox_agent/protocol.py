@@ -201,10 +201,16 @@ class ErrorEvent(BaseModel):
     errors: list[Any] | None = None
 
 
+def _type_not_reserved(schema: dict[str, Any]) -> None:
+    # Said in the schema too, so that a system event matches exactly one branch of
+    # Event.detail's oneOf (a validator would otherwise find it valid twice).
+    schema["properties"]["type"]["not"] = {"enum": sorted(RESERVED_TYPES)}
+
+
 class ClientEvent(BaseModel):
     """Any JSON object a client triggers, with a ``type`` that is not one of the reserved ones."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_type_not_reserved)
     type: str = Field(min_length=1, max_length=200)
 
     @field_validator("type")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from gw_helpers import Harness
+from gw_helpers import Harness, create_ready, eventually
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
@@ -81,8 +81,47 @@ async def test_openapi_covers_every_route_with_schemas(harness: Harness) -> None
     assert "Page_Event_" in json.dumps(
         _response_schema(operation("get", "/conversation/{conversation_id}/event"))
     )
+    # The agent's 422 may say what was wrong in a sentence (a bad cursor), not only as field errors.
+    listing = operation("get", "/conversation/{conversation_id}/event")["responses"]
+    assert listing["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
     download = operation("get", "/conversation/{conversation_id}/file-content/{path}")["responses"]["200"]
     assert "application/octet-stream" in download["content"]
+
+
+def _event_validator(document: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    """Validates against ``#/components/schemas/Event`` of an OpenAPI 3.1 document."""
+    return jsonschema.Draft202012Validator({**document, "$ref": "#/components/schemas/Event"})
+
+
+async def test_stored_events_match_the_published_event_schema(harness: Harness) -> None:
+    """Every kind of stored event validates against /openapi.json's Event: exactly one
+    branch of its detail's oneOf, client events included."""
+    async with harness.client() as client:
+        validator = _event_validator((await client.get("/openapi.json")).json())
+        base = f"/conversation/{await create_ready(client)}"
+        posted = await client.post(f"{base}/event", json={"detail": {"type": "note", "text": "hi"}})
+        assert posted.status_code == 201, posted.text
+        for runnable in ({"type": "Shell", "command": "echo out"}, {"type": "Ticker", "iterations": 1}):
+            assert (await client.post(f"{base}/task", json={"runnable": runnable})).status_code == 201
+
+        async def all_stored() -> list[dict[str, Any]] | None:
+            events: list[dict[str, Any]] = (await client.get(f"{base}/event", params={"limit": 100})).json()[
+                "results"
+            ]
+            finished = [e for e in events if e["detail"].get("status") == "COMPLETED"]
+            return events if len(finished) == 2 else None
+
+        events = await eventually(all_stored)
+    kinds = {event["detail"]["type"] for event in events}
+    assert kinds >= {"ConversationStatusUpdate", "note", "TaskStatusUpdate", "TaskOutput", "Tick"}
+    for event in events:
+        errors = [error.message for error in validator.iter_errors(event)]
+        assert not errors, (event["detail"], errors[:3])
+    # Not vacuous: a system type without its fields matches no branch.
+    broken = dict(events[0], detail={"type": "Tick"})
+    assert list(validator.iter_errors(broken))
 
 
 def _asyncapi_validator() -> jsonschema.Draft7Validator:
