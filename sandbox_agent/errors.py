@@ -104,7 +104,7 @@ _ERROR_BY_STATUS: dict[int, type[AgentError]] = {
 
 
 def is_disk_full(error: OSError) -> bool:
-    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return _STATUS_BY_ERRNO.get(error.errno or 0) == InsufficientStorage.status_code
 
 
 def storage_error(error: OSError, what: str, consequence: str = "") -> AgentError:

@@ -19,6 +19,7 @@ Contract of :func:`place_all` (blocking: run it in a worker thread):
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -100,7 +101,7 @@ def _place(move: Move, backup_name: str) -> None:
     try:
         _rename(move.staged, target)
     except OSError as error:
-        if error.errno != 18:  # EXDEV: the target is on another mount
+        if error.errno != errno.EXDEV:  # the target is on another mount
             raise
         _copy_then_rename(move.staged, target)
     move.placed = True
