@@ -20,19 +20,19 @@ from fastapi import FastAPI, Request
 from gateway import __version__
 from gateway.asyncapi import asyncapi_document
 from gateway.auth import Authenticator
-from gateway.bus import StatusBus
 from gateway.context import GatewayContext
 from gateway.conversations import ConversationManager
 from gateway.errors import install_error_handlers
 from gateway.firehose import Firehose
+from gateway.housekeeping import Housekeeper
 from gateway.proxy import Proxy
-from gateway.reaper import Housekeeper
-from gateway.routes_conversations import router as conversations_router
-from gateway.routes_proxy import router as proxy_router
-from gateway.routes_ws import router as ws_router
+from gateway.routes.conversations import router as conversations_router
+from gateway.routes.proxied import router as proxy_router
+from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
+from gateway.status import StatusBus
 
 log = logging.getLogger("convoy.gateway")
 

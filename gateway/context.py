@@ -12,11 +12,11 @@ from typing import cast
 from starlette.requests import HTTPConnection
 
 from gateway.auth import Authenticator
-from gateway.bus import StatusBus
 from gateway.conversations import ConversationManager
 from gateway.firehose import Firehose
 from gateway.proxy import Proxy
 from gateway.settings import Settings
+from gateway.status import StatusBus
 
 
 @dataclass

@@ -34,7 +34,6 @@ import httpx
 
 from gateway.agent_calls import announce_stopping, has_unfinished_task
 from gateway.auth import Principal, can_access
-from gateway.bus import StatusBus, StatusNotice
 from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown
 from gateway.models import Conversation, ConversationCreate
 from gateway.records import Record, cursor_of, parse_cursor, sort_key
@@ -47,6 +46,7 @@ from gateway.runtimes.base import (
     SandboxState,
 )
 from gateway.settings import Settings
+from gateway.status import StatusBus, StatusNotice
 from sandbox_agent.protocol import ConversationStatus, Page
 
 log = logging.getLogger("convoy.gateway")

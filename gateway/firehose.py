@@ -27,11 +27,11 @@ from uuid import UUID
 import websockets
 from starlette.websockets import WebSocket
 
-from gateway.bus import StatusBus, StatusNotice
 from gateway.conversations import ConversationManager
-from gateway.relay import UpstreamUnavailable, close_client, connect_upstream
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
+from gateway.status import StatusBus, StatusNotice
+from gateway.wsproxy import UpstreamUnavailable, close_client, connect_upstream
 from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_TOO_SLOW, ConversationStatus
 
 log = logging.getLogger("convoy.gateway")

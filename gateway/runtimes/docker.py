@@ -62,7 +62,7 @@ from aiodocker.volumes import DockerVolume
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import RuntimeUnavailable
-from gateway.runtimes.docker_api import EngineError, NotFound
+from gateway.runtimes.docker_engine import EngineError, NotFound
 from gateway.runtimes.docker_sandboxes import DockerSandboxes, Reach
 from gateway.settings import Settings
 
@@ -86,7 +86,7 @@ def _mapped(what: str) -> Iterator[None]:
 
 
 class AiodockerEngine:
-    """The :class:`~gateway.runtimes.docker_api.Engine` calls, over one aiodocker client."""
+    """The :class:`~gateway.runtimes.docker_engine.Engine` calls, over one aiodocker client."""
 
     def __init__(self, docker: aiodocker.Docker) -> None:
         self._docker = docker

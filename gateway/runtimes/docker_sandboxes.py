@@ -2,7 +2,7 @@
 
 What one conversation owns, and how it is started, found, listed and removed,
 is described in :mod:`gateway.runtimes.docker`; this module does it, with every
-engine call behind the small typed :class:`~gateway.runtimes.docker_api.Engine`
+engine call behind the small typed :class:`~gateway.runtimes.docker_engine.Engine`
 protocol, whose errors are already mapped (so nothing here imports aiodocker).
 """
 
@@ -27,7 +27,7 @@ from gateway.runtimes.base import (
     SandboxState,
     wait_until_ready,
 )
-from gateway.runtimes.docker_api import (
+from gateway.runtimes.docker_engine import (
     Engine,
     EngineError,
     NotFound,

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli_conversations import open_conversation
-from gateway.cli_render import print_json, print_table, stdout_is_tty, transfer_meter
-from gateway.cli_state import run_async, state
+from gateway.cli._render import print_json, print_table, stdout_is_tty, transfer_meter
+from gateway.cli._state import run_async, state
+from gateway.cli.conversations import open_conversation
 
 IdArgument = Annotated[str, typer.Argument(metavar="ID")]
 

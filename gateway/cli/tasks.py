@@ -14,7 +14,9 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli_conversations import (
+from gateway.cli._render import event_line, print_json, transfer_meter
+from gateway.cli._state import run_async, state
+from gateway.cli.conversations import (
     CpusOption,
     EnvOption,
     IdleOption,
@@ -25,10 +27,8 @@ from gateway.cli_conversations import (
     open_conversation,
     parse_env,
 )
-from gateway.cli_render import event_line, print_json, transfer_meter
-from gateway.cli_state import run_async, state
-from gateway.client_conversation import AsyncConversationHandle
-from gateway.client_tasks import AsyncTaskRun, TaskResult, shell
+from gateway.client._conversation import AsyncConversationHandle
+from gateway.client._tasks import AsyncTaskRun, TaskResult, shell
 from sandbox_agent.protocol import OutputTruncated, Runnable, TaskOutput, TaskStatus
 
 CommandArgument = Annotated[

@@ -12,9 +12,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from uuid import UUID
 
-from gateway.client_errors import SandboxFailed, TaskFailed
-from gateway.client_events import follow_events, history
-from gateway.client_http import Transport, parse_json, parse_model
+from gateway.client._events import follow_events, history
+from gateway.client._exceptions import SandboxFailed, TaskFailed
+from gateway.client._transport import Transport, parse_json, parse_model
 from sandbox_agent.protocol import (
     Event,
     OutputTruncated,

@@ -17,8 +17,8 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from gateway.client_http import Query, Transport, iter_bytes, parse_json, parse_model, quote_path
-from gateway.client_multipart import MultipartBody, Part, Progress, collect
+from gateway.client._multipart import MultipartBody, Part, Progress, collect
+from gateway.client._transport import Query, Transport, iter_bytes, parse_json, parse_model, quote_path
 from sandbox_agent.protocol import Count, FileInfo
 
 _FILE_LIST = TypeAdapter(list[FileInfo])

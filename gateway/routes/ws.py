@@ -23,12 +23,12 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway.auth import AuthError, Principal
-from gateway.bus import StatusNotice
 from gateway.context import GatewayContext, context_of
 from gateway.errors import GatewayError, LimitReached
 from gateway.models import WS_CLOSE_LIMIT_REACHED, ConversationCreate
 from gateway.records import Record
-from gateway.relay import UpstreamUnavailable, close_client, connect_upstream, relay
+from gateway.status import StatusNotice
+from gateway.wsproxy import UpstreamUnavailable, close_client, connect_upstream, relay
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
     WS_CLOSE_CONVERSATION_ENDED,

@@ -6,9 +6,9 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
 from uuid import UUID
 
-from gateway.client_conversation import AsyncConversationHandle, delete_conversation
-from gateway.client_errors import NotFound
-from gateway.client_http import Transport, parse_json, parse_model
+from gateway.client._conversation import AsyncConversationHandle, delete_conversation
+from gateway.client._exceptions import NotFound
+from gateway.client._transport import Transport, parse_json, parse_model
 from gateway.models import Conversation, ConversationCreate, ConversationLimits, Count
 
 DEFAULT_TIMEOUT = 60.0

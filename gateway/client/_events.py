@@ -20,8 +20,8 @@ from uuid import UUID
 import websockets
 from pydantic import ValidationError
 
-from gateway.client_errors import ConvoyError, Forbidden, GatewayUnavailable, NotFound, Unauthorized
-from gateway.client_http import Transport
+from gateway.client._exceptions import ConvoyError, Forbidden, GatewayUnavailable, NotFound, Unauthorized
+from gateway.client._transport import Transport
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
     WS_CLOSE_CONVERSATION_ENDED,

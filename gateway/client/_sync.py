@@ -13,11 +13,11 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
-from gateway.client_async import DEFAULT_TIMEOUT, AsyncConvoyClient
-from gateway.client_conversation import AsyncConversationHandle
-from gateway.client_files import Files
-from gateway.client_loop import BackgroundLoop
-from gateway.client_tasks import AsyncTaskRun
+from gateway.client._async import DEFAULT_TIMEOUT, AsyncConvoyClient
+from gateway.client._conversation import AsyncConversationHandle
+from gateway.client._files import Files
+from gateway.client._loop import BackgroundLoop
+from gateway.client._tasks import AsyncTaskRun
 from gateway.models import Conversation, ConversationStatus
 from sandbox_agent.protocol import Task
 
@@ -103,7 +103,7 @@ class TaskRun(_Blocking[AsyncTaskRun]):
 
 
 class SyncFiles(_Blocking[Files]):
-    """Blocking view of :class:`gateway.client_files.Files`."""
+    """Blocking view of :class:`gateway.client._files.Files`."""
 
     info = _blocking(Files.info)
     mkdir = _blocking(Files.mkdir)

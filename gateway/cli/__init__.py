@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli_state import DEFAULT_URL, CliState
+from gateway.cli._state import DEFAULT_URL, CliState
 
 app = typer.Typer(
     name="convoy",
@@ -73,9 +73,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _register_client_commands() -> None:
     """The commands that talk to a gateway live in their own modules, one group each."""
-    from gateway import cli_commands
+    from gateway.cli import commands
 
-    cli_commands.register(app)
+    commands.register(app)
 
 
 _register_client_commands()
@@ -83,7 +83,7 @@ _register_client_commands()
 
 def main() -> None:
     """Console-script entry point."""
-    from gateway.cli_state import run_app
+    from gateway.cli._state import run_app
 
     run_app(app)
 

@@ -8,17 +8,17 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli_render import (
+from gateway.cli._render import (
     conversation_row,
     print_conversation,
     print_json,
     print_table,
     status_meter,
 )
-from gateway.cli_state import CliState, run_async, state
-from gateway.client_async import AsyncConvoyClient
-from gateway.client_conversation import AsyncConversationHandle
-from gateway.client_errors import Forbidden, NotFound
+from gateway.cli._state import CliState, run_async, state
+from gateway.client._async import AsyncConvoyClient
+from gateway.client._conversation import AsyncConversationHandle
+from gateway.client._exceptions import Forbidden, NotFound
 from gateway.models import Conversation, ConversationLimits
 
 TitleOption = Annotated[str, typer.Option("--title", "-t", help="A title for the conversation.")]

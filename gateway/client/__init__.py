@@ -10,15 +10,16 @@
         print(result.exit_code, result.stdout, end="")
 
 Every failure is a :class:`ConvoyError`; the subclasses say which kind. The pieces live in
-``gateway.client_*`` modules (http transport, events, tasks, files, the sync wrapper); import
+private ``gateway.client._*`` modules (http transport, events, tasks, files, the sync wrapper); import
 them from here.
 """
 
 from __future__ import annotations
 
-from gateway.client_async import AsyncConvoyClient
-from gateway.client_conversation import AsyncConversationHandle
-from gateway.client_errors import (
+from gateway.client._async import AsyncConvoyClient
+from gateway.client._conversation import AsyncConversationHandle
+from gateway.client._events import ConversationEnded
+from gateway.client._exceptions import (
     BadRequest,
     Conflict,
     ConvoyError,
@@ -30,9 +31,8 @@ from gateway.client_errors import (
     TaskFailed,
     Unauthorized,
 )
-from gateway.client_events import ConversationEnded
-from gateway.client_sync import ConversationHandle, ConvoyClient, TaskRun
-from gateway.client_tasks import AsyncTaskRun, TaskResult, python, shell
+from gateway.client._sync import ConversationHandle, ConvoyClient, TaskRun
+from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell
 from gateway.models import Conversation, ConversationLimits, ConversationStatus
 from sandbox_agent.protocol import Event, FileInfo, Task, TaskOutput, TaskStatus
 

@@ -15,11 +15,11 @@ from types import TracebackType
 from typing import Any
 from uuid import UUID
 
-from gateway.client_errors import GatewayUnavailable, NotFound, SandboxFailed
-from gateway.client_events import follow_events, history
-from gateway.client_files import Files
-from gateway.client_http import Transport, parse_json, parse_model
-from gateway.client_tasks import AsyncTaskRun, TaskResult, python, shell, start_task
+from gateway.client._events import follow_events, history
+from gateway.client._exceptions import GatewayUnavailable, NotFound, SandboxFailed
+from gateway.client._files import Files
+from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell, start_task
+from gateway.client._transport import Transport, parse_json, parse_model
 from gateway.models import Conversation, ConversationStatus
 from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, TaskStatus
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from gateway import cli_conversations, cli_files, cli_tasks
+from gateway.cli import conversations, files, tasks
 
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to ``app``."""
-    cli_conversations.register(app)
-    cli_tasks.register(app)
-    cli_files.register(app)
+    conversations.register(app)
+    tasks.register(app)
+    files.register(app)

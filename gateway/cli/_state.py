@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from gateway.client_async import AsyncConvoyClient
+    from gateway.client._async import AsyncConvoyClient
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -29,7 +29,7 @@ class CliState:
     json: bool
 
     def client(self) -> AsyncConvoyClient:
-        from gateway.client_async import AsyncConvoyClient
+        from gateway.client._async import AsyncConvoyClient
 
         return AsyncConvoyClient(self.url, self.key)
 
@@ -87,7 +87,7 @@ def run_async(make: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
 
 def run_app(app: typer.Typer) -> None:
     """Run ``app``; a client error becomes one line on stderr and exit status 1, never a traceback."""
-    from gateway.client_errors import ConvoyError, Unauthorized
+    from gateway.client._exceptions import ConvoyError, Unauthorized
 
     try:
         app()

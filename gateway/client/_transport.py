@@ -1,6 +1,6 @@
 """The client's one connection to a gateway: HTTP requests, paging, streams and WebSockets.
 
-This is the boundary where httpx and websockets errors become :mod:`gateway.client_errors`
+This is the boundary where httpx and websockets errors become :mod:`gateway.client._exceptions`
 exceptions; nothing above it sees a transport exception.
 """
 
@@ -17,7 +17,7 @@ import websockets
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from gateway.client_errors import ConvoyError, GatewayUnavailable, error_for_status
+from gateway.client._exceptions import ConvoyError, GatewayUnavailable, error_for_status
 
 M = TypeVar("M", bound=BaseModel)
 
