@@ -34,7 +34,7 @@ ensure_venv() {
         fi
     fi
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$CONVOY_ROOT[dev]"
+    "$VENV/bin/python" -m pip install -q -e "$CONVOY_ROOT[all,dev]"
     echo "$wanted" >"$stamp"
 }
 

@@ -9,29 +9,39 @@
         result = convo.run("python3 hello.py")
         print(result.exit_code, result.stdout, end="")
 
-Every failure is a :class:`ConvoyError`; the subclasses say which kind. The pieces live in
-private ``gateway.client._*`` modules (http transport, events, tasks, files, the sync wrapper); import
-them from here.
+Each asyncio class has a blocking twin of the same name without ``Async``: ``AsyncConvoyClient`` /
+``ConvoyClient``, ``AsyncConversationHandle`` / ``ConversationHandle``, ``AsyncTaskRun`` / ``TaskRun``,
+``AsyncFiles`` / ``Files``. Every failure is a :class:`ConvoyError`; the subclasses say which kind
+(the tree is in ``gateway.client._exceptions``). ``transport=`` takes an ``httpx.AsyncBaseTransport``
+(``httpx.MockTransport`` in tests). The pieces live in private ``gateway.client._*`` modules (http
+transport, events, tasks, files, the sync wrapper); import them from here.
+
+This package needs only the core dependencies (httpx, websockets, pydantic): ``pip install convoy``.
+The gateway needs ``convoy[server]``, the command line ``convoy[cli]``.
 """
 
 from __future__ import annotations
 
 from gateway.client._async import AsyncConvoyClient
 from gateway.client._conversation import AsyncConversationHandle
-from gateway.client._events import ConversationEnded
 from gateway.client._exceptions import (
     BadRequest,
     Conflict,
+    ConversationEnded,
     ConvoyError,
     Forbidden,
     GatewayUnavailable,
+    InvalidURL,
     LimitReached,
     NotFound,
     SandboxFailed,
     TaskFailed,
     Unauthorized,
+    UnexpectedResponse,
+    WebSocketClosed,
 )
-from gateway.client._sync import ConversationHandle, ConvoyClient, TaskRun
+from gateway.client._files import AsyncFiles
+from gateway.client._sync import ConversationHandle, ConvoyClient, Files, TaskRun
 from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell
 from gateway.models import Conversation, ConversationLimits, ConversationStatus
 from sandbox_agent.protocol import Event, FileInfo, Task, TaskOutput, TaskStatus
@@ -39,6 +49,7 @@ from sandbox_agent.protocol import Event, FileInfo, Task, TaskOutput, TaskStatus
 __all__ = [
     "AsyncConversationHandle",
     "AsyncConvoyClient",
+    "AsyncFiles",
     "AsyncTaskRun",
     "BadRequest",
     "Conflict",
@@ -51,8 +62,10 @@ __all__ = [
     "ConvoyError",
     "Event",
     "FileInfo",
+    "Files",
     "Forbidden",
     "GatewayUnavailable",
+    "InvalidURL",
     "LimitReached",
     "NotFound",
     "SandboxFailed",
@@ -63,6 +76,8 @@ __all__ = [
     "TaskRun",
     "TaskStatus",
     "Unauthorized",
+    "UnexpectedResponse",
+    "WebSocketClosed",
     "python",
     "shell",
 ]

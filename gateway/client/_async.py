@@ -6,23 +6,38 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
 from uuid import UUID
 
+import httpx
+
 from gateway.client._conversation import AsyncConversationHandle, delete_conversation
 from gateway.client._exceptions import NotFound
-from gateway.client._transport import Transport, parse_json, parse_model
+from gateway.client._transport import Connection, parse_json, parse_model
 from gateway.models import Conversation, ConversationCreate, ConversationLimits, Count
 
 DEFAULT_TIMEOUT = 60.0
 
 
 class AsyncConvoyClient:
-    """One gateway, one API key. Use as ``async with`` (or call :meth:`aclose`)."""
+    """One gateway, one API key. Use as ``async with`` (or call :meth:`aclose`).
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._t = Transport(base_url, api_key, timeout)
+    ``timeout`` bounds each request, in seconds. ``transport`` replaces httpx's network transport
+    for the HTTP routes (as ``httpx.AsyncClient(transport=...)`` does): an ``httpx.MockTransport``
+    for tests, an ``httpx.ASGITransport(app)`` to drive an app in-process. WebSockets (``follow``,
+    task output) always dial ``base_url``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._conn = Connection(base_url, api_key, timeout, transport)
 
     @property
     def base_url(self) -> str:
-        return self._t.base_url
+        return self._conn.base_url
 
     async def __aenter__(self) -> AsyncConvoyClient:
         return self
@@ -33,7 +48,7 @@ class AsyncConvoyClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._t.aclose()
+        await self._conn.aclose()
 
     async def create(
         self,
@@ -57,8 +72,8 @@ class AsyncConvoyClient:
             idle_timeout=idle_timeout,
             internet=internet,
         )
-        response = await self._t.request("POST", "/conversation", json_body=body.model_dump(mode="json"))
-        handle = AsyncConversationHandle(self._t, parse_model(Conversation, parse_json(response)))
+        response = await self._conn.request("POST", "/conversation", json_body=body.model_dump(mode="json"))
+        handle = AsyncConversationHandle(self._conn, parse_model(Conversation, parse_json(response)))
         if wait:
             try:
                 await handle.wait_ready(ready_timeout, on_status)
@@ -69,26 +84,26 @@ class AsyncConvoyClient:
 
     def conversation(self, info: Conversation) -> AsyncConversationHandle:
         """A handle for a conversation already fetched (no request)."""
-        return AsyncConversationHandle(self._t, info)
+        return AsyncConversationHandle(self._conn, info)
 
     async def open(self, conversation_id: UUID | str) -> AsyncConversationHandle:
         """A handle for an existing conversation (fetches it: :class:`NotFound` if unknown or not yours)."""
-        return AsyncConversationHandle(self._t, await self.get(conversation_id))
+        return AsyncConversationHandle(self._conn, await self.get(conversation_id))
 
     async def get(self, conversation_id: UUID | str) -> Conversation:
-        return await self._t.get_model(f"/conversation/{_uuid(conversation_id)}", Conversation)
+        return await self._conn.get_model(f"/conversation/{_uuid(conversation_id)}", Conversation)
 
     def list(self, *, page_size: int = 100) -> AsyncGenerator[Conversation, None]:
         """Every conversation (admin only), all pages."""
-        return self._t.pages("/conversation", Conversation, {"limit": page_size})
+        return self._conn.pages("/conversation", Conversation, {"limit": page_size})
 
     async def count(self) -> int:
         """How many conversations there are (admin only)."""
-        return (await self._t.get_model("/conversation-count", Count)).count
+        return (await self._conn.get_model("/conversation-count", Count)).count
 
     async def delete(self, conversation_id: UUID | str, *, missing_ok: bool = False) -> None:
         """Finish a conversation: tasks stopped, sandbox and files removed."""
-        await delete_conversation(self._t, _uuid(conversation_id), missing_ok=missing_ok)
+        await delete_conversation(self._conn, _uuid(conversation_id), missing_ok=missing_ok)
 
 
 def _uuid(value: UUID | str) -> UUID:

@@ -17,9 +17,9 @@ from uuid import UUID
 
 from gateway.client._events import follow_events, history
 from gateway.client._exceptions import GatewayUnavailable, NotFound, SandboxFailed
-from gateway.client._files import Files
+from gateway.client._files import AsyncFiles
 from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell, start_task
-from gateway.client._transport import Transport, parse_json, parse_model
+from gateway.client._transport import Connection, parse_json, parse_model
 from gateway.models import Conversation, ConversationStatus
 from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, TaskStatus
 
@@ -27,10 +27,10 @@ from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, T
 class AsyncConversationHandle:
     """A live conversation. ``info`` is what the gateway last said about it."""
 
-    def __init__(self, transport: Transport, info: Conversation) -> None:
-        self._t = transport
+    def __init__(self, conn: Connection, info: Conversation) -> None:
+        self._conn = conn
         self.info = info
-        self.files = Files(transport, info.id)
+        self.files = AsyncFiles(conn, info.id)
 
     @property
     def id(self) -> UUID:
@@ -55,7 +55,7 @@ class AsyncConversationHandle:
 
     async def refresh(self) -> Conversation:
         """Fetch the conversation's current state into ``info``."""
-        self.info = await self._t.get_model(f"/conversation/{self.id}", Conversation)
+        self.info = await self._conn.get_model(f"/conversation/{self.id}", Conversation)
         return self.info
 
     async def wait_ready(
@@ -84,11 +84,11 @@ class AsyncConversationHandle:
 
     async def delete(self, *, missing_ok: bool = False) -> None:
         """Finish the conversation: its tasks stop, its sandbox and files are removed."""
-        await delete_conversation(self._t, self.id, missing_ok=missing_ok)
+        await delete_conversation(self._conn, self.id, missing_ok=missing_ok)
 
     async def agent_info(self) -> AgentInfo:
         """What this sandbox can run, and its limits."""
-        return await self._t.get_model(f"/conversation/{self.id}/agent-info", AgentInfo)
+        return await self._conn.get_model(f"/conversation/{self.id}/agent-info", AgentInfo)
 
     # --- files (shortcuts; everything else is on ``files``) ---------------------------
 
@@ -106,7 +106,7 @@ class AsyncConversationHandle:
 
     async def start(self, runnable: Runnable, title: str = "") -> AsyncTaskRun:
         """Start any runnable (``Shell``, ``Python``, ``Ticker``); iterate or wait on the run."""
-        return await start_task(self._t, self.id, runnable, title)
+        return await start_task(self._conn, self.id, runnable, title)
 
     async def start_shell(
         self,
@@ -154,14 +154,14 @@ class AsyncConversationHandle:
     def tasks(self, status: Sequence[TaskStatus] | None = None) -> AsyncGenerator[Task, None]:
         """Every task of the conversation (all pages), optionally only those in ``status``."""
         params = {"status": [s.value for s in status] if status else None, "limit": 100}
-        return self._t.pages(f"/conversation/{self.id}/task", Task, params)
+        return self._conn.pages(f"/conversation/{self.id}/task", Task, params)
 
     async def task(self, task_id: UUID | str) -> Task:
-        return await self._t.get_model(f"/conversation/{self.id}/task/{task_id}", Task)
+        return await self._conn.get_model(f"/conversation/{self.id}/task/{task_id}", Task)
 
     async def cancel(self, task_id: UUID | str) -> Task:
         """Cancel a task (its whole process group); does not wait for it to end."""
-        response = await self._t.request("DELETE", f"/conversation/{self.id}/task/{task_id}")
+        response = await self._conn.request("DELETE", f"/conversation/{self.id}/task/{task_id}")
         return parse_model(Task, parse_json(response)) if response.content else await self.task(task_id)
 
     # --- events -----------------------------------------------------------------------
@@ -174,28 +174,28 @@ class AsyncConversationHandle:
         task_id: UUID | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Stored events in ``seq`` order, all pages, filtered like ``GET .../event``."""
-        return history(self._t, self.id, after_seq=after_seq, types=types, task_id=task_id)
+        return history(self._conn, self.id, after_seq=after_seq, types=types, task_id=task_id)
 
     def follow(self, after_seq: int = 0, *, reconnect_for: float = 60.0) -> AsyncGenerator[Event, None]:
         """History after ``after_seq`` then live events, resuming by itself across dropped
         connections, each event once. Ends when the conversation ends."""
-        return follow_events(self._t, self.id, after_seq, reconnect_for=reconnect_for)
+        return follow_events(self._conn, self.id, after_seq, reconnect_for=reconnect_for)
 
     async def event(self, event_id: UUID | str) -> Event:
-        return await self._t.get_model(f"/conversation/{self.id}/event/{event_id}", Event)
+        return await self._conn.get_model(f"/conversation/{self.id}/event/{event_id}", Event)
 
     async def trigger(self, detail: Mapping[str, Any]) -> Event:
         """Record a client event (``detail`` needs a non-reserved ``type``); answers the stored event."""
-        response = await self._t.request(
+        response = await self._conn.request(
             "POST", f"/conversation/{self.id}/event", json_body={"detail": dict(detail)}
         )
         return parse_model(Event, parse_json(response))
 
 
-async def delete_conversation(transport: Transport, conversation_id: UUID, *, missing_ok: bool) -> None:
+async def delete_conversation(conn: Connection, conversation_id: UUID, *, missing_ok: bool) -> None:
     """``DELETE /conversation/{id}``; with ``missing_ok`` one that is already gone is fine."""
     try:
-        await transport.request("DELETE", f"/conversation/{conversation_id}")
+        await conn.request("DELETE", f"/conversation/{conversation_id}")
     except NotFound:
         if not missing_ok:
             raise

@@ -11,40 +11,21 @@ frames from before the sandbox existed, Error frames) are passed through untrack
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from uuid import UUID
 
-import websockets
-from pydantic import ValidationError
-
-from gateway.client._exceptions import ConvoyError, Forbidden, GatewayUnavailable, NotFound, Unauthorized
-from gateway.client._transport import Transport
-from sandbox_agent.protocol import (
-    AFTER_SEQ_LIVE,
-    WS_CLOSE_CONVERSATION_ENDED,
-    WS_CLOSE_FORBIDDEN,
-    WS_CLOSE_NOT_FOUND,
-    WS_CLOSE_UNAUTHORIZED,
-    Event,
-)
-
-#: Close codes after which reconnecting cannot help.
-_TERMINAL = {
-    WS_CLOSE_UNAUTHORIZED: Unauthorized,
-    WS_CLOSE_FORBIDDEN: Forbidden,
-    WS_CLOSE_NOT_FOUND: NotFound,
-}
-
+from gateway.client._exceptions import GatewayUnavailable, error_for_close
+from gateway.client._transport import Connection, parse_frame
+from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_CONVERSATION_ENDED, Event
 
 #: A connection that stayed up this long counts as having worked.
 _STABLE_AFTER = 5.0
 
 
 def history(
-    transport: Transport,
+    conn: Connection,
     conversation_id: UUID,
     *,
     after_seq: int | None = None,
@@ -59,15 +40,11 @@ def history(
         "task_id": str(task_id) if task_id else None,
         "limit": limit,
     }
-    return transport.pages(f"/conversation/{conversation_id}/event", Event, params)
-
-
-class ConversationEnded(ConvoyError):
-    """The server closed the stream because the conversation ended (deleted, reaped, failed)."""
+    return conn.pages(f"/conversation/{conversation_id}/event", Event, params)
 
 
 async def follow_events(
-    transport: Transport,
+    conn: Connection,
     conversation_id: UUID,
     after_seq: int = 0,
     *,
@@ -89,22 +66,22 @@ async def follow_events(
         code: int | None = None
         reason = ""
         try:
-            ws = await transport.connect_ws(path, {"after_seq": last})
+            ws = await conn.connect_ws(path, {"after_seq": last})
         except GatewayUnavailable:
             ws = None
         if ws is not None:
             opened = time.monotonic()
-            try:
-                async for raw in ws:
+            async with ws:
+                async for frame in ws:
                     failing_since, delay = None, 0.05
-                    event = _parse(raw)
+                    event = parse_frame(Event, frame)
                     if event.seq == 0:
                         yield event
                         continue
                     if last != AFTER_SEQ_LIVE and event.seq <= last:
                         continue  # replayed after a reconnect: already yielded
                     if last != AFTER_SEQ_LIVE and event.seq > last + 1:
-                        gap = history(transport, conversation_id, after_seq=last)
+                        gap = history(conn, conversation_id, after_seq=last)
                         async with aclosing(gap) as missed:
                             async for missing in missed:
                                 if missing.seq >= event.seq:
@@ -113,20 +90,14 @@ async def follow_events(
                                 last = missing.seq
                     yield event
                     last = event.seq
-            except websockets.ConnectionClosed:
-                pass  # the close code below says what to do
-            finally:
-                with contextlib.suppress(Exception):
-                    await ws.close()
-            code, reason = ws.close_code, ws.close_reason or ""
+            code, reason = ws.close_code, ws.close_reason
             if time.monotonic() - opened > _STABLE_AFTER:
                 failing_since = None  # it worked for a while: a fresh drop, a fresh budget
-        if code in _TERMINAL:
-            raise _TERMINAL[code](reason or f"the gateway closed the event stream ({code})")
-        if code == WS_CLOSE_CONVERSATION_ENDED:
-            if stop_when_ended:
-                return
-            raise ConversationEnded(reason or "the conversation ended")
+        if code == WS_CLOSE_CONVERSATION_ENDED and stop_when_ended:
+            return
+        refused = error_for_close(code, reason, f"WS {path}")
+        if refused is not None:
+            raise refused
         # Anything else is a dropped connection: resume from `last`.
         now = time.monotonic()
         failing_since = failing_since or now
@@ -136,10 +107,3 @@ async def follow_events(
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
-
-
-def _parse(raw: str | bytes) -> Event:
-    try:
-        return Event.model_validate_json(raw)
-    except ValidationError as exc:
-        raise ConvoyError(f"the gateway sent a frame that is not an event: {exc}") from None

@@ -13,61 +13,58 @@ import contextlib
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 from uuid import UUID
 
-from pydantic import TypeAdapter
-
 from gateway.client._multipart import MultipartBody, Part, Progress, collect
-from gateway.client._transport import Query, Transport, iter_bytes, parse_json, parse_model, quote_path
+from gateway.client._transport import Connection, Query, iter_bytes, parse_json, parse_list, parse_model
 from sandbox_agent.protocol import Count, FileInfo
-
-_FILE_LIST = TypeAdapter(list[FileInfo])
 
 #: Upload batches stay under these (several requests for a big tree; one file is never split).
 BATCH_FILES = 500
 BATCH_BYTES = 512 * 1024 * 1024
 
 
-class Files:
-    """The file routes of one conversation."""
+class AsyncFiles:
+    """The file routes of one conversation (``handle.files``)."""
 
-    def __init__(self, transport: Transport, conversation_id: UUID) -> None:
-        self._t = transport
+    def __init__(self, conn: Connection, conversation_id: UUID) -> None:
+        self._conn = conn
         self._base = f"/conversation/{conversation_id}"
 
     def _url(self, route: str, path: str) -> str:
-        return f"{self._base}/{route}/{quote_path(path)}"
+        return f"{self._base}/{route}/{_quote_path(path)}"
 
     # --- metadata ---------------------------------------------------------------------
 
     async def info(self, path: str) -> FileInfo:
         """The file or directory at ``path``; :class:`NotFound` if there is none."""
-        return await self._t.get_model(self._url("file", path), FileInfo)
+        return await self._conn.get_model(self._url("file", path), FileInfo)
 
     async def mkdir(self, path: str) -> FileInfo:
         """Create a directory (and its parents)."""
-        return parse_model(FileInfo, parse_json(await self._t.request("POST", self._url("dir", path))))
+        return parse_model(FileInfo, parse_json(await self._conn.request("POST", self._url("dir", path))))
 
     async def touch(self, path: str) -> FileInfo:
         """Create an empty file (or update the time of an existing one)."""
-        return parse_model(FileInfo, parse_json(await self._t.request("POST", self._url("file", path))))
+        return parse_model(FileInfo, parse_json(await self._conn.request("POST", self._url("file", path))))
 
     async def delete(self, path: str) -> None:
         """Delete a file or a directory with everything in it."""
-        await self._t.request("DELETE", self._url("file", path))
+        await self._conn.request("DELETE", self._url("file", path))
 
     def search(
         self, pattern: str | None = None, *, q: str | None = None, path: str | None = None, limit: int = 100
     ) -> AsyncGenerator[FileInfo, None]:
         """Every file and directory matching a glob ``pattern`` or a substring ``q``, under ``path``."""
         params: Query = {"pattern": pattern, "q": q, "path": path, "limit": limit}
-        return self._t.pages(f"{self._base}/file-search", FileInfo, params)
+        return self._conn.pages(f"{self._base}/file-search", FileInfo, params)
 
     async def count(
         self, pattern: str | None = None, *, q: str | None = None, path: str | None = None
     ) -> int:
         params: Query = {"pattern": pattern, "q": q, "path": path}
-        return (await self._t.get_model(f"{self._base}/file-count", Count, params)).count
+        return (await self._conn.get_model(f"{self._base}/file-count", Count, params)).count
 
     # --- upload -----------------------------------------------------------------------
 
@@ -91,14 +88,14 @@ class Files:
         written: list[FileInfo] = []
         for batch in _batches(parts):
             body = MultipartBody(batch, progress=progress)
-            response = await self._t.request(
+            response = await self._conn.request(
                 "POST",
                 self._url("upload", dest),
                 params={"overwrite": "false"} if not overwrite else None,
                 content=body,
                 headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
             )
-            written.extend(_FILE_LIST.validate_python(parse_json(response)))
+            written.extend(parse_list(FileInfo, parse_json(response)))
         for directory in empty_dirs:
             await self.mkdir(_join(dest, directory))
         return written
@@ -107,7 +104,7 @@ class Files:
 
     async def stream(self, path: str) -> AsyncGenerator[bytes, None]:
         """The content of the file at ``path``, chunk by chunk."""
-        async with self._t.stream("GET", self._url("file-content", path)) as response:
+        async with self._conn.stream("GET", self._url("file-content", path)) as response:
             async for chunk in iter_bytes(response):
                 yield chunk
 
@@ -168,6 +165,11 @@ class Files:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(partial.unlink)
             raise
+
+
+def _quote_path(path: str) -> str:
+    """A workspace path for a URL: ``/``-separated, each segment percent-encoded."""
+    return quote(path.strip("/"), safe="/")
 
 
 def _relative(path: PurePosixPath, prefix: PurePosixPath) -> PurePosixPath:

@@ -13,9 +13,11 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
+import httpx
+
 from gateway.client._async import DEFAULT_TIMEOUT, AsyncConvoyClient
 from gateway.client._conversation import AsyncConversationHandle
-from gateway.client._files import Files
+from gateway.client._files import AsyncFiles
 from gateway.client._loop import BackgroundLoop
 from gateway.client._tasks import AsyncTaskRun
 from gateway.models import Conversation, ConversationStatus
@@ -102,19 +104,19 @@ class TaskRun(_Blocking[AsyncTaskRun]):
     cancel = _blocking(AsyncTaskRun.cancel)
 
 
-class SyncFiles(_Blocking[Files]):
-    """Blocking view of :class:`gateway.client._files.Files`."""
+class Files(_Blocking[AsyncFiles]):
+    """The file routes of one conversation (blocking view of :class:`AsyncFiles`)."""
 
-    info = _blocking(Files.info)
-    mkdir = _blocking(Files.mkdir)
-    touch = _blocking(Files.touch)
-    delete = _blocking(Files.delete)
-    search = _iterating(Files.search)
-    count = _blocking(Files.count)
-    upload = _blocking(Files.upload)
-    download = _blocking(Files.download)
-    stream = _iterating(Files.stream)
-    read_bytes = _blocking(Files.read_bytes)
+    info = _blocking(AsyncFiles.info)
+    mkdir = _blocking(AsyncFiles.mkdir)
+    touch = _blocking(AsyncFiles.touch)
+    delete = _blocking(AsyncFiles.delete)
+    search = _iterating(AsyncFiles.search)
+    count = _blocking(AsyncFiles.count)
+    upload = _blocking(AsyncFiles.upload)
+    download = _blocking(AsyncFiles.download)
+    stream = _iterating(AsyncFiles.stream)
+    read_bytes = _blocking(AsyncFiles.read_bytes)
 
 
 class ConversationHandle(_Blocking[AsyncConversationHandle]):
@@ -123,7 +125,7 @@ class ConversationHandle(_Blocking[AsyncConversationHandle]):
 
     def __init__(self, loop: BackgroundLoop, handle: AsyncConversationHandle) -> None:
         super().__init__(loop, handle)
-        self.files = SyncFiles(loop, handle.files)
+        self.files = Files(loop, handle.files)
 
     @property
     def id(self) -> UUID:
@@ -168,11 +170,25 @@ class ConversationHandle(_Blocking[AsyncConversationHandle]):
 
 
 class ConvoyClient(_Blocking[AsyncConvoyClient]):
-    """The blocking client. Use as ``with`` (or call :meth:`close`)."""
+    """The blocking client. Use as ``with`` (or call :meth:`close`). The parameters are
+    :class:`AsyncConvoyClient`'s; a ``transport`` must be an async one (``httpx.MockTransport``
+    serves both kinds)."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         loop = BackgroundLoop()
-        super().__init__(loop, loop.call(_make(base_url, api_key, timeout)))
+        try:
+            aio = loop.call(_make(base_url, api_key, timeout, transport))
+        except BaseException:
+            loop.close()
+            raise
+        super().__init__(loop, aio)
 
     def __enter__(self) -> ConvoyClient:
         return self
@@ -196,6 +212,11 @@ class ConvoyClient(_Blocking[AsyncConvoyClient]):
     list = _iterating(AsyncConvoyClient.list)
 
 
-async def _make(base_url: str, api_key: str | None, timeout: float) -> AsyncConvoyClient:  # noqa: ASYNC109
+async def _make(
+    base_url: str,
+    api_key: str | None,
+    timeout: float,  # noqa: ASYNC109 - the client's per-request timeout, not this call's
+    transport: httpx.AsyncBaseTransport | None,
+) -> AsyncConvoyClient:
     # Built on the loop's thread so everything it creates belongs to that loop.
-    return AsyncConvoyClient(base_url, api_key, timeout)
+    return AsyncConvoyClient(base_url, api_key, timeout, transport=transport)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from gateway.client._events import follow_events, history
 from gateway.client._exceptions import SandboxFailed, TaskFailed
-from gateway.client._transport import Transport, parse_json, parse_model
+from gateway.client._transport import Connection, parse_json, parse_model
 from sandbox_agent.protocol import (
     Event,
     OutputTruncated,
@@ -103,8 +103,8 @@ class AsyncTaskRun:
     of it. Iterate from one consumer at a time.
     """
 
-    def __init__(self, transport: Transport, conversation_id: UUID, task: Task, after_seq: int) -> None:
-        self._transport = transport
+    def __init__(self, conn: Connection, conversation_id: UUID, task: Task, after_seq: int) -> None:
+        self._conn = conn
         self.conversation_id = conversation_id
         self.task = task
         self._last_seq = after_seq
@@ -125,7 +125,7 @@ class AsyncTaskRun:
         """This task's events (output, ticks, status changes) until its final status, inclusive."""
         if self._final is not None:
             return
-        stream = follow_events(self._transport, self.conversation_id, self._last_seq, stop_when_ended=True)
+        stream = follow_events(self._conn, self.conversation_id, self._last_seq, stop_when_ended=True)
         async with aclosing(stream) as events:
             async for event in events:
                 if event.seq:
@@ -163,32 +163,32 @@ class AsyncTaskRun:
     async def refresh(self) -> Task:
         """The task as the sandbox sees it now."""
         path = f"/conversation/{self.conversation_id}/task/{self.task.id}"
-        self.task = await self._transport.get_model(path, Task)
+        self.task = await self._conn.get_model(path, Task)
         return self.task
 
     async def cancel(self) -> Task:
         """Ask the sandbox to cancel the task (its whole process group); does not wait for the end."""
         path = f"/conversation/{self.conversation_id}/task/{self.task.id}"
-        response = await self._transport.request("DELETE", path)
+        response = await self._conn.request("DELETE", path)
         if response.content:
             self.task = parse_model(Task, parse_json(response))
         return self.task
 
 
 async def start_task(
-    transport: Transport, conversation_id: UUID, runnable: Runnable, title: str = ""
+    conn: Connection, conversation_id: UUID, runnable: Runnable, title: str = ""
 ) -> AsyncTaskRun:
     """Create a task and a run that follows it from just before its first event."""
     body = {"runnable": runnable.model_dump(mode="json"), "title": title}
-    response = await transport.request("POST", f"/conversation/{conversation_id}/task", json_body=body)
+    response = await conn.request("POST", f"/conversation/{conversation_id}/task", json_body=body)
     task = parse_model(Task, parse_json(response))
-    return AsyncTaskRun(transport, conversation_id, task, await _seq_before(transport, conversation_id, task))
+    return AsyncTaskRun(conn, conversation_id, task, await _seq_before(conn, conversation_id, task))
 
 
-async def _seq_before(transport: Transport, conversation_id: UUID, task: Task) -> int:
+async def _seq_before(conn: Connection, conversation_id: UUID, task: Task) -> int:
     """The seq just before the task's first event: following from there misses none of its output.
     0 (all history, filtered client-side) if the task has logged nothing yet."""
-    async with aclosing(history(transport, conversation_id, task_id=task.id, limit=1)) as first:
+    async with aclosing(history(conn, conversation_id, task_id=task.id, limit=1)) as first:
         async for event in first:
             return event.seq - 1
     return 0

@@ -1,7 +1,12 @@
 """The client's one connection to a gateway: HTTP requests, paging, streams and WebSockets.
 
-This is the boundary where httpx and websockets errors become :mod:`gateway.client._exceptions`
-exceptions; nothing above it sees a transport exception.
+This is the boundary where foreign errors become :mod:`gateway.client._exceptions` exceptions:
+httpx's and websockets' errors, socket ``OSError`` and timeouts, and pydantic's
+``ValidationError`` for an answer that is not what the gateway promises. No other client
+module imports websockets or catches a transport exception.
+
+HTTP goes through an ``httpx.AsyncClient`` whose transport can be replaced (``transport=``:
+``httpx.MockTransport``, ``httpx.ASGITransport``); WebSockets always dial ``base_url``.
 """
 
 from __future__ import annotations
@@ -9,15 +14,22 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncGenerator, Mapping
+from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
 import websockets
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from gateway.client._exceptions import ConvoyError, GatewayUnavailable, error_for_status
+from gateway.client._exceptions import (
+    ConvoyError,
+    GatewayUnavailable,
+    InvalidURL,
+    UnexpectedResponse,
+    WebSocketClosed,
+    error_for_status,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,20 +40,32 @@ Query = Mapping[str, QueryValue]
 WS_MAX_FRAME = 64 * 1024 * 1024
 
 
-def quote_path(path: str) -> str:
-    """A workspace path for a URL: ``/``-separated, each segment percent-encoded."""
-    return quote(path.strip("/"), safe="/")
-
-
 def _clean(params: Query | None) -> dict[str, Any]:
     return {k: v for k, v in (params or {}).items() if v is not None}
 
 
-class Transport:
-    """httpx.AsyncClient + WebSocket connections to one gateway, with one API key."""
+def _gateway_url(base_url: str) -> str:
+    """``base_url`` without its trailing slash, if it is an http(s) URL with a host."""
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise InvalidURL(f"not a gateway URL (want http://host:port or https://...): {base_url!r}")
+    return base_url.rstrip("/")
 
-    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
+
+class Connection:
+    """An ``httpx.AsyncClient`` and WebSocket connections to one gateway, with one API key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = _gateway_url(base_url)
         self.api_key = api_key
         self.timeout = timeout
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -49,6 +73,7 @@ class Transport:
             base_url=self.base_url,
             headers=self._headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            transport=transport,
         )
 
     async def aclose(self) -> None:
@@ -94,7 +119,7 @@ class Transport:
         while True:
             body = await self.get_json(path, query)
             if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-                raise ConvoyError(f"unexpected answer from GET {path}: not a page")
+                raise UnexpectedResponse(f"unexpected answer from GET {path}: not a page")
             for item in body["results"]:
                 yield parse_model(model, item)
             next_page = body.get("next_page_id")
@@ -125,12 +150,12 @@ class Transport:
         query = httpx.QueryParams(_clean(params))
         return f"{base}{path}" + (f"?{query}" if query else "")
 
-    async def connect_ws(self, path: str, params: Query | None = None) -> ClientConnection:
+    async def connect_ws(self, path: str, params: Query | None = None) -> WebSocket:
         """Open a WebSocket with the same credentials. Handshake refusals raise the mapped error;
         connection failures raise :class:`GatewayUnavailable`."""
         url = self.ws_url(path, params)
         try:
-            return await websockets.connect(
+            connection = await websockets.connect(
                 url,
                 additional_headers=self._headers,
                 max_size=WS_MAX_FRAME,
@@ -146,6 +171,7 @@ class Transport:
             raise error_for_status(response.status_code, detail, f"WS {path}") from None
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
             raise GatewayUnavailable(f"cannot open a WebSocket to {self.base_url}: {_why(exc)}") from None
+        return WebSocket(connection, f"WS {path}")
 
     # --- error mapping ----------------------------------------------------------------
 
@@ -162,6 +188,84 @@ class Transport:
         if isinstance(exc, httpx.ConnectError):
             return GatewayUnavailable(f"cannot reach the gateway at {self.base_url}: {_why(exc)}")
         return GatewayUnavailable(f"lost the connection to the gateway at {self.base_url}: {_why(exc)}")
+
+
+class WebSocket:
+    """One open WebSocket to the gateway: text or JSON frames out, frames in (a binary one as bytes).
+
+    A send or receive on a closed connection raises :class:`WebSocketClosed`; ``async for``
+    yields frames until the connection closes, however it closes, and then ends:
+    :attr:`close_code` and :attr:`close_reason` say why. Use as ``async with`` or call :meth:`close`.
+    """
+
+    def __init__(self, connection: ClientConnection, what: str) -> None:
+        self._ws = connection
+        self._what = what
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (1006 when it dropped without one); ``None`` while open."""
+        return self._ws.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._ws.close_reason or ""
+
+    async def __aenter__(self) -> WebSocket:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def send_text(self, text: str) -> None:
+        await self._send(text)
+
+    async def send_json(self, value: Any) -> None:
+        await self._send(json.dumps(value))
+
+    async def recv(self) -> str | bytes:
+        """The next frame: ``str`` for a text frame, ``bytes`` for a binary one."""
+        try:
+            return await self._ws.recv()
+        except websockets.ConnectionClosed:
+            raise self._closed() from None
+
+    async def recv_json(self) -> Any:
+        frame = await self.recv()
+        try:
+            return json.loads(frame)
+        except ValueError:
+            raise UnexpectedResponse(f"{self._what}: a frame that is not JSON") from None
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        try:
+            return await self._ws.recv()
+        except websockets.ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection (a no-op when it is closed already); never raises for a broken one."""
+        with contextlib.suppress(websockets.WebSocketException, OSError):
+            await self._ws.close(code, reason)
+
+    async def _send(self, message: str) -> None:
+        try:
+            await self._ws.send(message)
+        except websockets.ConnectionClosed:
+            raise self._closed() from None
+
+    def _closed(self) -> WebSocketClosed:
+        code, reason = self.close_code, self.close_reason
+        error = WebSocketClosed(
+            f"{self._what} closed ({code}{': ' + reason if reason else ''})", code=code, reason=reason
+        )
+        error.request = self._what
+        return error
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -181,11 +285,14 @@ def _why(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+# --- answers into models --------------------------------------------------------------
+
+
 def parse_json(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
-        raise ConvoyError(
+        raise UnexpectedResponse(
             f"the gateway answered {response.request.method} {response.request.url.path} "
             "with something that is not JSON"
         ) from None
@@ -195,7 +302,26 @@ def parse_model(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConvoyError(f"unexpected answer from the gateway (not a {model.__name__}): {exc}") from None
+        raise UnexpectedResponse(
+            f"unexpected answer from the gateway (not a {model.__name__}): {exc}"
+        ) from None
+
+
+def parse_list(model: type[M], data: Any) -> list[M]:
+    try:
+        return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise UnexpectedResponse(
+            f"unexpected answer from the gateway (not a list of {model.__name__}): {exc}"
+        ) from None
+
+
+def parse_frame(model: type[M], frame: str | bytes) -> M:
+    """A WebSocket frame (JSON text) as ``model``."""
+    try:
+        return model.model_validate_json(frame)
+    except ValidationError as exc:
+        raise UnexpectedResponse(f"the gateway sent a frame that is not a {model.__name__}: {exc}") from None
 
 
 async def iter_bytes(response: httpx.Response, chunk_size: int = 256 * 1024) -> AsyncGenerator[bytes, None]:

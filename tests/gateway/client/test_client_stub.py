@@ -142,7 +142,7 @@ async def test_http_errors_map_to_one_hierarchy(serve: Serve, cid: str, kind: ty
     app, _ = stub("none")
     async with serve(app) as url, AsyncConvoyClient(url) as client:
         with pytest.raises(kind) as caught:
-            await client._t.get_model(f"/conversation/{cid}", Conversation)
+            await client._conn.get_model(f"/conversation/{cid}", Conversation)
         assert text in str(caught.value)
 
 
