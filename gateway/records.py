@@ -8,8 +8,6 @@ failure, and activity (last request, open connections) for idle reaping.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,7 @@ from uuid import UUID
 from gateway.errors import InvalidInput
 from gateway.models import Conversation, ConversationLimits
 from gateway.runtimes.base import SandboxHandle, SandboxSpec
+from sandbox_agent import paging
 from sandbox_agent.protocol import ConversationStatus
 
 
@@ -55,18 +54,20 @@ class Record:
         )
 
 
-def cursor_of(record: Record) -> str:
-    raw = json.dumps([record.spec.created_at.isoformat(), str(record.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def sort_key(record: Record) -> tuple[str, str]:
+    """Conversations are listed oldest first (ties broken by id): a cursor names this key."""
     return (record.spec.created_at.isoformat(), str(record.id))
 
 
+def cursor_of(record: Record) -> str:
+    """The opaque ``page_id`` of the page after ``record`` (:mod:`sandbox_agent.paging`)."""
+    return paging.encode(json.dumps(sort_key(record)))
+
+
 def parse_cursor(page_id: str) -> tuple[str, str]:
+    """The :func:`sort_key` a :func:`cursor_of` names; InvalidInput (422) for anything else."""
     try:
-        created, ident = json.loads(base64.urlsafe_b64decode(page_id + "=" * (-len(page_id) % 4)))
+        created, ident = json.loads(paging.decode(page_id))
         return (str(created), str(ident))
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError):  # paging.BadCursor is a ValueError
         raise InvalidInput("page_id is not a cursor this gateway handed out") from None

@@ -40,12 +40,6 @@ def state(ctx: typer.Context) -> CliState:
     return obj
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Leave with one line on stderr."""
-    print(f"convoy: {message}", file=sys.stderr, flush=True)
-    raise typer.Exit(code)
-
-
 def run_async(make: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     """Run a command's coroutine and exit with the status it answers.
 
