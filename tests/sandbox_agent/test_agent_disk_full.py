@@ -26,7 +26,7 @@ class FullDisk:
     def __init__(self) -> None:
         self.full = True
         self.failures = 0
-        self._real = journal._write_all
+        self._real = journal.write_all
 
     def __call__(self, fd: int, data: bytes) -> None:
         if self.full:
@@ -52,7 +52,7 @@ async def test_a_full_disk_is_507_and_the_log_stays_whole_and_resumes(
     ):
         assert (await client.post("/event", json=note(1))).status_code == 201
         await log.flush()
-        monkeypatch.setattr(journal, "_write_all", disk)
+        monkeypatch.setattr(journal, "write_all", disk)
         # Accepted before the write fails: it keeps its seq and reaches the file later.
         assert (await client.post("/event", json=note(2))).status_code == 201
         await log.flush()  # returns once the write failed

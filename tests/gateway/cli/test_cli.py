@@ -48,6 +48,36 @@ async def test_create_info_ls_rm(harness: Harness) -> None:
         assert_one_line_error(gone.stderr)
 
 
+async def test_json_works_after_the_command_as_before_it(harness: Harness, tmp_path: Path) -> None:
+    (tmp_path / "note.txt").write_text("hi\n")
+    async with harness.serve() as url:
+        created = await run_cli("create", "--title", "as json", "--json", url=url)
+        assert created.code == 0, created.stderr
+        cid = json.loads(created.stdout)["id"]
+        after, before, listed, uploaded = await asyncio.gather(
+            run_cli("info", cid, "--json", url=url),
+            run_cli("--json", "info", cid, url=url),
+            run_cli("ls", "--json", url=url),
+            run_cli("upload", cid, str(tmp_path / "note.txt"), ".", "--json", url=url),
+        )
+        assert json.loads(after.stdout) == json.loads(before.stdout)
+        assert json.loads(after.stdout)["title"] == "as json"
+        assert [item["id"] for item in json.loads(listed.stdout)] == [cid]
+        assert [item["path"] for item in json.loads(uploaded.stdout)] == ["note.txt"]
+        found, downloaded, events, executed = await asyncio.gather(
+            run_cli("files", cid, "--json", url=url),
+            run_cli("download", cid, "note.txt", str(tmp_path / "back.txt"), "--json", url=url),
+            run_cli("events", cid, "--json", url=url),
+            run_cli("exec", cid, "--json", "--", "echo", "--json", url=url),
+        )
+        assert [item["path"] for item in json.loads(found.stdout)] == ["note.txt"]
+        assert json.loads(downloaded.stdout) == [str(tmp_path / "back.txt")]
+        assert json.loads(events.stdout.splitlines()[0])["seq"] == 1
+        assert (executed.code, executed.stdout) == (0, "--json\n"), "after --, --json is the command's"
+        removed = await run_cli("rm", cid, "--json", url=url)
+        assert (removed.code, json.loads(removed.stdout)) == (0, [cid])
+
+
 async def test_exec_streams_both_streams_and_propagates_the_exit_code(harness: Harness) -> None:
     async with harness.serve() as url, AsyncConvoyClient(url) as client, await client.create() as convo:
         cid = str(convo.id)
