@@ -7,31 +7,11 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Generous: a noisy 2-core machine is slow to start agents and subprocesses.
-TIMEOUT = 120.0
-
-
-async def until(check: Callable[[], Awaitable[object]], within: float = TIMEOUT) -> None:
-    """Poll ``check`` until it answers something truthy; AssertionError after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (for an unreachable gateway, or a server to start)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import TIMEOUT
 
 
 class TcpProxy:

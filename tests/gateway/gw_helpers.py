@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from gateway.runtimes import procfs
 from gateway.runtimes.base import Runtime
 from gateway.runtimes.docker_config import CONVERSATION_ID, install_filter
 from gateway.settings import Settings
+from tests.helpers import eventually
 
 #: Generous: a noisy 2-core machine starts agents slowly.
 TIMEOUT = 60.0
@@ -42,20 +43,6 @@ def keyed(**overrides: Any) -> dict[str, Any]:
         "admin_keys": ADMIN_KEY,
         **overrides,
     }
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], within: float = TIMEOUT, interval: float = 0.05
-) -> Any:
-    """Calls ``check`` until it returns something truthy (returned) or ``within`` passes (AssertionError)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 def ws_url(base_url: str, path: str) -> str:

@@ -9,17 +9,10 @@ import asyncio
 import json
 from typing import Any
 
-from gw_helpers import (
-    Harness,
-    create_ready,
-    eventually,
-    recv_until,
-    stalled_close_code,
-    stalled_websocket,
-    ws_connect,
-)
+from gw_helpers import Harness, create_ready, recv_until, stalled_close_code, stalled_websocket, ws_connect
 
 from sandbox_agent.protocol import WS_CLOSE_TOO_SLOW
+from tests.helpers import eventually
 
 
 def _marker(name: str) -> Any:

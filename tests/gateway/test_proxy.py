@@ -12,17 +12,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from gw_helpers import (
-    ADMIN_KEY,
-    Serve,
-    auth,
-    base_settings,
-    close_code,
-    eventually,
-    keyed,
-    recv_json,
-    ws_connect,
-)
+from gw_helpers import ADMIN_KEY, Serve, auth, base_settings, close_code, keyed, recv_json, ws_connect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -32,6 +22,7 @@ from starlette.websockets import WebSocket
 from gateway.app import create_app
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
+from tests.helpers import eventually
 
 
 @dataclass

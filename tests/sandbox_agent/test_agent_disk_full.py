@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from agent_helpers import TOKEN, eventually, served, ws_headers
+from agent_helpers import TOKEN, served, ws_headers
 
 from sandbox_agent import journal
 from sandbox_agent.app import create_app
 from sandbox_agent.events import JSONL_NAME
 from sandbox_agent.protocol import TOKEN_HEADER
 from sandbox_agent.settings import AgentSettings
+from tests.helpers import eventually
 
 
 class FullDisk:

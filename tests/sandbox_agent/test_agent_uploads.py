@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import Served, eventually, make_settings, multipart_body, multipart_head, served
+from agent_helpers import Served, make_settings, multipart_body, multipart_head, served
 
 from sandbox_agent import placement, uploads
+from tests.helpers import eventually
 
 BOUNDARY = "convoyuploadboundary51c2"
 MULTIPART = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}

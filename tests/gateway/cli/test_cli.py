@@ -10,10 +10,11 @@ import signal
 import uuid
 from pathlib import Path
 
-from client_harness import TIMEOUT, cli_env, free_port, make_tree, read_tree, run_cli, start_cli, until
+from client_harness import TIMEOUT, cli_env, make_tree, read_tree, run_cli, start_cli
 from gw_helpers import USER_KEYS, Harness, keyed
 
 from gateway.client import AsyncConvoyClient, TaskStatus
+from tests.helpers import eventually, free_port
 
 
 def alive(pid: int) -> bool:
@@ -126,7 +127,7 @@ async def test_sigint_cancels_the_remote_task(harness: Harness) -> None:
         async def gone() -> bool:
             return not alive(pid)
 
-        await until(gone)
+        await eventually(gone)
 
 
 async def test_directory_round_trips_byte_for_byte(harness: Harness, tmp_path: Path) -> None:
@@ -193,7 +194,7 @@ async def test_convoy_serve_runs_a_gateway(harness: Harness) -> None:
                     assert server.returncode is None, "convoy serve exited"
                     return False
 
-        await until(answering)
+        await eventually(answering)
         result = await run_cli("run", "--", "sh", "-c", "echo served", url=url)
         assert (result.code, result.stdout) == (0, "served\n")
     finally:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from client_harness import TcpProxy, make_tree, read_tree, until
+from client_harness import TcpProxy, make_tree, read_tree
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, keyed
 
 from gateway.client import (
@@ -25,6 +25,7 @@ from gateway.client import (
     Unauthorized,
 )
 from sandbox_agent.protocol import ConversationStatusUpdate, TaskStatusUpdate, Ticker
+from tests.helpers import eventually
 
 
 async def test_conversation_lifecycle(harness: Harness) -> None:
@@ -215,7 +216,7 @@ async def test_sandbox_failure_is_reported_with_reason(harness: Harness) -> None
         async def none_left() -> bool:
             return await client.count() == 0
 
-        await until(none_left)
+        await eventually(none_left)
 
 
 async def test_files_round_trip_and_conflicts(any_harness: Harness, tmp_path: Path) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -18,14 +16,9 @@ import httpx
 
 from gateway.runtimes.base import ResourceLimits, SandboxSpec
 from sandbox_agent.protocol import TOKEN_HEADER
+from tests.helpers import eventually
 
 FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -85,15 +78,6 @@ def make_spec(**overrides: Any) -> SandboxSpec:
     }
     fields.update(overrides)
     return SandboxSpec(**fields)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 120.0, what: str = "") -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {within:g}s: {what}")
-        await asyncio.sleep(0.2)
 
 
 class Agent:

@@ -13,12 +13,13 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from gw_helpers import base_settings, eventually, exists, read_text
+from gw_helpers import base_settings, exists, read_text
 
 from gateway.runtimes import procfs
 from gateway.runtimes.base import SandboxSpec, SandboxStartError, SandboxState
 from gateway.runtimes.process import ProcessRuntime
 from sandbox_agent.protocol import TOKEN_HEADER
+from tests.helpers import eventually
 
 
 def _spec(**overrides: object) -> SandboxSpec:
