@@ -150,7 +150,7 @@ class Firehose:
             task.add_done_callback(_report)
 
     async def _pump(self, handle: SandboxHandle, after_seq: int) -> None:
-        """Relays one conversation's events, resuming after the last seq seen when the
+        """Forwards one conversation's events, resuming after the last seq seen when the
         stream breaks off while the conversation is still READY."""
         last = after_seq
         for attempt in range(_MAX_RECONNECTS + 1):

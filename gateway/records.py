@@ -22,17 +22,27 @@ from sandbox_agent.protocol import ConversationStatus
 
 @dataclass(eq=False)
 class Record:
+    #: What the runtime keeps as the sandbox's metadata (owner, title, limits, token, ...).
     spec: SandboxSpec
     status: ConversationStatus
+    #: Seconds without a request or an open connection before the reaper ends it.
     idle_timeout: float
+    #: While STARTING: the start-up step under way ("creating volume", ...).
     phase: str | None = None
+    #: Why it failed (ERROR) or is stopping (STOPPING).
     reason: str | None = None
+    #: Where its agent answers; set once READY.
     handle: SandboxHandle | None = None
+    #: ``time.monotonic()`` of the last request; open ``connections`` keep it from idling.
     last_active: float = field(default_factory=time.monotonic)
     connections: int = 0
+    #: ``time.monotonic()`` when it became READY (reconcile spares younger ones) and when it failed
+    #: (an ERROR record is forgotten ``error_retention`` seconds later).
     ready_at: float = 0.0
     failed_at: float = 0.0
+    #: The task starting its sandbox, while there is one (a delete cancels it).
     start_task: asyncio.Task[None] | None = None
+    #: Set once it is stopped and forgotten: a second delete waits on it.
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

@@ -160,7 +160,7 @@ async def main() -> None:
             rss_after = _rss_mib(pid)
 
             # Events: a Ticker fills the log (its live rate is the agent's), then the whole log is
-            # replayed to one client, straight from the agent and through the gateway's relay.
+            # replayed to one client, straight from the agent and through the gateway's WebSocket proxy.
             body = {"runnable": {"type": "Ticker", "interval": 0, "iterations": EVENTS}}
             began = time.perf_counter()
             task = (await client.post(f"{through}/task", json=body)).json()["id"]

@@ -8,9 +8,11 @@ import contextlib
 import os
 import random
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.client import AsyncConversationHandle, AsyncConvoyClient
 from tests.helpers import TIMEOUT
 
 
@@ -75,6 +77,18 @@ class TcpProxy:
         with contextlib.suppress(OSError, RuntimeError):
             if sink.can_write_eof():
                 sink.write_eof()
+
+
+@contextlib.asynccontextmanager
+async def conversation_behind_proxy(url: str) -> AsyncIterator[tuple[TcpProxy, AsyncConversationHandle]]:
+    """A new conversation on the gateway at ``url``, driven by a client whose connections pass
+    a :class:`TcpProxy` the test can cut; deleted on exit."""
+    async with (
+        TcpProxy(int(url.rsplit(":", 1)[1])) as proxy,
+        AsyncConvoyClient(proxy.url) as client,
+        await client.create() as convo,
+    ):
+        yield proxy, convo
 
 
 @dataclass
