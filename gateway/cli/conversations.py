@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from gateway.cli._render import (
     conversation_row,
@@ -71,9 +72,15 @@ class NewConversation:
         memory: int | None,
         cpus: float | None,
     ) -> NewConversation:
-        """From the command line's options (``memory`` in MiB); a bad ``--env`` is a usage error."""
+        """From the command line's options (``memory`` in MiB); a bad ``--env``, ``--memory`` or
+        ``--cpus`` is a usage error (exit status 2), found before anything is sent."""
         memory_bytes = memory * 1024 * 1024 if memory else None
-        limits = ConversationLimits(memory_bytes=memory_bytes, cpus=cpus)
+        try:
+            limits = ConversationLimits(memory_bytes=memory_bytes, cpus=cpus)
+        except ValidationError as error:
+            first = error.errors()[0]
+            option = "--memory" if first["loc"][0] == "memory_bytes" else "--cpus"
+            raise typer.BadParameter(first["msg"], param_hint=option) from None
         return cls(title, parse_env(env), idle_timeout, internet, limits)
 
 

@@ -175,6 +175,17 @@ async def test_errors_are_one_line_without_traceback(harness: Harness) -> None:
         assert_one_line_error(malformed.stderr)
 
 
+async def test_bad_limits_are_usage_errors_before_anything_is_sent() -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"  # never asked: the options are checked first
+    memory, cpus = await asyncio.gather(
+        run_cli("create", "--memory", "1", url=unreachable),
+        run_cli("run", "--cpus", "0", "--", "true", url=unreachable),
+    )
+    for result, option in ((memory, "--memory"), (cpus, "--cpus")):
+        assert result.code == 2, result.stderr
+        assert option in result.stderr and "Traceback" not in result.stderr
+
+
 async def test_convoy_serve_runs_a_gateway(harness: Harness) -> None:
     """``convoy serve`` as a subprocess: it answers, runs a command, and stops on SIGINT."""
     port = free_port()
