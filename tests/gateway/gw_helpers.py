@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import time
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from websockets.asyncio.client import ClientConnection
 from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.runtimes import procfs
-from gateway.runtimes.base import Runtime
+from gateway.runtimes.base import ResourceLimits, Runtime, SandboxSpec
 from gateway.runtimes.docker_config import CONVERSATION_ID, install_filter
 from gateway.settings import Settings
 from tests.helpers import eventually
@@ -158,6 +160,20 @@ class Harness:
         """A gateway and an HTTP client bound to it (``client.base_url``)."""
         async with self.serve(**overrides) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
             yield client
+
+
+def make_spec(**overrides: Any) -> SandboxSpec:
+    """A spec as the gateway would make one (``overrides`` change its fields), for runtime tests."""
+    fields: dict[str, Any] = {
+        "conversation_id": uuid.uuid4(),
+        "owner": "alice",
+        "title": "a test conversation",
+        "token": secrets.token_urlsafe(24),
+        "created_at": datetime.now(UTC).replace(microsecond=0),
+        "limits": ResourceLimits(),
+    }
+    fields.update(overrides)
+    return SandboxSpec(**fields)
 
 
 def base_settings(state_dir: Path, **overrides: Any) -> Settings:

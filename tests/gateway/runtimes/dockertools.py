@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 import time
-from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 import httpx
 
-from gateway.runtimes.base import ResourceLimits, SandboxSpec
 from sandbox_agent.protocol import TOKEN_HEADER
 from tests.helpers import eventually
 
@@ -65,19 +61,6 @@ def remove_labelled(label: str) -> None:
         docker("volume", "rm", "-f", *found["volumes"], check=False)
     if found["networks"]:
         docker("network", "rm", *found["networks"], check=False)
-
-
-def make_spec(**overrides: Any) -> SandboxSpec:
-    fields: dict[str, Any] = {
-        "conversation_id": uuid4(),
-        "owner": "alice",
-        "title": "a test conversation",
-        "token": secrets.token_urlsafe(24),
-        "created_at": datetime.now(UTC).replace(microsecond=0),
-        "limits": ResourceLimits(),
-    }
-    fields.update(overrides)
-    return SandboxSpec(**fields)
 
 
 class Agent:

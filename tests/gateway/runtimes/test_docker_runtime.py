@@ -6,7 +6,8 @@ import json
 
 import httpx
 import pytest
-from dockertools import Agent, adocker, alabelled, inspect, make_spec
+from dockertools import Agent, adocker, alabelled, inspect
+from gw_helpers import make_spec
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, SandboxStartError, SandboxState
