@@ -12,7 +12,17 @@ from uuid import UUID
 
 import httpx
 import pytest
-from gw_helpers import ADMIN_KEY, Serve, auth, base_settings, close_code, keyed, recv_json, ws_connect
+from gw_helpers import (
+    ADMIN_KEY,
+    Serve,
+    auth,
+    base_settings,
+    close_code,
+    create_ready,
+    keyed,
+    recv_json,
+    ws_connect,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -22,7 +32,6 @@ from starlette.websockets import WebSocket
 from gateway.app import create_app
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
-from tests.helpers import eventually
 
 
 @dataclass
@@ -172,22 +181,12 @@ async def test_upstream_failures_are_json_502_504(
     agent, upstream = stand_in
     gateway, runtime = await _gateway_with(serve, tmp_path, upstream, agent, proxy_timeout=0.5)
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
-        cid = (await client.post("/conversation", json={})).json()["id"]
-
-        async def ready() -> bool:
-            return bool((await client.get(f"/conversation/{cid}")).json()["status"] == "READY")
-
-        await eventually(ready)
+        cid = await create_ready(client)
         timed_out = await client.get(f"/conversation/{cid}/event")
         assert timed_out.status_code == 504 and "did not answer" in timed_out.json()["detail"]
 
         runtime.base_url = "http://127.0.0.1:9"  # nothing listens there (discard port, refused)
-        other = (await client.post("/conversation", json={})).json()["id"]
-
-        async def other_ready() -> bool:
-            return bool((await client.get(f"/conversation/{other}")).json()["status"] == "READY")
-
-        await eventually(other_ready)
+        other = await create_ready(client)
         refused = await client.get(f"/conversation/{other}/agent-info")
         assert refused.status_code == 502 and "could not be reached" in refused.json()["detail"]
         ws = await ws_connect(url, f"/conversation/{other}")
