@@ -2,8 +2,8 @@
 
 Start-up: create the runtime (unless one is given), reconcile with it (adopt
 live sandboxes, remove exited ones and orphans), start the reap and reconcile
-loops. Shutdown, in order: stop accepting conversations, close the WebSocket
-relays and the firehose, stop the background loops, close the HTTP client,
+loops. Shutdown, in order: stop accepting conversations, close the proxied
+WebSockets and the firehose, stop the background loops, close the HTTP client,
 close the runtime (only one this app created). Sandboxes keep running: a new
 gateway on the same runtime finds them again.
 """

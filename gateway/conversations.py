@@ -282,12 +282,8 @@ class ConversationManager:
 
     @staticmethod
     def _exit_reason(handle: SandboxHandle) -> str:
-        if handle.reason:
-            return handle.reason
-        if handle.oom_killed:
-            return "the sandbox ran out of memory and was killed (OOM)"
-        code = "" if handle.exit_code is None else f" with exit code {handle.exit_code}"
-        return f"the sandbox exited unexpectedly{code}"
+        # Runtimes that know how a sandbox ended say it in ``reason`` (Docker: OOM, exit code).
+        return handle.reason or "the sandbox exited unexpectedly"
 
     async def close(self) -> None:
         """Stops accepting conversations and cancels starts in progress (their

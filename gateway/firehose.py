@@ -33,6 +33,7 @@ from gateway.settings import Settings
 from gateway.status import StatusBus, StatusNotice
 from gateway.wsproxy import UpstreamUnavailable, close_client, connect_upstream
 from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_TOO_SLOW, ConversationStatus
+from sandbox_agent.race import race
 
 log = logging.getLogger("convoy.gateway")
 
@@ -74,14 +75,6 @@ class Firehose:
         self._upstreams: dict[UUID, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
 
-    @property
-    def upstream_count(self) -> int:
-        return len(self._upstreams)
-
-    @property
-    def client_count(self) -> int:
-        return len(self._clients)
-
     # --- clients ----------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
@@ -90,15 +83,9 @@ class Firehose:
         self._clients.add(client)
         if self._watcher is None:
             self._begin()
-        writer = asyncio.ensure_future(self._write(client))
-        reader = asyncio.ensure_future(self._drain(websocket))
-        slow = asyncio.ensure_future(client.too_slow.wait())
         try:
-            await asyncio.wait((writer, reader, slow), return_when=asyncio.FIRST_COMPLETED)
+            await race(self._write(client), self._drain(websocket), client.too_slow.wait())
         finally:
-            for task in (writer, reader, slow):
-                task.cancel()
-            await asyncio.gather(writer, reader, slow, return_exceptions=True)
             self._clients.discard(client)
             if not self._clients:
                 await self._end()
@@ -163,7 +150,7 @@ class Firehose:
             task.add_done_callback(_report)
 
     async def _pump(self, handle: SandboxHandle, after_seq: int) -> None:
-        """Relays one conversation's events, resuming after the last seq seen when the
+        """Forwards one conversation's events, resuming after the last seq seen when the
         stream breaks off while the conversation is still READY."""
         last = after_seq
         for attempt in range(_MAX_RECONNECTS + 1):

@@ -20,7 +20,6 @@ Contracts:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, Callable
@@ -38,6 +37,7 @@ from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
 from sandbox_agent.protocol import TOKEN_HEADER
+from sandbox_agent.race import race
 
 log = logging.getLogger("convoy.gateway")
 
@@ -112,17 +112,12 @@ class UpstreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self._activity:
-            streaming = asyncio.ensure_future(self._stream(send))
-            watching = asyncio.ensure_future(self._disconnected(receive))
             try:
-                await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
+                streamed, _ = await race(self._stream(send), self._disconnected(receive))
             finally:
-                for task in (streaming, watching):
-                    task.cancel()
-                outcome = await asyncio.gather(streaming, watching, return_exceptions=True)
                 await self._upstream.aclose()
-        if isinstance(outcome[0], Exception) and not isinstance(outcome[0], OSError):
-            log.warning("streaming an answer failed: %r", outcome[0])
+        if isinstance(streamed, Exception) and not isinstance(streamed, OSError):
+            log.warning("streaming an answer failed: %r", streamed)
 
 
 def _body(upstream: httpcore.Response) -> AsyncIterable[bytes]:

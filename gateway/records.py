@@ -8,8 +8,6 @@ failure, and activity (last request, open connections) for idle reaping.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,22 +16,33 @@ from uuid import UUID
 from gateway.errors import InvalidInput
 from gateway.models import Conversation, ConversationLimits
 from gateway.runtimes.base import SandboxHandle, SandboxSpec
+from sandbox_agent import paging
 from sandbox_agent.protocol import ConversationStatus
 
 
 @dataclass(eq=False)
 class Record:
+    #: What the runtime keeps as the sandbox's metadata (owner, title, limits, token, ...).
     spec: SandboxSpec
     status: ConversationStatus
+    #: Seconds without a request or an open connection before the reaper ends it.
     idle_timeout: float
+    #: While STARTING: the start-up step under way ("creating volume", ...).
     phase: str | None = None
+    #: Why it failed (ERROR) or is stopping (STOPPING).
     reason: str | None = None
+    #: Where its agent answers; set once READY.
     handle: SandboxHandle | None = None
+    #: ``time.monotonic()`` of the last request; open ``connections`` keep it from idling.
     last_active: float = field(default_factory=time.monotonic)
     connections: int = 0
+    #: ``time.monotonic()`` when it became READY (reconcile spares younger ones) and when it failed
+    #: (an ERROR record is forgotten ``error_retention`` seconds later).
     ready_at: float = 0.0
     failed_at: float = 0.0
+    #: The task starting its sandbox, while there is one (a delete cancels it).
     start_task: asyncio.Task[None] | None = None
+    #: Set once it is stopped and forgotten: a second delete waits on it.
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -55,18 +64,20 @@ class Record:
         )
 
 
-def cursor_of(record: Record) -> str:
-    raw = json.dumps([record.spec.created_at.isoformat(), str(record.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def sort_key(record: Record) -> tuple[str, str]:
+    """Conversations are listed oldest first (ties broken by id): a cursor names this key."""
     return (record.spec.created_at.isoformat(), str(record.id))
 
 
+def cursor_of(record: Record) -> str:
+    """The opaque ``page_id`` of the page after ``record`` (:mod:`sandbox_agent.paging`)."""
+    return paging.encode(json.dumps(sort_key(record)))
+
+
 def parse_cursor(page_id: str) -> tuple[str, str]:
+    """The :func:`sort_key` a :func:`cursor_of` names; InvalidInput (422) for anything else."""
     try:
-        created, ident = json.loads(base64.urlsafe_b64decode(page_id + "=" * (-len(page_id) % 4)))
+        created, ident = json.loads(paging.decode(page_id))
         return (str(created), str(ident))
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError):  # paging.BadCursor is a ValueError
         raise InvalidInput("page_id is not a cursor this gateway handed out") from None

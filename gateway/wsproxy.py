@@ -1,7 +1,7 @@
-"""WebSocket relay between one client and one sandbox agent's ``/ws``.
+"""WebSocket proxy between one client and one sandbox agent's ``/ws``.
 
 :func:`connect_upstream` opens the agent's event stream (token in the
-handshake header); :func:`relay` pumps frames both ways until one side closes,
+handshake header); :func:`proxy_frames` passes frames both ways until one side closes,
 then closes the other with the same code where that code may be sent:
 
 - upstream closed with a sendable code (1000, 4008 too slow, ...) -> that code;
@@ -11,12 +11,11 @@ then closes the other with the same code where that code may be sent:
   ``WS_CLOSE_CONVERSATION_ENDED`` (decided by the caller's ``ended()``);
 - the client closed -> upstream gets the client's code (1000 when unsendable).
 
-Text frames are relayed as they are, never parsed.
+Text frames are passed on as they are, never parsed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 
@@ -27,6 +26,7 @@ from websockets.asyncio.client import ClientConnection
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_UPSTREAM_UNAVAILABLE
+from sandbox_agent.race import race
 
 
 class UpstreamUnavailable(Exception):
@@ -82,25 +82,20 @@ async def _client_to_upstream(
         await upstream.send(text if text is not None else message.get("bytes") or b"")
 
 
-async def relay(
+async def proxy_frames(
     websocket: WebSocket,
     upstream: ClientConnection,
     *,
     ended: Callable[[], bool],
     on_frame: Callable[[], None] = lambda: None,
 ) -> None:
-    """Pump frames between the accepted ``websocket`` and ``upstream`` until either
+    """Pass frames between the accepted ``websocket`` and ``upstream`` until either
     closes; close the other side as the module docstring says."""
-    down = asyncio.ensure_future(_upstream_to_client(upstream, websocket))
-    up = asyncio.ensure_future(_client_to_upstream(websocket, upstream, on_frame))
-    try:
-        await asyncio.wait((down, up), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (down, up):
-            task.cancel()
-        outcome = await asyncio.gather(down, up, return_exceptions=True)
-    client_code = outcome[1] if isinstance(outcome[1], int) else None
-    if client_code is not None or isinstance(outcome[0], OSError | RuntimeError | WebSocketDisconnect):
+    sent_down, client_closed = await race(
+        _upstream_to_client(upstream, websocket), _client_to_upstream(websocket, upstream, on_frame)
+    )
+    client_code = client_closed if isinstance(client_closed, int) else None
+    if client_code is not None or isinstance(sent_down, OSError | RuntimeError | WebSocketDisconnect):
         # The client left: tell the agent why, politely.
         code = client_code if client_code is not None else 1001
         await upstream.close(code if code in range(3000, 5000) or code in (1000, 1001) else 1000)

@@ -29,6 +29,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from sandbox_agent.fdio import write_all
+
 log = logging.getLogger(__name__)
 
 _READ_BLOCK = 1024 * 1024
@@ -205,17 +207,10 @@ class Journal:
             return os.pread(file.fileno(), length, offset)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _append_or_undo(fd: int, data: bytes, size: int) -> None:
     """Append ``data`` to a file of ``size`` bytes; on failure cut it back to ``size``, then raise."""
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
     except OSError as error:
         try:
             os.ftruncate(fd, size)

@@ -60,9 +60,6 @@ class AgentSettings(BaseModel):
         "tells an out-of-memory kill from another SIGKILL. Unset: this process's memory cgroup.",
     )
 
-    def token_required(self) -> bool:
-        return not self.unprotected
-
     @property
     def output_dir_name(self) -> str:
         """Workspace-relative directory that receives output past a task's budget."""

@@ -36,6 +36,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from sandbox_agent.errors import AgentError, BadPath, Conflict, TooLarge, Unprocessable, storage_error
+from sandbox_agent.fdio import write_all
 from sandbox_agent.files import Workspace
 from sandbox_agent.placement import NOTHING_WRITTEN, Move, place_all
 from sandbox_agent.protocol import FileInfo
@@ -199,7 +200,7 @@ class Upload:
             data = b"".join(part.buffer)
             part.buffer, part.buffered = [], 0
             try:
-                await asyncio.to_thread(_write_all, part.fd, data)
+                await asyncio.to_thread(write_all, part.fd, data)
             except OSError as error:
                 raise storage_error(error, f"receiving {part.rel!r}", NOTHING_WRITTEN) from None
 
@@ -231,9 +232,3 @@ class Upload:
                 part.fd = -1
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import websockets
+from benchtools import free_port
 
 TOKEN = "bench-token"
 HEADERS = {"X-Convoy-Token": TOKEN}
@@ -34,12 +34,6 @@ MiB = 1024 * 1024
 TICKS = 100_000
 FILE_BYTES = 256 * MiB
 BOUNDARY = "benchboundary0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_kb(pid: int, field: str) -> int:

@@ -22,7 +22,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+from benchtools import free_port
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import AiodockerEngine
@@ -38,12 +38,6 @@ from gateway.runtimes.docker import AiodockerEngine
 IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
 INSTALL = f"bench-{secrets.token_hex(4)}"
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def sh(*argv: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 import websockets
+from benchtools import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_HEADER = "X-Convoy-Token"
@@ -36,12 +36,6 @@ GIB = 1024**3
 REQUESTS = 2000
 EVENTS = 100_000
 _RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rss_mib(pid: int) -> float:
@@ -53,7 +47,7 @@ def _rss_mib(pid: int) -> float:
 
 @asynccontextmanager
 async def _gateway(state: Path) -> AsyncIterator[tuple[str, int]]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVOY_")}
     env |= {"CONVOY_PORT": str(port), "CONVOY_STATE_DIR": str(state), "CONVOY_RUNTIME": "process"}
     env["CONVOY_INSTALL"] = "bench"
@@ -166,7 +160,7 @@ async def main() -> None:
             rss_after = _rss_mib(pid)
 
             # Events: a Ticker fills the log (its live rate is the agent's), then the whole log is
-            # replayed to one client, straight from the agent and through the gateway's relay.
+            # replayed to one client, straight from the agent and through the gateway's WebSocket proxy.
             body = {"runnable": {"type": "Ticker", "interval": 0, "iterations": EVENTS}}
             began = time.perf_counter()
             task = (await client.post(f"{through}/task", json=body)).json()["id"]

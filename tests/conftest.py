@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,13 +23,9 @@ from typing import Any
 import pytest
 import uvicorn
 
+from tests.helpers import free_port
+
 SANDBOX_IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

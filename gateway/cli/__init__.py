@@ -1,7 +1,8 @@
 """The ``convoy`` command line: ``convoy serve`` runs the gateway; the other commands drive one.
 
 Global options ``--url`` (``CONVOY_URL``) and ``--key`` (``CONVOY_API_KEY``) say which gateway and
-which key. Every failure ends as one line on stderr and a non-zero exit, never a traceback.
+which key; ``--json`` (machine-readable output) goes before the command or after it. Every
+failure ends as one line on stderr and a non-zero exit, never a traceback.
 Imports of the server and the client are lazy so ``convoy --help`` starts fast.
 """
 

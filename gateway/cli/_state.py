@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from gateway.client._async import AsyncConvoyClient
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+#: ``--json`` after a command (``convoy ls --json``) means what it means before it (``convoy --json ls``).
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
 @dataclass(frozen=True)
@@ -34,16 +38,11 @@ class CliState:
         return AsyncConvoyClient(self.url, self.key)
 
 
-def state(ctx: typer.Context) -> CliState:
+def state(ctx: typer.Context, json_output: bool = False) -> CliState:
+    """The global options, with the command's own ``--json`` (``json_output``) added to the global one."""
     obj: Any = ctx.find_root().obj
     assert isinstance(obj, CliState)
-    return obj
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Leave with one line on stderr."""
-    print(f"convoy: {message}", file=sys.stderr, flush=True)
-    raise typer.Exit(code)
+    return dataclasses.replace(obj, json=True) if json_output else obj
 
 
 def run_async(make: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:

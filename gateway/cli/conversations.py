@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from gateway.cli._render import (
     conversation_row,
@@ -15,7 +17,7 @@ from gateway.cli._render import (
     print_table,
     status_meter,
 )
-from gateway.cli._state import CliState, run_async, state
+from gateway.cli._state import CliState, JsonOption, run_async, state
 from gateway.client._async import AsyncConvoyClient
 from gateway.client._conversation import AsyncConversationHandle
 from gateway.client._exceptions import Forbidden, NotFound
@@ -50,20 +52,42 @@ async def open_conversation(cli: CliState, conversation_id: str) -> AsyncIterato
         yield await client.open(conversation_id)
 
 
+@dataclass(frozen=True)
+class NewConversation:
+    """What ``create`` and ``run`` ask of a new conversation (checked before anything is sent)."""
+
+    title: str
+    env: dict[str, str]
+    idle_timeout: float | None
+    internet: bool
+    limits: ConversationLimits
+
+    @classmethod
+    def of(
+        cls,
+        title: str,
+        env: list[str] | None,
+        idle_timeout: float | None,
+        internet: bool,
+        memory: int | None,
+        cpus: float | None,
+    ) -> NewConversation:
+        """From the command line's options (``memory`` in MiB); a bad ``--env``, ``--memory`` or
+        ``--cpus`` is a usage error (exit status 2), found before anything is sent."""
+        memory_bytes = memory * 1024 * 1024 if memory else None
+        try:
+            limits = ConversationLimits(memory_bytes=memory_bytes, cpus=cpus)
+        except ValidationError as error:
+            first = error.errors()[0]
+            option = "--memory" if first["loc"][0] == "memory_bytes" else "--cpus"
+            raise typer.BadParameter(first["msg"], param_hint=option) from None
+        return cls(title, parse_env(env), idle_timeout, internet, limits)
+
+
 async def create_conversation(
-    cli: CliState,
-    client: AsyncConvoyClient,
-    *,
-    title: str,
-    env: list[str] | None,
-    idle_timeout: float | None,
-    internet: bool,
-    memory: int | None,
-    cpus: float | None,
-    wait: bool = True,
+    cli: CliState, client: AsyncConvoyClient, new: NewConversation, *, wait: bool = True
 ) -> AsyncConversationHandle:
     """Create one, with a spinner showing the start-up phase on a terminal."""
-    limits = ConversationLimits(memory_bytes=memory * 1024 * 1024 if memory else None, cpus=cpus)
     with status_meter("starting sandbox", show=not cli.json) as meter:
 
         def on_status(info: Conversation) -> None:
@@ -71,11 +95,11 @@ async def create_conversation(
             meter.describe(f"{info.status.value.lower()}{phase}")
 
         return await client.create(
-            title=title,
-            env=parse_env(env),
-            limits=limits,
-            idle_timeout=idle_timeout,
-            internet=internet,
+            title=new.title,
+            env=new.env,
+            limits=new.limits,
+            idle_timeout=new.idle_timeout,
+            internet=new.internet,
             wait=wait,
             on_status=on_status,
         )
@@ -92,32 +116,24 @@ def register(app: typer.Typer) -> None:
         memory: MemoryOption = None,
         cpus: CpusOption = None,
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is READY.")] = True,
+        json_output: JsonOption = False,
     ) -> None:
         """Begin a conversation; prints its id once the sandbox is ready."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
+        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus)
 
         async def go() -> int:
             async with cli.client() as client:
-                handle = await create_conversation(
-                    cli,
-                    client,
-                    title=title,
-                    env=env,
-                    idle_timeout=idle_timeout,
-                    internet=internet,
-                    memory=memory,
-                    cpus=cpus,
-                    wait=wait,
-                )
+                handle = await create_conversation(cli, client, new, wait=wait)
             print_json(handle.info) if cli.json else print(handle.id, flush=True)
             return 0
 
         run_async(go)
 
     @app.command("ls")
-    def list_conversations(ctx: typer.Context) -> None:
+    def list_conversations(ctx: typer.Context, json_output: JsonOption = False) -> None:
         """List conversations (admin; in local mode everyone is)."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
 
         async def go() -> int:
             async with cli.client() as client:
@@ -133,9 +149,13 @@ def register(app: typer.Typer) -> None:
         run_async(go)
 
     @app.command()
-    def info(ctx: typer.Context, conversation_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    def info(
+        ctx: typer.Context,
+        conversation_id: Annotated[str, typer.Argument(metavar="ID")],
+        json_output: JsonOption = False,
+    ) -> None:
         """Show one conversation."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
 
         async def go() -> int:
             async with cli.client() as client:
@@ -147,22 +167,28 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rm")
     def remove(
-        ctx: typer.Context, conversation_ids: Annotated[list[str], typer.Argument(metavar="ID...")]
+        ctx: typer.Context,
+        conversation_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+        json_output: JsonOption = False,
     ) -> None:
-        """Finish conversations: their tasks stop, sandboxes and files are removed."""
-        cli = state(ctx)
+        """Finish conversations: their tasks stop, sandboxes and files are removed. Prints the ids
+        removed (with --json: as one JSON list)."""
+        cli = state(ctx, json_output)
 
         async def go() -> int:
-            failed = 0
+            removed: list[str] = []
             async with cli.client() as client:
                 for cid in conversation_ids:
                     try:
                         await client.delete(cid)
                     except (NotFound, Forbidden) as exc:  # per id; anything else stops the command
                         typer.echo(f"convoy: {cid}: {exc}", err=True)
-                        failed += 1
                     else:
-                        print(cid, flush=True)
-            return 1 if failed else 0
+                        removed.append(cid)
+                        if not cli.json:
+                            print(cid, flush=True)
+            if cli.json:
+                print_json(removed)
+            return 0 if len(removed) == len(conversation_ids) else 1
 
         run_async(go)

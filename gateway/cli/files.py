@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli._render import print_json, print_table, stdout_is_tty, transfer_meter
-from gateway.cli._state import run_async, state
+from gateway.cli._state import JsonOption, run_async, state
 from gateway.cli.conversations import open_conversation
 
 IdArgument = Annotated[str, typer.Argument(metavar="ID")]
@@ -25,11 +25,12 @@ def register(app: typer.Typer) -> None:
         no_overwrite: Annotated[
             bool, typer.Option("--no-overwrite", help="Fail instead of replacing existing files.")
         ] = False,
+        json_output: JsonOption = False,
     ) -> None:
         """Upload local files and directories (cp -r style) into a workspace directory ("" or . = root)."""
         if len(paths) < 2:
             raise typer.BadParameter("give at least one SRC and a DEST", param_hint="SRC... DEST")
-        cli = state(ctx)
+        cli = state(ctx, json_output)
         *sources, dest = paths
 
         async def go() -> int:
@@ -57,9 +58,10 @@ def register(app: typer.Typer) -> None:
         conversation_id: IdArgument,
         src: Annotated[str, typer.Argument(help="Workspace file or directory.")],
         dest: Annotated[str, typer.Argument(help="Local destination (into it, if a directory).")],
+        json_output: JsonOption = False,
     ) -> None:
         """Download a workspace file or directory (cp -r style)."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
 
         async def go() -> int:
             async with open_conversation(cli, conversation_id) as handle:
@@ -83,9 +85,10 @@ def register(app: typer.Typer) -> None:
         pattern: Annotated[str | None, typer.Argument(help="Glob pattern, e.g. '*.py'.")] = None,
         under: Annotated[str | None, typer.Option("--path", help="Only under this directory.")] = None,
         contains: Annotated[str | None, typer.Option("-q", help="Name contains this text.")] = None,
+        json_output: JsonOption = False,
     ) -> None:
         """List workspace files (all of them, or those matching PATTERN)."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
 
         async def go() -> int:
             async with open_conversation(cli, conversation_id) as handle:

@@ -15,13 +15,14 @@ from typing import Annotated
 import typer
 
 from gateway.cli._render import event_line, print_json, transfer_meter
-from gateway.cli._state import run_async, state
+from gateway.cli._state import JsonOption, run_async, state
 from gateway.cli.conversations import (
     CpusOption,
     EnvOption,
     IdleOption,
     InternetOption,
     MemoryOption,
+    NewConversation,
     TitleOption,
     create_conversation,
     open_conversation,
@@ -120,9 +121,10 @@ def register(app: typer.Typer) -> None:
         cwd: CwdOption = ".",
         env: EnvOption = None,
         timeout: TimeoutOption = None,
+        json_output: JsonOption = False,
     ) -> None:
         """Run a command in a conversation's sandbox, streaming its output; exits with its exit code."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
         runnable = shell(as_command(command), cwd=cwd, env=parse_env(env), timeout=timeout)
 
         async def go() -> int:
@@ -147,23 +149,16 @@ def register(app: typer.Typer) -> None:
         internet: InternetOption = False,
         memory: MemoryOption = None,
         cpus: CpusOption = None,
+        json_output: JsonOption = False,
     ) -> None:
         """Create a conversation, run one command in it, delete it; exits with the command's exit code."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
         runnable = shell(as_command(command), cwd=cwd, timeout=timeout)
+        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus)
 
         async def go() -> int:
             async with cli.client() as client:
-                handle = await create_conversation(
-                    cli,
-                    client,
-                    title=title,
-                    env=env,
-                    idle_timeout=idle_timeout,
-                    internet=internet,
-                    memory=memory,
-                    cpus=cpus,
-                )
+                handle = await create_conversation(cli, client, new)
                 try:
                     if upload:
                         with transfer_meter("uploading", show=not cli.json) as meter:
@@ -185,9 +180,10 @@ def register(app: typer.Typer) -> None:
         types: Annotated[
             list[str] | None, typer.Option("--type", help="Only this event type (repeatable).")
         ] = None,
+        json_output: JsonOption = False,
     ) -> None:
         """Print a conversation's events, one per line (JSON lines with --json)."""
-        cli = state(ctx)
+        cli = state(ctx, json_output)
 
         async def go() -> int:
             async with open_conversation(cli, conversation_id) as handle:

@@ -38,6 +38,7 @@ from sandbox_agent.protocol import (
     EventTrigger,
     TaskCreate,
 )
+from sandbox_agent.race import finished, race
 
 router = APIRouter(tags=["events"])
 
@@ -61,20 +62,18 @@ async def follow(websocket: WebSocket) -> None:
         return
     follower = agent.events.follow(after_seq)
     lock = asyncio.Lock()
-    sender = asyncio.create_task(_send_events(websocket, follower, lock))
-    receiver = asyncio.create_task(_receive_frames(websocket, agent, lock))
-    overflow = asyncio.create_task(follower.overflowed.wait())
     try:
-        done, _ = await asyncio.wait({sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        sent, _, overflowed = await race(
+            _send_events(websocket, follower, lock),
+            _receive_frames(websocket, agent, lock),
+            follower.overflowed.wait(),
+        )
     finally:
         follower.close()
-        for job in (sender, receiver, overflow):
-            job.cancel()
-        await asyncio.gather(sender, receiver, overflow, return_exceptions=True)
     code: int | None = None
-    if overflow in done or (sender in done and isinstance(sender.exception(), FollowerTooSlow)):
+    if finished(overflowed) or isinstance(sent, FollowerTooSlow):
         code = WS_CLOSE_TOO_SLOW
-    elif sender in done and isinstance(sender.exception(), LogClosed):
+    elif isinstance(sent, LogClosed):
         code = _CLOSE_GOING_AWAY
     if code is not None:
         with contextlib.suppress(Exception):  # the peer may be gone already

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from sandbox_agent.fdio import write_all
 from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.protocol import OutputTruncated, TaskOutput
 from sandbox_agent.runnables import TaskContext
@@ -58,7 +59,7 @@ class OutputSink:
                 await self._start_overflow()
         if rest and self._fd is not None:
             try:
-                await asyncio.to_thread(_write_all, self._fd, rest)
+                await asyncio.to_thread(write_all, self._fd, rest)
             except OSError as error:
                 log.warning("task %s: overflow file not written further: %s", self._context.task_id, error)
                 await self._close_overflow()
@@ -109,9 +110,3 @@ def _open_overflow(root: Path, rel_path: str) -> int:
         raise PermissionError(f"{rel_path} leaves the workspace")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW
     return os.open(real_parent / target.name, flags, 0o644)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

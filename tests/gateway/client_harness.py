@@ -7,31 +7,13 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Generous: a noisy 2-core machine is slow to start agents and subprocesses.
-TIMEOUT = 120.0
-
-
-async def until(check: Callable[[], Awaitable[object]], within: float = TIMEOUT) -> None:
-    """Poll ``check`` until it answers something truthy; AssertionError after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (for an unreachable gateway, or a server to start)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from gateway.client import AsyncConversationHandle, AsyncConvoyClient
+from tests.helpers import TIMEOUT
 
 
 class TcpProxy:
@@ -95,6 +77,18 @@ class TcpProxy:
         with contextlib.suppress(OSError, RuntimeError):
             if sink.can_write_eof():
                 sink.write_eof()
+
+
+@contextlib.asynccontextmanager
+async def conversation_behind_proxy(url: str) -> AsyncIterator[tuple[TcpProxy, AsyncConversationHandle]]:
+    """A new conversation on the gateway at ``url``, driven by a client whose connections pass
+    a :class:`TcpProxy` the test can cut; deleted on exit."""
+    async with (
+        TcpProxy(int(url.rsplit(":", 1)[1])) as proxy,
+        AsyncConvoyClient(proxy.url) as client,
+        await client.create() as convo,
+    ):
+        yield proxy, convo
 
 
 @dataclass

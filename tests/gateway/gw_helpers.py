@@ -7,13 +7,15 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,10 @@ from websockets.asyncio.client import ClientConnection
 from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.runtimes import procfs
-from gateway.runtimes.base import Runtime
+from gateway.runtimes.base import ResourceLimits, Runtime, SandboxSpec
 from gateway.runtimes.docker_config import CONVERSATION_ID, install_filter
 from gateway.settings import Settings
+from tests.helpers import eventually
 
 #: Generous: a noisy 2-core machine starts agents slowly.
 TIMEOUT = 60.0
@@ -42,20 +45,6 @@ def keyed(**overrides: Any) -> dict[str, Any]:
         "admin_keys": ADMIN_KEY,
         **overrides,
     }
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], within: float = TIMEOUT, interval: float = 0.05
-) -> Any:
-    """Calls ``check`` until it returns something truthy (returned) or ``within`` passes (AssertionError)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 def ws_url(base_url: str, path: str) -> str:
@@ -171,6 +160,20 @@ class Harness:
         """A gateway and an HTTP client bound to it (``client.base_url``)."""
         async with self.serve(**overrides) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
             yield client
+
+
+def make_spec(**overrides: Any) -> SandboxSpec:
+    """A spec as the gateway would make one (``overrides`` change its fields), for runtime tests."""
+    fields: dict[str, Any] = {
+        "conversation_id": uuid.uuid4(),
+        "owner": "alice",
+        "title": "a test conversation",
+        "token": secrets.token_urlsafe(24),
+        "created_at": datetime.now(UTC).replace(microsecond=0),
+        "limits": ResourceLimits(),
+    }
+    fields.update(overrides)
+    return SandboxSpec(**fields)
 
 
 def base_settings(state_dir: Path, **overrides: Any) -> Settings:

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from gw_helpers import Harness, create_ready, eventually
+from gw_helpers import Harness, create_ready
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
+
+from tests.helpers import eventually
 
 DATA = Path(__file__).parent / "data"
 

@@ -9,17 +9,10 @@ import asyncio
 import json
 from typing import Any
 
-from gw_helpers import (
-    Harness,
-    create_ready,
-    eventually,
-    recv_until,
-    stalled_close_code,
-    stalled_websocket,
-    ws_connect,
-)
+from gw_helpers import Harness, create_ready, recv_until, stalled_close_code, stalled_websocket, ws_connect
 
 from sandbox_agent.protocol import WS_CLOSE_TOO_SLOW
+from tests.helpers import eventually
 
 
 def _marker(name: str) -> Any:
@@ -48,12 +41,12 @@ async def test_firehose_sees_every_conversation_once(any_harness: Harness) -> No
             frames = await recv_until(ws, _marker("end"))
             stored = [(f["conversation_id"], f["seq"]) for f in frames if f["seq"] > 0]
             assert len(stored) == len(set(stored)), "each event once"
-        assert any_harness.gateway.firehose.upstream_count == 3, "one upstream per conversation"
+        assert len(any_harness.gateway.firehose._upstreams) == 3, "one upstream per conversation"
         await one.close()
         await two.close()
 
         async def upstreams_closed() -> bool:
-            return any_harness.gateway.firehose.upstream_count == 0
+            return not any_harness.gateway.firehose._upstreams
 
         await eventually(upstreams_closed)
 
@@ -66,7 +59,7 @@ async def test_slow_firehose_client_is_dropped_and_others_go_on(harness: Harness
         fast = await ws_connect(url, "/firehose/")
 
         async def both_listen() -> bool:
-            return harness.gateway.firehose.client_count == 2
+            return len(harness.gateway.firehose._clients) == 2
 
         await eventually(both_listen)
         iterations = 10_000

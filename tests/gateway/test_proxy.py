@@ -1,6 +1,6 @@
 """The proxy against a stand-in agent whose behaviour the test controls (real HTTP
 and WebSocket on loopback): what is forwarded and what not, upstream failures,
-closing upstream on client disconnect, close codes through the relay."""
+closing upstream on client disconnect, close codes through the WebSocket proxy."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gw_helpers import (
     auth,
     base_settings,
     close_code,
-    eventually,
+    create_ready,
     keyed,
     recv_json,
     ws_connect,
@@ -181,22 +181,12 @@ async def test_upstream_failures_are_json_502_504(
     agent, upstream = stand_in
     gateway, runtime = await _gateway_with(serve, tmp_path, upstream, agent, proxy_timeout=0.5)
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
-        cid = (await client.post("/conversation", json={})).json()["id"]
-
-        async def ready() -> bool:
-            return bool((await client.get(f"/conversation/{cid}")).json()["status"] == "READY")
-
-        await eventually(ready)
+        cid = await create_ready(client)
         timed_out = await client.get(f"/conversation/{cid}/event")
         assert timed_out.status_code == 504 and "did not answer" in timed_out.json()["detail"]
 
         runtime.base_url = "http://127.0.0.1:9"  # nothing listens there (discard port, refused)
-        other = (await client.post("/conversation", json={})).json()["id"]
-
-        async def other_ready() -> bool:
-            return bool((await client.get(f"/conversation/{other}")).json()["status"] == "READY")
-
-        await eventually(other_ready)
+        other = await create_ready(client)
         refused = await client.get(f"/conversation/{other}/agent-info")
         assert refused.status_code == 502 and "could not be reached" in refused.json()["detail"]
         ws = await ws_connect(url, f"/conversation/{other}")
@@ -222,10 +212,16 @@ async def test_upstream_response_is_closed_when_the_client_leaves(
 
 
 @pytest.mark.parametrize(
-    ("upstream_code", "client_code"), [(WS_CLOSE_TOO_SLOW, WS_CLOSE_TOO_SLOW), (1000, 1000), (1005, 1000)]
+    ("upstream_code", "client_code"),
+    [
+        (WS_CLOSE_TOO_SLOW, WS_CLOSE_TOO_SLOW),
+        (1000, 1000),
+        (1005, 1000),
+        pytest.param(None, WS_CLOSE_UPSTREAM_UNAVAILABLE, id="dropped-without-close-frame"),
+    ],
 )
-async def test_close_codes_pass_through_the_relay(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any, upstream_code: int, client_code: int
+async def test_close_codes_pass_through_the_websocket_proxy(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any, upstream_code: int | None, client_code: int
 ) -> None:
     agent, upstream = stand_in
     agent.ws_close = upstream_code
@@ -236,17 +232,3 @@ async def test_close_codes_pass_through_the_relay(
         ws = await ws_connect(url, f"/conversation/{cid}")
         assert (await recv_json(ws))["detail"]["type"] == "hello"
         assert await close_code(ws) == client_code
-
-
-async def test_an_upstream_dropped_without_close_frame_maps_to_4502(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
-) -> None:
-    agent, upstream = stand_in
-    agent.ws_close = None
-    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent)
-    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
-        cid = (await client.post("/conversation", json={})).json()["id"]
-        await asyncio.sleep(0.1)
-        ws = await ws_connect(url, f"/conversation/{cid}")
-        assert (await recv_json(ws))["detail"]["type"] == "hello"
-        assert await close_code(ws) == WS_CLOSE_UPSTREAM_UNAVAILABLE

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gw_helpers import TIMEOUT, create_ready, eventually, exists, kill_agents, read_text
+from gw_helpers import TIMEOUT, create_ready, exists, kill_agents, read_text
 
 from gateway.server import is_loopback, run_server
 from gateway.settings import Settings
-from tests.conftest import free_port
+from tests.helpers import eventually, free_port
 
 _RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
 

@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import httpx
 from sandbox_agent.app import create_app
 from sandbox_agent.protocol import TOKEN_HEADER
 from sandbox_agent.settings import AgentSettings
+from tests.helpers import eventually
 
 TOKEN = "test-token-1234"
 T = TypeVar("T")
@@ -64,7 +63,7 @@ class Served:
             task: dict[str, Any] = (await self.client.get(f"/task/{task_id}")).json()
             return task if task["status"] in ("COMPLETED", "ERROR", "CANCELLED") else None
 
-        return await eventually(final, within)
+        return await eventually(final, within=within)
 
     async def run(self, runnable: dict[str, Any], within: float = 60) -> dict[str, Any]:
         response = await self.client.post("/task", json={"runnable": runnable})
@@ -85,18 +84,6 @@ async def served(
         httpx.AsyncClient(base_url=url, headers={TOKEN_HEADER: TOKEN}, timeout=60) as client,
     ):
         yield Served(url, client, settings)
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = 30, every: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something other than None/False."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(every)
 
 
 def ws_headers() -> dict[str, str]:
@@ -193,9 +180,3 @@ def _pgrp(pid: str) -> int | None:
             return int(file.read().rsplit(")", 1)[1].split()[2])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

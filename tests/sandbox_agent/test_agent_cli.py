@@ -14,9 +14,10 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from agent_helpers import TOKEN, eventually, free_port, group_gone
+from agent_helpers import TOKEN, group_gone
 
 from sandbox_agent.protocol import TOKEN_HEADER
+from tests.helpers import eventually, free_port
 
 AGENT = str(Path(sys.executable).parent / "convoy-agent")
 

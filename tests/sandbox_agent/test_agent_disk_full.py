@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from agent_helpers import TOKEN, eventually, served, ws_headers
+from agent_helpers import TOKEN, served, ws_headers
 
 from sandbox_agent import journal
 from sandbox_agent.app import create_app
 from sandbox_agent.events import JSONL_NAME
 from sandbox_agent.protocol import TOKEN_HEADER
 from sandbox_agent.settings import AgentSettings
+from tests.helpers import eventually
 
 
 class FullDisk:
@@ -26,7 +27,7 @@ class FullDisk:
     def __init__(self) -> None:
         self.full = True
         self.failures = 0
-        self._real = journal._write_all
+        self._real = journal.write_all
 
     def __call__(self, fd: int, data: bytes) -> None:
         if self.full:
@@ -52,7 +53,7 @@ async def test_a_full_disk_is_507_and_the_log_stays_whole_and_resumes(
     ):
         assert (await client.post("/event", json=note(1))).status_code == 201
         await log.flush()
-        monkeypatch.setattr(journal, "_write_all", disk)
+        monkeypatch.setattr(journal, "write_all", disk)
         # Accepted before the write fails: it keeps its seq and reaches the file later.
         assert (await client.post("/event", json=note(2))).status_code == 201
         await log.flush()  # returns once the write failed

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import Served, append_bytes, eventually, group_gone, make_settings, process_gone, served
+from agent_helpers import Served, append_bytes, group_gone, make_settings, process_gone, served
 
 from sandbox_agent.protocol import Task, TaskStatus
+from tests.helpers import eventually
 
 
 async def statuses(agent: Served, task_id: str) -> list[str]:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import Served, eventually, make_settings, multipart_body, multipart_head, served
+from agent_helpers import Served, make_settings, multipart_body, multipart_head, served
 
 from sandbox_agent import placement, uploads
+from tests.helpers import eventually
 
 BOUNDARY = "convoyuploadboundary51c2"
 MULTIPART = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -69,14 +70,14 @@ async def test_what_a_crash_left_in_the_staging_dir_is_removed_at_start(
 async def test_a_full_disk_while_receiving_is_507_naming_the_file_and_writes_nothing(
     agent: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = uploads._write_all
+    real_write = uploads.write_all
 
     def write(fd: int, data: bytes) -> None:
         if b"SECOND" in data:
             raise disk_full()
         real_write(fd, data)
 
-    monkeypatch.setattr(uploads, "_write_all", write)
+    monkeypatch.setattr(uploads, "write_all", write)
     files = {"a.txt": b"first", "sub/b.txt": b"SECOND", "c.txt": b"third"}
     response = await agent.client.post(
         "/upload/up", content=multipart_body(BOUNDARY, files), headers=MULTIPART

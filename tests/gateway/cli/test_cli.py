@@ -10,10 +10,11 @@ import signal
 import uuid
 from pathlib import Path
 
-from client_harness import TIMEOUT, cli_env, free_port, make_tree, read_tree, run_cli, start_cli, until
+from client_harness import TIMEOUT, cli_env, make_tree, read_tree, run_cli, start_cli
 from gw_helpers import USER_KEYS, Harness, keyed
 
 from gateway.client import AsyncConvoyClient, TaskStatus
+from tests.helpers import eventually, free_port
 
 
 def alive(pid: int) -> bool:
@@ -46,6 +47,36 @@ async def test_create_info_ls_rm(harness: Harness) -> None:
         gone = await run_cli("info", cid, url=url)
         assert gone.code != 0
         assert_one_line_error(gone.stderr)
+
+
+async def test_json_works_after_the_command_as_before_it(harness: Harness, tmp_path: Path) -> None:
+    (tmp_path / "note.txt").write_text("hi\n")
+    async with harness.serve() as url:
+        created = await run_cli("create", "--title", "as json", "--json", url=url)
+        assert created.code == 0, created.stderr
+        cid = json.loads(created.stdout)["id"]
+        after, before, listed, uploaded = await asyncio.gather(
+            run_cli("info", cid, "--json", url=url),
+            run_cli("--json", "info", cid, url=url),
+            run_cli("ls", "--json", url=url),
+            run_cli("upload", cid, str(tmp_path / "note.txt"), ".", "--json", url=url),
+        )
+        assert json.loads(after.stdout) == json.loads(before.stdout)
+        assert json.loads(after.stdout)["title"] == "as json"
+        assert [item["id"] for item in json.loads(listed.stdout)] == [cid]
+        assert [item["path"] for item in json.loads(uploaded.stdout)] == ["note.txt"]
+        found, downloaded, events, executed = await asyncio.gather(
+            run_cli("files", cid, "--json", url=url),
+            run_cli("download", cid, "note.txt", str(tmp_path / "back.txt"), "--json", url=url),
+            run_cli("events", cid, "--json", url=url),
+            run_cli("exec", cid, "--json", "--", "echo", "--json", url=url),
+        )
+        assert [item["path"] for item in json.loads(found.stdout)] == ["note.txt"]
+        assert json.loads(downloaded.stdout) == [str(tmp_path / "back.txt")]
+        assert json.loads(events.stdout.splitlines()[0])["seq"] == 1
+        assert (executed.code, executed.stdout) == (0, "--json\n"), "after --, --json is the command's"
+        removed = await run_cli("rm", cid, "--json", url=url)
+        assert (removed.code, json.loads(removed.stdout)) == (0, [cid])
 
 
 async def test_exec_streams_both_streams_and_propagates_the_exit_code(harness: Harness) -> None:
@@ -96,7 +127,7 @@ async def test_sigint_cancels_the_remote_task(harness: Harness) -> None:
         async def gone() -> bool:
             return not alive(pid)
 
-        await until(gone)
+        await eventually(gone)
 
 
 async def test_directory_round_trips_byte_for_byte(harness: Harness, tmp_path: Path) -> None:
@@ -144,6 +175,17 @@ async def test_errors_are_one_line_without_traceback(harness: Harness) -> None:
         assert_one_line_error(malformed.stderr)
 
 
+async def test_bad_limits_are_usage_errors_before_anything_is_sent() -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"  # never asked: the options are checked first
+    memory, cpus = await asyncio.gather(
+        run_cli("create", "--memory", "1", url=unreachable),
+        run_cli("run", "--cpus", "0", "--", "true", url=unreachable),
+    )
+    for result, option in ((memory, "--memory"), (cpus, "--cpus")):
+        assert result.code == 2, result.stderr
+        assert option in result.stderr and "Traceback" not in result.stderr
+
+
 async def test_convoy_serve_runs_a_gateway(harness: Harness) -> None:
     """``convoy serve`` as a subprocess: it answers, runs a command, and stops on SIGINT."""
     port = free_port()
@@ -163,7 +205,7 @@ async def test_convoy_serve_runs_a_gateway(harness: Harness) -> None:
                     assert server.returncode is None, "convoy serve exited"
                     return False
 
-        await until(answering)
+        await eventually(answering)
         result = await run_cli("run", "--", "sh", "-c", "echo served", url=url)
         assert (result.code, result.stdout) == (0, "served\n")
     finally:

@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from client_harness import TIMEOUT, TcpProxy, cli_env, make_tree, read_tree, run_cli, start_cli
+from client_harness import (
+    TIMEOUT,
+    cli_env,
+    conversation_behind_proxy,
+    make_tree,
+    read_tree,
+    run_cli,
+    start_cli,
+)
 from gw_helpers import Harness, Serve, base_settings
 
 from gateway.client import AsyncConvoyClient, TaskStatus
@@ -83,18 +91,12 @@ async def test_sigint_cancels_the_task_in_the_container(docker_harness: Harness)
 
 
 async def test_dropped_connections_lose_no_output(docker_harness: Harness) -> None:
-    async with docker_harness.serve() as url:
-        port = int(url.rsplit(":", 1)[1])
-        async with (
-            TcpProxy(port) as proxy,
-            AsyncConvoyClient(proxy.url) as client,
-            await client.create() as convo,
-        ):
-            run = await convo.start_shell("seq 1 20000")
-            cut = 0
-            async for _ in run.output():
-                if cut < 2:
-                    cut += proxy.cut() > 0
-            result = await run.wait()
+    async with docker_harness.serve() as url, conversation_behind_proxy(url) as (proxy, convo):
+        run = await convo.start_shell("seq 1 20000")
+        cut = 0
+        async for _ in run.output():
+            if cut < 2:
+                cut += proxy.cut() > 0
+        result = await run.wait()
     assert cut >= 1
     assert result.stdout.splitlines() == [str(n) for n in range(1, 20001)]

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from client_harness import TcpProxy, make_tree, read_tree, until
+from client_harness import conversation_behind_proxy, make_tree, read_tree
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, keyed
 
 from gateway.client import (
@@ -25,6 +25,7 @@ from gateway.client import (
     Unauthorized,
 )
 from sandbox_agent.protocol import ConversationStatusUpdate, TaskStatusUpdate, Ticker
+from tests.helpers import eventually
 
 
 async def test_conversation_lifecycle(harness: Harness) -> None:
@@ -148,58 +149,45 @@ async def test_limit_reached(harness: Harness) -> None:
 
 async def test_output_survives_dropped_connections(harness: Harness) -> None:
     """The task's output is read over a WebSocket that the proxy cuts twice mid-stream."""
-    async with harness.serve() as url:
-        port = int(url.rsplit(":", 1)[1])
-        async with (
-            TcpProxy(port) as proxy,
-            AsyncConvoyClient(proxy.url) as client,
-            AsyncConvoyClient(url) as direct,  # the test's own control channel, never cut
-            await client.create() as convo,
-        ):
-            control = await direct.open(convo.id)
-            run = await convo.start_shell(
-                "i=0; while [ $i -lt 3 ]; do i=$((i+1)); seq $((i*1000-999)) $((i*1000)); "
-                "while [ ! -e next$i ]; do sleep 0.05; done; done"
-            )
-            collected: list[str] = []
-            stage = 0
-            async for output in run.output():
-                collected.append(output.data)
-                text = "".join(collected)
-                if stage < 3 and text.endswith(f"{(stage + 1) * 1000}\n"):
-                    stage += 1
-                    assert proxy.cut() >= 1
-                    await control.files.touch(f"next{stage}")
-            result = await run.wait()
-        assert stage == 3
-        assert result.stdout.splitlines() == [str(n) for n in range(1, 3001)]
+    async with (
+        harness.serve() as url,
+        conversation_behind_proxy(url) as (proxy, convo),
+        AsyncConvoyClient(url) as direct,  # the test's own control channel, never cut
+    ):
+        control = await direct.open(convo.id)
+        run = await convo.start_shell(
+            "i=0; while [ $i -lt 3 ]; do i=$((i+1)); seq $((i*1000-999)) $((i*1000)); "
+            "while [ ! -e next$i ]; do sleep 0.05; done; done"
+        )
+        collected: list[str] = []
+        stage = 0
+        async for output in run.output():
+            collected.append(output.data)
+            text = "".join(collected)
+            if stage < 3 and text.endswith(f"{(stage + 1) * 1000}\n"):
+                stage += 1
+                assert proxy.cut() >= 1
+                await control.files.touch(f"next{stage}")
+        result = await run.wait()
+    assert stage == 3
+    assert result.stdout.splitlines() == [str(n) for n in range(1, 3001)]
 
 
 async def test_follow_resumes_across_cuts_with_contiguous_seqs(harness: Harness) -> None:
-    async with harness.serve() as url:
-        port = int(url.rsplit(":", 1)[1])
-        async with (
-            TcpProxy(port) as proxy,
-            AsyncConvoyClient(proxy.url) as client,
-            await client.create() as convo,
-        ):
-            run = await convo.start(Ticker(interval=0.001, iterations=600))
-            seqs: list[int] = []
-            cut = 0
-            async for event in convo.follow(0):
-                seqs.append(event.seq)
-                if len(seqs) in (50, 250, 450):
-                    cut += proxy.cut() > 0
-                detail = event.detail
-                if (
-                    isinstance(detail, TaskStatusUpdate)
-                    and detail.task_id == run.id
-                    and detail.status.is_final
-                ):
-                    break
-        assert cut == 3
-        assert seqs == list(range(1, len(seqs) + 1))
-        assert len(seqs) > 600
+    async with harness.serve() as url, conversation_behind_proxy(url) as (proxy, convo):
+        run = await convo.start(Ticker(interval=0.001, iterations=600))
+        seqs: list[int] = []
+        cut = 0
+        async for event in convo.follow(0):
+            seqs.append(event.seq)
+            if len(seqs) in (50, 250, 450):
+                cut += proxy.cut() > 0
+            detail = event.detail
+            if isinstance(detail, TaskStatusUpdate) and detail.task_id == run.id and detail.status.is_final:
+                break
+    assert cut == 3
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) > 600
 
 
 async def test_sandbox_failure_is_reported_with_reason(harness: Harness) -> None:
@@ -215,7 +203,7 @@ async def test_sandbox_failure_is_reported_with_reason(harness: Harness) -> None
         async def none_left() -> bool:
             return await client.count() == 0
 
-        await until(none_left)
+        await eventually(none_left)
 
 
 async def test_files_round_trip_and_conflicts(any_harness: Harness, tmp_path: Path) -> None:

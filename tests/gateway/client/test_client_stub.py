@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from client_harness import free_port
 from fastapi import FastAPI, Query, WebSocket
 from fastapi.responses import JSONResponse
 
@@ -29,6 +28,7 @@ from gateway.client import (
 )
 from gateway.models import Conversation
 from sandbox_agent.protocol import WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_NOT_FOUND, WS_CLOSE_TOO_SLOW
+from tests.helpers import free_port
 
 Serve = Callable[..., AbstractAsyncContextManager[str]]
 CID = uuid.uuid4()

@@ -14,7 +14,6 @@ from gw_helpers import (
     auth,
     close_code,
     create_ready,
-    eventually,
     is_status,
     keyed,
     leftovers,
@@ -25,6 +24,7 @@ from gw_helpers import (
 
 from gateway.models import WS_CLOSE_LIMIT_REACHED
 from sandbox_agent.protocol import WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_NOT_FOUND
+from tests.helpers import eventually
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 import httpx
 
-from gateway.runtimes.base import ResourceLimits, SandboxSpec
 from sandbox_agent.protocol import TOKEN_HEADER
+from tests.helpers import eventually
 
 FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -72,28 +61,6 @@ def remove_labelled(label: str) -> None:
         docker("volume", "rm", "-f", *found["volumes"], check=False)
     if found["networks"]:
         docker("network", "rm", *found["networks"], check=False)
-
-
-def make_spec(**overrides: Any) -> SandboxSpec:
-    fields: dict[str, Any] = {
-        "conversation_id": uuid4(),
-        "owner": "alice",
-        "title": "a test conversation",
-        "token": secrets.token_urlsafe(24),
-        "created_at": datetime.now(UTC).replace(microsecond=0),
-        "limits": ResourceLimits(),
-    }
-    fields.update(overrides)
-    return SandboxSpec(**fields)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 120.0, what: str = "") -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {within:g}s: {what}")
-        await asyncio.sleep(0.2)
 
 
 class Agent:

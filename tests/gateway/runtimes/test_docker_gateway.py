@@ -15,23 +15,13 @@ from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import (
-    FORK_BOMB,
-    MEMORY_HOG,
-    Agent,
-    adocker,
-    alabelled,
-    create,
-    eventually,
-    free_port,
-    status,
-    wait_status,
-)
+from dockertools import FORK_BOMB, MEMORY_HOG, Agent, adocker, alabelled, create, status, wait_status
 
 from gateway.app import create_app
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
+from tests.helpers import eventually, free_port
 
 pytestmark = pytest.mark.docker
 

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from dockertools import Agent, inspect, make_spec
+from dockertools import Agent, inspect
+from gw_helpers import make_spec
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import SandboxHandle

@@ -6,12 +6,14 @@ import json
 
 import httpx
 import pytest
-from dockertools import Agent, adocker, alabelled, eventually, inspect, make_spec
+from dockertools import Agent, adocker, alabelled, inspect
+from gw_helpers import make_spec
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, SandboxStartError, SandboxState
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.docker
 

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
 import httpx
 import pytest
-from gw_helpers import base_settings, eventually, exists, read_text
+from gw_helpers import base_settings, exists, make_spec, read_text
 
 from gateway.runtimes import procfs
 from gateway.runtimes.base import SandboxSpec, SandboxStartError, SandboxState
 from gateway.runtimes.process import ProcessRuntime
 from sandbox_agent.protocol import TOKEN_HEADER
-
-
-def _spec(**overrides: object) -> SandboxSpec:
-    values: dict[str, object] = {
-        "conversation_id": uuid4(),
-        "owner": "tester",
-        "title": "t",
-        "token": secrets.token_urlsafe(16),
-        "created_at": datetime.now(UTC),
-        "idle_timeout": 30.0,
-    }
-    values.update(overrides)
-    return SandboxSpec(**values)  # type: ignore[arg-type]
+from tests.helpers import eventually
 
 
 @pytest.fixture
@@ -53,7 +39,7 @@ async def test_start_find_list_remove(runtime: ProcessRuntime) -> None:
     async def progress(phase: str) -> None:
         phases.append(phase)
 
-    spec = _spec(env={"GREETING": "hello", "CONVOY_AGENT_TOKEN": "stolen"})
+    spec = make_spec(env={"GREETING": "hello", "CONVOY_AGENT_TOKEN": "stolen"})
     handle = await runtime.start(spec, progress)
     assert phases == ["preparing the workspace", "starting the agent", "waiting for the agent"]
     assert handle.state is SandboxState.RUNNING and handle.base_url.startswith("http://127.0.0.1:")
@@ -91,7 +77,7 @@ async def test_start_find_list_remove(runtime: ProcessRuntime) -> None:
 
 
 async def test_a_failed_start_says_why_and_leaves_nothing(runtime: ProcessRuntime) -> None:
-    spec = _spec(env={"PYTHONHOME": "/nonexistent"})
+    spec = make_spec(env={"PYTHONHOME": "/nonexistent"})
     with pytest.raises(SandboxStartError) as raised:
         await runtime.start(spec)
     assert "agent's last output" in str(raised.value)
@@ -101,7 +87,7 @@ async def test_a_failed_start_says_why_and_leaves_nothing(runtime: ProcessRuntim
 
 
 async def test_exited_agents_are_reported_and_cleaned_up(runtime: ProcessRuntime) -> None:
-    spec = _spec()
+    spec = make_spec()
     await runtime.start(spec)
     agent = _agent(runtime, spec)
     os.kill(agent.pid, signal.SIGKILL)

@@ -16,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 RELAY = Path(__file__).resolve().parents[3] / "images" / "sandbox" / "relay.py"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
