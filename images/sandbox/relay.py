@@ -7,7 +7,12 @@ member of that network; it is also on a network the gateway reaches (a port
 published on 127.0.0.1, or a shared network) and forwards every TCP connection
 it accepts, byte for byte, to the agent at ``TARGET_HOST:TARGET_PORT``.
 
-Usage: ``python3 -I -S relay.py LISTEN_PORT TARGET_HOST TARGET_PORT``.
+Usage: ``python3 -I -S relay.py LISTEN_PORT TARGET_HOST TARGET_PORT [-- COMMAND...]``.
+
+``COMMAND``, when given, is a companion started first (the egress enforcer,
+``egress.py``, for a conversation with an allow-list): the relay exits with
+status 1 as soon as it ends, so the conversation is seen to have lost its relay
+rather than silently losing what the companion enforced.
 
 Contract, per accepted connection: the relay connects to the target (the
 client's connection is closed when that fails or takes over
@@ -24,6 +29,7 @@ alone would more than double its resident memory).
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import signal
 import socket
@@ -159,6 +165,11 @@ class Relay:
             return
         self.watch(upstream, selectors.EVENT_WRITE, (link, link.upstream))
 
+    def watch_companion(self, command: list[str]) -> None:
+        """Start ``command``; its end (a pidfd turning readable) ends the relay."""
+        pid = os.posix_spawn(command[0], command, os.environ)
+        self.selector.register(os.pidfd_open(pid), selectors.EVENT_READ, "companion")
+
     def run(self) -> None:
         while True:
             waiting = [link.deadline for link in self.links if not link.connected]
@@ -167,6 +178,8 @@ class Relay:
                 if key.data is None:
                     self.accept()
                     continue
+                if key.data == "companion":
+                    sys.exit("relay: the companion process ended")
                 link, side = key.data
                 if not link.closed:
                     self.dispatch(link, side, events)
@@ -199,9 +212,15 @@ def _exit(signum: int, frame: object) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit("usage: relay.py LISTEN_PORT TARGET_HOST TARGET_PORT")
+    args, companion = sys.argv[1:], []
+    if "--" in args:
+        args, companion = args[: args.index("--")], args[args.index("--") + 1 :]
+    if len(args) != 3 or ("--" in sys.argv and not companion):
+        sys.exit("usage: relay.py LISTEN_PORT TARGET_HOST TARGET_PORT [-- COMMAND...]")
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit)
     # Resolved once: connecting never waits for a name lookup (the runtime passes an address).
-    Relay(int(sys.argv[1]), (socket.gethostbyname(sys.argv[2]), int(sys.argv[3]))).run()
+    relay = Relay(int(args[0]), (socket.gethostbyname(args[1]), int(args[2])))
+    if companion:
+        relay.watch_companion(companion)
+    relay.run()

@@ -1,0 +1,375 @@
+"""convoy egress enforcer: a sandbox's only way out, to the hosts of its allow-list.
+
+Runs in the relay container, beside the agent relay (``relay.py`` starts it as
+its companion), never in the sandbox: the sandbox sits alone on an internal
+network whose only other member is the relay, so it has no route anywhere
+else, and nothing a task does can turn this off.
+
+Usage: ``python -I egress.py CONFIG_JSON`` with ``listen`` (the relay's address
+on the conversation's network), ``proxy_port``, ``dns_port``, ``clients`` (the
+sandbox's address: nobody else is served), ``resolver`` (``ip`` or ``ip:port``
+of the upstream DNS server; empty: this container's resolv.conf) and ``allow``
+(normalised entries: ``name``, ``*.name`` for every name below it, CIDRs).
+
+Contract:
+
+- HTTP proxy on ``listen:proxy_port``. ``CONNECT host:port`` (HTTPS, or any TCP)
+  is tunnelled when ``host`` is an allowed name or an address in an allowed
+  network; plain HTTP (``GET http://host/...``) is forwarded, one request per
+  connection, when its URI's host is allowed (the ``Host`` header is set from
+  the URI, so it cannot name another site on the same server). Anything else
+  gets 403 (not allowed), 400 (not a proxy request) or 502 (upstream down).
+  Names are resolved with the upstream resolver; addresses they resolve to that
+  are loopback, link-local, multicast or unspecified are refused unless an
+  allowed network holds them. A name that is not allowed is never looked up.
+- DNS on ``listen:dns_port`` (UDP): a query for an allowed name (types A, AAAA,
+  CNAME, HTTPS) is forwarded to the upstream resolver and its answer returned;
+  every other query gets REFUSED, and nothing of it leaves the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import dns.asyncquery
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import h11
+
+CONNECT_TIMEOUT = 10.0
+DNS_TIMEOUT = 4.0
+MAX_CONNECTIONS = 256
+CHUNK = 64 * 1024
+DNS_TYPES = {dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME, dns.rdatatype.HTTPS}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authorization",
+    b"proxy-authenticate",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"host",
+}
+
+
+class Refused(Exception):
+    """The target is not allowed (403) or cannot be reached (502); ``str()`` says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Policy:
+    """The allow-list: exact names, name suffixes (``*.name``) and networks."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.names: set[str] = set()
+        self.suffixes: list[str] = []
+        self.networks: list[Network] = []
+        for entry in entries:
+            if "/" in entry:
+                self.networks.append(ipaddress.ip_network(entry))
+            elif entry.startswith("*."):
+                self.suffixes.append(entry[1:])  # ".pythonhosted.org"
+            else:
+                self.names.add(entry)
+
+    def allows_name(self, name: str) -> bool:
+        name = name.lower().rstrip(".")
+        return name in self.names or any(name.endswith(suffix) for suffix in self.suffixes)
+
+    def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in self.networks)
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
+
+
+class Enforcer:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.policy = Policy(config["allow"])
+        self.clients = set(config["clients"])
+        self.listen = str(config["listen"])
+        self.proxy_port, self.dns_port = int(config["proxy_port"]), int(config["dns_port"])
+        self.resolver = dns.asyncresolver.Resolver(configure=not config["resolver"])
+        if config["resolver"]:
+            host, _, port = str(config["resolver"]).rpartition(":")
+            if not host or ":" in host:  # a bare address (IPv4 without a port, or IPv6)
+                host, port = str(config["resolver"]), "53"
+            self.resolver.nameservers = [host]
+            self.resolver.port = int(port)
+        self.resolver.lifetime = DNS_TIMEOUT
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+
+    # --- names ------------------------------------------------------------------------
+
+    async def addresses(self, host: str) -> list[str]:
+        """Where ``host`` may be reached; :class:`Refused` when nowhere."""
+        literal = _address(host)
+        if literal is not None:
+            if not self.policy.allows_address(literal):
+                raise Refused(403, f"{host} is not in the egress allow-list")
+            return [str(literal)]
+        if not self.policy.allows_name(host):
+            raise Refused(403, f"{host} is not in the egress allow-list")
+        found: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            with contextlib.suppress(dns.exception.DNSException):
+                answer = await self.resolver.resolve(host, rdtype)
+                found += [record.address for record in answer]
+        usable = [
+            a for a in found if not _special(ip := ipaddress.ip_address(a)) or self.policy.allows_address(ip)
+        ]
+        if not usable:
+            raise Refused(502, f"{host} does not resolve to a reachable address")
+        return usable
+
+    async def connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        last = ""
+        for address in await self.addresses(host):
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    return await asyncio.open_connection(address, port)
+            except (OSError, TimeoutError) as error:
+                last = f"{address}: {error!r}"
+        raise Refused(502, f"cannot connect to {host}:{port} ({last})")
+
+    # --- the proxy --------------------------------------------------------------------
+
+    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            if not peer or peer[0] not in self.clients:
+                return
+            async with self.slots:
+                await self.proxy(reader, writer)
+        except (OSError, h11.ProtocolError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = h11.Connection(h11.SERVER)
+        request = await _next_event(client, reader)
+        if not isinstance(request, h11.Request):
+            return
+        try:
+            if request.method == b"CONNECT":
+                await self.tunnel(request, client, reader, writer)
+            else:
+                await self.forward(request, client, reader, writer)
+        except Refused as refusal:
+            _log(f"refused {request.method.decode()} {request.target.decode(errors='replace')}: {refusal}")
+            if client.our_state is h11.SEND_RESPONSE:
+                body = f"{refusal}\n".encode()
+                headers = [("content-type", "text/plain"), ("content-length", str(len(body)))]
+                writer.write(client.send(h11.Response(status_code=refusal.status, headers=headers)) or b"")
+                writer.write(
+                    (client.send(h11.Data(data=body)) or b"") + (client.send(h11.EndOfMessage()) or b"")
+                )
+                await writer.drain()
+
+    async def tunnel(
+        self,
+        request: h11.Request,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        host, _, port = request.target.decode("ascii", errors="replace").rpartition(":")
+        if not host or not port.isdigit():
+            raise Refused(400, "CONNECT wants host:port")
+        up_reader, up_writer = await self.connect(host.strip("[]"), int(port))
+        try:
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            early, _ = client.trailing_data
+            if early:
+                up_writer.write(early)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            up_writer.close()
+
+    async def forward(
+        self,
+        request: h11.Request,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        url = urlsplit(request.target.decode("ascii", errors="replace"))
+        if url.scheme != "http" or not url.hostname:
+            raise Refused(400, "this is a proxy: ask for an absolute http:// URI, or CONNECT for https")
+        up_reader, up_writer = await self.connect(url.hostname, url.port or 80)
+        try:
+            await self.exchange(
+                request, url.netloc, url.path or "/", url.query, client, reader, writer, up_reader, up_writer
+            )
+        finally:
+            up_writer.close()
+
+    async def exchange(
+        self,
+        request: h11.Request,
+        netloc: str,
+        path: str,
+        query: str,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        upstream = h11.Connection(h11.CLIENT)
+        headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
+        target = path + (f"?{query}" if query else "")
+        headers = [(b"host", netloc.rpartition("@")[2].encode()), *headers, (b"connection", b"close")]
+        up_writer.write(
+            upstream.send(h11.Request(method=request.method, target=target, headers=headers)) or b""
+        )
+        while True:  # the request body, as the client sends it
+            event = await _next_event(client, reader)
+            if isinstance(event, h11.Data):
+                up_writer.write(upstream.send(event) or b"")
+                await up_writer.drain()
+            elif isinstance(event, h11.EndOfMessage):
+                up_writer.write(upstream.send(h11.EndOfMessage()) or b"")
+                break
+            else:
+                return
+        response = await _next_event(upstream, up_reader)
+        while isinstance(response, h11.InformationalResponse):
+            response = await _next_event(upstream, up_reader)
+        if not isinstance(response, h11.Response):
+            raise Refused(502, "the upstream server sent no response")
+        out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
+        out_headers.append((b"connection", b"close"))
+        writer.write(
+            client.send(
+                h11.Response(status_code=response.status_code, headers=out_headers, reason=response.reason)
+            )
+            or b""
+        )
+        while True:
+            event = await _next_event(upstream, up_reader)
+            if isinstance(event, h11.Data):
+                writer.write(client.send(event) or b"")
+                await writer.drain()
+            else:
+                writer.write(client.send(h11.EndOfMessage()) or b"")
+                await writer.drain()
+                return
+
+    # --- DNS --------------------------------------------------------------------------
+
+    async def answer(self, wire: bytes) -> bytes | None:
+        """The reply to one DNS query (``None``: not even a query, no reply)."""
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            return None
+        if len(query.question) == 1 and query.opcode() == 0:
+            question = query.question[0]
+            name = question.name.to_text(omit_final_dot=True)
+            if question.rdtype in DNS_TYPES and self.policy.allows_name(name):
+                try:
+                    upstream = await self._upstream(query)
+                    return upstream.to_wire()
+                except (dns.exception.DNSException, OSError) as error:
+                    _log(f"dns upstream failed for {name}: {error!r}")
+                    reply = dns.message.make_response(query)
+                    reply.set_rcode(dns.rcode.SERVFAIL)
+                    return reply.to_wire()
+            _log(f"refused dns {name} {dns.rdatatype.to_text(question.rdtype)}")
+        reply = dns.message.make_response(query)
+        reply.set_rcode(dns.rcode.REFUSED)
+        return reply.to_wire()
+
+    async def _upstream(self, query: dns.message.Message) -> dns.message.Message:
+        where, port = self.resolver.nameservers[0], self.resolver.port
+        answer = await dns.asyncquery.udp(query, str(where), timeout=DNS_TIMEOUT, port=port)
+        if answer.flags & dns.flags.TC:
+            answer = await dns.asyncquery.tcp(query, str(where), timeout=DNS_TIMEOUT, port=port)
+        return answer
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: DnsServer(self), local_addr=(self.listen, self.dns_port))
+        server = await asyncio.start_server(self.serve_client, self.listen, self.proxy_port, backlog=128)
+        async with server:
+            await server.serve_forever()
+
+
+class DnsServer(asyncio.DatagramProtocol):
+    def __init__(self, enforcer: Enforcer) -> None:
+        self.enforcer = enforcer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if addr[0] not in self.enforcer.clients or len(self.pending) >= MAX_CONNECTIONS:
+            return
+        task = asyncio.ensure_future(self.reply(data, addr))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def reply(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        answer = await self.enforcer.answer(data)
+        if answer is not None and self.transport is not None:
+            self.transport.sendto(answer, addr)
+
+
+async def _next_event(connection: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    while True:
+        event = connection.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        connection.receive_data(await reader.read(CHUNK))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        writer.close()
+
+
+def _log(message: str) -> None:
+    print(f"egress: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: egress.py CONFIG_JSON")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(Enforcer(json.loads(sys.argv[1])).run())
