@@ -1,0 +1,296 @@
+"""Egress by allow-list: ``"egress": {"allow": [...]}`` on POST /conversation.
+
+Without Docker: entries are validated (a 422 naming each bad one), contradict
+``internet``, are refused by the process runtime (which cannot enforce them),
+travel in the sandbox's labels and configure the sandbox and its relay.
+
+With Docker (marked): a real sandbox whose only "outside" is a network namespace
+of this test (:mod:`netns_hosts`, private addresses): through the relay's proxy
+it reaches the allowed names and networks and nothing else, its DNS resolves
+allowed names only (denied ones never reach the upstream resolver), a direct
+connection has no route, and the allow-list survives a gateway restart.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from dockertools import Agent, create, inspect, make_spec
+from gw_helpers import Harness
+from netns_hosts import HTTP_PORT, Hosts, namespace_hosts
+
+from gateway.app import create_app
+from gateway.egress import normalize_entries
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes import docker_egress
+from gateway.runtimes.docker import DockerRuntime
+from gateway.settings import Settings
+
+ENFORCER = Path(__file__).resolve().parents[3] / "images" / "sandbox" / "egress.py"
+
+# --- the allow-list as data ----------------------------------------------------------
+
+
+def test_entries_are_normalised() -> None:
+    assert normalize_entries(
+        ["PyPI.org.", "*.PythonHosted.org", "10.1.2.7/24", "10.9.9.9", "bücher.example", "pypi.org"]
+    ) == ["pypi.org", "*.pythonhosted.org", "10.1.2.0/24", "10.9.9.9/32", "xn--bcher-kva.example"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["", "*", "*.org", "localhost", "http://pypi.org", "pypi.org:443", "10.1.2.0/33", "a..b", "-a.org"],
+)
+def test_a_bad_entry_is_refused(entry: str) -> None:
+    with pytest.raises(ValueError, match="allow\\[0\\]"):
+        normalize_entries([entry])
+
+
+async def test_bad_entries_are_a_422_that_names_them(harness: Harness) -> None:
+    async with harness.client() as client:
+        body = {"egress": {"allow": ["pypi.org", "not a host", "10.0.0.0/99"]}}
+        response = await client.post("/conversation", json=body)
+        assert response.status_code == 422, response.text
+        message = " ".join(str(error["msg"]) for error in response.json()["detail"])
+        assert "allow[1]: 'not a host'" in message and "allow[2]: '10.0.0.0/99'" in message
+        assert "allow[0]" not in message
+        assert (await client.get("/conversation-count")).json()["count"] == 0
+
+
+async def test_egress_with_internet_is_a_422(harness: Harness) -> None:
+    async with harness.client() as client:
+        response = await client.post(
+            "/conversation", json={"internet": True, "egress": {"allow": ["pypi.org"]}}
+        )
+        assert response.status_code == 422, response.text
+        assert "internet" in json.dumps(response.json()["detail"])
+
+
+async def test_the_process_runtime_refuses_an_allow_list(harness: Harness) -> None:
+    async with harness.client() as client:
+        response = await client.post("/conversation", json={"egress": {"allow": ["pypi.org"]}})
+        assert response.status_code == 422, response.text
+        assert "cannot enforce" in response.json()["detail"]
+        assert (await client.get("/conversation-count")).json()["count"] == 0
+
+
+def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> None:
+    settings = Settings(egress_resolver="10.231.0.2:53")
+    spec = make_spec(egress=("pypi.org", "*.pythonhosted.org", "10.1.2.0/24"))
+    labels = cfg.sandbox_labels(spec, "inst", "1")
+    info = {"Config": {"Labels": labels, "Env": [f"{cfg.TOKEN_ENV}={spec.token}"]}}
+    assert cfg.spec_from_container(info) == spec
+    subnet = next(cfg.free_subnets("10.213.0.0/28", []))
+    names = cfg.Names.of("inst", spec.conversation_id)
+    sandbox = cfg.sandbox_config(settings, spec, labels, names, subnet)
+    assert f"HTTPS_PROXY=http://{subnet.relay_ip}:{docker_egress.PROXY_PORT}" in sandbox["Env"]
+    assert sandbox["HostConfig"]["Dns"] == [subnet.relay_ip]
+    relay = cfg.relay_config(settings, labels, subnet, "bridge", True, spec=spec)
+    companion = relay["Cmd"][relay["Cmd"].index("--") + 1 :]
+    assert companion[:3] == [docker_egress.EGRESS_PYTHON, "-I", docker_egress.EGRESS_SCRIPT]
+    config = json.loads(companion[3])
+    assert config["allow"] == list(spec.egress or ())
+    assert config["listen"] == subnet.relay_ip and config["clients"] == [subnet.sandbox_ip]
+    assert config["resolver"] == "10.231.0.2:53"
+
+    plain = make_spec()
+    assert cfg.EGRESS not in cfg.sandbox_labels(plain, "inst", "1")
+    assert (
+        cfg.spec_from_container(
+            {
+                "Config": {
+                    "Labels": cfg.sandbox_labels(plain, "inst", "1"),
+                    "Env": [f"{cfg.TOKEN_ENV}={plain.token}"],
+                }
+            }
+        )
+        == plain
+    )
+    assert "--" not in cfg.relay_config(settings, labels, subnet, "bridge", True, spec=plain)["Cmd"]
+    assert "Dns" not in cfg.sandbox_config(settings, plain, labels, names, subnet)["HostConfig"]
+
+
+def test_the_enforcer_matches_names_and_networks() -> None:
+    loaded = importlib.util.spec_from_file_location("convoy_egress_enforcer", ENFORCER)
+    assert loaded is not None and loaded.loader is not None
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    policy = module.Policy(["pypi.org", "*.pythonhosted.org", "10.1.2.0/24"])
+    assert policy.allows_name("pypi.org") and policy.allows_name("PyPI.org.")
+    assert policy.allows_name("files.pythonhosted.org") and policy.allows_name("a.b.pythonhosted.org")
+    assert not policy.allows_name("pythonhosted.org")  # a wildcard covers the names below it only
+    assert not policy.allows_name("evilpypi.org") and not policy.allows_name("pypi.org.evil.com")
+    assert not policy.allows_name("xpythonhosted.org")
+    ip = module.ipaddress.ip_address
+    assert policy.allows_address(ip("10.1.2.200")) and not policy.allows_address(ip("10.1.3.1"))
+
+
+# --- a real sandbox, a namespace of ours as the outside ----------------------------
+
+ZONE = {"allowed.egress.test": 2, "files.wild.egress.test": 2, "wild.egress.test": 2, "denied.egress.test": 3}
+
+PROBE = r"""
+import json, os, socket, struct, sys, urllib.error, urllib.request
+checks, out = json.loads(sys.argv[1]), {}
+proxy_host, proxy_port = os.environ["HTTPS_PROXY"].rsplit("/", 1)[-1].split(":")
+
+def http(url):
+    try:
+        with urllib.request.urlopen(url, timeout=15) as response:
+            return [response.status, response.read().decode()]
+    except urllib.error.HTTPError as error:
+        return [error.code, error.read().decode()]
+    except Exception as error:
+        return ["error", repr(error)]
+
+def read_all(sock):
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data.decode(errors="replace")
+
+def connect(target):
+    with socket.create_connection((proxy_host, int(proxy_port)), timeout=15) as sock:
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(1)
+            if not chunk:
+                return ["closed", head.decode()]
+            head += chunk
+        status = int(head.split()[1])
+        if status != 200:
+            return [status, read_all(sock)]
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: tunnelled\r\n\r\n")
+        return [status, read_all(sock)]
+
+def resolve(name):
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(name, 80, socket.AF_INET)})
+    except OSError as error:
+        return ["error", type(error).__name__]
+
+def direct(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=4).close()
+        return "CONNECTED"
+    except OSError:
+        return "FAILED"
+
+def dns_direct(server):
+    query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in "allowed.egress.test".split(".")) + b"\0\0\1\0\1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        try:
+            sock.sendto(query, (server, 53))
+            sock.recvfrom(512)
+            return "ANSWERED"
+        except OSError:
+            return "NOTHING"
+
+for key, (kind, arg) in checks.items():
+    out[key] = globals()[kind](arg)
+print(json.dumps(out))
+"""
+
+
+async def probe(agent: Agent, checks: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    task, output = await agent.shell(["python3", "-c", PROBE, json.dumps(checks)])
+    assert task["status"] == "COMPLETED", (task, output)
+    results: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return results
+
+
+@pytest.fixture
+async def hosts(tmp_path: Path) -> Any:
+    async with namespace_hosts(tmp_path, ZONE) as made:
+        yield made
+
+
+@pytest.mark.docker
+async def test_a_sandbox_reaches_the_allowed_hosts_and_nothing_else(
+    serve: Any, docker_settings: Settings, docker_runtime: DockerRuntime, hosts: Hosts
+) -> None:
+    settings = docker_settings.model_copy(update={"egress_resolver": hosts.resolver})
+    allow = ["allowed.egress.test", "*.wild.egress.test", f"{hosts.ip(4)}/32"]
+    async with (
+        serve(create_app(settings, runtime=docker_runtime)) as base,
+        httpx.AsyncClient(timeout=120) as client,
+    ):
+        conversation_id = await create(client, base, title="egress", egress={"allow": allow})
+        shown = (await client.get(f"{base}/conversation/{conversation_id}")).json()
+        assert shown["egress"] == {"allow": allow} and shown["internet"] is False
+        names = cfg.Names.of(settings.install, UUID(conversation_id))
+        assert (await inspect("network", names.network))["Internal"] is True
+
+        results = await probe(
+            Agent(client, f"{base}/conversation/{conversation_id}"),
+            {
+                "http allowed": ("http", f"http://allowed.egress.test:{HTTP_PORT}/"),
+                "http wildcard": ("http", f"http://files.wild.egress.test:{HTTP_PORT}/"),
+                "http wildcard apex": ("http", f"http://wild.egress.test:{HTTP_PORT}/"),
+                "http denied": ("http", f"http://denied.egress.test:{HTTP_PORT}/"),
+                "http cidr": ("http", f"http://{hosts.ip(4)}:{HTTP_PORT}/"),
+                "http outside cidr": ("http", f"http://{hosts.ip(3)}:{HTTP_PORT}/"),
+                "connect allowed": ("connect", f"allowed.egress.test:{HTTP_PORT}"),
+                "connect denied": ("connect", f"denied.egress.test:{HTTP_PORT}"),
+                "connect cidr": ("connect", f"{hosts.ip(4)}:{HTTP_PORT}"),
+                "connect outside cidr": ("connect", f"{hosts.ip(3)}:{HTTP_PORT}"),
+                "resolve allowed": ("resolve", "allowed.egress.test"),
+                "resolve denied": ("resolve", "denied.egress.test"),
+                "resolve exfiltration": ("resolve", "secret-data.denied.egress.test"),
+                "direct allowed host": ("direct", f"{hosts.ip(2)}:{HTTP_PORT}"),
+                "direct cidr host": ("direct", f"{hosts.ip(4)}:{HTTP_PORT}"),
+                "direct dns": ("dns_direct", hosts.ip(2)),
+            },
+        )
+        assert results["http allowed"] == [
+            200,
+            f"hello from {hosts.ip(2)} for allowed.egress.test:{HTTP_PORT}",
+        ]
+        assert results["http wildcard"][0] == 200
+        assert results["http cidr"] == [200, f"hello from {hosts.ip(4)} for {hosts.ip(4)}:{HTTP_PORT}"]
+        assert results["connect allowed"][0] == 200
+        assert f"hello from {hosts.ip(2)} for tunnelled" in results["connect allowed"][1]
+        assert results["connect cidr"][0] == 200
+        for refused in (
+            "http wildcard apex",
+            "http denied",
+            "http outside cidr",
+            "connect denied",
+            "connect outside cidr",
+        ):
+            assert results[refused][0] == 403, (refused, results[refused])
+            assert "allow-list" in results[refused][1]
+        assert results["resolve allowed"] == [hosts.ip(2)]
+        assert results["resolve denied"][0] == "error" and results["resolve exfiltration"][0] == "error"
+        assert results["direct allowed host"] == results["direct cidr host"] == "FAILED"
+        assert results["direct dns"] == "NOTHING"
+
+        log = hosts.log()
+        assert f"HTTP {hosts.ip(3)}" not in log  # the denied host was never reached
+        asked = {line.split()[1] for line in log if line.startswith("DNS ")}
+        assert "allowed.egress.test" in asked  # the upstream resolver is the configured one
+        assert not {name for name in asked if "denied" in name or name == "wild.egress.test"}, asked
+
+    # A gateway restarted on a new runtime reads the allow-list back from the labels.
+    restarted = await DockerRuntime.connect(settings)
+    try:
+        handle = await restarted.find(UUID(conversation_id))
+        assert handle is not None and handle.spec.egress == tuple(allow)
+    finally:
+        await restarted.close()
+    async with (
+        serve(create_app(settings, runtime=docker_runtime)) as base,
+        httpx.AsyncClient(timeout=60) as client,
+    ):
+        shown = (await client.get(f"{base}/conversation/{conversation_id}")).json()
+        assert shown["egress"] == {"allow": allow}
