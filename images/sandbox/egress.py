@@ -35,7 +35,7 @@ import ipaddress
 import json
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import dns.asyncquery
@@ -329,8 +329,7 @@ class DnsServer(asyncio.DatagramProtocol):
         self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if addr[0] not in self.enforcer.clients or len(self.pending) >= MAX_CONNECTIONS:

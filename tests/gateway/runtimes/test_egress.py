@@ -215,11 +215,30 @@ async def hosts(tmp_path: Path) -> Any:
         yield made
 
 
+@pytest.fixture
+async def egress_settings(docker_settings: Settings, hosts: Hosts) -> Settings:
+    """The session's Docker settings, with the namespace's DNS server as the enforcer's upstream."""
+    return Settings(**(docker_settings.model_dump() | {"egress_resolver": hosts.resolver}))
+
+
+@pytest.fixture
+async def egress_runtime(egress_settings: Settings) -> Any:
+    runtime = await DockerRuntime.connect(egress_settings)
+    try:
+        yield runtime
+    finally:
+        try:
+            for handle in await runtime.list():
+                await runtime.remove(handle.conversation_id)
+        finally:
+            await runtime.close()
+
+
 @pytest.mark.docker
 async def test_a_sandbox_reaches_the_allowed_hosts_and_nothing_else(
-    serve: Any, docker_settings: Settings, docker_runtime: DockerRuntime, hosts: Hosts
+    serve: Any, egress_settings: Settings, egress_runtime: DockerRuntime, hosts: Hosts
 ) -> None:
-    settings = docker_settings.model_copy(update={"egress_resolver": hosts.resolver})
+    settings, docker_runtime = egress_settings, egress_runtime
     allow = ["allowed.egress.test", "*.wild.egress.test", f"{hosts.ip(4)}/32"]
     async with (
         serve(create_app(settings, runtime=docker_runtime)) as base,
