@@ -24,7 +24,7 @@ EGRESS_PYTHON = "/opt/convoy/bin/python"  # the image's venv: h11 and dnspython
 PROXY_PORT = 3128
 DNS_PORT = 53  # the engine's resolver forwards to port 53 only
 #: The relay's memory with the enforcer beside it (asyncio, h11 and dnspython loaded).
-RELAY_MEMORY = 128 * 1024 * 1024
+RELAY_MEMORY = 96 * 1024 * 1024  # measured: ~11 MiB relay + ~27 MiB enforcer (RSS)
 _NO_PROXY = "localhost,127.0.0.1,::1"
 
 

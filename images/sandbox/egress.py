@@ -15,7 +15,9 @@ Contract:
 
 - HTTP proxy on ``listen:proxy_port``. ``CONNECT host:port`` (HTTPS, or any TCP)
   is tunnelled when ``host`` is an allowed name or an address in an allowed
-  network; plain HTTP (``GET http://host/...``) is forwarded, one request per
+  network; through a tunnel to a name, a TLS ClientHello must name (SNI) an
+  allowed server or none, else the tunnel is closed before it is passed on (a
+  CDN in front of an allowed site cannot be asked for another); plain HTTP (``GET http://host/...``) is forwarded, one request per
   connection, when its URI's host is allowed (the ``Host`` header is set from
   the URI, so it cannot name another site on the same server). Anything else
   gets 403 (not allowed), 400 (not a proxy request) or 502 (upstream down).
@@ -51,6 +53,8 @@ CONNECT_TIMEOUT = 10.0
 DNS_TIMEOUT = 4.0
 MAX_CONNECTIONS = 256
 CHUNK = 64 * 1024
+TLS_HANDSHAKE = 0x16
+TLS_RECORD_MAX = 5 + 16 * 1024 + 256
 DNS_TYPES = {dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME, dns.rdatatype.HTTPS}
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 HOP_BY_HOP = {
@@ -202,15 +206,35 @@ class Enforcer:
         host, _, port = request.target.decode("ascii", errors="replace").rpartition(":")
         if not host or not port.isdigit():
             raise Refused(400, "CONNECT wants host:port")
-        up_reader, up_writer = await self.connect(host.strip("[]"), int(port))
+        host = host.strip("[]")
+        up_reader, up_writer = await self.connect(host, int(port))
         try:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            early, _ = client.trailing_data
-            if early:
-                up_writer.write(early)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            # Server-first protocols (SSH, SMTP) get their greeting while the client's first bytes are read.
+            downstream = asyncio.ensure_future(_pipe(up_reader, writer))
+            try:
+                first = await _first_record(reader, client.trailing_data[0])
+                if _address(host) is None:
+                    self.check_server_name(host, first)
+                up_writer.write(first)
+                await _pipe(reader, up_writer)
+                await downstream
+            finally:
+                downstream.cancel()
         finally:
             up_writer.close()
+
+    def check_server_name(self, host: str, first: bytes) -> None:
+        """A TLS ClientHello through a tunnel to a name must name an allowed server (SNI): the
+        CONNECT host alone would let a shared front (a CDN) be asked for any site behind it."""
+        try:
+            name = server_name(first)
+        except ValueError as error:
+            _log(f"closed the tunnel to {host}: {error}")
+            raise OSError("unreadable ClientHello") from None
+        if name is not None and not self.policy.allows_name(name):
+            _log(f"closed the tunnel to {host}: TLS server name {name} is not in the egress allow-list")
+            raise OSError("server name not allowed")
 
     async def forward(
         self,
@@ -350,6 +374,47 @@ async def _next_event(connection: h11.Connection, reader: asyncio.StreamReader) 
         if event is not h11.NEED_DATA:
             return event
         connection.receive_data(await reader.read(CHUNK))
+
+
+async def _first_record(reader: asyncio.StreamReader, early: bytes) -> bytes:
+    """The client's first bytes: when they start a TLS record, that whole record (up to 16 KiB)."""
+    data = early or await reader.read(CHUNK)
+    if not data or data[0] != TLS_HANDSHAKE:
+        return data
+    while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
+        if len(data) > TLS_RECORD_MAX or not (more := await reader.read(CHUNK)):
+            break
+        data += more
+    return data
+
+
+def server_name(data: bytes) -> str | None:
+    """The SNI host name of a TLS ClientHello in ``data``; ``None`` when ``data`` is not
+    TLS or names no server; ``ValueError`` when it is TLS but not a whole, readable ClientHello."""
+    if not data or data[0] != TLS_HANDSHAKE:
+        return None
+    try:
+        body = data[5 : 5 + int.from_bytes(data[3:5], "big")]
+        if body[0] != 1 or len(body) < 4 + int.from_bytes(body[1:4], "big"):
+            raise ValueError("the ClientHello is not in one TLS record")
+        at = 4 + 2 + 32  # handshake header, client version, random
+        at += 1 + body[at]  # session id
+        at += 2 + int.from_bytes(body[at : at + 2], "big")  # cipher suites
+        at += 1 + body[at]  # compression methods
+        end = min(len(body), at + 2 + int.from_bytes(body[at : at + 2], "big"))
+        at += 2
+        while at + 4 <= end:
+            kind, size = (
+                int.from_bytes(body[at : at + 2], "big"),
+                int.from_bytes(body[at + 2 : at + 4], "big"),
+            )
+            if kind == 0:  # server_name: list length, name type 0 (host_name), name length, name
+                length = int.from_bytes(body[at + 7 : at + 9], "big")
+                return body[at + 9 : at + 9 + length].decode("ascii").lower()
+            at += 4 + size
+        return None
+    except (IndexError, UnicodeDecodeError):
+        raise ValueError("the ClientHello cannot be read") from None
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -116,11 +117,16 @@ def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> Non
     assert "Dns" not in cfg.sandbox_config(settings, plain, labels, names, subnet)["HostConfig"]
 
 
-def test_the_enforcer_matches_names_and_networks() -> None:
+def load_enforcer() -> Any:
     loaded = importlib.util.spec_from_file_location("convoy_egress_enforcer", ENFORCER)
     assert loaded is not None and loaded.loader is not None
     module = importlib.util.module_from_spec(loaded)
     loaded.loader.exec_module(module)
+    return module
+
+
+def test_the_enforcer_matches_names_and_networks() -> None:
+    module = load_enforcer()
     policy = module.Policy(["pypi.org", "*.pythonhosted.org", "10.1.2.0/24"])
     assert policy.allows_name("pypi.org") and policy.allows_name("PyPI.org.")
     assert policy.allows_name("files.pythonhosted.org") and policy.allows_name("a.b.pythonhosted.org")
@@ -131,12 +137,32 @@ def test_the_enforcer_matches_names_and_networks() -> None:
     assert policy.allows_address(ip("10.1.2.200")) and not policy.allows_address(ip("10.1.3.1"))
 
 
+def client_hello(server_name: str | None) -> bytes:
+    """The first TLS record a Python client sends to ``server_name``."""
+    context = ssl.create_default_context()
+    context.check_hostname = server_name is not None
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_the_enforcer_reads_the_server_name_of_a_client_hello() -> None:
+    module = load_enforcer()
+    assert module.server_name(client_hello("files.pythonhosted.org")) == "files.pythonhosted.org"
+    assert module.server_name(client_hello(None)) is None
+    assert module.server_name(b"SSH-2.0-OpenSSH_9.2\r\n") is None
+    with pytest.raises(ValueError):
+        module.server_name(client_hello("pypi.org")[:60])
+
+
 # --- a real sandbox, a namespace of ours as the outside ----------------------------
 
 ZONE = {"allowed.egress.test": 2, "files.wild.egress.test": 2, "wild.egress.test": 2, "denied.egress.test": 3}
 
 PROBE = r"""
-import json, os, socket, struct, sys, urllib.error, urllib.request
+import json, os, socket, ssl, struct, sys, urllib.error, urllib.request
 checks, out = json.loads(sys.argv[1]), {}
 proxy_host, proxy_port = os.environ["HTTPS_PROXY"].rsplit("/", 1)[-1].split(":")
 
@@ -169,6 +195,27 @@ def connect(target):
             return [status, read_all(sock)]
         sock.sendall(b"GET / HTTP/1.0\r\nHost: tunnelled\r\n\r\n")
         return [status, read_all(sock)]
+
+def tls(arg):
+    target, server_name = arg.split("|")
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    try:
+        context.wrap_bio(incoming, outgoing, server_hostname=server_name).do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    with socket.create_connection((proxy_host, int(proxy_port)), timeout=15) as sock:
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        sock.sendall(outgoing.read())
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            answer = read_all(sock)
+        except OSError as error:
+            answer = ""
+        return [int(head.split()[1]), "ANSWERED" if answer else "CLOSED"]
 
 def resolve(name):
     try:
@@ -263,6 +310,8 @@ async def test_a_sandbox_reaches_the_allowed_hosts_and_nothing_else(
                 "connect denied": ("connect", f"denied.egress.test:{HTTP_PORT}"),
                 "connect cidr": ("connect", f"{hosts.ip(4)}:{HTTP_PORT}"),
                 "connect outside cidr": ("connect", f"{hosts.ip(3)}:{HTTP_PORT}"),
+                "tls allowed name": ("tls", f"allowed.egress.test:{HTTP_PORT}|files.wild.egress.test"),
+                "tls fronted name": ("tls", f"allowed.egress.test:{HTTP_PORT}|denied.egress.test"),
                 "resolve allowed": ("resolve", "allowed.egress.test"),
                 "resolve denied": ("resolve", "denied.egress.test"),
                 "resolve exfiltration": ("resolve", "secret-data.denied.egress.test"),
@@ -289,6 +338,9 @@ async def test_a_sandbox_reaches_the_allowed_hosts_and_nothing_else(
         ):
             assert results[refused][0] == 403, (refused, results[refused])
             assert "allow-list" in results[refused][1]
+        # Our HTTP server answers a ClientHello with a 400; a fronted name never gets to it.
+        assert results["tls allowed name"] == [200, "ANSWERED"]
+        assert results["tls fronted name"] == [200, "CLOSED"]
         assert results["resolve allowed"] == [hosts.ip(2)]
         assert results["resolve denied"][0] == "error" and results["resolve exfiltration"][0] == "error"
         assert results["direct allowed host"] == results["direct cidr host"] == "FAILED"
