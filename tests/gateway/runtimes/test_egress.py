@@ -13,16 +13,18 @@ connection has no route, and the allow-list survives a gateway restart.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import Agent, create, inspect, make_spec
+from dockertools import Agent, create, free_port, inspect, make_spec
 from gw_helpers import Harness
 from netns_hosts import HTTP_PORT, Hosts, namespace_hosts
 
@@ -155,6 +157,35 @@ def test_the_enforcer_reads_the_server_name_of_a_client_hello() -> None:
     assert module.server_name(b"SSH-2.0-OpenSSH_9.2\r\n") is None
     with pytest.raises(ValueError):
         module.server_name(client_hello("pypi.org")[:60])
+
+
+RELAY = ENFORCER.with_name("relay.py")
+
+
+async def test_the_relay_ends_when_its_companion_ends() -> None:
+    """A relay whose enforcer died must not go on as if egress were still enforced."""
+    port = free_port()
+    companion = [sys.executable, "-c", "import time; time.sleep(0.5)"]
+    relay = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-S",
+        str(RELAY),
+        str(port),
+        "127.0.0.1",
+        "9",
+        "--",
+        *companion,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(relay.communicate(), 30)
+    finally:
+        if relay.returncode is None:
+            relay.kill()
+            await relay.wait()
+    assert relay.returncode == 1
+    assert b"companion" in err
 
 
 # --- a real sandbox, a namespace of ours as the outside ----------------------------
