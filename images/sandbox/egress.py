@@ -17,13 +17,15 @@ Contract:
   is tunnelled when ``host`` is an allowed name or an address in an allowed
   network; through a tunnel to a name, a TLS ClientHello must name (SNI) an
   allowed server or none, else the tunnel is closed before it is passed on (a
-  CDN in front of an allowed site cannot be asked for another); plain HTTP (``GET http://host/...``) is forwarded, one request per
-  connection, when its URI's host is allowed (the ``Host`` header is set from
-  the URI, so it cannot name another site on the same server). Anything else
+  CDN in front of an allowed site cannot be asked for another); plain HTTP
+  (``GET http://host/...``) is forwarded, one request per connection, when its
+  URI's host is allowed (the ``Host`` header is set from the URI, so it cannot
+  name another site on the same server). Anything else
   gets 403 (not allowed), 400 (not a proxy request) or 502 (upstream down).
   Names are resolved with the upstream resolver; addresses they resolve to that
-  are loopback, link-local, multicast or unspecified are refused unless an
-  allowed network holds them. A name that is not allowed is never looked up.
+  are loopback, link-local, multicast, unspecified or on a network this
+  container is on (other relays, the host's bridge address) are refused unless
+  an allowed network holds them. A name that is not allowed is never looked up.
 - DNS on ``listen:dns_port`` (UDP): a query for an allowed name (types A, AAAA,
   CNAME, HTTPS) is forwarded to the upstream resolver and its answer returned;
   every other query gets REFUSED, and nothing of it leaves the container.
@@ -112,6 +114,25 @@ def _special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
 
 
+def connected_networks(route_table: str = "/proc/net/route") -> list[Network]:
+    """The networks this container is on (its directly connected IPv4 routes): the
+    conversation's and the gateway's side, where other relays and the host's bridge
+    address live. A name resolving into them is refused unless an entry allows it."""
+    networks: list[Network] = []
+    try:
+        with open(route_table) as table:
+            lines = table.read().splitlines()[1:]
+    except OSError:
+        return networks
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8 or fields[2] != "00000000" or fields[1] == "00000000":
+            continue
+        destination, mask = (ipaddress.IPv4Address(bytes.fromhex(f)[::-1]) for f in (fields[1], fields[7]))
+        networks.append(ipaddress.IPv4Network(f"{destination}/{mask}", strict=False))
+    return networks
+
+
 class Enforcer:
     def __init__(self, config: dict[str, Any]) -> None:
         self.policy = Policy(config["allow"])
@@ -127,6 +148,7 @@ class Enforcer:
             self.resolver.port = int(port)
         self.resolver.lifetime = DNS_TIMEOUT
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.local_networks = connected_networks()
 
     # --- names ------------------------------------------------------------------------
 
@@ -144,12 +166,16 @@ class Enforcer:
             with contextlib.suppress(dns.exception.DNSException):
                 answer = await self.resolver.resolve(host, rdtype)
                 found += [record.address for record in answer]
-        usable = [
-            a for a in found if not _special(ip := ipaddress.ip_address(a)) or self.policy.allows_address(ip)
-        ]
+        usable = [address for address in found if self.reachable(ipaddress.ip_address(address))]
         if not usable:
             raise Refused(502, f"{host} does not resolve to a reachable address")
         return usable
+
+    def reachable(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether an address an allowed name resolved to may be connected to."""
+        if self.policy.allows_address(address):
+            return True
+        return not _special(address) and not any(address in network for network in self.local_networks)
 
     async def connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         last = ""
@@ -243,10 +269,14 @@ class Enforcer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        url = urlsplit(request.target.decode("ascii", errors="replace"))
-        if url.scheme != "http" or not url.hostname:
+        try:
+            url = urlsplit(request.target.decode("ascii", errors="replace"))
+            host, port = url.hostname, url.port or 80
+        except ValueError:
+            raise Refused(400, "the request's URI cannot be read") from None
+        if url.scheme != "http" or not host:
             raise Refused(400, "this is a proxy: ask for an absolute http:// URI, or CONNECT for https")
-        up_reader, up_writer = await self.connect(url.hostname, url.port or 80)
+        up_reader, up_writer = await self.connect(host, port)
         try:
             await self.exchange(
                 request, url.netloc, url.path or "/", url.query, client, reader, writer, up_reader, up_writer

@@ -103,8 +103,9 @@ def _free_prefix() -> str:
 
 
 @contextlib.asynccontextmanager
-async def namespace_hosts(tmp_path: Path, zone: dict[str, int]) -> AsyncIterator[Hosts]:
-    """The namespace and its servers; ``zone`` maps names to the last byte of their address."""
+async def namespace_hosts(tmp_path: Path, zone: dict[str, int | str]) -> AsyncIterator[Hosts]:
+    """The namespace and its servers; ``zone`` maps names to the last byte of their address
+    in the namespace (an int) or to any address (a str)."""
     tag = f"{random.randrange(16**2):02x}"  # interface names have at most 15 characters
     name, outer, inner = f"convoy-test-{tag}", f"convoy-test-{tag}h", f"convoy-test-{tag}n"
     prefix = _free_prefix()
@@ -148,7 +149,10 @@ async def namespace_hosts(tmp_path: Path, zone: dict[str, int]) -> AsyncIterator
             ],
         ):
             step(["iptables", "-I", "DOCKER-USER", *rule], ["iptables", "-D", "DOCKER-USER", *rule])
-        zone_arg = ",".join(f"{host}={prefix}.{last}" for host, last in zone.items())
+        zone_arg = ",".join(
+            f"{host}={address if isinstance(address, str) else f'{prefix}.{address}'}"
+            for host, address in zone.items()
+        )
         servers = await asyncio.create_subprocess_exec(
             *netns, sys.executable, str(script), str(hosts.log_path), f"{prefix}.2", zone_arg
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import ipaddress
 import json
 import ssl
 import sys
@@ -24,7 +25,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import Agent, create, free_port, inspect, make_spec
+from dockertools import Agent, create, docker, free_port, inspect, make_spec
 from gw_helpers import Harness
 from netns_hosts import HTTP_PORT, Hosts, namespace_hosts
 
@@ -127,6 +128,18 @@ def load_enforcer() -> Any:
     return module
 
 
+def test_the_enforcer_knows_the_networks_it_is_on(tmp_path: Path) -> None:
+    table = tmp_path / "route"
+    table.write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t010011AC\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+        "eth1\t2838D50A\t00000000\t0001\t0\t0\t0\tF8FFFFFF\t0\t0\t0\n"
+    )
+    networks = [str(network) for network in load_enforcer().connected_networks(str(table))]
+    assert networks == ["172.17.0.0/16", "10.213.56.40/29"]
+
+
 def test_the_enforcer_matches_names_and_networks() -> None:
     module = load_enforcer()
     policy = module.Policy(["pypi.org", "*.pythonhosted.org", "10.1.2.0/24"])
@@ -190,7 +203,12 @@ async def test_the_relay_ends_when_its_companion_ends() -> None:
 
 # --- a real sandbox, a namespace of ours as the outside ----------------------------
 
-ZONE = {"allowed.egress.test": 2, "files.wild.egress.test": 2, "wild.egress.test": 2, "denied.egress.test": 3}
+ZONE: dict[str, int | str] = {
+    "allowed.egress.test": 2,
+    "files.wild.egress.test": 2,
+    "wild.egress.test": 2,
+    "denied.egress.test": 3,
+}
 
 PROBE = r"""
 import json, os, socket, ssl, struct, sys, urllib.error, urllib.request
@@ -287,9 +305,18 @@ async def probe(agent: Agent, checks: dict[str, tuple[str, str]]) -> dict[str, A
     return results
 
 
+def docker0_address() -> str:
+    """The host's address on Docker's default bridge (the relay's outer network in these tests)."""
+    subnet = json.loads(docker("network", "inspect", "bridge"))[0]["IPAM"]["Config"][0]
+    return str(subnet.get("Gateway") or next(ipaddress.IPv4Network(subnet["Subnet"]).hosts()))
+
+
 @pytest.fixture
 async def hosts(tmp_path: Path) -> Any:
-    async with namespace_hosts(tmp_path, ZONE) as made:
+    # An allowed name that points at the host's address on the relay's outer network:
+    # a name may not lead to the relay's neighbours.
+    zone = ZONE | {"bridge.wild.egress.test": docker0_address()}
+    async with namespace_hosts(tmp_path, zone) as made:
         yield made
 
 
@@ -312,9 +339,35 @@ async def egress_runtime(egress_settings: Settings) -> Any:
             await runtime.close()
 
 
+class Neighbour:
+    """A TCP server of the host on its docker0 address, which the relay could reach; counts connections."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.port = 0
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nneighbour")
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def neighbour() -> Any:
+    state = Neighbour()
+    server = await asyncio.start_server(state.accept, docker0_address(), 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.mark.docker
 async def test_a_sandbox_reaches_the_allowed_hosts_and_nothing_else(
-    serve: Any, egress_settings: Settings, egress_runtime: DockerRuntime, hosts: Hosts
+    serve: Any, egress_settings: Settings, egress_runtime: DockerRuntime, hosts: Hosts, neighbour: Neighbour
 ) -> None:
     settings, docker_runtime = egress_settings, egress_runtime
     allow = ["allowed.egress.test", "*.wild.egress.test", f"{hosts.ip(4)}/32"]
@@ -336,6 +389,10 @@ async def test_a_sandbox_reaches_the_allowed_hosts_and_nothing_else(
                 "http wildcard apex": ("http", f"http://wild.egress.test:{HTTP_PORT}/"),
                 "http denied": ("http", f"http://denied.egress.test:{HTTP_PORT}/"),
                 "http cidr": ("http", f"http://{hosts.ip(4)}:{HTTP_PORT}/"),
+                "http to the relay's neighbour": (
+                    "http",
+                    f"http://bridge.wild.egress.test:{neighbour.port}/",
+                ),
                 "http outside cidr": ("http", f"http://{hosts.ip(3)}:{HTTP_PORT}/"),
                 "connect allowed": ("connect", f"allowed.egress.test:{HTTP_PORT}"),
                 "connect denied": ("connect", f"denied.egress.test:{HTTP_PORT}"),
@@ -358,6 +415,8 @@ async def test_a_sandbox_reaches_the_allowed_hosts_and_nothing_else(
         assert results["http wildcard"][0] == 200
         assert results["http cidr"] == [200, f"hello from {hosts.ip(4)} for {hosts.ip(4)}:{HTTP_PORT}"]
         assert results["connect allowed"][0] == 200
+        assert results["http to the relay's neighbour"][0] == 502, results["http to the relay's neighbour"]
+        assert neighbour.accepted == 0
         assert f"hello from {hosts.ip(2)} for tunnelled" in results["connect allowed"][1]
         assert results["connect cidr"][0] == 200
         for refused in (
