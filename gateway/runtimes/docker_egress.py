@@ -51,7 +51,8 @@ def relay_companion(settings: Settings, spec: SandboxSpec, relay_ip: str, sandbo
         "resolver": settings.egress_resolver,
         "allow": list(spec.egress),
     }
-    return [EGRESS_PYTHON, "-I", EGRESS_SCRIPT, json.dumps(config, separators=(",", ":"))]
+    # -E -s rather than -I: the script imports its two sibling modules from its own directory.
+    return [EGRESS_PYTHON, "-E", "-s", EGRESS_SCRIPT, json.dumps(config, separators=(",", ":"))]
 
 
 def relay_host_config() -> dict[str, Any]:

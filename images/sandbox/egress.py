@@ -5,7 +5,7 @@ its companion), never in the sandbox: the sandbox sits alone on an internal
 network whose only other member is the relay, so it has no route anywhere
 else, and nothing a task does can turn this off.
 
-Usage: ``python -I egress.py CONFIG_JSON`` with ``listen`` (the relay's address
+Usage: ``python -E -s egress.py CONFIG_JSON`` with ``listen`` (the relay's address
 on the conversation's network), ``proxy_port``, ``dns_port``, ``clients`` (the
 sandbox's address: nobody else is served), ``resolver`` (``ip`` or ``ip:port``
 of the upstream DNS server; empty: this container's resolv.conf) and ``allow``
@@ -38,27 +38,20 @@ import contextlib
 import ipaddress
 import json
 import sys
-from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
-import dns.asyncquery
-import dns.asyncresolver
 import dns.exception
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdatatype
 import h11
 
+# The script's directory is on sys.path (the relay runs it with -E -s, not -I).
+from egress_dns import DnsServer, make_resolver
+from egress_rules import TLS_HANDSHAKE, Address, Policy, address_of, connected_networks, server_name, special
+
 CONNECT_TIMEOUT = 10.0
-DNS_TIMEOUT = 4.0
 MAX_CONNECTIONS = 256
 CHUNK = 64 * 1024
-TLS_HANDSHAKE = 0x16
 TLS_RECORD_MAX = 5 + 16 * 1024 + 256
-DNS_TYPES = {dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME, dns.rdatatype.HTTPS}
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 HOP_BY_HOP = {
     b"connection",
     b"keep-alive",
@@ -80,73 +73,13 @@ class Refused(Exception):
         self.status = status
 
 
-class Policy:
-    """The allow-list: exact names, name suffixes (``*.name``) and networks."""
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self.names: set[str] = set()
-        self.suffixes: list[str] = []
-        self.networks: list[Network] = []
-        for entry in entries:
-            if "/" in entry:
-                self.networks.append(ipaddress.ip_network(entry))
-            elif entry.startswith("*."):
-                self.suffixes.append(entry[1:])  # ".pythonhosted.org"
-            else:
-                self.names.add(entry)
-
-    def allows_name(self, name: str) -> bool:
-        name = name.lower().rstrip(".")
-        return name in self.names or any(name.endswith(suffix) for suffix in self.suffixes)
-
-    def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(address in network for network in self.networks)
-
-
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def _special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
-
-
-def connected_networks(route_table: str = "/proc/net/route") -> list[Network]:
-    """The networks this container is on (its directly connected IPv4 routes): the
-    conversation's and the gateway's side, where other relays and the host's bridge
-    address live. A name resolving into them is refused unless an entry allows it."""
-    networks: list[Network] = []
-    try:
-        with open(route_table) as table:
-            lines = table.read().splitlines()[1:]
-    except OSError:
-        return networks
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8 or fields[2] != "00000000" or fields[1] == "00000000":
-            continue
-        destination, mask = (ipaddress.IPv4Address(bytes.fromhex(f)[::-1]) for f in (fields[1], fields[7]))
-        networks.append(ipaddress.IPv4Network(f"{destination}/{mask}", strict=False))
-    return networks
-
-
 class Enforcer:
     def __init__(self, config: dict[str, Any]) -> None:
         self.policy = Policy(config["allow"])
         self.clients = set(config["clients"])
         self.listen = str(config["listen"])
         self.proxy_port, self.dns_port = int(config["proxy_port"]), int(config["dns_port"])
-        self.resolver = dns.asyncresolver.Resolver(configure=not config["resolver"])
-        if config["resolver"]:
-            host, _, port = str(config["resolver"]).rpartition(":")
-            if not host or ":" in host:  # a bare address (IPv4 without a port, or IPv6)
-                host, port = str(config["resolver"]), "53"
-            self.resolver.nameservers = [host]
-            self.resolver.port = int(port)
-        self.resolver.lifetime = DNS_TIMEOUT
+        self.resolver = make_resolver(str(config["resolver"]))
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.local_networks = connected_networks()
 
@@ -154,7 +87,7 @@ class Enforcer:
 
     async def addresses(self, host: str) -> list[str]:
         """Where ``host`` may be reached; :class:`Refused` when nowhere."""
-        literal = _address(host)
+        literal = address_of(host)
         if literal is not None:
             if not self.policy.allows_address(literal):
                 raise Refused(403, f"{host} is not in the egress allow-list")
@@ -171,11 +104,11 @@ class Enforcer:
             raise Refused(502, f"{host} does not resolve to a reachable address")
         return usable
 
-    def reachable(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def reachable(self, address: Address) -> bool:
         """Whether an address an allowed name resolved to may be connected to."""
         if self.policy.allows_address(address):
             return True
-        return not _special(address) and not any(address in network for network in self.local_networks)
+        return not special(address) and not any(address in network for network in self.local_networks)
 
     async def connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         last = ""
@@ -240,7 +173,7 @@ class Enforcer:
             downstream = asyncio.ensure_future(_pipe(up_reader, writer))
             try:
                 first = await _first_record(reader, client.trailing_data[0])
-                if _address(host) is None:
+                if address_of(host) is None:
                     self.check_server_name(host, first)
                 up_writer.write(first)
                 await _pipe(reader, up_writer)
@@ -336,66 +269,15 @@ class Enforcer:
                 await writer.drain()
                 return
 
-    # --- DNS --------------------------------------------------------------------------
-
-    async def answer(self, wire: bytes) -> bytes | None:
-        """The reply to one DNS query (``None``: not even a query, no reply)."""
-        try:
-            query = dns.message.from_wire(wire)
-        except dns.exception.DNSException:
-            return None
-        if len(query.question) == 1 and query.opcode() == 0:
-            question = query.question[0]
-            name = question.name.to_text(omit_final_dot=True)
-            if question.rdtype in DNS_TYPES and self.policy.allows_name(name):
-                try:
-                    upstream = await self._upstream(query)
-                    return upstream.to_wire()
-                except (dns.exception.DNSException, OSError) as error:
-                    _log(f"dns upstream failed for {name}: {error!r}")
-                    reply = dns.message.make_response(query)
-                    reply.set_rcode(dns.rcode.SERVFAIL)
-                    return reply.to_wire()
-            _log(f"refused dns {name} {dns.rdatatype.to_text(question.rdtype)}")
-        reply = dns.message.make_response(query)
-        reply.set_rcode(dns.rcode.REFUSED)
-        return reply.to_wire()
-
-    async def _upstream(self, query: dns.message.Message) -> dns.message.Message:
-        where, port = self.resolver.nameservers[0], self.resolver.port
-        answer = await dns.asyncquery.udp(query, str(where), timeout=DNS_TIMEOUT, port=port)
-        if answer.flags & dns.flags.TC:
-            answer = await dns.asyncquery.tcp(query, str(where), timeout=DNS_TIMEOUT, port=port)
-        return answer
-
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: DnsServer(self), local_addr=(self.listen, self.dns_port))
+        await loop.create_datagram_endpoint(
+            lambda: DnsServer(self.policy, self.clients, self.resolver),
+            local_addr=(self.listen, self.dns_port),
+        )
         server = await asyncio.start_server(self.serve_client, self.listen, self.proxy_port, backlog=128)
         async with server:
             await server.serve_forever()
-
-
-class DnsServer(asyncio.DatagramProtocol):
-    def __init__(self, enforcer: Enforcer) -> None:
-        self.enforcer = enforcer
-        self.transport: asyncio.DatagramTransport | None = None
-        self.pending: set[asyncio.Task[None]] = set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if addr[0] not in self.enforcer.clients or len(self.pending) >= MAX_CONNECTIONS:
-            return
-        task = asyncio.ensure_future(self.reply(data, addr))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-
-    async def reply(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        answer = await self.enforcer.answer(data)
-        if answer is not None and self.transport is not None:
-            self.transport.sendto(answer, addr)
 
 
 async def _next_event(connection: h11.Connection, reader: asyncio.StreamReader) -> Any:
@@ -416,35 +298,6 @@ async def _first_record(reader: asyncio.StreamReader, early: bytes) -> bytes:
             break
         data += more
     return data
-
-
-def server_name(data: bytes) -> str | None:
-    """The SNI host name of a TLS ClientHello in ``data``; ``None`` when ``data`` is not
-    TLS or names no server; ``ValueError`` when it is TLS but not a whole, readable ClientHello."""
-    if not data or data[0] != TLS_HANDSHAKE:
-        return None
-    try:
-        body = data[5 : 5 + int.from_bytes(data[3:5], "big")]
-        if body[0] != 1 or len(body) < 4 + int.from_bytes(body[1:4], "big"):
-            raise ValueError("the ClientHello is not in one TLS record")
-        at = 4 + 2 + 32  # handshake header, client version, random
-        at += 1 + body[at]  # session id
-        at += 2 + int.from_bytes(body[at : at + 2], "big")  # cipher suites
-        at += 1 + body[at]  # compression methods
-        end = min(len(body), at + 2 + int.from_bytes(body[at : at + 2], "big"))
-        at += 2
-        while at + 4 <= end:
-            kind, size = (
-                int.from_bytes(body[at : at + 2], "big"),
-                int.from_bytes(body[at + 2 : at + 4], "big"),
-            )
-            if kind == 0:  # server_name: list length, name type 0 (host_name), name length, name
-                length = int.from_bytes(body[at + 7 : at + 9], "big")
-                return body[at + 9 : at + 9 + length].decode("ascii").lower()
-            at += 4 + size
-        return None
-    except (IndexError, UnicodeDecodeError):
-        raise ValueError("the ClientHello cannot be read") from None
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

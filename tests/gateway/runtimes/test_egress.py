@@ -36,7 +36,7 @@ from gateway.runtimes import docker_egress
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
 
-ENFORCER = Path(__file__).resolve().parents[3] / "images" / "sandbox" / "egress.py"
+ENFORCER = Path(__file__).resolve().parents[3] / "images" / "sandbox" / "egress_rules.py"
 
 # --- the allow-list as data ----------------------------------------------------------
 
@@ -97,8 +97,8 @@ def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> Non
     assert sandbox["HostConfig"]["Dns"] == [subnet.relay_ip]
     relay = cfg.relay_config(settings, labels, subnet, "bridge", True, spec=spec)
     companion = relay["Cmd"][relay["Cmd"].index("--") + 1 :]
-    assert companion[:3] == [docker_egress.EGRESS_PYTHON, "-I", docker_egress.EGRESS_SCRIPT]
-    config = json.loads(companion[3])
+    assert companion[:4] == [docker_egress.EGRESS_PYTHON, "-E", "-s", docker_egress.EGRESS_SCRIPT]
+    config = json.loads(companion[4])
     assert config["allow"] == list(spec.egress or ())
     assert config["listen"] == subnet.relay_ip and config["clients"] == [subnet.sandbox_ip]
     assert config["resolver"] == "10.231.0.2:53"
@@ -121,7 +121,7 @@ def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> Non
 
 
 def load_enforcer() -> Any:
-    loaded = importlib.util.spec_from_file_location("convoy_egress_enforcer", ENFORCER)
+    loaded = importlib.util.spec_from_file_location("convoy_egress_rules", ENFORCER)
     assert loaded is not None and loaded.loader is not None
     module = importlib.util.module_from_spec(loaded)
     loaded.loader.exec_module(module)
