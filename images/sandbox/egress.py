@@ -74,6 +74,8 @@ class Refused(Exception):
 
 
 class Enforcer:
+    """The proxy and the DNS server of one sandbox, over one allow-list (see the module docstring)."""
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.policy = Policy(config["allow"])
         self.clients = set(config["clients"])

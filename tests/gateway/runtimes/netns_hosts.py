@@ -87,6 +87,12 @@ def _run(*command: str) -> None:
         raise AssertionError(f"{' '.join(command)} failed: {done.stderr.strip()}")
 
 
+def _free_tag() -> str:
+    """Two hex digits no namespace of ours uses (interface names have at most 15 characters)."""
+    taken = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return random.choice([f"{n:02x}" for n in range(256) if f"convoy-test-{n:02x}" not in taken])
+
+
 def _free_prefix() -> str:
     used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
     for third in random.sample(range(256), 256):
@@ -106,9 +112,9 @@ def _free_prefix() -> str:
 async def namespace_hosts(tmp_path: Path, zone: dict[str, int | str]) -> AsyncIterator[Hosts]:
     """The namespace and its servers; ``zone`` maps names to the last byte of their address
     in the namespace (an int) or to any address (a str)."""
-    tag = f"{random.randrange(16**2):02x}"  # interface names have at most 15 characters
+    tag = await asyncio.to_thread(_free_tag)
     name, outer, inner = f"convoy-test-{tag}", f"convoy-test-{tag}h", f"convoy-test-{tag}n"
-    prefix = _free_prefix()
+    prefix = await asyncio.to_thread(_free_prefix)
     hosts = Hosts(name=name, prefix=prefix, log_path=tmp_path / f"{name}.log")
     undo: list[Callable[[], None]] = []
     servers: asyncio.subprocess.Process | None = None
@@ -121,18 +127,22 @@ async def namespace_hosts(tmp_path: Path, zone: dict[str, int | str]) -> AsyncIt
             undo.append(lambda: subprocess.run(reverse, capture_output=True, timeout=30, check=False))
 
     try:
-        step(["ip", "netns", "add", name], ["ip", "netns", "delete", name])
-        step(
-            ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner], ["ip", "link", "del", outer]
+        await asyncio.to_thread(step, ["ip", "netns", "add", name], ["ip", "netns", "delete", name])
+        await asyncio.to_thread(
+            step,
+            ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
+            ["ip", "link", "del", outer],
         )
-        step(["ip", "link", "set", inner, "netns", name], None)
-        step(["ip", "addr", "add", f"{prefix}.1/24", "dev", outer], None)
-        step(["ip", "link", "set", outer, "up"], None)
+        await asyncio.to_thread(step, ["ip", "link", "set", inner, "netns", name], None)
+        await asyncio.to_thread(step, ["ip", "addr", "add", f"{prefix}.1/24", "dev", outer], None)
+        await asyncio.to_thread(step, ["ip", "link", "set", outer, "up"], None)
         netns = ["ip", "netns", "exec", name]
         for last in (2, 3, 4):
-            step([*netns, "ip", "addr", "add", f"{prefix}.{last}/24", "dev", inner], None)
-        step([*netns, "ip", "link", "set", inner, "up"], None)
-        step([*netns, "ip", "link", "set", "lo", "up"], None)
+            await asyncio.to_thread(
+                step, [*netns, "ip", "addr", "add", f"{prefix}.{last}/24", "dev", inner], None
+            )
+        await asyncio.to_thread(step, [*netns, "ip", "link", "set", inner, "up"], None)
+        await asyncio.to_thread(step, [*netns, "ip", "link", "set", "lo", "up"], None)
         for rule in (
             ["-i", "docker0", "-o", outer, "-j", "ACCEPT"],
             [
@@ -148,7 +158,9 @@ async def namespace_hosts(tmp_path: Path, zone: dict[str, int | str]) -> AsyncIt
                 "ACCEPT",
             ],
         ):
-            step(["iptables", "-I", "DOCKER-USER", *rule], ["iptables", "-D", "DOCKER-USER", *rule])
+            await asyncio.to_thread(
+                step, ["iptables", "-I", "DOCKER-USER", *rule], ["iptables", "-D", "DOCKER-USER", *rule]
+            )
         zone_arg = ",".join(
             f"{host}={address if isinstance(address, str) else f'{prefix}.{address}'}"
             for host, address in zone.items()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import shutil
 import ssl
 import sys
 from pathlib import Path
@@ -220,6 +222,8 @@ ZONE: dict[str, int | str] = {
 
 @pytest.fixture
 async def hosts(tmp_path: Path) -> Any:
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("iptables"):
+        pytest.skip("network namespaces of test hosts need root, ip and iptables")
     # An allowed name that points at the host's address on the relay's outer network:
     # a name may not lead to the relay's neighbours.
     zone = ZONE | {"bridge.wild.egress.test": docker0_address()}
