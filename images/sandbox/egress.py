@@ -11,6 +11,9 @@ sandbox's address: nobody else is served), ``resolver`` (``ip`` or ``ip:port``
 of the upstream DNS server; empty: this container's resolv.conf) and ``allow``
 (normalised entries: ``name``, ``*.name`` for every name below it, CIDRs).
 
+Once both servers are bound it writes one line to stdout (the relay waits for
+it before it listens, so nothing reaches the agent before egress works).
+
 Contract:
 
 - HTTP proxy on ``listen:proxy_port``. ``CONNECT host:port`` (HTTPS, or any TCP)
@@ -278,6 +281,9 @@ class Enforcer:
             local_addr=(self.listen, self.dns_port),
         )
         server = await asyncio.start_server(self.serve_client, self.listen, self.proxy_port, backlog=128)
+        # The relay waits for this line before it lets anyone reach the agent; nothing else goes to stdout.
+        print("serving", flush=True)
+        sys.stdout.close()
         async with server:
             await server.serve_forever()
 

@@ -14,6 +14,7 @@ connection has no route, and the allow-list survives a gateway restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -184,30 +185,45 @@ def test_the_enforcer_reads_the_server_name_of_a_client_hello() -> None:
 RELAY = ENFORCER.with_name("relay.py")
 
 
-async def test_the_relay_ends_when_its_companion_ends() -> None:
-    """A relay whose enforcer died must not go on as if egress were still enforced."""
-    port = free_port()
-    companion = [sys.executable, "-c", "import time; time.sleep(0.5)"]
+async def run_relay(port: int, companion_code: str) -> tuple[asyncio.subprocess.Process, list[bool]]:
+    """The relay with a Python companion; also whether a connection to it was ever accepted
+    while it ran (polled until it exits)."""
     relay = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-S",
-        str(RELAY),
-        str(port),
-        "127.0.0.1",
-        "9",
-        "--",
-        *companion,
+        *(sys.executable, "-I", "-S", str(RELAY), str(port), "127.0.0.1", "9"),
+        *("--", sys.executable, "-c", companion_code),
         stderr=asyncio.subprocess.PIPE,
     )
+    accepted: list[bool] = []
     try:
-        _, err = await asyncio.wait_for(relay.communicate(), 30)
+        async with asyncio.timeout(60):
+            while relay.returncode is None:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    accepted.append(True)
+                except OSError:
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(relay.wait(), 0.05)
     finally:
         if relay.returncode is None:
             relay.kill()
             await relay.wait()
-    assert relay.returncode == 1
-    assert b"companion" in err
+    return relay, accepted
+
+
+async def test_the_relay_serves_once_its_companion_serves_and_ends_with_it() -> None:
+    """A relay whose enforcer died must not go on as if egress were still enforced."""
+    code = "import time; time.sleep(0.3); print('serving', flush=True); time.sleep(1.5)"
+    relay, accepted = await run_relay(free_port(), code)
+    assert relay.returncode == 1 and accepted
+    assert relay.stderr is not None and b"companion process ended" in await relay.stderr.read()
+
+
+async def test_the_relay_never_serves_before_its_companion_does() -> None:
+    relay, accepted = await run_relay(free_port(), "import time; time.sleep(1.5)")
+    assert relay.returncode == 1 and not accepted
+    assert relay.stderr is not None and b"did not get ready" in await relay.stderr.read()
 
 
 # --- a real sandbox, a namespace of ours as the outside ----------------------------
