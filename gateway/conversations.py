@@ -126,6 +126,11 @@ class ConversationManager:
         idle = body.idle_timeout or self._settings.idle_timeout
         if idle > self._settings.max_idle_timeout:
             raise InvalidInput(f"idle_timeout may be at most {self._settings.max_idle_timeout:g} seconds")
+        if body.egress is not None and not self.runtime.enforces_egress:
+            raise InvalidInput(
+                f"the {self.runtime.name} runtime cannot enforce an egress allow-list; "
+                "use the docker runtime, or leave egress out"
+            )
         live = [r for r in self._records.values() if r.status in _LIVE]
         if len(live) >= self._settings.max_conversations:
             raise LimitReached(
@@ -148,6 +153,7 @@ class ConversationManager:
             limits=ResourceLimits(**body.limits.model_dump()),
             internet=body.internet,
             idle_timeout=idle,
+            egress=None if body.egress is None else tuple(body.egress.allow),
         )
         record = Record(spec=spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase="accepted")
         self._records[record.id] = record

@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.egress import MAX_ENTRIES, normalize_entries
 from sandbox_agent.protocol import (
     AgentInfo,
     ConversationStatus,
@@ -32,6 +33,7 @@ __all__ = [
     "ConversationLimits",
     "ConversationStatus",
     "Count",
+    "EgressPolicy",
     "ErrorBody",
     "Event",
     "EventTrigger",
@@ -59,6 +61,24 @@ class ConversationLimits(BaseModel):
     pids: int | None = Field(None, ge=16, le=65536)
 
 
+class EgressPolicy(BaseModel):
+    """Where a sandbox may connect (without ``internet``): through the HTTP(S) proxy and
+    the DNS of its relay, to these names and networks only; everything else is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow: list[str] = Field(
+        ...,
+        max_length=MAX_ENTRIES,
+        description="Domains (pypi.org), wildcards (*.pythonhosted.org: names below it) and CIDRs.",
+        examples=[["pypi.org", "*.pythonhosted.org", "10.1.2.0/24"]],
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        return normalize_entries(value)
+
+
 class ConversationCreate(BaseModel):
     """Body of ``POST /conversation`` (and the query of ``WS /conversation/``)."""
 
@@ -70,6 +90,15 @@ class ConversationCreate(BaseModel):
         None, gt=0, description="Seconds without a request, connection or running task before reaping."
     )
     internet: bool = Field(False, description="Let the sandbox open outbound internet connections.")
+    egress: EgressPolicy | None = Field(
+        None, description="Instead of internet: reach only these hosts, through the sandbox's proxy."
+    )
+
+    @model_validator(mode="after")
+    def _egress_or_internet(self) -> ConversationCreate:
+        if self.internet and self.egress is not None:
+            raise ValueError("egress allows a list of hosts and internet allows all: ask for one of them")
+        return self
 
     @field_validator("env")
     @classmethod
@@ -94,4 +123,5 @@ class Conversation(BaseModel):
     created_at: datetime
     idle_timeout: float
     internet: bool
+    egress: EgressPolicy | None = None
     limits: ConversationLimits

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from uuid import UUID
 
 from gateway.errors import InvalidInput
-from gateway.models import Conversation, ConversationLimits
+from gateway.models import Conversation, ConversationLimits, EgressPolicy
 from gateway.runtimes.base import SandboxHandle, SandboxSpec
 from sandbox_agent import paging
 from sandbox_agent.protocol import ConversationStatus
@@ -60,6 +60,7 @@ class Record:
             created_at=self.spec.created_at,
             idle_timeout=self.idle_timeout,
             internet=self.spec.internet,
+            egress=None if self.spec.egress is None else EgressPolicy(allow=list(self.spec.egress)),
             limits=ConversationLimits(**asdict(self.spec.limits)),
         )
 

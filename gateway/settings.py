@@ -79,6 +79,23 @@ class Settings(BaseSettings):
         "it must not overlap the host's own networks.",
     )
 
+    egress_resolver: str = Field(
+        "",
+        description="DNS server (address or address:port) the relay asks for the names of an egress "
+        "allow-list; empty: the resolver of the relay container (the engine's).",
+    )
+
+    @field_validator("egress_resolver")
+    @classmethod
+    def _resolver(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "53")
+            ipaddress.ip_address(host)  # ValueError: not an address
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"egress_resolver: {port!r} is not a port")
+        return value
+
     @field_validator("docker_subnet_pool")
     @classmethod
     def _subnet_pool(cls, value: str) -> str:

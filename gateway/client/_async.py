@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from types import TracebackType
 from uuid import UUID
 
@@ -11,7 +11,7 @@ import httpx
 from gateway.client._conversation import AsyncConversationHandle, delete_conversation
 from gateway.client._exceptions import NotFound
 from gateway.client._transport import Connection, parse_json, parse_model
-from gateway.models import Conversation, ConversationCreate, ConversationLimits, Count
+from gateway.models import Conversation, ConversationCreate, ConversationLimits, Count, EgressPolicy
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -58,19 +58,22 @@ class AsyncConvoyClient:
         limits: ConversationLimits | None = None,
         idle_timeout: float | None = None,
         internet: bool = False,
+        egress: Sequence[str] | None = None,
         wait: bool = True,
         ready_timeout: float = 120.0,
         on_status: Callable[[Conversation], None] | None = None,
     ) -> AsyncConversationHandle:
         """Begin a conversation. With ``wait`` (the default) return once it is READY, raising
         :class:`SandboxFailed` with the reason if it fails to start (the failed conversation is
-        deleted). ``on_status`` sees each state while waiting."""
+        deleted). ``on_status`` sees each state while waiting. ``egress``: the hosts the sandbox
+        may reach instead of no network (domains, ``*.`` wildcards, CIDRs; Docker runtime)."""
         body = ConversationCreate(
             title=title,
             env=dict(env or {}),
             limits=limits or ConversationLimits(),
             idle_timeout=idle_timeout,
             internet=internet,
+            egress=None if egress is None else EgressPolicy(allow=list(egress)),
         )
         response = await self._conn.request("POST", "/conversation", json_body=body.model_dump(mode="json"))
         handle = AsyncConversationHandle(self._conn, parse_model(Conversation, parse_json(response)))

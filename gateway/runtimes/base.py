@@ -54,6 +54,9 @@ class SandboxSpec:
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     internet: bool = False
     idle_timeout: float | None = None
+    #: The egress allow-list (normalised entries, see :mod:`gateway.egress`); ``None``: no egress
+    #: beyond ``internet``. Only runtimes with ``enforces_egress`` start a spec that has one.
+    egress: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Runtime(Protocol):
     """Starts, finds, lists and removes sandboxes. One instance per gateway."""
 
     name: str
+    #: Whether :attr:`SandboxSpec.egress` is enforced; the gateway refuses an allow-list otherwise.
+    enforces_egress: bool
 
     async def start(self, spec: SandboxSpec, progress: ProgressCallback | None = None) -> SandboxHandle:
         """Start a sandbox for ``spec`` and return once its agent answers ``/ready``.

@@ -34,6 +34,12 @@ input). A gateway reaching container addresses directly would also fail on
 Docker Desktop. The relay costs one small container (~10 MB) per conversation,
 created and started alongside the sandbox.
 
+With an egress allow-list (``SandboxSpec.egress``) the network stays internal;
+the relay also runs the enforcer (``images/sandbox/egress.py``: an HTTP(S)
+proxy and the sandbox's only DNS server, for the allowed names and networks
+only) and the sandbox gets ``HTTP_PROXY``/``HTTPS_PROXY`` and the relay as its
+DNS server (see :mod:`gateway.runtimes.docker_egress`); the list is a label.
+
 Trade-off of ``internet=True``: the conversation's network is then a plain NAT
 bridge; the sandbox can open outbound connections, and, as on any Docker
 bridge, also reach the host's address on that bridge. Other sandboxes stay out

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from gateway.runtimes import docker_egress
 from gateway.runtimes.base import ResourceLimits, SandboxSpec
 from gateway.settings import Settings
 
@@ -40,6 +41,7 @@ TITLE = "convoy.title"
 IMAGE_VERSION = "convoy.image-version"
 ROLE = "convoy.role"  # on containers: "sandbox" or "relay"
 INTERNET = "convoy.internet"
+EGRESS = "convoy.egress"  # the allow-list, JSON; absent: none
 IDLE_TIMEOUT = "convoy.idle-timeout"
 MEMORY = "convoy.limits.memory-bytes"
 CPUS = "convoy.limits.cpus"
@@ -100,6 +102,8 @@ def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[
         PIDS: spec.limits.pids,
     }
     labels |= {key: str(value) for key, value in optional.items() if value is not None}
+    if spec.egress is not None:
+        labels[EGRESS] = json.dumps(list(spec.egress))
     return labels
 
 
@@ -110,6 +114,7 @@ def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
     env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
     try:
         keys: list[str] = json.loads(labels.get(ENV_KEYS, "[]"))
+        egress: list[str] | None = json.loads(labels[EGRESS]) if EGRESS in labels else None
         return SandboxSpec(
             conversation_id=UUID(labels[CONVERSATION_ID]),
             owner=labels[OWNER],
@@ -124,6 +129,7 @@ def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
             ),
             internet=labels.get(INTERNET) == "true",
             idle_timeout=_float(labels.get(IDLE_TIMEOUT)),
+            egress=None if egress is None else tuple(str(entry) for entry in egress),
         )
     except (KeyError, ValueError, TypeError):
         return None
@@ -219,6 +225,8 @@ def sandbox_config(
     limits = effective_limits(settings, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
     env = _task_env(spec) | {TOKEN_ENV: spec.token, CONVERSATION_ENV: str(spec.conversation_id)}
+    if spec.egress is not None:
+        env |= docker_egress.sandbox_env(subnet.relay_ip)
     host = _hardening(settings) | {
         "Init": settings.docker_init,
         "Mounts": [{"Type": "volume", "Source": names.volume, "Target": DATA_DIR}],
@@ -229,6 +237,8 @@ def sandbox_config(
         "PidsLimit": limits.pids,
         "RestartPolicy": {"Name": "no"},
     }
+    if spec.egress is not None:
+        host |= docker_egress.sandbox_host_config(subnet.relay_ip)
     if settings.docker_read_only:
         host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={settings.docker_tmpfs_bytes},mode=1777"}
     return {
@@ -252,10 +262,16 @@ def sandbox_config(
 
 
 def relay_config(
-    settings: Settings, labels: dict[str, str], subnet: Subnet, front_network: str, publish: bool
+    settings: Settings,
+    labels: dict[str, str],
+    subnet: Subnet,
+    front_network: str,
+    publish: bool,
+    spec: SandboxSpec | None = None,
 ) -> dict[str, Any]:
     """The relay starts on ``front_network`` (where the gateway reaches it); the
-    runtime then connects it to the conversation's network at ``subnet.relay_ip``."""
+    runtime then connects it to the conversation's network at ``subnet.relay_ip``.
+    With an egress allow-list in ``spec``, it also runs the enforcer (its companion)."""
     host = _hardening(settings) | {
         "NetworkMode": front_network,
         "Memory": _RELAY_MEMORY,
@@ -264,11 +280,15 @@ def relay_config(
         "PidsLimit": 16,
         "RestartPolicy": {"Name": "no"},
     }
+    command = ["python3", "-I", "-S", RELAY_SCRIPT, str(AGENT_PORT), subnet.sandbox_ip, str(AGENT_PORT)]
+    if spec is not None and spec.egress is not None:
+        host |= docker_egress.relay_host_config()
+        command += ["--", *docker_egress.relay_companion(settings, spec, subnet.relay_ip, subnet.sandbox_ip)]
     if publish:
         host["PortBindings"] = {f"{AGENT_PORT}/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
     return {
         "Image": settings.docker_image,
-        "Cmd": ["python3", "-I", "-S", RELAY_SCRIPT, str(AGENT_PORT), subnet.sandbox_ip, str(AGENT_PORT)],
+        "Cmd": command,
         "User": settings.docker_user,
         "Labels": labels | {ROLE: RELAY},
         "ExposedPorts": {f"{AGENT_PORT}/tcp": {}},

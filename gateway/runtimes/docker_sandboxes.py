@@ -56,6 +56,7 @@ class DockerSandboxes:
     """The Runtime protocol on Docker (``DockerRuntime`` adds how to connect)."""
 
     name = "docker"
+    enforces_egress = True  # by the relay container (see docker_config.relay_config)
 
     def __init__(self, settings: Settings, engine: Engine, *, image_version: str, reach: Reach) -> None:
         self._settings = settings
@@ -108,7 +109,7 @@ class DockerSandboxes:
             self._settings, spec, cfg.sandbox_labels(spec, self._install, self._image_version), names, subnet
         )
         relay = cfg.relay_config(
-            self._settings, labels, subnet, self._front_network, publish=self.reach == "published"
+            self._settings, labels, subnet, self._front_network, publish=self.reach == "published", spec=spec
         )
 
         # The relay is made while the agent boots: the critical path is the sandbox's

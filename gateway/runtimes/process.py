@@ -115,6 +115,7 @@ class ProcessRuntime:
     """The Runtime protocol over local agent processes (see the module docstring)."""
 
     name = "process"
+    enforces_egress = False  # a local process shares the host's network: nothing to enforce with
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -168,6 +169,8 @@ class ProcessRuntime:
     # --- Runtime protocol ---------------------------------------------------------
 
     async def start(self, spec: SandboxSpec, progress: ProgressCallback | None = None) -> SandboxHandle:
+        if spec.egress is not None:
+            raise SandboxStartError("the process runtime cannot enforce an egress allow-list")
         folder = self._dir(spec.conversation_id)
         deadline = time.monotonic() + self._settings.start_timeout
         if progress:

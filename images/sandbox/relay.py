@@ -7,7 +7,15 @@ member of that network; it is also on a network the gateway reaches (a port
 published on 127.0.0.1, or a shared network) and forwards every TCP connection
 it accepts, byte for byte, to the agent at ``TARGET_HOST:TARGET_PORT``.
 
-Usage: ``python3 -I -S relay.py LISTEN_PORT TARGET_HOST TARGET_PORT``.
+Usage: ``python3 -I -S relay.py LISTEN_PORT TARGET_HOST TARGET_PORT [-- COMMAND...]``.
+
+``COMMAND``, when given, is a companion started first (the egress enforcer,
+``egress.py``, for a conversation with an allow-list). The relay listens only
+once the companion has written a line to its stdout (it serves), so an agent
+that answers through the relay is never ahead of it; and it exits with status 1
+as soon as the companion ends (or ends before that line, or takes over
+``COMPANION_TIMEOUT``), so the conversation is seen to have lost its relay rather
+than silently losing what the companion enforced.
 
 Contract, per accepted connection: the relay connects to the target (the
 client's connection is closed when that fails or takes over
@@ -24,6 +32,7 @@ alone would more than double its resident memory).
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import signal
 import socket
@@ -33,6 +42,7 @@ import time
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT = 5.0
 BACKLOG = 512
+COMPANION_TIMEOUT = 30.0
 
 
 class Side:
@@ -159,6 +169,10 @@ class Relay:
             return
         self.watch(upstream, selectors.EVENT_WRITE, (link, link.upstream))
 
+    def watch_companion(self, pidfd: int) -> None:
+        """The companion's end (its pidfd turning readable) ends the relay."""
+        self.selector.register(pidfd, selectors.EVENT_READ, "companion")
+
     def run(self) -> None:
         while True:
             waiting = [link.deadline for link in self.links if not link.connected]
@@ -167,6 +181,8 @@ class Relay:
                 if key.data is None:
                     self.accept()
                     continue
+                if key.data == "companion":
+                    sys.exit("relay: the companion process ended")
                 link, side = key.data
                 if not link.closed:
                     self.dispatch(link, side, events)
@@ -194,14 +210,37 @@ def _send(sock: socket.socket, data: bytes | memoryview) -> int:
         return 0
 
 
+def start_companion(command: list[str]) -> int:
+    """Start ``command`` and wait for its first line on stdout; its pidfd.
+    Exits when it ends first or stays silent for ``COMPANION_TIMEOUT``."""
+    read_end, write_end = os.pipe()
+    actions = [(os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_CLOSE, read_end)]
+    pidfd = os.pidfd_open(os.posix_spawn(command[0], command, os.environ, file_actions=actions))
+    os.close(write_end)
+    with selectors.DefaultSelector() as waiting:
+        waiting.register(read_end, selectors.EVENT_READ)
+        said = os.read(read_end, 256) if waiting.select(COMPANION_TIMEOUT) else b""
+    os.close(read_end)
+    if not said.endswith(b"\n"):
+        sys.exit("relay: the companion did not get ready")
+    return pidfd
+
+
 def _exit(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit("usage: relay.py LISTEN_PORT TARGET_HOST TARGET_PORT")
+    args, companion = sys.argv[1:], []
+    if "--" in args:
+        args, companion = args[: args.index("--")], args[args.index("--") + 1 :]
+    if len(args) != 3 or ("--" in sys.argv and not companion):
+        sys.exit("usage: relay.py LISTEN_PORT TARGET_HOST TARGET_PORT [-- COMMAND...]")
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit)
+    companion_fd = start_companion(companion) if companion else None
     # Resolved once: connecting never waits for a name lookup (the runtime passes an address).
-    Relay(int(sys.argv[1]), (socket.gethostbyname(sys.argv[2]), int(sys.argv[3]))).run()
+    relay = Relay(int(args[0]), (socket.gethostbyname(args[1]), int(args[2])))
+    if companion_fd is not None:
+        relay.watch_companion(companion_fd)
+    relay.run()
