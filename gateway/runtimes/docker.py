@@ -42,7 +42,8 @@ input) where that matters.
 
 Start-up phases reported: "creating volume", "creating network", "creating
 container", "starting container", "waiting for agent". Every aiodocker/aiohttp
-error is mapped here, once, to :mod:`gateway.runtimes.base` errors.
+error is mapped here, once, to :mod:`gateway.errors` (``EngineError``,
+``EngineNotFound``, ``RuntimeUnavailable``).
 """
 
 from __future__ import annotations
@@ -60,9 +61,8 @@ import aiohttp
 from aiodocker.networks import DockerNetwork
 from aiodocker.volumes import DockerVolume
 
+from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.base import RuntimeUnavailable
-from gateway.runtimes.docker_engine import EngineError, NotFound
 from gateway.runtimes.docker_sandboxes import DockerSandboxes, Reach
 from gateway.settings import Settings
 
@@ -79,7 +79,7 @@ def _mapped(what: str) -> Iterator[None]:
         if error.status == 900:  # aiodocker's code for "cannot connect"
             raise RuntimeUnavailable(f"the Docker engine does not answer: {error.message}") from None
         if error.status == 404:
-            raise NotFound(f"{what}: {error.message}") from None
+            raise EngineNotFound(f"{what}: {error.message}") from None
         raise EngineError(f"{what}: {error.message}") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as error:
         raise RuntimeUnavailable(f"the Docker engine does not answer ({what}): {error!r}") from None
@@ -117,7 +117,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"image {name}"):
                 return await self._docker.images.inspect(name)
-        except NotFound:
+        except EngineNotFound:
             return None
 
     async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -129,7 +129,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"container {name}"):
                 return await self._docker.containers.container(name).show()
-        except NotFound:
+        except EngineNotFound:
             return None
 
     async def create_container(self, name: str, config: dict[str, Any]) -> None:
@@ -148,7 +148,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"remove container {name}"):
                 await self._docker.containers.container(name).delete(force=True, v=True)
-        except NotFound:
+        except EngineNotFound:
             return False
         return True
 
@@ -176,7 +176,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"remove volume {name}"):
                 await DockerVolume(self._docker, name).delete()  # type: ignore[no-untyped-call]
-        except NotFound:
+        except EngineNotFound:
             return False
         return True
 
@@ -198,7 +198,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"remove network {name}"):
                 await DockerNetwork(self._docker, name).delete()  # type: ignore[no-untyped-call]
-        except NotFound:
+        except EngineNotFound:
             return False
         return True
 

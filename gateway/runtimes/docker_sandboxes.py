@@ -16,21 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.base import (
-    ProgressCallback,
-    RuntimeError_,
-    RuntimeUnavailable,
-    SandboxHandle,
-    SandboxSpec,
-    SandboxStartError,
-    SandboxState,
-    wait_until_ready,
-)
+from gateway.runtimes.base import ProgressCallback, SandboxHandle, SandboxSpec, SandboxState, wait_until_ready
 from gateway.runtimes.docker_engine import (
     Engine,
-    EngineError,
-    NotFound,
     by_conversation,
     conversation_of,
     summary_url,
@@ -141,7 +131,7 @@ class DockerSandboxes:
                 try:
                     await self._engine.create_network(cfg.network_config(name, labels, subnet, internet))
                 except EngineError as error:
-                    if isinstance(error, NotFound) or "overlap" not in str(error).lower():
+                    if isinstance(error, EngineNotFound) or "overlap" not in str(error).lower():
                         raise
                     continue
                 self._used_subnets.add(str(subnet.network))
@@ -188,7 +178,7 @@ class DockerSandboxes:
             if state and not state.get("Running") and state.get("Status") != "created":
                 error = f"{error}: {cfg.exit_reason(state)}"
             tail = (await self._engine.logs(names.sandbox, _LOG_TAIL_LINES)).strip()
-        except RuntimeError_:
+        except RuntimeFailure:
             tail = ""
         return f"{error}\nlast log lines:\n{tail}" if tail else error
 
@@ -248,7 +238,7 @@ class DockerSandboxes:
 
     async def _remove(self, names: cfg.Names) -> bool:
         """Stop the sandbox (grace), then remove both containers, the volume and the network."""
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(EngineNotFound):
             await self._engine.stop(names.sandbox, self._settings.docker_stop_grace)
         containers = await asyncio.gather(
             self._engine.remove_container(names.sandbox), self._engine.remove_container(names.relay)
@@ -303,5 +293,5 @@ class DockerSandboxes:
     async def _quietly(call: Awaitable[_T]) -> _T | None:
         try:
             return await call
-        except RuntimeError_:
+        except RuntimeFailure:
             return None

@@ -5,18 +5,24 @@ engine. Each sandbox is a directory ``<state_dir>/<install>/<conversation_id>/``
 holding
 
 - ``meta.json``: the :class:`SandboxSpec` (token included; the file is 0600),
-  the agent's pid, its start time and its port: the registry that lets a
-  restarted gateway rebuild everything from :meth:`ProcessRuntime.list`;
+  the agent's pid, its start time, its port and whether it has answered
+  ``/ready`` yet: the registry that lets a restarted gateway rebuild everything
+  from :meth:`ProcessRuntime.list` (STARTING until ready, RUNNING while the
+  agent lives, EXITED with its last output as the reason once it is gone);
 - ``workspace/`` and ``state/``: the agent's workspace and event log;
 - ``agent.log``: the agent's stdout and stderr, whose tail is the reason of a
-  :class:`SandboxStartError`.
+  :class:`SandboxStartError` and of an EXITED handle.
 
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
 exits. So a gateway stopped, or killed with SIGKILL, leaves its agents running
 (asyncio would kill a child whose transport is closed or collected), and agents
 started by this gateway and agents adopted after a restart are watched the same
-way: by pid and start time (see :mod:`gateway.runtimes.procfs`).
+way: by pid and start time (see :mod:`gateway.runtimes.procfs`). Not being its
+parent, the runtime cannot know an agent's exit code: EXITED handles have none.
+
+OSError (a full disk, a folder it may not read) is mapped here to
+:class:`SandboxStartError` (in a start) or :class:`RuntimeFailure`.
 
 Environment: the agent gets the spec's ``env`` over a small allow-list of the
 gateway's own variables (never the gateway's keys), then its own
@@ -35,19 +41,20 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+from gateway.errors import RuntimeFailure, SandboxStartError
 from gateway.runtimes import procfs
 from gateway.runtimes.base import (
     ProgressCallback,
     ResourceLimits,
     SandboxHandle,
     SandboxSpec,
-    SandboxStartError,
     SandboxState,
     wait_until_ready,
 )
@@ -56,6 +63,7 @@ from gateway.settings import Settings
 _META = "meta.json"
 _LOG = "agent.log"
 _LOG_TAIL_BYTES = 4000
+_T = TypeVar("_T")
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
 # Runs as its own short-lived process (in the gateway's environment; the agent's comes
@@ -75,6 +83,14 @@ except OSError:
     started = ""
 print(agent.pid, started, flush=True)
 """
+
+
+async def _io(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)`` in a thread, its OSError a :class:`RuntimeFailure`."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except OSError as error:
+        raise RuntimeFailure(f"the process runtime's state could not be read or written: {error}") from None
 
 
 def _free_port() -> int:
@@ -140,15 +156,22 @@ class ProcessRuntime:
             json.dump(data, file)
         tmp.replace(folder / _META)
 
-    def _handle(self, data: dict[str, Any]) -> SandboxHandle | None:
+    def _handle(self, folder: Path, data: dict[str, Any]) -> SandboxHandle | None:
         try:
             spec = _spec_from_json(data["spec"])
             process = procfs.ProcessId(int(data["pid"]), data.get("started"))
             port = int(data["port"])
         except (KeyError, TypeError, ValueError):
             return None
-        state = SandboxState.RUNNING if procfs.is_alive(process) else SandboxState.EXITED
-        return SandboxHandle(spec=spec, base_url=f"http://127.0.0.1:{port}", state=state)
+        base_url = f"http://127.0.0.1:{port}"
+        if not procfs.is_alive(process):
+            tail = self._log_tail(folder)
+            reason = f"the agent process {process.pid} ended"
+            reason += f"; its last output:\n{tail}" if tail else ""
+            return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.EXITED, reason=reason)
+        # Metadata written before "ready" existed is of an agent that was ready.
+        state = SandboxState.RUNNING if data.get("ready", True) else SandboxState.STARTING
+        return SandboxHandle(spec=spec, base_url=base_url, state=state)
 
     def _scan(self) -> list[tuple[Path, dict[str, Any] | None]]:
         if not self._root.is_dir():
@@ -172,7 +195,11 @@ class ProcessRuntime:
         deadline = time.monotonic() + self._settings.start_timeout
         if progress:
             await progress("preparing the workspace")
-        await asyncio.to_thread(self._prepare, folder)
+        try:
+            await asyncio.to_thread(self._prepare, folder)
+        except OSError as error:
+            await asyncio.shield(self.remove(spec.conversation_id))
+            raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
             for attempt in range(3):
@@ -180,16 +207,9 @@ class ProcessRuntime:
                 if progress:
                     await progress("starting the agent")
                 process = await self._launch(spec, folder, port)
-                await asyncio.to_thread(
-                    self._write_meta,
-                    folder,
-                    {
-                        "spec": _spec_to_json(spec),
-                        "pid": process.pid,
-                        "started": process.started,
-                        "port": port,
-                    },
-                )
+                meta = {"spec": _spec_to_json(spec), "pid": process.pid, "started": process.started}
+                meta |= {"port": port, "ready": False}
+                await self._save_meta(folder, meta)
                 if progress:
                     await progress("waiting for the agent")
                 base_url = f"http://127.0.0.1:{port}"
@@ -210,6 +230,7 @@ class ProcessRuntime:
                     raise SandboxStartError(
                         f"{error}; the agent's last output:\n{tail}" if tail else str(error)
                     ) from None
+                await self._save_meta(folder, meta | {"ready": True})
                 return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
             raise SandboxStartError("no free port could be bound")  # pragma: no cover
         except BaseException:
@@ -218,6 +239,12 @@ class ProcessRuntime:
             raise
         finally:
             self._starting.discard(spec.conversation_id)
+
+    async def _save_meta(self, folder: Path, meta: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(self._write_meta, folder, meta)
+        except OSError as error:
+            raise SandboxStartError(f"the sandbox's metadata could not be written: {error}") from None
 
     def _prepare(self, folder: Path) -> None:
         self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -282,19 +309,20 @@ class ProcessRuntime:
         await asyncio.to_thread(procfs.kill, family)
 
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
-        data = await asyncio.to_thread(self._read_meta, self._dir(conversation_id))
-        return None if data is None else await asyncio.to_thread(self._handle, data)
+        folder = self._dir(conversation_id)
+        data = await _io(self._read_meta, folder)
+        return None if data is None else await _io(self._handle, folder, data)
 
     async def list(self) -> list[SandboxHandle]:
         def scan() -> list[SandboxHandle]:
-            handles = (self._handle(data) for _, data in self._scan() if data is not None)
+            handles = (self._handle(folder, data) for folder, data in self._scan() if data is not None)
             return [handle for handle in handles if handle is not None]
 
-        return await asyncio.to_thread(scan)
+        return await _io(scan)
 
     async def remove(self, conversation_id: UUID) -> bool:
         folder = self._dir(conversation_id)
-        data = await asyncio.to_thread(self._read_meta, folder)
+        data = await _io(self._read_meta, folder)
         if data is not None and "pid" in data:
             await self._stop(procfs.ProcessId(int(data["pid"]), data.get("started")))
         if not await asyncio.to_thread(folder.exists):
@@ -304,14 +332,14 @@ class ProcessRuntime:
 
     async def cleanup_orphans(self) -> int:
         removed = 0
-        for folder, data in await asyncio.to_thread(self._scan):
+        for folder, data in await _io(self._scan):
             try:
                 conversation_id = UUID(folder.name)
             except ValueError:
                 continue  # not ours
             if conversation_id in self._starting:
                 continue
-            handle = None if data is None else await asyncio.to_thread(self._handle, data)
+            handle = None if data is None else await _io(self._handle, folder, data)
             if handle is None or handle.state is SandboxState.EXITED:
                 removed += await self.remove(conversation_id)
         return removed
