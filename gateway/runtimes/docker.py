@@ -64,7 +64,7 @@ from aiodocker.volumes import DockerVolume
 from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker_sandboxes import DockerSandboxes, Reach
-from gateway.settings import Settings
+from gateway.settings import DockerReach, Settings
 
 __all__ = ["AiodockerEngine", "DockerRuntime"]
 
@@ -223,7 +223,7 @@ class DockerRuntime(DockerSandboxes):
             if image is None:
                 raise RuntimeUnavailable(f"image {settings.docker_image} missing: run scripts/build-images")
             labels = (image.get("Config") or {}).get("Labels") or {}
-            reach = await _reach(settings, engine)
+            reach = await _reach(settings.docker_reach, engine)
             shared = await engine.networks({"name": [settings.docker_network]})
             if reach == "network" and not any(net.get("Name") == settings.docker_network for net in shared):
                 await engine.create_network(
@@ -237,11 +237,11 @@ class DockerRuntime(DockerSandboxes):
         return runtime
 
 
-async def _reach(settings: Settings, engine: AiodockerEngine) -> Reach:
-    """``auto``: ``network`` when this process runs in a container of the same engine
-    (``/.dockerenv`` alone is not proof: some VM images carry it), else ``published``."""
-    if settings.docker_reach != "auto":
-        return settings.docker_reach
+async def _reach(wanted: DockerReach, engine: AiodockerEngine) -> Reach:
+    """``wanted``, or for ``auto``: ``network`` when this process runs in a container of the
+    same engine (``/.dockerenv`` alone is not proof: some VM images carry it), else ``published``."""
+    if wanted != "auto":
+        return wanted
     if not await asyncio.to_thread(Path("/.dockerenv").exists):
         return "published"
     ours = await engine.inspect(socket.gethostname())
