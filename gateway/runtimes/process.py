@@ -42,17 +42,15 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 from gateway.errors import RuntimeFailure, SandboxStartError
+from gateway.runtimes import process_files as files
 from gateway.runtimes import procfs
 from gateway.runtimes.base import (
     ProgressCallback,
-    ResourceLimits,
     SandboxHandle,
     SandboxSpec,
     SandboxState,
@@ -60,9 +58,6 @@ from gateway.runtimes.base import (
 )
 from gateway.settings import Settings
 
-_META = "meta.json"
-_LOG = "agent.log"
-_LOG_TAIL_BYTES = 4000
 _T = TypeVar("_T")
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -99,34 +94,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _spec_to_json(spec: SandboxSpec) -> dict[str, Any]:
-    return {
-        "conversation_id": str(spec.conversation_id),
-        "owner": spec.owner,
-        "title": spec.title,
-        "token": spec.token,
-        "created_at": spec.created_at.isoformat(),
-        "env": spec.env,
-        "limits": asdict(spec.limits),
-        "internet": spec.internet,
-        "idle_timeout": spec.idle_timeout,
-    }
-
-
-def _spec_from_json(data: dict[str, Any]) -> SandboxSpec:
-    return SandboxSpec(
-        conversation_id=UUID(data["conversation_id"]),
-        owner=str(data["owner"]),
-        title=str(data["title"]),
-        token=str(data["token"]),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        env=dict(data.get("env") or {}),
-        limits=ResourceLimits(**(data.get("limits") or {})),
-        internet=bool(data.get("internet", False)),
-        idle_timeout=data.get("idle_timeout"),
-    )
-
-
 class ProcessRuntime:
     """The Runtime protocol over local agent processes (see the module docstring)."""
 
@@ -142,51 +109,12 @@ class ProcessRuntime:
     def _dir(self, conversation_id: UUID) -> Path:
         return self._root / str(conversation_id)
 
-    def _read_meta(self, folder: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads((folder / _META).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _write_meta(self, folder: Path, data: dict[str, Any]) -> None:
-        tmp = folder / f".{_META}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            json.dump(data, file)
-        tmp.replace(folder / _META)
-
-    def _handle(self, folder: Path, data: dict[str, Any]) -> SandboxHandle | None:
-        try:
-            spec = _spec_from_json(data["spec"])
-            process = procfs.ProcessId(int(data["pid"]), data.get("started"))
-            port = int(data["port"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        base_url = f"http://127.0.0.1:{port}"
-        if not procfs.is_alive(process):
-            tail = self._log_tail(folder)
-            reason = f"the agent process {process.pid} ended"
-            reason += f"; its last output:\n{tail}" if tail else ""
-            return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.EXITED, reason=reason)
-        # Metadata written before "ready" existed is of an agent that was ready.
-        state = SandboxState.RUNNING if data.get("ready", True) else SandboxState.STARTING
-        return SandboxHandle(spec=spec, base_url=base_url, state=state)
-
     def _scan(self) -> list[tuple[Path, dict[str, Any] | None]]:
         if not self._root.is_dir():
             return []
         return [
-            (folder, self._read_meta(folder)) for folder in sorted(self._root.iterdir()) if folder.is_dir()
+            (folder, files.read_meta(folder)) for folder in sorted(self._root.iterdir()) if folder.is_dir()
         ]
-
-    def _log_tail(self, folder: Path) -> str:
-        try:
-            with open(folder / _LOG, "rb") as log:
-                log.seek(max(0, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
-                return log.read().decode(errors="replace").strip()
-        except OSError:
-            return ""
 
     # --- Runtime protocol ---------------------------------------------------------
 
@@ -207,7 +135,7 @@ class ProcessRuntime:
                 if progress:
                     await progress("starting the agent")
                 process = await self._launch(spec, folder, port)
-                meta = {"spec": _spec_to_json(spec), "pid": process.pid, "started": process.started}
+                meta = {"spec": files.spec_to_json(spec), "pid": process.pid, "started": process.started}
                 meta |= {"port": port, "ready": False}
                 await self._save_meta(folder, meta)
                 if progress:
@@ -223,7 +151,7 @@ class ProcessRuntime:
                     )
                 except SandboxStartError as error:
                     await self._stop(process)
-                    tail = await asyncio.to_thread(self._log_tail, folder)
+                    tail = await asyncio.to_thread(files.log_tail, folder)
                     # Another program may take the free port between our probe and the agent's bind.
                     if "address already in use" in tail.lower() and attempt < 2:
                         continue
@@ -242,7 +170,7 @@ class ProcessRuntime:
 
     async def _save_meta(self, folder: Path, meta: dict[str, Any]) -> None:
         try:
-            await asyncio.to_thread(self._write_meta, folder, meta)
+            await asyncio.to_thread(files.write_meta, folder, meta)
         except OSError as error:
             raise SandboxStartError(f"the sandbox's metadata could not be written: {error}") from None
 
@@ -275,7 +203,7 @@ class ProcessRuntime:
                 sys.executable,
                 "-c",
                 _LAUNCHER,
-                str(folder / _LOG),
+                str(folder / files.LOG),
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -287,7 +215,7 @@ class ProcessRuntime:
             raise SandboxStartError(f"the agent could not be started: {error}") from error
         fields = out.decode().split()
         if launcher.returncode != 0 or not fields:
-            reason = err.decode(errors="replace").strip()[-_LOG_TAIL_BYTES:]
+            reason = err.decode(errors="replace").strip()[-files.LOG_TAIL_BYTES :]
             raise SandboxStartError(
                 f"the agent could not be started (launcher exit {launcher.returncode}): {reason}"
             )
@@ -310,19 +238,19 @@ class ProcessRuntime:
 
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
         folder = self._dir(conversation_id)
-        data = await _io(self._read_meta, folder)
-        return None if data is None else await _io(self._handle, folder, data)
+        data = await _io(files.read_meta, folder)
+        return None if data is None else await _io(files.handle, folder, data)
 
     async def list(self) -> list[SandboxHandle]:
         def scan() -> list[SandboxHandle]:
-            handles = (self._handle(folder, data) for folder, data in self._scan() if data is not None)
+            handles = (files.handle(folder, data) for folder, data in self._scan() if data is not None)
             return [handle for handle in handles if handle is not None]
 
         return await _io(scan)
 
     async def remove(self, conversation_id: UUID) -> bool:
         folder = self._dir(conversation_id)
-        data = await _io(self._read_meta, folder)
+        data = await _io(files.read_meta, folder)
         if data is not None and "pid" in data:
             await self._stop(procfs.ProcessId(int(data["pid"]), data.get("started")))
         if not await asyncio.to_thread(folder.exists):
@@ -339,7 +267,7 @@ class ProcessRuntime:
                 continue  # not ours
             if conversation_id in self._starting:
                 continue
-            handle = None if data is None else await _io(self._handle, folder, data)
+            handle = None if data is None else await _io(files.handle, folder, data)
             if handle is None or handle.state is SandboxState.EXITED:
                 removed += await self.remove(conversation_id)
         return removed
