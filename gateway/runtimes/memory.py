@@ -114,7 +114,10 @@ class MemoryRuntime:
         try:
             if progress:
                 await progress("starting the agent")
-            sandbox = self._launch(spec, folder)
+            try:
+                sandbox = self._launch(spec, folder)
+            except OSError as error:
+                raise SandboxStartError(f"the agent could not be served: {error}") from None
             if progress:
                 await progress("waiting for the agent")
 
