@@ -1,4 +1,4 @@
-"""Every error the gateway raises, in one tree, and how each answers: always JSON ``{"detail": ...}``.
+"""The gateway's errors, in one tree, and how each answers: always JSON ``{"detail": ...}``.
 
 ::
 
@@ -23,6 +23,10 @@ runtimes). The :class:`~gateway.conversations.ConversationManager` turns them
 into a conversation's ERROR reason; one that escapes to a handler still
 answers JSON with its status. Handlers also turn any unexpected exception into
 a JSON 500 (logged), so no answer is ever an HTML page or a bare text.
+
+Not here yet (they still live beside their one use): ``gateway.auth.AuthError``
+(401/403) and ``gateway.wsproxy.UpstreamUnavailable`` (an agent WebSocket that
+cannot be opened).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from gateway.conversations import ConversationManager
-from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable, SandboxStartError
+from gateway.errors import EngineError, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import SandboxSpec, SandboxState
 from gateway.runtimes.docker_sandboxes import DockerSandboxes
@@ -266,11 +266,3 @@ async def test_list_and_find_without_an_engine_raise_and_reconcile_keeps_its_rec
         await manager.reconcile()
         assert adopted.status is ConversationStatus.READY
         assert len(_owned(engine, spec)) == 2
-
-
-async def test_engine_errors_are_runtime_failures_of_the_one_tree() -> None:
-    from gateway.errors import GatewayError, RuntimeFailure
-
-    assert issubclass(EngineNotFound, EngineError) and issubclass(EngineError, RuntimeFailure)
-    assert issubclass(RuntimeFailure, GatewayError)
-    assert RuntimeUnavailable("x").status == 503
