@@ -108,7 +108,10 @@ class MemoryRuntime:
             await progress("preparing the workspace")
         try:
             await asyncio.to_thread(self._prepare, folder)
+        except FileExistsError:
+            raise SandboxStartError(f"{folder} exists already (left by another instance?)") from None
         except OSError as error:
+            await asyncio.to_thread(shutil.rmtree, folder, True)  # whatever part of it was made
             raise SandboxStartError(f"the workspace could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:

@@ -20,13 +20,15 @@ import pytest
 from dockertools import adocker, make_spec
 from gw_helpers import base_settings, eventually, kill_agents, read_text
 
+from gateway.conversations import ConversationManager
 from gateway.errors import SandboxStartError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import Runtime, SandboxState
 from gateway.runtimes.memory import MemoryRuntime
 from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
-from sandbox_agent.protocol import TOKEN_HEADER
+from gateway.status import StatusBus
+from sandbox_agent.protocol import TOKEN_HEADER, ConversationStatus
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Subject:
     """A runtime under test, and what only its kind knows how to do."""
 
     kind: str
+    settings: Settings
     runtime: Runtime
     #: Ends the sandbox's agent (its process or container) behind the runtime's back.
     end_agent: Callable[[UUID], Awaitable[None]]
@@ -44,7 +47,7 @@ class Subject:
 def _memory(settings: Settings) -> Subject:
     runtime = MemoryRuntime(settings)
     # One process holds the installation: another gateway in it shares the instance.
-    return Subject("memory", runtime, runtime.stop_agent, lambda: nullcontext(runtime))
+    return Subject("memory", settings, runtime, runtime.stop_agent, lambda: nullcontext(runtime))
 
 
 def _process(settings: Settings) -> Subject:
@@ -58,7 +61,7 @@ def _process(settings: Settings) -> Subject:
     async def peer() -> AsyncIterator[Runtime]:
         yield ProcessRuntime(settings)
 
-    return Subject("process", runtime, end_agent, peer)
+    return Subject("process", settings, runtime, end_agent, peer)
 
 
 async def _docker(settings: Settings) -> Subject:
@@ -77,7 +80,7 @@ async def _docker(settings: Settings) -> Subject:
         finally:
             await other.close()
 
-    return Subject("docker", runtime, end_agent, peer)
+    return Subject("docker", settings, runtime, end_agent, peer)
 
 
 @pytest.fixture(params=["memory", "process", pytest.param("docker", marks=pytest.mark.docker)])
@@ -202,3 +205,38 @@ async def test_a_cancelled_start_leaves_the_sandbox_absent(subject: Subject) -> 
         await start
     assert await runtime.find(spec.conversation_id) is None
     assert spec.conversation_id not in {h.conversation_id for h in await runtime.list()}
+
+
+async def test_reconcile_adopts_the_running_and_fails_the_exited_and_the_vanished(subject: Subject) -> None:
+    """What ConversationManager.reconcile relies on, on each runtime (see base.py)."""
+    runtime = subject.runtime
+    kept, ended, vanished = make_spec(), make_spec(), make_spec()
+    for spec in (kept, ended, vanished):
+        await runtime.start(spec)
+    async with httpx.AsyncClient() as http:
+        manager = ConversationManager(subject.settings, runtime, StatusBus(), http)
+        await manager.reconcile()  # a gateway started on a runtime that already runs three
+        for spec in (kept, ended, vanished):
+            record = manager.lookup(spec.conversation_id)
+            assert record is not None and record.status is ConversationStatus.READY and record.spec == spec
+
+        await subject.end_agent(ended.conversation_id)
+
+        async def exited() -> bool:
+            found = await runtime.find(ended.conversation_id)
+            return found is not None and found.state is SandboxState.EXITED
+
+        await eventually(exited)
+        reason = (await runtime.find(ended.conversation_id) or pytest.fail("gone")).reason
+        async with subject.peer() as peer:
+            await peer.remove(vanished.conversation_id)
+        await manager.reconcile()
+
+        alive = manager.lookup(kept.conversation_id)
+        assert alive is not None and alive.status is ConversationStatus.READY
+        failed = manager.lookup(ended.conversation_id)
+        assert failed is not None and failed.status is ConversationStatus.ERROR and failed.reason == reason
+        assert await runtime.find(ended.conversation_id) is None, "an exited sandbox is removed"
+        gone = manager.lookup(vanished.conversation_id)
+        assert gone is not None and gone.status is ConversationStatus.ERROR
+        assert gone.reason == "the sandbox disappeared"
