@@ -180,7 +180,8 @@ class Runtime(Protocol):
         ...
 
     async def close(self) -> None:
-        """Release the runtime's own resources; sandboxes keep running."""
+        """Release the runtime's own resources; sandboxes keep running (but the memory
+        runtime's, which cannot outlive the process: it stops them, EXITED)."""
         ...
 
 

@@ -8,9 +8,11 @@ speaks the same wire as every other sandbox, so everything above the seam
 (proxy, WebSockets, firehose, pools, reaping) runs unchanged on it.
 
 The registry is this instance's memory: a restarted gateway in the same
-process finds its sandboxes when it is handed the same runtime instance; a
-new instance knows none (and :meth:`cleanup_orphans` removes the folders a
-previous one left).
+process finds its sandboxes when it is handed the same runtime instance (an
+app does not close a runtime it was handed); a new instance knows none (and
+:meth:`cleanup_orphans` removes the folders a previous one left). Unlike the
+other runtimes', :meth:`MemoryRuntime.close` stops the agents: they cannot
+outlive the process anyway.
 
 What it does not do, by design: the spec's ``env`` and ``limits`` are not
 applied (tasks run with the gateway's own environment, as children of the
@@ -41,6 +43,14 @@ from sandbox_agent.settings import AgentSettings
 
 #: Seconds past the graceful-shutdown timeout an agent gets to stop its tasks before it is cancelled.
 _STOP_MARGIN = 10.0
+
+
+class _AgentConfig(uvicorn.Config):
+    """uvicorn's config without its logging set-up (which would reset the gateway's
+    ``uvicorn.*`` loggers for every sandbox): the agent logs as the gateway does."""
+
+    def configure_logging(self) -> None:
+        return None
 
 
 class _AgentServer(uvicorn.Server):
@@ -155,9 +165,8 @@ class MemoryRuntime:
             unprotected=False,
             conversation_id=spec.conversation_id,
         )
-        config = uvicorn.Config(
+        config = _AgentConfig(
             create_app(agent),
-            log_config=None,  # the gateway's logging stays as it is
             access_log=False,
             http="h11",
             lifespan="on",
@@ -264,4 +273,7 @@ class MemoryRuntime:
         return [folder for folder in self._root.iterdir() if folder.is_dir()]
 
     async def close(self) -> None:
-        """Nothing to release: the agents keep running in this process until removed."""
+        """Stop every agent (their sandboxes stay listed, EXITED, until removed): an
+        agent cannot outlive the gateway's process, and stopped here it ends its tasks'
+        process groups and flushes its event log, which a process exit would not."""
+        await asyncio.gather(*(self._stop(sandbox) for sandbox in list(self._sandboxes.values())))

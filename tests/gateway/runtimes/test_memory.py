@@ -7,9 +7,10 @@ import asyncio
 import os
 from pathlib import Path
 
+import httpx
 import websockets
 from dockertools import make_spec
-from gw_helpers import TIMEOUT, Harness, base_settings, create_ready, exists, ws_url
+from gw_helpers import TIMEOUT, Harness, base_settings, create_ready, eventually, exists, ws_url
 
 from gateway.runtimes import create_runtime, procfs
 from gateway.runtimes.base import SandboxState
@@ -75,3 +76,22 @@ async def test_remove_closes_open_connections_instead_of_waiting_for_them(tmp_pa
     await asyncio.wait_for(runtime.remove(spec.conversation_id), 15)
     await asyncio.wait_for(follower.wait_closed(), TIMEOUT)
     assert await runtime.find(spec.conversation_id) is None
+
+
+async def test_close_stops_the_agents_and_their_tasks(tmp_path: Path) -> None:
+    runtime, spec = MemoryRuntime(base_settings(tmp_path)), make_spec()
+    before = {child.pid for child in procfs.descendants(os.getpid())}
+    handle = await runtime.start(spec)
+    async with httpx.AsyncClient(base_url=handle.base_url, headers={TOKEN_HEADER: spec.token}) as client:
+        task = await client.post("/task", json={"runnable": {"type": "Shell", "command": "exec sleep 300"}})
+        assert task.status_code == 201
+
+        async def sleeping() -> bool:
+            return bool({child.pid for child in procfs.descendants(os.getpid())} - before)
+
+        await eventually(sleeping)
+    await runtime.close()
+    closed = await runtime.find(spec.conversation_id)
+    assert closed is not None and closed.state is SandboxState.EXITED
+    assert {child.pid for child in procfs.descendants(os.getpid())} <= before, "its task ended with it"
+    assert await runtime.remove(spec.conversation_id) is True
