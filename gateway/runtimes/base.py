@@ -38,14 +38,16 @@ Every handle carries the full spec (owner, title, token, idle timeout, ...)
 and ``base_url``, in every state.
 
 What :meth:`gateway.conversations.ConversationManager.reconcile` relies on:
-``list`` returns every sandbox of the installation with its spec (a RUNNING
-one without a record is adopted as READY); an EXITED one is removed and its
-READY conversation fails with ``reason``; a READY conversation whose sandbox
-is absent from ``list`` fails ("the sandbox disappeared"); conversations it
-is starting or stopping itself are left to :meth:`Runtime.start` and
-:meth:`Runtime.remove`; :meth:`Runtime.cleanup_orphans` comes last and never
-touches a start under way in this runtime. ``tests/gateway/runtimes/
-test_contract.py`` checks these transitions on every runtime.
+``list`` returns every sandbox of the installation with its spec (one without
+a record, RUNNING - or today STARTING too - is adopted as READY); an EXITED one
+is removed and its READY conversation fails with ``reason``; a READY
+conversation whose sandbox is absent from ``list`` fails ("the sandbox
+disappeared"); conversations it is starting or stopping itself are left to
+:meth:`Runtime.start` and :meth:`Runtime.remove`; :meth:`Runtime.cleanup_orphans`
+comes last and never touches a start under way in this runtime. A ``list``
+that raises (:class:`RuntimeUnavailable`) changes nothing: an engine that does
+not answer is no exit. ``tests/gateway/runtimes/test_contract.py`` checks these
+transitions on every runtime, ``test_docker_sandboxes.py`` the engine's absence.
 
 Errors: every runtime raises only :class:`~gateway.errors.RuntimeFailure`
 subclasses (re-exported here); foreign errors (aiodocker, OSError, httpx) are
