@@ -40,7 +40,7 @@ from gateway.records import Record, cursor_of, parse_cursor, sort_key
 from gateway.runtimes.base import (
     ResourceLimits,
     Runtime,
-    RuntimeError_,
+    RuntimeFailure,
     SandboxHandle,
     SandboxSpec,
     SandboxState,
@@ -168,7 +168,7 @@ class ConversationManager:
 
         try:
             handle = await self.runtime.start(record.spec, progress)
-        except RuntimeError_ as error:
+        except RuntimeFailure as error:
             self._fail(record, str(error))
             return
         except Exception as error:  # a runtime bug must not leave the record STARTING forever
@@ -214,7 +214,7 @@ class ConversationManager:
             await announce_stopping(self._http, record.handle, reason)
         try:
             await self.runtime.remove(record.id)
-        except RuntimeError_ as error:
+        except RuntimeFailure as error:
             log.warning("removing the sandbox of %s failed (reconcile retries): %s", record.id, error)
         self._records.pop(record.id, None)
         self._removed_at[record.id] = time.monotonic()
@@ -262,7 +262,7 @@ class ConversationManager:
             ):
                 continue  # being started or stopped right now, or just removed
             if handle.state is SandboxState.EXITED:
-                with contextlib.suppress(RuntimeError_):
+                with contextlib.suppress(RuntimeFailure):
                     await self.runtime.remove(conversation_id)
                 if record is not None and self._records.get(conversation_id) is record:
                     self._fail(record, self._exit_reason(handle))
@@ -275,7 +275,7 @@ class ConversationManager:
                 and self._records.get(record.id) is record
             ):
                 self._fail(record, "the sandbox disappeared")
-        with contextlib.suppress(RuntimeError_):
+        with contextlib.suppress(RuntimeFailure):
             await self.runtime.cleanup_orphans()
 
     def _adopt(self, handle: SandboxHandle) -> None:

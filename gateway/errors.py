@@ -1,7 +1,32 @@
-"""The gateway's own errors and how they answer: always JSON ``{"detail": ...}``.
+"""The gateway's errors, in one tree, and how each answers: always JSON ``{"detail": ...}``.
 
-Handlers also turn any unexpected exception into a JSON 500 (logged), so no
-answer is ever an HTML page or a bare text.
+::
+
+    GatewayError                  an answer other than success; .status, .detail
+    ├── InvalidInput        422   the request is wrong (the detail says how)
+    ├── NotFound            404   no such conversation (or not yours: the same answer)
+    ├── LimitReached        429   a global or per-owner maximum is reached
+    ├── NotReady            503   the conversation exists, its sandbox cannot take requests
+    ├── ShuttingDown        503   the gateway is stopping
+    ├── UpstreamUnreachable 502   the sandbox's agent does not answer
+    ├── UpstreamTimeout     504   the sandbox's agent answers too slowly
+    └── RuntimeFailure      500   raised below the Runtime seam (gateway/runtimes/)
+        ├── SandboxStartError     500   the sandbox did not become ready; nothing of it is left
+        ├── RuntimeUnavailable    503   the runtime's backend (Docker engine, ...) cannot be reached
+        └── EngineError           500   the Docker engine refused a call
+            └── EngineNotFound    500   the container, volume or network does not exist
+
+Runtimes raise only :class:`RuntimeFailure` subclasses: foreign errors
+(aiodocker, aiohttp, OSError, httpx) are mapped once, where they arise
+(``AiodockerEngine`` in :mod:`gateway.runtimes.docker`, the process and memory
+runtimes). The :class:`~gateway.conversations.ConversationManager` turns them
+into a conversation's ERROR reason; one that escapes to a handler still
+answers JSON with its status. Handlers also turn any unexpected exception into
+a JSON 500 (logged), so no answer is ever an HTML page or a bare text.
+
+Not here yet (they still live beside their one use): ``gateway.auth.AuthError``
+(401/403) and ``gateway.wsproxy.UpstreamUnavailable`` (an agent WebSocket that
+cannot be opened).
 """
 
 from __future__ import annotations
@@ -53,6 +78,34 @@ class UpstreamUnreachable(GatewayError):
 
 class UpstreamTimeout(GatewayError):
     status = 504
+
+
+# --- below the Runtime seam -------------------------------------------------------
+
+
+class RuntimeFailure(GatewayError):
+    """Base of every error a runtime raises; ``str(error)`` says what failed."""
+
+
+class SandboxStartError(RuntimeFailure):
+    """The sandbox did not become ready. ``str(error)`` is the reason shown to the user
+    (with the sandbox's last log lines where the runtime has them). Whatever was
+    created has already been removed when this is raised."""
+
+
+class RuntimeUnavailable(RuntimeFailure):
+    """The runtime's backend (Docker engine, ...) cannot be reached."""
+
+    status = 503
+
+
+class EngineError(RuntimeFailure):
+    """The Docker engine refused a call (the message says why)."""
+
+
+class EngineNotFound(EngineError):
+    """The container, volume or network does not exist (the runtime handles it: a
+    client never sees it as a 404)."""
 
 
 def error_response(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:

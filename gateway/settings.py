@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-RuntimeName = Literal["auto", "process", "docker"]
+RuntimeName = Literal["auto", "process", "docker", "memory"]
 DockerReach = Literal["auto", "published", "network"]
 
 

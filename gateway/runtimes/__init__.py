@@ -1,5 +1,6 @@
-"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker`` or ``auto``
-(Docker when an engine answers, else the local process runtime).
+"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker``, ``memory``
+(agents inside the gateway's process, for tests) or ``auto`` (Docker when an
+engine answers, else the local process runtime).
 
 The Docker runtime is imported lazily so that nothing outside
 ``gateway/runtimes/docker.py`` imports aiodocker, and a machine without it
@@ -30,6 +31,10 @@ async def create_runtime(settings: Settings) -> Runtime:
     ``docker`` is asked for explicitly and no engine answers."""
     if settings.runtime == "docker":
         return await _docker(settings)
+    if settings.runtime == "memory":
+        from gateway.runtimes.memory import MemoryRuntime
+
+        return MemoryRuntime(settings)
     if settings.runtime == "auto":
         try:
             return await _docker(settings)

@@ -1,12 +1,57 @@
-"""The Runtime seam: how a sandbox is started, found and removed.
+"""The Runtime seam: how a sandbox is started, found and removed, and what it says of one.
 
 Nothing above this module knows which runtime is underneath. A runtime keeps
 the metadata of every sandbox it started (the :class:`SandboxSpec` minus
-nothing) itself - container labels, a metadata file - so that a gateway killed
-and started again rebuilds its whole view from :meth:`Runtime.list`.
+nothing) itself - container labels, a metadata file, its own memory for the
+in-memory runtime - so that a gateway killed and started again rebuilds its
+whole view from :meth:`Runtime.list`.
 
-Errors: every runtime raises only :class:`RuntimeError_` subclasses; foreign
-errors (aiodocker, OSError, httpx) are mapped at the runtime's boundary.
+The state contract (what :meth:`Runtime.find` and :meth:`Runtime.list` say of
+one sandbox; like JupyterHub's ``Spawner.poll``: ``None`` while running, an
+exit status once ended, and no answer at all for what is not there)::
+
+                 start()                  agent answers /ready
+    (absent) ----------------> STARTING -----------------------> RUNNING
+       ^                          |                                 |
+       |  remove() / start fails  |    process/container ends       |
+       +--------------------------+---------------------------------+--> EXITED
+       |                                                                  |
+       +-------------- remove(), cleanup_orphans() -----------------------+
+
+- *absent*: ``find`` answers ``None`` and ``list`` leaves it out: never
+  started, removed, a start that failed (nothing is left of it), or vanished
+  (removed behind this runtime's back, by another gateway or by hand).
+- STARTING: :meth:`Runtime.start` is under way (here or in another gateway of
+  the installation) and the agent is not known to answer yet. A runtime may go
+  to RUNNING as soon as the sandbox's process runs (Docker does, from
+  ``docker start`` on); a runtime may also not list a start whose metadata it
+  has not written yet (the process runtime, for a few milliseconds).
+- RUNNING: the process or container runs. Once :meth:`Runtime.start` has
+  returned, its agent answers at ``base_url`` with the spec's token.
+- EXITED: the process or container ended without being removed. ``reason``
+  is always set, in words (the last log lines where the runtime has them);
+  ``exit_code`` where the runtime can know it (``None`` for the process
+  runtime, whose agents are not its children); ``oom_killed`` when the kernel
+  killed it for memory. An EXITED sandbox stays listed until removed.
+
+Every handle carries the full spec (owner, title, token, idle timeout, ...)
+and ``base_url``, in every state.
+
+What :meth:`gateway.conversations.ConversationManager.reconcile` relies on:
+``list`` returns every sandbox of the installation with its spec (one without
+a record, RUNNING - or today STARTING too - is adopted as READY); an EXITED one
+is removed and its READY conversation fails with ``reason``; a READY
+conversation whose sandbox is absent from ``list`` fails ("the sandbox
+disappeared"); conversations it is starting or stopping itself are left to
+:meth:`Runtime.start` and :meth:`Runtime.remove`; :meth:`Runtime.cleanup_orphans`
+comes last and never touches a start under way in this runtime. A ``list``
+that raises (:class:`RuntimeUnavailable`) changes nothing: an engine that does
+not answer is no exit. ``tests/gateway/runtimes/test_contract.py`` checks these
+transitions on every runtime, ``test_docker_sandboxes.py`` the engine's absence.
+
+Errors: every runtime raises only :class:`~gateway.errors.RuntimeFailure`
+subclasses (re-exported here); foreign errors (aiodocker, OSError, httpx) are
+mapped once, at the runtime's boundary.
 """
 
 from __future__ import annotations
@@ -21,6 +66,21 @@ from typing import Protocol
 from uuid import UUID
 
 import httpx
+
+from gateway.errors import RuntimeFailure, RuntimeUnavailable, SandboxStartError
+
+__all__ = [
+    "ProgressCallback",
+    "ResourceLimits",
+    "Runtime",
+    "RuntimeFailure",
+    "RuntimeUnavailable",
+    "SandboxHandle",
+    "SandboxSpec",
+    "SandboxStartError",
+    "SandboxState",
+    "wait_until_ready",
+]
 
 #: Called by :meth:`Runtime.start` with a short phase name ("creating volume", ...).
 ProgressCallback = Callable[[str], Awaitable[None]]
@@ -80,59 +140,55 @@ class SandboxHandle:
         return self.spec.token
 
 
-class RuntimeError_(Exception):
-    """Base of every error a runtime raises."""
-
-
-class SandboxStartError(RuntimeError_):
-    """The sandbox did not become ready. ``str(error)`` is the reason shown to the user
-    (with the sandbox's last log lines where the runtime has them). Whatever was
-    created has already been removed when this is raised."""
-
-
-class RuntimeUnavailable(RuntimeError_):
-    """The runtime's backend (Docker engine, ...) cannot be reached."""
-
-
 class Runtime(Protocol):
-    """Starts, finds, lists and removes sandboxes. One instance per gateway."""
+    """Starts, finds, lists and removes sandboxes. One instance per gateway; several
+    instances (gateways) may share one installation. See the state contract above."""
 
     name: str
     #: Whether :attr:`SandboxSpec.egress` is enforced; the gateway refuses an allow-list otherwise.
     enforces_egress: bool
 
     async def start(self, spec: SandboxSpec, progress: ProgressCallback | None = None) -> SandboxHandle:
-        """Start a sandbox for ``spec`` and return once its agent answers ``/ready``.
+        """Start a sandbox for ``spec`` and return its RUNNING handle once its agent
+        answers ``/ready``; from then on ``find`` returns a handle with the same spec
+        and ``base_url``. Meanwhile the sandbox is absent, STARTING or RUNNING.
 
         Calls ``progress`` with each phase. Raises :class:`SandboxStartError`
-        (after removing what it created) when the agent does not get ready
-        within the runtime's start timeout, and :class:`RuntimeUnavailable`
-        when the backend cannot be reached.
+        when the agent does not get ready within the runtime's start timeout (or
+        its process ends first), and :class:`RuntimeUnavailable` when the backend
+        cannot be reached. On any failure, and when cancelled, whatever it created
+        is removed before it raises: the sandbox is absent.
         """
         ...
 
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
-        """The sandbox of ``conversation_id``, or ``None`` when this runtime has none."""
+        """The sandbox of ``conversation_id`` in its current state (STARTING, RUNNING
+        or EXITED), or ``None`` when it is absent."""
         ...
 
     async def list(self) -> list[SandboxHandle]:
-        """Every sandbox of this installation, in any state, with its metadata."""
+        """Every sandbox of this installation that is not absent, in any state, with
+        its metadata; in no particular order."""
         ...
 
     async def remove(self, conversation_id: UUID) -> bool:
         """Stop the sandbox (with a grace period) and remove it and all it owns
-        (volume, workspace, state). Returns ``False`` when there was nothing to
-        remove. Idempotent."""
+        (volume, network, workspace, state), in any state. Afterwards it is absent.
+        Returns ``True`` when something was removed, ``False`` when there was
+        nothing to remove. Idempotent."""
         ...
 
     async def cleanup_orphans(self) -> int:
-        """Remove what this installation left behind without a live sandbox
-        (volumes without a container, exited sandboxes). Returns how many
-        sandboxes/volumes were removed."""
+        """Remove what this installation left behind: EXITED sandboxes (call
+        :meth:`list` first to learn why they ended) and what no sandbox owns any
+        more (volumes, networks, relays, folders). Leaves RUNNING sandboxes and the
+        starts under way in this runtime alone. Returns how many sandboxes and
+        left-over objects were removed."""
         ...
 
     async def close(self) -> None:
-        """Release the runtime's own resources; sandboxes keep running."""
+        """Release the runtime's own resources; sandboxes keep running (but the memory
+        runtime's, which cannot outlive the process: it stops them, EXITED)."""
         ...
 
 

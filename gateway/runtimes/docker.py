@@ -48,7 +48,8 @@ input) where that matters.
 
 Start-up phases reported: "creating volume", "creating network", "creating
 container", "starting container", "waiting for agent". Every aiodocker/aiohttp
-error is mapped here, once, to :mod:`gateway.runtimes.base` errors.
+error is mapped here, once, to :mod:`gateway.errors` (``EngineError``,
+``EngineNotFound``, ``RuntimeUnavailable``).
 """
 
 from __future__ import annotations
@@ -66,11 +67,10 @@ import aiohttp
 from aiodocker.networks import DockerNetwork
 from aiodocker.volumes import DockerVolume
 
+from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.base import RuntimeUnavailable
-from gateway.runtimes.docker_engine import EngineError, NotFound
 from gateway.runtimes.docker_sandboxes import DockerSandboxes, Reach
-from gateway.settings import Settings
+from gateway.settings import DockerReach, Settings
 
 __all__ = ["AiodockerEngine", "DockerRuntime"]
 
@@ -85,7 +85,7 @@ def _mapped(what: str) -> Iterator[None]:
         if error.status == 900:  # aiodocker's code for "cannot connect"
             raise RuntimeUnavailable(f"the Docker engine does not answer: {error.message}") from None
         if error.status == 404:
-            raise NotFound(f"{what}: {error.message}") from None
+            raise EngineNotFound(f"{what}: {error.message}") from None
         raise EngineError(f"{what}: {error.message}") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as error:
         raise RuntimeUnavailable(f"the Docker engine does not answer ({what}): {error!r}") from None
@@ -123,7 +123,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"image {name}"):
                 return await self._docker.images.inspect(name)
-        except NotFound:
+        except EngineNotFound:
             return None
 
     async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -135,7 +135,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"container {name}"):
                 return await self._docker.containers.container(name).show()
-        except NotFound:
+        except EngineNotFound:
             return None
 
     async def create_container(self, name: str, config: dict[str, Any]) -> None:
@@ -154,7 +154,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"remove container {name}"):
                 await self._docker.containers.container(name).delete(force=True, v=True)
-        except NotFound:
+        except EngineNotFound:
             return False
         return True
 
@@ -182,7 +182,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"remove volume {name}"):
                 await DockerVolume(self._docker, name).delete()  # type: ignore[no-untyped-call]
-        except NotFound:
+        except EngineNotFound:
             return False
         return True
 
@@ -204,7 +204,7 @@ class AiodockerEngine:
         try:
             with _mapped(f"remove network {name}"):
                 await DockerNetwork(self._docker, name).delete()  # type: ignore[no-untyped-call]
-        except NotFound:
+        except EngineNotFound:
             return False
         return True
 
@@ -229,7 +229,7 @@ class DockerRuntime(DockerSandboxes):
             if image is None:
                 raise RuntimeUnavailable(f"image {settings.docker_image} missing: run scripts/build-images")
             labels = (image.get("Config") or {}).get("Labels") or {}
-            reach = await _reach(settings, engine)
+            reach = await _reach(settings.docker_reach, engine)
             shared = await engine.networks({"name": [settings.docker_network]})
             if reach == "network" and not any(net.get("Name") == settings.docker_network for net in shared):
                 await engine.create_network(
@@ -243,11 +243,11 @@ class DockerRuntime(DockerSandboxes):
         return runtime
 
 
-async def _reach(settings: Settings, engine: AiodockerEngine) -> Reach:
-    """``auto``: ``network`` when this process runs in a container of the same engine
-    (``/.dockerenv`` alone is not proof: some VM images carry it), else ``published``."""
-    if settings.docker_reach != "auto":
-        return settings.docker_reach
+async def _reach(wanted: DockerReach, engine: AiodockerEngine) -> Reach:
+    """``wanted``, or for ``auto``: ``network`` when this process runs in a container of the
+    same engine (``/.dockerenv`` alone is not proof: some VM images carry it), else ``published``."""
+    if wanted != "auto":
+        return wanted
     if not await asyncio.to_thread(Path("/.dockerenv").exists):
         return "published"
     ours = await engine.inspect(socket.gethostname())

@@ -2,8 +2,9 @@
 
 Names, labels, the network/volume/container configurations of one
 conversation, and the :class:`SandboxSpec` read back from a container: pure
-functions of the settings and the spec, with no engine calls (and no
-aiodocker), so they are checked without Docker. The labels are the registry:
+functions of a :class:`ContainerPolicy` (what the settings say every container
+gets) and the spec, with no engine calls (and no aiodocker), so they are
+checked without Docker. The labels are the registry:
 everything a restarted gateway needs is on the containers, except the token,
 which is in the sandbox's environment.
 """
@@ -21,7 +22,6 @@ from uuid import UUID
 
 from gateway.runtimes import docker_egress
 from gateway.runtimes.base import ResourceLimits, SandboxSpec
-from gateway.settings import Settings
 
 AGENT_PORT = 8080
 DATA_DIR = "/data"
@@ -202,33 +202,51 @@ def network_config(name: str, labels: dict[str, str], subnet: Subnet, internet: 
 # --- containers ---------------------------------------------------------------------
 
 
-def effective_limits(settings: Settings, requested: ResourceLimits) -> ResourceLimits:
+@dataclass(frozen=True)
+class ContainerPolicy:
+    """What every container of the installation gets (the ``docker_*`` settings)."""
+
+    image: str
+    user: str
+    #: Limits of a sandbox whose spec sets none (and the relay's CPU share).
+    default_limits: ResourceLimits
+    read_only: bool = True
+    tmpfs_bytes: int = 64 * 1024 * 1024
+    init: bool = True
+    drop_capabilities: bool = True
+    no_new_privileges: bool = True
+    #: Where the egress enforcer resolves allowed names (``host:port``; empty: the relay's own resolver).
+    egress_resolver: str = ""
+
+
+def effective_limits(defaults: ResourceLimits, requested: ResourceLimits) -> ResourceLimits:
+    """``requested``, with ``defaults`` for what it leaves unset."""
     return ResourceLimits(
-        memory_bytes=requested.memory_bytes or settings.docker_memory,
-        cpus=requested.cpus or settings.docker_cpus,
-        pids=requested.pids or settings.docker_pids,
+        memory_bytes=requested.memory_bytes or defaults.memory_bytes,
+        cpus=requested.cpus or defaults.cpus,
+        pids=requested.pids or defaults.pids,
     )
 
 
-def _hardening(settings: Settings) -> dict[str, Any]:
-    host: dict[str, Any] = {"ReadonlyRootfs": settings.docker_read_only, "LogConfig": _LOG_CONFIG}
-    if settings.docker_drop_capabilities:
+def _hardening(policy: ContainerPolicy) -> dict[str, Any]:
+    host: dict[str, Any] = {"ReadonlyRootfs": policy.read_only, "LogConfig": _LOG_CONFIG}
+    if policy.drop_capabilities:
         host["CapDrop"] = ["ALL"]
-    if settings.docker_no_new_privileges:
+    if policy.no_new_privileges:
         host["SecurityOpt"] = ["no-new-privileges"]
     return host
 
 
 def sandbox_config(
-    settings: Settings, spec: SandboxSpec, labels: dict[str, str], names: Names, subnet: Subnet
+    policy: ContainerPolicy, spec: SandboxSpec, labels: dict[str, str], names: Names, subnet: Subnet
 ) -> dict[str, Any]:
-    limits = effective_limits(settings, spec.limits)
+    limits = effective_limits(policy.default_limits, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
     env = _task_env(spec) | {TOKEN_ENV: spec.token, CONVERSATION_ENV: str(spec.conversation_id)}
     if spec.egress is not None:
         env |= docker_egress.sandbox_env(subnet.relay_ip)
-    host = _hardening(settings) | {
-        "Init": settings.docker_init,
+    host = _hardening(policy) | {
+        "Init": policy.init,
         "Mounts": [{"Type": "volume", "Source": names.volume, "Target": DATA_DIR}],
         "NetworkMode": names.network,
         "Memory": limits.memory_bytes,
@@ -239,16 +257,16 @@ def sandbox_config(
     }
     if spec.egress is not None:
         host |= docker_egress.sandbox_host_config(subnet.relay_ip)
-    if settings.docker_read_only:
-        host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={settings.docker_tmpfs_bytes},mode=1777"}
+    if policy.read_only:
+        host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={policy.tmpfs_bytes},mode=1777"}
     return {
-        "Image": settings.docker_image,
+        "Image": policy.image,
         "Cmd": [
             "convoy-agent",
             *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
             *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
         ],
-        "User": settings.docker_user,
+        "User": policy.user,
         "Hostname": "sandbox",
         "Env": [f"{key}={value}" for key, value in env.items()],
         "Labels": labels,
@@ -262,7 +280,7 @@ def sandbox_config(
 
 
 def relay_config(
-    settings: Settings,
+    policy: ContainerPolicy,
     labels: dict[str, str],
     subnet: Subnet,
     front_network: str,
@@ -272,24 +290,26 @@ def relay_config(
     """The relay starts on ``front_network`` (where the gateway reaches it); the
     runtime then connects it to the conversation's network at ``subnet.relay_ip``.
     With an egress allow-list in ``spec``, it also runs the enforcer (its companion)."""
-    host = _hardening(settings) | {
+    cpus = policy.default_limits.cpus or 1.0
+    host = _hardening(policy) | {
         "NetworkMode": front_network,
         "Memory": _RELAY_MEMORY,
         "MemorySwap": _RELAY_MEMORY,
-        "NanoCpus": int(settings.docker_cpus * 1e9),
+        "NanoCpus": int(cpus * 1e9),
         "PidsLimit": 16,
         "RestartPolicy": {"Name": "no"},
     }
     command = ["python3", "-I", "-S", RELAY_SCRIPT, str(AGENT_PORT), subnet.sandbox_ip, str(AGENT_PORT)]
     if spec is not None and spec.egress is not None:
         host |= docker_egress.relay_host_config()
-        command += ["--", *docker_egress.relay_companion(settings, spec, subnet.relay_ip, subnet.sandbox_ip)]
+        resolver = policy.egress_resolver
+        command += ["--", *docker_egress.relay_companion(resolver, spec, subnet.relay_ip, subnet.sandbox_ip)]
     if publish:
         host["PortBindings"] = {f"{AGENT_PORT}/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
     return {
-        "Image": settings.docker_image,
+        "Image": policy.image,
         "Cmd": command,
-        "User": settings.docker_user,
+        "User": policy.user,
         "Labels": labels | {ROLE: RELAY},
         "ExposedPorts": {f"{AGENT_PORT}/tcp": {}},
         "Healthcheck": {"Test": ["NONE"]},

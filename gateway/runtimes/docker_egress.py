@@ -17,7 +17,6 @@ import json
 from typing import Any
 
 from gateway.runtimes.base import SandboxSpec
-from gateway.settings import Settings
 
 EGRESS_SCRIPT = "/opt/convoy-relay/egress.py"
 EGRESS_PYTHON = "/opt/convoy/bin/python"  # the image's venv: h11 and dnspython
@@ -40,7 +39,7 @@ def sandbox_host_config(relay_ip: str) -> dict[str, Any]:
     return {"Dns": [relay_ip]}
 
 
-def relay_companion(settings: Settings, spec: SandboxSpec, relay_ip: str, sandbox_ip: str) -> list[str]:
+def relay_companion(resolver: str, spec: SandboxSpec, relay_ip: str, sandbox_ip: str) -> list[str]:
     """The enforcer's command line, started by the relay as its companion."""
     assert spec.egress is not None
     config = {
@@ -48,7 +47,7 @@ def relay_companion(settings: Settings, spec: SandboxSpec, relay_ip: str, sandbo
         "proxy_port": PROXY_PORT,
         "dns_port": DNS_PORT,
         "clients": [sandbox_ip],
-        "resolver": settings.egress_resolver,
+        "resolver": resolver,
         "allow": list(spec.egress),
     }
     # -E -s rather than -I: the script imports its two sibling modules from its own directory.

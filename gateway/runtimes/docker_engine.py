@@ -1,9 +1,10 @@
 """What the Docker runtime needs of an engine, and how it reads the engine's answers.
 
 :class:`Engine` is the small typed protocol :mod:`gateway.runtimes.docker`
-implements over aiodocker (whose errors it maps to :class:`EngineError` /
-:class:`NotFound`); the functions read container, volume and network
-summaries as the engine lists them. No aiodocker here.
+implements over aiodocker (whose errors it maps to
+:class:`~gateway.errors.EngineError` / :class:`~gateway.errors.EngineNotFound`;
+a fake in ``tests/gateway/runtimes/fake_engine.py`` implements it in memory); the
+functions read container, volume and network summaries as the engine lists them. No aiodocker here.
 """
 
 from __future__ import annotations
@@ -13,22 +14,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.base import RuntimeError_
 
-
-class EngineError(RuntimeError_):
-    """The engine refused a call (the message says why)."""
-
-
-class NotFound(EngineError):
-    """The container, volume or network does not exist."""
+__all__ = ["Engine", "EngineError", "EngineNotFound", "RuntimeUnavailable"]
 
 
 class Engine(Protocol):
     """The engine calls the runtime makes; implemented over aiodocker in :mod:`gateway.runtimes.docker`.
-    Every method raises only :class:`EngineError` (``NotFound`` for a 404) or
-    :class:`~gateway.runtimes.base.RuntimeUnavailable`."""
+    Every method raises only :class:`EngineError` (:class:`EngineNotFound` for a 404) or
+    :class:`RuntimeUnavailable`."""
 
     async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
     async def inspect(self, name: str) -> dict[str, Any] | None: ...

@@ -16,21 +16,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import (
     ProgressCallback,
-    RuntimeError_,
-    RuntimeUnavailable,
+    ResourceLimits,
     SandboxHandle,
     SandboxSpec,
-    SandboxStartError,
     SandboxState,
     wait_until_ready,
 )
 from gateway.runtimes.docker_engine import (
     Engine,
-    EngineError,
-    NotFound,
     by_conversation,
     conversation_of,
     summary_url,
@@ -52,6 +49,21 @@ async def _no_progress(phase: str) -> None:
     return None
 
 
+def container_policy(settings: Settings) -> cfg.ContainerPolicy:
+    """What the ``docker_*`` (and egress) settings ask of every container."""
+    return cfg.ContainerPolicy(
+        image=settings.docker_image,
+        user=settings.docker_user,
+        default_limits=ResourceLimits(settings.docker_memory, settings.docker_cpus, settings.docker_pids),
+        read_only=settings.docker_read_only,
+        tmpfs_bytes=settings.docker_tmpfs_bytes,
+        init=settings.docker_init,
+        drop_capabilities=settings.docker_drop_capabilities,
+        no_new_privileges=settings.docker_no_new_privileges,
+        egress_resolver=settings.egress_resolver,
+    )
+
+
 class DockerSandboxes:
     """The Runtime protocol on Docker (``DockerRuntime`` adds how to connect)."""
 
@@ -59,9 +71,12 @@ class DockerSandboxes:
     enforces_egress = True  # by the relay container (see docker_config.relay_config)
 
     def __init__(self, settings: Settings, engine: Engine, *, image_version: str, reach: Reach) -> None:
-        self._settings = settings
         self._engine = engine
         self._install = settings.install
+        self._start_timeout = settings.start_timeout
+        self._stop_grace = settings.docker_stop_grace
+        self._subnet_pool = settings.docker_subnet_pool
+        self._policy = container_policy(settings)
         self._image_version = image_version
         self.reach: Reach = reach
         self._front_network = "bridge" if reach == "published" else settings.docker_network
@@ -106,10 +121,10 @@ class DockerSandboxes:
         subnet = await self._create_network(names.network, labels, spec.internet)
         await progress("creating container")
         sandbox = cfg.sandbox_config(
-            self._settings, spec, cfg.sandbox_labels(spec, self._install, self._image_version), names, subnet
+            self._policy, spec, cfg.sandbox_labels(spec, self._install, self._image_version), names, subnet
         )
         relay = cfg.relay_config(
-            self._settings, labels, subnet, self._front_network, publish=self.reach == "published", spec=spec
+            self._policy, labels, subnet, self._front_network, publish=self.reach == "published", spec=spec
         )
 
         # The relay is made while the agent boots: the critical path is the sandbox's
@@ -123,7 +138,7 @@ class DockerSandboxes:
         await self._engine.start(names.relay)
         base_url = await self._relay_url(names)
         await progress("waiting for agent")
-        remaining = max(self._settings.start_timeout - (time.monotonic() - began), 5.0)
+        remaining = max(self._start_timeout - (time.monotonic() - began), 5.0)
         await wait_until_ready(base_url, within=remaining, interval=0.02, alive=self._alive_check(names))
         return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
 
@@ -136,18 +151,18 @@ class DockerSandboxes:
             for attempt in range(8):
                 if self._used_subnets is None or attempt > 0:
                     self._used_subnets = await self._subnets_in_use()
-                subnet = next(cfg.free_subnets(self._settings.docker_subnet_pool, self._used_subnets), None)
+                subnet = next(cfg.free_subnets(self._subnet_pool, self._used_subnets), None)
                 if subnet is None:
                     break
                 try:
                     await self._engine.create_network(cfg.network_config(name, labels, subnet, internet))
                 except EngineError as error:
-                    if isinstance(error, NotFound) or "overlap" not in str(error).lower():
+                    if isinstance(error, EngineNotFound) or "overlap" not in str(error).lower():
                         raise
                     continue
                 self._used_subnets.add(str(subnet.network))
                 return subnet
-        raise SandboxStartError(f"no free /29 left in docker_subnet_pool {self._settings.docker_subnet_pool}")
+        raise SandboxStartError(f"no free /29 left in docker_subnet_pool {self._subnet_pool}")
 
     async def _subnets_in_use(self) -> set[str]:
         return {
@@ -189,7 +204,7 @@ class DockerSandboxes:
             if state and not state.get("Running") and state.get("Status") != "created":
                 error = f"{error}: {cfg.exit_reason(state)}"
             tail = (await self._engine.logs(names.sandbox, _LOG_TAIL_LINES)).strip()
-        except RuntimeError_:
+        except RuntimeFailure:
             tail = ""
         return f"{error}\nlast log lines:\n{tail}" if tail else error
 
@@ -249,8 +264,8 @@ class DockerSandboxes:
 
     async def _remove(self, names: cfg.Names) -> bool:
         """Stop the sandbox (grace), then remove both containers, the volume and the network."""
-        with contextlib.suppress(NotFound):
-            await self._engine.stop(names.sandbox, self._settings.docker_stop_grace)
+        with contextlib.suppress(EngineNotFound):
+            await self._engine.stop(names.sandbox, self._stop_grace)
         containers = await asyncio.gather(
             self._engine.remove_container(names.sandbox), self._engine.remove_container(names.relay)
         )
@@ -304,5 +319,5 @@ class DockerSandboxes:
     async def _quietly(call: Awaitable[_T]) -> _T | None:
         try:
             return await call
-        except RuntimeError_:
+        except RuntimeFailure:
             return None

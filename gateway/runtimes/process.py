@@ -5,18 +5,24 @@ engine. Each sandbox is a directory ``<state_dir>/<install>/<conversation_id>/``
 holding
 
 - ``meta.json``: the :class:`SandboxSpec` (token included; the file is 0600),
-  the agent's pid, its start time and its port: the registry that lets a
-  restarted gateway rebuild everything from :meth:`ProcessRuntime.list`;
+  the agent's pid, its start time, its port and whether it has answered
+  ``/ready`` yet: the registry that lets a restarted gateway rebuild everything
+  from :meth:`ProcessRuntime.list` (STARTING until ready, RUNNING while the
+  agent lives, EXITED with its last output as the reason once it is gone);
 - ``workspace/`` and ``state/``: the agent's workspace and event log;
 - ``agent.log``: the agent's stdout and stderr, whose tail is the reason of a
-  :class:`SandboxStartError`.
+  :class:`SandboxStartError` and of an EXITED handle.
 
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
 exits. So a gateway stopped, or killed with SIGKILL, leaves its agents running
 (asyncio would kill a child whose transport is closed or collected), and agents
 started by this gateway and agents adopted after a restart are watched the same
-way: by pid and start time (see :mod:`gateway.runtimes.procfs`).
+way: by pid and start time (see :mod:`gateway.runtimes.procfs`). Not being its
+parent, the runtime cannot know an agent's exit code: EXITED handles have none.
+
+OSError (a full disk, a folder it may not read) is mapped here to
+:class:`SandboxStartError` (in a start) or :class:`RuntimeFailure`.
 
 Environment: the agent gets the spec's ``env`` over a small allow-list of the
 gateway's own variables (never the gateway's keys), then its own
@@ -35,27 +41,24 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+from gateway.errors import RuntimeFailure, SandboxStartError
+from gateway.runtimes import process_files as files
 from gateway.runtimes import procfs
 from gateway.runtimes.base import (
     ProgressCallback,
-    ResourceLimits,
     SandboxHandle,
     SandboxSpec,
-    SandboxStartError,
     SandboxState,
     wait_until_ready,
 )
 from gateway.settings import Settings
 
-_META = "meta.json"
-_LOG = "agent.log"
-_LOG_TAIL_BYTES = 4000
+_T = TypeVar("_T")
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
 # Runs as its own short-lived process (in the gateway's environment; the agent's comes
@@ -77,38 +80,18 @@ print(agent.pid, started, flush=True)
 """
 
 
+async def _io(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)`` in a thread, its OSError a :class:`RuntimeFailure`."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except OSError as error:
+        raise RuntimeFailure(f"the process runtime's state could not be read or written: {error}") from None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _spec_to_json(spec: SandboxSpec) -> dict[str, Any]:
-    return {
-        "conversation_id": str(spec.conversation_id),
-        "owner": spec.owner,
-        "title": spec.title,
-        "token": spec.token,
-        "created_at": spec.created_at.isoformat(),
-        "env": spec.env,
-        "limits": asdict(spec.limits),
-        "internet": spec.internet,
-        "idle_timeout": spec.idle_timeout,
-    }
-
-
-def _spec_from_json(data: dict[str, Any]) -> SandboxSpec:
-    return SandboxSpec(
-        conversation_id=UUID(data["conversation_id"]),
-        owner=str(data["owner"]),
-        title=str(data["title"]),
-        token=str(data["token"]),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        env=dict(data.get("env") or {}),
-        limits=ResourceLimits(**(data.get("limits") or {})),
-        internet=bool(data.get("internet", False)),
-        idle_timeout=data.get("idle_timeout"),
-    )
 
 
 class ProcessRuntime:
@@ -127,44 +110,12 @@ class ProcessRuntime:
     def _dir(self, conversation_id: UUID) -> Path:
         return self._root / str(conversation_id)
 
-    def _read_meta(self, folder: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads((folder / _META).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _write_meta(self, folder: Path, data: dict[str, Any]) -> None:
-        tmp = folder / f".{_META}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            json.dump(data, file)
-        tmp.replace(folder / _META)
-
-    def _handle(self, data: dict[str, Any]) -> SandboxHandle | None:
-        try:
-            spec = _spec_from_json(data["spec"])
-            process = procfs.ProcessId(int(data["pid"]), data.get("started"))
-            port = int(data["port"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        state = SandboxState.RUNNING if procfs.is_alive(process) else SandboxState.EXITED
-        return SandboxHandle(spec=spec, base_url=f"http://127.0.0.1:{port}", state=state)
-
     def _scan(self) -> list[tuple[Path, dict[str, Any] | None]]:
         if not self._root.is_dir():
             return []
         return [
-            (folder, self._read_meta(folder)) for folder in sorted(self._root.iterdir()) if folder.is_dir()
+            (folder, files.read_meta(folder)) for folder in sorted(self._root.iterdir()) if folder.is_dir()
         ]
-
-    def _log_tail(self, folder: Path) -> str:
-        try:
-            with open(folder / _LOG, "rb") as log:
-                log.seek(max(0, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
-                return log.read().decode(errors="replace").strip()
-        except OSError:
-            return ""
 
     # --- Runtime protocol ---------------------------------------------------------
 
@@ -175,7 +126,11 @@ class ProcessRuntime:
         deadline = time.monotonic() + self._settings.start_timeout
         if progress:
             await progress("preparing the workspace")
-        await asyncio.to_thread(self._prepare, folder)
+        try:
+            await asyncio.to_thread(self._prepare, folder)
+        except OSError as error:
+            await asyncio.shield(self.remove(spec.conversation_id))
+            raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
             for attempt in range(3):
@@ -183,16 +138,9 @@ class ProcessRuntime:
                 if progress:
                     await progress("starting the agent")
                 process = await self._launch(spec, folder, port)
-                await asyncio.to_thread(
-                    self._write_meta,
-                    folder,
-                    {
-                        "spec": _spec_to_json(spec),
-                        "pid": process.pid,
-                        "started": process.started,
-                        "port": port,
-                    },
-                )
+                meta = {"spec": files.spec_to_json(spec), "pid": process.pid, "started": process.started}
+                meta |= {"port": port, "ready": False}
+                await self._save_meta(folder, meta)
                 if progress:
                     await progress("waiting for the agent")
                 base_url = f"http://127.0.0.1:{port}"
@@ -206,13 +154,14 @@ class ProcessRuntime:
                     )
                 except SandboxStartError as error:
                     await self._stop(process)
-                    tail = await asyncio.to_thread(self._log_tail, folder)
+                    tail = await asyncio.to_thread(files.log_tail, folder)
                     # Another program may take the free port between our probe and the agent's bind.
                     if "address already in use" in tail.lower() and attempt < 2:
                         continue
                     raise SandboxStartError(
                         f"{error}; the agent's last output:\n{tail}" if tail else str(error)
                     ) from None
+                await self._save_meta(folder, meta | {"ready": True})
                 return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
             raise SandboxStartError("no free port could be bound")  # pragma: no cover
         except BaseException:
@@ -221,6 +170,12 @@ class ProcessRuntime:
             raise
         finally:
             self._starting.discard(spec.conversation_id)
+
+    async def _save_meta(self, folder: Path, meta: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(files.write_meta, folder, meta)
+        except OSError as error:
+            raise SandboxStartError(f"the sandbox's metadata could not be written: {error}") from None
 
     def _prepare(self, folder: Path) -> None:
         self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -251,7 +206,7 @@ class ProcessRuntime:
                 sys.executable,
                 "-c",
                 _LAUNCHER,
-                str(folder / _LOG),
+                str(folder / files.LOG),
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -263,7 +218,7 @@ class ProcessRuntime:
             raise SandboxStartError(f"the agent could not be started: {error}") from error
         fields = out.decode().split()
         if launcher.returncode != 0 or not fields:
-            reason = err.decode(errors="replace").strip()[-_LOG_TAIL_BYTES:]
+            reason = err.decode(errors="replace").strip()[-files.LOG_TAIL_BYTES :]
             raise SandboxStartError(
                 f"the agent could not be started (launcher exit {launcher.returncode}): {reason}"
             )
@@ -285,19 +240,20 @@ class ProcessRuntime:
         await asyncio.to_thread(procfs.kill, family)
 
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
-        data = await asyncio.to_thread(self._read_meta, self._dir(conversation_id))
-        return None if data is None else await asyncio.to_thread(self._handle, data)
+        folder = self._dir(conversation_id)
+        data = await _io(files.read_meta, folder)
+        return None if data is None else await _io(files.handle, folder, data)
 
     async def list(self) -> list[SandboxHandle]:
         def scan() -> list[SandboxHandle]:
-            handles = (self._handle(data) for _, data in self._scan() if data is not None)
+            handles = (files.handle(folder, data) for folder, data in self._scan() if data is not None)
             return [handle for handle in handles if handle is not None]
 
-        return await asyncio.to_thread(scan)
+        return await _io(scan)
 
     async def remove(self, conversation_id: UUID) -> bool:
         folder = self._dir(conversation_id)
-        data = await asyncio.to_thread(self._read_meta, folder)
+        data = await _io(files.read_meta, folder)
         if data is not None and "pid" in data:
             await self._stop(procfs.ProcessId(int(data["pid"]), data.get("started")))
         if not await asyncio.to_thread(folder.exists):
@@ -307,14 +263,14 @@ class ProcessRuntime:
 
     async def cleanup_orphans(self) -> int:
         removed = 0
-        for folder, data in await asyncio.to_thread(self._scan):
+        for folder, data in await _io(self._scan):
             try:
                 conversation_id = UUID(folder.name)
             except ValueError:
                 continue  # not ours
             if conversation_id in self._starting:
                 continue
-            handle = None if data is None else await asyncio.to_thread(self._handle, data)
+            handle = None if data is None else await _io(files.handle, folder, data)
             if handle is None or handle.state is SandboxState.EXITED:
                 removed += await self.remove(conversation_id)
         return removed

@@ -1,8 +1,11 @@
-"""Gateway fixtures: a runtime (process, and Docker where marked) and gateways served on it.
+"""Gateway fixtures: a runtime (memory, process, and Docker where marked) and gateways served on it.
 
-``harness`` runs on the process runtime; ``any_harness`` is parametrised over
-``process`` and ``docker`` (the Docker one is marked ``docker`` and skipped
-where no engine or image is there). A harness serves as many gateways as a
+``harness`` runs on the memory runtime (agents inside the test's own process
+and event loop: the fast default for everything above the seam);
+``process_harness`` on the process runtime, for tests that need a real agent
+process (its environment, its process group, killing it, its files);
+``any_harness`` is parametrised over ``process`` and ``docker`` (the Docker one
+is marked ``docker`` and skipped where no engine or image is there). A harness serves as many gateways as a
 test wants, one after the other, on the same runtime - a restarted gateway is
 just a second ``async with harness.serve()``. Teardown removes every sandbox
 the test left, and kills any agent process still alive under the state dir.
@@ -19,6 +22,7 @@ import pytest
 from gw_helpers import Harness, Serve, base_settings, kill_agents
 
 from gateway.runtimes.base import Runtime
+from gateway.runtimes.memory import MemoryRuntime
 from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
 
@@ -29,6 +33,8 @@ async def _runtime(kind: str, settings: Settings) -> Runtime:
 
         runtime: Runtime = await DockerRuntime.connect(settings)
         return runtime
+    if kind == "memory":
+        return MemoryRuntime(settings)
     return ProcessRuntime(settings)
 
 
@@ -48,6 +54,12 @@ async def _harness(kind: str, tmp_path: Path, serve: Serve) -> AsyncIterator[Har
 
 @pytest.fixture
 async def harness(tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
+    async with _harness("memory", tmp_path, serve) as made:
+        yield made
+
+
+@pytest.fixture
+async def process_harness(tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
     async with _harness("process", tmp_path, serve) as made:
         yield made
 

@@ -147,7 +147,7 @@ class Harness:
 
     @property
     def kind(self) -> str:
-        """The runtime's name: ``process`` or ``docker``."""
+        """The runtime's name: ``memory``, ``process`` or ``docker``."""
         return self.runtime.name
 
     @property
@@ -220,6 +220,7 @@ async def leftovers(
 ) -> list[str]:
     """What the runtime still holds of a conversation, in words; ``[]`` when nothing.
     Process: its folder, ``agent`` (see :func:`agent_of`) and its descendants while alive.
+    Memory: its folder and its entry in the runtime's registry.
     Docker: every container, volume and network labelled with its id."""
     if harness.kind == "docker":
         from gateway.runtimes.docker import DockerRuntime
@@ -231,6 +232,14 @@ async def leftovers(
         volumes = [f"volume {v['Name']}" for v in await engine.volumes(filters)]
         networks = [f"network {n['Name']}" for n in await engine.networks(filters)]
         return containers + volumes + networks
+    if harness.kind == "memory":
+        from gateway.runtimes.memory import MemoryRuntime
+
+        assert isinstance(harness.runtime, MemoryRuntime)
+        memory_folder = harness.runtime.folder(uuid.UUID(conversation_id))
+        entry = await harness.runtime.find(uuid.UUID(conversation_id))
+        found = [f"folder {memory_folder}"] if exists(memory_folder) else []
+        return found + ([f"sandbox {entry}"] if entry is not None else [])
     folder = harness.settings.state_dir / harness.settings.install / conversation_id
     found = [f"folder {folder}"] if exists(folder) else []
     if agent is not None:

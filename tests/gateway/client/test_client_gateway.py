@@ -190,11 +190,11 @@ async def test_follow_resumes_across_cuts_with_contiguous_seqs(harness: Harness)
     assert len(seqs) > 600
 
 
-async def test_sandbox_failure_is_reported_with_reason(harness: Harness) -> None:
+async def test_sandbox_failure_is_reported_with_reason(process_harness: Harness) -> None:
     """A sandbox whose agent cannot start (the process runtime hands the conversation's
     environment to the agent, and this one breaks its Python) ends in ERROR: create raises
     SandboxFailed with the reason and removes the failed conversation."""
-    async with harness.serve() as url, AsyncConvoyClient(url) as client:
+    async with process_harness.serve() as url, AsyncConvoyClient(url) as client:
         with pytest.raises(SandboxFailed) as failed:
             await client.create(env={"PYTHONHOME": "/nonexistent"}, ready_timeout=90)
         assert failed.value.reason

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import pytest
-from client_harness import free_port
 from fastapi import FastAPI, WebSocket
 
 from gateway.client import (
@@ -18,6 +17,7 @@ from gateway.client import (
     UnexpectedResponse,
     WebSocketClosed,
 )
+from tests.helpers import free_port
 
 Serve = Callable[..., AbstractAsyncContextManager[str]]
 

@@ -27,9 +27,9 @@ from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import Agent, create, free_port, inspect, make_spec
+from dockertools import Agent, create, inspect
 from egress_probe import Neighbour, docker0_address, host_neighbour, probe
-from gw_helpers import Harness
+from gw_helpers import Harness, make_spec
 from netns_hosts import HTTP_PORT, Hosts, namespace_hosts
 
 from gateway.app import create_app
@@ -38,7 +38,9 @@ from gateway.egress import normalize_entries
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_egress
 from gateway.runtimes.docker import DockerRuntime
+from gateway.runtimes.docker_sandboxes import container_policy
 from gateway.settings import Settings
+from tests.helpers import free_port
 
 ENFORCER = Path(__file__).resolve().parents[3] / "images" / "sandbox" / "egress_rules.py"
 
@@ -95,17 +97,17 @@ async def test_the_process_runtime_refuses_an_allow_list(harness: Harness) -> No
 
 
 def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> None:
-    settings = Settings(egress_resolver="10.231.0.2:53")
+    policy = container_policy(Settings(egress_resolver="10.231.0.2:53"))
     spec = make_spec(egress=("pypi.org", "*.pythonhosted.org", "10.1.2.0/24"))
     labels = cfg.sandbox_labels(spec, "inst", "1")
     info = {"Config": {"Labels": labels, "Env": [f"{cfg.TOKEN_ENV}={spec.token}"]}}
     assert cfg.spec_from_container(info) == spec
     subnet = next(cfg.free_subnets("10.213.0.0/28", []))
     names = cfg.Names.of("inst", spec.conversation_id)
-    sandbox = cfg.sandbox_config(settings, spec, labels, names, subnet)
+    sandbox = cfg.sandbox_config(policy, spec, labels, names, subnet)
     assert f"HTTPS_PROXY=http://{subnet.relay_ip}:{docker_egress.PROXY_PORT}" in sandbox["Env"]
     assert sandbox["HostConfig"]["Dns"] == [subnet.relay_ip]
-    relay = cfg.relay_config(settings, labels, subnet, "bridge", True, spec=spec)
+    relay = cfg.relay_config(policy, labels, subnet, "bridge", True, spec=spec)
     companion = relay["Cmd"][relay["Cmd"].index("--") + 1 :]
     assert companion[:4] == [docker_egress.EGRESS_PYTHON, "-E", "-s", docker_egress.EGRESS_SCRIPT]
     config = json.loads(companion[4])
@@ -126,8 +128,8 @@ def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> Non
         )
         == plain
     )
-    assert "--" not in cfg.relay_config(settings, labels, subnet, "bridge", True, spec=plain)["Cmd"]
-    assert "Dns" not in cfg.sandbox_config(settings, plain, labels, names, subnet)["HostConfig"]
+    assert "--" not in cfg.relay_config(policy, labels, subnet, "bridge", True, spec=plain)["Cmd"]
+    assert "Dns" not in cfg.sandbox_config(policy, plain, labels, names, subnet)["HostConfig"]
 
 
 def load_enforcer() -> Any:

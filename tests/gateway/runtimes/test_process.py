@@ -97,8 +97,28 @@ async def test_exited_agents_are_reported_and_cleaned_up(runtime: ProcessRuntime
         return handle is not None and handle.state is SandboxState.EXITED
 
     await eventually(exited)
+    handle = await runtime.find(spec.conversation_id)
+    assert handle is not None and handle.exit_code is None, "not our child: its exit code is unknown"
+    assert handle.reason and f"agent process {agent.pid} ended" in handle.reason
     stray = runtime._root / str(uuid4())
     stray.mkdir()  # a start that died before writing its metadata
     assert await runtime.cleanup_orphans() == 2
     assert await runtime.list() == []
     assert not exists(stray)
+
+
+async def test_a_start_under_way_is_starting_for_every_gateway(runtime: ProcessRuntime) -> None:
+    spec = make_spec()
+    seen: list[object] = []
+
+    async def progress(phase: str) -> None:
+        if phase == "waiting for the agent":
+            mine = await runtime.find(spec.conversation_id)
+            theirs = await ProcessRuntime(runtime._settings).find(spec.conversation_id)  # another gateway
+            seen.extend([mine and mine.state, theirs and theirs.state])
+
+    handle = await runtime.start(spec, progress)
+    assert seen == [SandboxState.STARTING, SandboxState.STARTING]
+    assert handle.state is SandboxState.RUNNING
+    found = await ProcessRuntime(runtime._settings).find(spec.conversation_id)
+    assert found is not None and found.state is SandboxState.RUNNING

@@ -1,0 +1,298 @@
+"""FakeEngine: the Docker runtime's :class:`~gateway.runtimes.docker_engine.Engine`, in memory.
+
+It keeps containers, volumes and networks as the engine would report them
+(summaries, ``inspect`` output, label and name filters) and refuses what Docker
+refuses: a name taken twice, a subnet that overlaps another network's, a volume
+or network still in use by a container. Tests steer it:
+
+- ``ready_port``: the host port every relay publishes (point it at a server
+  answering ``/ready``, or at nothing);
+- :meth:`fail_next`: the next call of an engine method (on a name containing a
+  fragment) raises the given error;
+- :meth:`steal_subnets`: the next network creations find their subnet just taken
+  by another gateway on the same engine (a network of its own appears there);
+- :meth:`exit`: a container ends (exit code, OOM, log lines);
+  ``crash_on_start``: sandboxes end as soon as they start;
+- :meth:`age`: an object was created that many seconds ago;
+- ``down``: the engine does not answer (every call raises ``RuntimeUnavailable``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable
+from gateway.runtimes import docker_config as cfg
+
+
+@dataclass
+class _Container:
+    name: str
+    config: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: float = field(default_factory=time.time)
+    status: str = "created"
+    exit_code: int = 0
+    oom_killed: bool = False
+    logs: str = ""
+    networks: set[str] = field(default_factory=set)
+    host_port: int | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.get("Labels") or {})
+
+
+@dataclass
+class _Network:
+    config: dict[str, Any]
+    created: float = field(default_factory=time.time)
+    foreign: bool = False
+
+    @property
+    def subnets(self) -> list[ipaddress.IPv4Network]:
+        found = ((self.config.get("IPAM") or {}).get("Config")) or []
+        return [ipaddress.IPv4Network(item["Subnet"]) for item in found if item.get("Subnet")]
+
+
+def _rfc3339(stamp: float) -> str:
+    """As the engine writes times: RFC 3339 with nanoseconds."""
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+
+
+def _matches(labels: dict[str, str], name: str, filters: dict[str, list[str]] | None) -> bool:
+    for wanted in (filters or {}).get("label", []):
+        key, _, value = wanted.partition("=")
+        if key not in labels or (value and labels[key] != value):
+            return False
+    names = (filters or {}).get("name")
+    return not names or any(part in name for part in names)
+
+
+class FakeEngine:
+    """An :class:`~gateway.runtimes.docker_engine.Engine` in memory (see the module docstring)."""
+
+    def __init__(self, ready_port: int = 9) -> None:
+        self.ready_port = ready_port
+        self.down = False
+        self.crash_on_start: tuple[int, str] | None = None
+        self.containers_by_name: dict[str, _Container] = {}
+        self.volumes_by_name: dict[str, dict[str, Any]] = {}
+        self.networks_by_name: dict[str, _Network] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.closed = False
+        self._failures: list[tuple[str, str, Exception]] = []
+        self._steal = 0
+        self._foreign = itertools.count(1)
+
+    # --- steering -----------------------------------------------------------------
+
+    def fail_next(self, method: str, error: Exception, name: str = "") -> None:
+        self._failures.append((method, name, error))
+
+    def steal_subnets(self, count: int) -> None:
+        self._steal += count
+
+    def exit(self, name: str, code: int, *, oom: bool = False, logs: str = "") -> None:
+        container = self._container(name)
+        container.status, container.exit_code, container.oom_killed = "exited", code, oom
+        container.logs += logs
+
+    def age(self, name: str, seconds: float) -> None:
+        """Make the container, volume or network ``name`` ``seconds`` older."""
+        if name in self.containers_by_name:
+            self.containers_by_name[name].created -= seconds
+        if name in self.networks_by_name:
+            self.networks_by_name[name].created -= seconds
+        if name in self.volumes_by_name:
+            self.volumes_by_name[name]["created"] -= seconds
+
+    def names(self, fragment: str = "") -> set[str]:
+        """Every object's name (containers, volumes, networks) containing ``fragment``."""
+        every = [*self.containers_by_name, *self.volumes_by_name, *self.networks_by_name]
+        return {name for name in every if fragment in name}
+
+    def _call(self, method: str, name: str = "") -> None:
+        self.calls.append((method, name))
+        if self.down:
+            raise RuntimeUnavailable(f"the Docker engine does not answer ({method})")
+        for index, (wanted, fragment, error) in enumerate(self._failures):
+            if wanted == method and fragment in name:
+                del self._failures[index]
+                raise error
+
+    def _container(self, name: str) -> _Container:
+        for container in self.containers_by_name.values():
+            if name in (container.name, container.id):
+                return container
+        raise EngineNotFound(f"No such container: {name}")
+
+    # --- containers ---------------------------------------------------------------
+
+    async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        self._call("containers")
+        return [
+            {
+                "Id": c.id,
+                "Names": [f"/{c.name}"],
+                "Labels": c.labels,
+                "State": c.status,
+                "Created": int(c.created),
+                "Image": c.config.get("Image"),
+                "Ports": (
+                    [{"PrivatePort": cfg.AGENT_PORT, "PublicPort": c.host_port, "IP": "127.0.0.1"}]
+                    if c.host_port and c.status == "running"
+                    else []
+                ),
+            }
+            for c in self.containers_by_name.values()
+            if _matches(c.labels, c.name, filters)
+        ]
+
+    async def inspect(self, name: str) -> dict[str, Any] | None:
+        self._call("inspect", name)
+        try:
+            c = self._container(name)
+        except EngineNotFound:
+            return None
+        ports = [{"HostIp": "127.0.0.1", "HostPort": str(c.host_port)}] if c.host_port else []
+        env = list(c.config.get("Env") or [])
+        return {
+            "Id": c.id,
+            "Name": f"/{c.name}",
+            "Config": {"Labels": c.labels, "Env": env, "Image": c.config.get("Image")},
+            "HostConfig": c.config.get("HostConfig") or {},
+            "State": {
+                "Status": c.status,
+                "Running": c.status == "running",
+                "ExitCode": c.exit_code,
+                "OOMKilled": c.oom_killed,
+                "Error": "",
+            },
+            "NetworkSettings": {"Ports": {f"{cfg.AGENT_PORT}/tcp": ports}, "Networks": sorted(c.networks)},
+        }
+
+    async def create_container(self, name: str, config: dict[str, Any]) -> None:
+        self._call("create_container", name)
+        if name in self.containers_by_name:
+            raise EngineError(f'Conflict. The container name "/{name}" is already in use')
+        host = config.get("HostConfig") or {}
+        for mount in host.get("Mounts") or []:
+            if mount["Source"] not in self.volumes_by_name:  # Docker would create it; ours never do
+                raise EngineError(f"volume {mount['Source']} missing")
+        container = _Container(name, config)
+        mode = host.get("NetworkMode")
+        if mode and mode != "bridge":
+            if mode not in self.networks_by_name:
+                raise EngineError(f"network {mode} not found")
+            container.networks.add(mode)
+        self.containers_by_name[name] = container
+
+    async def start(self, name: str) -> None:
+        self._call("start", name)
+        container = self._container(name)
+        container.status = "running"
+        if (container.config.get("HostConfig") or {}).get("PortBindings"):
+            container.host_port = self.ready_port
+        if self.crash_on_start and container.labels.get(cfg.ROLE) == cfg.SANDBOX:
+            code, logs = self.crash_on_start
+            self.exit(name, code, logs=logs)
+
+    async def stop(self, name: str, grace: float) -> None:
+        self._call("stop", name)
+        container = self._container(name)
+        if container.status == "running":
+            container.status = "exited"
+
+    async def remove_container(self, name: str) -> bool:
+        self._call("remove_container", name)
+        try:
+            container = self._container(name)
+        except EngineNotFound:
+            return False
+        del self.containers_by_name[container.name]
+        return True
+
+    async def logs(self, name: str, tail: int) -> str:
+        self._call("logs", name)
+        return "\n".join(self._container(name).logs.splitlines()[-tail:])
+
+    # --- volumes ------------------------------------------------------------------
+
+    async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        self._call("volumes")
+        return [
+            {"Name": name, "Labels": volume["labels"], "CreatedAt": _rfc3339(volume["created"])}
+            for name, volume in self.volumes_by_name.items()
+            if _matches(volume["labels"], name, filters)
+        ]
+
+    async def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self._call("create_volume", name)
+        self.volumes_by_name.setdefault(name, {"labels": dict(labels), "created": time.time()})
+
+    async def remove_volume(self, name: str) -> bool:
+        self._call("remove_volume", name)
+        if name not in self.volumes_by_name:
+            return False
+        for container in self.containers_by_name.values():
+            mounts = (container.config.get("HostConfig") or {}).get("Mounts") or []
+            if any(mount["Source"] == name for mount in mounts):
+                raise EngineError(f"remove {name}: volume is in use - [{container.id}]")
+        del self.volumes_by_name[name]
+        return True
+
+    # --- networks -----------------------------------------------------------------
+
+    async def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        self._call("networks")
+        return [
+            {
+                "Name": name,
+                "Labels": dict(network.config.get("Labels") or {}),
+                "Created": _rfc3339(network.created),
+                "IPAM": network.config.get("IPAM") or {},
+            }
+            for name, network in self.networks_by_name.items()
+            if _matches(dict(network.config.get("Labels") or {}), name, filters)
+        ]
+
+    async def create_network(self, config: dict[str, Any]) -> None:
+        name = str(config["Name"])
+        self._call("create_network", name)
+        if name in self.networks_by_name:
+            raise EngineError(f"network with name {name} already exists")
+        wanted = _Network(config)
+        if self._steal and wanted.subnets:
+            self._steal -= 1
+            thief = f"other-gateway-{next(self._foreign)}"
+            self.networks_by_name[thief] = _Network(config | {"Name": thief, "Labels": {}}, foreign=True)
+        for other in self.networks_by_name.values():
+            if any(mine.overlaps(theirs) for mine in wanted.subnets for theirs in other.subnets):
+                raise EngineError("Pool overlaps with other one on this address space")
+        self.networks_by_name[name] = wanted
+
+    async def connect_network(self, network: str, container: str, ip: str) -> None:
+        self._call("connect_network", container)
+        if network not in self.networks_by_name:
+            raise EngineNotFound(f"network {network} not found")
+        self._container(container).networks.add(network)
+
+    async def remove_network(self, name: str) -> bool:
+        self._call("remove_network", name)
+        if name not in self.networks_by_name:
+            return False
+        users = [c.name for c in self.containers_by_name.values() if name in c.networks]
+        if users:
+            raise EngineError(f"error while removing network: network {name} has active endpoints {users}")
+        del self.networks_by_name[name]
+        return True
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,242 @@
+"""The Runtime state contract (gateway/runtimes/base.py), checked for real on every runtime:
+absent, STARTING/RUNNING while a start is under way, RUNNING once started, EXITED with
+a reason when the agent ends, absent again after remove, cleanup_orphans or a removal
+behind the runtime's back. Memory and process run everywhere; Docker where marked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+from dockertools import adocker
+from gw_helpers import base_settings, eventually, kill_agents, make_spec, read_text
+
+from gateway.conversations import ConversationManager
+from gateway.errors import SandboxStartError
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes.base import Runtime, SandboxState
+from gateway.runtimes.memory import MemoryRuntime
+from gateway.runtimes.process import ProcessRuntime
+from gateway.settings import Settings
+from gateway.status import StatusBus
+from sandbox_agent.protocol import TOKEN_HEADER, ConversationStatus
+
+
+@dataclass
+class Subject:
+    """A runtime under test, and what only its kind knows how to do."""
+
+    kind: str
+    settings: Settings
+    runtime: Runtime
+    #: Ends the sandbox's agent (its process or container) behind the runtime's back.
+    end_agent: Callable[[UUID], Awaitable[None]]
+    #: Another gateway's runtime on the same installation.
+    peer: Callable[[], AbstractAsyncContextManager[Runtime]]
+
+
+def _memory(settings: Settings) -> Subject:
+    runtime = MemoryRuntime(settings)
+    # One process holds the installation: another gateway in it shares the instance.
+    return Subject("memory", settings, runtime, runtime.stop_agent, lambda: nullcontext(runtime))
+
+
+def _process(settings: Settings) -> Subject:
+    runtime = ProcessRuntime(settings)
+
+    async def end_agent(conversation_id: UUID) -> None:
+        meta = settings.state_dir / settings.install / str(conversation_id) / "meta.json"
+        os.kill(json.loads(read_text(meta))["pid"], signal.SIGKILL)
+
+    @asynccontextmanager
+    async def peer() -> AsyncIterator[Runtime]:
+        yield ProcessRuntime(settings)
+
+    return Subject("process", settings, runtime, end_agent, peer)
+
+
+async def _docker(settings: Settings) -> Subject:
+    from gateway.runtimes.docker import DockerRuntime
+
+    runtime = await DockerRuntime.connect(settings)
+
+    async def end_agent(conversation_id: UUID) -> None:
+        await adocker("kill", cfg.Names.of(settings.install, conversation_id).sandbox)
+
+    @asynccontextmanager
+    async def peer() -> AsyncIterator[Runtime]:
+        other = await DockerRuntime.connect(settings)
+        try:
+            yield other
+        finally:
+            await other.close()
+
+    return Subject("docker", settings, runtime, end_agent, peer)
+
+
+@pytest.fixture(params=["memory", "process", pytest.param("docker", marks=pytest.mark.docker)])
+async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
+    kind = str(request.param)
+    if kind == "docker":
+        settings: Settings = request.getfixturevalue("docker_settings")
+        made = await _docker(settings)
+    else:
+        settings = base_settings(tmp_path / "state", runtime=kind, process_stop_grace=2.0)
+        made = _memory(settings) if kind == "memory" else _process(settings)
+    try:
+        yield made
+    finally:
+        for handle in await made.runtime.list():
+            await made.runtime.remove(handle.conversation_id)
+        await made.runtime.close()
+        kill_agents(settings.state_dir)
+
+
+async def test_an_unknown_sandbox_is_absent(subject: Subject) -> None:
+    spec = make_spec()
+    assert await subject.runtime.find(spec.conversation_id) is None
+    assert spec.conversation_id not in {h.conversation_id for h in await subject.runtime.list()}
+    assert await subject.runtime.remove(spec.conversation_id) is False
+
+
+async def test_starting_then_running_then_removed(subject: Subject) -> None:
+    runtime, spec = subject.runtime, make_spec()
+    seen: list[tuple[str, SandboxState | None, int]] = []
+
+    async def progress(phase: str) -> None:
+        found = await runtime.find(spec.conversation_id)
+        # A start under way is never taken for an orphan.
+        seen.append((phase, found.state if found else None, await runtime.cleanup_orphans()))
+
+    handle = await runtime.start(spec, progress)
+    assert all(state in (None, SandboxState.STARTING, SandboxState.RUNNING) for _, state, _ in seen), seen
+    assert seen[-1][1] is not None, f"listed by the time it waits for its agent: {seen}"
+    assert all(removed == 0 for _, _, removed in seen), seen
+
+    assert handle.state is SandboxState.RUNNING and handle.spec == spec
+    found = await runtime.find(spec.conversation_id)
+    assert found is not None and (found.state, found.spec, found.base_url) == (
+        SandboxState.RUNNING,
+        spec,
+        handle.base_url,
+    )
+    assert [h.spec for h in await runtime.list() if h.conversation_id == spec.conversation_id] == [spec]
+    async with httpx.AsyncClient(base_url=handle.base_url, timeout=30) as client:
+        assert (await client.get("/ready")).status_code == 200
+        info = await client.get("/agent-info", headers={TOKEN_HEADER: spec.token})
+        assert info.status_code == 200 and info.json()["conversation_id"] == str(spec.conversation_id)
+    async with subject.peer() as peer:  # a restarted gateway sees the same
+        again = await peer.find(spec.conversation_id)
+        assert again is not None and again.state is SandboxState.RUNNING and again.spec == spec
+
+    assert await runtime.remove(spec.conversation_id) is True
+    assert await runtime.find(spec.conversation_id) is None
+    assert spec.conversation_id not in {h.conversation_id for h in await runtime.list()}
+    assert await runtime.remove(spec.conversation_id) is False
+
+
+async def test_an_ended_agent_is_exited_with_a_reason_until_cleaned_up(subject: Subject) -> None:
+    runtime, spec = subject.runtime, make_spec()
+    await runtime.start(spec)
+    await subject.end_agent(spec.conversation_id)
+
+    async def exited() -> bool:
+        found = await runtime.find(spec.conversation_id)
+        return found is not None and found.state is SandboxState.EXITED
+
+    await eventually(exited)
+    handle = await runtime.find(spec.conversation_id)
+    assert handle is not None and handle.spec == spec and handle.reason, handle
+    if subject.kind == "docker":
+        assert handle.exit_code == 137 and not handle.oom_killed
+    listed = [h for h in await runtime.list() if h.conversation_id == spec.conversation_id]
+    assert [h.state for h in listed] == [SandboxState.EXITED], "stays listed until removed"
+    async with subject.peer() as peer:
+        seen = await peer.find(spec.conversation_id)
+        assert seen is not None and seen.state is SandboxState.EXITED
+
+    assert await runtime.cleanup_orphans() >= 1
+    assert await runtime.find(spec.conversation_id) is None
+    assert await runtime.remove(spec.conversation_id) is False
+
+
+async def test_a_sandbox_removed_behind_its_back_is_absent(subject: Subject) -> None:
+    runtime, spec = subject.runtime, make_spec()
+    await runtime.start(spec)
+    async with subject.peer() as peer:
+        assert await peer.remove(spec.conversation_id) is True
+    assert await runtime.find(spec.conversation_id) is None
+    assert spec.conversation_id not in {h.conversation_id for h in await runtime.list()}
+    assert await runtime.remove(spec.conversation_id) is False
+
+
+async def test_a_failed_start_leaves_the_sandbox_absent(subject: Subject) -> None:
+    if subject.kind == "memory":
+        pytest.skip("the memory runtime applies no env: nothing here breaks its agent")
+    runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"})
+    with pytest.raises(SandboxStartError) as failed:
+        await runtime.start(spec)
+    assert str(failed.value)
+    assert await runtime.find(spec.conversation_id) is None
+    assert spec.conversation_id not in {h.conversation_id for h in await runtime.list()}
+
+
+async def test_a_cancelled_start_leaves_the_sandbox_absent(subject: Subject) -> None:
+    runtime, spec = subject.runtime, make_spec()
+    waiting = asyncio.Event()
+
+    async def progress(phase: str) -> None:
+        if phase.startswith("waiting"):
+            waiting.set()
+
+    start = asyncio.create_task(runtime.start(spec, progress))
+    await waiting.wait()
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert await runtime.find(spec.conversation_id) is None
+    assert spec.conversation_id not in {h.conversation_id for h in await runtime.list()}
+
+
+async def test_reconcile_adopts_the_running_and_fails_the_exited_and_the_vanished(subject: Subject) -> None:
+    """What ConversationManager.reconcile relies on, on each runtime (see base.py)."""
+    runtime = subject.runtime
+    kept, ended, vanished = make_spec(), make_spec(), make_spec()
+    for spec in (kept, ended, vanished):
+        await runtime.start(spec)
+    async with httpx.AsyncClient() as http:
+        manager = ConversationManager(subject.settings, runtime, StatusBus(), http)
+        await manager.reconcile()  # a gateway started on a runtime that already runs three
+        for spec in (kept, ended, vanished):
+            record = manager.lookup(spec.conversation_id)
+            assert record is not None and record.status is ConversationStatus.READY and record.spec == spec
+
+        await subject.end_agent(ended.conversation_id)
+
+        async def exited() -> bool:
+            found = await runtime.find(ended.conversation_id)
+            return found is not None and found.state is SandboxState.EXITED
+
+        await eventually(exited)
+        reason = (await runtime.find(ended.conversation_id) or pytest.fail("gone")).reason
+        async with subject.peer() as peer:
+            await peer.remove(vanished.conversation_id)
+        await manager.reconcile()
+
+        alive = manager.lookup(kept.conversation_id)
+        assert alive is not None and alive.status is ConversationStatus.READY
+        failed = manager.lookup(ended.conversation_id)
+        assert failed is not None and failed.status is ConversationStatus.ERROR and failed.reason == reason
+        assert await runtime.find(ended.conversation_id) is None, "an exited sandbox is removed"
+        gone = manager.lookup(vanished.conversation_id)
+        assert gone is not None and gone.status is ConversationStatus.ERROR
+        assert gone.reason == "the sandbox disappeared"
