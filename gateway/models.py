@@ -10,6 +10,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sandbox_agent.protocol import (
+    RESERVED_ENV_PREFIX,
+    WS_CLOSE_LIMIT_REACHED,
     AgentInfo,
     ConversationStatus,
     Count,
@@ -41,12 +43,6 @@ __all__ = [
     "TaskCreate",
     "TaskStatus",
 ]
-
-#: Environment names a conversation may not set: the sandbox agent's own settings live there.
-RESERVED_ENV_PREFIX = "CONVOY_"
-
-#: WebSocket close code of ``WS /conversation/``: a conversation limit was reached (HTTP's 429).
-WS_CLOSE_LIMIT_REACHED = 4429
 
 
 class ConversationLimits(BaseModel):

@@ -32,6 +32,8 @@ from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed, Unencodab
 from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
+    WS_CLOSE_BAD_QUERY,
+    WS_CLOSE_GOING_AWAY,
     WS_CLOSE_TOO_SLOW,
     WS_CLOSE_UNAUTHORIZED,
     ErrorEvent,
@@ -40,9 +42,6 @@ from sandbox_agent.protocol import (
 )
 
 router = APIRouter(tags=["events"])
-
-_CLOSE_GOING_AWAY = 1001
-_CLOSE_POLICY = 1008
 
 
 @router.websocket("/ws")
@@ -57,7 +56,7 @@ async def follow(websocket: WebSocket) -> None:
     except ValueError:
         after_seq = -2
     if after_seq < AFTER_SEQ_LIVE:
-        await websocket.close(_CLOSE_POLICY, "after_seq must be an integer >= -1")
+        await websocket.close(WS_CLOSE_BAD_QUERY, "after_seq must be an integer >= -1")
         return
     follower = agent.events.follow(after_seq)
     lock = asyncio.Lock()
@@ -75,7 +74,7 @@ async def follow(websocket: WebSocket) -> None:
     if overflow in done or (sender in done and isinstance(sender.exception(), FollowerTooSlow)):
         code = WS_CLOSE_TOO_SLOW
     elif sender in done and isinstance(sender.exception(), LogClosed):
-        code = _CLOSE_GOING_AWAY
+        code = WS_CLOSE_GOING_AWAY
     if code is not None:
         with contextlib.suppress(Exception):  # the peer may be gone already
             await websocket.close(
