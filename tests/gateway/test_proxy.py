@@ -5,6 +5,7 @@ closing upstream on client disconnect, close codes through the relay."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,3 +251,44 @@ async def test_an_upstream_dropped_without_close_frame_maps_to_4502(
         ws = await ws_connect(url, f"/conversation/{cid}")
         assert (await recv_json(ws))["detail"]["type"] == "hello"
         assert await close_code(ws) == WS_CLOSE_UPSTREAM_UNAVAILABLE
+
+
+@pytest.mark.parametrize("name", ["%74oken", "t%6Fk%65n", "tok%65n"])
+async def test_an_encoded_token_parameter_authenticates_and_stays_at_the_gateway(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any, name: str
+) -> None:
+    agent, upstream = stand_in
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, **keyed())
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={}, headers=auth(ADMIN_KEY))).json()["id"]
+        response = await client.get(f"/conversation/{cid}/agent-info?a=1&{name}={ADMIN_KEY}&b=%32")
+        assert response.status_code == 200, response.text
+        assert agent.seen["query"] == "a=1&b=%32"  # the rest exactly as sent
+        assert ADMIN_KEY not in str(agent.seen)
+
+
+def _stalled_download(base_url: str, path: str) -> socket.socket:
+    """A client that asks for a download and never reads a byte of it (a tiny receive window)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return sock
+
+
+async def test_a_download_nobody_reads_releases_the_upstream(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
+) -> None:
+    agent, upstream = stand_in
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, proxy_stall_timeout=1.0)
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={})).json()["id"]
+        await asyncio.sleep(0.1)
+        sock = _stalled_download(url, f"/conversation/{cid}/file-content/endless")
+        try:
+            await asyncio.wait_for(agent.stream_closed.wait(), 30)
+        finally:
+            sock.close()
+        # The gateway serves on.
+        assert (await client.get(f"/conversation/{cid}")).status_code == 200
