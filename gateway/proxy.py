@@ -130,9 +130,11 @@ def _query(request: Request) -> str:
     return "&".join(part for part in query.split("&") if unquote_plus(part.split("=", 1)[0]) != "token")
 
 
-def _download_headers(path: str) -> list[tuple[bytes, bytes]]:
-    """An attachment named after the file (its last segment, already percent-encoded as
-    RFC 8187 wants), and no sniffing, no script, no same-origin access."""
+def _download_headers(path: str, status: int) -> list[tuple[bytes, bytes]]:
+    """No sniffing, no script, no same-origin access; the file's bytes (2xx) as an attachment
+    named after the file (its last segment, already percent-encoded as RFC 8187 wants)."""
+    if not 200 <= status < 300:
+        return list(_DOWNLOAD_HEADERS)  # an error's JSON is shown, not saved under the file's name
     name = path.rsplit("/", 1)[-1]
     disposition = f"attachment; filename*=UTF-8''{name}" if name else "attachment"
     return [(b"content-disposition", disposition.encode()), *_DOWNLOAD_HEADERS]
@@ -280,7 +282,7 @@ class Proxy:
         dropped = _dropped(upstream.headers, _NOT_RETURNED_FROM_DOWNLOADS if download else _NOT_RETURNED)
         back = [(n.lower(), v) for n, v in upstream.headers if n.decode("latin-1").lower() not in dropped]
         if download:
-            back += _download_headers(path)
+            back += _download_headers(path, upstream.status)
         size = next((v for n, v in back if n == b"content-length"), None)
         if not download and size is not None and size.isdigit() and int(size) < _READ_WHOLE_BELOW:
             try:
