@@ -95,7 +95,7 @@ def _is_agent_dependency(parameter: inspect.Parameter) -> bool:
     return isinstance(default, params.Depends) and default.dependency is get_agent
 
 
-def declaration(agent_endpoint: Callable[..., Any]) -> Callable[..., Any]:
+def _declaration(agent_endpoint: Callable[..., Any]) -> Callable[..., Any]:
     """A stand-in for ``agent_endpoint`` that FastAPI documents like it: the same parameters
     (annotations evaluated where the endpoint was written), less the agent dependency,
     after ``conversation_id``. It is never called: :class:`ProxyRoute` serves the route."""
@@ -120,7 +120,7 @@ def _proxied(agent_route: APIRoute) -> dict[str, Any]:
     """``add_api_route`` arguments that re-declare ``agent_route`` (see the module docstring)."""
     return {
         "path": agent_route.path,
-        "endpoint": declaration(agent_route.endpoint),
+        "endpoint": _declaration(agent_route.endpoint),
         "methods": sorted(agent_route.methods or ()),
         "name": agent_route.name,
         "response_model": agent_route.response_model,

@@ -31,6 +31,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.app import create_app
+from gateway.proxy import UpstreamPath
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
 
@@ -292,3 +293,21 @@ async def test_a_download_nobody_reads_releases_the_upstream(
             sock.close()
         # The gateway serves on.
         assert (await client.get(f"/conversation/{cid}")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("template", "params", "expected"),
+    [
+        ("/file/{path:path}", {"path": "a b/c?#%é"}, "/file/a%20b/c%3F%23%25%C3%A9"),
+        ("/file/{path:path}", {"path": "../status"}, "/file/%2E%2E/status"),
+        ("/file/{path:path}", {"path": "./x/."}, "/file/%2E/x/%2E"),
+        ("/file/{path:path}", {"path": ""}, "/file/"),
+        ("/task/{task_id}", {"task_id": ".."}, "/task/%2E%2E"),
+        ("/task/{task_id}", {"task_id": "a?b"}, "/task/a%3Fb"),
+        ("/agent-info", {"conversation_id": "ignored"}, "/agent-info"),
+    ],
+)
+def test_upstream_paths_are_built_from_decoded_parameters(
+    template: str, params: dict[str, str], expected: str
+) -> None:
+    assert UpstreamPath(template).build(params) == expected
