@@ -7,10 +7,11 @@ Contracts:
   the response body streamed back as it arrives: a 1 GiB upload or download
   never sits in gateway memory. Small answers with a known length are read
   whole (one write instead of a stream: faster for the common case).
-- Only routes the gateway declares reach the agent: the upstream path is built
-  from the route's decoded parameters, re-quoted (:class:`UpstreamPath`), never
-  from the raw path (``/conversation/{id}%2Ffile/status`` is the file
-  ``status``, not the agent's ``/status``).
+- Only routes the gateway declares reach the agent: the caller gives the
+  upstream path, built from the route's decoded parameters, re-quoted
+  (:class:`gateway.upstream.UpstreamPath`), never from the raw path
+  (``/conversation/{id}%2Ffile/status`` is the file ``status``, not the
+  agent's ``/status``).
 - Hop-by-hop headers are dropped both ways (a ``Connection`` header may not
   drop ``Content-Length``: the body's framing is end-to-end); the caller's
   ``Authorization``, cookies and ``?token=`` (by its decoded name) never reach
@@ -36,23 +37,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterable, Callable
 from contextlib import AbstractContextManager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
-from urllib.parse import quote, unquote_plus
 
 import httpcore
 import httpx
-from starlette.convertors import PathConvertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import compile_path
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
+from gateway.upstream import upstream_query
 from sandbox_agent.protocol import TOKEN_HEADER
 
 log = logging.getLogger("convoy.gateway")
@@ -89,47 +87,6 @@ def _dropped(headers: list[tuple[bytes, bytes]], always: frozenset[str]) -> froz
     return always | (named - _FRAMING) if named else always
 
 
-def _quote_segment(text: str) -> str:
-    quoted = quote(text, safe="")
-    # Dot segments are escaped too: nothing between here and the agent may resolve them.
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
-
-
-class UpstreamPath:
-    """The agent's path of one proxied route, e.g. ``/file/{path:path}``.
-
-    :meth:`build` fills it from the request's *decoded* path parameters, each
-    percent-encoded again (a path parameter segment by segment, keeping its
-    ``/``): whatever the client's encoding, the agent sees this route and no
-    other, with the same parameter values the gateway matched.
-    """
-
-    def __init__(self, template: str) -> None:
-        self.template = template
-        _, self._format, self._convertors = compile_path(template)
-
-    def build(self, path_params: Mapping[str, Any]) -> str:
-        path = self._format
-        for name, convertor in self._convertors.items():
-            value = convertor.to_string(path_params[name])
-            if isinstance(convertor, PathConvertor):
-                quoted = "/".join(_quote_segment(segment) for segment in value.split("/"))
-            else:
-                quoted = _quote_segment(value)
-            path = path.replace("{" + name + "}", quoted)
-        return path
-
-
-def _query(request: Request) -> str:
-    """The query string for the agent: as the client sent it, less every ``token``
-    parameter, matched by its decoded name as the gateway's auth reads it (``%74oken``)."""
-    query: str = request.scope.get("query_string", b"").decode("latin-1")
-    if "token" not in query and "%" not in query:
-        return query
-    # The caller's key may be in ?token=: it stays here.
-    return "&".join(part for part in query.split("&") if unquote_plus(part.split("=", 1)[0]) != "token")
-
-
 def _download_headers(path: str, status: int) -> list[tuple[bytes, bytes]]:
     """No sniffing, no script, no same-origin access; the file's bytes (2xx) as an attachment
     named after the file (its last segment, already percent-encoded as RFC 8187 wants)."""
@@ -148,8 +105,10 @@ class UpstreamResponse(Response):
     """Streams an open upstream response to the client and always closes it,
     also when the client goes away (watched for concurrently: a server that does
     not raise on a write to a gone client must not keep us reading upstream), and
-    when one write waits more than ``stall_timeout`` seconds for a client that
-    does not read (the answer is then cut short, like an upstream that broke off)."""
+    when one write waits ``stall_timeout`` seconds or more for a client that does
+    not read (the answer is then cut short, like an upstream that broke off). A
+    watchdog checks a time stamp: a timeout around every write would cost more
+    than the write itself."""
 
     def __init__(
         self,
@@ -164,20 +123,32 @@ class UpstreamResponse(Response):
         self._upstream = upstream
         self._activity = activity
         self._stall_timeout = stall_timeout
+        self._writing_since: float | None = None  # loop time the pending write began
 
     async def _stream(self, send: Send) -> None:
+        clock = asyncio.get_running_loop().time
+        self._writing_since = clock()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self._writing_since = None
         try:
             async for chunk in _body(self._upstream):
-                async with asyncio.timeout(self._stall_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._writing_since = clock()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._writing_since = None
         except _UPSTREAM_ERRORS as error:
             log.info("upstream broke off mid-answer: %r", error)
             return  # the server ends the connection: the client sees an incomplete answer
-        except TimeoutError:
-            log.info("the client read nothing for %gs: answer cut short", self._stall_timeout)
-            return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stalled(self) -> None:
+        """Returns once a write has waited ``stall_timeout`` (noticed within twice that)."""
+        clock = asyncio.get_running_loop().time
+        while True:
+            since, now = self._writing_since, clock()
+            if since is not None and now - since >= self._stall_timeout:
+                log.info("the client read nothing for %gs: answer cut short", now - since)
+                return
+            await asyncio.sleep(self._stall_timeout if since is None else since + self._stall_timeout - now)
 
     @staticmethod
     async def _disconnected(receive: Receive) -> None:
@@ -188,12 +159,13 @@ class UpstreamResponse(Response):
         with self._activity:
             streaming = asyncio.ensure_future(self._stream(send))
             watching = asyncio.ensure_future(self._disconnected(receive))
+            stalling = asyncio.ensure_future(self._stalled())
             try:
-                await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((streaming, watching, stalling), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (streaming, watching):
+                for task in (streaming, watching, stalling):
                     task.cancel()
-                outcome = await asyncio.gather(streaming, watching, return_exceptions=True)
+                outcome = await asyncio.gather(streaming, watching, stalling, return_exceptions=True)
                 await self._upstream.aclose()
         if isinstance(outcome[0], Exception) and not isinstance(outcome[0], OSError):
             log.warning("streaming an answer failed: %r", outcome[0])
@@ -237,7 +209,7 @@ class Proxy:
         download: bool = False,
         activity: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> Response:
-        """Send ``request`` to ``path`` (already percent-encoded: see :class:`UpstreamPath`)
+        """Send ``request`` to ``path`` (percent-encoded: see :class:`gateway.upstream.UpstreamPath`)
         of the agent of ``handle`` and answer with its answer. ``download``: a file's
         content (no read timeout; sent as an attachment)."""
         raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
@@ -247,7 +219,7 @@ class Proxy:
             return error_response(
                 431, f"the request's headers exceed {self._settings.proxy_max_header_bytes} bytes"
             )
-        query = _query(request)
+        query = upstream_query(request)
         target = f"{path}{'?' + query if query else ''}"
         if len(target) > self._settings.proxy_max_url_bytes:
             limit = self._settings.proxy_max_url_bytes

@@ -11,7 +11,7 @@ from what the agent accepts (tests/gateway/test_docs.py compares the two).
 Routes not in that list (the agent's ``/status``, ``/openapi.json``, ``/health``,
 ``/ready``, ``/ws``) do not exist here, and nothing else can reach them: the
 upstream path is built from the decoded route parameters only
-(:class:`gateway.proxy.UpstreamPath`).
+(:class:`gateway.upstream.UpstreamPath`).
 
 All of them are served alike by :class:`ProxyRoute`: authenticate, find the
 caller's conversation (another user's is 404), then stream the request to the
@@ -36,7 +36,7 @@ from gateway.auth import current_principal
 from gateway.context import context_of
 from gateway.errors import NotFound
 from gateway.models import ErrorBody
-from gateway.proxy import UpstreamPath
+from gateway.upstream import UpstreamPath
 from sandbox_agent.routes import get_agent
 from sandbox_agent.routes.proxied import PROXIED_ROUTERS
 

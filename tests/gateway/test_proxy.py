@@ -31,8 +31,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.app import create_app
-from gateway.proxy import UpstreamPath
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
+from gateway.upstream import UpstreamPath
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
 
 
