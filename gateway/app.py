@@ -33,6 +33,7 @@ from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
 from gateway.status import StatusBus
+from sandbox_agent.routes import operation_id
 
 log = logging.getLogger("convoy.gateway")
 
@@ -80,7 +81,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             if owned:
                 await chosen.close()
 
-    app = FastAPI(title="convoy gateway", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="convoy gateway",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,  # operationIds are the function names
+    )
     install_error_handlers(app)
     app.include_router(conversations_router)
     app.include_router(proxy_router)

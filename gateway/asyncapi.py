@@ -15,29 +15,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
-from sandbox_agent.protocol import (
-    AFTER_SEQ_LIVE,
-    WS_CLOSE_CONVERSATION_ENDED,
-    WS_CLOSE_FORBIDDEN,
-    WS_CLOSE_NOT_FOUND,
-    WS_CLOSE_TOO_SLOW,
-    WS_CLOSE_UNAUTHORIZED,
-    WS_CLOSE_UPSTREAM_UNAVAILABLE,
-    Event,
-    EventTrigger,
-    TaskCreate,
-)
+from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_CODES, Event, EventTrigger, TaskCreate
 
-_CLOSE_CODES = {
-    str(WS_CLOSE_TOO_SLOW): "too slow: reconnect with after_seq = the last seq received; nothing is lost",
-    str(WS_CLOSE_UNAUTHORIZED): "no or wrong API key",
-    str(WS_CLOSE_FORBIDDEN): "not allowed (the firehose is for admins; cross-origin)",
-    str(WS_CLOSE_NOT_FOUND): "unknown conversation, or another user's",
-    str(WS_CLOSE_CONVERSATION_ENDED): "the conversation ended: deleted, reaped, or failed",
-    "4429": "a conversation limit was reached (an Error frame says which)",
-    str(WS_CLOSE_UPSTREAM_UNAVAILABLE): "the sandbox could not be reached",
-    "1008": "bad query parameters",
-}
+#: The contract's table, keyed by the code as text (JSON object keys).
+_CLOSE_CODES = {str(code): meaning for code, meaning in sorted(WS_CLOSE_CODES.items())}
 _TOKEN = {"type": "string", "description": "API key, for browsers (or the convoy_key cookie)"}
 
 

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.egress import MAX_ENTRIES, normalize_entries
 from sandbox_agent.protocol import (
+    RESERVED_ENV_PREFIX,
+    WS_CLOSE_LIMIT_REACHED,
     AgentInfo,
     ConversationStatus,
     Count,
@@ -43,12 +45,6 @@ __all__ = [
     "TaskCreate",
     "TaskStatus",
 ]
-
-#: Environment names a conversation may not set: the sandbox agent's own settings live there.
-RESERVED_ENV_PREFIX = "CONVOY_"
-
-#: WebSocket close code of ``WS /conversation/``: a conversation limit was reached (HTTP's 429).
-WS_CLOSE_LIMIT_REACHED = 4429
 
 
 class ConversationLimits(BaseModel):

@@ -7,12 +7,26 @@ Contracts:
   the response body streamed back as it arrives: a 1 GiB upload or download
   never sits in gateway memory. Small answers with a known length are read
   whole (one write instead of a stream: faster for the common case).
-- Hop-by-hop headers are dropped both ways; the caller's ``Authorization``,
-  cookies and ``?token=`` never reach the agent; the agent token is added
-  upstream and never appears in an answer. No cookie jar: the shared client
-  refuses every cookie, so nothing of one user's exchange reaches another's.
-- The upstream response is always closed: at the end, on error, and when the
-  client disconnects mid-stream.
+- Only routes the gateway declares reach the agent: the caller gives the
+  upstream path, built from the route's decoded parameters, re-quoted
+  (:class:`gateway.upstream.UpstreamPath`), never from the raw path
+  (``/conversation/{id}%2Ffile/status`` is the file ``status``, not the
+  agent's ``/status``).
+- Hop-by-hop headers are dropped both ways (a ``Connection`` header may not
+  drop ``Content-Length``: the body's framing is end-to-end); the caller's
+  ``Authorization``, cookies and ``?token=`` (by its decoded name) never reach
+  the agent; the agent token is added upstream and never appears in an answer.
+  No cookie jar: the shared client refuses every cookie, so nothing of one
+  user's exchange reaches another's.
+- A path and query longer than ``proxy_max_url_bytes`` is a JSON 414, headers
+  beyond ``proxy_max_header_bytes`` a JSON 431, before anything is sent: the
+  agent's own HTTP parser has smaller limits than the gateway's.
+- Downloads (``file-content``) are attachments, ``nosniff``, with
+  ``Content-Security-Policy: sandbox``: nothing from a sandbox renders or runs
+  on the gateway's origin, whatever the file's type.
+- The upstream response is always closed: at the end, on error, when the
+  client disconnects mid-stream, and when the client stops reading for
+  ``proxy_stall_timeout`` (the upstream is never pinned by an idle client).
 - Upstream failures answer JSON: 502 (cannot connect, broken answer),
   504 (no answer within ``proxy_timeout``). Downloads (``file-content``) have
   no read timeout once they started: a large file may take its time.
@@ -20,12 +34,12 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, Callable
 from contextlib import AbstractContextManager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from urllib.parse import parse_qsl, urlencode
 
 import httpcore
 import httpx
@@ -36,6 +50,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
+from gateway.upstream import upstream_query
 from sandbox_agent.protocol import TOKEN_HEADER
 from sandbox_agent.race import race
 
@@ -47,6 +62,18 @@ HOP_BY_HOP = frozenset(
 )
 _NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "cookie", TOKEN_HEADER.lower()}
 _NOT_RETURNED = HOP_BY_HOP | {"set-cookie", "server", "date", TOKEN_HEADER.lower()}
+#: End-to-end framing: a ``Connection`` header naming it is not obeyed (h11 would refuse
+#: to send a body whose length it was not told).
+_FRAMING = frozenset({"content-length"})
+#: What a download answers with instead of anything the sandbox says about them.
+_DOWNLOAD_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"sandbox"),
+)
+_NOT_RETURNED_FROM_DOWNLOADS = _NOT_RETURNED | {
+    "content-disposition",
+    *(name.decode() for name, _ in _DOWNLOAD_HEADERS),
+}
 _READ_WHOLE_BELOW = 256 * 1024
 
 
@@ -58,52 +85,71 @@ def _dropped(headers: list[tuple[bytes, bytes]], always: frozenset[str]) -> froz
         if name.lower() == b"connection"
         for token in value.decode("latin-1").split(",")
     }
-    return always | named if named else always
+    return always | (named - _FRAMING) if named else always
 
 
-def upstream_path(request: Request) -> str:
-    """The agent's path for a gateway path: ``/conversation/{id}/rest`` -> ``/rest``,
-    percent-encoding kept exactly as the client sent it."""
-    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
-    rest = raw.split(b"?", 1)[0].split(b"/", 3)
-    return "/" + (rest[3].decode("latin-1") if len(rest) > 3 else "")
+def _download_headers(path: str, status: int) -> list[tuple[bytes, bytes]]:
+    """No sniffing, no script, no same-origin access; the file's bytes (2xx) as an attachment
+    named after the file (its last segment, already percent-encoded as RFC 8187 wants)."""
+    if not 200 <= status < 300:
+        return list(_DOWNLOAD_HEADERS)  # an error's JSON is shown, not saved under the file's name
+    name = path.rsplit("/", 1)[-1]
+    disposition = f"attachment; filename*=UTF-8''{name}" if name else "attachment"
+    return [(b"content-disposition", disposition.encode()), *_DOWNLOAD_HEADERS]
 
 
-def _query(request: Request) -> str:
-    query: bytes = request.scope.get("query_string", b"")
-    if b"token=" not in query:
-        return query.decode("latin-1")
-    # The caller's key may be in ?token=: it stays here.
-    pairs = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != "token"]
-    return urlencode(pairs)
+def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)  # "name: value\r\n"
 
 
 class UpstreamResponse(Response):
     """Streams an open upstream response to the client and always closes it,
     also when the client goes away (watched for concurrently: a server that does
-    not raise on a write to a gone client must not keep us reading upstream)."""
+    not raise on a write to a gone client must not keep us reading upstream), and
+    when one write waits ``stall_timeout`` seconds or more for a client that does
+    not read (the answer is then cut short, like an upstream that broke off). A
+    watchdog checks a time stamp: a timeout around every write would cost more
+    than the write itself."""
 
     def __init__(
         self,
         upstream: httpcore.Response,
         headers: list[tuple[bytes, bytes]],
         activity: AbstractContextManager[None],
+        stall_timeout: float,
     ) -> None:
         self.status_code = upstream.status
         self.raw_headers = headers
         self.background = None
         self._upstream = upstream
         self._activity = activity
+        self._stall_timeout = stall_timeout
+        self._writing_since: float | None = None  # loop time the pending write began
 
     async def _stream(self, send: Send) -> None:
+        clock = asyncio.get_running_loop().time
+        self._writing_since = clock()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self._writing_since = None
         try:
             async for chunk in _body(self._upstream):
+                self._writing_since = clock()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._writing_since = None
         except _UPSTREAM_ERRORS as error:
             log.info("upstream broke off mid-answer: %r", error)
             return  # the server ends the connection: the client sees an incomplete answer
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stalled(self) -> None:
+        """Returns once a write has waited ``stall_timeout`` (noticed within twice that)."""
+        clock = asyncio.get_running_loop().time
+        while True:
+            since, now = self._writing_since, clock()
+            if since is not None and now - since >= self._stall_timeout:
+                log.info("the client read nothing for %gs: answer cut short", now - since)
+                return
+            await asyncio.sleep(self._stall_timeout if since is None else since + self._stall_timeout - now)
 
     @staticmethod
     async def _disconnected(receive: Receive) -> None:
@@ -113,7 +159,7 @@ class UpstreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self._activity:
             try:
-                streamed, _ = await race(self._stream(send), self._disconnected(receive))
+                streamed, _, _ = await race(self._stream(send), self._disconnected(receive), self._stalled())
             finally:
                 await self._upstream.aclose()
         if isinstance(streamed, Exception) and not isinstance(streamed, OSError):
@@ -154,21 +200,32 @@ class Proxy:
         request: Request,
         handle: SandboxHandle,
         *,
+        path: str,
         download: bool = False,
         activity: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> Response:
-        """Send ``request`` to the same route of the agent of ``handle`` and answer with its answer."""
+        """Send ``request`` to ``path`` (percent-encoded: see :class:`gateway.upstream.UpstreamPath`)
+        of the agent of ``handle`` and answer with its answer. ``download``: a file's
+        content (no read timeout; sent as an attachment)."""
         raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
         dropped = _dropped(raw_headers, _NOT_FORWARDED)
         headers = [(n, v) for n, v in raw_headers if n.decode("latin-1").lower() not in dropped]
+        if _header_bytes(headers) > self._settings.proxy_max_header_bytes:
+            return error_response(
+                431, f"the request's headers exceed {self._settings.proxy_max_header_bytes} bytes"
+            )
+        query = upstream_query(request)
+        target = f"{path}{'?' + query if query else ''}"
+        if len(target) > self._settings.proxy_max_url_bytes:
+            limit = self._settings.proxy_max_url_bytes
+            return error_response(414, f"the path and query exceed {limit} bytes")
         host = handle.base_url.split("://", 1)[1].encode()
         headers += [(b"host", host), (TOKEN_HEADER.encode(), handle.token.encode())]
         length = any(n == b"content-length" for n, _ in raw_headers)
         chunked = not length and any(n == b"transfer-encoding" for n, _ in raw_headers)
         if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
-        query = _query(request)
-        url = f"{handle.base_url}{upstream_path(request)}{'?' + query if query else ''}"
+        url = f"{handle.base_url}{target}"
         outgoing = httpcore.Request(
             request.method,
             url,
@@ -189,8 +246,10 @@ class Proxy:
             ) from None
         except ClientDisconnect:
             return error_response(400, "the client went away during the request")
-        dropped = _dropped(upstream.headers, _NOT_RETURNED)
+        dropped = _dropped(upstream.headers, _NOT_RETURNED_FROM_DOWNLOADS if download else _NOT_RETURNED)
         back = [(n.lower(), v) for n, v in upstream.headers if n.decode("latin-1").lower() not in dropped]
+        if download:
+            back += _download_headers(path, upstream.status)
         size = next((v for n, v in back if n == b"content-length"), None)
         if not download and size is not None and size.isdigit() and int(size) < _READ_WHOLE_BELOW:
             try:
@@ -204,7 +263,7 @@ class Proxy:
             response = Response(body, status_code=upstream.status)
             response.raw_headers = back
             return response
-        return UpstreamResponse(upstream, back, activity())
+        return UpstreamResponse(upstream, back, activity(), self._settings.proxy_stall_timeout)
 
     async def close(self) -> None:
         await self._pool.aclose()

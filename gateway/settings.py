@@ -47,6 +47,17 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds to wait for an agent's answer (file downloads stream without one)."
     )
     proxy_connect_timeout: float = Field(5.0, gt=0)
+    proxy_stall_timeout: float = Field(
+        60.0, gt=0, description="Seconds a proxied answer waits for a client that reads nothing, then ends."
+    )
+    # The agent's HTTP parser (h11) takes a request head of at most 16 KiB: these two, plus
+    # the few headers the gateway adds, stay below it, so the agent never refuses one.
+    proxy_max_url_bytes: int = Field(
+        8192, ge=1024, le=8192, description="Longest path and query proxied to a sandbox (longer: 414)."
+    )
+    proxy_max_header_bytes: int = Field(
+        6144, ge=1024, le=6144, description="Most header bytes proxied to a sandbox (more: 431)."
+    )
     firehose_queue_size: int = Field(10_000, ge=1, description="Frames a firehose client may lag behind.")
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 

@@ -14,11 +14,12 @@ from fastapi import FastAPI
 from sandbox_agent import __version__, errors
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
-from sandbox_agent.routes import events, files, system, tasks, ws
+from sandbox_agent.routes import operation_id, system, ws
+from sandbox_agent.routes.proxied import PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 
 # In matching order: the token-protected routes, then /health and /ready, then the socket.
-_ROUTERS = (system.router, events.router, tasks.router, files.router, system.public, ws.router)
+_ROUTERS = (system.router, *PROXIED_ROUTERS, system.public, ws.router)
 
 
 def create_app(settings: AgentSettings) -> FastAPI:
@@ -41,6 +42,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
         # for the router's context) on the first request: about 1 MB of an idle sandbox.
         routes=[route for router in _ROUTERS for route in router.routes],
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,  # for routes added later; the routers' have theirs
         # the schema is served behind the token (routes/system.py); no browser docs in a sandbox
         openapi_url=None,
         docs_url=None,

@@ -20,30 +20,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-# --- headers, close codes, limits -------------------------------------------------
-
-#: Header carrying the per-conversation agent token (gateway -> agent only).
-TOKEN_HEADER = "X-Convoy-Token"
-
-#: WebSocket close code: this subscriber fell too far behind. Reconnect with
-#: ``after_seq`` set to the last ``seq`` received; nothing is lost.
-WS_CLOSE_TOO_SLOW = 4008
-#: WebSocket close code: missing or wrong credentials.
-WS_CLOSE_UNAUTHORIZED = 4401
-#: WebSocket close code: not allowed (admin channel for a user).
-WS_CLOSE_FORBIDDEN = 4403
-#: WebSocket close code: the conversation does not exist (or is not yours).
-WS_CLOSE_NOT_FOUND = 4404
-#: WebSocket close code: the conversation ended (deleted, reaped or failed).
-WS_CLOSE_CONVERSATION_ENDED = 4410
-#: WebSocket close code: the sandbox could not be reached.
-WS_CLOSE_UPSTREAM_UNAVAILABLE = 4502
-
-#: ``after_seq`` value meaning "nothing from history; live events only".
-AFTER_SEQ_LIVE = -1
-
-MAX_PAGE_LIMIT = 100
-DEFAULT_PAGE_LIMIT = 50
+# The names both sides agree on are written once, in sandbox_agent.contract; they are part of
+# the protocol, so everything it exports is re-exported here.
+from sandbox_agent.contract import *  # noqa: F403
+from sandbox_agent.contract import MAX_PAGE_LIMIT
 
 # --- paging -----------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox_agent.protocol import AGENT_ENV_PREFIX, CONVERSATION_ID_ENV
+
 MiB = 1024 * 1024
-ENV_PREFIX = "CONVOY_AGENT_"
-CONVERSATION_ID_ENV = "CONVOY_CONVERSATION_ID"
 
 
 class AgentSettings(BaseModel):
@@ -80,8 +80,8 @@ def environment() -> dict[str, str]:
         name = key.upper()
         if name == CONVERSATION_ID_ENV:
             found["conversation_id"] = value
-        elif name.startswith(ENV_PREFIX):
-            field = name.removeprefix(ENV_PREFIX).lower()
+        elif name.startswith(AGENT_ENV_PREFIX):
+            field = name.removeprefix(AGENT_ENV_PREFIX).lower()
             if field in AgentSettings.model_fields and field != "conversation_id":
                 found[field] = value
     return found

@@ -28,8 +28,10 @@ import httpx
 import websockets
 from benchtools import free_port
 
+from sandbox_agent.protocol import AGENT_TOKEN_ENV, RESERVED_ENV_PREFIX, TOKEN_HEADER
+
 TOKEN = "bench-token"
-HEADERS = {"X-Convoy-Token": TOKEN}
+HEADERS = {TOKEN_HEADER: TOKEN}
 MiB = 1024 * 1024
 TICKS = 100_000
 FILE_BYTES = 256 * MiB
@@ -50,8 +52,8 @@ def line(name: str, value: str, target: str = "") -> None:
 
 async def start_agent(root: Path) -> tuple[asyncio.subprocess.Process, str, float]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVOY_")}
-    env["CONVOY_AGENT_TOKEN"] = TOKEN
+    env = {k: v for k, v in os.environ.items() if not k.startswith(RESERVED_ENV_PREFIX)}
+    env[AGENT_TOKEN_ENV] = TOKEN
     agent = str(Path(sys.executable).parent / "convoy-agent")
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(

@@ -22,12 +22,11 @@ from uuid import UUID
 
 from gateway.runtimes import docker_egress
 from gateway.runtimes.base import ResourceLimits, SandboxSpec
+from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 AGENT_PORT = 8080
 DATA_DIR = "/data"
 RELAY_SCRIPT = "/opt/convoy-relay/relay.py"
-TOKEN_ENV = "CONVOY_AGENT_TOKEN"
-CONVERSATION_ENV = "CONVOY_CONVERSATION_ID"
 SUBNET_PREFIX = 29  # gateway address (unused), the sandbox, the relay
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
 _RELAY_MEMORY = 64 * 1024 * 1024
@@ -119,7 +118,7 @@ def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
             conversation_id=UUID(labels[CONVERSATION_ID]),
             owner=labels[OWNER],
             title=labels.get(TITLE, ""),
-            token=env[TOKEN_ENV],
+            token=env[AGENT_TOKEN_ENV],
             created_at=datetime.fromisoformat(labels[CREATED_AT]),
             env={key: env[key] for key in keys if key in env},
             limits=ResourceLimits(
@@ -145,7 +144,7 @@ def _float(text: str | None) -> float | None:
 
 def _task_env(spec: SandboxSpec) -> dict[str, str]:
     # The agent's own variables are the runtime's to set, never the caller's.
-    return {key: value for key, value in spec.env.items() if not key.upper().startswith("CONVOY_")}
+    return {key: value for key, value in spec.env.items() if not key.upper().startswith(RESERVED_ENV_PREFIX)}
 
 
 # --- the conversation's network ---------------------------------------------------
@@ -242,7 +241,7 @@ def sandbox_config(
 ) -> dict[str, Any]:
     limits = effective_limits(policy.default_limits, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
-    env = _task_env(spec) | {TOKEN_ENV: spec.token, CONVERSATION_ENV: str(spec.conversation_id)}
+    env = _task_env(spec) | {AGENT_TOKEN_ENV: spec.token, CONVERSATION_ID_ENV: str(spec.conversation_id)}
     if spec.egress is not None:
         env |= docker_egress.sandbox_env(subnet.relay_ip)
     host = _hardening(policy) | {

@@ -57,6 +57,7 @@ from gateway.runtimes.base import (
     wait_until_ready,
 )
 from gateway.settings import Settings
+from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 _T = TypeVar("_T")
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
@@ -192,10 +193,14 @@ class ProcessRuntime:
         }
         env["HOME"] = str(folder / "workspace")
         env.update(
-            {name: value for name, value in spec.env.items() if not name.upper().startswith("CONVOY_")}
+            {
+                name: value
+                for name, value in spec.env.items()
+                if not name.upper().startswith(RESERVED_ENV_PREFIX)
+            }
         )
-        env["CONVOY_AGENT_TOKEN"] = spec.token
-        env["CONVOY_CONVERSATION_ID"] = str(spec.conversation_id)
+        env[AGENT_TOKEN_ENV] = spec.token
+        env[CONVERSATION_ID_ENV] = str(spec.conversation_id)
         return env
 
     async def _launch(self, spec: SandboxSpec, folder: Path, port: int) -> procfs.ProcessId:

@@ -2,8 +2,13 @@
 
 Each module declares an ``APIRouter``; :func:`sandbox_agent.app.create_app`
 hands their routes to the app as they are (see there why not ``include_router``),
-so everything a route needs in the OpenAPI document (``ERRORS``) is set on its
-router.
+so everything a route needs in the OpenAPI document (errors, operation ids) is
+set on its router or the route itself.
+
+The per-conversation routes (:data:`sandbox_agent.routes.proxied.PROXIED_ROUTERS`)
+are also the gateway's declaration of them: their signatures, models, status
+codes, summaries, tags and documented errors are what the gateway's OpenAPI
+document shows (:mod:`gateway.routes.proxied`). Write them for the API's users.
 """
 
 from __future__ import annotations
@@ -11,14 +16,44 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.routing import APIRoute
 
 from sandbox_agent.agent import Agent
-from sandbox_agent.protocol import ErrorBody
+from sandbox_agent.protocol import TOKEN_HEADER, ErrorBody
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
 
 #: The error answers every route may give, for the OpenAPI document.
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 507)
+ERRORS: Responses = {
+    400: _error("The request could not be read (e.g. malformed JSON)"),
+    401: _error(f"Missing or wrong {TOKEN_HEADER}"),
+    404: _error("Unknown item"),
+    # Field errors as a list, or a sentence (a bad cursor).
+    422: _error("Invalid parameters or body"),
 }
+#: Routes on a workspace path, besides :data:`ERRORS`.
+PATH_ERRORS: Responses = {
+    400: _error("The path leaves the workspace or cannot be a file name"),
+    403: _error("The path leaves the workspace"),
+    409: _error("It exists already"),
+    507: _error("The sandbox's disk is full: nothing was written"),
+}
+#: Routes that record something in the event log (a new event, a new task), besides :data:`ERRORS`.
+STORAGE_ERRORS: Responses = {
+    413: _error("The body is too large"),
+    507: _error("The sandbox's disk is full: nothing was recorded"),
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """The OpenAPI ``operationId`` of a route: its function's name (``list_events``).
+    Names are unique per document (a test says so), so clients get clean method names."""
+    return route.name
 
 
 async def get_agent(request: Request) -> Agent:

@@ -1,4 +1,9 @@
-"""Liveness, readiness, agent info, and the gateway-only status report."""
+"""Liveness, readiness, agent info, and the gateway-only routes (status report, OpenAPI).
+
+Three routers: ``public`` (no token: /health, /ready), ``proxied`` (what the
+gateway serves to users: /agent-info) and ``router`` (token; the gateway's own
+calls, never proxied: /status, /openapi.json).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,21 @@ from sandbox_agent.agent import Agent
 from sandbox_agent.auth import require_token
 from sandbox_agent.errors import error_response
 from sandbox_agent.protocol import AgentInfo, ConversationStatus, ConversationStatusUpdate, Event
-from sandbox_agent.routes import ERRORS, get_agent, json_raw
+from sandbox_agent.routes import ERRORS, get_agent, json_raw, operation_id
 
-public = APIRouter(tags=["system"], responses=ERRORS)
-router = APIRouter(tags=["system"], dependencies=[Depends(require_token)], responses=ERRORS)
+public = APIRouter(tags=["system"], generate_unique_id_function=operation_id)
+proxied = APIRouter(
+    tags=["agent"],
+    dependencies=[Depends(require_token)],
+    responses=ERRORS,
+    generate_unique_id_function=operation_id,
+)
+router = APIRouter(
+    tags=["system"],
+    dependencies=[Depends(require_token)],
+    responses=ERRORS,
+    generate_unique_id_function=operation_id,
+)
 
 
 class StatusReport(BaseModel):
@@ -39,7 +55,7 @@ async def ready(agent: Agent = Depends(get_agent)) -> Response:
     return json_raw(b'{"status":"ready"}')
 
 
-@router.get("/agent-info", response_model=AgentInfo)
+@proxied.get("/agent-info", response_model=AgentInfo, summary="What this sandbox can run")
 async def agent_info(agent: Agent = Depends(get_agent)) -> Response:
     return json_raw(agent.info_json())
 

@@ -10,17 +10,23 @@ from sandbox_agent import paging
 from sandbox_agent.agent import Agent
 from sandbox_agent.auth import require_token
 from sandbox_agent.protocol import Page, Task, TaskCreate, TaskStatus
-from sandbox_agent.routes import ERRORS, get_agent
+from sandbox_agent.routes import ERRORS, STORAGE_ERRORS, get_agent, operation_id
+from sandbox_agent.routes.params import Limit, PageId
 
-router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)], responses=ERRORS)
+router = APIRouter(
+    tags=["tasks"],
+    dependencies=[Depends(require_token)],
+    responses=ERRORS,
+    generate_unique_id_function=operation_id,
+)
 
 
-@router.get("/task", response_model=Page[Task])
+@router.get("/task", response_model=Page[Task], summary="List conversation tasks")
 async def list_tasks(
     agent: Agent = Depends(get_agent),
-    status: list[TaskStatus] | None = Query(None, description="Statuses to keep (repeatable)."),
-    page_id: str | None = Query(None),
-    limit: int = Query(paging.DEFAULT_PAGE_LIMIT, ge=1, le=paging.MAX_PAGE_LIMIT),
+    status: list[TaskStatus] | None = Query(None, description="Only tasks in these statuses (repeatable)"),
+    page_id: str | None = PageId,
+    limit: int = Limit,
 ) -> Page[Task]:
     """Tasks in creation order."""
     after = paging.decode_int(page_id) if page_id else 0
@@ -28,18 +34,24 @@ async def list_tasks(
     return Page[Task](results=results, next_page_id=None if next_after is None else paging.encode(next_after))
 
 
-@router.post("/task", status_code=201, response_model=Task)
+@router.post(
+    "/task",
+    status_code=201,
+    response_model=Task,
+    responses=STORAGE_ERRORS,
+    summary="Create a conversation task",
+)
 async def create_task(request: TaskCreate, agent: Agent = Depends(get_agent)) -> Task:
     """Start a task; its progress arrives as events. Unknown runnable types: 422 naming the known ones."""
     return await agent.tasks.create(request)
 
 
-@router.get("/task/{task_id}", response_model=Task)
+@router.get("/task/{task_id}", response_model=Task, summary="Get a conversation task")
 async def get_task(task_id: UUID, agent: Agent = Depends(get_agent)) -> Task:
     return agent.tasks.get(task_id)
 
 
-@router.delete("/task/{task_id}", response_model=Task)
+@router.delete("/task/{task_id}", response_model=Task, summary="Cancel a conversation task")
 async def cancel_task(task_id: UUID, agent: Agent = Depends(get_agent)) -> Task:
     """Cancel: answers with the task once it is CANCELLED (or still CANCELLING after the kill grace)."""
     return await agent.tasks.cancel(task_id)

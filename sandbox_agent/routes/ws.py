@@ -32,6 +32,8 @@ from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed, Unencodab
 from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
+    WS_CLOSE_BAD_QUERY,
+    WS_CLOSE_GOING_AWAY,
     WS_CLOSE_TOO_SLOW,
     WS_CLOSE_UNAUTHORIZED,
     ErrorEvent,
@@ -41,9 +43,6 @@ from sandbox_agent.protocol import (
 from sandbox_agent.race import finished, race
 
 router = APIRouter(tags=["events"])
-
-_CLOSE_GOING_AWAY = 1001
-_CLOSE_POLICY = 1008
 
 
 @router.websocket("/ws")
@@ -58,7 +57,7 @@ async def follow(websocket: WebSocket) -> None:
     except ValueError:
         after_seq = -2
     if after_seq < AFTER_SEQ_LIVE:
-        await websocket.close(_CLOSE_POLICY, "after_seq must be an integer >= -1")
+        await websocket.close(WS_CLOSE_BAD_QUERY, "after_seq must be an integer >= -1")
         return
     follower = agent.events.follow(after_seq)
     lock = asyncio.Lock()
@@ -74,7 +73,7 @@ async def follow(websocket: WebSocket) -> None:
     if finished(overflowed) or isinstance(sent, FollowerTooSlow):
         code = WS_CLOSE_TOO_SLOW
     elif isinstance(sent, LogClosed):
-        code = _CLOSE_GOING_AWAY
+        code = WS_CLOSE_GOING_AWAY
     if code is not None:
         with contextlib.suppress(Exception):  # the peer may be gone already
             await websocket.close(

@@ -24,12 +24,13 @@ import os
 import signal
 import subprocess
 
+from sandbox_agent.protocol import AGENT_TOKEN_ENV
 from sandbox_agent.runnables import Outcome, TaskContext
 from sandbox_agent.runnables.oom import KILLED_CODES, oom_error, oom_kills
 from sandbox_agent.runnables.output import OutputSink, Stream
 
 #: Environment variables never passed to a task.
-HIDDEN_ENV = ("CONVOY_AGENT_TOKEN",)
+HIDDEN_ENV = (AGENT_TOKEN_ENV,)
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

@@ -1,17 +1,29 @@
-"""The documents: /openapi.json covers every route with real schemas; /asyncapi.json
-is valid against the official AsyncAPI 3.0.0 JSON Schema."""
+"""The documents: /openapi.json covers every route with real schemas, documents each
+proxied route exactly as the agent declares it, with function names as operationIds;
+/asyncapi.json is valid against the official AsyncAPI 3.0.0 JSON Schema and lists the
+contract's close codes."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-from gw_helpers import Harness, create_ready
+from fastapi.routing import APIRoute
+from gw_helpers import Harness, base_settings, create_ready
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from gateway import asyncapi
+from gateway.app import create_app
+from gateway.asyncapi import asyncapi_document
+from gateway.routes.proxied import PREFIX
+from sandbox_agent.app import create_app as create_agent_app
+from sandbox_agent.protocol import WS_CLOSE_CODES, WS_CLOSE_LIMIT_REACHED
+from sandbox_agent.routes.proxied import PROXIED_ROUTERS
+from sandbox_agent.settings import AgentSettings
 from tests.helpers import eventually
 
 DATA = Path(__file__).parent / "data"
@@ -152,3 +164,113 @@ async def test_asyncapi_is_valid_asyncapi_3(harness: Harness) -> None:
     # The validator is not vacuous: a broken document fails.
     broken = dict(document, channels={"x": {"address": 5}})
     assert list(validator.iter_errors(broken))
+
+
+# --- the proxied routes: declared once, by the agent ------------------------------
+
+
+def _documents(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The gateway's and the agent's OpenAPI documents (built, not served)."""
+    gateway = create_app(base_settings(tmp_path / "gateway")).openapi()
+    settings = AgentSettings(workspace=tmp_path / "workspace", state_dir=tmp_path / "state", token="t")
+    return gateway, create_agent_app(settings).openapi()
+
+
+def _resolved(node: Any, document: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """``node`` with every ``$ref`` replaced by what it names (a cycle by its name)."""
+    if isinstance(node, list):
+        return [_resolved(item, document, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        name = ref.removeprefix("#/components/schemas/")
+        if name in seen:
+            return {"$cycle": name}
+        return _resolved(document["components"]["schemas"][name], document, (*seen, name))
+    return {key: _resolved(value, document, seen) for key, value in node.items()}
+
+
+def _proxied_operations() -> set[tuple[str, str]]:
+    return {
+        (method.lower(), route.path_format)
+        for router in PROXIED_ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+
+
+def test_the_gateway_documents_each_proxied_route_as_the_agent_declares_it(tmp_path: Path) -> None:
+    gateway, agent = _documents(tmp_path)
+    proxied = _proxied_operations()
+    assert len(proxied) == 16 and ("post", "/status") not in proxied and ("get", "/ready") not in proxied
+    per_conversation = {
+        (method, path.removeprefix(PREFIX))
+        for path, item in gateway["paths"].items()
+        if path.startswith(PREFIX + "/")
+        for method in item
+    }
+    assert per_conversation == proxied  # nothing more: the gateway-only routes are not there
+    for method, path in sorted(proxied):
+        theirs = agent["paths"][path][method]
+        ours = gateway["paths"][PREFIX + path][method]
+        where = f"{method} {path}"
+        conversation_id, *parameters = ours["parameters"]
+        assert conversation_id["name"] == "conversation_id" and conversation_id["in"] == "path", where
+        assert conversation_id["required"] is True, where
+        assert _resolved(parameters, gateway) == _resolved(theirs.get("parameters", []), agent), where
+        assert _resolved(ours.get("requestBody"), gateway) == _resolved(theirs.get("requestBody"), agent), (
+            where
+        )
+        assert set(ours["responses"]) >= set(theirs["responses"]), where
+        for status, answer in theirs["responses"].items():
+            mine = ours["responses"][status]
+            assert _resolved(mine.get("content"), gateway) == _resolved(answer.get("content"), agent), (
+                where,
+                status,
+            )
+        for key in ("summary", "description", "tags"):
+            assert ours.get(key) == theirs.get(key), (where, key)
+        assert {"401", "404", "502", "503", "504"} <= set(ours["responses"]), where
+
+
+def test_the_comparison_is_not_vacuous(tmp_path: Path) -> None:
+    gateway, agent = _documents(tmp_path)
+    listing = gateway["paths"][PREFIX + "/event"]["get"]["parameters"]
+    after_seq = next(p for p in listing if p["name"] == "after_seq")
+    assert after_seq["schema"]["default"] == 0  # the agent's default, not a second declaration's
+    search = gateway["paths"][PREFIX + "/file-search"]["get"]["parameters"]
+    assert next(p for p in search if p["name"] == "path")["schema"]["default"] == ""
+    # A changed schema behind a $ref is a difference.
+    changed = json.loads(json.dumps(agent))
+    changed["components"]["schemas"]["FileInfo"]["properties"]["size"]["type"] = "string"
+    answer = agent["paths"]["/file/{path}"]["get"]["responses"]["200"]["content"]
+    assert _resolved(answer, agent) != _resolved(answer, changed)
+
+
+def _operation_ids(document: dict[str, Any]) -> list[str]:
+    return [operation["operationId"] for item in document["paths"].values() for operation in item.values()]
+
+
+def test_operation_ids_are_the_function_names_and_unique(tmp_path: Path) -> None:
+    gateway, agent = _documents(tmp_path)
+    for document in (gateway, agent):
+        ids = _operation_ids(document)
+        assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert {"create_conversation", "list_conversations", "get_conversation", "delete_conversation"} <= set(
+        _operation_ids(gateway)
+    )
+    assert {"list_events", "create_task", "upload", "file_content", "agent_info"} <= set(
+        _operation_ids(gateway)
+    )
+    assert {"list_events", "trigger_event", "report_status", "health"} <= set(_operation_ids(agent))
+    assert gateway["paths"][PREFIX + "/event"]["get"]["operationId"] == "list_events"
+
+
+def test_asyncapi_close_codes_are_the_contracts() -> None:
+    document = asyncapi_document()
+    assert document["info"]["x-close-codes"] == {str(code): text for code, text in WS_CLOSE_CODES.items()}
+    assert str(WS_CLOSE_LIMIT_REACHED) in document["info"]["x-close-codes"]
+    source = (Path(asyncapi.__file__)).read_text()
+    assert not re.findall(r"\b[14]\d{3}\b", source), "close codes are read from sandbox_agent.contract"

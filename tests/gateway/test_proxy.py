@@ -5,6 +5,7 @@ closing upstream on client disconnect, close codes through the WebSocket proxy."
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from starlette.websockets import WebSocket
 
 from gateway.app import create_app
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
+from gateway.upstream import UpstreamPath
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
 
 
@@ -232,3 +234,62 @@ async def test_close_codes_pass_through_the_websocket_proxy(
         ws = await ws_connect(url, f"/conversation/{cid}")
         assert (await recv_json(ws))["detail"]["type"] == "hello"
         assert await close_code(ws) == client_code
+
+
+@pytest.mark.parametrize("name", ["%74oken", "t%6Fk%65n", "tok%65n"])
+async def test_an_encoded_token_parameter_authenticates_and_stays_at_the_gateway(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any, name: str
+) -> None:
+    agent, upstream = stand_in
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, **keyed())
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={}, headers=auth(ADMIN_KEY))).json()["id"]
+        response = await client.get(f"/conversation/{cid}/agent-info?a=1&{name}={ADMIN_KEY}&b=%32")
+        assert response.status_code == 200, response.text
+        assert agent.seen["query"] == "a=1&b=%32"  # the rest exactly as sent
+        assert ADMIN_KEY not in str(agent.seen)
+
+
+def _stalled_download(base_url: str, path: str) -> socket.socket:
+    """A client that asks for a download and never reads a byte of it (a tiny receive window)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return sock
+
+
+async def test_a_download_nobody_reads_releases_the_upstream(
+    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
+) -> None:
+    agent, upstream = stand_in
+    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, proxy_stall_timeout=1.0)
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={})).json()["id"]
+        await asyncio.sleep(0.1)
+        sock = _stalled_download(url, f"/conversation/{cid}/file-content/endless")
+        try:
+            await asyncio.wait_for(agent.stream_closed.wait(), 30)
+        finally:
+            sock.close()
+        # The gateway serves on.
+        assert (await client.get(f"/conversation/{cid}")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("template", "params", "expected"),
+    [
+        ("/file/{path:path}", {"path": "a b/c?#%é"}, "/file/a%20b/c%3F%23%25%C3%A9"),
+        ("/file/{path:path}", {"path": "../status"}, "/file/%2E%2E/status"),
+        ("/file/{path:path}", {"path": "./x/."}, "/file/%2E/x/%2E"),
+        ("/file/{path:path}", {"path": ""}, "/file/"),
+        ("/task/{task_id}", {"task_id": ".."}, "/task/%2E%2E"),
+        ("/task/{task_id}", {"task_id": "a?b"}, "/task/a%3Fb"),
+        ("/agent-info", {"conversation_id": "ignored"}, "/agent-info"),
+    ],
+)
+def test_upstream_paths_are_built_from_decoded_parameters(
+    template: str, params: dict[str, str], expected: str
+) -> None:
+    assert UpstreamPath(template).build(params) == expected

@@ -13,6 +13,7 @@ from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, SandboxStartError, SandboxState
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
+from sandbox_agent.protocol import AGENT_TOKEN_ENV
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.docker
@@ -84,14 +85,14 @@ async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime
     mounts = sandbox["Mounts"]
     assert [(m["Type"], m["Name"], m["Destination"]) for m in mounts] == [("volume", names.volume, "/data")]
     assert not any("docker.sock" in json.dumps(m) for m in mounts)
-    assert f"{cfg.TOKEN_ENV}={spec.token}" in sandbox["Config"]["Env"]
+    assert f"{AGENT_TOKEN_ENV}={spec.token}" in sandbox["Config"]["Env"]
 
     relay = await inspect("container", names.relay)
     assert relay["Config"]["User"] == "10001:10001" and relay["HostConfig"]["CapDrop"] == ["ALL"]
     assert relay["HostConfig"]["ReadonlyRootfs"] is True
     bindings = relay["HostConfig"]["PortBindings"][f"{cfg.AGENT_PORT}/tcp"]
     assert [binding["HostIp"] for binding in bindings] == ["127.0.0.1"]
-    assert not any(cfg.TOKEN_ENV in item for item in relay["Config"]["Env"])
+    assert not any(AGENT_TOKEN_ENV in item for item in relay["Config"]["Env"])
 
     network = await inspect("network", names.network)
     assert network["Internal"] is True

@@ -40,6 +40,7 @@ from gateway.runtimes import docker_egress
 from gateway.runtimes.docker import DockerRuntime
 from gateway.runtimes.docker_sandboxes import container_policy
 from gateway.settings import Settings
+from sandbox_agent.protocol import AGENT_TOKEN_ENV
 from tests.helpers import free_port
 
 ENFORCER = Path(__file__).resolve().parents[3] / "images" / "sandbox" / "egress_rules.py"
@@ -100,7 +101,7 @@ def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> Non
     policy = container_policy(Settings(egress_resolver="10.231.0.2:53"))
     spec = make_spec(egress=("pypi.org", "*.pythonhosted.org", "10.1.2.0/24"))
     labels = cfg.sandbox_labels(spec, "inst", "1")
-    info = {"Config": {"Labels": labels, "Env": [f"{cfg.TOKEN_ENV}={spec.token}"]}}
+    info = {"Config": {"Labels": labels, "Env": [f"{AGENT_TOKEN_ENV}={spec.token}"]}}
     assert cfg.spec_from_container(info) == spec
     subnet = next(cfg.free_subnets("10.213.0.0/28", []))
     names = cfg.Names.of("inst", spec.conversation_id)
@@ -122,7 +123,7 @@ def test_the_allow_list_is_in_the_labels_and_configures_both_containers() -> Non
             {
                 "Config": {
                     "Labels": cfg.sandbox_labels(plain, "inst", "1"),
-                    "Env": [f"{cfg.TOKEN_ENV}={plain.token}"],
+                    "Env": [f"{AGENT_TOKEN_ENV}={plain.token}"],
                 }
             }
         )

@@ -1,0 +1,15 @@
+"""The routes the gateway serves to its users, under ``/conversation/{id}``: an explicit list.
+
+What is not here is never reachable through the gateway: ``/status`` and
+``/openapi.json`` (the gateway's own calls), ``/health``, ``/ready`` and the
+``/ws`` socket (relayed by the gateway's own WebSocket routes). The gateway
+builds its proxied routes from these routers (:mod:`gateway.routes.proxied`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from sandbox_agent.routes import events, files, system, tasks
+
+PROXIED_ROUTERS: tuple[APIRouter, ...] = (events.router, tasks.router, files.router, system.proxied)
