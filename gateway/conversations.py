@@ -12,7 +12,10 @@ Contracts:
   change is published on the :class:`StatusBus`.
 - Limits: live conversations (STARTING, READY, STOPPING) count against the
   global and the per-owner maximum; past either, :class:`LimitReached` (429).
+  So do an owner's recent failed starts and its create rate (:mod:`gateway.admission`).
   Nothing running is ever stopped to make room.
+- An ERROR reason a client sees names no host path (:func:`public_reason`);
+  the gateway's log has it whole.
 - :meth:`delete` and reaping first record STOPPING with the reason in the
   sandbox's own event log (``POST /status``), so followers see why, then remove
   the sandbox; afterwards the id is unknown (404) everywhere.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -32,6 +36,7 @@ from uuid import UUID, uuid4
 
 import httpx
 
+from gateway.admission import Admission
 from gateway.agent_calls import announce_stopping, has_unfinished_task
 from gateway.auth import Principal, can_access
 from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown
@@ -52,6 +57,16 @@ from sandbox_agent.protocol import ConversationStatus, Page
 log = logging.getLogger("convoy.gateway")
 
 _LIVE = (ConversationStatus.STARTING, ConversationStatus.READY, ConversationStatus.STOPPING)
+#: An absolute path of two or more segments (not part of a URL or a relative path).
+_HOST_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"():,;<>\[\]{}]+/)+([^\s/'\"():,;<>\[\]{}]*)")
+
+
+def public_reason(reason: str, state_dirs: tuple[str, ...] = ()) -> str:
+    """``reason`` without the host's layout: the state directories (``state_dirs``)
+    and every absolute path shortened to its last part (``.../python``)."""
+    for folder in state_dirs:
+        reason = reason.replace(folder, "...")
+    return _HOST_PATH.sub(r".../\1", reason)
 
 
 class ConversationManager:
@@ -62,6 +77,9 @@ class ConversationManager:
         self._http = http
         self._records: dict[UUID, Record] = {}
         self._removed_at: dict[UUID, float] = {}
+        self._admission = Admission(settings)
+        state_dir = settings.state_dir
+        self._state_dirs = tuple(sorted({str(state_dir), str(state_dir.absolute())}, key=len, reverse=True))
         self.closing = False
 
     # --- queries ----------------------------------------------------------------
@@ -138,6 +156,7 @@ class ConversationManager:
                 f"{principal.name!r} already has {mine} live conversations, the maximum per user; "
                 "delete one first"
             )
+        self._admission.admit(principal.name)
         spec = SandboxSpec(
             conversation_id=uuid4(),
             owner=principal.name,
@@ -163,11 +182,11 @@ class ConversationManager:
         try:
             handle = await self.runtime.start(record.spec, progress)
         except RuntimeError_ as error:
-            self._fail(record, str(error))
+            self._fail(record, str(error), failed_start=True)
             return
         except Exception as error:  # a runtime bug must not leave the record STARTING forever
             log.exception("starting conversation %s failed", record.id)
-            self._fail(record, f"the sandbox could not be started: {error!r}")
+            self._fail(record, f"the sandbox could not be started: {error!r}", failed_start=True)
             with contextlib.suppress(Exception):
                 await self.runtime.remove(record.id)
             return
@@ -176,8 +195,11 @@ class ConversationManager:
         self.touch(record)
         self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, fresh=True))
 
-    def _fail(self, record: Record, reason: str) -> None:
+    def _fail(self, record: Record, reason: str, failed_start: bool = False) -> None:
         log.warning("conversation %s failed: %s", record.id, reason)
+        if failed_start:
+            self._admission.failed(record.spec.owner)
+        reason = public_reason(reason, self._state_dirs)
         record.status, record.reason, record.phase, record.handle = (
             ConversationStatus.ERROR,
             reason,

@@ -9,8 +9,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sandbox_agent.errors import json_safe
 
 log = logging.getLogger("convoy.gateway")
 
@@ -68,10 +72,16 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         return error_response(error.status_code, error.detail, dict(error.headers or {}))
 
+    async def invalid(_: Request, error: Exception) -> JSONResponse:
+        # JSON-safe: a field error repeats its input, which may be NaN or Infinity.
+        assert isinstance(error, RequestValidationError)
+        return error_response(422, json_safe(jsonable_encoder(error.errors())))
+
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return error_response(500, "internal error in the gateway")
 
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
