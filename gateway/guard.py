@@ -14,8 +14,10 @@ other than 0, or a ``Transfer-Encoding``):
   uploads, files, tasks, events) pass untouched: the agent enforces its own
   limits and the proxy never buffers.
 
-Refusals while a body is still on its way say ``Connection: close``: the
-server drops the connection rather than reading the rest. Requests without a
+A refused body is never read: a small one of known length (up to
+``max_body_bytes``) is dropped by the server as it arrives and the connection
+stays usable; a larger, chunked or ``Expect: 100-continue`` one gets
+``Connection: close`` and the connection is closed instead. Requests without a
 body, and WebSockets (whose routes authenticate right after the handshake),
 pass through; their routes authenticate as before.
 """
@@ -34,16 +36,23 @@ from gateway.routes.proxied import ProxyRoute
 _CLOSE = {"connection": "close"}
 
 
-def _declared_length(scope: Scope) -> int | None:
-    """The ``Content-Length`` of the request, ``None`` when it sends none."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == wanted:
+            return value
     return None
 
 
+def _declared_length(scope: Scope) -> int | None:
+    """The ``Content-Length`` of the request, ``None`` when it sends none."""
+    value = _header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def _has_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
         if name == b"transfer-encoding":
             return True
         if name == b"content-length":
@@ -76,7 +85,9 @@ class RequestGuard:
         try:
             self.authenticator.authenticate(HTTPConnection(scope))
         except AuthError as error:
-            headers = {**_CLOSE, "www-authenticate": "Bearer"} if error.status == 401 else _CLOSE
+            headers = self._unread_body_headers(scope)
+            if error.status == 401:
+                headers["www-authenticate"] = "Bearer"
             await error_response(error.status, error.detail, headers)(scope, receive, send)
             return
         if _streams_to_agent(scope):
@@ -100,3 +111,12 @@ class RequestGuard:
             return message
 
         await self.app(scope, counted, send)
+
+    def _unread_body_headers(self, scope: Scope) -> dict[str, str]:
+        """Headers for an answer that leaves the body unread: close unless the server
+        can cheaply drop the rest (a known length within ``max_body_bytes``)."""
+        declared = _declared_length(scope)
+        expects = (_header(scope, b"expect") or b"").lower() == b"100-continue"
+        if declared is None or declared > self.max_body_bytes or expects:
+            return dict(_CLOSE)
+        return {}

@@ -66,9 +66,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     - more than ``max_connections`` open connections (HTTP and WebSocket): 503 at once;
     - a request line and headers over ``max_header_bytes``: 431 as soon as they pass it
       (nothing beyond the cap is parsed or kept);
-    - a connection that does not deliver a request head within ``header_timeout``
-      seconds (silent, or trickling its headers): 408. Idle keep-alive connections
-      close after uvicorn's ``timeout_keep_alive`` as before.
+    - a request head (request line and headers) that does not arrive within
+      ``header_timeout`` seconds of the connection or of the previous request: 408
+      when part of it came (a trickle), a plain close when nothing did (silent).
+      Idle keep-alive connections close after uvicorn's ``timeout_keep_alive`` as before.
     """
 
     max_connections = 2048
@@ -128,6 +129,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head, self._head_bytes = True, 0
+        if self._head_timer is None:
+            self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout, self._head_too_slow)
@@ -142,7 +145,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or not self._in_head:
             return
         if self.cycle is not None and not self.cycle.response_complete:
-            self._arm_head_timer()  # a pipelined head waits for the answer in progress
+            self._arm_head_timer()  # the next head may wait for the answer in progress
+            return
+        if self._head_bytes == 0:
+            self.transport.close()  # nothing of a request came: nobody to answer
             return
         self._refuse(408, f"the request head did not arrive within {self.header_timeout:g} seconds")
 
