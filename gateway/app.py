@@ -83,7 +83,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app = FastAPI(title="convoy gateway", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    # Authenticates and caps a request body before anything reads it (see gateway.guard).
+    # No body is read before its sender is authenticated; the gateway's own are capped (gateway.guard).
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
     app.include_router(conversations_router)
     app.include_router(proxy_router)

@@ -58,6 +58,26 @@ def _redact(text: str) -> str:
     return _TOKEN_IN_QUERY.sub("[redacted]", text) if "token=" in text else text
 
 
+class _LingeringTransport:
+    """The connection's transport as uvicorn sees it: closing it while the request body
+    is still arriving lingers instead (:meth:`GuardedHttpProtocol.linger`), so a client
+    refused mid-upload reads its answer instead of a connection reset."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        protocol = self._protocol
+        if protocol.body_unread and not protocol.lingering and self._transport.get_protocol() is protocol:
+            protocol.linger()
+        else:
+            self._transport.close()
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits uvicorn lacks for it; subclassed
     per settings by :func:`guarded_http_protocol`. Every refusal is a JSON body,
@@ -66,6 +86,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     - more than ``max_connections`` open connections (HTTP and WebSocket): 503 at once;
     - a request line and headers over ``max_header_bytes``: 431 as soon as they pass it
       (nothing beyond the cap is parsed or kept);
+    - (not a refusal) a connection closed while its request body still arrives is
+      half-closed and drained for a moment first, so the client reads the answer.
     - a request head (request line and headers) that does not arrive within
       ``header_timeout`` seconds of the connection or of the previous request: 408
       when part of it came (a trickle), a plain close when nothing did (silent).
@@ -81,10 +103,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
-        self._refused = False
+        self.body_unread = False
+        self.lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+        assert isinstance(transport, asyncio.Transport)
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             self._refuse(503, "the gateway has too many open connections; try again later")
             return
@@ -95,8 +119,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # lingering: read and dropped
+        if self.lingering:
+            return  # read and dropped
         if not self._in_head:
             super().data_received(data)
             return
@@ -122,13 +146,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head, self.body_unread = False, True
         self._cancel_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0
+        self._in_head, self._head_bytes, self.body_unread = True, 0, False
         if self._head_timer is None:
             self._arm_head_timer()
 
@@ -154,14 +178,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answers ``status`` (JSON), stops parsing, and closes after a short linger."""
-        self._refused = True
-        self._cancel_head_timer()
         body = json.dumps({"detail": detail}).encode()
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + body)
+        self.linger()
+
+    def linger(self) -> None:
+        """Half-closes (the answer is complete), drops what the client still sends, and
+        closes for good after ``_LINGER_SECONDS``: closing with unread data would reset
+        the connection, and the client could lose the answer."""
+        self.lingering = True
+        self._cancel_head_timer()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(_LINGER_SECONDS, self.transport.close)
@@ -178,6 +208,11 @@ def guarded_http_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
             "header_timeout": settings.header_timeout,
         },
     )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The options the gateway is served with (tests serve it the same way)."""
+    return {"http": guarded_http_protocol(settings), "ws_max_size": settings.ws_max_message_bytes}
 
 
 def run_server(settings: Settings) -> None:
@@ -210,6 +245,5 @@ def run_server(settings: Settings) -> None:
         log_level="info",
         lifespan="on",
         access_log=settings.access_log,
-        ws_max_size=settings.ws_max_message_bytes,
-        http=guarded_http_protocol(settings),
+        **uvicorn_options(settings),
     )

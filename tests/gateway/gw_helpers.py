@@ -26,6 +26,7 @@ from gateway.context import GatewayContext
 from gateway.runtimes import procfs
 from gateway.runtimes.base import Runtime
 from gateway.runtimes.docker_config import CONVERSATION_ID, install_filter
+from gateway.server import uvicorn_options
 from gateway.settings import Settings
 
 #: Generous: a noisy 2-core machine starts agents slowly.
@@ -153,7 +154,7 @@ class Harness:
         """A gateway on this runtime; ``overrides`` change its settings. Yields the base URL."""
         settings = self.settings.model_copy(update=overrides)
         self.app = create_app(settings, self.runtime)
-        async with self.run_uvicorn(self.app) as url:
+        async with self.run_uvicorn(self.app, **uvicorn_options(settings)) as url:
             yield url
 
     @property
