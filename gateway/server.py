@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -107,8 +107,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        real = cast(asyncio.Transport, transport)
+        super().connection_made(_LingeringTransport(real, self))  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             self._refuse(503, "the gateway has too many open connections; try again later")
             return
