@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ import httpx
 from gateway.admission import Admission
 from gateway.agent_calls import announce_stopping, has_unfinished_task
 from gateway.auth import Principal, can_access
-from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown
+from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown, public_reason
 from gateway.models import Conversation, ConversationCreate
 from gateway.records import Record, cursor_of, parse_cursor, sort_key
 from gateway.runtimes.base import (
@@ -57,16 +56,6 @@ from sandbox_agent.protocol import ConversationStatus, Page
 log = logging.getLogger("convoy.gateway")
 
 _LIVE = (ConversationStatus.STARTING, ConversationStatus.READY, ConversationStatus.STOPPING)
-#: An absolute path of two or more segments (not part of a URL or a relative path).
-_HOST_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"():,;<>\[\]{}]+/)+([^\s/'\"():,;<>\[\]{}]*)")
-
-
-def public_reason(reason: str, state_dirs: tuple[str, ...] = ()) -> str:
-    """``reason`` without the host's layout: the state directories (``state_dirs``)
-    and every absolute path shortened to its last part (``.../python``)."""
-    for folder in state_dirs:
-        reason = reason.replace(folder, "...")
-    return _HOST_PATH.sub(r".../\1", reason)
 
 
 class ConversationManager:

@@ -141,3 +141,23 @@ async def test_a_deeply_nested_frame_gets_an_error_and_the_socket_stays(harness:
         await ws.send(json.dumps({"detail": {"type": "still-here"}}))
         assert (await recv_json(ws))["detail"]["type"] == "still-here"
         await ws.close()
+
+
+async def test_deeply_nested_bodies_are_4xx_and_the_connection_serves_on(harness: Harness) -> None:
+    async with harness.client() as client:
+        cid = await create_ready(client)
+        async with RawHttp.connect(str(client.base_url)) as raw:
+            json_type = {"Content-Type": "application/json"}
+            for depth in (900, 100_000):
+                nested = b"[" * depth + b"]" * depth
+                # The gateway's own body, and one the agent validates (behind the proxy).
+                for path, body in (
+                    ("/conversation", b'{"title": ' + nested + b"}"),
+                    (
+                        f"/conversation/{cid}/task",
+                        b'{"runnable": {"type": "Ticker"}, "title": ' + nested + b"}",
+                    ),
+                ):
+                    response = await raw.request("POST", path, json_type, body)
+                    assert 400 <= response.status < 500, (path, depth, response)
+                    assert response.json()["detail"]
