@@ -72,10 +72,16 @@ class _LingeringTransport:
 
     def close(self) -> None:
         protocol = self._protocol
-        if protocol.body_unread and not protocol.lingering and self._transport.get_protocol() is protocol:
+        transport = self._transport
+        if (
+            protocol.body_unread
+            and not protocol.lingering
+            and not transport.is_closing()
+            and transport.get_protocol() is protocol
+        ):
             protocol.linger()
         else:
-            self._transport.close()
+            transport.close()
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
