@@ -66,6 +66,10 @@ class _LingeringTransport:
     def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        # The hot paths, bound once: no delegation cost per write.
+        self.write = transport.write
+        self.is_closing = transport.is_closing
+        self.get_extra_info = transport.get_extra_info
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
