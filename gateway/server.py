@@ -118,8 +118,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        real = cast(asyncio.Transport, transport)
-        super().connection_made(_LingeringTransport(real, self))  # type: ignore[arg-type]
+        self._real_transport = cast(asyncio.Transport, transport)
+        super().connection_made(_LingeringTransport(self._real_transport, self))  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             self._refuse(503, "the gateway has too many open connections; try again later")
             return
@@ -150,6 +150,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(431, f"request line and headers larger than {self.max_header_bytes} bytes")
             return
         self.data_received(data[room:])
+
+    def handle_websocket_upgrade(self) -> None:
+        self._cancel_head_timer()
+        self.transport = self._real_transport  # the WebSocket protocol writes to the socket itself
+        super().handle_websocket_upgrade()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
