@@ -24,6 +24,7 @@ from gateway.context import GatewayContext
 from gateway.conversations import ConversationManager
 from gateway.errors import install_error_handlers
 from gateway.firehose import Firehose
+from gateway.guard import RequestGuard
 from gateway.housekeeping import Housekeeper
 from gateway.proxy import Proxy
 from gateway.routes.conversations import router as conversations_router
@@ -89,6 +90,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,  # operationIds are the function names
     )
     install_error_handlers(app)
+    # No body is read before its sender is authenticated; the gateway's own are capped (gateway.guard).
+    app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
     app.include_router(conversations_router)
     app.include_router(proxy_router)
     app.include_router(ws_router)

@@ -16,7 +16,9 @@ Because a cookie is sent by the browser whatever page asks, a request that is
 authenticated by cookie, or not at all (local mode), is refused (403, or
 WebSocket close 4403) when it carries an ``Origin`` other than the gateway's own:
 no other web site can drive a user's conversations. In local mode the ``Host``
-must also be a loopback name, which defeats DNS rebinding.
+must also be a loopback name (:func:`is_loopback_host`), which defeats DNS
+rebinding: a page whose name an attacker re-points at 127.0.0.1 still sends its
+own name as the ``Host``.
 
 Rules: no key configured at all is *local mode* - everyone is the local admin
 ``local`` (and the server only binds to loopback). Otherwise a request without a
@@ -28,6 +30,8 @@ Keys are compared in constant time.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -38,7 +42,36 @@ from gateway.settings import Settings
 
 ADMIN = "admin"
 LOCAL = "local"
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+#: A ``Host`` header: a bracketed IPv6 literal or a name / IPv4 literal, then an optional port.
+_HOST_HEADER = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
+_LOCALHOST_NAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*localhost")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a ``Host`` header names this machine's loopback, and nothing else can.
+
+    Accepted, with or without a port: ``localhost`` and any ``*.localhost`` name
+    (RFC 6761: reserved, resolved to loopback by browsers and resolvers without
+    asking DNS, so no attacker can point one elsewhere or serve a page from one),
+    literal IPv4 loopback addresses (127.0.0.0/8, dotted quad) and ``[::1]``.
+    Everything else is refused, notably names that merely start like an address
+    (``127.0.0.1.nip.io``, ``127.attacker.example``): DNS can re-point those.
+    """
+    match = _HOST_HEADER.fullmatch(host)
+    if match is None:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            return ipaddress.IPv6Address(match["ipv6"]).is_loopback
+        except ValueError:
+            return False
+    name = match["name"].lower()
+    if _LOCALHOST_NAME.fullmatch(name):
+        return True
+    try:
+        return ipaddress.IPv4Address(name).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -98,9 +131,9 @@ class Authenticator:
     def authenticate(self, conn: HTTPConnection) -> Principal:
         """The caller of ``conn``; raises :class:`AuthError`."""
         if self.local_mode:
-            host = urlsplit(f"//{conn.headers.get('host', '')}").hostname or ""
-            if host.lower() not in _LOOPBACK_HOSTS and not host.startswith("127."):
-                raise AuthError(403, f"local mode answers only on loopback names, not {host!r}")
+            host = conn.headers.get("host", "")
+            if not is_loopback_host(host):
+                raise AuthError(403, f"local mode answers only on loopback names, not {host[:100]!r}")
             if not self._same_origin(conn):
                 raise AuthError(403, "cross-origin requests are refused")
             return Principal(LOCAL, is_admin=True)

@@ -12,7 +12,10 @@ Contracts:
   change is published on the :class:`StatusBus`.
 - Limits: live conversations (STARTING, READY, STOPPING) count against the
   global and the per-owner maximum; past either, :class:`LimitReached` (429).
+  So do an owner's recent failed starts and its create rate (:mod:`gateway.admission`).
   Nothing running is ever stopped to make room.
+- An ERROR reason a client sees names no host path (:func:`public_reason`);
+  the gateway's log has it whole.
 - :meth:`delete` and reaping first record STOPPING with the reason in the
   sandbox's own event log (``POST /status``), so followers see why, then remove
   the sandbox; afterwards the id is unknown (404) everywhere.
@@ -32,9 +35,10 @@ from uuid import UUID, uuid4
 
 import httpx
 
+from gateway.admission import Admission
 from gateway.agent_calls import announce_stopping, has_unfinished_task
 from gateway.auth import Principal, can_access
-from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown
+from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown, public_reason
 from gateway.models import Conversation, ConversationCreate
 from gateway.records import Record, cursor_of, parse_cursor, sort_key
 from gateway.runtimes.base import (
@@ -62,6 +66,9 @@ class ConversationManager:
         self._http = http
         self._records: dict[UUID, Record] = {}
         self._removed_at: dict[UUID, float] = {}
+        self._admission = Admission(settings)
+        state_dir = settings.state_dir
+        self._state_dirs = tuple(sorted({str(state_dir), str(state_dir.absolute())}, key=len, reverse=True))
         self.closing = False
 
     # --- queries ----------------------------------------------------------------
@@ -143,6 +150,7 @@ class ConversationManager:
                 f"{principal.name!r} already has {mine} live conversations, the maximum per user; "
                 "delete one first"
             )
+        self._admission.admit(principal.name)
         spec = SandboxSpec(
             conversation_id=uuid4(),
             owner=principal.name,
@@ -169,11 +177,11 @@ class ConversationManager:
         try:
             handle = await self.runtime.start(record.spec, progress)
         except RuntimeFailure as error:
-            self._fail(record, str(error))
+            self._fail(record, str(error), failed_start=True)
             return
         except Exception as error:  # a runtime bug must not leave the record STARTING forever
             log.exception("starting conversation %s failed", record.id)
-            self._fail(record, f"the sandbox could not be started: {error!r}")
+            self._fail(record, f"the sandbox could not be started: {error!r}", failed_start=True)
             with contextlib.suppress(Exception):
                 await self.runtime.remove(record.id)
             return
@@ -182,8 +190,11 @@ class ConversationManager:
         self.touch(record)
         self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, fresh=True))
 
-    def _fail(self, record: Record, reason: str) -> None:
+    def _fail(self, record: Record, reason: str, failed_start: bool = False) -> None:
         log.warning("conversation %s failed: %s", record.id, reason)
+        if failed_start:
+            self._admission.failed(record.spec.owner)
+        reason = public_reason(reason, self._state_dirs)
         record.status, record.reason, record.phase, record.handle = (
             ConversationStatus.ERROR,
             reason,

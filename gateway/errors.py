@@ -32,10 +32,14 @@ cannot be opened).
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sandbox_agent.errors import safe_errors
 
 log = logging.getLogger("convoy.gateway")
 
@@ -108,6 +112,18 @@ class EngineNotFound(EngineError):
     client never sees it as a 404)."""
 
 
+#: An absolute path of two or more segments (not part of a URL or a relative path).
+_HOST_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"():,;<>\[\]{}]+/)+([^\s/'\"():,;<>\[\]{}]*)")
+
+
+def public_reason(reason: str, state_dirs: tuple[str, ...] = ()) -> str:
+    """``reason`` without the host's layout: the state directories (``state_dirs``)
+    and every absolute path shortened to its last part (``.../python``)."""
+    for folder in state_dirs:
+        reason = reason.replace(folder, "...")
+    return _HOST_PATH.sub(r".../\1", reason)
+
+
 def error_response(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
@@ -121,10 +137,16 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         return error_response(error.status_code, error.detail, dict(error.headers or {}))
 
+    async def invalid(_: Request, error: Exception) -> JSONResponse:
+        # A field error repeats its input: it may be NaN, Infinity, or nested too deeply to encode.
+        assert isinstance(error, RequestValidationError)
+        return error_response(422, safe_errors(list(error.errors())))
+
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return error_response(500, "internal error in the gateway")
 
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)

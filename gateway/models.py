@@ -53,7 +53,7 @@ class ConversationLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     memory_bytes: int | None = Field(None, ge=6 * 1024 * 1024, le=64 * 1024**3)
-    cpus: float | None = Field(None, gt=0, le=64)
+    cpus: float | None = Field(None, gt=0, le=64, allow_inf_nan=False)
     pids: int | None = Field(None, ge=16, le=65536)
 
 
@@ -83,7 +83,10 @@ class ConversationCreate(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for tasks.")
     limits: ConversationLimits = Field(default_factory=ConversationLimits)
     idle_timeout: float | None = Field(
-        None, gt=0, description="Seconds without a request, connection or running task before reaping."
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds without a request, connection or running task before reaping.",
     )
     internet: bool = Field(False, description="Let the sandbox open outbound internet connections.")
     egress: EgressPolicy | None = Field(

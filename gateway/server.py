@@ -3,19 +3,34 @@
 Refuses (``SystemExit`` with a message, non-zero) to listen on a non-loopback
 address without keys: local single-user mode makes everyone an admin, which is
 only safe where nobody else can connect.
+
+What a client costs the server before the app sees a request is bounded here
+(:func:`guarded_http_protocol`), and keys in query strings never reach a log
+(:class:`RedactTokens`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import json
 import logging
+import re
+from http import HTTPStatus
+from typing import Any, cast
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import create_app
 from gateway.settings import Settings
 
 log = logging.getLogger("convoy.gateway")
+
+#: After a refusal, what the client still sends is read and dropped this long before the
+#: connection closes: closing with unread data would reset it and lose the answer.
+_LINGER_SECONDS = 2.0
+_TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"']+")
 
 
 def is_loopback(host: str) -> bool:
@@ -25,6 +40,195 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class RedactTokens(logging.Filter):
+    """Replaces the value of every ``token=`` query parameter in a log record
+    (uvicorn's access log and its WebSocket lines carry the full query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _redact(record.msg)
+        return True
+
+
+def _redact(text: str) -> str:
+    return _TOKEN_IN_QUERY.sub("[redacted]", text) if "token=" in text else text
+
+
+class _LingeringTransport:
+    """The connection's transport as uvicorn sees it: closing it while the request body
+    is still arriving lingers instead (:meth:`GuardedHttpProtocol.linger`), so a client
+    refused mid-upload reads its answer instead of a connection reset."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        # The hot paths, bound once: no delegation cost per write.
+        self.write = transport.write
+        self.is_closing = transport.is_closing
+        self.get_extra_info = transport.get_extra_info
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        protocol = self._protocol
+        transport = self._transport
+        if (
+            protocol.body_unread
+            and not protocol.lingering
+            and not transport.is_closing()
+            and transport.get_protocol() is protocol
+        ):
+            protocol.linger()
+        else:
+            transport.close()
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits uvicorn lacks for it; subclassed
+    per settings by :func:`guarded_http_protocol`. Every refusal is a JSON body,
+    then the connection closes:
+
+    - more than ``max_connections`` open connections (HTTP and WebSocket): 503 at once;
+    - a request line and headers over ``max_header_bytes``: 431 as soon as they pass it
+      (nothing beyond the cap is parsed or kept);
+    - (not a refusal) a connection closed while its request body still arrives is
+      half-closed and drained for a moment first, so the client reads the answer.
+    - a request head (request line and headers) that does not arrive within
+      ``header_timeout`` seconds of the connection or of the previous request: 408
+      when part of it came (a trickle), a plain close when nothing did (silent).
+      Idle keep-alive connections close after uvicorn's ``timeout_keep_alive`` as before.
+    """
+
+    max_connections = 2048
+    max_header_bytes = 64 * 1024
+    header_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self.body_unread = False
+        self.lingering = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._real_transport = cast(asyncio.Transport, transport)
+        super().connection_made(_LingeringTransport(self._real_transport, self))  # type: ignore[arg-type]
+        if len(self.connections) > self.max_connections:
+            self._refuse(503, "the gateway has too many open connections; try again later")
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # read and dropped
+        if not self._in_head:
+            super().data_received(data)
+            return
+        room = self.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        # Feed up to the cap only: if the head is still not complete there, it is too large.
+        self._head_bytes += room
+        if room > 0:
+            super().data_received(data[:room])
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # refused by the parser, or upgraded to a WebSocket
+        if self._in_head:
+            self._refuse(431, f"request line and headers larger than {self.max_header_bytes} bytes")
+            return
+        self.data_received(data[room:])
+
+    def handle_websocket_upgrade(self) -> None:
+        self._cancel_head_timer()
+        self.transport = self._real_transport  # the WebSocket protocol writes to the socket itself
+        super().handle_websocket_upgrade()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self.body_unread = False, True
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes, self.body_unread = True, 0, False
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_too_slow)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._in_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm_head_timer()  # the next head may wait for the answer in progress
+            return
+        if self._head_bytes == 0:
+            self.transport.close()  # nothing of a request came: nobody to answer
+            return
+        self._refuse(408, f"the request head did not arrive within {self.header_timeout:g} seconds")
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answers ``status`` (JSON), stops parsing, and closes after a short linger."""
+        body = json.dumps({"detail": detail}).encode()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.linger()
+
+    def linger(self) -> None:
+        """Half-closes (the answer is complete), drops what the client still sends, and
+        closes for good after ``_LINGER_SECONDS``: closing with unread data would reset
+        the connection, and the client could lose the answer."""
+        self.lingering = True
+        self._cancel_head_timer()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+
+
+def guarded_http_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
+    """:class:`GuardedHttpProtocol` with the limits of ``settings``."""
+    return type(
+        "GatewayHttpProtocol",
+        (GuardedHttpProtocol,),
+        {
+            "max_connections": settings.max_connections,
+            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout": settings.header_timeout,
+        },
+    )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The options the gateway is served with (tests serve it the same way)."""
+    return {"http": guarded_http_protocol(settings), "ws_max_size": settings.ws_max_message_bytes}
 
 
 def run_server(settings: Settings) -> None:
@@ -48,6 +252,8 @@ def run_server(settings: Settings) -> None:
         settings.port,
         settings.runtime,
     )
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(RedactTokens())
     uvicorn.run(
         app,
         host=settings.host,
@@ -55,5 +261,5 @@ def run_server(settings: Settings) -> None:
         log_level="info",
         lifespan="on",
         access_log=settings.access_log,
-        ws_max_size=settings.ws_max_message_bytes,
+        **uvicorn_options(settings),
     )

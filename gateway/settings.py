@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(30.0, gt=0)
     start_timeout: float = Field(60.0, gt=0)
     error_retention: float = Field(600.0, ge=0, description="Seconds a failed conversation stays visible.")
+    create_burst: int = Field(20, ge=1, description="Creates a principal may make at once (token bucket).")
+    create_rate: float = Field(1.0, gt=0, description="Creates per second regained, up to the burst.")
+    max_failed_starts: int = Field(
+        5, ge=1, description="Failed starts of one principal within failed_start_window before 429."
+    )
+    failed_start_window: float = Field(300.0, gt=0, description="Seconds a failed start counts.")
+
+    # --- protection of the server itself ---------------------------------------
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="The gateway's own request bodies (proxied: the agent's limits)."
+    )
+    max_header_bytes: int = Field(64 * 1024, ge=4096, description="Request line and headers; larger: 431.")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds to send a request's head; slower: closed.")
+    max_connections: int = Field(2048, ge=1, description="Open connections (HTTP and WebSocket); more: 503.")
 
     # --- proxying ---------------------------------------------------------------
     proxy_timeout: float = Field(

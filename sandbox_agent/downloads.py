@@ -26,6 +26,13 @@ from sandbox_agent.files import Workspace
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Positions past any file size: more digits than this are read as this (int() of thousands
+#: of digits is slow, then refused by Python).
+_FAR = 10**18
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) < 19 else _FAR
 
 
 class Unsatisfiable(Exception):
@@ -41,12 +48,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last n bytes
-        length = int(last)
+        length = _position(last)
         if length == 0 or size == 0:
             raise Unsatisfiable()
         return max(size - length, 0), size
-    start = int(first)
-    end = int(last) + 1 if last else size
+    start = _position(first)
+    end = _position(last) + 1 if last else size
     if last and end <= start:
         return None  # a-b with b < a is syntactically invalid: ignore it
     if start >= size:

@@ -138,10 +138,22 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def safe_errors(errors: list[Any]) -> list[Any]:
+    """Validation errors as JSON can carry them (:func:`json_safe`); when an input nests
+    too deeply to encode, the errors without their inputs."""
+    try:
+        return list(json_safe(jsonable_encoder(errors)))
+    except RecursionError:
+        shallow = [
+            {key: item for key, item in error.items() if key not in ("input", "ctx")} for error in errors
+        ]
+        return list(json_safe(jsonable_encoder(shallow)))
+
+
 def explain_validation(errors: list[Any]) -> list[Any]:
     """Field errors, JSON-safe; an unknown runnable type names the known ones."""
     result: list[Any] = []
-    for error in json_safe(jsonable_encoder(errors)):
+    for error in safe_errors(errors):
         if isinstance(error, dict) and error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
             loc = error.get("loc") or []
             if "runnable" in loc:

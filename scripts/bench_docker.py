@@ -90,6 +90,7 @@ class Gateway:
             "CONVOY_DOCKER_IMAGE": self.image,
             "CONVOY_MAX_CONVERSATIONS": "1000",
             "CONVOY_MAX_CONVERSATIONS_PER_USER": "1000",
+            "CONVOY_CREATE_BURST": "1000",  # the bench creates hundreds at once
             "CONVOY_DOCKER_STOP_GRACE": "1",
             "CONVOY_START_TIMEOUT": "300",
         }

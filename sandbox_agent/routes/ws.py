@@ -7,8 +7,9 @@ Contract:
   in seq order, history then live, with no gap and no duplicate (one
   :class:`~sandbox_agent.events.Follower` reads both).
 - A frame ``{"runnable": ..., "title": ...}`` creates a task; ``{"detail": ...}``
-  triggers an event; anything else gets an ``Error`` envelope (seq 0, not
-  stored) on this socket only, which stays open.
+  triggers an event; anything else (not JSON, nested too deeply: see
+  :mod:`sandbox_agent.frames`) gets an ``Error`` envelope (seq 0, not stored) on
+  this socket only, which stays open.
 - A subscriber that falls ``subscriber_queue_size`` events behind is closed
   with 4008 (WS_CLOSE_TOO_SLOW); it resumes with ``after_seq``. Agent shutdown
   closes with 1001.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -29,6 +29,7 @@ from sandbox_agent.agent import Agent
 from sandbox_agent.auth import token_ok
 from sandbox_agent.errors import AgentError, explain_validation, unwritable_detail
 from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed, UnencodableEvent, ephemeral
+from sandbox_agent.frames import BadFrame, parse_frame
 from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
@@ -115,9 +116,9 @@ async def _receive_frames(websocket: WebSocket, agent: Agent, lock: asyncio.Lock
 async def _handle_frame(text: str, agent: Agent) -> ErrorEvent | None:
     """Act on one client frame; returns the error to send back, if any."""
     try:
-        frame: Any = json.loads(text)
-    except ValueError as error:
-        return ErrorEvent(message=f"frame is not JSON: {error}")
+        frame: Any = parse_frame(text)
+    except BadFrame as error:
+        return ErrorEvent(message=str(error))
     if not isinstance(frame, dict) or not ({"runnable", "detail"} & frame.keys()):
         return ErrorEvent(message='expected {"runnable": {...}, "title": ...} or {"detail": {...}}')
     try:

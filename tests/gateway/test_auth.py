@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,6 +13,7 @@ from gw_helpers import (
     ADMIN_KEY,
     USER_KEYS,
     Harness,
+    RawHttp,
     auth,
     close_code,
     create_ready,
@@ -18,8 +21,9 @@ from gw_helpers import (
     recv_json,
     ws_connect,
 )
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
+from gateway.auth import is_loopback_host
 from sandbox_agent.protocol import WS_CLOSE_FORBIDDEN, WS_CLOSE_NOT_FOUND, WS_CLOSE_UNAUTHORIZED
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
@@ -149,7 +153,20 @@ async def test_auth_matrix_websockets(any_harness: Harness) -> None:
         await firehose.close()
 
 
-@pytest.mark.parametrize("host", ["evil.example", "192.0.2.1:8000"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "192.0.2.1:8000",
+        # DNS rebinding: names that only look like loopback, which DNS can point anywhere.
+        "127.attacker.example",
+        "127.0.0.1.nip.io",
+        "127.0.0.1.nip.io:8000",
+        "localhost.attacker.example",
+        "0.0.0.0:8000",
+        "",
+    ],
+)
 async def test_local_mode_answers_only_loopback_names(harness: Harness, host: str) -> None:
     async with harness.client() as client:
         assert (await client.get("/conversation-count")).status_code == 200
@@ -158,3 +175,98 @@ async def test_local_mode_answers_only_loopback_names(harness: Harness, host: st
         cross = await client.post("/conversation", json={}, headers={"Origin": "https://evil.example"})
         assert cross.status_code == 403
         assert (await client.get("/conversation-count")).json() == {"count": 0}
+
+
+def test_loopback_host_names() -> None:
+    for host in (
+        "localhost",
+        "localhost:8000",
+        "LocalHost",
+        "convoy.localhost:8000",
+        "127.0.0.1",
+        "127.0.0.1:1",
+    ):
+        assert is_loopback_host(host), host
+    for host in ("127.9.9.9:8000", "[::1]", "[::1]:8000"):
+        assert is_loopback_host(host), host
+    for host in ("::1", "[::2]", "127.1", "127.0.0.1.", "localhost.", ".localhost", "a..localhost"):
+        assert not is_loopback_host(host), host
+    for host in ("127.0.0.1:", "127.0.0.1:123456", "127.0.0.1@evil.example", "evil.example#@127.0.0.1"):
+        assert not is_loopback_host(host), host
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "convoy.localhost", "127.0.0.2", "[::1]:8000"])
+async def test_local_mode_answers_exact_loopback_names(harness: Harness, host: str) -> None:
+    async with harness.client() as client:
+        assert (await client.get("/conversation-count", headers={"Host": host})).status_code == 200
+
+
+async def _ws_with_host(base_url: str, host: str, path: str) -> ClientConnection:
+    """A WebSocket to the gateway whose handshake names ``host`` (as a rebound name would)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port))
+    return await connect(f"ws://{host}:{port}{path}", sock=sock, open_timeout=60)
+
+
+async def test_local_mode_websockets_check_the_host_too(harness: Harness) -> None:
+    async with harness.serve() as url:
+        for host in ("127.attacker.example", "127.0.0.1.nip.io"):
+            refused = await _ws_with_host(url, host, "/firehose/")
+            assert await close_code(refused) == WS_CLOSE_FORBIDDEN, host
+        for host in ("localhost", "127.0.0.1"):
+            ws = await _ws_with_host(url, host, "/firehose/")
+            await ws.ping()
+            await ws.close()
+
+
+async def test_a_body_is_never_read_before_authentication(harness: Harness) -> None:
+    async with harness.serve(**keyed()) as url:
+        for key in (None, "wrong-key"):
+            async with RawHttp.connect(url) as raw:
+                # 100 MB announced, not one byte sent: the answer must not wait for them.
+                headers = {"Content-Type": "application/json", "Content-Length": str(100 * 1024 * 1024)}
+                await raw.send(
+                    b"POST /conversation HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in {**headers, **auth(key)}.items()).encode()
+                    + b"\r\n"
+                )
+                refused = await raw.response()
+                assert refused.status == 401 and refused.json()["detail"], refused
+                assert refused.headers["connection"] == "close"
+                assert await raw.closed()
+        async with RawHttp.connect(url) as raw:
+            # A small body is dropped unread and the connection serves on.
+            small = await raw.request("POST", "/conversation", body=b'{"title": "x"}')
+            assert small.status == 401 and "connection" not in small.headers
+            again = await raw.request("GET", "/health")
+            assert again.status == 200, "the same connection"
+
+
+async def test_the_gateways_own_bodies_are_capped_and_proxied_ones_stream(harness: Harness) -> None:
+    cap = 64 * 1024
+    async with harness.client(max_body_bytes=cap) as client:
+        url = str(client.base_url)
+        large = b'{"title": "' + b"x" * cap + b'"}'
+        declared = await client.post(
+            "/conversation", content=large, headers={"Content-Type": "application/json"}
+        )
+        assert declared.status_code == 413 and str(cap) in declared.json()["detail"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(large), 4096):
+                yield large[start : start + 4096]
+
+        async with httpx.AsyncClient(base_url=url, timeout=60) as fresh:
+            chunked = await fresh.post(
+                "/conversation", content=chunks(), headers={"Content-Type": "application/json"}
+            )
+        assert chunked.status_code == 413 and chunked.json()["detail"]
+        assert (await client.get("/conversation-count")).json() == {"count": 0}, "nothing was created"
+
+        cid = await create_ready(client)
+        upload = await client.post(
+            f"/conversation/{cid}/upload/", files=[("files", ("big.bin", b"b" * (4 * cap)))]
+        )
+        assert upload.status_code == 201, upload.text
+        content = await client.get(f"/conversation/{cid}/file-content/big.bin")
+        assert len(content.content) == 4 * cap

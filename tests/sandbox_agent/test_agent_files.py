@@ -175,6 +175,25 @@ async def test_a_large_upload_round_trips(agent: Served) -> None:
     assert received.hexdigest() == sent.hexdigest()
 
 
+async def test_ranges_of_thousands_of_digits(agent: Served) -> None:
+    data = b"0123456789"
+    (agent.settings.workspace / "d.bin").write_bytes(data)
+    huge = "9" * 5000  # int() refuses more than 4300 digits
+    cases = {
+        f"bytes={huge}-": 416,
+        f"bytes={huge}-{huge}": 416,
+        f"bytes=3-{huge}": 206,
+        f"bytes=-{huge}": 206,
+    }
+    for header, status in cases.items():
+        part = await agent.client.get("/file-content/d.bin", headers={"range": header})
+        assert part.status_code == status, (header[:20], part.text)
+        if status == 206:
+            assert part.content == data[3:] if header.startswith("bytes=3") else data
+        else:
+            assert part.json()["detail"] and part.headers["content-range"] == "bytes */10"
+
+
 async def test_download_and_ranges(agent: Served) -> None:
     data = bytes(range(256)) * 4
     (agent.settings.workspace / "d.bin").write_bytes(data)

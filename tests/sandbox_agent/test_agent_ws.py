@@ -80,6 +80,11 @@ async def test_client_frames_create_tasks_and_trigger_events(agent: Served) -> N
         ('{"runnable": {"type": "Shell", "command": "ls", "cwd": "../x"}}', "'..'"),
         ('{"detail": {"type": "\\ud800"}}', "invalid"),
         ('{"detail": {"type": "A", "x": "\\udc00"}}', "UTF-8"),
+        # Nested past the JSON decoder's recursion limit, and past what the event log encodes.
+        ('{"detail": {"type": "A", "x": ' + "[" * 100_000 + "]" * 100_000 + "}}", "deeper than"),
+        ("[" * 100_000, "deeper than"),
+        ('{"runnable": {"type": "Ticker", "x": ' + "[" * 900 + "]" * 900 + "}}", "deeper than"),
+        ('{"detail": {"type": "A", "x": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}}", "deeper than"),
     ],
 )
 async def test_bad_frames_get_an_error_event_and_the_socket_stays_open(

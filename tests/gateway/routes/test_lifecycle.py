@@ -4,6 +4,8 @@ conversations."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from uuid import UUID
 
 from gw_helpers import (
@@ -123,6 +125,8 @@ async def test_failed_start_stays_visible_as_error(any_harness: Harness) -> None
 
         info = await eventually(failed)
         assert info["reason"] and "agent" in info["reason"]
+        for host_path in (str(any_harness.settings.state_dir), sys.executable, str(Path.cwd())):
+            assert host_path not in info["reason"], "a reason a user sees names no host path"
         proxied = await client.get(f"/conversation/{cid}/agent-info")
         assert proxied.status_code == 503 and "ERROR" in proxied.json()["detail"]
         ws = await ws_connect(url, f"/conversation/{cid}")
@@ -149,3 +153,41 @@ async def test_restarted_gateway_finds_its_conversations(any_harness: Harness) -
         await ws.close()
         assert (await client.delete(f"/conversation/{cid}")).status_code == 204
     assert await any_harness.runtime.list() == []
+
+
+async def test_creates_are_rate_limited_per_principal(harness: Harness) -> None:
+    async with harness.client(**keyed(create_burst=2, create_rate=0.001)) as client:
+        url = str(client.base_url)
+        for _ in range(2):
+            assert (await client.post("/conversation", json={}, headers=auth(ALICE))).status_code == 201
+        fast = await client.post("/conversation", json={}, headers=auth(ALICE))
+        assert fast.status_code == 429 and "too fast" in fast.json()["detail"], fast.text
+        ws = await ws_connect(url, "/conversation/", ALICE)
+        error = await recv_json(ws)
+        assert error["detail"]["type"] == "Error" and "too fast" in error["detail"]["message"]
+        assert await close_code(ws) == WS_CLOSE_LIMIT_REACHED
+        # Deleting does not give the allowance back; another principal has its own.
+        for conversation in (await client.get("/conversation", headers=auth(ADMIN_KEY))).json()["results"]:
+            await client.delete(f"/conversation/{conversation['id']}", headers=auth(ADMIN_KEY))
+        assert (await client.post("/conversation", json={}, headers=auth(ALICE))).status_code == 429
+        assert (await client.post("/conversation", json={}, headers=auth(BOB))).status_code == 201
+
+
+async def test_failed_starts_count_against_their_owner(harness: Harness) -> None:
+    async with harness.client(**keyed(max_failed_starts=2, error_retention=0)) as client:
+        broken = {"env": {"PYTHONHOME": "/nonexistent"}}
+        for _ in range(2):
+            created = await client.post("/conversation", json=broken, headers=auth(ALICE))
+            assert created.status_code == 201
+            cid = created.json()["id"]
+
+            async def over(cid: str = cid) -> bool:
+                info = await client.get(f"/conversation/{cid}", headers=auth(ALICE))
+                return info.status_code == 404 or info.json()["status"] == "ERROR"
+
+            await eventually(over)
+            await client.delete(f"/conversation/{cid}", headers=auth(ALICE))  # gone, still counted
+        refused = await client.post("/conversation", json={}, headers=auth(ALICE))
+        assert refused.status_code == 429, refused.text
+        assert "failed starts" in refused.json()["detail"] and "alice" in refused.json()["detail"]
+        assert (await client.post("/conversation", json={}, headers=auth(BOB))).status_code == 201
