@@ -38,7 +38,15 @@ import httpx
 from gateway.admission import Admission
 from gateway.agent_calls import announce_stopping, has_unfinished_task
 from gateway.auth import Principal, can_access
-from gateway.errors import InvalidInput, LimitReached, NotFound, NotReady, ShuttingDown, public_reason
+from gateway.errors import (
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    NotReady,
+    ShuttingDown,
+    StillStarting,
+    public_reason,
+)
 from gateway.models import Conversation, ConversationCreate
 from gateway.records import Record, cursor_of, parse_cursor, sort_key
 from gateway.runtimes.base import (
@@ -54,6 +62,9 @@ from gateway.status import StatusBus, StatusNotice
 from sandbox_agent.protocol import ConversationStatus, Page
 
 log = logging.getLogger("convoy.gateway")
+
+#: How much longer than a start may take a request waits for a STARTING conversation.
+_START_WAIT_MARGIN = 5.0
 
 _LIVE = (ConversationStatus.STARTING, ConversationStatus.READY, ConversationStatus.STOPPING)
 
@@ -82,8 +93,20 @@ class ConversationManager:
     def lookup(self, conversation_id: UUID) -> Record | None:
         return self._records.get(conversation_id)
 
-    @staticmethod
-    def ready_handle(record: Record) -> SandboxHandle:
+    async def ready_handle(self, record: Record) -> SandboxHandle:
+        """The sandbox of a READY conversation. A STARTING one is waited for (at most the
+        start timeout and a little), so a request sent right after the create is served
+        rather than refused. Raises :class:`NotReady` (409) for ERROR and STOPPING, and
+        :class:`StillStarting` (503) when the wait ran out."""
+        if record.status is ConversationStatus.STARTING:
+            with self._bus.subscribe(record.id) as notices:
+                try:
+                    async with asyncio.timeout(self._settings.start_timeout + _START_WAIT_MARGIN):
+                        # Checked after subscribing: a change between the two is not missed.
+                        while record.status is ConversationStatus.STARTING:
+                            await notices.get()
+                except TimeoutError:
+                    raise StillStarting(f"conversation {record.id} is still STARTING") from None
         if record.status is not ConversationStatus.READY or record.handle is None:
             reason = f" ({record.reason})" if record.reason else ""
             raise NotReady(f"conversation {record.id} is {record.status.value}{reason}, not READY")

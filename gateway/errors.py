@@ -6,7 +6,8 @@
     ├── InvalidInput        422   the request is wrong (the detail says how)
     ├── NotFound            404   no such conversation (or not yours: the same answer)
     ├── LimitReached        429   a global or per-owner maximum is reached
-    ├── NotReady            503   the conversation exists, its sandbox cannot take requests
+    ├── NotReady            409   the conversation ended (ERROR, STOPPING): it takes no requests
+    ├── StillStarting       503   the conversation is still STARTING after the start timeout
     ├── ShuttingDown        503   the gateway is stopping
     ├── UpstreamUnreachable 502   the sandbox's agent does not answer
     ├── UpstreamTimeout     504   the sandbox's agent answers too slowly
@@ -67,7 +68,14 @@ class LimitReached(GatewayError):
 
 
 class NotReady(GatewayError):
-    """The conversation exists but its sandbox cannot take requests (STARTING, STOPPING, ERROR)."""
+    """The conversation exists but has ended (ERROR, STOPPING): it will never take a request
+    again, so this is a conflict with its state, not a passing unavailability."""
+
+    status = 409
+
+
+class StillStarting(GatewayError):
+    """A request waited for a STARTING conversation as long as a start may take, in vain."""
 
     status = 503
 

@@ -2,7 +2,7 @@
 
     ConvoyError                     anything that went wrong talking to a convoy gateway
     ├── BadRequest                  400, 413, 422 and any other 4xx: the input was refused
-    │   └── Conflict                409: it exists already (an upload with overwrite=False, ...)
+    │   └── Conflict                409: it exists already (overwrite=False), or the conversation ended
     ├── Unauthorized                401: no API key, or a wrong one (also WS close 4401)
     ├── Forbidden                   403: the key may not do this (also WS close 4403)
     ├── NotFound                    404: no such conversation, task, event or file (WS close 4404)

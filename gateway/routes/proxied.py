@@ -5,7 +5,7 @@ of :data:`sandbox_agent.routes.proxied.PROXIED_ROUTERS` under
 ``/conversation/{conversation_id}`` - the agent endpoint's signature (less its
 dependency on the agent itself) plus the ``conversation_id`` path parameter, its
 response model, status code, summary, description, tags, documented errors and
-``openapi_extra`` - and adds the gateway's own errors (401, 404, 502, 503, 504).
+``openapi_extra`` - and adds the gateway's own errors (401, 404, 409, 502, 503, 504).
 So ``/openapi.json`` and ``/docs`` describe them completely, and cannot drift
 from what the agent accepts (tests/gateway/test_docs.py compares the two).
 Routes not in that list (the agent's ``/status``, ``/openapi.json``, ``/health``,
@@ -49,7 +49,8 @@ _GATEWAY_ERRORS: dict[int | str, dict[str, Any]] = {
     414: {"model": ErrorBody, "description": "The path and query are too long"},
     431: {"model": ErrorBody, "description": "The request's headers are too large"},
     502: {"model": ErrorBody, "description": "The sandbox could not be reached"},
-    503: {"model": ErrorBody, "description": "The conversation is not READY"},
+    409: {"model": ErrorBody, "description": "The conversation ended (ERROR or STOPPING)"},
+    503: {"model": ErrorBody, "description": "The conversation is still STARTING after the start timeout"},
     504: {"model": ErrorBody, "description": "The sandbox did not answer in time"},
 }
 
@@ -65,7 +66,7 @@ async def forward_request(request: Request, upstream: UpstreamPath, download: bo
     except ValueError:
         raise NotFound(f"conversation {raw_id} not found") from None
     record = manager.get(conversation_id, principal)
-    handle = manager.ready_handle(record)
+    handle = await manager.ready_handle(record)
     manager.touch(record)
     return await context.proxy.forward(
         request,

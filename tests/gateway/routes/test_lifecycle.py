@@ -128,7 +128,7 @@ async def test_failed_start_stays_visible_as_error(any_harness: Harness) -> None
         for host_path in (str(any_harness.settings.state_dir), sys.executable, str(Path.cwd())):
             assert host_path not in info["reason"], "a reason a user sees names no host path"
         proxied = await client.get(f"/conversation/{cid}/agent-info")
-        assert proxied.status_code == 503 and "ERROR" in proxied.json()["detail"]
+        assert proxied.status_code == 409 and "ERROR" in proxied.json()["detail"]
         ws = await ws_connect(url, f"/conversation/{cid}")
         frame = await recv_json(ws)
         assert frame["seq"] == 0 and frame["detail"]["status"] == "ERROR" and frame["detail"]["reason"]
@@ -173,8 +173,8 @@ async def test_creates_are_rate_limited_per_principal(harness: Harness) -> None:
         assert (await client.post("/conversation", json={}, headers=auth(BOB))).status_code == 201
 
 
-async def test_failed_starts_count_against_their_owner(harness: Harness) -> None:
-    async with harness.client(**keyed(max_failed_starts=2, error_retention=0)) as client:
+async def test_failed_starts_count_against_their_owner(process_harness: Harness) -> None:
+    async with process_harness.client(**keyed(max_failed_starts=2, error_retention=0)) as client:
         broken = {"env": {"PYTHONHOME": "/nonexistent"}}
         for _ in range(2):
             created = await client.post("/conversation", json=broken, headers=auth(ALICE))
@@ -191,3 +191,14 @@ async def test_failed_starts_count_against_their_owner(harness: Harness) -> None
         assert refused.status_code == 429, refused.text
         assert "failed starts" in refused.json()["detail"] and "alice" in refused.json()["detail"]
         assert (await client.post("/conversation", json={}, headers=auth(BOB))).status_code == 201
+
+
+async def test_a_request_right_after_the_create_waits_for_ready(any_harness: Harness) -> None:
+    """A STARTING conversation's routes are served once it is READY, not refused with a 503."""
+    async with any_harness.client() as client:
+        created = (await client.post("/conversation", json={})).json()
+        assert created["status"] == "STARTING"
+        info = await client.get(f"/conversation/{created['id']}/agent-info")
+        assert info.status_code == 200, info.text
+        assert info.json()["conversation_id"] == created["id"]
+        assert (await client.get(f"/conversation/{created['id']}")).json()["status"] == "READY"
