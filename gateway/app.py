@@ -33,6 +33,7 @@ from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
 from gateway.status import StatusBus
+from gateway.wsquota import WebSocketQuota
 
 log = logging.getLogger("convoy.gateway")
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app = FastAPI(title="convoy gateway", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
     app.include_router(conversations_router)
     app.include_router(proxy_router)
     app.include_router(ws_router)

@@ -29,12 +29,14 @@ from sandbox_agent.protocol import (
 )
 
 _CLOSE_CODES = {
-    str(WS_CLOSE_TOO_SLOW): "too slow: reconnect with after_seq = the last seq received; nothing is lost",
+    str(WS_CLOSE_TOO_SLOW): "too slow (fell ws_send_buffer_bytes behind): reconnect with after_seq = the "
+    "last seq received; nothing is lost",
     str(WS_CLOSE_UNAUTHORIZED): "no or wrong API key",
     str(WS_CLOSE_FORBIDDEN): "not allowed (the firehose is for admins; cross-origin)",
     str(WS_CLOSE_NOT_FOUND): "unknown conversation, or another user's",
     str(WS_CLOSE_CONVERSATION_ENDED): "the conversation ended: deleted, reaped, or failed",
-    "4429": "a conversation limit was reached (an Error frame says which)",
+    "4429": "a limit was reached: conversations, or max_websockets_per_principal open WebSockets "
+    "(an Error frame says which)",
     str(WS_CLOSE_UPSTREAM_UNAVAILABLE): "the sandbox could not be reached",
     "1008": "bad query parameters",
 }

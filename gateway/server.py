@@ -56,4 +56,8 @@ def run_server(settings: Settings) -> None:
         lifespan="on",
         access_log=settings.access_log,
         ws_max_size=settings.ws_max_message_bytes,
+        # What a client that stops reading (or floods) costs: this implementation waits for the
+        # transport to drain (64 KiB) before each write and stops reading after each message
+        # until the route takes it (the legacy one queues ws_max_queue messages of ws_max_size).
+        ws="websockets-sansio",
     )

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     proxy_connect_timeout: float = Field(5.0, gt=0)
     firehose_queue_size: int = Field(10_000, ge=1, description="Frames a firehose client may lag behind.")
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    ws_send_buffer_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of frames a WebSocket client (follow, firehose) may fall behind before it is "
+        "closed with 4008 (too slow; it resumes with after_seq).",
+    )
+    max_websockets_per_principal: int = Field(
+        32, ge=1, description="WebSockets one principal may hold open at once; beyond: refused with 4429."
+    )
 
     # --- process runtime --------------------------------------------------------
     state_dir: Path = Field(Path.home() / ".convoy", description="Process runtime: where sandboxes live.")

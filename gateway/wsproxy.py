@@ -9,9 +9,15 @@ then closes the other with the same code where that code may be sent:
   ``WS_CLOSE_UPSTREAM_UNAVAILABLE``;
 - the conversation ended meanwhile (deleted, reaped) -> 4410
   ``WS_CLOSE_CONVERSATION_ENDED`` (decided by the caller's ``ended()``);
-- the client closed -> upstream gets the client's code (1000 when unsendable).
+- the client closed -> upstream gets the client's code (1000 when unsendable);
+- the client fell more than ``max_buffer_bytes`` behind -> 4008
+  ``WS_CLOSE_TOO_SLOW``: it resumes with ``after_seq`` = the last seq it got
+  and misses nothing (it got a gapless prefix of the stream).
 
-Text frames are relayed as they are, never parsed.
+The upstream is read as fast as it sends, into a byte-bounded
+:class:`~gateway.sendqueue.SendQueue`: what a client that stops reading costs
+the gateway is that bound, however large the frames (the agent's own queue is
+in frames). Text frames are relayed as they are, never parsed.
 """
 
 from __future__ import annotations
@@ -24,9 +30,26 @@ import websockets
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection
 
+from gateway.memory import give_back_soon
 from gateway.runtimes.base import SandboxHandle
+from gateway.sendqueue import SendQueue
 from gateway.settings import Settings
-from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_UPSTREAM_UNAVAILABLE
+from sandbox_agent.protocol import (
+    TOKEN_HEADER,
+    WS_CLOSE_CONVERSATION_ENDED,
+    WS_CLOSE_TOO_SLOW,
+    WS_CLOSE_UPSTREAM_UNAVAILABLE,
+)
+
+#: Seconds a closing client gets to take its last frames and the close frame.
+CLOSE_TIMEOUT = 10.0
+#: How far (bytes) a client may fall behind when the caller does not say.
+DEFAULT_BUFFER_BYTES = Settings.model_fields["ws_send_buffer_bytes"].default
+#: A client that left with more than this queued at its worst: give memory back after it.
+LARGE_BUFFER_BYTES = 1024 * 1024
+#: Frames the upstream connection holds before it stops reading: the relay empties it at once,
+#: so this only bounds what arrives between two turns of the relay.
+UPSTREAM_MAX_QUEUE = 16
 
 
 class UpstreamUnavailable(Exception):
@@ -49,7 +72,7 @@ async def connect_upstream(handle: SandboxHandle, after_seq: int, settings: Sett
             url,
             additional_headers={TOKEN_HEADER: handle.token},
             max_size=settings.ws_max_message_bytes,
-            max_queue=256,
+            max_queue=UPSTREAM_MAX_QUEUE,
             compression=None,
             open_timeout=settings.proxy_connect_timeout,
             ping_interval=None,  # loopback or a private network: the agent's liveness is watched elsewhere
@@ -59,14 +82,25 @@ async def connect_upstream(handle: SandboxHandle, after_seq: int, settings: Sett
         raise UpstreamUnavailable(f"the sandbox's event stream could not be opened: {error}") from None
 
 
-async def _upstream_to_client(upstream: ClientConnection, websocket: WebSocket) -> None:
-    send = websocket.send
+async def _upstream_to_queue(upstream: ClientConnection, queue: SendQueue) -> bool:
+    """Reads ``upstream`` as fast as it sends into ``queue``; ``True`` when the queue
+    overflowed (the client is too slow), ``False`` when the upstream closed."""
     with contextlib.suppress(websockets.ConnectionClosed):
         async for message in upstream:
-            if isinstance(message, str):
-                await send({"type": "websocket.send", "text": message})
-            else:
-                await send({"type": "websocket.send", "bytes": message})
+            if not queue.put(message):
+                return True
+    queue.finish()
+    return False
+
+
+async def _queue_to_client(queue: SendQueue, websocket: WebSocket) -> None:
+    """Writes what the queue holds to the client, until the end of the stream."""
+    send = websocket.send
+    while (frame := await queue.get()) is not None:
+        if isinstance(frame, str):
+            await send({"type": "websocket.send", "text": frame})
+        else:
+            await send({"type": "websocket.send", "bytes": frame})
 
 
 async def _client_to_upstream(
@@ -88,32 +122,48 @@ async def relay(
     *,
     ended: Callable[[], bool],
     on_frame: Callable[[], None] = lambda: None,
+    max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
 ) -> None:
     """Pump frames between the accepted ``websocket`` and ``upstream`` until either
     closes; close the other side as the module docstring says."""
-    down = asyncio.ensure_future(_upstream_to_client(upstream, websocket))
+    queue = SendQueue(max_buffer_bytes)
+    reader = asyncio.ensure_future(_upstream_to_queue(upstream, queue))
+    writer = asyncio.ensure_future(_queue_to_client(queue, websocket))
     up = asyncio.ensure_future(_client_to_upstream(websocket, upstream, on_frame))
     try:
-        await asyncio.wait((down, up), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((reader, writer, up), return_when=asyncio.FIRST_COMPLETED)
+        if reader.done() and not reader.cancelled() and reader.exception() is None and not reader.result():
+            # The upstream closed: the client gets what is queued (within the close timeout) first.
+            await asyncio.wait((writer, up), timeout=CLOSE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (down, up):
+        for task in (reader, writer, up):
             task.cancel()
-        outcome = await asyncio.gather(down, up, return_exceptions=True)
-    client_code = outcome[1] if isinstance(outcome[1], int) else None
-    if client_code is not None or isinstance(outcome[0], OSError | RuntimeError | WebSocketDisconnect):
+        outcome = await asyncio.gather(reader, writer, up, return_exceptions=True)
+    too_slow, client_code = outcome[0] is True, outcome[2] if isinstance(outcome[2], int) else None
+    if client_code is not None or isinstance(outcome[1], OSError | RuntimeError | WebSocketDisconnect):
         # The client left: tell the agent why, politely.
         code = client_code if client_code is not None else 1001
         await upstream.close(code if code in range(3000, 5000) or code in (1000, 1001) else 1000)
+        if queue.peak_bytes > LARGE_BUFFER_BYTES:
+            give_back_soon()
         return
     await upstream.close()
+    if too_slow or writer.cancelled():
+        # Overflowed, or could not take the rest before the upstream's close: too slow either way.
+        await close_client(websocket, WS_CLOSE_TOO_SLOW, "too slow: reconnect with after_seq to resume")
+        give_back_soon()
+        return
     code = WS_CLOSE_CONVERSATION_ENDED if ended() else sendable(upstream.close_code)
     reason = "the conversation ended" if code == WS_CLOSE_CONVERSATION_ENDED else upstream.close_reason or ""
     await close_client(websocket, code, reason)
 
 
 async def close_client(websocket: WebSocket, code: int, reason: str = "") -> None:
-    """Close an accepted client, whatever state it is in (a gone client is fine)."""
+    """Close an accepted client, whatever state it is in (a gone client is fine). A client
+    that does not read may never take the close frame: after :data:`CLOSE_TIMEOUT` seconds
+    it is left to the server, which closes the connection once the client reads or goes."""
     if websocket.application_state is WebSocketState.DISCONNECTED:
         return
-    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-        await websocket.close(code, reason[:120])
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect, TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await websocket.close(code, reason[:120])

@@ -146,7 +146,13 @@ async def _follow(
         def ended() -> bool:
             return manager.lookup(record.id) is not record or record.status is not ConversationStatus.READY
 
-        await relay(websocket, upstream, ended=ended, on_frame=lambda: manager.touch(record))
+        await relay(
+            websocket,
+            upstream,
+            ended=ended,
+            on_frame=lambda: manager.touch(record),
+            max_buffer_bytes=context.settings.ws_send_buffer_bytes,
+        )
 
 
 @router.websocket("/conversation/{conversation_id}")
