@@ -29,8 +29,8 @@ from sandbox_agent.protocol import (
 )
 
 _CLOSE_CODES = {
-    str(WS_CLOSE_TOO_SLOW): "too slow (fell ws_send_buffer_bytes behind): reconnect with after_seq = the "
-    "last seq received; nothing is lost",
+    str(WS_CLOSE_TOO_SLOW): "too slow (stalled with a full buffer, or a firehose client too far behind): "
+    "reconnect with after_seq = the last seq received; nothing is lost",
     str(WS_CLOSE_UNAUTHORIZED): "no or wrong API key",
     str(WS_CLOSE_FORBIDDEN): "not allowed (the firehose is for admins; cross-origin)",
     str(WS_CLOSE_NOT_FOUND): "unknown conversation, or another user's",

@@ -11,7 +11,7 @@ clients there are, and only while at least one is connected:
   cheaply to resume an upstream that broke off without duplicates);
 - the gateway's own seq-0 status frames (STARTING phases, start-up ERROR) are
   sent too;
-- every client has a queue bounded in bytes (``ws_send_buffer_bytes``) and
+- every client has a queue bounded in bytes (``firehose_queue_bytes``) and
   frames (``firehose_queue_size``); a client that lets it fill is closed with
   4008 (``WS_CLOSE_TOO_SLOW``), never slows the others, and what it held is
   freed at once (and given back to the system once it has gone);
@@ -90,7 +90,7 @@ class Firehose:
 
     async def serve(self, websocket: WebSocket) -> None:
         """Feed one accepted client until it leaves, is too slow, or the gateway closes."""
-        queue = SendQueue(self._settings.ws_send_buffer_bytes, self._settings.firehose_queue_size)
+        queue = SendQueue(self._settings.firehose_queue_bytes, self._settings.firehose_queue_size)
         client = _Client(websocket, queue)
         self._clients.add(client)
         if self._watcher is None:
@@ -108,7 +108,8 @@ class Firehose:
             if not self._clients:
                 await self._end()
         if client.too_slow.is_set():
-            await close_client(websocket, WS_CLOSE_TOO_SLOW, "too slow: reconnect to resume")
+            reason = "too slow: reconnect to resume"
+            await close_client(websocket, WS_CLOSE_TOO_SLOW, reason, within=self._settings.ws_close_timeout)
             give_back_soon()
         else:
             await close_client(websocket, 1000)
@@ -127,7 +128,7 @@ class Firehose:
 
     def _broadcast(self, frame: str) -> None:
         for client in self._clients:
-            if not client.queue.put(frame):
+            if not client.queue.offer(frame):
                 client.too_slow.set()
 
     # --- upstreams --------------------------------------------------------------

@@ -52,8 +52,25 @@ class Settings(BaseSettings):
     ws_send_buffer_bytes: int = Field(
         4 * 1024 * 1024,
         ge=64 * 1024,
-        description="Bytes of frames a WebSocket client (follow, firehose) may fall behind before it is "
-        "closed with 4008 (too slow; it resumes with after_seq).",
+        description="Bytes of frames held for one client following a conversation; beyond, the sandbox's "
+        "stream waits for it (the sandbox drops it past its own lag limits).",
+    )
+    ws_stall_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a following client with a full buffer may take nothing before it is closed "
+        "with 4008 (too slow; it resumes with after_seq).",
+    )
+    firehose_queue_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes a firehose client may lag behind (it cannot slow the others): beyond, 4008.",
+    )
+    ws_close_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a closing WebSocket client gets to take its last frames and the close frame; "
+        "a client that does not read is then left to the server.",
     )
     max_websockets_per_principal: int = Field(
         32, ge=1, description="WebSockets one principal may hold open at once; beyond: refused with 4429."

@@ -10,14 +10,16 @@ then closes the other with the same code where that code may be sent:
 - the conversation ended meanwhile (deleted, reaped) -> 4410
   ``WS_CLOSE_CONVERSATION_ENDED`` (decided by the caller's ``ended()``);
 - the client closed -> upstream gets the client's code (1000 when unsendable);
-- the client fell more than ``max_buffer_bytes`` behind -> 4008
-  ``WS_CLOSE_TOO_SLOW``: it resumes with ``after_seq`` = the last seq it got
-  and misses nothing (it got a gapless prefix of the stream).
+- the client stalled: its buffer (``ws_send_buffer_bytes``) full and nothing
+  taken for ``ws_stall_timeout`` seconds -> 4008 ``WS_CLOSE_TOO_SLOW``: it
+  resumes with ``after_seq`` = the last seq it got and misses nothing (it got
+  a gapless prefix of the stream).
 
-The upstream is read as fast as it sends, into a byte-bounded
-:class:`~gateway.sendqueue.SendQueue`: what a client that stops reading costs
-the gateway is that bound, however large the frames (the agent's own queue is
-in frames). Text frames are relayed as they are, never parsed.
+The upstream is read into a byte-bounded :class:`~gateway.sendqueue.SendQueue`;
+while it is full the upstream is not read (the agent holds the rest, and drops
+a follower past its own lag limits). So what a slow client costs the gateway is
+that bound plus :data:`UPSTREAM_MAX_QUEUE` frames, however large the frames.
+Text frames are relayed as they are, never parsed.
 """
 
 from __future__ import annotations
@@ -41,15 +43,13 @@ from sandbox_agent.protocol import (
     WS_CLOSE_UPSTREAM_UNAVAILABLE,
 )
 
-#: Seconds a closing client gets to take its last frames and the close frame.
-CLOSE_TIMEOUT = 10.0
-#: How far (bytes) a client may fall behind when the caller does not say.
-DEFAULT_BUFFER_BYTES = Settings.model_fields["ws_send_buffer_bytes"].default
+#: Seconds a closing client gets to take its last frames and the close frame, unless told.
+CLOSE_TIMEOUT: float = Settings.model_fields["ws_close_timeout"].default
 #: A client that left with more than this queued at its worst: give memory back after it.
 LARGE_BUFFER_BYTES = 1024 * 1024
-#: Frames the upstream connection holds before it stops reading: the relay empties it at once,
-#: so this only bounds what arrives between two turns of the relay.
-UPSTREAM_MAX_QUEUE = 16
+#: Frames the upstream connection holds before it stops reading (the relay takes them at once
+#: while its queue has room; so they are what a slow client costs beyond that queue).
+UPSTREAM_MAX_QUEUE = 4
 
 
 class UpstreamUnavailable(Exception):
@@ -82,12 +82,12 @@ async def connect_upstream(handle: SandboxHandle, after_seq: int, settings: Sett
         raise UpstreamUnavailable(f"the sandbox's event stream could not be opened: {error}") from None
 
 
-async def _upstream_to_queue(upstream: ClientConnection, queue: SendQueue) -> bool:
-    """Reads ``upstream`` as fast as it sends into ``queue``; ``True`` when the queue
-    overflowed (the client is too slow), ``False`` when the upstream closed."""
+async def _upstream_to_queue(upstream: ClientConnection, queue: SendQueue, stall_timeout: float) -> bool:
+    """Reads ``upstream`` into ``queue`` while it has room; ``True`` when the client stalled
+    (the queue overflowed), ``False`` when the upstream closed."""
     with contextlib.suppress(websockets.ConnectionClosed):
         async for message in upstream:
-            if not queue.put(message):
+            if not await queue.put(message, stall_timeout):
                 return True
     queue.finish()
     return False
@@ -122,19 +122,23 @@ async def relay(
     *,
     ended: Callable[[], bool],
     on_frame: Callable[[], None] = lambda: None,
-    max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    settings: Settings | None = None,
 ) -> None:
     """Pump frames between the accepted ``websocket`` and ``upstream`` until either
-    closes; close the other side as the module docstring says."""
-    queue = SendQueue(max_buffer_bytes)
-    reader = asyncio.ensure_future(_upstream_to_queue(upstream, queue))
+    closes; close the other side as the module docstring says. ``settings`` give the
+    bounds (``ws_send_buffer_bytes``, ``ws_stall_timeout``, ``ws_close_timeout``; the
+    defaults without)."""
+    settings = settings or Settings.model_construct()
+    close_timeout = settings.ws_close_timeout
+    queue = SendQueue(settings.ws_send_buffer_bytes)
+    reader = asyncio.ensure_future(_upstream_to_queue(upstream, queue, settings.ws_stall_timeout))
     writer = asyncio.ensure_future(_queue_to_client(queue, websocket))
     up = asyncio.ensure_future(_client_to_upstream(websocket, upstream, on_frame))
     try:
         await asyncio.wait((reader, writer, up), return_when=asyncio.FIRST_COMPLETED)
         if reader.done() and not reader.cancelled() and reader.exception() is None and not reader.result():
             # The upstream closed: the client gets what is queued (within the close timeout) first.
-            await asyncio.wait((writer, up), timeout=CLOSE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((writer, up), timeout=close_timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (reader, writer, up):
             task.cancel()
@@ -147,23 +151,29 @@ async def relay(
         if queue.peak_bytes > LARGE_BUFFER_BYTES:
             give_back_soon()
         return
-    await upstream.close()
     if too_slow or writer.cancelled():
-        # Overflowed, or could not take the rest before the upstream's close: too slow either way.
-        await close_client(websocket, WS_CLOSE_TOO_SLOW, "too slow: reconnect with after_seq to resume")
+        # Stalled, or could not take the rest before the upstream's close: too slow either way.
+        # The upstream, not read meanwhile, could not take part in a closing handshake: dropped.
+        upstream.transport.abort()
+        give_back_soon()  # what it and the queue held
+        reason = "too slow: reconnect with after_seq to resume"
+        await close_client(websocket, WS_CLOSE_TOO_SLOW, reason, within=close_timeout)
         give_back_soon()
         return
+    await upstream.close()
     code = WS_CLOSE_CONVERSATION_ENDED if ended() else sendable(upstream.close_code)
     reason = "the conversation ended" if code == WS_CLOSE_CONVERSATION_ENDED else upstream.close_reason or ""
-    await close_client(websocket, code, reason)
+    await close_client(websocket, code, reason, within=close_timeout)
 
 
-async def close_client(websocket: WebSocket, code: int, reason: str = "") -> None:
+async def close_client(
+    websocket: WebSocket, code: int, reason: str = "", *, within: float = CLOSE_TIMEOUT
+) -> None:
     """Close an accepted client, whatever state it is in (a gone client is fine). A client
-    that does not read may never take the close frame: after :data:`CLOSE_TIMEOUT` seconds
-    it is left to the server, which closes the connection once the client reads or goes."""
+    that does not read may never take the close frame: after ``within`` seconds it is
+    left to the server, which closes the connection once the client reads or goes."""
     if websocket.application_state is WebSocketState.DISCONNECTED:
         return
     with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect, TimeoutError):
-        async with asyncio.timeout(CLOSE_TIMEOUT):
+        async with asyncio.timeout(within):
             await websocket.close(code, reason[:120])

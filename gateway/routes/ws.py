@@ -151,7 +151,7 @@ async def _follow(
             upstream,
             ended=ended,
             on_frame=lambda: manager.touch(record),
-            max_buffer_bytes=context.settings.ws_send_buffer_bytes,
+            settings=context.settings,
         )
 
 
