@@ -3,12 +3,18 @@
 Refuses (``SystemExit`` with a message, non-zero) to listen on a non-loopback
 address without keys: local single-user mode makes everyone an admin, which is
 only safe where nobody else can connect.
+
+What a client that stops reading can pin is bounded at every layer: the routes'
+byte-bounded queues (:mod:`gateway.sendqueue`), uvicorn's sansio WebSockets
+(write flow control), and the kernel, which drops a connection whose window
+stays shut for ``tcp_user_timeout`` seconds (see :func:`set_user_timeout`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 
 import uvicorn
 
@@ -16,6 +22,9 @@ from gateway.app import create_app
 from gateway.settings import Settings
 
 log = logging.getLogger("convoy.gateway")
+
+#: uvicorn's exit status when it could not start.
+STARTUP_FAILURE = 3
 
 
 def is_loopback(host: str) -> bool:
@@ -48,7 +57,7 @@ def run_server(settings: Settings) -> None:
         settings.port,
         settings.runtime,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -61,3 +70,19 @@ def run_server(settings: Settings) -> None:
         # until the route takes it (the legacy one queues ws_max_queue messages of ws_max_size).
         ws="websockets-sansio",
     )
+    listener = config.bind_socket()
+    set_user_timeout(listener, settings.tcp_user_timeout)
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
+
+
+def set_user_timeout(sock: socket.socket, seconds: float) -> None:
+    """``TCP_USER_TIMEOUT`` on the listener, inherited by every connection: the kernel drops
+    a connection whose data stays unacknowledged, or whose peer's window stays shut (a
+    client that stopped reading), that long, and with it what the gateway still buffered
+    for it. 0 (or a platform without it) leaves the kernel's default (many minutes)."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if seconds > 0 and option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         description="Seconds a closing WebSocket client gets to take its last frames and the close frame; "
         "a client that does not read is then left to the server.",
     )
+    tcp_user_timeout: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds a client connection may leave the gateway's data unacknowledged (it stopped "
+        "reading) before the kernel drops it with all it held; 0: the kernel's default.",
+    )
     max_websockets_per_principal: int = Field(
         32, ge=1, description="WebSockets one principal may hold open at once; beyond: refused with 4429."
     )

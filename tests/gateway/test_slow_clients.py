@@ -93,11 +93,7 @@ async def big_events(client: httpx.AsyncClient, cid: str, count: int, size: int)
         assert answer.status_code == 201, answer.text
 
 
-@pytest.mark.parametrize("path", ["/conversation/{cid}", "/firehose/"])
-async def test_stalled_readers_cost_bounded_memory_given_back_after(
-    path: str, tmp_path: Path, agent_env: dict[str, str]
-) -> None:
-    port, state = free_port(), tmp_path / "state"
+def gateway_env(agent_env: dict[str, str], port: int, state: Path, **settings: str) -> dict[str, str]:
     env = {
         **agent_env,
         "CONVOY_PORT": str(port),
@@ -105,20 +101,31 @@ async def test_stalled_readers_cost_bounded_memory_given_back_after(
         "CONVOY_RUNTIME": "process",
         "CONVOY_INSTALL": "slowtest",
     }
+    return env | {f"CONVOY_{name.upper()}": value for name, value in settings.items()}
+
+
+async def gateway_up(client: httpx.AsyncClient) -> None:
+    async def up() -> bool:
+        try:
+            return (await client.get("/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await eventually(up)
+
+
+@pytest.mark.parametrize("path", ["/conversation/{cid}", "/firehose/"])
+async def test_stalled_readers_cost_bounded_memory_given_back_after(
+    path: str, tmp_path: Path, agent_env: dict[str, str]
+) -> None:
+    port, state = free_port(), tmp_path / "state"
     url = f"http://127.0.0.1:{port}"
     try:
         async with (
-            gateway_process(env, tmp_path / "gateway.log") as gateway,
+            gateway_process(gateway_env(agent_env, port, state), tmp_path / "gateway.log") as gateway,
             httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
         ):
-
-            async def up() -> bool:
-                try:
-                    return (await client.get("/health")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await eventually(up)
+            await gateway_up(client)
             cid = await create_ready(client)
             await big_events(client, cid, 8, EVENT_BYTES)  # the HTTP path warmed up: part of the baseline
             baseline = rss(gateway.pid)
@@ -157,6 +164,47 @@ async def test_stalled_readers_cost_bounded_memory_given_back_after(
                 raise AssertionError(
                     f"RSS {now / MiB:.0f} MiB after the readers left; baseline {baseline / MiB:.0f} MiB"
                 ) from None
+    finally:
+        kill_agents(state)
+
+
+def server_side_open(server_port: int, client_port: int) -> bool:
+    """Whether the kernel still holds the server's end of a loopback connection (IPv4)."""
+    wanted = (f":{server_port:04X}", f":{client_port:04X}")
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            local, remote = line.split()[1:3]
+            if (local[-5:], remote[-5:]) == wanted:
+                return True
+    return False
+
+
+async def test_the_gateway_lets_go_of_a_reader_that_never_reads(
+    tmp_path: Path, agent_env: dict[str, str]
+) -> None:
+    """Stalled, closed 4008 (a close it never takes), then dropped by the kernel: nothing
+    the gateway buffered for it outlives ``tcp_user_timeout``."""
+    port, state = free_port(), tmp_path / "state"
+    url = f"http://127.0.0.1:{port}"
+    quick = {"ws_stall_timeout": "1", "ws_close_timeout": "1", "tcp_user_timeout": "2"}
+    try:
+        async with (
+            gateway_process(gateway_env(agent_env, port, state, **quick), tmp_path / "gateway.log"),
+            httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
+        ):
+            await gateway_up(client)
+            cid = await create_ready(client)
+            stalled = stalled_websocket(url, f"/conversation/{cid}")
+            await accepted(stalled)
+            client_port = stalled.getsockname()[1]
+            assert server_side_open(port, client_port)
+            await big_events(client, cid, 60, EVENT_BYTES)  # 30 MiB: the window shuts
+
+            async def let_go() -> bool:
+                return not server_side_open(port, client_port)
+
+            await eventually(let_go)
+            stalled.close()
     finally:
         kill_agents(state)
 
