@@ -108,6 +108,7 @@ class Firehose:
             if not self._clients:
                 await self._end()
         if client.too_slow.is_set():
+            give_back_soon()  # what its queue held
             reason = "too slow: reconnect to resume"
             await close_client(websocket, WS_CLOSE_TOO_SLOW, reason, within=self._settings.ws_close_timeout)
             give_back_soon()

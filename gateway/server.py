@@ -12,6 +12,7 @@ stays shut for ``tcp_user_timeout`` seconds (see :func:`set_user_timeout`).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -73,7 +74,8 @@ def run_server(settings: Settings) -> None:
     listener = config.bind_socket()
     set_user_timeout(listener, settings.tcp_user_timeout)
     server = uvicorn.Server(config)
-    server.run(sockets=[listener])
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT: stopped, as uvicorn.run does
+        server.run(sockets=[listener])
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)
 
