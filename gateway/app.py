@@ -34,6 +34,7 @@ from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
 from gateway.status import StatusBus
+from gateway.wsquota import WebSocketQuota
 from sandbox_agent.routes import operation_id
 
 log = logging.getLogger("convoy.gateway")
@@ -92,6 +93,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     install_error_handlers(app)
     # No body is read before its sender is authenticated; the gateway's own are capped (gateway.guard).
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
     app.include_router(conversations_router)
     app.include_router(proxy_router)
     app.include_router(ws_router)

@@ -11,8 +11,10 @@ clients there are, and only while at least one is connected:
   cheaply to resume an upstream that broke off without duplicates);
 - the gateway's own seq-0 status frames (STARTING phases, start-up ERROR) are
   sent too;
-- every client has a bounded queue; a client that lets it fill is closed with
-  4008 (``WS_CLOSE_TOO_SLOW``) and never slows the others;
+- every client has a queue bounded in bytes (``firehose_queue_bytes``) and
+  frames (``firehose_queue_size``); a client that lets it fill is closed with
+  4008 (``WS_CLOSE_TOO_SLOW``), never slows the others, and what it held is
+  freed at once (and given back to the system once it has gone);
 - when the last client leaves, every upstream is closed.
 """
 
@@ -28,7 +30,9 @@ import websockets
 from starlette.websockets import WebSocket
 
 from gateway.conversations import ConversationManager
+from gateway.memory import give_back_soon
 from gateway.runtimes.base import SandboxHandle
+from gateway.sendqueue import SendQueue
 from gateway.settings import Settings
 from gateway.status import StatusBus, StatusNotice
 from gateway.wsproxy import UpstreamUnavailable, close_client, connect_upstream
@@ -62,7 +66,7 @@ def _report(task: asyncio.Task[None]) -> None:
 @dataclass(eq=False)
 class _Client:
     websocket: WebSocket
-    queue: asyncio.Queue[str]
+    queue: SendQueue
     too_slow: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -79,7 +83,8 @@ class Firehose:
 
     async def serve(self, websocket: WebSocket) -> None:
         """Feed one accepted client until it leaves, is too slow, or the gateway closes."""
-        client = _Client(websocket, asyncio.Queue(self._settings.firehose_queue_size))
+        queue = SendQueue(self._settings.firehose_queue_bytes, self._settings.firehose_queue_size)
+        client = _Client(websocket, queue)
         self._clients.add(client)
         if self._watcher is None:
             self._begin()
@@ -90,15 +95,18 @@ class Firehose:
             if not self._clients:
                 await self._end()
         if client.too_slow.is_set():
-            await close_client(websocket, WS_CLOSE_TOO_SLOW, "too slow: reconnect to resume")
+            give_back_soon()  # what its queue held
+            reason = "too slow: reconnect to resume"
+            await close_client(websocket, WS_CLOSE_TOO_SLOW, reason, within=self._settings.ws_close_timeout)
+            give_back_soon()
         else:
             await close_client(websocket, 1000)
 
     @staticmethod
     async def _write(client: _Client) -> None:
         send, queue = client.websocket.send, client.queue
-        while True:
-            await send({"type": "websocket.send", "text": await queue.get()})
+        while (frame := await queue.get()) is not None:
+            await send({"type": "websocket.send", "text": frame})
 
     @staticmethod
     async def _drain(websocket: WebSocket) -> None:
@@ -108,9 +116,7 @@ class Firehose:
 
     def _broadcast(self, frame: str) -> None:
         for client in self._clients:
-            try:
-                client.queue.put_nowait(frame)
-            except asyncio.QueueFull:
+            if not client.queue.offer(frame):
                 client.too_slow.set()
 
     # --- upstreams --------------------------------------------------------------

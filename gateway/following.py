@@ -77,7 +77,9 @@ async def follow(
         def ended() -> bool:
             return manager.lookup(record.id) is not record or record.status is not ConversationStatus.READY
 
-        await proxy_frames(websocket, upstream, ended=ended, on_frame=lambda: manager.touch(record))
+        await proxy_frames(
+            websocket, upstream, ended=ended, on_frame=lambda: manager.touch(record), settings=context.settings
+        )
 
 
 async def _accept(websocket: WebSocket) -> None:

@@ -7,15 +7,22 @@ only safe where nobody else can connect.
 What a client costs the server before the app sees a request is bounded here
 (:func:`guarded_http_protocol`), and keys in query strings never reach a log
 (:class:`RedactTokens`).
+
+What a client that stops reading can pin is bounded at every layer: the routes'
+byte-bounded queues (:mod:`gateway.sendqueue`), uvicorn's sansio WebSockets
+(write flow control), and the kernel, which drops a connection whose window
+stays shut for ``tcp_user_timeout`` seconds (see :func:`set_user_timeout`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import re
+import socket
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -31,6 +38,8 @@ log = logging.getLogger("convoy.gateway")
 #: connection closes: closing with unread data would reset it and lose the answer.
 _LINGER_SECONDS = 2.0
 _TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"']+")
+#: uvicorn's exit status when it could not start.
+STARTUP_FAILURE = 3
 
 
 def is_loopback(host: str) -> bool:
@@ -228,7 +237,14 @@ def guarded_http_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The options the gateway is served with (tests serve it the same way)."""
-    return {"http": guarded_http_protocol(settings), "ws_max_size": settings.ws_max_message_bytes}
+    return {
+        "http": guarded_http_protocol(settings),
+        "ws_max_size": settings.ws_max_message_bytes,
+        # What a client that stops reading (or floods) costs: this implementation waits for the
+        # transport to drain (64 KiB) before each write and stops reading after each message
+        # until the route takes it (the legacy one queues ws_max_queue messages of ws_max_size).
+        "ws": "websockets-sansio",
+    }
 
 
 def run_server(settings: Settings) -> None:
@@ -254,7 +270,7 @@ def run_server(settings: Settings) -> None:
     )
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -263,3 +279,20 @@ def run_server(settings: Settings) -> None:
         access_log=settings.access_log,
         **uvicorn_options(settings),
     )
+    listener = config.bind_socket()
+    set_user_timeout(listener, settings.tcp_user_timeout)
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT: stopped, as uvicorn.run does
+        server.run(sockets=[listener])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
+
+
+def set_user_timeout(sock: socket.socket, seconds: float) -> None:
+    """``TCP_USER_TIMEOUT`` on the listener, inherited by every connection: the kernel drops
+    a connection whose data stays unacknowledged, or whose peer's window stays shut (a
+    client that stopped reading), that long, and with it what the gateway still buffered
+    for it. 0 (or a platform without it) leaves the kernel's default (many minutes)."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if seconds > 0 and option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))

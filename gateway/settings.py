@@ -74,6 +74,38 @@ class Settings(BaseSettings):
     )
     firehose_queue_size: int = Field(10_000, ge=1, description="Frames a firehose client may lag behind.")
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    ws_send_buffer_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of frames held for one client following a conversation; beyond, the sandbox's "
+        "stream waits for it (the sandbox drops it past its own lag limits).",
+    )
+    ws_stall_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a following client with a full buffer may take nothing before it is closed "
+        "with 4008 (too slow; it resumes with after_seq).",
+    )
+    firehose_queue_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes a firehose client may lag behind (it cannot slow the others): beyond, 4008.",
+    )
+    ws_close_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a closing WebSocket client gets to take its last frames and the close frame; "
+        "a client that does not read is then left to the server.",
+    )
+    tcp_user_timeout: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds a client connection may leave the gateway's data unacknowledged (it stopped "
+        "reading) before the kernel drops it with all it held; 0: the kernel's default.",
+    )
+    max_websockets_per_principal: int = Field(
+        32, ge=1, description="WebSockets one principal may hold open at once; beyond: refused with 4429."
+    )
 
     # --- process runtime --------------------------------------------------------
     state_dir: Path = Field(Path.home() / ".convoy", description="Process runtime: where sandboxes live.")

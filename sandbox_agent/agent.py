@@ -41,7 +41,10 @@ class Agent:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.workspace = Workspace(settings.workspace)
         self.events = EventLog(
-            settings.state_dir, tail_bytes=settings.tail_cache_bytes, max_lag=settings.subscriber_queue_size
+            settings.state_dir,
+            tail_bytes=settings.tail_cache_bytes,
+            max_lag=settings.subscriber_queue_size,
+            max_lag_bytes=settings.subscriber_lag_bytes,
         )
         self.tasks = TaskManager(settings, self.events, self.workspace)
         self.ready = False

@@ -81,12 +81,14 @@ WS_CLOSE_CODES: Final[Mapping[int, str]] = MappingProxyType(
     {
         WS_CLOSE_GOING_AWAY: "the server is stopping: reconnect later with after_seq",
         WS_CLOSE_BAD_QUERY: "bad query parameters",
-        WS_CLOSE_TOO_SLOW: "too slow: reconnect with after_seq = the last seq received; nothing is lost",
+        WS_CLOSE_TOO_SLOW: "too slow (stalled with a full buffer, or too far behind): reconnect with "
+        "after_seq = the last seq received; nothing is lost",
         WS_CLOSE_UNAUTHORIZED: "no or wrong API key",
         WS_CLOSE_FORBIDDEN: "not allowed (the firehose is for admins; cross-origin)",
         WS_CLOSE_NOT_FOUND: "unknown conversation, or another user's",
         WS_CLOSE_CONVERSATION_ENDED: "the conversation ended: deleted, reaped, or failed",
-        WS_CLOSE_LIMIT_REACHED: "a conversation limit was reached (an Error frame says which)",
+        WS_CLOSE_LIMIT_REACHED: "a limit was reached: conversations, creates, or open WebSockets per "
+        "principal (an Error frame says which)",
         WS_CLOSE_UPSTREAM_UNAVAILABLE: "the sandbox could not be reached",
     }
 )

@@ -15,10 +15,12 @@ Contract:
   event; per-type and per-task seq lists) plus a byte-bounded tail of recent
   envelopes, so paging is O(page) and followers read live events from memory.
 - A :class:`Follower` reads from ``after_seq`` onwards, history then live, in
-  seq order: no gap, no duplicate. Once caught up, it may lag at most
-  ``max_lag`` events behind the head; past that it is marked too slow (and
-  its ``overflowed`` event set) and must be dropped by its owner, which never
-  slows the writer or other followers.
+  seq order: no gap, no duplicate, in batches of at most about
+  :data:`FOLLOW_BATCH_BYTES` (at least one event), so what a follower holds
+  is bounded in bytes. Once caught up, it may lag at most ``max_lag`` events
+  and ``max_lag_bytes`` bytes behind the head; past either it is marked too
+  slow (and its ``overflowed`` event set) and must be dropped by its owner,
+  which never slows the writer or other followers.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from sandbox_agent.event_index import EventIndex, runs
 from sandbox_agent.journal import Journal
 
 JSONL_NAME = "events.jsonl"
-#: A follower replaying history reads at most about this much from disk per batch.
-FOLLOW_DISK_BYTES = 4 * 1024 * 1024
+#: A follower reads at most about this much per batch (from disk or memory).
+FOLLOW_BATCH_BYTES = 1024 * 1024
 
 
 class StoredEvent(NamedTuple):
@@ -76,10 +78,18 @@ def ephemeral(conversation_id: UUID, detail: BaseModel) -> bytes:
 
 
 class EventLog:
-    def __init__(self, state_dir: Path, *, tail_bytes: int = 8 * 1024 * 1024, max_lag: int = 10_000) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        tail_bytes: int = 8 * 1024 * 1024,
+        max_lag: int = 10_000,
+        max_lag_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self._journal = Journal(state_dir / JSONL_NAME)
         self._tail_limit = tail_bytes
         self.max_lag = max_lag
+        self.max_lag_bytes = max_lag_bytes
         self.conversation_id: UUID | None = None
         self._index = EventIndex()
         self._offsets = self._index.offsets
@@ -161,7 +171,7 @@ class EventLog:
         self._evict()
         self._changed.set()
         if self._followers:
-            self._check_lag(seq)
+            self._check_lag(seq, offset + len(raw) + 1)
         return StoredEvent(seq, raw)
 
     def _evict(self) -> None:
@@ -179,23 +189,34 @@ class EventLog:
             del tail[: self._tail_head]
             self._tail_head = 0
 
-    def _check_lag(self, head: int) -> None:
+    def _check_lag(self, head: int, head_end: int) -> None:
+        """Marks too slow each caught-up follower more than ``max_lag`` events or
+        ``max_lag_bytes`` bytes behind ``head`` (whose line ends at ``head_end``)."""
+        offsets = self._offsets
         for follower in list(self._followers):
-            if follower.caught_up and head - follower.next_seq + 1 > self.max_lag:
+            behind = head - follower.next_seq + 1
+            if not follower.caught_up or behind <= 0:
+                continue
+            if behind > self.max_lag or head_end - offsets[follower.next_seq - 1] > self.max_lag_bytes:
                 follower.mark_too_slow()
 
     # --- reading --------------------------------------------------------------
 
-    async def read(self, first: int, last: int, max_disk_bytes: int | None = None) -> list[bytes]:
+    async def read(
+        self, first: int, last: int, max_disk_bytes: int | None = None, max_bytes: int | None = None
+    ) -> list[bytes]:
         """Envelopes of seqs ``first..last`` (inclusive, clamped to the log).
 
-        With ``max_disk_bytes``, a read from disk stops after about that many bytes
-        (at least one event): the answer may then end before ``last``.
+        With ``max_disk_bytes``, a read from disk stops after about that many bytes;
+        with ``max_bytes``, the whole answer does (at least one event either way):
+        the answer may then end before ``last``.
         """
         first = max(first, 1)
         last = min(last, self.last_seq)
         if first > last:
             return []
+        if max_bytes is not None:
+            last = self._last_within(first, last, max_bytes)
         from_disk: list[bytes] = []
         if first < self._tail_first:
             disk_last = min(last, self._tail_first - 1)
@@ -216,6 +237,17 @@ class EventLog:
             return from_disk + await self.read(first, last)
         start = self._tail_head + first - self._tail_first
         return from_disk + self._tail[start : start + last - first + 1]
+
+    def _last_within(self, first: int, last: int, max_bytes: int) -> int:
+        """The last seq of ``first..last`` such that ``first..it`` take at most ``max_bytes``
+        (``first`` itself whatever its size)."""
+        offsets = self._offsets  # offsets[s] is where seq s ends (seq s + 1 starts)
+        start = offsets[first - 1]
+        fitting = bisect_right(offsets, start + max_bytes, first, last)  # seqs first..fitting-1 fit
+        if fitting < last:
+            return max(fitting - 1, first)
+        end = offsets[last] if last < self.last_seq else self._journal.end
+        return last if end - start <= max_bytes else max(last - 1, first)
 
     async def read_seqs(self, seqs: Iterable[int]) -> list[bytes]:
         """Envelopes of the given ascending seqs (runs are read in one go)."""
@@ -273,7 +305,8 @@ class Follower:
         await self._log._wait_beyond(self.next_seq)
         if self.overflowed.is_set():
             raise FollowerTooSlow()
-        batch = await self._log.read(self.next_seq, self.next_seq + max_events - 1, FOLLOW_DISK_BYTES)
+        first, last = self.next_seq, self.next_seq + max_events - 1
+        batch = await self._log.read(first, last, max_bytes=FOLLOW_BATCH_BYTES)
         self.next_seq += len(batch)
         if self.next_seq > self._log.last_seq:
             self.caught_up = True

@@ -51,6 +51,9 @@ class AgentSettings(BaseModel):
     subscriber_queue_size: int = Field(
         10_000, ge=1, description="Events a live WebSocket subscriber may lag behind before it is closed."
     )
+    subscriber_lag_bytes: int = Field(
+        64 * MiB, ge=64 * 1024, description="Bytes of events a live WebSocket subscriber may lag behind."
+    )
     kill_grace_seconds: float = Field(3.0, ge=0, description="SIGTERM to SIGKILL for a task's processes.")
     output_chunk_bytes: int = Field(64 * 1024, ge=1, description="Largest read from a task's pipe.")
     tail_cache_bytes: int = Field(8 * MiB, ge=0, description="Recent events kept in memory for followers.")

@@ -8,11 +8,15 @@ Contract:
   :class:`~sandbox_agent.events.Follower` reads both).
 - A frame ``{"runnable": ..., "title": ...}`` creates a task; ``{"detail": ...}``
   triggers an event; anything else (not JSON, nested too deeply: see
-  :mod:`sandbox_agent.frames`) gets an ``Error`` envelope (seq 0, not stored) on
-  this socket only, which stays open.
-- A subscriber that falls ``subscriber_queue_size`` events behind is closed
-  with 4008 (WS_CLOSE_TOO_SLOW); it resumes with ``after_seq``. Agent shutdown
-  closes with 1001.
+  :mod:`sandbox_agent.frames`) gets an ``Error`` envelope (seq 0, not
+  stored) on this socket only, which stays open.
+- A subscriber that falls ``subscriber_queue_size`` events or
+  ``subscriber_lag_bytes`` bytes behind is closed with 4008
+  (WS_CLOSE_TOO_SLOW); it resumes with ``after_seq``. Agent shutdown closes
+  with 1001. A subscriber that does not read may never take the close frame:
+  after :data:`CLOSE_TIMEOUT` seconds it is left to the server, which closes
+  the connection once it reads or goes. What it holds meanwhile is one batch
+  (about 1 MiB, see :class:`~sandbox_agent.events.Follower`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ from sandbox_agent.race import finished, race
 
 router = APIRouter(tags=["events"])
 
+#: Seconds a closing subscriber gets to take the close frame.
+CLOSE_TIMEOUT = 10.0
+
 
 @router.websocket("/ws")
 async def follow(websocket: WebSocket) -> None:
@@ -76,10 +83,11 @@ async def follow(websocket: WebSocket) -> None:
     elif isinstance(sent, LogClosed):
         code = WS_CLOSE_GOING_AWAY
     if code is not None:
-        with contextlib.suppress(Exception):  # the peer may be gone already
-            await websocket.close(
-                code, "too slow: resume with after_seq" if code == WS_CLOSE_TOO_SLOW else ""
-            )
+        with contextlib.suppress(Exception):  # the peer may be gone already, or not reading
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await websocket.close(
+                    code, "too slow: resume with after_seq" if code == WS_CLOSE_TOO_SLOW else ""
+                )
 
 
 async def _send_events(websocket: WebSocket, follower: Follower, lock: asyncio.Lock) -> None:

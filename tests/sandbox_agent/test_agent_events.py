@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 from agent_helpers import append_bytes
 
-from sandbox_agent.events import JSONL_NAME, EventLog, FollowerTooSlow, LogClosed
+from sandbox_agent.events import FOLLOW_BATCH_BYTES, JSONL_NAME, EventLog, FollowerTooSlow, LogClosed
 from sandbox_agent.protocol import ClientEvent, Tick
 
 CID = UUID("12345678-1234-5678-1234-567812345678")
@@ -180,4 +180,38 @@ async def test_bounded_disk_reads_still_return_every_event_in_order(tmp_path: Pa
         got.extend(parse(raw)["seq"] for raw in batch)
     assert got == list(range(1, 41))
     assert len(await log.read(1, 40)) == 40
+    await log.close()
+
+
+async def test_a_follower_lagging_by_bytes_is_marked_too_slow(tmp_path: Path) -> None:
+    log = await open_log(tmp_path, max_lag=10_000, max_lag_bytes=200_000)
+    slow = log.follow(-1)
+    fast = log.follow(-1)
+    for _ in range(30):  # 30 events, far from max_lag, but 300 kB
+        log.append(ClientEvent(type="Blob", data="x" * 10_000))  # type: ignore[call-arg]
+        await fast.next_batch()
+    assert slow.overflowed.is_set()
+    assert not fast.overflowed.is_set()
+    with pytest.raises(FollowerTooSlow):
+        await slow.next_batch()
+    await log.close()
+
+
+@pytest.mark.parametrize("tail_bytes", [0, 64 * 1024 * 1024])  # history from disk; from memory
+async def test_follower_batches_are_bounded_in_bytes(tmp_path: Path, tail_bytes: int) -> None:
+    log = await open_log(tmp_path, tail_bytes=tail_bytes)
+    size = FOLLOW_BATCH_BYTES // 10
+    for _ in range(100):  # ten batches' worth
+        log.append(ClientEvent(type="Blob", data="x" * size))  # type: ignore[call-arg]
+    await log.flush()
+    follower = log.follow(0)
+    got: list[int] = []
+    while len(got) < 100:
+        batch = await asyncio.wait_for(follower.next_batch(), 30)
+        assert sum(map(len, batch)) <= FOLLOW_BATCH_BYTES, f"{len(batch)} events in one batch"
+        got.extend(parse(raw)["seq"] for raw in batch)
+    assert got == list(range(1, 101))
+    huge = log.append(ClientEvent(type="Blob", data="x" * (FOLLOW_BATCH_BYTES * 2)))  # type: ignore[call-arg]
+    assert await asyncio.wait_for(follower.next_batch(), 30) == [huge.raw], "one event, whatever its size"
+    follower.close()
     await log.close()

@@ -150,6 +150,34 @@ async def test_a_slow_consumer_is_closed_4008_and_others_keep_everything(
             await fast.close()
 
 
+async def test_a_consumer_lagging_by_bytes_is_closed_4008_and_resumes_without_loss(
+    serve: Callable[..., Any], tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, subscriber_lag_bytes=1024 * 1024)  # events: 10,000 by default
+    async with served(serve, settings) as agent:
+        slow = await RawWebSocket.connect(agent.url, "/ws?after_seq=-1", ws_headers())  # never reads
+        try:
+            total = 300  # 30 MB: more than the socket buffers between agent and the slow client
+            for _ in range(total):
+                await agent.client.post("/event", json={"detail": {"type": "Big", "blob": "x" * 100_000}})
+            seqs: list[int] = []
+            while True:
+                opcode, payload = await asyncio.wait_for(slow.frame(), 60)
+                if opcode == 8:
+                    break
+                if opcode == 1:  # text; not a ping
+                    seqs.append(json.loads(payload)["seq"])
+            assert int.from_bytes(payload[:2], "big") == WS_CLOSE_TOO_SLOW
+            assert seqs == list(range(2, len(seqs) + 2)) and len(seqs) < total
+        finally:
+            await slow.close()
+        async with websockets.connect(
+            agent.ws_url + f"?after_seq={seqs[-1]}", additional_headers=ws_headers(), max_size=None
+        ) as resumed:
+            rest = await receive_until(resumed, lambda got: bool(got) and got[-1]["seq"] == total + 1)
+        assert [frame["seq"] for frame in rest] == list(range(seqs[-1] + 1, total + 2))
+
+
 async def test_shutdown_closes_followers_going_away(serve: Callable[..., Any], tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with served(serve, settings) as agent:
