@@ -78,7 +78,11 @@ async def follow(
             return manager.lookup(record.id) is not record or record.status is not ConversationStatus.READY
 
         await proxy_frames(
-            websocket, upstream, ended=ended, on_frame=lambda: manager.touch(record), settings=context.settings
+            websocket,
+            upstream,
+            ended=ended,
+            on_frame=lambda: manager.touch(record),
+            settings=context.settings,
         )
 
 
