@@ -4,8 +4,9 @@ Names, labels, the network/volume/container configurations of one
 conversation, and the :class:`SandboxSpec` read back from a container: pure
 functions of the settings and the spec, with no engine calls (and no
 aiodocker), so they are checked without Docker. The labels are the registry:
-everything a restarted gateway needs is on the containers, except the token,
-which is in the sandbox's environment.
+everything a restarted gateway needs is on the containers, except the token.
+
+The token is in no environment: see :mod:`gateway.runtimes.docker_token`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import Any
 from uuid import UUID
 
 from gateway.runtimes.base import ResourceLimits, SandboxSpec
+from gateway.runtimes.docker_token import AGENT_CAPABILITIES, DATA_DIR, TOKEN_FILE
 from gateway.settings import Settings
 
 AGENT_PORT = 8080
-DATA_DIR = "/data"
 RELAY_SCRIPT = "/opt/convoy-relay/relay.py"
-TOKEN_ENV = "CONVOY_AGENT_TOKEN"
+TOKEN_ENV = "CONVOY_AGENT_TOKEN"  # sandboxes of older gateways only: read back, never set
 CONVERSATION_ENV = "CONVOY_CONVERSATION_ID"
 SUBNET_PREFIX = 29  # gateway address (unused), the sandbox, the relay
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
@@ -103,8 +104,9 @@ def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[
     return labels
 
 
-def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
-    """The spec of a sandbox container (``inspect`` output); ``None`` when its labels are not ours."""
+def spec_from_container(info: dict[str, Any], token: str | None) -> SandboxSpec | None:
+    """The spec of a sandbox container (``inspect`` output) with its ``token`` (read from
+    :data:`TOKEN_FILE`); ``None`` when its labels are not ours or no token is known."""
     config = info.get("Config") or {}
     labels: dict[str, str] = config.get("Labels") or {}
     env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
@@ -114,7 +116,7 @@ def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
             conversation_id=UUID(labels[CONVERSATION_ID]),
             owner=labels[OWNER],
             title=labels.get(TITLE, ""),
-            token=env[TOKEN_ENV],
+            token=token or env[TOKEN_ENV],
             created_at=datetime.fromisoformat(labels[CREATED_AT]),
             env={key: env[key] for key in keys if key in env},
             limits=ResourceLimits(
@@ -218,8 +220,9 @@ def sandbox_config(
 ) -> dict[str, Any]:
     limits = effective_limits(settings, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
-    env = _task_env(spec) | {TOKEN_ENV: spec.token, CONVERSATION_ENV: str(spec.conversation_id)}
+    env = _task_env(spec) | {CONVERSATION_ENV: str(spec.conversation_id)}
     host = _hardening(settings) | {
+        "CapAdd": AGENT_CAPABILITIES,
         "Init": settings.docker_init,
         "Mounts": [{"Type": "volume", "Source": names.volume, "Target": DATA_DIR}],
         "NetworkMode": names.network,
@@ -237,8 +240,9 @@ def sandbox_config(
             "convoy-agent",
             *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
             *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
+            *("--token-file", TOKEN_FILE, "--run-as", settings.docker_user),
         ],
-        "User": settings.docker_user,
+        "User": "0:0",  # for the agent's start-up only: see the module docstring
         "Hostname": "sandbox",
         "Env": [f"{key}={value}" for key, value in env.items()],
         "Labels": labels,

@@ -9,7 +9,9 @@ holding
   restarted gateway rebuild everything from :meth:`ProcessRuntime.list`;
 - ``workspace/`` and ``state/``: the agent's workspace and event log;
 - ``agent.log``: the agent's stdout and stderr, whose tail is the reason of a
-  :class:`SandboxStartError`.
+  :class:`SandboxStartError`;
+- ``token`` (0600): the agent's token, which it reads at start-up
+  (``CONVOY_AGENT_TOKEN_FILE``), so the token is in no process's environment.
 
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
@@ -20,9 +22,11 @@ way: by pid and start time (see :mod:`gateway.runtimes.procfs`).
 
 Environment: the agent gets the spec's ``env`` over a small allow-list of the
 gateway's own variables (never the gateway's keys), then its own
-``CONVOY_AGENT_TOKEN`` and ``CONVOY_CONVERSATION_ID``, which nothing in the
-spec can override (names starting with ``CONVOY_`` are dropped; the API
-refuses them with 422).
+``CONVOY_AGENT_TOKEN_FILE`` and ``CONVOY_CONVERSATION_ID``, which nothing in
+the spec can override (names starting with ``CONVOY_`` are dropped; the API
+refuses them with 422). The agent's tasks run as the gateway's user: this
+runtime isolates nothing, and a task could read the token file like any file
+of that user; it only keeps the token out of every environment.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from gateway.settings import Settings
 
 _META = "meta.json"
 _LOG = "agent.log"
+_TOKEN = "token"
 _LOG_TAIL_BYTES = 4000
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -134,11 +139,15 @@ class ProcessRuntime:
         return data if isinstance(data, dict) else None
 
     def _write_meta(self, folder: Path, data: dict[str, Any]) -> None:
-        tmp = folder / f".{_META}.tmp"
+        self._write_private(folder, _META, json.dumps(data))
+
+    def _write_private(self, folder: Path, name: str, text: str) -> None:
+        """``folder/name`` holding ``text``, readable by this user only, replaced atomically."""
+        tmp = folder / f".{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
-            json.dump(data, file)
-        tmp.replace(folder / _META)
+            file.write(text)
+        tmp.replace(folder / name)
 
     def _handle(self, data: dict[str, Any]) -> SandboxHandle | None:
         try:
@@ -175,6 +184,7 @@ class ProcessRuntime:
         await asyncio.to_thread(self._prepare, folder)
         self._starting.add(spec.conversation_id)
         try:
+            await asyncio.to_thread(self._write_private, folder, _TOKEN, spec.token)
             for attempt in range(3):
                 port = _free_port()
                 if progress:
@@ -236,7 +246,7 @@ class ProcessRuntime:
         env.update(
             {name: value for name, value in spec.env.items() if not name.upper().startswith("CONVOY_")}
         )
-        env["CONVOY_AGENT_TOKEN"] = spec.token
+        env["CONVOY_AGENT_TOKEN_FILE"] = str(folder / _TOKEN)
         env["CONVOY_CONVERSATION_ID"] = str(spec.conversation_id)
         return env
 

@@ -116,3 +116,27 @@ async def test_exited_agents_are_reported_and_cleaned_up(runtime: ProcessRuntime
     assert await runtime.cleanup_orphans() == 2
     assert await runtime.list() == []
     assert not exists(stray)
+
+
+async def test_the_token_is_in_no_environment_of_the_agent_or_its_tasks(runtime: ProcessRuntime) -> None:
+    spec = _spec()
+    await runtime.start(spec)
+    agent = _agent(runtime, spec)
+    with open(f"/proc/{agent.pid}/environ", "rb") as file:
+        agent_env = file.read()
+    assert b"CONVOY_AGENT_TOKEN_FILE=" in agent_env
+    assert spec.token.encode() not in agent_env
+    handle = await runtime.find(spec.conversation_id)
+    assert handle is not None
+    async with httpx.AsyncClient(base_url=handle.base_url, headers={TOKEN_HEADER: spec.token}) as client:
+        command = "cat /proc/$PPID/environ /proc/self/environ | tr '\\0' '\\n'"
+        task = await client.post("/task", json={"runnable": {"type": "Shell", "command": command}})
+        assert task.status_code == 201
+
+        async def output() -> str:
+            events = (await client.get("/event", params={"type": "TaskOutput"})).json()["results"]
+            text = "".join(e["detail"]["data"] for e in events)
+            return text if "CONVOY_CONVERSATION_ID" in text else ""
+
+        seen = await eventually(output)
+    assert spec.token not in seen and "CONVOY_AGENT_TOKEN=" not in seen, seen
