@@ -160,7 +160,8 @@ class DockerSandboxes:
     async def _sandbox_made(self, names: cfg.Names, config: dict[str, Any], token: str) -> None:
         """Create the sandbox and put its token in its volume (never in its environment)."""
         await self._engine.create_container(names.sandbox, config)
-        await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, docker_token.token_archive(token))
+        archive = docker_token.token_archive(token)
+        await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
 
     async def _token(self, container: str) -> str | None:
         data = await self._quietly(self._engine.read_file(container, docker_token.TOKEN_FILE))

@@ -85,7 +85,8 @@ async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime
     mounts = sandbox["Mounts"]
     assert [(m["Type"], m["Name"], m["Destination"]) for m in mounts] == [("volume", names.volume, "/data")]
     assert not any("docker.sock" in json.dumps(m) for m in mounts)
-    assert spec.token not in json.dumps(sandbox) and not any(cfg.TOKEN_ENV in e for e in sandbox["Config"]["Env"])
+    assert spec.token not in json.dumps(sandbox)
+    assert not any(cfg.TOKEN_ENV in item for item in sandbox["Config"]["Env"])
 
     relay = await inspect("container", names.relay)
     assert relay["Config"]["User"] == "10001:10001" and relay["HostConfig"]["CapDrop"] == ["ALL"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -122,8 +123,7 @@ async def test_the_token_is_in_no_environment_of_the_agent_or_its_tasks(runtime:
     spec = _spec()
     await runtime.start(spec)
     agent = _agent(runtime, spec)
-    with open(f"/proc/{agent.pid}/environ", "rb") as file:
-        agent_env = file.read()
+    agent_env = await asyncio.to_thread(Path(f"/proc/{agent.pid}/environ").read_bytes)
     assert b"CONVOY_AGENT_TOKEN_FILE=" in agent_env
     assert spec.token.encode() not in agent_env
     handle = await runtime.find(spec.conversation_id)
