@@ -151,7 +151,7 @@ class _Agent:
 
     async def _output(self, task_id: str) -> str:
         chunks: list[str] = []
-        params = {"task_id": task_id, "type": "TaskOutput", "limit": 100}
+        params: dict[str, str | int] = {"task_id": task_id, "type": "TaskOutput", "limit": 100}
         while True:
             page = (await self.client.get(f"{self.base}/event", params=params, headers=self.headers)).json()
             chunks += [event["detail"]["data"] for event in page["results"]]
