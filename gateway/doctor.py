@@ -61,7 +61,7 @@ async def run_checks(settings: Settings) -> tuple[str, list[Check]]:
     checks: list[Check] = []
     runtime: DockerRuntime | None = None
     try:
-        checks += await _engine_and_image(settings)
+        await _engine_and_image(settings, checks)
         runtime = await DockerRuntime.connect(settings)
         checks += await _sandbox_checks(runtime, settings)
     except (_Stop, RuntimeError_, httpx.HTTPError) as error:
@@ -72,14 +72,16 @@ async def run_checks(settings: Settings) -> tuple[str, list[Check]]:
     return install, checks
 
 
-async def _engine_and_image(settings: Settings) -> list[Check]:
+async def _engine_and_image(settings: Settings, checks: list[Check]) -> None:
+    """Append the ``engine`` and ``image`` checks; :class:`_Stop` when either fails."""
     try:
         engine = await AiodockerEngine.open(settings.docker_url)
     except RuntimeError_ as error:
-        raise _Stop(f"no engine: {error}") from None
+        checks.append(Check("engine", False, str(error)))
+        raise _Stop("no engine answers") from None
     try:
         version = await engine.version()
-        checks = [Check("engine", True, f"Docker {version.get('Version', '?')} answers")]
+        checks.append(Check("engine", True, f"Docker {version.get('Version', '?')} answers"))
         image = await engine.image(settings.docker_image)
     finally:
         await engine.close()
@@ -87,7 +89,7 @@ async def _engine_and_image(settings: Settings) -> list[Check]:
         checks.append(Check("image", False, f"{settings.docker_image} is missing: run scripts/build-images"))
         raise _Stop(f"the image {settings.docker_image} is missing")
     label = ((image.get("Config") or {}).get("Labels") or {}).get(cfg.IMAGE_VERSION, "unknown")
-    return [*checks, Check("image", True, f"{settings.docker_image} is there (version {label})")]
+    checks.append(Check("image", True, f"{settings.docker_image} is there (version {label})"))
 
 
 def _spec(title: str) -> SandboxSpec:
