@@ -6,7 +6,15 @@ import json
 
 import httpx
 import pytest
-from dockertools import Agent, adocker, alabelled, eventually, inspect, make_spec
+from dockertools import (
+    Agent,
+    adocker,
+    alabelled,
+    eventually,
+    inspect,
+    make_spec,
+    volunteer_agent_for_oom,
+)
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, SandboxStartError, SandboxState
@@ -163,11 +171,13 @@ async def test_a_sandbox_that_cannot_start_is_an_error_with_its_logs_and_leaves_
 async def test_an_agent_killed_for_memory_is_reported_as_oom(docker_runtime: DockerRuntime) -> None:
     spec = make_spec(limits=ResourceLimits(memory_bytes=128 * MiB))
     handle = await docker_runtime.start(spec)
-    # The task volunteers its agent (its parent) as the OOM killer's first choice, then
-    # hogs memory: the agent dies of the memory limit, and with it the container.
+    # The agent is made the OOM killer's first choice (from outside: a task cannot touch
+    # its agent), then a task hogs memory: the agent dies of the memory limit, and with it
+    # the container.
+    await volunteer_agent_for_oom(cfg.Names.of(docker_runtime._install, spec.conversation_id).sandbox)
+    # The task inherits the agent's score, and takes its own back to 0 first.
     hog = (
-        "import os\n"
-        "open(f'/proc/{os.getppid()}/oom_score_adj', 'w').write('1000')\n"
+        "open('/proc/self/oom_score_adj', 'w').write('0')\n"
         "chunks = []\n"
         "while True:\n"
         "    chunks.append(bytearray(4 << 20))\n"

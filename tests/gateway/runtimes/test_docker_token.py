@@ -1,6 +1,6 @@
 """The agent token is out of every task's reach: not in any environment, not in ``docker
 inspect``, not in a file a task can read; so a task cannot forge what only the gateway may
-say (``POST /status``), nor signal the agent that holds it."""
+say (``POST /status``), nor signal the agent that holds it, nor offer it to the OOM killer."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ try:
     print("AGENT SIGNALLED")
 except PermissionError:
     print("AGENT UNTOUCHABLE")
+try:
+    with open(f"/proc/{os.getppid()}/oom_score_adj", "w") as file:
+        file.write("1000")
+    print("AGENT VOLUNTEERED")
+except OSError:
+    print("AGENT KEEPS ITS OOM SCORE")
 """.replace("TOKEN_FILE", docker_token.TOKEN_FILE)
 
 # A task trying to tell the agent, as the gateway would, that the conversation failed:
@@ -79,7 +85,7 @@ async def test_a_task_cannot_read_the_token_anywhere(docker_runtime: DockerRunti
     assert spec.token not in output, output
     assert f"DENIED {docker_token.TOKEN_FILE} PermissionError" in output, output
     assert "CONVOY_AGENT_TOKEN" not in output, output
-    assert "AGENT UNTOUCHABLE" in output, output
+    assert "AGENT UNTOUCHABLE" in output and "AGENT KEEPS ITS OOM SCORE" in output, output
     # The engine (a restarted gateway) still reads it back: the file is there, root's alone.
     listing = await adocker("exec", "--user", "10001", names.sandbox, "ls", "-ld", "/data/agent")
     assert listing.startswith("drwx------") and " root root " in listing, listing
