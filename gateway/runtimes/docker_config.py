@@ -242,7 +242,7 @@ def sandbox_config(
             *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
             *("--token-file", TOKEN_FILE, "--run-as", settings.docker_user),
         ],
-        "User": "0:0",  # for the agent's start-up only: see the module docstring
+        "User": "0:0",  # for the agent's start-up only: see gateway.runtimes.docker_token
         "Hostname": "sandbox",
         "Env": [f"{key}={value}" for key, value in env.items()],
         "Labels": labels,

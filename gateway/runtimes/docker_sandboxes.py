@@ -164,8 +164,10 @@ class DockerSandboxes:
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
 
     async def _token(self, container: str) -> str | None:
+        """The token in ``container``'s volume (read by the engine, whatever the file's owner)."""
         data = await self._quietly(self._engine.read_file(container, docker_token.TOKEN_FILE))
-        return data.decode(errors="replace").strip() or None if data else None
+        token = data.decode(errors="replace").strip() if data else ""
+        return token or None  # None: a sandbox of an older gateway, whose token is in its environment
 
     async def _relay_made(self, names: cfg.Names, config: dict[str, Any], subnet: cfg.Subnet) -> None:
         await self._engine.create_container(names.relay, config)
