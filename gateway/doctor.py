@@ -105,12 +105,16 @@ def _spec(title: str) -> SandboxSpec:
 
 async def _sandbox_checks(runtime: DockerRuntime, settings: Settings) -> list[Check]:
     began = time.monotonic()
-    try:
-        probe, neighbour = await asyncio.gather(
-            runtime.start(_spec("doctor probe")), runtime.start(_spec("doctor neighbour"))
-        )
-    except RuntimeError_ as error:
-        raise _Stop(f"no sandbox started: {error}") from None
+    # Both starts run to their end (no start still under way when the clean-up comes).
+    started = await asyncio.gather(
+        runtime.start(_spec("doctor probe")), runtime.start(_spec("doctor neighbour")), return_exceptions=True
+    )
+    for outcome in started:
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, RuntimeError_):
+                raise outcome
+            raise _Stop(f"no sandbox started: {outcome}")
+    probe, neighbour = (outcome for outcome in started if isinstance(outcome, SandboxHandle))
     checks = [Check("sandbox", True, f"two fresh sandboxes started in {time.monotonic() - began:.1f}s")]
     names = cfg.Names.of(settings.install, probe.conversation_id)
     info = await runtime.engine.inspect(names.sandbox) or {}
@@ -209,7 +213,8 @@ async def _targets(
     own = cfg.Names.of(install, probe.conversation_id)
     other = cfg.Names.of(install, neighbour.conversation_id)
     # The host's addresses: its own, and its address on every network of this conversation.
-    host_ips = {_primary_ip()}
+    primary = _primary_ip()
+    host_ips = {primary} if primary else set()
     for name in (own.sandbox, own.relay):
         networks = ((await engine.inspect(name) or {}).get("NetworkSettings") or {}).get("Networks") or {}
         host_ips |= {net["Gateway"] for net in networks.values() if net.get("Gateway")}
@@ -242,11 +247,15 @@ async def _addresses(runtime: DockerRuntime, container: str) -> list[str]:
     return [net["IPAddress"] for net in (networks or {}).values() if net.get("IPAddress")]
 
 
-def _primary_ip() -> str:
-    """The host's own outgoing address: a UDP "connect" only picks it, nothing is sent."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect(UNROUTABLE)
-        return str(sock.getsockname()[0])
+def _primary_ip() -> str | None:
+    """The host's own outgoing address (``None`` without a route): a UDP "connect" only
+    picks it, nothing is sent."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(UNROUTABLE)
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
 
 
 async def _cleanup(runtime: DockerRuntime | None, settings: Settings) -> Check:
