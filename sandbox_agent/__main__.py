@@ -4,11 +4,11 @@
                  [--token-file FILE] [--run-as UID:GID] [--unprotected]
 
 The token comes from ``--token-file`` (``CONVOY_AGENT_TOKEN_FILE``), else
-``CONVOY_AGENT_TOKEN``, which is then removed from the agent's environment;
-without one the agent refuses to start (exit 2) unless ``--unprotected`` or
-``CONVOY_AGENT_UNPROTECTED=1``. ``--run-as``: started as root, the agent reads
-the token, then works as that user and runs its tasks as it (see
-:mod:`sandbox_agent.privileges`).
+``CONVOY_AGENT_TOKEN``; either way that variable is removed from the agent's
+environment (its tasks inherit the rest). Without a token the agent refuses
+to start (exit 2) unless ``--unprotected`` or ``CONVOY_AGENT_UNPROTECTED=1``.
+``--run-as``: started as root, the agent reads the token, then works as that
+user and runs its tasks as it (see :mod:`sandbox_agent.privileges`).
 The conversation id comes from ``CONVOY_CONVERSATION_ID``. SIGTERM/SIGINT end
 it gracefully: running tasks are cancelled (their process groups ended), the
 event log is written and fsynced, and the process exits 0.
@@ -22,7 +22,10 @@ import os
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox_agent.settings import AgentSettings
 
 TOKEN_ENV = "CONVOY_AGENT_TOKEN"
 
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.started else 1
 
 
-def _take_token_and_drop(settings: Any) -> None:
+def _take_token_and_drop(settings: AgentSettings) -> None:
     """Read the token file (while still root, where the runtime starts the agent as root),
     then switch to ``run_as``; the token file is read before, never after."""
     from sandbox_agent import privileges
