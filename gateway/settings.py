@@ -120,7 +120,10 @@ class Settings(BaseSettings):
         "docker_network (gateway in a container); auto: network when running in a container.",
     )
     docker_network: str = Field("convoy-sandboxes", description="Shared with a containerised gateway.")
-    docker_user: str = "10001:10001"
+    docker_user: str = Field(
+        "10001:10001",
+        description="Numeric UID:GID the sandbox's tasks run as (and its agent, once it has read its token).",
+    )
     docker_read_only: bool = True
     docker_drop_capabilities: bool = True
     docker_no_new_privileges: bool = True

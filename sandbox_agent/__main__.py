@@ -1,9 +1,14 @@
 """``convoy-agent`` / ``python -m sandbox_agent``: run one conversation's agent under uvicorn.
 
-    convoy-agent --host H --port P --workspace DIR --state-dir DIR [--unprotected]
+    convoy-agent --host H --port P --workspace DIR --state-dir DIR
+                 [--token-file FILE] [--run-as UID:GID] [--unprotected]
 
-The token comes from ``CONVOY_AGENT_TOKEN``; without one the agent refuses to
-start (exit 2) unless ``--unprotected`` or ``CONVOY_AGENT_UNPROTECTED=1``.
+The token comes from ``--token-file`` (``CONVOY_AGENT_TOKEN_FILE``), else
+``CONVOY_AGENT_TOKEN``; either way that variable is removed from the agent's
+environment (its tasks inherit the rest). Without a token the agent refuses
+to start (exit 2) unless ``--unprotected`` or ``CONVOY_AGENT_UNPROTECTED=1``.
+``--run-as``: started as root, the agent reads the token, then works as that
+user and runs its tasks as it (see :mod:`sandbox_agent.privileges`).
 The conversation id comes from ``CONVOY_CONVERSATION_ID``. SIGTERM/SIGINT end
 it gracefully: running tasks are cancelled (their process groups ended), the
 event log is written and fsynced, and the process exits 0.
@@ -13,10 +18,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox_agent.settings import AgentSettings
+
+from sandbox_agent.contract import AGENT_TOKEN_ENV
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state-dir", type=Path, help="event log directory (default: CONVOY_AGENT_STATE_DIR)"
     )
+    parser.add_argument("--token-file", type=Path, help="file holding the token (CONVOY_AGENT_TOKEN_FILE)")
+    parser.add_argument("--run-as", help="UID:GID to work and run tasks as, when started as root")
     parser.add_argument("--unprotected", action="store_true", help="serve without a token (development only)")
     parser.add_argument("--log-level", default="warning")
     return parser
@@ -46,14 +59,25 @@ def main(argv: list[str] | None = None) -> int:
         overrides["state_dir"] = args.state_dir
     if args.unprotected:
         overrides["unprotected"] = True
+    if args.token_file is not None:
+        overrides["token_file"] = args.token_file
+    if args.run_as is not None:
+        overrides["run_as"] = args.run_as
     try:
         settings = AgentSettings(**overrides)
     except ValidationError as error:
         print(f"convoy-agent: bad settings:\n{error}", file=sys.stderr)
         return 2
+    for name in [name for name in os.environ if name.upper() == AGENT_TOKEN_ENV]:
+        del os.environ[name]  # tasks inherit the agent's environment; the token is not theirs
+    try:
+        _take_token_and_drop(settings)
+    except (OSError, ValueError) as error:
+        print(f"convoy-agent: {error}", file=sys.stderr)
+        return 2
     if not settings.token and not settings.unprotected:
         print(
-            "convoy-agent: refusing to start without CONVOY_AGENT_TOKEN "
+            "convoy-agent: refusing to start without a token (--token-file or CONVOY_AGENT_TOKEN) "
             "(pass --unprotected or set CONVOY_AGENT_UNPROTECTED=1 to serve without one)",
             file=sys.stderr,
         )
@@ -88,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn handles SIGTERM/SIGINT: stops accepting, runs the lifespan shutdown
     # (tasks cancelled, log flushed) and returns; a failed start-up leaves started False.
     return 0 if server.started else 1
+
+
+def _take_token_and_drop(settings: AgentSettings) -> None:
+    """Read the token file (while still root, where the runtime starts the agent as root),
+    then switch to ``run_as``; the token file is read before, never after."""
+    from sandbox_agent import privileges
+
+    if settings.token_file is not None:
+        settings.token = privileges.read_token(settings.token_file)
+    if settings.run_as is not None:
+        privileges.drop_to(*privileges.parse_user(settings.run_as))
 
 
 def _without_pydantic_v1() -> None:

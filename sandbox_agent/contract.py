@@ -19,6 +19,7 @@ __all__ = [
     "AFTER_SEQ_LIVE",
     "AGENT_ENV_PREFIX",
     "AGENT_TOKEN_ENV",
+    "AGENT_TOKEN_FILE_ENV",
     "CONVERSATION_ID_ENV",
     "DEFAULT_PAGE_LIMIT",
     "MAX_PAGE_LIMIT",
@@ -46,6 +47,9 @@ RESERVED_ENV_PREFIX: Final = "CONVOY_"
 AGENT_ENV_PREFIX: Final = f"{RESERVED_ENV_PREFIX}AGENT_"
 #: The per-conversation agent token (the agent's ``token`` setting). Never passed to a task.
 AGENT_TOKEN_ENV: Final = f"{AGENT_ENV_PREFIX}TOKEN"
+#: A file holding that token (the agent's ``token_file`` setting): how the runtimes deliver
+#: it, so that the token is in no process's environment.
+AGENT_TOKEN_FILE_ENV: Final = f"{AGENT_ENV_PREFIX}TOKEN_FILE"
 #: The conversation the agent serves; the one agent setting outside its prefix.
 CONVERSATION_ID_ENV: Final = f"{RESERVED_ENV_PREFIX}CONVERSATION_ID"
 

@@ -2,8 +2,10 @@
 
 The conversation id is the one exception to the prefix: it comes from
 ``CONVOY_CONVERSATION_ID`` (shared with the gateway's vocabulary) and is a fresh
-UUID when unset. The token is ``CONVOY_AGENT_TOKEN``; without one the agent
-refuses to start unless ``unprotected`` is set explicitly.
+UUID when unset. The token comes from the file ``token_file``
+(``CONVOY_AGENT_TOKEN_FILE``: what the runtimes use, so the token is in no
+process's environment) or ``CONVOY_AGENT_TOKEN``; without one the agent refuses
+to start unless ``unprotected`` is set explicitly.
 
 Keyword arguments win over the environment; variable names are matched without
 regard to case. A plain pydantic model reads the environment itself:
@@ -35,6 +37,14 @@ class AgentSettings(BaseModel):
     state_dir: Path = Field(Path("state"), description="Event log and task records; not in the workspace.")
     token: str | None = Field(
         None, description="Required in X-Convoy-Token on every route but /health, /ready."
+    )
+    token_file: Path | None = Field(
+        None, description="File holding the token (wins over ``token``); read once, at start-up."
+    )
+    run_as: str | None = Field(
+        None,
+        description="UID:GID the agent works as and runs tasks as, when started as root (see "
+        "sandbox_agent.privileges); the token file is read before the switch.",
     )
     unprotected: bool = Field(False, description="Serve without a token (local development only).")
     conversation_id: UUID | None = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, files, tasks
+from gateway.cli import conversations, doctor, files, tasks
 
 
 def register(app: typer.Typer) -> None:
@@ -12,3 +12,4 @@ def register(app: typer.Typer) -> None:
     conversations.register(app)
     tasks.register(app)
     files.register(app)
+    doctor.register(app)

@@ -13,12 +13,15 @@ gateway keeps no database):
   open a connection to the internet, to the host (not even to the bridge
   address Docker normally gives the host on every network, where every host
   service bound to 0.0.0.0 answers) or to another sandbox;
-- the **sandbox** container: ``convoy-agent`` as user 10001, all capabilities
+- the **sandbox** container: ``convoy-agent``, whose tasks run as user 10001
+  with no capability (the agent keeps CAP_SETUID/CAP_SETGID only), all others
   dropped, no-new-privileges, read-only root with a sized tmpfs ``/tmp``, an
   init process, memory/CPU/pids limits, bounded logs, no Docker socket (each a
   setting). Its labels also carry the image version, idle timeout, internet
   flag, limits and the names of its extra env variables; the agent token is in
-  its environment only, read back with ``inspect`` after a gateway restart;
+  a root-only file of its volume, read back after a gateway restart (the agent
+  reads it as root, then drops to the sandbox user: see
+  :mod:`gateway.runtimes.docker_token`);
 - the **relay** container (``images/sandbox/relay.py``, same image, same
   hardening): the only other member of that network, and the gateway's way in.
   It forwards TCP to the agent, and sits on the gateway's side: a port
@@ -141,6 +144,23 @@ class AiodockerEngine:
     async def create_container(self, name: str, config: dict[str, Any]) -> None:
         with _mapped(f"create container {name}"):
             await self._docker.containers.create(config, name=name)
+
+    async def put_archive(self, name: str, path: str, archive: bytes) -> None:
+        """Unpack the tar ``archive`` at ``path`` in the container (created or running)."""
+        with _mapped(f"copy into {name}:{path}"):
+            await self._docker.containers.container(name).put_archive(path, archive)  # type: ignore[no-untyped-call]
+
+    async def read_file(self, name: str, path: str) -> bytes | None:
+        """The regular file ``path`` in the container (as ``docker cp`` reads it), or ``None``."""
+        try:
+            with _mapped(f"copy from {name}:{path}"):
+                tar = await self._docker.containers.container(name).get_archive(path)
+        except EngineNotFound:
+            return None
+        with tar:
+            member = next((item for item in tar.getmembers() if item.isfile()), None)
+            extracted = tar.extractfile(member) if member else None
+            return extracted.read() if extracted else None
 
     async def start(self, name: str) -> None:
         with _mapped(f"start container {name}"):

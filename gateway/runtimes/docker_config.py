@@ -4,9 +4,10 @@ Names, labels, the network/volume/container configurations of one
 conversation, and the :class:`SandboxSpec` read back from a container: pure
 functions of a :class:`ContainerPolicy` (what the settings say every container
 gets) and the spec, with no engine calls (and no aiodocker), so they are
-checked without Docker. The labels are the registry:
-everything a restarted gateway needs is on the containers, except the token,
-which is in the sandbox's environment.
+checked without Docker. The labels are the registry: everything a restarted
+gateway needs is on the containers, except the token.
+
+The token is in no environment: see :mod:`gateway.runtimes.docker_token`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from uuid import UUID
 
 from gateway.runtimes import docker_egress
 from gateway.runtimes.base import ResourceLimits, SandboxSpec
+from gateway.runtimes.docker_token import AGENT_CAPABILITIES, DATA_DIR, TOKEN_FILE
 from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 AGENT_PORT = 8080
-DATA_DIR = "/data"
 RELAY_SCRIPT = "/opt/convoy-relay/relay.py"
 SUBNET_PREFIX = 29  # gateway address (unused), the sandbox, the relay
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
@@ -106,8 +107,9 @@ def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[
     return labels
 
 
-def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
-    """The spec of a sandbox container (``inspect`` output); ``None`` when its labels are not ours."""
+def spec_from_container(info: dict[str, Any], token: str | None) -> SandboxSpec | None:
+    """The spec of a sandbox container (``inspect`` output) with its ``token`` (read from
+    :data:`TOKEN_FILE`); ``None`` when its labels are not ours or no token is known."""
     config = info.get("Config") or {}
     labels: dict[str, str] = config.get("Labels") or {}
     env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
@@ -118,7 +120,7 @@ def spec_from_container(info: dict[str, Any]) -> SandboxSpec | None:
             conversation_id=UUID(labels[CONVERSATION_ID]),
             owner=labels[OWNER],
             title=labels.get(TITLE, ""),
-            token=env[AGENT_TOKEN_ENV],
+            token=token or env[AGENT_TOKEN_ENV],  # the Env: sandboxes of older gateways only
             created_at=datetime.fromisoformat(labels[CREATED_AT]),
             env={key: env[key] for key in keys if key in env},
             limits=ResourceLimits(
@@ -241,10 +243,11 @@ def sandbox_config(
 ) -> dict[str, Any]:
     limits = effective_limits(policy.default_limits, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
-    env = _task_env(spec) | {AGENT_TOKEN_ENV: spec.token, CONVERSATION_ID_ENV: str(spec.conversation_id)}
+    env = _task_env(spec) | {CONVERSATION_ID_ENV: str(spec.conversation_id)}
     if spec.egress is not None:
         env |= docker_egress.sandbox_env(subnet.relay_ip)
     host = _hardening(policy) | {
+        "CapAdd": AGENT_CAPABILITIES,
         "Init": policy.init,
         "Mounts": [{"Type": "volume", "Source": names.volume, "Target": DATA_DIR}],
         "NetworkMode": names.network,
@@ -264,8 +267,9 @@ def sandbox_config(
             "convoy-agent",
             *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
             *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
+            *("--token-file", TOKEN_FILE, "--run-as", policy.user),
         ],
-        "User": policy.user,
+        "User": "0:0",  # for the agent's start-up only: see gateway.runtimes.docker_token
         "Hostname": "sandbox",
         "Env": [f"{key}={value}" for key, value in env.items()],
         "Labels": labels,

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import docker_config as cfg
+from gateway.runtimes import docker_token
 from gateway.runtimes.base import (
     ProgressCallback,
     ResourceLimits,
@@ -131,7 +132,7 @@ class DockerSandboxes:
         # own create + start + boot, as for a plain `docker run` (both containers
         # starting at once would slow the sandbox's start on a small machine).
         await asyncio.gather(
-            self._engine.create_container(names.sandbox, sandbox), self._relay_made(names, relay, subnet)
+            self._sandbox_made(names, sandbox, spec.token), self._relay_made(names, relay, subnet)
         )
         await progress("starting container")
         await self._engine.start(names.sandbox)
@@ -171,6 +172,18 @@ class DockerSandboxes:
             for ipam in ((network.get("IPAM") or {}).get("Config") or [])
             if ipam.get("Subnet")
         }
+
+    async def _sandbox_made(self, names: cfg.Names, config: dict[str, Any], token: str) -> None:
+        """Create the sandbox and put its token in its volume (never in its environment)."""
+        await self._engine.create_container(names.sandbox, config)
+        archive = docker_token.token_archive(token)
+        await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
+
+    async def _token(self, container: str) -> str | None:
+        """The token in ``container``'s volume (read by the engine, whatever the file's owner)."""
+        data = await self._quietly(self._engine.read_file(container, docker_token.TOKEN_FILE))
+        token = data.decode(errors="replace").strip() if data else ""
+        return token or None  # None: a sandbox of an older gateway, whose token is in its environment
 
     async def _relay_made(self, names: cfg.Names, config: dict[str, Any], subnet: cfg.Subnet) -> None:
         await self._engine.create_container(names.relay, config)
@@ -233,7 +246,8 @@ class DockerSandboxes:
         info: dict[str, Any] | None = None
         if spec is None or state is SandboxState.EXITED:
             info = await self._engine.inspect(sandbox["Id"])
-            spec = cfg.spec_from_container(info) if info else None
+            token = spec.token if spec is not None else await self._token(sandbox["Id"])
+            spec = cfg.spec_from_container(info, token) if info else None
             if spec is None:
                 return None
             self._specs[sandbox["Id"]] = spec

@@ -11,7 +11,9 @@ holding
   agent lives, EXITED with its last output as the reason once it is gone);
 - ``workspace/`` and ``state/``: the agent's workspace and event log;
 - ``agent.log``: the agent's stdout and stderr, whose tail is the reason of a
-  :class:`SandboxStartError` and of an EXITED handle.
+  :class:`SandboxStartError` and of an EXITED handle;
+- ``token`` (0600): the agent's token, which it reads at start-up
+  (``CONVOY_AGENT_TOKEN_FILE``), so the token is in no process's environment.
 
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
@@ -26,9 +28,11 @@ OSError (a full disk, a folder it may not read) is mapped here to
 
 Environment: the agent gets the spec's ``env`` over a small allow-list of the
 gateway's own variables (never the gateway's keys), then its own
-``CONVOY_AGENT_TOKEN`` and ``CONVOY_CONVERSATION_ID``, which nothing in the
-spec can override (names starting with ``CONVOY_`` are dropped; the API
-refuses them with 422).
+``CONVOY_AGENT_TOKEN_FILE`` and ``CONVOY_CONVERSATION_ID``, which nothing in
+the spec can override (names starting with ``CONVOY_`` are dropped; the API
+refuses them with 422). The agent's tasks run as the gateway's user: this
+runtime isolates nothing, and a task could read the token file like any file
+of that user; it only keeps the token out of every environment.
 """
 
 from __future__ import annotations
@@ -57,9 +61,10 @@ from gateway.runtimes.base import (
     wait_until_ready,
 )
 from gateway.settings import Settings
-from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
+from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 _T = TypeVar("_T")
+_TOKEN = "token"
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
 # Runs as its own short-lived process (in the gateway's environment; the agent's comes
@@ -134,6 +139,7 @@ class ProcessRuntime:
             raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
+            await asyncio.to_thread(files.write_private, folder, _TOKEN, spec.token)
             for attempt in range(3):
                 port = _free_port()
                 if progress:
@@ -199,7 +205,7 @@ class ProcessRuntime:
                 if not name.upper().startswith(RESERVED_ENV_PREFIX)
             }
         )
-        env[AGENT_TOKEN_ENV] = spec.token
+        env[AGENT_TOKEN_FILE_ENV] = str(folder / _TOKEN)
         env[CONVERSATION_ID_ENV] = str(spec.conversation_id)
         return env
 

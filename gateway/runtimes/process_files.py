@@ -61,11 +61,16 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
 
 
 def write_meta(folder: Path, data: dict[str, Any]) -> None:
-    tmp = folder / f".{META}.tmp"
+    write_private(folder, META, json.dumps(data))
+
+
+def write_private(folder: Path, name: str, text: str) -> None:
+    """``folder/name`` holding ``text``, readable by this user only, replaced atomically."""
+    tmp = folder / f".{name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
-        json.dump(data, file)
-    tmp.replace(folder / META)
+        file.write(text)
+    tmp.replace(folder / name)
 
 
 def handle(folder: Path, data: dict[str, Any]) -> SandboxHandle | None:

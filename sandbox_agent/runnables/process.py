@@ -3,7 +3,9 @@
 Contract of :func:`run_process`:
 - The process starts in a new session (its own process group) in the task's
   ``cwd``, with the agent's environment minus its token, plus the runnable's
-  ``env``. stdout and stderr are read in chunks as they come and handed to an
+  ``env``, as the sandbox user when the agent was started as root (see
+  :mod:`sandbox_agent.privileges`: then it can neither read the token nor
+  signal or trace the agent). stdout and stderr are read in chunks as they come and handed to an
   :class:`~sandbox_agent.runnables.output.OutputSink`.
 - ``timeout`` (seconds since start) or ``idle_timeout`` (seconds without
   output) ends the task: SIGTERM to the whole group, SIGKILL after
@@ -24,6 +26,7 @@ import os
 import signal
 import subprocess
 
+from sandbox_agent.privileges import task_uid
 from sandbox_agent.protocol import AGENT_TOKEN_ENV
 from sandbox_agent.runnables import Outcome, TaskContext
 from sandbox_agent.runnables.oom import KILLED_CODES, oom_error, oom_kills
@@ -60,6 +63,7 @@ async def run_process(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            user=task_uid(),
         )
     except OSError as error:
         return Outcome(exit_code=127, error=f"cannot start {argv[0]!r}: {error.strerror or error}")

@@ -129,3 +129,42 @@ async def test_bad_settings_exit_2(tmp_path: Path) -> None:
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 2
     assert b"conversation" in stderr.lower()
+
+
+async def test_the_token_file_wins_and_no_token_stays_in_the_environment(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-the-file\n")
+    env = clean_env(CONVOY_AGENT_TOKEN=TOKEN)
+    async with agent_process(tmp_path, env, "--token-file", str(token_file)) as (process, url):
+        await wait_ready(url, process)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            assert (await client.get("/agent-info", headers={TOKEN_HEADER: TOKEN})).status_code == 401
+            headers = {TOKEN_HEADER: "from-the-file"}
+            assert (await client.get("/agent-info", headers=headers)).status_code == 200
+            # The variable is scrubbed from the agent's environment, so no task inherits it.
+            command = "echo token=${CONVOY_AGENT_TOKEN:-none}"
+            made = await client.post(
+                "/task", json={"runnable": {"type": "Shell", "command": command}}, headers=headers
+            )
+            task_id = made.json()["id"]
+
+            async def output() -> str | None:
+                params = {"task_id": task_id, "type": "TaskOutput"}
+                events = (await client.get("/event", params=params, headers=headers)).json()["results"]
+                return "".join(event["detail"]["data"] for event in events) or None
+
+            assert (await eventually(output)).strip() == "token=none"
+
+
+@pytest.mark.parametrize(
+    ("content", "args"), [("", ()), ("t", ("--run-as", "0:0")), ("t", ("--run-as", "x"))]
+)
+async def test_an_empty_token_file_or_a_bad_run_as_exits_2(
+    tmp_path: Path, content: str, args: tuple[str, ...]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(content)
+    async with agent_process(tmp_path, clean_env(), "--token-file", str(token_file), *args) as (process, _):
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2, stderr
+    assert b"empty" in stderr or b"run_as" in stderr, stderr

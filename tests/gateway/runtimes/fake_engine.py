@@ -19,8 +19,11 @@ or network still in use by a container. Tests steer it:
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import itertools
+import posixpath
+import tarfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +46,8 @@ class _Container:
     logs: str = ""
     networks: set[str] = field(default_factory=set)
     host_port: int | None = None
+    #: What ``put_archive`` put into the container: path -> content.
+    files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -218,6 +223,19 @@ class FakeEngine:
             return False
         del self.containers_by_name[container.name]
         return True
+
+    async def put_archive(self, name: str, path: str, archive: bytes) -> None:
+        self._call("put_archive", name)
+        container = self._container(name)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member in tar.getmembers():
+                extracted = tar.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    container.files[posixpath.join(path, member.name)] = extracted.read()
+
+    async def read_file(self, name: str, path: str) -> bytes | None:
+        self._call("read_file", name)
+        return self._container(name).files.get(path)
 
     async def logs(self, name: str, tail: int) -> str:
         self._call("logs", name)

@@ -15,7 +15,17 @@ from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import FORK_BOMB, MEMORY_HOG, Agent, adocker, alabelled, create, status, wait_status
+from dockertools import (
+    FORK_BOMB,
+    MEMORY_HOG,
+    Agent,
+    adocker,
+    alabelled,
+    create,
+    status,
+    volunteer_agent_for_oom,
+    wait_status,
+)
 
 from gateway.app import create_app
 from gateway.runtimes import docker_config as cfg
@@ -30,11 +40,11 @@ Serve = Callable[..., AbstractAsyncContextManager[str]]
 
 
 OUTPUT_FLOOD = {"type": "Shell", "command": "yes convoy | head -c 300000000"}
-# The same hog, after volunteering its agent (its parent) as the OOM killer's first choice.
+# The memory hog, in a sandbox whose agent is the OOM killer's first choice: the task
+# inherits the agent's score and takes its own back to 0 first.
 AGENT_HOG = {
     "type": "Python",
-    "code": "import os\nopen(f'/proc/{os.getppid()}/oom_score_adj', 'w').write('1000')\n"
-    + MEMORY_HOG["code"],
+    "code": "open('/proc/self/oom_score_adj', 'w').write('0')\n" + MEMORY_HOG["code"],
 }
 OOM_KILLS = (
     "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null | grep oom_kill"
@@ -86,6 +96,8 @@ async def test_a_memory_hog_that_takes_its_agent_down_ends_the_conversation_as_o
     app = create_app(settings, runtime=docker_runtime)
     async with serve(app) as base, httpx.AsyncClient(timeout=60) as client:
         victim = await create(client, base, title="victim", limits={"memory_bytes": 128 * MiB})
+        # The agent is made the OOM killer's first choice from outside (a task cannot touch it).
+        await volunteer_agent_for_oom(cfg.Names.of(settings.install, UUID(victim)).sandbox)
         await Agent(client, f"{base}/conversation/{victim}").start_task(AGENT_HOG)
         await wait_status(client, base, victim, "ERROR")
         reason = (await client.get(f"{base}/conversation/{victim}")).json()["reason"]

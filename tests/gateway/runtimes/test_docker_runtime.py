@@ -6,7 +6,7 @@ import json
 
 import httpx
 import pytest
-from dockertools import Agent, adocker, alabelled, inspect
+from dockertools import Agent, adocker, alabelled, inspect, volunteer_agent_for_oom
 from gw_helpers import make_spec
 
 from gateway.runtimes import docker_config as cfg
@@ -75,8 +75,11 @@ async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime
     assert labels[cfg.IDLE_TIMEOUT] == "600.0" and labels[cfg.INTERNET] == "false"
 
     host = sandbox["HostConfig"]
-    assert sandbox["Config"]["User"] == "10001:10001"
-    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    # Root of the container for the agent's start-up only, with two capabilities: it reads
+    # its token, then works as 10001 and runs tasks as 10001 with none (checked inside, below).
+    assert sandbox["Config"]["User"] == "0:0"
+    assert "--run-as" in sandbox["Config"]["Cmd"] and "10001:10001" in sandbox["Config"]["Cmd"]
+    assert host["CapDrop"] == ["ALL"] and sorted(host["CapAdd"]) == ["CAP_SETGID", "CAP_SETUID"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["ReadonlyRootfs"] is True and host["Init"] is True and host["Privileged"] is False
     assert "/tmp" in host["Tmpfs"]
@@ -85,7 +88,8 @@ async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime
     mounts = sandbox["Mounts"]
     assert [(m["Type"], m["Name"], m["Destination"]) for m in mounts] == [("volume", names.volume, "/data")]
     assert not any("docker.sock" in json.dumps(m) for m in mounts)
-    assert f"{AGENT_TOKEN_ENV}={spec.token}" in sandbox["Config"]["Env"]
+    assert spec.token not in json.dumps(sandbox)
+    assert not any(AGENT_TOKEN_ENV in item for item in sandbox["Config"]["Env"])
 
     relay = await inspect("container", names.relay)
     assert relay["Config"]["User"] == "10001:10001" and relay["HostConfig"]["CapDrop"] == ["ALL"]
@@ -108,13 +112,15 @@ async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime
     async with httpx.AsyncClient(timeout=30) as client:
         agent = Agent(client, handle.base_url, spec.token)
         probe = (
-            "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+            "grep -E '^(Uid|Gid|Groups|CapPrm|CapEff|NoNewPrivs)' /proc/self/status; "
             "touch /opt/x 2>/dev/null && echo rootfs-writable || echo rootfs-read-only; "
             "touch /tmp/x && echo tmp-writable; ls -l /var/run/docker.sock 2>&1 | grep -c 'No such'"
         )
         task, output = await agent.shell(probe)
     assert task["status"] == "COMPLETED", task
     assert "CapEff:\t0000000000000000" in output and "NoNewPrivs:\t1" in output
+    assert "CapPrm:\t0000000000000000" in output
+    assert "Uid:\t10001\t10001\t10001\t10001" in output and "Gid:\t10001\t10001\t10001\t10001" in output
     assert "rootfs-read-only" in output and "tmp-writable" in output
     assert output.strip().endswith("1")
 
@@ -160,11 +166,13 @@ async def test_a_sandbox_that_cannot_start_is_an_error_with_its_logs_and_leaves_
 async def test_an_agent_killed_for_memory_is_reported_as_oom(docker_runtime: DockerRuntime) -> None:
     spec = make_spec(limits=ResourceLimits(memory_bytes=128 * MiB))
     handle = await docker_runtime.start(spec)
-    # The task volunteers its agent (its parent) as the OOM killer's first choice, then
-    # hogs memory: the agent dies of the memory limit, and with it the container.
+    # The agent is made the OOM killer's first choice (from outside: a task cannot touch
+    # its agent), then a task hogs memory: the agent dies of the memory limit, and with it
+    # the container.
+    await volunteer_agent_for_oom(cfg.Names.of(docker_runtime._install, spec.conversation_id).sandbox)
+    # The task inherits the agent's score, and takes its own back to 0 first.
     hog = (
-        "import os\n"
-        "open(f'/proc/{os.getppid()}/oom_score_adj', 'w').write('1000')\n"
+        "open('/proc/self/oom_score_adj', 'w').write('0')\n"
         "chunks = []\n"
         "while True:\n"
         "    chunks.append(bytearray(4 << 20))\n"

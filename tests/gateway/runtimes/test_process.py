@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -122,3 +123,26 @@ async def test_a_start_under_way_is_starting_for_every_gateway(runtime: ProcessR
     assert handle.state is SandboxState.RUNNING
     found = await ProcessRuntime(runtime._settings).find(spec.conversation_id)
     assert found is not None and found.state is SandboxState.RUNNING
+
+
+async def test_the_token_is_in_no_environment_of_the_agent_or_its_tasks(runtime: ProcessRuntime) -> None:
+    spec = make_spec()
+    await runtime.start(spec)
+    agent = _agent(runtime, spec)
+    agent_env = await asyncio.to_thread(Path(f"/proc/{agent.pid}/environ").read_bytes)
+    assert b"CONVOY_AGENT_TOKEN_FILE=" in agent_env
+    assert spec.token.encode() not in agent_env
+    handle = await runtime.find(spec.conversation_id)
+    assert handle is not None
+    async with httpx.AsyncClient(base_url=handle.base_url, headers={TOKEN_HEADER: spec.token}) as client:
+        command = "cat /proc/$PPID/environ /proc/self/environ | tr '\\0' '\\n'"
+        task = await client.post("/task", json={"runnable": {"type": "Shell", "command": command}})
+        assert task.status_code == 201
+
+        async def output() -> str:
+            events = (await client.get("/event", params={"type": "TaskOutput"})).json()["results"]
+            text = "".join(e["detail"]["data"] for e in events)
+            return text if "CONVOY_CONVERSATION_ID" in text else ""
+
+        seen = await eventually(output)
+    assert spec.token not in seen and "CONVOY_AGENT_TOKEN=" not in seen, seen

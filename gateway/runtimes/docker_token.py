@@ -1,0 +1,38 @@
+"""How a sandbox gets its agent token, and how a gateway reads it back. No aiodocker here.
+
+The token is in no environment (a task could read ``/proc/1/environ``, anyone
+with the engine ``docker inspect``). The runtime writes it into the volume
+after creating the sandbox and before starting it (:func:`token_archive`:
+``/data/agent/token``, owned by root, mode 0400, in a root-only directory), and
+a restarted gateway reads it back from there.
+
+The sandbox starts as root holding only CAP_SETUID and CAP_SETGID (Docker
+20.10 gives added capabilities to root alone: a non-root user gets them in its
+bounding set only); the agent reads the file, then works as ``docker_user``
+and runs every task as that user with no capability left, unable to read the
+file or to signal, trace or read the agent (see :mod:`sandbox_agent.privileges`).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+DATA_DIR = "/data"
+TOKEN_FILE = f"{DATA_DIR}/agent/token"
+#: All the agent needs to read its token as root, then switch to the sandbox user.
+AGENT_CAPABILITIES = ["CAP_SETGID", "CAP_SETUID"]
+
+
+def token_archive(token: str) -> bytes:
+    """A tar of ``agent/`` (root, 0700) and ``agent/token`` (root, 0400), to unpack in :data:`DATA_DIR`."""
+    data = token.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo("agent")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(folder)
+        file = tarfile.TarInfo("agent/token")
+        file.size, file.mode = len(data), 0o400
+        tar.addfile(file, io.BytesIO(data))
+    return buffer.getvalue()

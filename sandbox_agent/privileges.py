@@ -1,0 +1,64 @@
+"""Who the agent is, and who its tasks are: the token stays out of the tasks' reach.
+
+In a Docker sandbox the agent starts as root of the container holding two
+capabilities only (CAP_SETUID, CAP_SETGID; every other one dropped,
+no-new-privileges, read-only root). Before it serves, it reads its token from a
+file only root can read (:func:`read_token`), then :func:`drop_to` switches it:
+the real and saved uid stay 0, the effective uid and every gid become the
+sandbox user, supplementary groups are cleared. Everything the agent does to
+files it does as that user, as before; the kernel empties its effective
+capabilities (effective uid 0 -> non-zero) and marks it non-dumpable.
+
+A task is started with all three uids set to the sandbox user (:func:`task_uid`),
+which needs no capability since it is the agent's effective uid already. A task
+so holds no capability at all, and since its uids differ from the agent's real
+and saved uid it cannot signal, ptrace or read the ``/proc`` files (``environ``,
+``mem``) of the agent, nor read the token file.
+
+Where the agent is not started as root (the process runtime, a plain
+``docker run --user``), nothing changes: tasks run as the agent's own user.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def parse_user(text: str) -> tuple[int, int]:
+    """``UID[:GID]`` (numeric, non-root) as ``(uid, gid)``; the gid defaults to the uid."""
+    uid_text, _, gid_text = text.partition(":")
+    try:
+        uid, gid = int(uid_text), int(gid_text or uid_text)
+    except ValueError:
+        raise ValueError(f"run_as {text!r} is not a numeric UID[:GID]") from None
+    if uid <= 0 or gid <= 0:
+        raise ValueError(f"run_as {text!r}: tasks never run as root")
+    return uid, gid
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path`` (surrounding whitespace stripped); ``ValueError`` when empty."""
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"the token file {path} is empty")
+    return token
+
+
+def drop_to(uid: int, gid: int) -> None:
+    """Work as ``uid``/``gid`` from now on (see the module docstring).
+
+    A no-op when this process already is ``uid`` and was not started as root;
+    ``PermissionError`` when it is another user that cannot switch.
+    """
+    if os.geteuid() == uid and os.getuid() != 0:
+        return
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(-1, uid, -1)  # real and saved stay root: no task can signal or trace the agent
+
+
+def task_uid() -> int | None:
+    """The uid a task must run as (all three uids), or ``None`` for the agent's own."""
+    real, effective, _ = os.getresuid()
+    return effective if real != effective else None
