@@ -156,7 +156,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return  # refused by the parser, or upgraded to a WebSocket
         if self._in_head:
-            self._refuse(431, f"request line and headers larger than {self.max_header_bytes} bytes")
+            self._refuse(431, f"the request line and headers exceed {self.max_header_bytes} bytes")
             return
         self.data_received(data[room:])
 
