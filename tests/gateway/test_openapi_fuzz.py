@@ -2,7 +2,8 @@
 
 A bounded run (examples, coverage, fuzzing and the stateful phase, which follows the
 document's links from a created conversation into its per-conversation routes) against a
-real gateway process on the process runtime, as an authenticated user. Intended refusals
+real gateway process on the process runtime, with an admin key (so the admin routes
+are reached too). Intended refusals
 (4xx) are the point of most cases; only a server error fails the test.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -36,7 +38,7 @@ async def test_no_input_makes_the_gateway_fail(tmp_path: Path, agent_env: dict[s
         "CONVOY_STATE_DIR": str(tmp_path / "state"),
         "CONVOY_RUNTIME": "process",
         "CONVOY_INSTALL": "fuzz",
-        "CONVOY_API_KEYS": f"fuzzer:{_KEY}",
+        "CONVOY_ADMIN_KEYS": _KEY,
         "CONVOY_MAX_CONVERSATIONS": "8",
     }
     log = tmp_path / "gateway.log"
@@ -55,22 +57,41 @@ async def test_no_input_makes_the_gateway_fail(tmp_path: Path, agent_env: dict[s
 
             await eventually(up, within=TIMEOUT, what="the gateway answers /health")
         fuzz = await asyncio.create_subprocess_exec(
-            st, "run", f"{base}/openapi.json",
-            "--checks", "not_a_server_error",
-            "--phases", "examples,coverage,fuzzing,stateful",
-            "--max-time", str(_MAX_SECONDS),
-            "--max-examples", "15",
-            "--workers", "1",
-            "--header", f"Authorization: Bearer {_KEY}",
+            st,
+            "run",
+            f"{base}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-time",
+            str(_MAX_SECONDS),
+            "--max-examples",
+            "15",
+            "--workers",
+            "1",
+            "--header",
+            f"Authorization: Bearer {_KEY}",
             "--generation-deterministic",
-            "--suppress-health-check", "all",
+            "--suppress-health-check",
+            "all",
             "--no-color",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await asyncio.wait_for(fuzz.communicate(), timeout=_MAX_SECONDS + 60)
         report = out.decode(errors="replace")
         assert fuzz.returncode == 0, report[-20000:] + "\n--- gateway log ---\n" + log.read_text()[-3000:]
-        assert "not_a_server_error" in report
+        # It really ran: every operation, every phase (stateful included), and many cases.
+        operations = re.search(r"Selected: (\d+)/\d+\s+Tested: (\d+)", report)
+        assert operations is not None, report[-3000:]
+        selected, tested = operations.groups()
+        assert int(selected) >= 20 and tested == selected, report[-3000:]
+        assert "✅ Stateful" in report, report[-3000:]
+        cases = re.search(r"(\d+) generated, (\d+) passed", report)
+        assert cases is not None, report[-3000:]
+        generated, passed = cases.groups()
+        assert generated == passed and int(generated) >= 300, report[-3000:]
     finally:
         if gateway.returncode is None:
             gateway.terminate()
