@@ -27,7 +27,7 @@ _KEY = "fuzz-user-key-0123456789"
 _MAX_SECONDS = 75
 
 
-async def test_no_input_makes_the_gateway_fail(tmp_path: Path, agent_env: dict[str, str]) -> None:
+async def test_no_generated_input_gets_a_server_error(tmp_path: Path, agent_env: dict[str, str]) -> None:
     st = shutil.which("st", path=os.path.dirname(sys.executable))
     assert st is not None, "schemathesis is a dev dependency: its `st` command must be installed"
     port = free_port()
