@@ -41,7 +41,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (env CONVOY_PORT).")] = None,
     runtime: Annotated[
         str | None,
-        typer.Option(help="auto|process|docker (env CONVOY_RUNTIME); auto = Docker when an engine answers."),
+        typer.Option(
+            help="auto|process|docker|memory (env CONVOY_RUNTIME); auto = Docker when an engine answers."
+        ),
     ] = None,
 ) -> None:
     """Run the gateway. Options override the CONVOY_* environment."""
