@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +33,7 @@ from gateway.server import uvicorn_options
 from gateway.settings import Settings
 from tests.helpers import eventually
 
+ROOT = Path(__file__).parents[2]
 #: Generous: a noisy 2-core machine starts agents slowly.
 TIMEOUT = 60.0
 
@@ -267,9 +269,9 @@ def stalled_websocket(base_url: str, path: str) -> socket.socket:
     return sock
 
 
-async def stalled_close_code(sock: socket.socket) -> int | None:
+async def _stalled_read(sock: socket.socket) -> list[tuple[int, bytes]]:
     """Reads everything the server sent to a :func:`stalled_websocket` until it closes
-    the connection; the code of its close frame."""
+    the connection; its whole frames as (opcode, payload) (a cut-off last one is left out)."""
     loop = asyncio.get_running_loop()
     data = bytearray()
     async with asyncio.timeout(TIMEOUT):
@@ -277,7 +279,7 @@ async def stalled_close_code(sock: socket.socket) -> int | None:
             data += chunk
     sock.close()
     at = data.index(b"\r\n\r\n") + 4  # past the handshake answer
-    code = None
+    frames = []
     while at < len(data):  # server frames: FIN/opcode, length (7, 16 or 64 bits), unmasked payload
         opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
         at += 2
@@ -285,10 +287,47 @@ async def stalled_close_code(sock: socket.socket) -> int | None:
             length, at = int.from_bytes(data[at : at + 2], "big"), at + 2
         elif length == 127:
             length, at = int.from_bytes(data[at : at + 8], "big"), at + 8
-        if opcode == 0x8 and length >= 2:
-            code = int.from_bytes(data[at : at + 2], "big")
+        if at + length <= len(data):
+            frames.append((opcode, bytes(data[at : at + length])))
         at += length
-    return code
+    return frames
+
+
+def _close_code(frames: list[tuple[int, bytes]]) -> int | None:
+    codes = [int.from_bytes(body[:2], "big") for opcode, body in frames if opcode == 0x8 and len(body) >= 2]
+    return codes[-1] if codes else None
+
+
+async def stalled_close_code(sock: socket.socket) -> int | None:
+    """Reads everything the server sent to a :func:`stalled_websocket` until it closes
+    the connection; the code of its close frame."""
+    return _close_code(await _stalled_read(sock))
+
+
+async def stalled_frames(sock: socket.socket) -> tuple[list[dict[str, Any]], int | None]:
+    """Everything a :func:`stalled_websocket` was sent, read once the server closes: the
+    text frames (parsed) and the close code."""
+    frames = await _stalled_read(sock)
+    return [json.loads(payload) for opcode, payload in frames if opcode == 0x1], _close_code(frames)
+
+
+_RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
+
+
+@asynccontextmanager
+async def gateway_process(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real gateway (``run_server``) in a subprocess configured by ``env``, output appended
+    to ``log``; killed on the way out if it still runs."""
+    with log.open("ab") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _RUN, env=env, stdout=output, stderr=output, cwd=ROOT
+        )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
 
 
 def kill_agents(root: Path) -> None:

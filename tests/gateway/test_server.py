@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import itertools
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,14 +18,21 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from gw_helpers import TIMEOUT, RawHttp, create_ready, exists, kill_agents, read_text, ws_connect
+from gw_helpers import (
+    TIMEOUT,
+    RawHttp,
+    create_ready,
+    exists,
+    gateway_process,
+    kill_agents,
+    read_text,
+    ws_connect,
+)
 from websockets.asyncio.client import ClientConnection
 
 from gateway.server import is_loopback, run_server
 from gateway.settings import Settings
 from tests.helpers import eventually, free_port
-
-_RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
 
 
 def test_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
@@ -38,20 +44,6 @@ def test_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
     assert "bad settings" in str(bad.value.code)
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
-
-
-@asynccontextmanager
-async def _gateway_process(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _RUN, env=env, stdout=output, stderr=output, cwd=Path(__file__).parents[2]
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 async def test_gateway_killed_and_restarted_finds_its_conversations(
@@ -82,7 +74,7 @@ async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Pat
             return False
 
     async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
-        async with _gateway_process(env, log) as first:
+        async with gateway_process(env, log) as first:
             await eventually(lambda: up(client))
             cid = await create_ready(client, title="survivor")
             await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before-kill"}})
@@ -91,7 +83,7 @@ async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Pat
         text = read_text(log)
         assert "local single-user mode" in text and "runtime process" in text
 
-        async with _gateway_process(env, log) as second:
+        async with gateway_process(env, log) as second:
             await eventually(lambda: up(client))
             info = (await client.get(f"/conversation/{cid}")).json()
             assert info["status"] == "READY" and info["title"] == "survivor"
@@ -122,7 +114,7 @@ async def _serving(tmp_path: Path, agent_env: dict[str, str], **settings: str) -
     log = tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"
     async with (
-        _gateway_process(env, log) as process,
+        gateway_process(env, log) as process,
         httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
     ):
 
