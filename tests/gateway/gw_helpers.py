@@ -10,7 +10,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +32,6 @@ from gateway.server import uvicorn_options
 from gateway.settings import Settings
 from tests.helpers import eventually
 
-ROOT = Path(__file__).parents[2]
 #: Generous: a noisy 2-core machine starts agents slowly.
 TIMEOUT = 60.0
 
@@ -309,25 +307,6 @@ async def stalled_frames(sock: socket.socket) -> tuple[list[dict[str, Any]], int
     text frames (parsed) and the close code."""
     frames = await _stalled_read(sock)
     return [json.loads(payload) for opcode, payload in frames if opcode == 0x1], _close_code(frames)
-
-
-_RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
-
-
-@asynccontextmanager
-async def gateway_process(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A real gateway (``run_server``) in a subprocess configured by ``env``, output appended
-    to ``log``; killed on the way out if it still runs."""
-    with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _RUN, env=env, stdout=output, stderr=output, cwd=ROOT
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 def kill_agents(root: Path) -> None:

@@ -23,11 +23,11 @@ from gw_helpers import (
     RawHttp,
     create_ready,
     exists,
-    gateway_process,
     kill_agents,
     read_text,
     ws_connect,
 )
+from gw_process import gateway_env, gateway_process, gateway_up
 from websockets.asyncio.client import ClientConnection
 
 from gateway.server import is_loopback, run_server
@@ -51,13 +51,7 @@ async def test_gateway_killed_and_restarted_finds_its_conversations(
 ) -> None:
     port = free_port()
     state = tmp_path / "state"
-    env = {
-        **agent_env,
-        "CONVOY_PORT": str(port),
-        "CONVOY_STATE_DIR": str(state),
-        "CONVOY_RUNTIME": "process",
-        "CONVOY_INSTALL": "killtest",
-    }
+    env = gateway_env(agent_env, port, state, install="killtest")
     log = tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"
     try:
@@ -67,15 +61,9 @@ async def test_gateway_killed_and_restarted_finds_its_conversations(
 
 
 async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Path) -> None:
-    async def up(client: httpx.AsyncClient) -> bool:
-        try:
-            return (await client.get("/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
         async with gateway_process(env, log) as first:
-            await eventually(lambda: up(client))
+            await gateway_up(client)
             cid = await create_ready(client, title="survivor")
             await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before-kill"}})
             first.send_signal(signal.SIGKILL)
@@ -84,7 +72,7 @@ async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Pat
         assert "local single-user mode" in text and "runtime process" in text
 
         async with gateway_process(env, log) as second:
-            await eventually(lambda: up(client))
+            await gateway_up(client)
             info = (await client.get(f"/conversation/{cid}")).json()
             assert info["status"] == "READY" and info["title"] == "survivor"
             events = (await client.get(f"/conversation/{cid}/event")).json()["results"]
@@ -104,27 +92,14 @@ async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Pat
 async def _serving(tmp_path: Path, agent_env: dict[str, str], **settings: str) -> AsyncIterator[Served]:
     """A gateway process (process runtime) with ``settings`` (CONVOY_ names without the prefix)."""
     port = free_port()
-    env = {
-        **agent_env,
-        "CONVOY_PORT": str(port),
-        "CONVOY_STATE_DIR": str(tmp_path / "state"),
-        "CONVOY_RUNTIME": "process",
-        **{f"CONVOY_{name.upper()}": value for name, value in settings.items()},
-    }
+    env = gateway_env(agent_env, port, tmp_path / "state", **settings)
     log = tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"
     async with (
         gateway_process(env, log) as process,
         httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
     ):
-
-        async def up() -> bool:
-            try:
-                return (await client.get("/health")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(up)
+        await gateway_up(client)
         yield Served(url, process, log)
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), TIMEOUT)

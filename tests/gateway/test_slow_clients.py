@@ -21,7 +21,6 @@ from gw_helpers import (
     Harness,
     create_ready,
     eventually,
-    gateway_process,
     keyed,
     kill_agents,
     recv_json,
@@ -30,6 +29,7 @@ from gw_helpers import (
     stalled_websocket,
     ws_connect,
 )
+from gw_process import gateway_env, gateway_process, gateway_up
 
 from gateway.models import WS_CLOSE_LIMIT_REACHED
 from sandbox_agent.protocol import WS_CLOSE_TOO_SLOW
@@ -75,27 +75,6 @@ async def big_events(client: httpx.AsyncClient, cid: str, count: int, size: int)
         assert answer.status_code == 201, answer.text
 
 
-def gateway_env(agent_env: dict[str, str], port: int, state: Path, **settings: str) -> dict[str, str]:
-    env = {
-        **agent_env,
-        "CONVOY_PORT": str(port),
-        "CONVOY_STATE_DIR": str(state),
-        "CONVOY_RUNTIME": "process",
-        "CONVOY_INSTALL": "slowtest",
-    }
-    return env | {f"CONVOY_{name.upper()}": value for name, value in settings.items()}
-
-
-async def gateway_up(client: httpx.AsyncClient) -> None:
-    async def up() -> bool:
-        try:
-            return (await client.get("/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    await eventually(up)
-
-
 @pytest.mark.parametrize("path", ["/conversation/{cid}", "/firehose/"])
 async def test_stalled_readers_cost_bounded_memory_given_back_after(
     path: str, tmp_path: Path, agent_env: dict[str, str]
@@ -104,7 +83,9 @@ async def test_stalled_readers_cost_bounded_memory_given_back_after(
     url = f"http://127.0.0.1:{port}"
     try:
         async with (
-            gateway_process(gateway_env(agent_env, port, state), tmp_path / "gateway.log") as gateway,
+            gateway_process(
+                gateway_env(agent_env, port, state, install="slowtest"), tmp_path / "gateway.log"
+            ) as gateway,
             httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
         ):
             await gateway_up(client)
@@ -171,7 +152,9 @@ async def test_the_gateway_lets_go_of_a_reader_that_never_reads(
     quick = {"ws_stall_timeout": "1", "ws_close_timeout": "1", "tcp_user_timeout": "2"}
     try:
         async with (
-            gateway_process(gateway_env(agent_env, port, state, **quick), tmp_path / "gateway.log"),
+            gateway_process(
+                gateway_env(agent_env, port, state, install="slowtest", **quick), tmp_path / "gateway.log"
+            ),
             httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
         ):
             await gateway_up(client)
