@@ -249,6 +249,21 @@ async def leftovers(
     return found
 
 
+@asynccontextmanager
+async def restarted_after_an_event(
+    harness: Harness, title: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A READY conversation titled ``title`` gets a client event of type ``before``; then its
+    gateway stops and another starts on the same runtime. Yields a client of the new gateway
+    and the conversation's id."""
+    async with harness.client() as client:
+        cid = await create_ready(client, title=title)
+        posted = await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before"}})
+        assert posted.status_code == 201
+    async with harness.client() as again:
+        yield again, cid
+
+
 def stalled_websocket(base_url: str, path: str) -> socket.socket:
     """A WebSocket client that never reads: a raw socket with a tiny receive window
     that sends the upgrade request and nothing else (a client library would keep
