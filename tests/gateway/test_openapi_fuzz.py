@@ -55,27 +55,17 @@ async def test_no_input_makes_the_gateway_fail(tmp_path: Path, agent_env: dict[s
 
             await eventually(up, within=TIMEOUT, what="the gateway answers /health")
         fuzz = await asyncio.create_subprocess_exec(
-            st,
-            "run",
-            f"{base}/openapi.json",
-            "--checks",
-            "not_a_server_error",
-            "--phases",
-            "examples,coverage,fuzzing,stateful",
-            "--max-time",
-            str(_MAX_SECONDS),
-            "--max-examples",
-            "15",
-            "--workers",
-            "1",
-            "--header",
-            f"Authorization: Bearer {_KEY}",
+            st, "run", f"{base}/openapi.json",
+            "--checks", "not_a_server_error",
+            "--phases", "examples,coverage,fuzzing,stateful",
+            "--max-time", str(_MAX_SECONDS),
+            "--max-examples", "15",
+            "--workers", "1",
+            "--header", f"Authorization: Bearer {_KEY}",
             "--generation-deterministic",
-            "--suppress-health-check",
-            "all",
+            "--suppress-health-check", "all",
             "--no-color",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await asyncio.wait_for(fuzz.communicate(), timeout=_MAX_SECONDS + 60)
         report = out.decode(errors="replace")
