@@ -25,11 +25,10 @@ from gw_helpers import (
     kill_agents,
     recv_json,
     recv_until,
-    stalled_frames,
-    stalled_websocket,
     ws_connect,
 )
 from gw_process import gateway_env, gateway_process, gateway_up
+from gw_stalled import stalled_frames, stalled_websocket
 
 from gateway.models import WS_CLOSE_LIMIT_REACHED
 from sandbox_agent.protocol import WS_CLOSE_TOO_SLOW
