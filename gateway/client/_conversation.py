@@ -132,9 +132,7 @@ class AsyncConversationHandle:
     ) -> TaskResult:
         """Run a shell command to its end: exit code, stdout, stderr. ``check`` raises
         :class:`TaskFailed` unless it exits 0."""
-        run = await self.start_shell(command, cwd=cwd, env=env, timeout=timeout, title=title)
-        result = await run.wait()
-        return result.check() if check else result
+        return await self._run_to_the_end(shell(command, cwd=cwd, env=env, timeout=timeout), title, check)
 
     async def run_python(
         self,
@@ -147,8 +145,10 @@ class AsyncConversationHandle:
         check: bool = False,
     ) -> TaskResult:
         """Run Python source in the sandbox to its end (like :meth:`run`)."""
-        run = await self.start(python(code, cwd=cwd, env=env, timeout=timeout), title)
-        result = await run.wait()
+        return await self._run_to_the_end(python(code, cwd=cwd, env=env, timeout=timeout), title, check)
+
+    async def _run_to_the_end(self, runnable: Runnable, title: str, check: bool) -> TaskResult:
+        result = await (await self.start(runnable, title)).wait()
         return result.check() if check else result
 
     def tasks(self, status: Sequence[TaskStatus] | None = None) -> AsyncGenerator[Task, None]:

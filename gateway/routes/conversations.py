@@ -17,6 +17,8 @@ router = APIRouter(
     responses={401: {"model": ErrorBody, "description": "No or wrong API key"}},
 )
 _ADMINS_ONLY: dict[int | str, dict[str, Any]] = {403: {"model": ErrorBody, "description": "Admins only"}}
+#: The routes of one conversation, and what they answer for an id that is not the caller's.
+_ONE = "/conversation/{conversation_id}"
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Unknown, or another user's"}
 }
@@ -65,12 +67,7 @@ async def count_conversations(request: Request, _: Principal = Depends(admin_pri
     return Count(count=context_of(request).manager.count())
 
 
-@router.get(
-    "/conversation/{conversation_id}",
-    response_model=Conversation,
-    responses=_UNKNOWN,
-    summary="Get conversation info",
-)
+@router.get(_ONE, response_model=Conversation, responses=_UNKNOWN, summary="Get conversation info")
 async def get_conversation(
     request: Request, conversation_id: UUID, principal: Principal = Depends(current_principal)
 ) -> Conversation:
@@ -78,11 +75,7 @@ async def get_conversation(
 
 
 @router.delete(
-    "/conversation/{conversation_id}",
-    status_code=204,
-    response_class=Response,
-    responses=_UNKNOWN,
-    summary="Finish a conversation",
+    _ONE, status_code=204, response_class=Response, responses=_UNKNOWN, summary="Finish a conversation"
 )
 async def delete_conversation(
     request: Request, conversation_id: UUID, principal: Principal = Depends(current_principal)

@@ -41,6 +41,7 @@ import contextlib
 import ipaddress
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +75,22 @@ class Refused(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+
+
+@dataclass
+class Downstream:
+    """The sandbox's side of one proxy connection: its HTTP/1.1 state and its stream."""
+
+    http: h11.Connection
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def next_event(self) -> Any:
+        return await _next_event(self.http, self.reader)
+
+    def send(self, *events: Any) -> None:
+        """Writes ``events`` (h11's serialisation of them, in one write); the caller drains."""
+        self.writer.write(b"".join(self.http.send(event) or b"" for event in events))
 
 
 class Enforcer:
@@ -140,48 +157,40 @@ class Enforcer:
             writer.close()
 
     async def proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = h11.Connection(h11.SERVER)
-        request = await _next_event(client, reader)
+        client = Downstream(h11.Connection(h11.SERVER), reader, writer)
+        request = await client.next_event()
         if not isinstance(request, h11.Request):
             return
         try:
             if request.method == b"CONNECT":
-                await self.tunnel(request, client, reader, writer)
+                await self.tunnel(request, client)
             else:
-                await self.forward(request, client, reader, writer)
+                await self.forward(request, client)
         except Refused as refusal:
             _log(f"refused {request.method.decode()} {request.target.decode(errors='replace')}: {refusal}")
-            if client.our_state is h11.SEND_RESPONSE:
+            if client.http.our_state is h11.SEND_RESPONSE:
                 body = f"{refusal}\n".encode()
                 headers = [("content-type", "text/plain"), ("content-length", str(len(body)))]
-                writer.write(client.send(h11.Response(status_code=refusal.status, headers=headers)) or b"")
-                writer.write(
-                    (client.send(h11.Data(data=body)) or b"") + (client.send(h11.EndOfMessage()) or b"")
-                )
+                client.send(h11.Response(status_code=refusal.status, headers=headers))
+                client.send(h11.Data(data=body), h11.EndOfMessage())
                 await writer.drain()
 
-    async def tunnel(
-        self,
-        request: h11.Request,
-        client: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    async def tunnel(self, request: h11.Request, client: Downstream) -> None:
         host, _, port = request.target.decode("ascii", errors="replace").rpartition(":")
         if not host or not port.isdigit():
             raise Refused(400, "CONNECT wants host:port")
         host = host.strip("[]")
         up_reader, up_writer = await self.connect(host, int(port))
         try:
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            client.writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             # Server-first protocols (SSH, SMTP) get their greeting while the client's first bytes are read.
-            downstream = asyncio.ensure_future(_pipe(up_reader, writer))
+            downstream = asyncio.ensure_future(_pipe(up_reader, client.writer))
             try:
-                first = await _first_record(reader, client.trailing_data[0])
+                first = await _first_record(client.reader, client.http.trailing_data[0])
                 if address_of(host) is None:
                     self.check_server_name(host, first)
                 up_writer.write(first)
-                await _pipe(reader, up_writer)
+                await _pipe(client.reader, up_writer)
                 await downstream
             finally:
                 downstream.cancel()
@@ -200,13 +209,7 @@ class Enforcer:
             _log(f"closed the tunnel to {host}: TLS server name {name} is not in the egress allow-list")
             raise OSError("server name not allowed")
 
-    async def forward(
-        self,
-        request: h11.Request,
-        client: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    async def forward(self, request: h11.Request, client: Downstream) -> None:
         try:
             url = urlsplit(request.target.decode("ascii", errors="replace"))
             host, port = url.hostname, url.port or 80
@@ -216,9 +219,7 @@ class Enforcer:
             raise Refused(400, "this is a proxy: ask for an absolute http:// URI, or CONNECT for https")
         up_reader, up_writer = await self.connect(host, port)
         try:
-            await self.exchange(
-                request, url.netloc, url.path or "/", url.query, client, reader, writer, up_reader, up_writer
-            )
+            await self.exchange(request, url.netloc, url.path or "/", url.query, client, up_reader, up_writer)
         finally:
             up_writer.close()
 
@@ -228,9 +229,7 @@ class Enforcer:
         netloc: str,
         path: str,
         query: str,
-        client: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        client: Downstream,
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
     ) -> None:
@@ -242,7 +241,7 @@ class Enforcer:
             upstream.send(h11.Request(method=request.method, target=target, headers=headers)) or b""
         )
         while True:  # the request body, as the client sends it
-            event = await _next_event(client, reader)
+            event = await client.next_event()
             if isinstance(event, h11.Data):
                 up_writer.write(upstream.send(event) or b"")
                 await up_writer.drain()
@@ -258,20 +257,17 @@ class Enforcer:
             raise Refused(502, "the upstream server sent no response")
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
         out_headers.append((b"connection", b"close"))
-        writer.write(
-            client.send(
-                h11.Response(status_code=response.status_code, headers=out_headers, reason=response.reason)
-            )
-            or b""
+        client.send(
+            h11.Response(status_code=response.status_code, headers=out_headers, reason=response.reason)
         )
         while True:
             event = await _next_event(upstream, up_reader)
             if isinstance(event, h11.Data):
-                writer.write(client.send(event) or b"")
-                await writer.drain()
+                client.send(event)
+                await client.writer.drain()
             else:
-                writer.write(client.send(h11.EndOfMessage()) or b"")
-                await writer.drain()
+                client.send(h11.EndOfMessage())
+                await client.writer.drain()
                 return
 
     async def run(self) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from sandbox_agent.agent import Agent
+from sandbox_agent.auth import require_token
 from sandbox_agent.protocol import TOKEN_HEADER, ErrorBody
 
 Responses = dict[int | str, dict[str, Any]]
@@ -54,6 +55,17 @@ def operation_id(route: APIRoute) -> str:
     """The OpenAPI ``operationId`` of a route: its function's name (``list_events``).
     Names are unique per document (a test says so), so clients get clean method names."""
     return route.name
+
+
+def token_router(tag: str) -> APIRouter:
+    """A router whose routes want the agent's token, document :data:`ERRORS` and are
+    named by :func:`operation_id`, under the OpenAPI tag ``tag``."""
+    return APIRouter(
+        tags=[tag],
+        dependencies=[Depends(require_token)],
+        responses=ERRORS,
+        generate_unique_id_function=operation_id,
+    )
 
 
 async def get_agent(request: Request) -> Agent:

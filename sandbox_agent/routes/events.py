@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Depends, Query, Response
 
 from sandbox_agent import paging
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import require_token
 from sandbox_agent.errors import NotFound
 from sandbox_agent.protocol import Event, EventTrigger, Page
-from sandbox_agent.routes import ERRORS, STORAGE_ERRORS, get_agent, json_page, json_raw, operation_id
+from sandbox_agent.routes import STORAGE_ERRORS, get_agent, json_page, json_raw, token_router
 from sandbox_agent.routes.params import Limit, PageId
 
-router = APIRouter(
-    tags=["events"],
-    dependencies=[Depends(require_token)],
-    responses=ERRORS,
-    generate_unique_id_function=operation_id,
-)
+router = token_router("events")
 
 
 @router.get("/event", response_model=Page[Event], summary="List conversation events")

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from collections.abc import Callable
+
+from fastapi import Depends, Header, Query, Request, Response
+from fastapi.types import DecoratedCallable
 
 from sandbox_agent import paging, search
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import require_token
 from sandbox_agent.downloads import file_response
 from sandbox_agent.protocol import Count, ErrorBody, FileInfo, Page
-from sandbox_agent.routes import ERRORS, PATH_ERRORS, Responses, get_agent, operation_id
+from sandbox_agent.routes import PATH_ERRORS, Responses, get_agent, token_router
 from sandbox_agent.routes.params import Limit, PageId
 from sandbox_agent.uploads import Upload
 
-router = APIRouter(
-    tags=["files"],
-    dependencies=[Depends(require_token)],
-    responses=ERRORS,
-    generate_unique_id_function=operation_id,
-)
+router = token_router("files")
 
 #: The upload body, for the document only: the route streams it itself.
 _UPLOAD_BODY = {
@@ -47,25 +44,18 @@ _Under = Query("", description="Only inside this directory")
 _UNDER_ERRORS: Responses = {code: PATH_ERRORS[code] for code in (400, 403)}
 
 
-@router.post(
-    "/dir/{path:path}",
-    status_code=201,
-    response_model=FileInfo,
-    responses=PATH_ERRORS,
-    summary="Create a new directory",
-)
+def _creates(path: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """Declares a route that creates one workspace entry: 201 with its FileInfo, 409 when it exists."""
+    return router.post(path, status_code=201, response_model=FileInfo, responses=PATH_ERRORS, summary=summary)
+
+
+@_creates("/dir/{path:path}", "Create a new directory")
 async def make_dir(path: str, agent: Agent = Depends(get_agent)) -> FileInfo:
     """Create a directory (and missing parents); 409 when it exists."""
     return await agent.workspace.mkdir(path)
 
 
-@router.post(
-    "/file/{path:path}",
-    status_code=201,
-    response_model=FileInfo,
-    responses=PATH_ERRORS,
-    summary="Create a new file (touch)",
-)
+@_creates("/file/{path:path}", "Create a new file (touch)")
 async def touch_file(path: str, agent: Agent = Depends(get_agent)) -> FileInfo:
     """Create an empty file (and missing parents); 409 when it exists."""
     return await agent.workspace.touch(path)

@@ -13,24 +13,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import require_token
 from sandbox_agent.errors import error_response
 from sandbox_agent.protocol import AgentInfo, ConversationStatus, ConversationStatusUpdate, Event
-from sandbox_agent.routes import ERRORS, get_agent, json_raw, operation_id
+from sandbox_agent.routes import get_agent, json_raw, operation_id, token_router
 
 public = APIRouter(tags=["system"], generate_unique_id_function=operation_id)
-proxied = APIRouter(
-    tags=["agent"],
-    dependencies=[Depends(require_token)],
-    responses=ERRORS,
-    generate_unique_id_function=operation_id,
-)
-router = APIRouter(
-    tags=["system"],
-    dependencies=[Depends(require_token)],
-    responses=ERRORS,
-    generate_unique_id_function=operation_id,
-)
+proxied = token_router("agent")
+router = token_router("system")
 
 
 class StatusReport(BaseModel):

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from sandbox_agent import paging
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import require_token
 from sandbox_agent.protocol import Page, Task, TaskCreate, TaskStatus
-from sandbox_agent.routes import ERRORS, STORAGE_ERRORS, get_agent, operation_id
+from sandbox_agent.routes import STORAGE_ERRORS, get_agent, token_router
 from sandbox_agent.routes.params import Limit, PageId
 
-router = APIRouter(
-    tags=["tasks"],
-    dependencies=[Depends(require_token)],
-    responses=ERRORS,
-    generate_unique_id_function=operation_id,
-)
+router = token_router("tasks")
 
 
 @router.get("/task", response_model=Page[Task], summary="List conversation tasks")

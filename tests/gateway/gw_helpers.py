@@ -4,12 +4,9 @@ what a runtime still holds of a conversation."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import secrets
 import signal
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -249,46 +246,19 @@ async def leftovers(
     return found
 
 
-def stalled_websocket(base_url: str, path: str) -> socket.socket:
-    """A WebSocket client that never reads: a raw socket with a tiny receive window
-    that sends the upgrade request and nothing else (a client library would keep
-    reading into its own memory)."""
-    port = int(base_url.rsplit(":", 1)[1])
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    sock.sendall(request.encode())
-    sock.setblocking(False)
-    return sock
-
-
-async def stalled_close_code(sock: socket.socket) -> int | None:
-    """Reads everything the server sent to a :func:`stalled_websocket` until it closes
-    the connection; the code of its close frame."""
-    loop = asyncio.get_running_loop()
-    data = bytearray()
-    async with asyncio.timeout(TIMEOUT):
-        while chunk := await loop.sock_recv(sock, 1 << 20):
-            data += chunk
-    sock.close()
-    at = data.index(b"\r\n\r\n") + 4  # past the handshake answer
-    code = None
-    while at < len(data):  # server frames: FIN/opcode, length (7, 16 or 64 bits), unmasked payload
-        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
-        at += 2
-        if length == 126:
-            length, at = int.from_bytes(data[at : at + 2], "big"), at + 2
-        elif length == 127:
-            length, at = int.from_bytes(data[at : at + 8], "big"), at + 8
-        if opcode == 0x8 and length >= 2:
-            code = int.from_bytes(data[at : at + 2], "big")
-        at += length
-    return code
+@asynccontextmanager
+async def restarted_after_an_event(
+    harness: Harness, title: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A READY conversation titled ``title`` gets a client event of type ``before``; then its
+    gateway stops and another starts on the same runtime. Yields a client of the new gateway
+    and the conversation's id."""
+    async with harness.client() as client:
+        cid = await create_ready(client, title=title)
+        posted = await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before"}})
+        assert posted.status_code == 201
+    async with harness.client() as again:
+        yield again, cid
 
 
 def kill_agents(root: Path) -> None:

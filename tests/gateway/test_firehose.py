@@ -9,7 +9,8 @@ import asyncio
 import json
 from typing import Any
 
-from gw_helpers import Harness, create_ready, recv_until, stalled_close_code, stalled_websocket, ws_connect
+from gw_helpers import Harness, create_ready, recv_until, ws_connect
+from gw_stalled import stalled_close_code, stalled_websocket
 
 from sandbox_agent.protocol import WS_CLOSE_TOO_SLOW
 from tests.helpers import eventually

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -138,18 +138,29 @@ async def stand_in(serve: Serve) -> AsyncIterator[tuple[StandIn, str]]:
         yield made, url
 
 
-async def _gateway_with(
-    serve: Serve, tmp_path: Any, upstream: str, stand_in: StandIn, **settings: Any
-) -> tuple[Any, StandInRuntime]:
-    runtime = StandInRuntime(upstream, stand_in)
-    return serve(create_app(base_settings(tmp_path, **settings), runtime)), runtime  # type: ignore[arg-type]
+#: Makes a gateway (started by ``async with``, which gives its URL) whose every sandbox is the
+#: test's stand-in agent, with these settings over the base ones; and its runtime.
+GatewayTo = Callable[..., tuple[Any, StandInRuntime]]
 
 
-async def test_forwarded_and_returned_headers(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
-) -> None:
+@pytest.fixture
+def agent(stand_in: tuple[StandIn, str]) -> StandIn:
+    return stand_in[0]
+
+
+@pytest.fixture
+def gateway_to(stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any) -> GatewayTo:
     agent, upstream = stand_in
-    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, **keyed())
+
+    def make(**settings: Any) -> tuple[Any, StandInRuntime]:
+        runtime = StandInRuntime(upstream, agent)
+        return serve(create_app(base_settings(tmp_path, **settings), runtime)), runtime  # type: ignore[arg-type]
+
+    return make
+
+
+async def test_forwarded_and_returned_headers(agent: StandIn, gateway_to: GatewayTo) -> None:
+    gateway, _ = gateway_to(**keyed())
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
         cid = (await client.post("/conversation", json={}, headers=auth(ADMIN_KEY))).json()["id"]
         response = await client.get(
@@ -177,11 +188,8 @@ async def test_forwarded_and_returned_headers(
         assert agent.token not in info.text
 
 
-async def test_upstream_failures_are_json_502_504(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
-) -> None:
-    agent, upstream = stand_in
-    gateway, runtime = await _gateway_with(serve, tmp_path, upstream, agent, proxy_timeout=0.5)
+async def test_upstream_failures_are_json_502_504(agent: StandIn, gateway_to: GatewayTo) -> None:
+    gateway, runtime = gateway_to(proxy_timeout=0.5)
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
         cid = await create_ready(client)
         timed_out = await client.get(f"/conversation/{cid}/event")
@@ -196,10 +204,9 @@ async def test_upstream_failures_are_json_502_504(
 
 
 async def test_upstream_response_is_closed_when_the_client_leaves(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
+    agent: StandIn, gateway_to: GatewayTo
 ) -> None:
-    agent, upstream = stand_in
-    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent)
+    gateway, _ = gateway_to()
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
         cid = (await client.post("/conversation", json={})).json()["id"]
         await asyncio.sleep(0)
@@ -223,11 +230,10 @@ async def test_upstream_response_is_closed_when_the_client_leaves(
     ],
 )
 async def test_close_codes_pass_through_the_websocket_proxy(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any, upstream_code: int | None, client_code: int
+    agent: StandIn, gateway_to: GatewayTo, upstream_code: int | None, client_code: int
 ) -> None:
-    agent, upstream = stand_in
     agent.ws_close = upstream_code
-    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent)
+    gateway, _ = gateway_to()
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
         cid = (await client.post("/conversation", json={})).json()["id"]
         await asyncio.sleep(0.1)
@@ -238,10 +244,9 @@ async def test_close_codes_pass_through_the_websocket_proxy(
 
 @pytest.mark.parametrize("name", ["%74oken", "t%6Fk%65n", "tok%65n"])
 async def test_an_encoded_token_parameter_authenticates_and_stays_at_the_gateway(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any, name: str
+    agent: StandIn, gateway_to: GatewayTo, name: str
 ) -> None:
-    agent, upstream = stand_in
-    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, **keyed())
+    gateway, _ = gateway_to(**keyed())
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
         cid = (await client.post("/conversation", json={}, headers=auth(ADMIN_KEY))).json()["id"]
         response = await client.get(f"/conversation/{cid}/agent-info?a=1&{name}={ADMIN_KEY}&b=%32")
@@ -260,11 +265,8 @@ def _stalled_download(base_url: str, path: str) -> socket.socket:
     return sock
 
 
-async def test_a_download_nobody_reads_releases_the_upstream(
-    stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any
-) -> None:
-    agent, upstream = stand_in
-    gateway, _ = await _gateway_with(serve, tmp_path, upstream, agent, proxy_stall_timeout=1.0)
+async def test_a_download_nobody_reads_releases_the_upstream(agent: StandIn, gateway_to: GatewayTo) -> None:
+    gateway, _ = gateway_to(proxy_stall_timeout=1.0)
     async with gateway as url, httpx.AsyncClient(base_url=url) as client:
         cid = (await client.post("/conversation", json={})).json()["id"]
         await asyncio.sleep(0.1)

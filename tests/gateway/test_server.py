@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import itertools
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,14 +18,21 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from gw_helpers import TIMEOUT, RawHttp, create_ready, exists, kill_agents, read_text, ws_connect
+from gw_helpers import (
+    TIMEOUT,
+    RawHttp,
+    create_ready,
+    exists,
+    kill_agents,
+    read_text,
+    ws_connect,
+)
+from gw_process import gateway_env, gateway_process, gateway_up
 from websockets.asyncio.client import ClientConnection
 
 from gateway.server import is_loopback, run_server
 from gateway.settings import Settings
 from tests.helpers import eventually, free_port
-
-_RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
 
 
 def test_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
@@ -40,32 +46,12 @@ def test_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
 
 
-@asynccontextmanager
-async def _gateway_process(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _RUN, env=env, stdout=output, stderr=output, cwd=Path(__file__).parents[2]
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-
-
 async def test_gateway_killed_and_restarted_finds_its_conversations(
     tmp_path: Path, agent_env: dict[str, str]
 ) -> None:
     port = free_port()
     state = tmp_path / "state"
-    env = {
-        **agent_env,
-        "CONVOY_PORT": str(port),
-        "CONVOY_STATE_DIR": str(state),
-        "CONVOY_RUNTIME": "process",
-        "CONVOY_INSTALL": "killtest",
-    }
+    env = gateway_env(agent_env, port, state, install="killtest")
     log = tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"
     try:
@@ -75,15 +61,9 @@ async def test_gateway_killed_and_restarted_finds_its_conversations(
 
 
 async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Path) -> None:
-    async def up(client: httpx.AsyncClient) -> bool:
-        try:
-            return (await client.get("/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
-        async with _gateway_process(env, log) as first:
-            await eventually(lambda: up(client))
+        async with gateway_process(env, log) as first:
+            await gateway_up(client)
             cid = await create_ready(client, title="survivor")
             await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before-kill"}})
             first.send_signal(signal.SIGKILL)
@@ -91,8 +71,8 @@ async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Pat
         text = read_text(log)
         assert "local single-user mode" in text and "runtime process" in text
 
-        async with _gateway_process(env, log) as second:
-            await eventually(lambda: up(client))
+        async with gateway_process(env, log) as second:
+            await gateway_up(client)
             info = (await client.get(f"/conversation/{cid}")).json()
             assert info["status"] == "READY" and info["title"] == "survivor"
             events = (await client.get(f"/conversation/{cid}/event")).json()["results"]
@@ -112,27 +92,14 @@ async def _kill_and_restart(env: dict[str, str], log: Path, url: str, state: Pat
 async def _serving(tmp_path: Path, agent_env: dict[str, str], **settings: str) -> AsyncIterator[Served]:
     """A gateway process (process runtime) with ``settings`` (CONVOY_ names without the prefix)."""
     port = free_port()
-    env = {
-        **agent_env,
-        "CONVOY_PORT": str(port),
-        "CONVOY_STATE_DIR": str(tmp_path / "state"),
-        "CONVOY_RUNTIME": "process",
-        **{f"CONVOY_{name.upper()}": value for name, value in settings.items()},
-    }
+    env = gateway_env(agent_env, port, tmp_path / "state", **settings)
     log = tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"
     async with (
-        _gateway_process(env, log) as process,
+        gateway_process(env, log) as process,
         httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
     ):
-
-        async def up() -> bool:
-            try:
-                return (await client.get("/health")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(up)
+        await gateway_up(client)
         yield Served(url, process, log)
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), TIMEOUT)

@@ -8,13 +8,8 @@ resumes with after_seq; WebSockets per principal are capped (4429)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -30,16 +25,16 @@ from gw_helpers import (
     kill_agents,
     recv_json,
     recv_until,
-    stalled_websocket,
     ws_connect,
 )
+from gw_process import gateway_env, gateway_process, gateway_up
+from gw_stalled import stalled_frames, stalled_websocket
 
 from gateway.models import WS_CLOSE_LIMIT_REACHED
 from sandbox_agent.protocol import WS_CLOSE_TOO_SLOW
 from tests.conftest import free_port
 
 MiB = 1024 * 1024
-_RUN = "from gateway.server import run_server; from gateway.settings import Settings; run_server(Settings())"
 #: Stalled readers at once, and what flows to each of them.
 READERS = 4
 EVENT_BYTES = 512 * 1024
@@ -57,20 +52,6 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
-
-
-@asynccontextmanager
-async def gateway_process(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _RUN, env=env, stdout=output, stderr=output, cwd=Path(__file__).parents[2]
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 async def accepted(sock: socket.socket) -> None:
@@ -93,27 +74,6 @@ async def big_events(client: httpx.AsyncClient, cid: str, count: int, size: int)
         assert answer.status_code == 201, answer.text
 
 
-def gateway_env(agent_env: dict[str, str], port: int, state: Path, **settings: str) -> dict[str, str]:
-    env = {
-        **agent_env,
-        "CONVOY_PORT": str(port),
-        "CONVOY_STATE_DIR": str(state),
-        "CONVOY_RUNTIME": "process",
-        "CONVOY_INSTALL": "slowtest",
-    }
-    return env | {f"CONVOY_{name.upper()}": value for name, value in settings.items()}
-
-
-async def gateway_up(client: httpx.AsyncClient) -> None:
-    async def up() -> bool:
-        try:
-            return (await client.get("/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    await eventually(up)
-
-
 @pytest.mark.parametrize("path", ["/conversation/{cid}", "/firehose/"])
 async def test_stalled_readers_cost_bounded_memory_given_back_after(
     path: str, tmp_path: Path, agent_env: dict[str, str]
@@ -122,7 +82,9 @@ async def test_stalled_readers_cost_bounded_memory_given_back_after(
     url = f"http://127.0.0.1:{port}"
     try:
         async with (
-            gateway_process(gateway_env(agent_env, port, state), tmp_path / "gateway.log") as gateway,
+            gateway_process(
+                gateway_env(agent_env, port, state, install="slowtest"), tmp_path / "gateway.log"
+            ) as gateway,
             httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
         ):
             await gateway_up(client)
@@ -189,7 +151,9 @@ async def test_the_gateway_lets_go_of_a_reader_that_never_reads(
     quick = {"ws_stall_timeout": "1", "ws_close_timeout": "1", "tcp_user_timeout": "2"}
     try:
         async with (
-            gateway_process(gateway_env(agent_env, port, state, **quick), tmp_path / "gateway.log"),
+            gateway_process(
+                gateway_env(agent_env, port, state, install="slowtest", **quick), tmp_path / "gateway.log"
+            ),
             httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client,
         ):
             await gateway_up(client)
@@ -207,34 +171,6 @@ async def test_the_gateway_lets_go_of_a_reader_that_never_reads(
             stalled.close()
     finally:
         kill_agents(state)
-
-
-async def stalled_frames(sock: socket.socket) -> tuple[list[dict[str, Any]], int | None]:
-    """Everything a :func:`stalled_websocket` was sent, read once the server closes: the
-    text frames (parsed) and the close code."""
-    loop = asyncio.get_running_loop()
-    data = bytearray()
-    async with asyncio.timeout(TIMEOUT):
-        while chunk := await loop.sock_recv(sock, 1 << 20):
-            data += chunk
-    sock.close()
-    at = data.index(b"\r\n\r\n") + 4
-    frames: list[dict[str, Any]] = []
-    code = None
-    while at < len(data):
-        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
-        at += 2
-        if length == 126:
-            length, at = int.from_bytes(data[at : at + 2], "big"), at + 2
-        elif length == 127:
-            length, at = int.from_bytes(data[at : at + 8], "big"), at + 8
-        payload = bytes(data[at : at + length])
-        if opcode == 0x1 and at + length <= len(data):
-            frames.append(json.loads(payload))
-        elif opcode == 0x8 and length >= 2:
-            code = int.from_bytes(payload[:2], "big")
-        at += length
-    return frames, code
 
 
 async def test_a_stalled_follower_is_closed_too_slow_and_resumes_without_loss(harness: Harness) -> None:

@@ -21,24 +21,16 @@ from client_harness import (
 from gw_helpers import Harness, Serve, base_settings
 
 from gateway.client import AsyncConvoyClient, TaskStatus
+from tests.gateway.runtimes.dockertools import docker_runtime_of
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
 async def docker_harness(tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
-    from gateway.runtimes.docker import DockerRuntime
-
     settings = base_settings(tmp_path / "state", runtime="docker", start_timeout=120.0)
-    runtime = await DockerRuntime.connect(settings)
-    try:
+    async with docker_runtime_of(settings) as runtime:
         yield Harness(settings, runtime, serve)
-    finally:
-        try:
-            for handle in await runtime.list():
-                await runtime.remove(handle.conversation_id)
-        finally:
-            await runtime.close()
 
 
 async def test_exit_codes_and_complete_ordered_output(docker_harness: Harness) -> None:

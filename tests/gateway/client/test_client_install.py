@@ -16,21 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 CLIENT = ROOT / "gateway" / "client"
 
-#: Import names of the packages only [server] and [cli] bring.
-EXTRAS_MODULES = [
-    "fastapi",
-    "starlette",
-    "uvicorn",
-    "uvloop",
-    "httptools",
-    "aiodocker",
-    "pydantic_settings",
-    "python_multipart",
-    "multipart",
-    "typer",
-    "rich",
-]
-#: Their distribution names.
+#: The distributions only [server] and [cli] bring.
 EXTRAS_DISTRIBUTIONS = [
     "fastapi",
     "starlette",
@@ -43,6 +29,8 @@ EXTRAS_DISTRIBUTIONS = [
     "typer",
     "rich",
 ]
+#: Their import names (python-multipart also installs the old name ``multipart``).
+EXTRAS_MODULES = [name.replace("-", "_") for name in EXTRAS_DISTRIBUTIONS] + ["multipart"]
 
 #: Run by the fresh environment's interpreter: build both clients, make one request through a
 #: MockTransport, then report what is installed and what got imported.

@@ -8,7 +8,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -191,30 +191,44 @@ async def test_a_malformed_upload_answer_is_unexpected_response(tmp_path: Path) 
             await handle.upload(tmp_path / "a.txt")
 
 
-async def test_connection_errors_are_gateway_unavailable_after_one_retry() -> None:
+@pytest.mark.parametrize(
+    ("error", "message", "match", "call", "expected_calls"),
+    [
+        pytest.param(
+            httpx.ConnectError,
+            "connection refused",
+            "cannot reach the gateway",
+            lambda convoy: convoy.count(),
+            ["GET", "GET"],
+            id="refused-is-retried-once",
+        ),
+        pytest.param(
+            httpx.ReadError,
+            "connection reset",
+            "lost the connection",
+            lambda convoy: convoy.create(),
+            ["POST"],
+            id="a-dropped-post-is-not-sent-twice",
+        ),
+    ],
+)
+async def test_connection_errors_are_gateway_unavailable(
+    error: type[httpx.TransportError],
+    message: str,
+    match: str,
+    call: Callable[[AsyncConvoyClient], Awaitable[object]],
+    expected_calls: list[str],
+) -> None:
     calls: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.method)
-        raise httpx.ConnectError("connection refused", request=request)
+        raise error(message, request=request)
 
     async with client(handler) as convoy:
-        with pytest.raises(GatewayUnavailable, match="cannot reach the gateway"):
-            await convoy.count()
-    assert calls == ["GET", "GET"]
-
-
-async def test_a_dropped_post_is_not_sent_twice() -> None:
-    calls: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request.method)
-        raise httpx.ReadError("connection reset", request=request)
-
-    async with client(handler) as convoy:
-        with pytest.raises(GatewayUnavailable, match="lost the connection"):
-            await convoy.create()
-    assert calls == ["POST"]
+        with pytest.raises(GatewayUnavailable, match=match):
+            await call(convoy)
+    assert calls == expected_calls
 
 
 @pytest.mark.parametrize("url", ["gateway.test", "ftp://gateway.test", "http://", ""])

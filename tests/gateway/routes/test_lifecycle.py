@@ -21,6 +21,7 @@ from gw_helpers import (
     leftovers,
     recv_json,
     recv_until,
+    restarted_after_an_event,
     ws_connect,
 )
 
@@ -139,11 +140,7 @@ async def test_failed_start_stays_visible_as_error(any_harness: Harness) -> None
 
 
 async def test_restarted_gateway_finds_its_conversations(any_harness: Harness) -> None:
-    async with any_harness.client() as client:
-        cid = await create_ready(client, title="survivor")
-        posted = await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before"}})
-        assert posted.status_code == 201
-    async with any_harness.client() as client:
+    async with restarted_after_an_event(any_harness, "survivor") as (client, cid):
         info = (await client.get(f"/conversation/{cid}")).json()
         assert info["status"] == "READY" and info["title"] == "survivor" and info["owner"] == "local"
         events = (await client.get(f"/conversation/{cid}/event")).json()["results"]

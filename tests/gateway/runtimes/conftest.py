@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from uuid import uuid4
 
 import pytest
-from dockertools import labelled, remove_labelled
+from dockertools import docker_runtime_of, labelled, remove_labelled
 
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
@@ -46,14 +46,5 @@ def docker_settings(docker_install: str, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture
 async def docker_runtime(docker_settings: Settings) -> AsyncIterator[DockerRuntime]:
     """A DockerRuntime of this session's installation; removes every sandbox it holds afterwards."""
-    runtime = await DockerRuntime.connect(docker_settings)
-    try:
+    async with docker_runtime_of(docker_settings, sweep_orphans=True) as runtime:
         yield runtime
-    finally:
-        try:
-            for handle in await runtime.list():
-                await runtime.remove(handle.conversation_id)
-            runtime.orphan_age = 0.0
-            await runtime.cleanup_orphans()
-        finally:
-            await runtime.close()

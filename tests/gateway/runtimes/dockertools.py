@@ -1,5 +1,6 @@
 """Helpers of the Docker runtime tests: the docker CLI as the independent witness of
-what the engine holds, and small clients of an agent's task API."""
+what the engine holds, a runtime that leaves nothing behind, and small clients of an
+agent's task API."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import asyncio
 import json
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
+from gateway.runtimes.docker import DockerRuntime
+from gateway.settings import Settings
 from sandbox_agent.protocol import TOKEN_HEADER
 from tests.helpers import eventually
 
@@ -61,6 +66,26 @@ def remove_labelled(label: str) -> None:
         docker("volume", "rm", "-f", *found["volumes"], check=False)
     if found["networks"]:
         docker("network", "rm", *found["networks"], check=False)
+
+
+@asynccontextmanager
+async def docker_runtime_of(
+    settings: Settings, *, sweep_orphans: bool = False
+) -> AsyncIterator[DockerRuntime]:
+    """A connected DockerRuntime; on the way out it removes every sandbox it holds (with
+    ``sweep_orphans``, then whatever of its installation is left without a sandbox), then closes."""
+    runtime = await DockerRuntime.connect(settings)
+    try:
+        yield runtime
+    finally:
+        try:
+            for handle in await runtime.list():
+                await runtime.remove(handle.conversation_id)
+            if sweep_orphans:
+                runtime.orphan_age = 0.0
+                await runtime.cleanup_orphans()
+        finally:
+            await runtime.close()
 
 
 class Agent:

@@ -27,7 +27,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import Agent, create, inspect
+from dockertools import Agent, create, docker_runtime_of, inspect
 from egress_probe import Neighbour, docker0_address, host_neighbour, probe
 from gw_helpers import Harness, make_spec
 from netns_hosts import HTTP_PORT, Hosts, namespace_hosts
@@ -263,15 +263,8 @@ async def egress_settings(docker_settings: Settings, hosts: Hosts) -> Settings:
 
 @pytest.fixture
 async def egress_runtime(egress_settings: Settings) -> Any:
-    runtime = await DockerRuntime.connect(egress_settings)
-    try:
+    async with docker_runtime_of(egress_settings) as runtime:
         yield runtime
-    finally:
-        try:
-            for handle in await runtime.list():
-                await runtime.remove(handle.conversation_id)
-        finally:
-            await runtime.close()
 
 
 @pytest.mark.docker

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import httpx
 import websockets
-from gw_helpers import TIMEOUT, Harness, base_settings, create_ready, eventually, exists, make_spec, ws_url
+from gw_helpers import (
+    TIMEOUT,
+    Harness,
+    base_settings,
+    eventually,
+    exists,
+    make_spec,
+    restarted_after_an_event,
+    ws_url,
+)
 
 from gateway.runtimes import create_runtime, procfs
 from gateway.runtimes.base import SandboxState
@@ -38,11 +47,7 @@ async def test_the_agent_runs_in_this_process(tmp_path: Path) -> None:
 
 
 async def test_a_restarted_gateway_on_the_same_instance_adopts_its_conversations(harness: Harness) -> None:
-    async with harness.client() as client:
-        cid = await create_ready(client, title="kept")
-        posted = await client.post(f"/conversation/{cid}/event", json={"detail": {"type": "before"}})
-        assert posted.status_code == 201
-    async with harness.client() as again:
+    async with restarted_after_an_event(harness, "kept") as (again, cid):
         info = (await again.get(f"/conversation/{cid}")).json()
         assert (info["status"], info["title"]) == ("READY", "kept")
         events = (await again.get(f"/conversation/{cid}/event")).json()["results"]
