@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli._state import DEFAULT_URL, CliState
+from gateway.cli._state import DEFAULT_URL, CliState, settings_from
 
 app = typer.Typer(
     name="convoy",
@@ -47,31 +47,10 @@ def serve(
     ] = None,
 ) -> None:
     """Run the gateway. Options override the CONVOY_* environment."""
-    from pydantic import ValidationError
-
-    from gateway.settings import Settings
-
-    overrides: dict[str, object] = {}
-    if host is not None:
-        overrides["host"] = host
-    if port is not None:
-        overrides["port"] = port
-    if runtime is not None:
-        overrides["runtime"] = runtime
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise _fail(f"invalid setting {where}: {first['msg']}") from None
+    settings = settings_from(host=host, port=port, runtime=runtime)
     from gateway.server import run_server
 
     run_server(settings)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"convoy: {message}", err=True)
-    return typer.Exit(2)
 
 
 def _register_client_commands() -> None:

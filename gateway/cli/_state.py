@@ -17,11 +17,28 @@ import typer
 
 if TYPE_CHECKING:
     from gateway.client._async import AsyncConvoyClient
+    from gateway.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 #: ``--json`` after a command (``convoy ls --json``) means what it means before it (``convoy --json ls``).
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def settings_from(**options: object) -> Settings:
+    """The gateway's settings from the environment, overridden by the options given on the
+    command line (``None``: not given). A bad value is a usage error (exit 2) naming it."""
+    from pydantic import ValidationError
+
+    from gateway.settings import Settings
+
+    try:
+        return Settings(**{name: value for name, value in options.items() if value is not None})  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        typer.echo(f"convoy: invalid setting {where}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
 
 
 @dataclass(frozen=True)

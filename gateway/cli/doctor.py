@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli._state import run_async, state
+from gateway.cli._state import run_async, settings_from, state
 
 
 def register(app: typer.Typer) -> None:
@@ -34,21 +34,7 @@ def doctor(
     """Check that sandboxes started here are isolated: non-root, no capabilities, read-only,
     limited, cut off from the host, the gateway, each other, the metadata address, the
     internet and the Docker socket. Starts two short-lived sandboxes and removes them."""
-    from pydantic import ValidationError
-
-    from gateway.settings import Settings
-
-    overrides: dict[str, object] = {"runtime": "docker"}
-    if image is not None:
-        overrides["docker_image"] = image
-    if docker_url is not None:
-        overrides["docker_url"] = docker_url
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as error:
-        first = error.errors()[0]
-        typer.echo(f"convoy: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", err=True)
-        raise typer.Exit(2) from None
+    settings = settings_from(runtime="docker", docker_image=image, docker_url=docker_url)
     as_json = json_output or state(ctx).json
 
     async def run() -> int:

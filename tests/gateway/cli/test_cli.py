@@ -10,6 +10,7 @@ import signal
 import uuid
 from pathlib import Path
 
+import pytest
 from client_harness import TIMEOUT, cli_env, make_tree, read_tree, run_cli, start_cli
 from gw_helpers import USER_KEYS, Harness, keyed
 
@@ -239,3 +240,13 @@ async def test_events_follow_prints_live_events_until_interrupted(harness: Harne
         assert [frame["seq"] for frame in seen] == list(range(1, note.seq + 1))
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), TIMEOUT) == 130
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [(("serve", "--port", "99999"), "port"), (("serve", "--runtime", "kubernetes"), "runtime")],
+)
+async def test_a_bad_setting_is_a_usage_error(args: tuple[str, ...], setting: str) -> None:
+    result = await run_cli(*args, url="http://127.0.0.1:9")
+    assert result.code == 2, result
+    assert f"invalid setting {setting}" in result.stderr and "Traceback" not in result.stderr
