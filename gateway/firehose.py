@@ -30,7 +30,7 @@ import websockets
 from starlette.websockets import WebSocket
 
 from gateway.conversations import ConversationManager
-from gateway.memory import give_back_soon
+from gateway.heap import give_back_soon
 from gateway.runtimes.base import SandboxHandle
 from gateway.sendqueue import SendQueue
 from gateway.settings import Settings
