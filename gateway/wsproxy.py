@@ -122,13 +122,11 @@ async def proxy_frames(
     *,
     ended: Callable[[], bool],
     on_frame: Callable[[], None] = lambda: None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> None:
     """Pump frames between the accepted ``websocket`` and ``upstream`` until either
     closes; close the other side as the module docstring says. ``settings`` give the
-    bounds (``ws_send_buffer_bytes``, ``ws_stall_timeout``, ``ws_close_timeout``; the
-    defaults without)."""
-    settings = settings or Settings.model_construct()
+    bounds (``ws_send_buffer_bytes``, ``ws_stall_timeout``, ``ws_close_timeout``)."""
     close_timeout = settings.ws_close_timeout
     queue = SendQueue(settings.ws_send_buffer_bytes)
     reader = asyncio.ensure_future(_upstream_to_queue(upstream, queue, settings.ws_stall_timeout))
