@@ -36,7 +36,7 @@ from gateway.sendqueue import SendQueue
 from gateway.settings import Settings
 from gateway.status import StatusBus, StatusNotice
 from gateway.wsproxy import UpstreamUnavailable, close_client, connect_upstream
-from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_TOO_SLOW, ConversationStatus
+from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_GOING_AWAY, WS_CLOSE_TOO_SLOW, ConversationStatus
 from sandbox_agent.race import race
 
 log = logging.getLogger("convoy.gateway")
@@ -191,5 +191,5 @@ class Firehose:
     async def close(self) -> None:
         """Closes every client (1001) and upstream: the gateway is stopping."""
         for client in list(self._clients):
-            await close_client(client.websocket, 1001, "the gateway is stopping")
+            await close_client(client.websocket, WS_CLOSE_GOING_AWAY, "the gateway is stopping")
         await self._end()

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gateway.egress import MAX_ENTRIES, normalize_entries
 from sandbox_agent.protocol import (
     RESERVED_ENV_PREFIX,
-    WS_CLOSE_LIMIT_REACHED,
     AgentInfo,
     ConversationStatus,
     Count,
@@ -28,7 +27,6 @@ from sandbox_agent.protocol import (
 
 __all__ = [
     "RESERVED_ENV_PREFIX",
-    "WS_CLOSE_LIMIT_REACHED",
     "AgentInfo",
     "Conversation",
     "ConversationCreate",

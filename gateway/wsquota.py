@@ -26,9 +26,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import AuthError
 from gateway.context import GatewayContext
-from gateway.models import WS_CLOSE_LIMIT_REACHED
 from gateway.wsproxy import close_client
-from sandbox_agent.protocol import ErrorEvent, Event
+from sandbox_agent.protocol import WS_CLOSE_LIMIT_REACHED, ErrorEvent, Event
 
 
 class WebSocketQuota:

@@ -22,11 +22,13 @@ from gateway.auth import AuthError, Principal
 from gateway.context import GatewayContext, context_of
 from gateway.errors import GatewayError, LimitReached
 from gateway.following import error_frame, follow
-from gateway.models import WS_CLOSE_LIMIT_REACHED, ConversationCreate
+from gateway.models import ConversationCreate
 from gateway.wsproxy import close_client
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
+    WS_CLOSE_BAD_QUERY,
     WS_CLOSE_FORBIDDEN,
+    WS_CLOSE_LIMIT_REACHED,
     WS_CLOSE_NOT_FOUND,
     WS_CLOSE_UNAUTHORIZED,
 )
@@ -62,7 +64,7 @@ async def follow_conversation(websocket: WebSocket, conversation_id: str) -> Non
         if after_seq < AFTER_SEQ_LIVE:
             raise ValueError
     except ValueError:
-        await _refuse(websocket, 1008, "after_seq must be an integer >= -1")
+        await _refuse(websocket, WS_CLOSE_BAD_QUERY, "after_seq must be an integer >= -1")
         return
     try:
         record = context.manager.get(UUID(conversation_id), principal)
@@ -86,14 +88,14 @@ async def create_and_follow(websocket: WebSocket) -> None:
     try:
         body = ConversationCreate.model_validate(query)
     except ValidationError as error:
-        await _refuse(websocket, 1008, f"bad query: {error.errors()[0]['msg']}"[:120])
+        await _refuse(websocket, WS_CLOSE_BAD_QUERY, f"bad query: {error.errors()[0]['msg']}"[:120])
         return
     await websocket.accept()
     try:
         record = context.manager.create(principal, body)
     except GatewayError as error:
         await websocket.send_text(error_frame(None, error.detail))
-        code = WS_CLOSE_LIMIT_REACHED if isinstance(error, LimitReached) else 1008
+        code = WS_CLOSE_LIMIT_REACHED if isinstance(error, LimitReached) else WS_CLOSE_BAD_QUERY
         await close_client(websocket, code, error.detail)
         return
     # Subscribed in the same step as the creation: no status notice is missed.

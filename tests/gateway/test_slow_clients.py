@@ -30,8 +30,7 @@ from gw_helpers import (
 from gw_process import gateway_env, gateway_process, gateway_up
 from gw_stalled import stalled_frames, stalled_websocket
 
-from gateway.models import WS_CLOSE_LIMIT_REACHED
-from sandbox_agent.protocol import WS_CLOSE_TOO_SLOW
+from sandbox_agent.protocol import WS_CLOSE_LIMIT_REACHED, WS_CLOSE_TOO_SLOW
 from tests.conftest import free_port
 
 MiB = 1024 * 1024

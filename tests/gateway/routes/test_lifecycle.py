@@ -25,8 +25,7 @@ from gw_helpers import (
     ws_connect,
 )
 
-from gateway.models import WS_CLOSE_LIMIT_REACHED
-from sandbox_agent.protocol import WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_NOT_FOUND
+from sandbox_agent.protocol import WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_LIMIT_REACHED, WS_CLOSE_NOT_FOUND
 from tests.helpers import eventually
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
