@@ -26,8 +26,13 @@ from gateway.errors import install_error_handlers
 from gateway.firehose import Firehose
 from gateway.guard import RequestGuard
 from gateway.housekeeping import Housekeeper
+from gateway.metrics import GatewayMetrics
+from gateway.metrics_http import TrafficMetrics
+from gateway.metrics_sources import CountedRuntime, start_watching
 from gateway.proxy import Proxy
+from gateway.requestlog import RequestLog
 from gateway.routes.conversations import router as conversations_router
+from gateway.routes.observe import router as observe_router
 from gateway.routes.proxied import router as proxy_router
 from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
@@ -48,6 +53,7 @@ in [/asyncapi.json](/asyncapi.json)."""
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     auth = Authenticator(settings)  # malformed keys fail here, before serving
+    metrics = GatewayMetrics()  # this app's own registry (issue 14)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,7 +61,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         chosen = await create_runtime(settings) if runtime is None else runtime
         bus = StatusBus()
         proxy = Proxy(settings)
-        manager = ConversationManager(settings, chosen, bus, proxy.client)
+        # Issue 14: the manager sees the runtime through its metrics (starts, failures).
+        manager = ConversationManager(settings, CountedRuntime(chosen, metrics), bus, proxy.client)
+        metrics.count_conversations(
+            lambda: [view.status for view in manager.page(None, manager.count() or 1).results]
+        )
+        watcher = start_watching(bus, metrics)
         firehose = Firehose(settings, manager, bus)
         housekeeper = Housekeeper(settings, manager)
         app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose)
@@ -77,6 +88,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             await firehose.close()
             log.info("shutdown 3/5: stopping the reap and reconcile loops")
             await housekeeper.stop()
+            watcher.cancel()
             log.info("shutdown 4/5: closing the HTTP client")
             await proxy.close()
             log.info("shutdown 5/5: closing the runtime %s (sandboxes keep running)", chosen.name)
@@ -94,9 +106,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # No body is read before its sender is authenticated; the gateway's own are capped (gateway.guard).
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
+    # Issue 14, outermost: every request is counted and gets its id, refusals included.
+    app.state.metrics = metrics
+    app.add_middleware(TrafficMetrics, metrics=metrics)
+    app.add_middleware(RequestLog, authenticator=auth, log_requests=settings.log_format == "json")
     app.include_router(conversations_router)
     app.include_router(proxy_router)
     app.include_router(ws_router)
+    app.include_router(observe_router)  # issue 14: /metrics, /conversation/{id}/usage
 
     @app.get("/health", tags=["gateway"], summary="The gateway answers")
     async def health() -> dict[str, str]:

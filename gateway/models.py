@@ -32,6 +32,7 @@ __all__ = [
     "ConversationCreate",
     "ConversationLimits",
     "ConversationStatus",
+    "ConversationUsage",
     "Count",
     "EgressPolicy",
     "ErrorBody",
@@ -122,3 +123,24 @@ class Conversation(BaseModel):
     internet: bool
     egress: EgressPolicy | None = None
     limits: ConversationLimits
+
+
+# --- usage (issue 14) ------------------------------------------------------------------
+
+
+class ConversationUsage(BaseModel):
+    """What a conversation's sandbox uses now, measured by its runtime (cgroup and engine
+    stats on Docker, ``/proc`` on the process runtime). ``null``: this runtime cannot know
+    it (network on the process and memory runtimes)."""
+
+    conversation_id: UUID
+    measured_at: datetime
+    runtime: str = Field(description="The runtime that measured it.")
+    cpu_seconds: float | None = Field(None, description="CPU time used so far (user + system).")
+    memory_bytes: int | None = Field(None, description="Resident memory now.")
+    memory_peak_bytes: int | None = Field(None, description="The highest resident memory seen.")
+    disk_bytes: int | None = Field(None, description="Bytes of the files in the workspace.")
+    disk_complete: bool = Field(True, description="False: the workspace is larger than was walked.")
+    network_rx_bytes: int | None = Field(None, description="Bytes received by the sandbox so far.")
+    network_tx_bytes: int | None = Field(None, description="Bytes sent by the sandbox so far.")
+    pids: int | None = Field(None, description="Processes (Docker: and threads) now.")

@@ -139,6 +139,14 @@ class Settings(BaseSettings):
         "it must not overlap the host's own networks.",
     )
 
+    # --- observability (issue 14: metrics, usage, logs) --------------------------
+    metrics_key: str = Field(
+        "", description="A key that may read GET /metrics (besides admin keys); empty: admins only."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per log line, and one per request (convoy.access)."
+    )
+
     egress_resolver: str = Field(
         "",
         description="DNS server (address or address:port) the relay asks for the names of an egress "
@@ -164,7 +172,7 @@ class Settings(BaseSettings):
             raise ValueError("docker_subnet_pool must hold at least two /29 subnets")
         return str(network)
 
-    @field_validator("api_keys", "admin_keys")
+    @field_validator("api_keys", "admin_keys", "metrics_key")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()

@@ -72,6 +72,7 @@ from gateway.errors import RuntimeFailure, RuntimeUnavailable, SandboxStartError
 __all__ = [
     "ProgressCallback",
     "ResourceLimits",
+    "ResourceUsage",
     "Runtime",
     "RuntimeFailure",
     "RuntimeUnavailable",
@@ -140,6 +141,30 @@ class SandboxHandle:
         return self.spec.token
 
 
+# --- usage (issue 14: what a sandbox uses) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """What one sandbox uses now, as its runtime can measure it; ``None``: this runtime
+    cannot know it (each runtime's :meth:`Runtime.usage` says which it leaves out).
+
+    ``cpu_seconds`` is cumulative (user + system, of every process it ran that the
+    runtime can still account for); memory is resident bytes; ``disk_bytes`` the size
+    of the files in the workspace (``disk_complete`` False: the walk stopped at its
+    bound, the true size is larger); network bytes are cumulative, in and out of the
+    sandbox; ``pids`` the processes (and threads, where the runtime counts them) now."""
+
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    disk_bytes: int | None = None
+    disk_complete: bool = True
+    network_rx_bytes: int | None = None
+    network_tx_bytes: int | None = None
+    pids: int | None = None
+
+
 class Runtime(Protocol):
     """Starts, finds, lists and removes sandboxes. One instance per gateway; several
     instances (gateways) may share one installation. See the state contract above."""
@@ -185,6 +210,17 @@ class Runtime(Protocol):
         starts under way in this runtime alone. Returns how many sandboxes and
         left-over objects were removed."""
         ...
+
+    # --- usage (issue 14) ------------------------------------------------------------
+
+    async def usage(self, conversation_id: UUID) -> ResourceUsage | None:
+        """What the RUNNING sandbox of ``conversation_id`` uses now; ``None`` when it is
+        absent. Never blocks the event loop (file walks and ``/proc`` reads run in
+        threads, bounded); raises :class:`RuntimeUnavailable` when the backend does not
+        answer."""
+        ...
+
+    # --- end of usage ------------------------------------------------------------------
 
     async def close(self) -> None:
         """Release the runtime's own resources; sandboxes keep running (but the memory

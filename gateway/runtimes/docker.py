@@ -184,10 +184,13 @@ class AiodockerEngine:
         return "".join(lines)
 
     async def stats(self, name: str) -> dict[str, Any]:
-        """One ``docker stats`` sample (the engine's view of memory and CPU)."""
+        """One ``docker stats`` sample, at once: ``one-shot`` skips the engine's second
+        sample (``precpu_stats`` stays empty), which would cost a second per call."""
         with _mapped(f"stats of {name}"):
-            samples = await self._docker.containers.container(name).stats(stream=False)
-        return samples[0] if samples else {}
+            found = await self._docker._query_json(  # no public call takes one-shot
+                f"containers/{name}/stats", params={"stream": "0", "one-shot": "1"}
+            )
+        return found if isinstance(found, dict) else {}
 
     async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         with _mapped("list volumes"):

@@ -18,10 +18,11 @@ from uuid import UUID
 
 from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes import docker_token
+from gateway.runtimes import docker_token, docker_usage
 from gateway.runtimes.base import (
     ProgressCallback,
     ResourceLimits,
+    ResourceUsage,
     SandboxHandle,
     SandboxSpec,
     SandboxState,
@@ -34,6 +35,7 @@ from gateway.runtimes.docker_engine import (
     summary_url,
     young,
 )
+from gateway.runtimes.usage_probes import PeakMemory
 from gateway.settings import Settings
 
 Reach = Literal["published", "network"]
@@ -89,6 +91,7 @@ class DockerSandboxes:
         #: given before cleanup_orphans() takes it for left behind: a start of another
         #: gateway process of the same installation may still be under way.
         self.orphan_age = 60.0
+        self._peaks = PeakMemory()
 
     # --- start ------------------------------------------------------------------------
 
@@ -325,6 +328,12 @@ class DockerSandboxes:
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
         return removed
+
+    # --- usage (issue 14) -------------------------------------------------------------
+
+    async def usage(self, conversation_id: UUID) -> ResourceUsage | None:
+        """Engine stats, volume size and cgroup peak: see :mod:`gateway.runtimes.docker_usage`."""
+        return await docker_usage.measure(self._engine, self._install, conversation_id, self._peaks)
 
     async def close(self) -> None:
         await self._engine.close()

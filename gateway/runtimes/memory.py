@@ -36,7 +36,15 @@ from uuid import UUID
 import uvicorn
 
 from gateway.errors import RuntimeFailure, SandboxStartError
-from gateway.runtimes.base import ProgressCallback, SandboxHandle, SandboxSpec, SandboxState, wait_until_ready
+from gateway.runtimes import usage_probes
+from gateway.runtimes.base import (
+    ProgressCallback,
+    ResourceUsage,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+    wait_until_ready,
+)
 from gateway.settings import Settings
 from sandbox_agent.app import create_app
 from sandbox_agent.settings import AgentSettings
@@ -104,6 +112,7 @@ class MemoryRuntime:
         self._stop_grace = settings.process_stop_grace
         self._sandboxes: dict[UUID, _Sandbox] = {}
         self._starting: set[UUID] = set()
+        self._peaks = usage_probes.PeakMemory()
 
     def folder(self, conversation_id: UUID) -> Path:
         """Where the sandbox of ``conversation_id`` keeps its workspace and state."""
@@ -234,6 +243,7 @@ class MemoryRuntime:
 
     async def remove(self, conversation_id: UUID) -> bool:
         sandbox = self._sandboxes.get(conversation_id)
+        self._peaks.forget(conversation_id)
         if sandbox is not None:
             await self._stop(sandbox)
             if self._sandboxes.get(conversation_id) is sandbox:
@@ -272,6 +282,18 @@ class MemoryRuntime:
         if not self._root.is_dir():
             return []
         return [folder for folder in self._root.iterdir() if folder.is_dir()]
+
+    # --- usage (issue 14) ------------------------------------------------------------
+
+    async def usage(self, conversation_id: UUID) -> ResourceUsage | None:
+        """Its task processes and its workspace (:func:`usage_probes.in_process_usage`):
+        the agent itself shares the gateway's process and is not counted; network ``None``."""
+        sandbox = self._sandboxes.get(conversation_id)
+        if sandbox is None or sandbox.task is None or sandbox.task.done():
+            return None
+        folder = sandbox.folder
+        found = await asyncio.to_thread(usage_probes.in_process_usage, folder, folder / "workspace")
+        return self._peaks.update(conversation_id, found)
 
     async def close(self) -> None:
         """Stop every agent (their sandboxes stay listed, EXITED, until removed): an

@@ -52,9 +52,10 @@ from uuid import UUID
 
 from gateway.errors import RuntimeFailure, SandboxStartError
 from gateway.runtimes import process_files as files
-from gateway.runtimes import procfs
+from gateway.runtimes import procfs, usage_probes
 from gateway.runtimes.base import (
     ProgressCallback,
+    ResourceUsage,
     SandboxHandle,
     SandboxSpec,
     SandboxState,
@@ -110,6 +111,7 @@ class ProcessRuntime:
         self._settings = settings
         self._root = settings.state_dir / settings.install
         self._starting: set[UUID] = set()
+        self._peaks = usage_probes.PeakMemory()
 
     # --- paths and metadata (blocking; run in threads) ----------------------------
 
@@ -267,6 +269,7 @@ class ProcessRuntime:
         data = await _io(files.read_meta, folder)
         if data is not None and "pid" in data:
             await self._stop(procfs.ProcessId(int(data["pid"]), data.get("started")))
+        self._peaks.forget(conversation_id)
         if not await asyncio.to_thread(folder.exists):
             return False
         await asyncio.to_thread(shutil.rmtree, folder, True)
@@ -285,6 +288,19 @@ class ProcessRuntime:
             if handle is None or handle.state is SandboxState.EXITED:
                 removed += await self.remove(conversation_id)
         return removed
+
+    # --- usage (issue 14) ------------------------------------------------------------
+
+    async def usage(self, conversation_id: UUID) -> ResourceUsage | None:
+        """The agent's process, its descendants (tasks lead groups of their own) and its
+        workspace, from ``/proc``; network ``None`` (see :func:`usage_probes.agent_usage`)."""
+        folder = self._dir(conversation_id)
+        data = await _io(files.read_meta, folder)
+        if data is None or "pid" not in data:
+            return None
+        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
+        found = await _io(usage_probes.agent_usage, agent, folder / "workspace")
+        return None if found is None else self._peaks.update(conversation_id, found)
 
     async def close(self) -> None:
         """Nothing to release: the agents are not our children and keep running."""

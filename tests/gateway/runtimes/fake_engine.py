@@ -48,6 +48,8 @@ class _Container:
     host_port: int | None = None
     #: What ``put_archive`` put into the container: path -> content.
     files: dict[str, bytes] = field(default_factory=dict)
+    #: What ``stats`` answers while it runs (tests set it; the engine's shape).
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -237,6 +239,10 @@ class FakeEngine:
         self._call("read_file", name)
         return self._container(name).files.get(path)
 
+    async def stats(self, name: str) -> dict[str, Any]:
+        self._call("stats", name)
+        return dict(self._container(name).stats)
+
     async def logs(self, name: str, tail: int) -> str:
         self._call("logs", name)
         return "\n".join(self._container(name).logs.splitlines()[-tail:])
@@ -246,7 +252,12 @@ class FakeEngine:
     async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         self._call("volumes")
         return [
-            {"Name": name, "Labels": volume["labels"], "CreatedAt": _rfc3339(volume["created"])}
+            {
+                "Name": name,
+                "Labels": volume["labels"],
+                "CreatedAt": _rfc3339(volume["created"]),
+                "Mountpoint": volume.get("mountpoint", f"/nonexistent/volumes/{name}/_data"),
+            }
             for name, volume in self.volumes_by_name.items()
             if _matches(volume["labels"], name, filters)
         ]
