@@ -161,7 +161,8 @@ async def test_a_failed_start_is_counted_by_reason_and_runtime(harness: Harness,
         missing = await client.get("/no/such/route")
         assert missing.status_code == 404
         unmatched = await scrape(client, "")
-        assert value(unmatched, "convoy_http_requests_total", route="unmatched", method="GET", status="404") == 1
+        unknown = {"route": "unmatched", "method": "GET", "status": "404"}
+        assert value(unmatched, "convoy_http_requests_total", **unknown) == 1
 
 
 async def test_two_apps_in_one_process_count_apart(harness: Harness) -> None:
