@@ -240,3 +240,53 @@ async def test_reconcile_adopts_the_running_and_fails_the_exited_and_the_vanishe
         gone = manager.lookup(vanished.conversation_id)
         assert gone is not None and gone.status is ConversationStatus.ERROR
         assert gone.reason == "the sandbox disappeared"
+
+
+# --- usage (issue 14) ------------------------------------------------------------------
+
+#: Writes 300 kB into the workspace, burns CPU for a while, then holds 64 MiB resident.
+_BURN = (
+    "import time\n"
+    "open('ballast.bin', 'wb').write(b'x' * 300_000)\n"
+    "end = time.process_time() + 0.6\n"
+    "while time.process_time() < end:\n"
+    "    pass\n"
+    "held = bytearray(64 * 1024 * 1024)\n"
+    "for at in range(0, len(held), 4096):\n"
+    "    held[at] = 1\n"
+    "time.sleep(120)\n"
+)
+
+
+async def test_usage_moves_when_a_task_burns_cpu_and_memory(subject: Subject) -> None:
+    runtime, spec = subject.runtime, make_spec()
+    assert await runtime.usage(spec.conversation_id) is None  # absent
+    handle = await runtime.start(spec)
+    idle = await runtime.usage(spec.conversation_id)
+    assert idle is not None and idle.disk_bytes == 0 and idle.disk_complete
+    async with httpx.AsyncClient(base_url=handle.base_url, timeout=30) as client:
+        task = {"runnable": {"type": "Python", "code": _BURN}, "title": "burn"}
+        created = await client.post("/task", json=task, headers={TOKEN_HEADER: spec.token})
+        assert created.status_code == 201, created.text
+
+    async def busy() -> object:
+        found = await runtime.usage(spec.conversation_id)
+        assert found is not None
+        enough = (
+            (found.cpu_seconds or 0) - (idle.cpu_seconds or 0) >= 0.5
+            and (found.memory_bytes or 0) - (idle.memory_bytes or 0) >= 60 * 1024 * 1024
+            and found.disk_bytes == 300_000
+        )
+        return found if enough else None
+
+    used = await eventually(busy, what=f"the usage of a busy {subject.kind} sandbox moves")
+    assert used.pids is not None and used.pids >= 1 + (idle.pids or 0)
+    assert used.memory_peak_bytes is not None and used.memory_bytes is not None
+    assert used.memory_peak_bytes >= used.memory_bytes
+    if subject.kind == "docker":
+        assert used.network_rx_bytes is not None and used.network_tx_bytes is not None
+        assert used.network_rx_bytes > 0  # the task's request came in over its network
+    else:
+        assert used.network_rx_bytes is None and used.network_tx_bytes is None  # unknowable: host's netns
+    await runtime.remove(spec.conversation_id)
+    assert await runtime.usage(spec.conversation_id) is None
