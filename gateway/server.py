@@ -30,6 +30,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import create_app
+from gateway.requestlog import JsonLines
 from gateway.settings import Settings
 
 log = logging.getLogger("convoy.gateway")
@@ -247,8 +248,21 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def configure_logging(settings: Settings) -> None:
+    """The root logger's one handler: text lines (the default) or, with ``log_format=json``,
+    one JSON object per line (:class:`gateway.requestlog.JsonLines`). Either way every line
+    passes :class:`RedactTokens` (on the handler: it sees uvicorn's records too)."""
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactTokens())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
 def run_server(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     if settings.local_mode and not is_loopback(settings.host):
         raise SystemExit(
             f"convoy: refusing to listen on {settings.host} without API keys: local single-user mode makes "
@@ -270,13 +284,17 @@ def run_server(settings: Settings) -> None:
     )
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
+    json_logs = settings.log_format == "json"
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level="info",
         lifespan="on",
-        access_log=settings.access_log,
+        # JSON: uvicorn's records go to the root handler as they are; requests are logged by
+        # gateway.requestlog (with their id, route template and principal) instead of uvicorn.
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
+        access_log=settings.access_log and not json_logs,
         **uvicorn_options(settings),
     )
     listener = config.bind_socket()
