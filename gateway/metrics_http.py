@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.metrics import HTTP_METHODS, GatewayMetrics
@@ -48,6 +49,11 @@ class TrafficMetrics:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._up = metrics.proxied_bytes.labels("up")
+        self._down = metrics.proxied_bytes.labels("down")
+        # The series of each (route, method, status) seen, looked up once: labels() costs more
+        # than the increment. Bounded, as the label values are.
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -61,8 +67,7 @@ class TrafficMetrics:
         began = time.perf_counter()
         status = 500  # an exception that escapes is answered 500 by the server
         proxied: bool | None = None
-        up = self.metrics.proxied_bytes.labels("up")
-        down = self.metrics.proxied_bytes.labels("down")
+        up, down = self._up, self._down
 
         def is_proxied() -> bool:
             nonlocal proxied
@@ -89,8 +94,13 @@ class TrafficMetrics:
         finally:
             method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
             labels = (route_template(scope), method, str(status))
-            self.metrics.http_requests.labels(*labels).inc()
-            self.metrics.http_seconds.labels(*labels).observe(time.perf_counter() - began)
+            series = self._series.get(labels)
+            if series is None:
+                metrics = self.metrics
+                series = metrics.http_requests.labels(*labels), metrics.http_seconds.labels(*labels)
+                self._series[labels] = series
+            series[0].inc()
+            series[1].observe(time.perf_counter() - began)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind: str | None = None

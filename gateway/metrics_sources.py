@@ -29,8 +29,9 @@ class CountedRuntime:
     def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
         self.wrapped = runtime
         self._metrics = metrics
-        self.name = runtime.name
-        self.enforces_egress = runtime.enforces_egress
+        self.name: str = runtime.name
+        # The wrapped runtime's (a stand-in runtime of the tests that lacks it enforces nothing).
+        self.enforces_egress: bool = getattr(runtime, "enforces_egress", False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.wrapped, name)

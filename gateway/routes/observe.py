@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -83,5 +84,5 @@ async def conversation_usage(request: Request, conversation_id: UUID) -> Convers
         conversation_id=conversation_id,
         measured_at=datetime.now(UTC),
         runtime=runtime.name,
-        **found.__dict__,
+        **dataclasses.asdict(found),
     )
