@@ -5,28 +5,26 @@ process never collide); ``GET /metrics`` (:mod:`gateway.routes.observe`) renders
 it. Labels never carry unbounded values: no conversation id, no principal, no raw
 path, no free text. Each label's values come from a fixed set named here:
 
-===================================== ===========================================
-metric                                labels (values)
-===================================== ===========================================
-``convoy_conversations``              status (every :class:`ConversationStatus`)
-``convoy_sandbox_starts_total``       kind (cold, warm), result (ok, failed, cancelled)
-``convoy_sandbox_start_seconds``      kind (cold, warm): the runtime's start, or a pool claim
-``convoy_sandbox_start_failures_total`` reason (:data:`START_FAILURE_REASONS`)
-``convoy_http_requests_total``        route (template or ``unmatched``), method, status
-``convoy_http_request_seconds``       route, method, status
-``convoy_websockets_open``            kind (:data:`WEBSOCKET_KINDS`)
-``convoy_events_relayed_total``       kind: frames sent to WebSocket clients
-``convoy_proxied_bytes_total``        direction (up: to sandboxes, down: to clients)
-``convoy_conversations_reaped_total`` reason (:data:`REAP_REASONS`)
-``convoy_conversations_deleted_total`` (none)
-``convoy_pool_size``                  (none): ready spare sandboxes
-``convoy_pool_claims_total``          result (hit, miss)
-``convoy_runtime_errors_total``       runtime, operation, error (a RuntimeFailure class)
-===================================== ===========================================
+- ``convoy_conversations``: status (every :class:`ConversationStatus`), counted at each scrape
+- ``convoy_sandbox_starts_total``: kind (cold, warm), result (ok, failed, cancelled)
+- ``convoy_sandbox_start_seconds``: kind; a cold start is the runtime's, a warm one a pool claim
+- ``convoy_sandbox_start_failures_total``: reason (:data:`START_FAILURE_REASONS`)
+- ``convoy_http_requests_total``, ``convoy_http_request_seconds``: route (the template, or
+  ``unmatched``), method (:data:`HTTP_METHODS` or ``other``), status
+- ``convoy_websockets_open``, ``convoy_events_relayed_total`` (frames sent to WebSocket
+  clients): kind (:data:`WEBSOCKET_KINDS`)
+- ``convoy_proxied_bytes_total``: direction (up: to sandboxes, down: to clients)
+- ``convoy_conversations_reaped_total``: reason (:data:`REAP_REASONS`);
+  ``convoy_conversations_deleted_total``
+- ``convoy_pool_size`` (ready spares), ``convoy_pool_claims_total``: result (hit, miss)
+- ``convoy_runtime_errors_total``: runtime, operation (a Runtime method), error (a
+  :class:`RuntimeFailure` class, :data:`RUNTIME_ERRORS`)
 
 Hooks for parts built elsewhere (the warm pool): :meth:`GatewayMetrics.pool_sized`,
 :meth:`GatewayMetrics.pool_claimed` and :meth:`GatewayMetrics.start_finished`
-(``kind="warm"``); until a pool calls them its series stay at zero.
+(``kind="warm"``; a pool built in the app's lifespan is handed the app's
+``GatewayMetrics``, also at ``app.state.metrics``); until a pool calls them its
+series stay at zero.
 """
 
 from __future__ import annotations
