@@ -4,6 +4,7 @@ MCP client starts ``convoy mcp`` itself), or over streamable HTTP with ``--http`
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 import typer
@@ -25,6 +26,12 @@ def mcp(
 ) -> None:
     """Run an MCP server whose tools create sandboxes, run commands and move files in them."""
     options = state(ctx)
+    if http and not _is_loopback(host):
+        # The MCP endpoint asks nothing of its callers and acts with this key: loopback only.
+        typer.echo(
+            f"convoy: refusing to serve MCP on {host}: it has no authentication; use 127.0.0.1", err=True
+        )
+        raise typer.Exit(2)
     try:
         from gateway import mcp_server
     except ImportError as error:  # the cli extra brings the SDK
@@ -34,3 +41,12 @@ def mcp(
         mcp_server.serve_http(options.url, options.key, host, port)
     else:
         mcp_server.serve_stdio(options.url, options.key)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

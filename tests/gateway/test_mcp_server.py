@@ -161,3 +161,25 @@ async def test_a_gateway_that_is_down_is_a_tool_error_not_a_crash(agent_env: dic
         message = await refused(client, "create_sandbox", title="nowhere")
         assert "cannot reach the gateway" in message
         assert "not a conversation id" in await refused(client, "delete_sandbox", sandbox_id="x")
+
+
+async def test_http_refuses_to_listen_beyond_loopback(agent_env: dict[str, str]) -> None:
+    env = {**agent_env, "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CONVOY,
+        "mcp",
+        "--http",
+        "--host",
+        "0.0.0.0",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert stderr.decode().strip() == (
+        "convoy: refusing to serve MCP on 0.0.0.0: it has no authentication; use 127.0.0.1"
+    )
