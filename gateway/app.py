@@ -26,8 +26,11 @@ from gateway.errors import install_error_handlers
 from gateway.firehose import Firehose
 from gateway.guard import RequestGuard
 from gateway.housekeeping import Housekeeper
+from gateway.preview import PreviewLayer
+from gateway.preview_links import PreviewLinks
 from gateway.proxy import Proxy
 from gateway.routes.conversations import router as conversations_router
+from gateway.routes.ports import router as ports_router
 from gateway.routes.proxied import router as proxy_router
 from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
@@ -48,6 +51,7 @@ in [/asyncapi.json](/asyncapi.json)."""
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     auth = Authenticator(settings)  # malformed keys fail here, before serving
+    links = PreviewLinks(settings)  # one secret for the app's life (drawn here when unset)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +62,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         manager = ConversationManager(settings, chosen, bus, proxy.client)
         firehose = Firehose(settings, manager, bus)
         housekeeper = Housekeeper(settings, manager)
-        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose)
+        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose, links)
         await manager.reconcile()
         housekeeper.start()
         log.info(
@@ -93,9 +97,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     install_error_handlers(app)
     # No body is read before its sender is authenticated; the gateway's own are capped (gateway.guard).
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
+    # In front of the guard: a preview's requests (its host, or /conversation/{id}/port/...) never
+    # reach the API; it admits them by key or signed link from the head alone (gateway.preview).
+    app.add_middleware(PreviewLayer)
     app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
     app.include_router(conversations_router)
     app.include_router(proxy_router)
+    app.include_router(ports_router)
     app.include_router(ws_router)
 
     @app.get("/health", tags=["gateway"], summary="The gateway answers")

@@ -122,3 +122,20 @@ class Conversation(BaseModel):
     internet: bool
     egress: EgressPolicy | None = None
     limits: ConversationLimits
+
+
+# --- preview ports ------------------------------------------------------------------
+
+
+class PortLinkCreate(BaseModel):
+    """Body of ``POST /conversation/{id}/port/{port}/link``."""
+
+    model_config = ConfigDict(extra="forbid")
+    expires_in: int = Field(
+        3600, ge=1, description="Seconds the link works (at most the gateway's preview_link_max_ttl)."
+    )
+
+
+class PortLink(BaseModel):
+    url: str = Field(description="Opens the port without a key until expires_at (keep it secret).")
+    expires_at: datetime
