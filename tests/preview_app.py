@@ -12,8 +12,8 @@ Python has: the agent runs on it), HTTP and WebSocket on one port:
 - ``WS /ws``: echoes every frame (text as text, bytes as bytes), choosing the first
   subprotocol offered.
 
-:data:`SOURCE` is this file's text, for a Python task's ``code`` (``sys.argv`` is empty
-there: the port comes from the environment ``PREVIEW_PORT`` then).
+As a Python task's ``code`` (this file's text, :func:`source`), ``sys.argv`` is empty:
+the port comes from the environment ``PREVIEW_PORT`` then.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from pathlib import Path
 from typing import Any
 
 PATTERN = bytes(range(256)) * 4096  # 1 MiB
+
+
+def source() -> str:
+    """This file's text (for a Python task's ``code``)."""
+    return Path(__file__).read_text()
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -88,8 +93,6 @@ async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         else:
             await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
-
-SOURCE = Path(__file__).read_text() if "__file__" in globals() else ""
 
 if __name__ == "__main__":
     import uvicorn
