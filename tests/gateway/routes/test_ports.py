@@ -159,9 +159,10 @@ async def test_others_ids_unknown_ports_and_bad_ports(process_harness: Harness) 
         assert silent.status_code == 502
         assert f"nothing listens on port {nobody}" in silent.json()["detail"]
         for port in ("0", "65536", "http"):
-            bad = await p.client.get(f"/conversation/{p.conversation_id}/port/{port}/", headers=auth(ALICE))
+            bad_port = f"/conversation/{p.conversation_id}/port/{port}"
+            bad = await p.client.get(f"{bad_port}/", headers=auth(ALICE))
             assert bad.status_code == 422 and "port" in bad.json()["detail"], port
-            link = await p.client.post(f"/conversation/{p.conversation_id}/port/{port}/link", headers=auth(ALICE))
+            link = await p.client.post(f"{bad_port}/link", headers=auth(ALICE))
             assert link.status_code == 422, port
 
 
@@ -199,7 +200,8 @@ async def test_a_link_works_without_a_key_until_it_expires(process_harness: Harn
         assert cookie.key == "convoy_preview" and cookie["path"] == f"{p.base}/"
         assert cookie["httponly"] and cookie["samesite"] == "Lax" and 0 < int(cookie["max-age"]) <= 600
         # A sub-resource: the cookie alone admits it, and never reaches the sandbox.
-        sub = await p.client.get(f"{p.base}/headers/style.css", headers={"cookie": f"{cookie.key}={cookie.value}"})
+        jar = {"cookie": f"{cookie.key}={cookie.value}"}
+        sub = await p.client.get(f"{p.base}/headers/style.css", headers=jar)
         assert "cookie" not in _seen_headers(sub) and "convoy_preview" not in str(seen)
         # Bound to its port: another port of the same conversation refuses it.
         other = await p.client.get(f"/conversation/{p.conversation_id}/port/{p.port + 1}/?{url.query}")
@@ -212,9 +214,7 @@ async def test_a_link_works_without_a_key_until_it_expires(process_harness: Harn
             lambda: _status_is(p.client, f"{short.path}?{short.query}", 403), what="the link expires"
         )
         assert "expired" in expired.json()["detail"]
-        too_long = await p.client.post(
-            f"{p.base}/link", json={"expires_in": 10**9}, headers=auth(ALICE)
-        )
+        too_long = await p.client.post(f"{p.base}/link", json={"expires_in": 10**9}, headers=auth(ALICE))
         assert too_long.status_code == 422 and "at most" in too_long.json()["detail"]
 
 
