@@ -32,28 +32,31 @@ cookie) nor the link token (query or cookie) reaches the sandbox; on a preview
 host the app's own cookies pass both ways, except a ``Set-Cookie`` of those two
 names. WebSockets follow the same rules, refused after the handshake with
 4401/4403/4404 (1008 for a bad port), relayed by :func:`gateway.wsproxy.proxy_frames`.
+Those admitted by a key count against their principal's ``max_websockets_per_principal``
+(:mod:`gateway.wsquota`); those admitted by a link, which have no principal, against
+the same number per conversation (beyond: closed with 4429).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
-from urllib.parse import unquote_plus
+from collections import Counter
 from uuid import UUID
 
 import websockets
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from gateway.auth import AuthError
 from gateway.context import GatewayContext
-from gateway.errors import GatewayError, InvalidInput, LinkRefused, NotFound, NotReady, error_response
+from gateway.errors import GatewayError, NotReady, error_response
+from gateway.preview_admission import Target, admit, app_cookies, find_target, header_value, without_link
 from gateway.preview_links import LINK_PARAMETER
 from gateway.proxy import Passage
 from gateway.records import Record
+from gateway.runtimes.base import SandboxHandle
 from gateway.upstream import UpstreamPath, upstream_query
 from gateway.wsproxy import UPSTREAM_MAX_QUEUE, close_client, proxy_frames
 from sandbox_agent.protocol import (
@@ -61,6 +64,7 @@ from sandbox_agent.protocol import (
     WS_CLOSE_BAD_QUERY,
     WS_CLOSE_CONVERSATION_ENDED,
     WS_CLOSE_FORBIDDEN,
+    WS_CLOSE_LIMIT_REACHED,
     WS_CLOSE_NOT_FOUND,
     WS_CLOSE_UNAUTHORIZED,
     WS_CLOSE_UPSTREAM_UNAVAILABLE,
@@ -68,53 +72,8 @@ from sandbox_agent.protocol import (
 
 log = logging.getLogger("convoy.gateway")
 
-_UUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-#: ``{port}-{id}.{domain}``, then an optional ``:port`` (the gateway's).
-_PREVIEW_HOST = re.compile(
-    rf"(?P<port>[0-9]{{1,6}})-(?P<id>{_UUID})\.(?P<domain>[A-Za-z0-9.-]+?)(?::[0-9]{{1,5}})?"
-)
-_PREVIEW_PATH = re.compile(r"/conversation/(?P<id>[^/]+)/port/(?P<port>[^/]+)(?P<rest>/.*)?", re.DOTALL)
 _UPSTREAM = UpstreamPath("/port/{port}/{path:path}")
 _SANDBOX_CSP = (b"content-security-policy", b"sandbox")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One request's preview: which port of which conversation, and where on it."""
-
-    conversation_id: UUID
-    port: int
-    path: str  # on the sandbox's server, decoded, without its leading "/"
-    host_based: bool
-
-    @property
-    def cookie_path(self) -> str:
-        return "/" if self.host_based else f"/conversation/{self.conversation_id}/port/{self.port}/"
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise InvalidInput(f"port must be an integer from 1 to 65535, not {text[:20]!r}")
-    return int(text)
-
-
-def _header(scope: Scope, wanted: bytes) -> str:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return str(value.decode("latin-1"))
-    return ""
-
-
-def _cookies(scope: Scope) -> list[tuple[str, str]]:
-    """Every ``name=value`` pair of the request's ``Cookie`` headers, raw (not unquoted)."""
-    pairs = []
-    for name, value in scope["headers"]:
-        if name == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                key, _, text = part.strip().partition("=")
-                if key:
-                    pairs.append((key, text))
-    return pairs
 
 
 class PreviewLayer:
@@ -122,23 +81,7 @@ class PreviewLayer:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-
-    def _target(self, scope: Scope, context: GatewayContext) -> Target | None:
-        """The preview a request is for, ``None`` for the API; raises for a bad id or port."""
-        host = _PREVIEW_HOST.fullmatch(_header(scope, b"host"))
-        domains = {"localhost", context.settings.preview_domain.lower()}
-        if host is not None and host["domain"].lower() in domains:
-            path = str(scope["path"]).removeprefix("/")
-            return Target(UUID(host["id"]), _port(host["port"]), path, host_based=True)
-        found = _PREVIEW_PATH.fullmatch(str(scope["path"]))
-        if found is None or (scope.get("method") == "POST" and found["rest"] == "/link"):
-            return None
-        try:
-            conversation_id = UUID(found["id"])
-        except ValueError:
-            raise NotFound(f"conversation {found['id'][:40]} not found") from None
-        rest = found["rest"] or ""
-        return Target(conversation_id, _port(found["port"]), rest.removeprefix("/"), host_based=False)
+        self._link_sockets: Counter[UUID] = Counter()  # open WebSockets admitted by a link
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         served = scope["type"] in ("http", "websocket")
@@ -147,7 +90,7 @@ class PreviewLayer:
             await self.app(scope, receive, send)
             return
         try:
-            target = self._target(scope, context)
+            target = find_target(scope, context.settings)
         except GatewayError as error:
             if scope["type"] == "http":
                 await error_response(error.status, error.detail)(scope, receive, send)
@@ -160,57 +103,6 @@ class PreviewLayer:
             await self._http(scope, receive, send, context, target)
         else:
             await self._websocket(WebSocket(scope, receive, send), context, target)
-
-    # --- who may pass -------------------------------------------------------------
-
-    def _admit(
-        self, conn: HTTPConnection, context: GatewayContext, target: Target
-    ) -> tuple[Record, str | None]:
-        """The conversation, and the cookie to set when a link token came in the query.
-        Raises :class:`AuthError` or :class:`GatewayError` (see the module docstring)."""
-        token = conn.query_params.get(LINK_PARAMETER)
-        if token is not None:
-            record, left = self._by_link(context, target, token)
-            secure = "; Secure" if conn.url.scheme in ("https", "wss") else ""
-            cookie = (
-                f"{LINK_PARAMETER}={token}; Path={target.cookie_path}; Max-Age={left}; HttpOnly; "
-                f"SameSite=Lax{secure}"
-            )
-            return record, cookie
-        try:
-            principal = context.auth.authenticate(conn)
-        except AuthError:
-            tokens = [value for name, value in _cookies(conn.scope) if name == LINK_PARAMETER]
-            if not tokens:
-                raise
-            refusal: LinkRefused | None = None
-            for candidate in tokens:
-                try:
-                    return self._by_link(context, target, candidate)[0], None
-                except LinkRefused as error:
-                    refusal = error
-            assert refusal is not None
-            raise refusal from None
-        return context.manager.get(target.conversation_id, principal), None
-
-    @staticmethod
-    def _by_link(context: GatewayContext, target: Target, token: str) -> tuple[Record, int]:
-        """The conversation and the seconds the link has left. Checks the signature (403),
-        then the conversation (404), then the expiry (403)."""
-        expires_at = context.links.check(token, target.conversation_id, target.port)
-        record = context.manager.lookup(target.conversation_id)
-        if record is None:
-            raise NotFound(f"conversation {target.conversation_id} not found")
-        return record, context.links.check_expiry(expires_at)
-
-    @staticmethod
-    def _app_cookies(scope: Scope, context: GatewayContext, target: Target) -> bytes | None:
-        """The ``Cookie`` header the sandbox's server gets: the app's own, on a preview host only."""
-        if not target.host_based:
-            return None
-        ours = {LINK_PARAMETER, context.settings.cookie_name}
-        kept = [f"{name}={value}" for name, value in _cookies(scope) if name not in ours]
-        return "; ".join(kept).encode("latin-1") if kept else None
 
     # --- HTTP -----------------------------------------------------------------------
 
@@ -225,7 +117,8 @@ class PreviewLayer:
             return
         manager = context.manager
         try:
-            record, cookie = self._admit(request, context, target)
+            admitted = admit(request, context, target)
+            record = admitted.record
             handle = await manager.ready_handle(record)
             manager.touch(record)
             response = await context.proxy.forward(
@@ -233,7 +126,7 @@ class PreviewLayer:
                 handle,
                 path=_UPSTREAM.build({"port": target.port, "path": target.path}),
                 activity=lambda: manager.connection(record),
-                passage=self._passage(request, context, target, cookie),
+                passage=_passage(request, context, target, admitted.cookie),
             )
         except AuthError as error:
             headers = {"www-authenticate": "Bearer"} if error.status == 401 else {}
@@ -242,40 +135,51 @@ class PreviewLayer:
             response = error_response(error.status, error.detail, _unread_body(scope))
         await response(scope, receive, send)
 
-    def _passage(
-        self, request: Request, context: GatewayContext, target: Target, cookie: str | None
-    ) -> Passage:
-        ours = {LINK_PARAMETER.encode(), context.settings.cookie_name.encode()}
-        query = _without_link(upstream_query(request))
-        headers: list[tuple[bytes, bytes]] = [] if target.host_based else [_SANDBOX_CSP]
-        if cookie is not None:
-            headers += [(b"set-cookie", cookie.encode("latin-1")), (b"referrer-policy", b"no-referrer")]
-        return Passage(
-            cookie=self._app_cookies(request.scope, context, target),
-            query=query,
-            returned_cookie=(lambda value: value.split(b"=", 1)[0].strip() not in ours)
-            if target.host_based
-            else None,
-            headers=tuple(headers),
-        )
-
     # --- WebSocket ------------------------------------------------------------------
 
     async def _websocket(self, websocket: WebSocket, context: GatewayContext, target: Target) -> None:
         manager = context.manager
         try:
-            record, _ = self._admit(websocket, context, target)
+            admitted = admit(websocket, context, target)
+            record = admitted.record
             handle = await manager.ready_handle(record)
         except (AuthError, GatewayError) as error:
             await _refuse(websocket, error)
             return
-        query = _without_link(upstream_query(websocket))
+        if not admitted.by_link:  # counted per principal, in front (gateway.wsquota)
+            await self._relay(websocket, context, target, record, handle)
+            return
+        # Link holders have no principal: their sockets count per conversation, to the same cap.
+        limit = context.settings.max_websockets_per_principal
+        if self._link_sockets[record.id] >= limit:
+            await websocket.accept()
+            reason = f"at most {limit} WebSockets may be open at once per preview link holder"
+            await close_client(websocket, WS_CLOSE_LIMIT_REACHED, reason)
+            return
+        self._link_sockets[record.id] += 1
+        try:
+            await self._relay(websocket, context, target, record, handle)
+        finally:
+            self._link_sockets[record.id] -= 1
+            if not self._link_sockets[record.id]:
+                del self._link_sockets[record.id]
+
+    async def _relay(
+        self,
+        websocket: WebSocket,
+        context: GatewayContext,
+        target: Target,
+        record: Record,
+        handle: SandboxHandle,
+    ) -> None:
+        manager = context.manager
+        query = without_link(upstream_query(websocket))
         path = _UPSTREAM.build({"port": target.port, "path": target.path})
         url = f"ws{handle.base_url.removeprefix('http')}{path}" + (f"?{query}" if query else "")
         headers = {TOKEN_HEADER: handle.token}
-        app_cookies = self._app_cookies(websocket.scope, context, target)
-        if app_cookies:
-            headers["cookie"] = app_cookies.decode("latin-1")
+        cookies = app_cookies(websocket.scope, context.settings, target)
+        if cookies:
+            headers["cookie"] = cookies.decode("latin-1")
         origin = websocket.headers.get("origin")
         settings = context.settings
         try:
@@ -311,18 +215,27 @@ class PreviewLayer:
             await upstream.close()
 
 
-def _without_link(query: str) -> str:
-    """The query less the link token (by its decoded name, as the query is read)."""
-    if LINK_PARAMETER not in query and "%" not in query:
-        return query
-    return "&".join(
-        part for part in query.split("&") if unquote_plus(part.split("=", 1)[0]) != LINK_PARAMETER
+def _passage(request: Request, context: GatewayContext, target: Target, cookie: str | None) -> Passage:
+    """What crosses: the app's cookies on a preview host only; the sandbox CSP on the API's origin."""
+    ours = {LINK_PARAMETER.encode(), context.settings.cookie_name.encode()}
+    query = without_link(upstream_query(request))
+    headers: list[tuple[bytes, bytes]] = [] if target.host_based else [_SANDBOX_CSP]
+    if cookie is not None:
+        headers += [(b"set-cookie", cookie.encode("latin-1")), (b"referrer-policy", b"no-referrer")]
+    return Passage(
+        cookie=app_cookies(request.scope, context.settings, target),
+        query=query,
+        returned_cookie=(lambda value: value.split(b"=", 1)[0].strip() not in ours)
+        if target.host_based
+        else None,
+        headers=tuple(headers),
     )
 
 
 def _unread_body(scope: Scope) -> dict[str, str]:
     """A refused request's body is never read: the connection closes after the answer."""
-    has_body = _header(scope, b"transfer-encoding") or _header(scope, b"content-length") not in ("", "0")
+    length = header_value(scope, b"content-length")
+    has_body = header_value(scope, b"transfer-encoding") or length not in ("", "0")
     return {"connection": "close"} if has_body else {}
 
 

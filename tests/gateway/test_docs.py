@@ -156,6 +156,7 @@ async def test_asyncapi_is_valid_asyncapi_3(harness: Harness) -> None:
         "/conversation/{conversation_id}",
         "/conversation/",
         "/firehose/",
+        "/conversation/{conversation_id}/port/{port}/{path}",
     }
     assert {"Event", "TaskCreate", "EventTrigger"} <= set(document["components"]["schemas"])
     validator = _asyncapi_validator()

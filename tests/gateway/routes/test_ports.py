@@ -18,7 +18,13 @@ import pytest
 import websockets
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, auth, create_ready, keyed, ws_url
 
-from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_NOT_FOUND, WS_CLOSE_UNAUTHORIZED
+from sandbox_agent.protocol import (
+    TOKEN_HEADER,
+    WS_CLOSE_FORBIDDEN,
+    WS_CLOSE_LIMIT_REACHED,
+    WS_CLOSE_NOT_FOUND,
+    WS_CLOSE_UNAUTHORIZED,
+)
 from tests.helpers import eventually, free_port
 from tests.preview_app import PATTERN, source
 
@@ -235,6 +241,25 @@ async def test_deleting_the_conversation_revokes_its_links(process_harness: Harn
         assert gone.status_code == 404 and gone.json()["detail"]
 
 
+async def test_a_link_opens_a_websocket_and_link_holders_sockets_are_capped(process_harness: Harness) -> None:
+    async with preview(process_harness, max_websockets_per_principal=1) as p:
+        url = urlsplit((await p.link())["url"])
+        address = ws_url(str(p.client.base_url), f"{p.base}/ws?{url.query}")
+        async with websockets.connect(address) as first:
+            await first.send("by link")
+            assert await first.recv() == "by link"
+            # No principal to count against: the conversation's link holders share the cap.
+            async with websockets.connect(address) as second:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await second.recv()
+            assert second.close_code == WS_CLOSE_LIMIT_REACHED
+        tampered = ws_url(str(p.client.base_url), f"{p.base}/ws?{url.query[:-2]}xx")
+        async with websockets.connect(tampered) as refused:
+            with pytest.raises(websockets.ConnectionClosed):
+                await refused.recv()
+        assert refused.close_code == WS_CLOSE_FORBIDDEN
+
+
 # --- host-based -----------------------------------------------------------------------
 
 
@@ -290,3 +315,25 @@ async def test_a_preview_domain_routes_its_hosts_and_local_mode_keeps_loopback_h
         assert (await client.get("/health", headers={"host": "preview.test"})).status_code == 200
         refused = await client.get(f"/conversation/{conversation_id}", headers={"host": "preview.test"})
         assert refused.status_code == 403
+
+
+# --- every runtime (Docker included) ----------------------------------------------------
+
+
+async def test_http_and_websocket_servers_answer_on_every_runtime(any_harness: Harness) -> None:
+    """The hop inside the sandbox is the agent's: on Docker the server listens on the
+    container's own loopback, which nothing outside it can reach but the agent."""
+    async with preview(any_harness) as p:
+        url = urlsplit((await p.link())["url"])
+        page = await p.client.get(f"{url.path}headers?{url.query}")
+        assert page.json()["path"] == "/headers" and "authorization" not in _seen_headers(page)
+        size = 16 * MiB
+        posted = await p.client.post(f"{p.base}/count", content=PATTERN * 16, headers=auth(ALICE))
+        assert posted.json()["bytes"] == size
+        async with p.client.stream("GET", f"{p.base}/big", params={"mib": 16}, headers=auth(ALICE)) as down:
+            assert sum([len(chunk) async for chunk in down.aiter_bytes()]) == size
+        async with websockets.connect(
+            ws_url(str(p.client.base_url), f"{p.base}/ws"), additional_headers=auth(ALICE)
+        ) as ws:
+            await ws.send("from outside")
+            assert await ws.recv() == "from outside"
