@@ -125,6 +125,12 @@ async def test_a_path_preview_answers_without_the_keys_and_with_a_sandbox_csp(
         # The key cookie alone admits a browser, like on every route.
         by_cookie = await p.client.get(f"{p.base}/headers", headers={"cookie": f"convoy_key={ALICE}"})
         assert "cookie" not in _seen_headers(by_cookie)
+        # Every method goes through: HEAD answers the head alone, PUT and DELETE reach the server.
+        head = await p.client.head(f"{p.base}/headers", headers=auth(ALICE))
+        assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+        for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+            answer = await p.client.request(method, f"{p.base}/headers", headers=auth(ALICE))
+            assert answer.json()["method"] == method
         # Without the slash, a redirect to it (relative links then resolve under the preview).
         bare = await p.client.get(p.base, params={"a": "1"}, headers=auth(ALICE))
         assert bare.status_code == 307 and bare.headers["location"] == f"{p.base}/?a=1"
