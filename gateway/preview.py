@@ -133,6 +133,9 @@ class PreviewLayer:
             response = error_response(error.status, error.detail, headers | _unread_body(scope))
         except GatewayError as error:
             response = error_response(error.status, error.detail, _unread_body(scope))
+        except Exception:  # a bug must still answer JSON, as the API's handlers do
+            log.exception("preview %s %s failed", scope["method"], scope["path"])
+            response = error_response(500, "internal error in the gateway", _unread_body(scope))
         await response(scope, receive, send)
 
     # --- WebSocket ------------------------------------------------------------------
