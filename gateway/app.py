@@ -29,10 +29,13 @@ from gateway.housekeeping import Housekeeper
 from gateway.metrics import GatewayMetrics
 from gateway.metrics_http import TrafficMetrics
 from gateway.metrics_sources import CountedRuntime, start_watching
+from gateway.preview import PreviewLayer
+from gateway.preview_links import PreviewLinks
 from gateway.proxy import Proxy
 from gateway.requestlog import RequestLog
 from gateway.routes.conversations import router as conversations_router
 from gateway.routes.observe import router as observe_router
+from gateway.routes.ports import router as ports_router
 from gateway.routes.proxied import router as proxy_router
 from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
@@ -54,6 +57,7 @@ in [/asyncapi.json](/asyncapi.json)."""
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     auth = Authenticator(settings)  # malformed keys fail here, before serving
     metrics = GatewayMetrics()  # this app's own registry (issue 14)
+    links = PreviewLinks(settings)  # one secret for the app's life (drawn here when unset)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         watcher = start_watching(bus, metrics)
         firehose = Firehose(settings, manager, bus)
         housekeeper = Housekeeper(settings, manager)
-        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose)
+        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose, links)
         await manager.reconcile()
         housekeeper.start()
         log.info(
@@ -105,6 +109,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     install_error_handlers(app)
     # No body is read before its sender is authenticated; the gateway's own are capped (gateway.guard).
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
+    # In front of the guard: a preview's requests (its host, or /conversation/{id}/port/...) never
+    # reach the API; it admits them by key or signed link from the head alone (gateway.preview).
+    app.add_middleware(PreviewLayer)
     app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
     # Issue 14, outermost: every request is counted and gets its id, refusals included.
     app.state.metrics = metrics
@@ -112,6 +119,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestLog, authenticator=auth, log_requests=settings.log_format == "json")
     app.include_router(conversations_router)
     app.include_router(proxy_router)
+    app.include_router(ports_router)
     app.include_router(ws_router)
     app.include_router(observe_router)  # issue 14: /metrics, /conversation/{id}/usage
 

@@ -1,4 +1,5 @@
-"""``GET /asyncapi.json``: an AsyncAPI 3.0 document of the three WebSocket channels.
+"""``GET /asyncapi.json``: an AsyncAPI 3.0 document of the WebSocket channels (three of events,
+and the preview relay).
 
 Generated from the same models as the wire (:mod:`sandbox_agent.protocol`), so
 it cannot drift from what is sent. Operations are from the gateway's point of
@@ -99,6 +100,34 @@ def _operations(channel: str, inbound: bool) -> dict[str, Any]:
     return operations
 
 
+def _preview_channel() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The preview WebSocket (:mod:`gateway.preview`): frames relayed as they are, both ways."""
+    channel = {
+        "address": "/conversation/{conversation_id}/port/{port}/{path}",
+        "description": "A WebSocket served inside the sandbox on 127.0.0.1:{port}, relayed as it is: "
+        "text and binary frames both ways, the server's subprotocol, the same close code. Admitted "
+        "by API key or signed link (convoy_preview query parameter or cookie), like the HTTP "
+        "preview; also on host-based previews ({port}-{conversation_id}.<preview domain>/{path}).",
+        "parameters": {
+            "conversation_id": {"description": "The conversation's UUID"},
+            "port": {"description": "A TCP port from 1 to 65535"},
+            "path": {"description": "The path on the sandbox's server"},
+        },
+        "messages": {"frame": {"$ref": "#/components/messages/PreviewFrame"}},
+        "bindings": _query({"token": _TOKEN, "convoy_preview": {"type": "string"}}),
+    }
+    operations = {
+        f"preview{action.title()}Frames": {
+            "action": action,
+            "channel": {"$ref": "#/channels/preview"},
+            "summary": "Whatever the sandbox's server and the client send each other.",
+            "messages": [{"$ref": "#/channels/preview/messages/frame"}],
+        }
+        for action in ("send", "receive")
+    }
+    return channel, operations
+
+
 def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document; ``host`` (``name:port``) adds a server entry."""
     after_seq = {
@@ -133,6 +162,8 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
     operations: dict[str, Any] = {}
     for name, inbound in (("conversation", True), ("conversationCreate", True), ("firehose", False)):
         operations.update(_operations(name, inbound))
+    channels["preview"], preview_operations = _preview_channel()
+    operations.update(preview_operations)
     document: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": {
@@ -151,6 +182,13 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
                 "Event": _message("Event", "An event envelope"),
                 "TaskCreate": _message("TaskCreate", "Create a task"),
                 "EventTrigger": _message("EventTrigger", "Trigger a client event"),
+                "PreviewFrame": {
+                    "name": "PreviewFrame",
+                    "title": "PreviewFrame",
+                    "summary": "A text or binary frame, relayed unchanged",
+                    "contentType": "application/octet-stream",
+                    "payload": {"description": "Any text or bytes"},
+                },
             },
         },
     }

@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from gateway.auth import Authenticator
 from gateway.conversations import ConversationManager
 from gateway.firehose import Firehose
+from gateway.preview_links import PreviewLinks
 from gateway.proxy import Proxy
 from gateway.settings import Settings
 from gateway.status import StatusBus
@@ -27,6 +28,7 @@ class GatewayContext:
     proxy: Proxy
     manager: ConversationManager
     firehose: Firehose
+    links: PreviewLinks  # signed preview links (gateway.preview_links)
 
 
 def context_of(conn: HTTPConnection) -> GatewayContext:

@@ -5,6 +5,7 @@
     GatewayError                  an answer other than success; .status, .detail
     ├── InvalidInput        422   the request is wrong (the detail says how)
     ├── NotFound            404   no such conversation (or not yours: the same answer)
+    ├── LinkRefused         403   a preview link that is not valid for this port, or expired
     ├── LimitReached        429   a global or per-owner maximum is reached
     ├── NotReady            409   the conversation ended (ERROR, STOPPING): it takes no requests
     ├── StillStarting       503   the conversation is still STARTING after the start timeout
@@ -61,6 +62,12 @@ class InvalidInput(GatewayError):
 
 class NotFound(GatewayError):
     status = 404
+
+
+class LinkRefused(GatewayError):
+    """A signed preview link that does not open this port of this conversation, or expired."""
+
+    status = 403
 
 
 class LimitReached(GatewayError):

@@ -144,3 +144,20 @@ class ConversationUsage(BaseModel):
     network_rx_bytes: int | None = Field(None, description="Bytes received by the sandbox so far.")
     network_tx_bytes: int | None = Field(None, description="Bytes sent by the sandbox so far.")
     pids: int | None = Field(None, description="Processes (Docker: and threads) now.")
+
+
+# --- preview ports ------------------------------------------------------------------
+
+
+class PortLinkCreate(BaseModel):
+    """Body of ``POST /conversation/{id}/port/{port}/link``."""
+
+    model_config = ConfigDict(extra="forbid")
+    expires_in: int = Field(
+        3600, ge=1, description="Seconds the link works (at most the gateway's preview_link_max_ttl)."
+    )
+
+
+class PortLink(BaseModel):
+    url: str = Field(description="Opens the port without a key until expires_at (keep it secret).")
+    expires_at: datetime

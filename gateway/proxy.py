@@ -27,6 +27,8 @@ Contracts:
 - The upstream response is always closed: at the end, on error, when the
   client disconnects mid-stream, and when the client stops reading for
   ``proxy_stall_timeout`` (the upstream is never pinned by an idle client).
+- A preview (:mod:`gateway.preview`) may relax the cookie rules and add answer
+  headers, through a :class:`Passage`; the API's routes never do.
 - Upstream failures answer JSON: 502 (cannot connect, broken answer),
   504 (no answer within ``proxy_timeout``). Downloads (``file-content``) have
   no read timeout once they started: a large file may take its time.
@@ -39,6 +41,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
@@ -75,6 +78,34 @@ _NOT_RETURNED_FROM_DOWNLOADS = _NOT_RETURNED | {
     *(name.decode() for name, _ in _DOWNLOAD_HEADERS),
 }
 _READ_WHOLE_BELOW = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Passage:
+    """What of a preview's exchange crosses beyond the API's rules (none of it by default).
+
+    ``cookie``: the ``Cookie`` header sent upstream (the API's rule: none);
+    ``query``: the upstream query instead of :func:`upstream_query`'s;
+    ``returned_cookie``: which upstream ``Set-Cookie`` values come back (the API's: none);
+    ``headers``: added to the answer; an upstream header of the same name (but
+    ``Set-Cookie``) is dropped for it.
+    """
+
+    cookie: bytes | None = None
+    query: str | None = None
+    returned_cookie: Callable[[bytes], bool] | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def answer_headers(
+        self, upstream: list[tuple[bytes, bytes]], kept: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """``kept`` (the upstream headers that pass the API's rules) as this passage wants them."""
+        replaced = {name for name, _ in self.headers if name != b"set-cookie"}
+        back = [(n, v) for n, v in kept if n not in replaced]
+        if self.returned_cookie is not None:
+            wanted = self.returned_cookie
+            back += [(b"set-cookie", v) for n, v in upstream if n.lower() == b"set-cookie" and wanted(v)]
+        return back + list(self.headers)
 
 
 def _dropped(headers: list[tuple[bytes, bytes]], always: frozenset[str]) -> frozenset[str]:
@@ -203,18 +234,21 @@ class Proxy:
         path: str,
         download: bool = False,
         activity: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+        passage: Passage | None = None,
     ) -> Response:
         """Send ``request`` to ``path`` (percent-encoded: see :class:`gateway.upstream.UpstreamPath`)
         of the agent of ``handle`` and answer with its answer. ``download``: a file's
-        content (no read timeout; sent as an attachment)."""
+        content (no read timeout; sent as an attachment). ``passage``: a preview's rules."""
         raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
         dropped = _dropped(raw_headers, _NOT_FORWARDED)
         headers = [(n, v) for n, v in raw_headers if n.decode("latin-1").lower() not in dropped]
+        if passage is not None and passage.cookie:
+            headers.append((b"cookie", passage.cookie))
         if _header_bytes(headers) > self._settings.proxy_max_header_bytes:
             return error_response(
                 431, f"the request's headers exceed {self._settings.proxy_max_header_bytes} bytes"
             )
-        query = upstream_query(request)
+        query = upstream_query(request) if passage is None or passage.query is None else passage.query
         target = f"{path}{'?' + query if query else ''}"
         if len(target) > self._settings.proxy_max_url_bytes:
             limit = self._settings.proxy_max_url_bytes
@@ -250,6 +284,8 @@ class Proxy:
         back = [(n.lower(), v) for n, v in upstream.headers if n.decode("latin-1").lower() not in dropped]
         if download:
             back += _download_headers(path, upstream.status)
+        if passage is not None:
+            back = passage.answer_headers(upstream.headers, back)
         size = next((v for n, v in back if n == b"content-length"), None)
         if not download and size is not None and size.isdigit() and int(size) < _READ_WHOLE_BELOW:
             try:

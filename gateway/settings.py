@@ -107,6 +107,28 @@ class Settings(BaseSettings):
         32, ge=1, description="WebSockets one principal may hold open at once; beyond: refused with 4429."
     )
 
+    # --- preview ports (gateway.preview) ---------------------------------------
+    preview_domain: str = Field(
+        "",
+        pattern=r"^$|^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+        description="Host-based previews (recommended): links are {port}-{id}.<domain>; 'localhost' for "
+        "local use (browsers resolve *.localhost to loopback). Empty: path-based links on the API origin. "
+        "Requests for {port}-{id}.localhost are routed to previews whatever this says.",
+    )
+    preview_scheme: Literal["http", "https"] = Field(
+        "https", description="Scheme of host-based links (not 'localhost' ones: those use the request's)."
+    )
+    preview_port: int | None = Field(
+        None, ge=1, le=65535, description="Port in host-based links (not 'localhost' ones); unset: none."
+    )
+    preview_secret: str = Field(
+        "",
+        repr=False,
+        description="HMAC key of signed preview links. Unset: a random one per gateway start (links "
+        "die with it); several gateways behind one address need the same one.",
+    )
+    preview_link_max_ttl: int = Field(7 * 24 * 3600, ge=1, description="Longest expires_in of a link.")
+
     # --- process runtime --------------------------------------------------------
     state_dir: Path = Field(Path.home() / ".convoy", description="Process runtime: where sandboxes live.")
     process_stop_grace: float = Field(5.0, ge=0, description="Process runtime: SIGTERM to SIGKILL.")

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 from starlette.convertors import PathConvertor
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
 
 
@@ -48,7 +48,7 @@ class UpstreamPath:
         return path
 
 
-def upstream_query(request: Request) -> str:
+def upstream_query(request: HTTPConnection) -> str:
     """The query string for the agent: as the client sent it, less every ``token``
     parameter, matched by its decoded name as the gateway's auth reads it (``%74oken``)."""
     query: str = request.scope.get("query_string", b"").decode("latin-1")

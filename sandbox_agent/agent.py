@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 from sandbox_agent import __version__
 from sandbox_agent.events import EventLog
 from sandbox_agent.files import Workspace
+from sandbox_agent.ports import PortForwarder
 from sandbox_agent.protocol import (
     RUNNABLE_TYPES,
     AgentInfo,
@@ -47,6 +48,7 @@ class Agent:
             max_lag_bytes=settings.subscriber_lag_bytes,
         )
         self.tasks = TaskManager(settings, self.events, self.workspace)
+        self.ports = PortForwarder(settings.port_timeout, settings.max_event_bytes)
         self.ready = False
         self._info_json: bytes | None = None
 
@@ -77,6 +79,7 @@ class Agent:
     async def stop(self) -> None:
         self.ready = False
         await self.tasks.close()
+        await self.ports.close()
         await self.events.close()
 
     def info_json(self) -> bytes:

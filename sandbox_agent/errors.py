@@ -120,6 +120,21 @@ class Stopping(AgentError):
     status_code = 503
 
 
+# --- preview ports (sandbox_agent.ports) ------------------------------------------
+
+
+class PortUnreachable(AgentError):
+    """Nothing listens on the port inside the sandbox, or what does gave no valid answer."""
+
+    status_code = 502
+
+
+class PortTimeout(AgentError):
+    """The server on the port inside the sandbox did not answer in time."""
+
+    status_code = 504
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with what JSON cannot carry replaced: non-finite floats become None, lone
     surrogates (valid in a JSON escape, not in UTF-8) are backslash-escaped."""

@@ -67,6 +67,9 @@ class AgentSettings(BaseModel):
     kill_grace_seconds: float = Field(3.0, ge=0, description="SIGTERM to SIGKILL for a task's processes.")
     output_chunk_bytes: int = Field(64 * 1024, ge=1, description="Largest read from a task's pipe.")
     tail_cache_bytes: int = Field(8 * MiB, ge=0, description="Recent events kept in memory for followers.")
+    port_timeout: float = Field(
+        60.0, gt=0, description="Seconds a server on a preview port may take to accept and to answer."
+    )
     memory_events_file: Path | None = Field(
         None,
         description="Cgroup file with the oom_kill counter (memory.events, v2; memory.oom_control, v1) that "

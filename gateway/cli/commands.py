@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, doctor, files, mcp, tasks
+from gateway.cli import conversations, doctor, files, mcp, ports, tasks
 
 
 def register(app: typer.Typer) -> None:
@@ -12,5 +12,6 @@ def register(app: typer.Typer) -> None:
     conversations.register(app)
     tasks.register(app)
     files.register(app)
+    ports.register(app)
     doctor.register(app)
     mcp.register(app)  # issue 14

@@ -20,7 +20,7 @@ from gateway.client._exceptions import GatewayUnavailable, NotFound, SandboxFail
 from gateway.client._files import AsyncFiles
 from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell, start_task
 from gateway.client._transport import Connection, parse_json, parse_model
-from gateway.models import Conversation, ConversationStatus
+from gateway.models import Conversation, ConversationStatus, PortLink
 from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, TaskStatus
 
 
@@ -190,6 +190,17 @@ class AsyncConversationHandle:
             "POST", f"/conversation/{self.id}/event", json_body={"detail": dict(detail)}
         )
         return parse_model(Event, parse_json(response))
+
+    # --- preview ports ----------------------------------------------------------------
+
+    async def port_link(self, port: int, *, expires_in: int = 3600) -> PortLink:
+        """A signed URL that opens the server listening on ``port`` inside the sandbox, without
+        a key (a browser tab, a colleague), until its ``expires_at``; ``expires_in`` seconds,
+        at most the gateway's ``preview_link_max_ttl``. Deleting the conversation revokes it."""
+        response = await self._conn.request(
+            "POST", f"/conversation/{self.id}/port/{port}/link", json_body={"expires_in": expires_in}
+        )
+        return parse_model(PortLink, parse_json(response))
 
 
 async def delete_conversation(conn: Connection, conversation_id: UUID, *, missing_ok: bool) -> None:

@@ -167,6 +167,7 @@ class ConversationHandle(_Blocking[AsyncConversationHandle]):
     follow = _iterating(AsyncConversationHandle.follow)
     event = _blocking(AsyncConversationHandle.event)
     trigger = _blocking(AsyncConversationHandle.trigger)
+    port_link = _blocking(AsyncConversationHandle.port_link)
 
 
 class ConvoyClient(_Blocking[AsyncConvoyClient]):

@@ -117,8 +117,9 @@ def _declaration(agent_endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return served_by_proxy_route
 
 
-def _proxied(agent_route: APIRoute) -> dict[str, Any]:
-    """``add_api_route`` arguments that re-declare ``agent_route`` (see the module docstring)."""
+def redeclare(agent_route: APIRoute) -> dict[str, Any]:
+    """``add_api_route`` arguments that re-declare ``agent_route`` (see the module docstring);
+    :mod:`gateway.routes.ports` documents the preview routes with them too."""
     return {
         "path": agent_route.path,
         "endpoint": _declaration(agent_route.endpoint),
@@ -143,7 +144,7 @@ def _build_router() -> APIRouter:
     for agent_router in PROXIED_ROUTERS:
         for route in agent_router.routes:
             assert isinstance(route, APIRoute), f"not an HTTP route: {route!r}"
-            built.add_api_route(**_proxied(route))
+            built.add_api_route(**redeclare(route))
     return built
 
 

@@ -22,7 +22,7 @@ from gateway.asyncapi import asyncapi_document
 from gateway.routes.proxied import PREFIX
 from sandbox_agent.app import create_app as create_agent_app
 from sandbox_agent.protocol import WS_CLOSE_CODES, WS_CLOSE_LIMIT_REACHED
-from sandbox_agent.routes.proxied import PROXIED_ROUTERS
+from sandbox_agent.routes.proxied import PREVIEW_ROUTER, PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 from tests.helpers import eventually
 
@@ -156,6 +156,7 @@ async def test_asyncapi_is_valid_asyncapi_3(harness: Harness) -> None:
         "/conversation/{conversation_id}",
         "/conversation/",
         "/firehose/",
+        "/conversation/{conversation_id}/port/{port}/{path}",
     }
     assert {"Event", "TaskCreate", "EventTrigger"} <= set(document["components"]["schemas"])
     validator = _asyncapi_validator()
@@ -191,10 +192,15 @@ def _resolved(node: Any, document: dict[str, Any], seen: tuple[str, ...] = ()) -
     return {key: _resolved(value, document, seen) for key, value in node.items()}
 
 
+#: The gateway's own per-conversation routes (answered by the gateway, not the agent).
+GATEWAY_ONLY = {("post", "/port/{port}/link"), ("get", "/usage")}
+
+
 def _proxied_operations() -> set[tuple[str, str]]:
+    """Every route of the agent's the gateway serves: the proxied ones and the previews."""
     return {
         (method.lower(), route.path_format)
-        for router in PROXIED_ROUTERS
+        for router in (*PROXIED_ROUTERS, PREVIEW_ROUTER)
         for route in router.routes
         if isinstance(route, APIRoute)
         for method in route.methods
@@ -204,16 +210,16 @@ def _proxied_operations() -> set[tuple[str, str]]:
 def test_the_gateway_documents_each_proxied_route_as_the_agent_declares_it(tmp_path: Path) -> None:
     gateway, agent = _documents(tmp_path)
     proxied = _proxied_operations()
-    assert len(proxied) == 16 and ("post", "/status") not in proxied and ("get", "/ready") not in proxied
+    assert len(proxied) == 16 + 7 and ("post", "/status") not in proxied and ("get", "/ready") not in proxied
+    assert {("get", "/port/{port}/{path}"), ("options", "/port/{port}/{path}")} <= proxied
     per_conversation = {
         (method, path.removeprefix(PREFIX))
         for path, item in gateway["paths"].items()
         if path.startswith(PREFIX + "/")
         for method in item
     }
-    # The gateway's own per-conversation routes (measured by the gateway, not the agent).
-    gateway_own = {("get", "/usage")}
-    assert per_conversation - gateway_own == proxied  # nothing more: the gateway-only routes are not there
+    # Nothing more: the agent's gateway-only routes are not there.
+    assert per_conversation == proxied | GATEWAY_ONLY
     for method, path in sorted(proxied):
         theirs = agent["paths"][path][method]
         ours = gateway["paths"][PREFIX + path][method]
