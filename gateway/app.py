@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from gateway import __version__
 from gateway.asyncapi import asyncapi_document
 from gateway.auth import Authenticator
+from gateway.console import console_router
 from gateway.context import GatewayContext
 from gateway.conversations import ConversationManager
 from gateway.errors import install_error_handlers
@@ -34,6 +35,7 @@ from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
 from gateway.status import StatusBus
+from gateway.wsauth import SubprotocolAnswer
 from gateway.wsquota import WebSocketQuota
 from sandbox_agent.routes import operation_id
 
@@ -94,9 +96,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # No body is read before its sender is authenticated; the gateway's own are capped (gateway.guard).
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
+    app.add_middleware(SubprotocolAnswer)  # browsers send their key as a subprotocol (gateway.wsauth)
     app.include_router(conversations_router)
     app.include_router(proxy_router)
     app.include_router(ws_router)
+    app.include_router(console_router(settings))
 
     @app.get("/health", tags=["gateway"], summary="The gateway answers")
     async def health() -> dict[str, str]:

@@ -145,6 +145,13 @@ class Settings(BaseSettings):
         "allow-list; empty: the resolver of the relay container (the engine's).",
     )
 
+    # --- web console (gateway/console) ---------------------------------------------
+    console_xterm_dir: str = Field(
+        "/usr/share/javascript/xterm",
+        description="Where xterm.js (xterm.js, xterm.css) is installed (Debian: libjs-xterm); the "
+        "console's terminal falls back to a plain text view when no usable build is there.",
+    )
+
     @field_validator("egress_resolver")
     @classmethod
     def _resolver(cls, value: str) -> str:

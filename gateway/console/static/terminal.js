@@ -1,0 +1,150 @@
+// A terminal of the conversation, where the gateway has terminals: POST terminal {cols, rows}
+// -> {id}; WS terminal/{id}?offset=N carries the PTY's bytes both ways (binary frames) and
+// {"type": "resize"} text frames; after a reconnect it resumes at the byte offset reached.
+// Drawn by xterm.js when the gateway serves it (/console/vendor/xterm/), otherwise as plain
+// text (escape sequences dropped) in a <pre> that takes the keyboard.
+
+import { ApiError, get, openSocket, request } from "./api.js";
+import { el, showError } from "./dom.js";
+
+const COLS = 100;
+const ROWS = 30;
+const MAX_TEXT = 200000;
+const FINAL_CLOSES = new Set([1000, 4401, 4403, 4404, 4410]);
+// CSI, OSC, charset selection and two-byte escapes: what a plain text view cannot draw.
+const ESCAPES = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78cDEHM]/g;
+const KEYS = {
+  Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b", ArrowUp: "\x1b[A", ArrowDown: "\x1b[B",
+  ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D", Home: "\x1b[H", End: "\x1b[F", Delete: "\x1b[3~",
+};
+
+let xtermLoading = null;
+
+/** Loads xterm.js once; resolves to its Terminal class, or null when it cannot be used. */
+function loadXterm() {
+  xtermLoading ??= new Promise((resolve) => {
+    document.head.append(el("link", { rel: "stylesheet", href: "/console/vendor/xterm/xterm.css" }));
+    const script = el("script", { src: "/console/vendor/xterm/xterm.js" });
+    script.addEventListener("load", () => resolve(typeof window.Terminal === "function" ? window.Terminal : null));
+    script.addEventListener("error", () => resolve(null));
+    document.head.append(script);
+  });
+  return xtermLoading;
+}
+
+class TextScreen {
+  constructor(parent, send) {
+    this.text = "";
+    this.decoder = new TextDecoder();
+    this.node = el("pre", { class: "terminal", tabindex: 0, dataset: { testid: "terminal" } });
+    this.node.addEventListener("keydown", (event) => {
+      const data = KEYS[event.key] ?? (event.ctrlKey && /^[a-z]$/i.test(event.key)
+        ? String.fromCharCode(event.key.toLowerCase().charCodeAt(0) - 96)
+        : event.key.length === 1 && !event.metaKey && !event.ctrlKey ? event.key : null);
+      if (data === null) return;
+      event.preventDefault();
+      send(data);
+    });
+    this.node.addEventListener("paste", (event) => {
+      event.preventDefault();
+      send(event.clipboardData.getData("text"));
+    });
+    parent.append(this.node);
+  }
+
+  write(bytes) {
+    const chunk = this.decoder.decode(bytes, { stream: true }).replace(ESCAPES, "").replace(/[\r\x07]/g, "");
+    for (const char of chunk) {
+      if (char === "\b") this.text = this.text.slice(0, -1);
+      else this.text += char;
+    }
+    if (this.text.length > MAX_TEXT) this.text = this.text.slice(-MAX_TEXT);
+    this.node.textContent = this.text;
+    this.node.scrollTop = this.node.scrollHeight;
+  }
+
+  focus() { this.node.focus(); }
+}
+
+class XtermScreen {
+  constructor(parent, Terminal, send) {
+    this.node = el("div", { class: "xterm-host", dataset: { testid: "terminal" } });
+    parent.append(this.node);
+    this.term = new Terminal({ cols: COLS, rows: ROWS });
+    this.term.open(this.node);
+    if (typeof this.term.onData === "function") this.term.onData(send);
+    else this.term.on("data", send);
+  }
+
+  write(bytes) { this.term.write(new Uint8Array(bytes)); }
+
+  focus() { this.term.focus(); }
+}
+
+export class TerminalPanel {
+  constructor(panel, base, { xterm }) {
+    this.panel = panel;
+    this.base = base;
+    this.useXterm = xterm;
+    this.closed = false;
+    this.offset = 0;
+    this.encoder = new TextEncoder();
+    this.button = el("button", { dataset: { testid: "open-terminal" }, onclick: () => this.open() }, "Open a terminal");
+    this.screenHost = el("div", {});
+    panel.append(el("h3", {}, "Terminal"), this.button, this.screenHost);
+    this.probe();
+  }
+
+  /** Shown only where the gateway has terminal routes (a 404 here means none at all). */
+  async probe() {
+    try {
+      await get(`${this.base}/terminal`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return;
+    }
+    this.panel.hidden = false;
+  }
+
+  async open() {
+    let made;
+    try {
+      made = await request("POST", `${this.base}/terminal`, { json: { cols: COLS, rows: ROWS } });
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) this.panel.hidden = true;
+      else showError(`Terminal: ${error.message}`);
+      return;
+    }
+    this.button.hidden = true;
+    const Terminal = this.useXterm ? await loadXterm() : null;
+    const send = (data) => this.send(data);
+    this.screen = Terminal ? new XtermScreen(this.screenHost, Terminal, send) : new TextScreen(this.screenHost, send);
+    this.path = `${this.base}/terminal/${made.id}`;
+    this.connect();
+    this.screen.focus();
+  }
+
+  connect() {
+    if (this.closed) return;
+    const socket = openSocket(`${this.path}?offset=${this.offset}`);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    socket.onmessage = (message) => {
+      if (typeof message.data === "string") return; // control frames: nothing to draw
+      this.offset += message.data.byteLength;
+      this.screen.write(message.data);
+    };
+    socket.onclose = (closing) => {
+      if (this.closed || FINAL_CLOSES.has(closing.code)) return;
+      setTimeout(() => this.connect(), 1000);
+    };
+  }
+
+  send(data) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(this.encoder.encode(data));
+  }
+
+  close() {
+    this.closed = true;
+    this.socket?.close();
+  }
+}
