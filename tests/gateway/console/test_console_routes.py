@@ -1,0 +1,69 @@
+"""What the gateway serves for the console: the page and its files under a strict CSP, no
+inline script, no HTML built from data, the sign-in switch, and xterm.js only when usable."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from gw_helpers import Harness, keyed
+
+from gateway.console import STATIC, find_xterm
+
+
+async def test_the_page_and_its_modules_carry_a_strict_csp(harness: Harness) -> None:
+    async with harness.client() as client:
+        page = await client.get("/console")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy
+        assert "frame-ancestors 'none'" in policy and "unsafe" not in policy
+        assert page.headers["x-content-type-options"] == "nosniff"
+        for name in re.findall(r'(?:src|href)="/console/static/([^"]+)"', page.text):
+            served = await client.get(f"/console/static/{name}")
+            assert served.status_code == 200, name
+            assert served.headers["content-security-policy"] == policy
+        module = await client.get("/console/static/app.js")
+        assert module.headers["content-type"].startswith("text/javascript")
+        assert (await client.get("/console/static/nothing.js")).status_code == 404
+        assert (await client.get("/console/static/..%2F__init__.py")).status_code == 404
+
+
+async def test_config_says_whether_to_sign_in(harness: Harness) -> None:
+    async with harness.client() as client:
+        assert (await client.get("/console/config.json")).json()["sign_in"] is False
+    async with harness.client(**keyed()) as client:
+        assert (await client.get("/console/config.json")).json()["sign_in"] is True
+        assert (await client.get("/console")).status_code == 200, "the page itself holds no data"
+        assert (await client.get("/conversation-count")).status_code == 401
+
+
+def test_no_inline_script_and_no_html_from_data() -> None:
+    page = (STATIC / "index.html").read_text()
+    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", page)), "only scripts from files"
+    assert not re.search(r"\son[a-z]+=", page), "no inline handlers"
+    for module in STATIC.glob("*.js"):
+        text = module.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, f"{module.name} uses {sink}"
+
+
+def test_xterm_is_served_only_from_a_usable_build(tmp_path: Path) -> None:
+    assert find_xterm(tmp_path / "absent") == {}
+    (tmp_path / "xterm.css").write_text(".xterm {}")
+    (tmp_path / "xterm.js").write_text('module.exports = require("./public/Terminal");')
+    assert find_xterm(tmp_path) == {}, "a stub that require()s its modules would only raise in the page"
+    (tmp_path / "xterm.js").write_text("window.Terminal = function () {};\n" * 4000)
+    assert set(find_xterm(tmp_path)) == {"xterm.js", "xterm.css"}
+
+
+async def test_the_gateway_serves_xterm_from_the_system(harness: Harness, tmp_path: Path) -> None:
+    (tmp_path / "xterm.css").write_text(".xterm {}")
+    (tmp_path / "xterm.js").write_text("window.Terminal = function () {};\n" * 4000)
+    async with harness.client(console_xterm_dir=str(tmp_path)) as client:
+        assert (await client.get("/console/config.json")).json()["xterm"] is True
+        served = await client.get("/console/vendor/xterm/xterm.js")
+        assert served.status_code == 200 and served.text.startswith("window.Terminal")
+    async with harness.client(console_xterm_dir=str(tmp_path / "none")) as client:
+        assert (await client.get("/console/config.json")).json()["xterm"] is False
+        assert (await client.get("/console/vendor/xterm/xterm.js")).status_code == 404
