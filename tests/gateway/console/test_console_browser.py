@@ -4,6 +4,8 @@ file, delete; local mode has no sign-in; a wrong key is refused; sandbox content
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,16 @@ import httpx
 import pytest
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, keyed
 
+from tests.helpers import eventually
+
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 30_000
 _ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def _first(found: Iterator[Any]) -> Any:
+    return next(found, None)
 
 
 async def _sign_in(page: Any, url: str, key: str) -> None:
@@ -131,12 +139,21 @@ async def test_an_event_holding_markup_shows_as_text(process_harness: Harness, p
 
 
 async def test_local_mode_has_no_sign_in(process_harness: Harness, page: Any) -> None:
+    sockets: list[Any] = []
+    page.on("websocket", lambda socket: sockets.append(socket))
     async with process_harness.serve() as url:
         await page.goto(f"{url}/console")
         await page.get_by_test_id("new-conversation").wait_for(timeout=TIMEOUT_MS)
         assert await page.get_by_test_id("key-input").count() == 0
         # The live list follows the firehose over a WebSocket (subprotocol "convoy", no key).
-        await _open(page, await _create(page, "local"))
+        firehose = await eventually(
+            lambda: _first(socket for socket in sockets if socket.url.endswith("/firehose/")), what="firehose"
+        )
+        async with firehose.expect_event(
+            "framereceived", lambda frame: "ConversationStatusUpdate" in str(frame), timeout=TIMEOUT_MS
+        ):
+            row = await _create(page, "local")
+        await _open(page, row)
         await _run(page, "echo local-ok")
         await page.get_by_test_id("output").get_by_text("local-ok").last.wait_for(timeout=TIMEOUT_MS)
     assert page.errors == []
@@ -170,4 +187,39 @@ async def test_terminal_takes_typing(process_harness: Harness, page: Any) -> Non
         await page.keyboard.type("echo typed-$((6*7))")
         await page.keyboard.press("Enter")
         await terminal.get_by_text("typed-42").wait_for(timeout=TIMEOUT_MS)
+    assert page.errors == []
+
+
+async def test_the_event_stream_resumes_after_a_reconnect(harness: Harness, page: Any) -> None:
+    """The page's socket is cut (Playwright stands between page and gateway): the console
+    reconnects with ``after_seq`` of the last event it showed, and misses and repeats nothing."""
+    routes: list[Any] = []
+
+    async def relay(route: Any) -> None:
+        routes.append(route)
+        route.connect_to_server()
+
+    await page.route_web_socket(re.compile(r"/conversation/[0-9a-f-]{36}\?after_seq="), relay)
+    async with harness.serve() as url, httpx.AsyncClient(base_url=url) as client:
+        await page.goto(f"{url}/console")
+        row = await _create(page, "resume")
+        conversation_id = await row.get_attribute("data-id")
+        await _open(page, row)
+        events = page.get_by_test_id("event")
+
+        async def note(text: str) -> None:
+            posted = await client.post(
+                f"/conversation/{conversation_id}/event", json={"detail": {"type": text}}
+            )
+            assert posted.status_code == 201, posted.text
+
+        await note("before-the-cut")
+        await events.filter(has_text="before-the-cut").wait_for(timeout=TIMEOUT_MS)
+        shown = await events.count()
+        await routes[0].close(code=1001, reason="cut by the test")
+        await note("during-the-gap")
+        await events.filter(has_text="during-the-gap").wait_for(timeout=TIMEOUT_MS)
+        assert len(routes) >= 2 and routes[-1].url.endswith(f"after_seq={shown}")
+        assert await events.filter(has_text="before-the-cut").count() == 1
+        assert await events.count() == shown + 1
     assert page.errors == []
