@@ -9,6 +9,7 @@ import { TerminalPanel } from "./terminal.js";
 
 const MAX_EVENTS = 500;
 const MAX_UNCLAIMED = 20;
+const MAX_OUTPUT_NODES = 5000; // commands' output kept on the page (the oldest goes first)
 /** Close codes after which following again is pointless: not found, not allowed, ended. */
 const FINAL_CLOSES = new Set([4401, 4403, 4404, 4410]);
 
@@ -21,6 +22,7 @@ export class ConversationView {
     this.retry = 500;
     this.tasks = new Map(); // task id -> row parts
     this.outputs = new Map(); // task id -> the <span> its output goes into
+    this.outputNodes = 0; // text nodes in the output spans
     this.unclaimed = new Map(); // task id -> output of a task not (yet) run from this page
     this.title = el("h2", {}, id);
     this.status = el("span", { class: "status", dataset: { testid: "conversation-status" } });
@@ -139,6 +141,8 @@ export class ConversationView {
     const body = this.outputs.get(taskId);
     if (body) {
       body.append(data);
+      this.outputNodes += 1;
+      if (this.outputNodes > MAX_OUTPUT_NODES) this.trimOutput();
       return;
     }
     const kept = this.unclaimed.get(taskId) || [];
@@ -147,14 +151,25 @@ export class ConversationView {
     if (this.unclaimed.size > MAX_UNCLAIMED) this.unclaimed.delete(this.unclaimed.keys().next().value);
   }
 
+  trimOutput() {
+    for (const span of this.output.querySelectorAll("span.out")) {
+      while (span.firstChild && this.outputNodes > MAX_OUTPUT_NODES / 2) {
+        span.firstChild.remove();
+        this.outputNodes -= 1;
+      }
+    }
+  }
+
   async run(command) {
     if (!command.trim()) return;
     const header = el("span", { class: "prompt" }, `$ ${command}\n`);
-    const body = el("span", {});
+    const body = el("span", { class: "out" });
     this.output.append(header, body);
     const task = await post(`${this.base}/task`, { runnable: { type: "Shell", command }, title: command });
     // Output that arrived before the id was known (a fast command) was kept aside for it.
-    body.append(...(this.unclaimed.get(task.id) || []));
+    const early = this.unclaimed.get(task.id) || [];
+    body.append(...early);
+    this.outputNodes += early.length;
     this.unclaimed.delete(task.id);
     this.outputs.set(task.id, body);
     this.refreshTasks();

@@ -25,7 +25,11 @@ function loadXterm() {
   xtermLoading ??= new Promise((resolve) => {
     document.head.append(el("link", { rel: "stylesheet", href: "/console/vendor/xterm/xterm.css" }));
     const script = el("script", { src: "/console/vendor/xterm/xterm.js" });
-    script.addEventListener("load", () => resolve(typeof window.Terminal === "function" ? window.Terminal : null));
+    // xterm.js 3 sets window.Terminal to the class; its later UMD builds to {Terminal}.
+    script.addEventListener("load", () => {
+      const found = window.Terminal;
+      resolve(typeof found === "function" ? found : typeof found?.Terminal === "function" ? found.Terminal : null);
+    });
     script.addEventListener("error", () => resolve(null));
     document.head.append(script);
   });
