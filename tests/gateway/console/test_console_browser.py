@@ -101,7 +101,7 @@ async def test_user_signs_in_runs_a_command_moves_files_and_deletes(
     assert page.errors == []
 
 
-async def test_drop_uploads_a_file(process_harness: Harness, page: Any) -> None:
+async def test_drop_uploads_a_file_and_a_task_is_cancelled(process_harness: Harness, page: Any) -> None:
     async with process_harness.serve(**keyed()) as url:
         await _sign_in(page, url, ADMIN_KEY)
         await _open(page, await _create(page, "drop"))
@@ -113,6 +113,13 @@ async def test_drop_uploads_a_file(process_harness: Harness, page: Any) -> None:
         await (
             page.get_by_test_id("file-list").locator("[data-path='dropped.txt']").wait_for(timeout=TIMEOUT_MS)
         )
+
+        await _run(page, "sleep 600")
+        task = page.get_by_test_id("task-row").filter(has_text="sleep 600")
+        await task.get_by_text("RUNNING").wait_for(timeout=TIMEOUT_MS)
+        await task.get_by_test_id("cancel-task").click()
+        await task.get_by_text("CANCELLED").wait_for(timeout=TIMEOUT_MS)
+        assert not await task.get_by_test_id("cancel-task").is_visible()
     assert page.errors == []
 
 
