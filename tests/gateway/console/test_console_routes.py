@@ -32,6 +32,11 @@ async def test_the_page_and_its_modules_carry_a_strict_csp(harness: Harness) -> 
 async def test_config_says_whether_to_sign_in(harness: Harness) -> None:
     async with harness.client() as client:
         assert (await client.get("/console/config.json")).json()["sign_in"] is False
+        # The page is same-origin: its calls meet the local mode's Host and Origin checks like any.
+        rebound = {"Host": "console.attacker.example"}
+        assert (await client.get("/conversation-count", headers=rebound)).status_code == 403
+        foreign = {"Origin": "http://attacker.example"}
+        assert (await client.post("/conversation", json={}, headers=foreign)).status_code == 403
     async with harness.client(**keyed()) as client:
         assert (await client.get("/console/config.json")).json()["sign_in"] is True
         assert (await client.get("/console")).status_code == 200, "the page itself holds no data"
