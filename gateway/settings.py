@@ -147,9 +147,10 @@ class Settings(BaseSettings):
 
     # --- web console (gateway/console) ---------------------------------------------
     console_xterm_dir: str = Field(
-        "/usr/share/javascript/xterm",
-        description="Where xterm.js (xterm.js, xterm.css) is installed (Debian: libjs-xterm); the "
-        "console's terminal falls back to a plain text view when no usable build is there.",
+        "/usr/share/nodejs/xterm/lib",
+        description="Where xterm.js's CommonJS modules (xterm.js and what it requires) and xterm.css "
+        "are installed (Debian: node-xterm); the gateway links them into one browser script. The "
+        "console's terminal falls back to a plain text view when they are not there.",
     )
 
     @field_validator("egress_resolver")

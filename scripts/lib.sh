@@ -43,13 +43,14 @@ docker_answers() {
 }
 
 # The web console's browser tests drive Debian's chromium (Playwright's own browser download
-# is not used); the console serves xterm.js from Debian's libjs-xterm. Installed once, quietly;
-# a no-op when both are there. Where apt-get is missing or not allowed, the browser tests are
+# is not used); the console links xterm.js from Debian's node-xterm (its CommonJS modules;
+# libjs-xterm, which it depends on, has only a stub). Installed once, quietly; a no-op when
+# both are there. Where apt-get is missing or not allowed, the browser tests are
 # skipped (they say why) and the console shows terminals as plain text.
 ensure_console_packages() {
     local missing=()
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-    [ -f /usr/share/javascript/xterm/xterm.js ] || missing+=(libjs-xterm)
+    [ -f /usr/share/nodejs/xterm/lib/xterm.js ] || missing+=(node-xterm)
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)

@@ -1,7 +1,9 @@
 // A terminal of the conversation, where the gateway has terminals: POST terminal {cols, rows}
 // -> {id}; WS terminal/{id}?offset=N carries the PTY's bytes both ways (binary frames) and
-// {"type": "resize"} text frames; after a reconnect it resumes at the byte offset reached.
-// Drawn by xterm.js when the gateway serves it (/console/vendor/xterm/), otherwise as plain
+// JSON text frames ({"type": "resize", cols, rows} in; "skipped" and "exit" out); after a
+// reconnect it resumes at the byte offset reached, so nothing is lost or drawn twice.
+// Drawn by xterm.js when the gateway serves it (/console/vendor/xterm/, linked from Debian's
+// node-xterm), sized to fill its box (the PTY is told by a resize frame); otherwise as plain
 // text (escape sequences dropped) in a <pre> that takes the keyboard.
 
 import { ApiError, get, openSocket, request } from "./api.js";
@@ -10,7 +12,8 @@ import { el, showError } from "./dom.js";
 const COLS = 100;
 const ROWS = 30;
 const MAX_TEXT = 200000;
-const FINAL_CLOSES = new Set([1000, 4401, 4403, 4404, 4410]);
+// Normal end, bad key, not yours, no such terminal or conversation, bad offset: retrying cannot help.
+const FINAL_CLOSES = new Set([1000, 1008, 4401, 4403, 4404, 4410]);
 // CSI, OSC, charset selection and two-byte escapes: what a plain text view cannot draw.
 const ESCAPES = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78cDEHM]/g;
 const KEYS = {
@@ -67,22 +70,62 @@ class TextScreen {
     this.node.scrollTop = this.node.scrollHeight;
   }
 
+  get size() { return { cols: COLS, rows: ROWS }; }
+
+  notice(text) { this.write(new TextEncoder().encode(`\n[${text}]\n`)); }
+
   focus() { this.node.focus(); }
+
+  close() {}
 }
 
 class XtermScreen {
-  constructor(parent, Terminal, send) {
+  /** resized(cols, rows) is called whenever the grid changes to fit the box. */
+  constructor(parent, Terminal, send, resized) {
     this.node = el("div", { class: "xterm-host", dataset: { testid: "terminal" } });
     parent.append(this.node);
-    this.term = new Terminal({ cols: COLS, rows: ROWS });
+    this.decoder = new TextDecoder();
+    this.resized = resized;
+    // The DOM renderer keeps the text in the page's rows: selectable, and readable by tests.
+    this.term = new Terminal({ cols: COLS, rows: ROWS, rendererType: "dom", scrollback: 5000 });
     this.term.open(this.node);
     if (typeof this.term.onData === "function") this.term.onData(send);
     else this.term.on("data", send);
+    this.fit();
+    this.observer = new ResizeObserver(() => this.fit());
+    this.observer.observe(this.node);
   }
 
-  write(bytes) { this.term.write(new Uint8Array(bytes)); }
+  /** As many cols and rows as fill the box: its size over the size of one cell as drawn
+   * (the screen's size over the grid's), less the viewport's scroll bar. */
+  fit() {
+    const screen = this.node.querySelector(".xterm-screen");
+    const viewport = this.node.querySelector(".xterm-viewport");
+    const drawn = screen?.getBoundingClientRect();
+    if (!drawn?.width || !drawn?.height) return;
+    const cellWidth = drawn.width / this.term.cols;
+    const cellHeight = drawn.height / this.term.rows;
+    const scrollBar = viewport ? viewport.offsetWidth - viewport.clientWidth : 0;
+    const cols = Math.max(2, Math.min(1000, Math.floor((this.node.clientWidth - scrollBar) / cellWidth)));
+    const rows = Math.max(1, Math.min(1000, Math.floor(this.node.clientHeight / cellHeight)));
+    if (cols === this.term.cols && rows === this.term.rows) return;
+    this.term.resize(cols, rows);
+    this.resized(cols, rows);
+  }
+
+  get size() { return { cols: this.term.cols, rows: this.term.rows }; }
+
+  // xterm.js 3 writes strings only; a character split across frames waits for its end.
+  write(bytes) { this.term.write(this.decoder.decode(bytes, { stream: true })); }
+
+  notice(text) { this.term.write(`\r\n[${text}]\r\n`); }
 
   focus() { this.term.focus(); }
+
+  close() {
+    this.observer.disconnect();
+    this.term.dispose?.();
+  }
 }
 
 export class TerminalPanel {
@@ -119,9 +162,12 @@ export class TerminalPanel {
       return;
     }
     this.button.hidden = true;
+    this.ptySize = { cols: COLS, rows: ROWS }; // what the PTY was last told
     const Terminal = this.useXterm ? await loadXterm() : null;
     const send = (data) => this.send(data);
-    this.screen = Terminal ? new XtermScreen(this.screenHost, Terminal, send) : new TextScreen(this.screenHost, send);
+    this.screen = Terminal
+      ? new XtermScreen(this.screenHost, Terminal, send, () => this.tellSize())
+      : new TextScreen(this.screenHost, send);
     this.path = `${this.base}/terminal/${made.id}`;
     this.connect();
     this.screen.focus();
@@ -132,15 +178,40 @@ export class TerminalPanel {
     const socket = openSocket(`${this.path}?offset=${this.offset}`);
     socket.binaryType = "arraybuffer";
     this.socket = socket;
+    socket.onopen = () => this.tellSize();
     socket.onmessage = (message) => {
-      if (typeof message.data === "string") return; // control frames: nothing to draw
-      this.offset += message.data.byteLength;
-      this.screen.write(message.data);
+      if (typeof message.data === "string") this.control(message.data);
+      else {
+        this.offset += message.data.byteLength;
+        this.screen.write(message.data);
+      }
     };
     socket.onclose = (closing) => {
       if (this.closed || FINAL_CLOSES.has(closing.code)) return;
       setTimeout(() => this.connect(), 1000);
     };
+  }
+
+  /** Text frames: "skipped" (older output is gone; the bytes that follow start at its offset),
+   * "exit" (the program ended; the server then closes). */
+  control(text) {
+    let frame;
+    try { frame = JSON.parse(text); } catch { return; }
+    if (frame?.type === "skipped" && Number.isInteger(frame.offset)) {
+      this.screen.notice(`${frame.offset - frame.requested} bytes of older output are no longer kept`);
+      this.offset = frame.offset;
+    } else if (frame?.type === "exit") {
+      this.screen.notice(`exited${frame.exit_code === null ? "" : ` with ${frame.exit_code}`}`);
+    }
+  }
+
+  /** Sends a resize frame when the screen's grid differs from what the PTY was told. */
+  tellSize() {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    const { cols, rows } = this.screen.size;
+    if (cols === this.ptySize.cols && rows === this.ptySize.rows) return;
+    this.socket.send(JSON.stringify({ type: "resize", cols, rows }));
+    this.ptySize = { cols, rows };
   }
 
   send(data) {
@@ -150,5 +221,6 @@ export class TerminalPanel {
   close() {
     this.closed = true;
     this.socket?.close();
+    this.screen?.close();
   }
 }

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from console_screen import TerminalScreen
 
 CHROMIUM = os.environ.get("CONVOY_CHROMIUM", "/usr/bin/chromium")
 
@@ -66,3 +67,9 @@ async def page(browser: Any) -> AsyncIterator[Any]:
         yield opened
     finally:
         await context.close()
+
+
+@pytest.fixture
+def terminal_screen(page: Any) -> TerminalScreen:
+    """The console's terminal view of ``page``, read as text (see :mod:`console_screen`)."""
+    return TerminalScreen(page)
