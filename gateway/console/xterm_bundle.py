@@ -12,12 +12,12 @@ no bundler. A browser has no ``require``, so the gateway links them itself:
 - Every ``require("...")`` is resolved here, at link time, by :func:`resolve`,
   so the browser's ``require`` is only a table lookup: the script never guesses
   at a path and never fetches anything. Only relative requests are linked
-  (``./x``, ``../x``; with or without ``.js``, or a directory's ``index.js``);
-  anything else (a package name such as ``"jsdom"``, a module that is not
-  there) raises :class:`LinkError`, so a broken install is found before any page
-  runs it. Tests (``*.test.js``), maps and symlinked directories (node-xterm's
-  ``addons`` point elsewhere) are never read; a ``sourceMappingURL`` comment is
-  dropped (the maps are not served).
+  (``./x``, ``../x``, ``.``, ``..``: a file with or without ``.js``, or a
+  directory's ``index.js``); anything else (a package name such as
+  ``"jsdom"``, a module that is not there) raises :class:`LinkError`, so a
+  broken install is found before any page runs it. Tests (``*.test.js``), maps
+  and symlinked directories (node-xterm's ``addons`` point elsewhere) are never
+  read; a ``sourceMappingURL`` comment is dropped (the maps are not served).
 - Requests are found by a regular expression over the source: compiled
   TypeScript writes them as ``require("literal")``; a computed ``require(x)``
   is not linked (and would raise in the page).
@@ -62,7 +62,7 @@ def resolve(importer: str, request: str, known: set[str] | dict[str, Path]) -> s
     """The id of the module ``importer`` (an id) means by ``require(request)``: the request
     taken relative to the importer's directory, as ``X``, ``X.js`` or ``X/index.js``.
     :class:`LinkError` when it is not relative, leaves ``lib`` or names no known module."""
-    if not request.startswith(("./", "../")):
+    if request not in (".", "..") and not request.startswith(("./", "../")):
         raise LinkError(f"{importer} requires {request!r}: only relative modules are linked")
     parts: list[str] = []
     for part in (*PurePosixPath(importer).parent.parts, *request.split("/")):

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from console_screen import TerminalScreen
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, keyed
 
 from tests.helpers import eventually
@@ -179,10 +180,15 @@ async def test_a_wrong_key_is_refused_with_a_message(process_harness: Harness, p
     assert page.errors == []
 
 
-async def test_terminal_takes_typing(process_harness: Harness, page: Any) -> None:
+async def test_terminal_takes_typing(
+    process_harness: Harness, page: Any, terminal_screen: TerminalScreen
+) -> None:
+    """A real PTY behind the gateway's terminal routes (enabled where the gateway has them),
+    drawn by xterm.js where node-xterm is installed: read from xterm's DOM rows."""
     async with process_harness.serve(**keyed()) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             paths = (await client.get("/openapi.json", headers=_ADMIN)).json()["paths"]
+            xterm = (await client.get("/console/config.json")).json()["xterm"]
         if "/conversation/{conversation_id}/terminal" not in paths:
             pytest.skip("the gateway has no terminal routes yet (POST /conversation/{id}/terminal)")
         await _sign_in(page, url, ADMIN_KEY)
@@ -190,10 +196,22 @@ async def test_terminal_takes_typing(process_harness: Harness, page: Any) -> Non
         await page.get_by_test_id("open-terminal").click()
         terminal = page.get_by_test_id("terminal")
         await terminal.wait_for(timeout=TIMEOUT_MS)
+        assert await terminal.locator(".xterm").count() == (1 if xterm else 0)
         await terminal.click()
         await page.keyboard.type("echo typed-$((6*7))")
         await page.keyboard.press("Enter")
-        await terminal.get_by_text("typed-42").wait_for(timeout=TIMEOUT_MS)
+        await terminal_screen.wait_for("typed-42", TIMEOUT_MS)
+        # The grid fitted to the box reached the PTY as a resize frame.
+        await page.keyboard.type("stty size")
+        await page.keyboard.press("Enter")
+        if xterm:
+            rows = await terminal.locator(".xterm-rows > div").count()
+
+            async def sized() -> bool:
+                text = await terminal_screen.text()
+                return re.search(rf"^{rows} [0-9]+ *$", text, re.MULTILINE) is not None
+
+            await eventually(sized, what=f"stty size answers {rows} rows")
     assert page.errors == []
 
 

@@ -1,5 +1,7 @@
 """What the gateway serves for the console: the page and its files under a strict CSP, no
-inline script, no HTML built from data, the sign-in switch, and xterm.js only when usable."""
+inline script, no HTML built from data, the sign-in switch, and xterm.js (linked from
+node-xterm's modules) only when they are there and link, with the one style exception it
+needs."""
 
 from __future__ import annotations
 
@@ -8,11 +10,11 @@ from pathlib import Path
 
 from gw_helpers import Harness, keyed
 
-from gateway.console import STATIC, find_xterm
+from gateway.console import CONTENT_SECURITY_POLICY, STATIC, load_xterm
 
 
-async def test_the_page_and_its_modules_carry_a_strict_csp(harness: Harness) -> None:
-    async with harness.client() as client:
+async def test_the_page_and_its_modules_carry_a_strict_csp(harness: Harness, tmp_path: Path) -> None:
+    async with harness.client(console_xterm_dir=str(tmp_path)) as client:
         page = await client.get("/console")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         policy = page.headers["content-security-policy"]
@@ -53,22 +55,37 @@ def test_no_inline_script_and_no_html_from_data() -> None:
             assert sink not in text, f"{module.name} uses {sink}"
 
 
-def test_xterm_is_served_only_from_a_usable_build(tmp_path: Path) -> None:
-    assert find_xterm(tmp_path / "absent") == {}
-    (tmp_path / "xterm.css").write_text(".xterm {}")
-    (tmp_path / "xterm.js").write_text('module.exports = require("./public/Terminal");')
-    assert find_xterm(tmp_path) == {}, "a stub that require()s its modules would only raise in the page"
-    (tmp_path / "xterm.js").write_text("window.Terminal = function () {};\n" * 4000)
-    assert set(find_xterm(tmp_path)) == {"xterm.js", "xterm.css"}
+def _node_xterm(lib: Path) -> Path:
+    """A miniature node-xterm: an entry that requires a module, and the style."""
+    (lib / "public").mkdir(parents=True)
+    (lib / "xterm.js").write_text('module.exports = require("./public/Terminal").Terminal;')
+    (lib / "public" / "Terminal.js").write_text("exports.Terminal = function Terminal() {};")
+    (lib / "xterm.css").write_text(".xterm {}")
+    return lib
 
 
-async def test_the_gateway_serves_xterm_from_the_system(harness: Harness, tmp_path: Path) -> None:
-    (tmp_path / "xterm.css").write_text(".xterm {}")
-    (tmp_path / "xterm.js").write_text("window.Terminal = function () {};\n" * 4000)
-    async with harness.client(console_xterm_dir=str(tmp_path)) as client:
+def test_xterm_is_served_only_when_its_modules_link(tmp_path: Path) -> None:
+    assert load_xterm(tmp_path / "absent") == {}
+    lib = _node_xterm(tmp_path / "lib")
+    assert set(load_xterm(lib)) == {"xterm.js", "xterm.css"}
+    (lib / "public" / "Terminal.js").unlink()
+    assert load_xterm(lib) == {}, "a module that is not there would only raise in the page"
+
+
+async def test_the_gateway_links_xterm_from_the_system(harness: Harness, tmp_path: Path) -> None:
+    lib = _node_xterm(tmp_path / "lib")
+    async with harness.client(console_xterm_dir=str(lib)) as client:
         assert (await client.get("/console/config.json")).json()["xterm"] is True
         served = await client.get("/console/vendor/xterm/xterm.js")
-        assert served.status_code == 200 and served.text.startswith("window.Terminal")
+        assert served.status_code == 200 and served.headers["content-type"].startswith("text/javascript")
+        assert '"public/Terminal.js"' in served.text and "window.Terminal = load(" in served.text
+        assert (await client.get("/console/vendor/xterm/xterm.css")).text == ".xterm {}"
+        assert (await client.get("/console/vendor/xterm/public/Terminal.js")).status_code == 404
+        # xterm's DOM renderer writes <style> elements: the page allows those, and nothing else.
+        policy = (await client.get("/console")).headers["content-security-policy"]
+        assert policy == f"{CONTENT_SECURITY_POLICY}; style-src-elem 'self' 'unsafe-inline'"
+        assert served.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     async with harness.client(console_xterm_dir=str(tmp_path / "none")) as client:
         assert (await client.get("/console/config.json")).json()["xterm"] is False
         assert (await client.get("/console/vendor/xterm/xterm.js")).status_code == 404
+        assert (await client.get("/console")).headers["content-security-policy"] == CONTENT_SECURITY_POLICY
