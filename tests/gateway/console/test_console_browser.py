@@ -180,11 +180,20 @@ async def test_a_wrong_key_is_refused_with_a_message(process_harness: Harness, p
     assert page.errors == []
 
 
-async def test_terminal_takes_typing(
+async def test_terminal_takes_typing_fits_and_resumes_after_a_cut(
     process_harness: Harness, page: Any, terminal_screen: TerminalScreen
 ) -> None:
     """A real PTY behind the gateway's terminal routes (enabled where the gateway has them),
-    drawn by xterm.js where node-xterm is installed: read from xterm's DOM rows."""
+    drawn by xterm.js where node-xterm is installed (read from xterm's DOM rows): typing runs,
+    the fitted grid reaches the PTY, and a cut socket resumes at the offset reached (the
+    output is not drawn twice). Playwright stands between page and gateway to cut it."""
+    sockets: list[Any] = []
+
+    async def relay(route: Any) -> None:
+        sockets.append(route)
+        route.connect_to_server()
+
+    await page.route_web_socket(re.compile(r"/terminal/[0-9a-f-]{36}\?offset="), relay)
     async with process_harness.serve(**keyed()) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             paths = (await client.get("/openapi.json", headers=_ADMIN)).json()["paths"]
@@ -201,17 +210,28 @@ async def test_terminal_takes_typing(
         await page.keyboard.type("echo typed-$((6*7))")
         await page.keyboard.press("Enter")
         await terminal_screen.wait_for("typed-42", TIMEOUT_MS)
-        # The grid fitted to the box reached the PTY as a resize frame.
-        await page.keyboard.type("stty size")
-        await page.keyboard.press("Enter")
         if xterm:
             rows = await terminal.locator(".xterm-rows > div").count()
+            await page.keyboard.type("stty size")
+            await page.keyboard.press("Enter")
 
             async def sized() -> bool:
                 text = await terminal_screen.text()
                 return re.search(rf"^{rows} [0-9]+ *$", text, re.MULTILINE) is not None
 
             await eventually(sized, what=f"stty size answers {rows} rows")
+
+        await sockets[0].close(code=1001, reason="cut by the test")
+
+        async def reconnected() -> bool:
+            return len(sockets) == 2
+
+        await eventually(reconnected, what="the page reconnects")
+        assert not sockets[1].url.endswith("?offset=0")
+        await page.keyboard.type("echo after-$((6*8))")
+        await page.keyboard.press("Enter")
+        await terminal_screen.wait_for("after-48", TIMEOUT_MS)
+        assert (await terminal_screen.text()).count("typed-42") == 1
     assert page.errors == []
 
 

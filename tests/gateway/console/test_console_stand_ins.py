@@ -94,8 +94,10 @@ def _stand_in(pty: StandInPty) -> APIRouter:
 def _with_stand_in(harness: Harness, pty: StandInPty, **overrides: Any) -> tuple[FastAPI, Settings]:
     settings = harness.settings.model_copy(update={**keyed(), **overrides})
     app: FastAPI = create_app(settings, harness.runtime)
-    if any(_TERMINAL in str(getattr(route, "path", "")) for route in app.routes):
+    # The routes are not all at the top of app.routes; the documented paths say what there is.
+    if _TERMINAL in app.openapi()["paths"]:
         pytest.skip("this gateway has its own terminal routes (test_console_browser drives them)")
+    app.openapi_schema = None
     app.include_router(_stand_in(pty))
     return app, settings
 
