@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from gateway import __version__
 from gateway.asyncapi import asyncapi_document
 from gateway.auth import Authenticator
+from gateway.console import console_router
 from gateway.context import GatewayContext
 from gateway.conversations import ConversationManager
 from gateway.errors import install_error_handlers
@@ -42,6 +43,7 @@ from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
 from gateway.status import StatusBus
+from gateway.wsauth import SubprotocolAnswer
 from gateway.wsquota import WebSocketQuota
 from sandbox_agent.routes import operation_id
 
@@ -113,6 +115,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # reach the API; it admits them by key or signed link from the head alone (gateway.preview).
     app.add_middleware(PreviewLayer)
     app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
+    app.add_middleware(SubprotocolAnswer)  # browsers send their key as a subprotocol (gateway.wsauth)
     # Issue 14, outermost: every request is counted and gets its id, refusals included.
     app.state.metrics = metrics
     app.add_middleware(TrafficMetrics, metrics=metrics)
@@ -122,6 +125,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(ports_router)
     app.include_router(ws_router)
     app.include_router(observe_router)  # issue 14: /metrics, /conversation/{id}/usage
+    app.include_router(console_router(settings))
 
     @app.get("/health", tags=["gateway"], summary="The gateway answers")
     async def health() -> dict[str, str]:

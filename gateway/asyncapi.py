@@ -21,6 +21,17 @@ from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_CODES, Event, EventT
 #: The contract's table, keyed by the code as text (JSON object keys).
 _CLOSE_CODES = {str(code): meaning for code, meaning in sorted(WS_CLOSE_CODES.items())}
 _TOKEN = {"type": "string", "description": "API key, for browsers (or the convoy_key cookie)"}
+#: The key without a URL (gateway.wsauth): what browsers should use.
+_SUBPROTOCOLS = {
+    "type": "object",
+    "properties": {
+        "Sec-WebSocket-Protocol": {
+            "type": "string",
+            "description": "`convoy, convoy.key.<base64url of the API key>`: the key for browsers, "
+            "kept out of URLs and logs; the gateway answers the subprotocol `convoy`",
+        }
+    },
+}
 
 
 def _schemas() -> dict[str, Any]:
@@ -57,7 +68,13 @@ def _message(name: str, summary: str) -> dict[str, Any]:
 
 
 def _query(properties: dict[str, Any]) -> dict[str, Any]:
-    return {"ws": {"method": "GET", "query": {"type": "object", "properties": properties}}}
+    return {
+        "ws": {
+            "method": "GET",
+            "query": {"type": "object", "properties": properties},
+            "headers": _SUBPROTOCOLS,
+        }
+    }
 
 
 def _channel(address: str, description: str, query: dict[str, Any], inbound: bool) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 Keys come from the settings: ``CONVOY_API_KEYS`` (``principal:key`` pairs, one
 user each) and ``CONVOY_ADMIN_KEYS`` (admins; their principal is ``admin``).
-A request presents its key in one of three ways, tried in this order:
+A request presents its key in one of four ways, tried in this order:
 
 1. ``Authorization: Bearer <key>`` - API clients, the CLI.
-2. ``?token=<key>`` in the query - browsers on WebSockets, which cannot set
+2. on WebSockets, the subprotocol ``convoy.key.<base64url(key)>`` - browsers,
+   without the key in any URL (:mod:`gateway.wsauth`; the web console does this).
+3. ``?token=<key>`` in the query - browsers on WebSockets, which cannot set
    headers: ``new WebSocket("wss://host/conversation/?token=KEY")``.
-3. the cookie ``convoy_key`` (``settings.cookie_name``) - browsers in general:
+4. the cookie ``convoy_key`` (``settings.cookie_name``) - browsers in general:
    set it once (``document.cookie = "convoy_key=KEY; path=/; SameSite=Strict"``)
    and both ``fetch()`` and ``new WebSocket()`` to the gateway carry it, so the
    seed's browser snippet works unchanged.
@@ -39,6 +41,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
 
 from gateway.settings import Settings
+from gateway.wsauth import key_from_subprotocols
 
 ADMIN = "admin"
 LOCAL = "local"
@@ -140,8 +143,15 @@ class Authenticator:
         header = conn.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         from_cookie = False
+        in_subprotocol = (
+            key_from_subprotocols(conn.headers.get("sec-websocket-protocol"))
+            if conn.scope["type"] == "websocket"
+            else None
+        )
         if scheme.lower() == "bearer" and value.strip():
             key = value.strip()
+        elif in_subprotocol is not None:
+            key = in_subprotocol
         elif conn.query_params.get("token"):
             key = conn.query_params["token"]
         elif conn.cookies.get(self._cookie):

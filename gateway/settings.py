@@ -175,6 +175,14 @@ class Settings(BaseSettings):
         "allow-list; empty: the resolver of the relay container (the engine's).",
     )
 
+    # --- web console (gateway/console) ---------------------------------------------
+    console_xterm_dir: str = Field(
+        "/usr/share/nodejs/xterm/lib",
+        description="Where xterm.js's CommonJS modules (xterm.js and what it requires) and xterm.css "
+        "are installed (Debian: node-xterm); the gateway links them into one browser script. The "
+        "console's terminal falls back to a plain text view when they are not there.",
+    )
+
     @field_validator("egress_resolver")
     @classmethod
     def _resolver(cls, value: str) -> str:

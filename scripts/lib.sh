@@ -41,3 +41,28 @@ ensure_venv() {
 docker_answers() {
     command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1
 }
+
+# The web console's browser tests drive Debian's chromium (Playwright's own browser download
+# is not used); the console links xterm.js from Debian's node-xterm (its CommonJS modules;
+# libjs-xterm, which it depends on, has only a stub). Installed once, quietly; a no-op when
+# both are there. Where apt-get is missing or not allowed, the browser tests are
+# skipped (they say why) and the console shows terminals as plain text.
+ensure_console_packages() {
+    local missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    [ -f /usr/share/nodejs/xterm/lib/xterm.js ] || missing+=(node-xterm)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "== no apt-get: ${missing[*]} not installed (browser tests will be skipped)" >&2
+        return 0
+    fi
+    echo "== installing ${missing[*]} (apt-get)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        "${missing[@]}" >/dev/null 2>&1 ||
+        { "${sudo[@]}" apt-get update -q >/dev/null 2>&1 &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                "${missing[@]}" >/dev/null; } ||
+        echo "== could not install ${missing[*]} (browser tests will be skipped)" >&2
+}
