@@ -28,11 +28,13 @@ from gateway.guard import RequestGuard
 from gateway.housekeeping import Housekeeper
 from gateway.proxy import Proxy
 from gateway.routes.conversations import router as conversations_router
+from gateway.routes.lifecycle import router as lifecycle_router
 from gateway.routes.proxied import router as proxy_router
 from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
+from gateway.snapshots import SnapshotManager
 from gateway.status import StatusBus
 from gateway.wsquota import WebSocketQuota
 from sandbox_agent.routes import operation_id
@@ -58,7 +60,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         manager = ConversationManager(settings, chosen, bus, proxy.client)
         firehose = Firehose(settings, manager, bus)
         housekeeper = Housekeeper(settings, manager)
-        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose)
+        snapshots = SnapshotManager(settings, manager, proxy.client)
+        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose, snapshots)
         await manager.reconcile()
         housekeeper.start()
         log.info(
@@ -95,6 +98,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
     app.include_router(conversations_router)
+    app.include_router(lifecycle_router)
     app.include_router(proxy_router)
     app.include_router(ws_router)
 

@@ -16,6 +16,7 @@ from gateway.conversations import ConversationManager
 from gateway.firehose import Firehose
 from gateway.proxy import Proxy
 from gateway.settings import Settings
+from gateway.snapshots import SnapshotManager
 from gateway.status import StatusBus
 
 
@@ -27,6 +28,8 @@ class GatewayContext:
     proxy: Proxy
     manager: ConversationManager
     firehose: Firehose
+    # --- lifecycle: snapshots and forks ---
+    snapshots: SnapshotManager
 
 
 def context_of(conn: HTTPConnection) -> GatewayContext:

@@ -14,6 +14,13 @@ app does not close a runtime it was handed); a new instance knows none (and
 other runtimes', :meth:`MemoryRuntime.close` stops the agents: they cannot
 outlive the process anyway.
 
+Pause and resume only record the state (PAUSED in ``find`` and ``list``):
+the agent runs in the gateway's own event loop and cannot be frozen, so
+everything above the seam (statuses, resume on request, reaping) is tested
+fast here and freezing itself on the process and Docker runtimes. Snapshots
+are folders (:mod:`gateway.runtimes.snapshot_folders`); they survive a new
+instance like the sandboxes' folders do not.
+
 What it does not do, by design: the spec's ``env`` and ``limits`` are not
 applied (tasks run with the gateway's own environment, as children of the
 gateway's process), and nothing survives the process. Tests of those, of
@@ -35,8 +42,10 @@ from uuid import UUID
 
 import uvicorn
 
-from gateway.errors import RuntimeFailure, SandboxStartError
+from gateway.errors import EngineNotFound, RuntimeFailure, SandboxStartError
+from gateway.runtimes import snapshot_folders
 from gateway.runtimes.base import ProgressCallback, SandboxHandle, SandboxSpec, SandboxState, wait_until_ready
+from gateway.runtimes.folder_lifecycle import FolderSnapshots
 from gateway.settings import Settings
 from sandbox_agent.app import create_app
 from sandbox_agent.settings import AgentSettings
@@ -71,6 +80,7 @@ class _Sandbox:
     ready: bool = False
     exit_code: int | None = None
     reason: str | None = None
+    paused: bool = False
 
     def handle(self) -> SandboxHandle:
         if self.task is not None and self.task.done():
@@ -82,6 +92,7 @@ class _Sandbox:
                 reason=self.reason or "the agent stopped",
             )
         state = SandboxState.RUNNING if self.ready else SandboxState.STARTING
+        state = SandboxState.PAUSED if self.paused else state
         return SandboxHandle(spec=self.spec, base_url=self.base_url, state=state)
 
 
@@ -92,7 +103,7 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-class MemoryRuntime:
+class MemoryRuntime(FolderSnapshots):
     """The Runtime protocol over in-process agents (see the module docstring)."""
 
     name = "memory"
@@ -104,6 +115,10 @@ class MemoryRuntime:
         self._stop_grace = settings.process_stop_grace
         self._sandboxes: dict[UUID, _Sandbox] = {}
         self._starting: set[UUID] = set()
+        self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
+
+    def _workspace(self, conversation_id: UUID) -> Path:
+        return self.folder(conversation_id) / "workspace"
 
     def folder(self, conversation_id: UUID) -> Path:
         """Where the sandbox of ``conversation_id`` keeps its workspace and state."""
@@ -126,6 +141,10 @@ class MemoryRuntime:
             raise SandboxStartError(f"the workspace could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
+            try:
+                await self.seed_workspace(folder / "workspace", spec.seed)
+            except (RuntimeFailure, OSError) as error:
+                raise SandboxStartError(f"the workspace could not be filled: {error}") from None
             if progress:
                 await progress("starting the agent")
             try:
@@ -208,6 +227,23 @@ class MemoryRuntime:
 
     async def list(self) -> list[SandboxHandle]:
         return [sandbox.handle() for sandbox in list(self._sandboxes.values())]
+
+    # --- lifecycle: pause and resume (recorded only: see the module docstring) --------
+
+    async def pause(self, conversation_id: UUID) -> SandboxHandle:
+        return self._set_paused(conversation_id, True)
+
+    async def resume(self, conversation_id: UUID) -> SandboxHandle:
+        return self._set_paused(conversation_id, False)
+
+    def _set_paused(self, conversation_id: UUID, paused: bool) -> SandboxHandle:
+        sandbox = self._sandboxes.get(conversation_id)
+        if sandbox is None:
+            raise EngineNotFound(f"no sandbox for conversation {conversation_id}")
+        if sandbox.handle().state not in (SandboxState.RUNNING, SandboxState.PAUSED):
+            raise RuntimeFailure(f"the sandbox of {conversation_id} is {sandbox.handle().state.value}")
+        sandbox.paused = paused
+        return sandbox.handle()
 
     # --- stop / remove ----------------------------------------------------------------
 

@@ -23,6 +23,11 @@ started by this gateway and agents adopted after a restart are watched the same
 way: by pid and start time (see :mod:`gateway.runtimes.procfs`). Not being its
 parent, the runtime cannot know an agent's exit code: EXITED handles have none.
 
+Pause and resume: see :mod:`gateway.runtimes.process_freezer` (``"paused"``
+in ``meta.json`` is the state a restarted gateway reads). Snapshots are folders
+beside the sandboxes' (:mod:`gateway.runtimes.snapshot_folders`); a snapshot or
+fork of a running sandbox freezes it while its workspace is copied.
+
 OSError (a full disk, a folder it may not read) is mapped here to
 :class:`SandboxStartError` (in a start) or :class:`RuntimeFailure`.
 
@@ -38,6 +43,7 @@ of that user; it only keeps the token out of every environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -45,14 +51,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-from gateway.errors import RuntimeFailure, SandboxStartError
+from gateway.errors import EngineNotFound, RuntimeFailure, SandboxStartError
 from gateway.runtimes import process_files as files
-from gateway.runtimes import procfs
+from gateway.runtimes import process_freezer, procfs, snapshot_folders
 from gateway.runtimes.base import (
     ProgressCallback,
     SandboxHandle,
@@ -60,6 +66,7 @@ from gateway.runtimes.base import (
     SandboxState,
     wait_until_ready,
 )
+from gateway.runtimes.folder_lifecycle import FolderSnapshots
 from gateway.settings import Settings
 from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
@@ -100,7 +107,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ProcessRuntime:
+class ProcessRuntime(FolderSnapshots):
     """The Runtime protocol over local agent processes (see the module docstring)."""
 
     name = "process"
@@ -110,11 +117,15 @@ class ProcessRuntime:
         self._settings = settings
         self._root = settings.state_dir / settings.install
         self._starting: set[UUID] = set()
+        self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
 
     # --- paths and metadata (blocking; run in threads) ----------------------------
 
     def _dir(self, conversation_id: UUID) -> Path:
         return self._root / str(conversation_id)
+
+    def _workspace(self, conversation_id: UUID) -> Path:
+        return self._dir(conversation_id) / "workspace"
 
     def _scan(self) -> list[tuple[Path, dict[str, Any] | None]]:
         if not self._root.is_dir():
@@ -139,6 +150,10 @@ class ProcessRuntime:
             raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
+            try:
+                await self.seed_workspace(folder / "workspace", spec.seed)
+            except (RuntimeFailure, OSError) as error:
+                raise SandboxStartError(f"the workspace could not be filled: {error}") from None
             await asyncio.to_thread(files.write_private, folder, _TOKEN, spec.token)
             for attempt in range(3):
                 port = _free_port()
@@ -242,6 +257,7 @@ class ProcessRuntime:
             return
         family = await asyncio.to_thread(procfs.descendants, process.pid)
         procfs.signal_group(process, signal.SIGTERM)
+        await asyncio.to_thread(process_freezer.thaw, process)  # a paused agent hears SIGTERM once thawed
         deadline = time.monotonic() + self._settings.process_stop_grace
         while await asyncio.to_thread(procfs.is_alive, process):
             if time.monotonic() >= deadline:
@@ -249,6 +265,48 @@ class ProcessRuntime:
             await asyncio.sleep(0.05)  # nothing to await: the agent is not our child
         procfs.signal_group(process, signal.SIGKILL)
         await asyncio.to_thread(procfs.kill, family)
+
+    # --- lifecycle: pause and resume (see gateway.runtimes.process_freezer) -------
+
+    async def pause(self, conversation_id: UUID) -> SandboxHandle:
+        return await self._set_paused(conversation_id, True)
+
+    async def resume(self, conversation_id: UUID) -> SandboxHandle:
+        return await self._set_paused(conversation_id, False)
+
+    async def _set_paused(self, conversation_id: UUID, paused: bool) -> SandboxHandle:
+        folder = self._dir(conversation_id)
+        data = await _io(files.read_meta, folder)
+        handle = None if data is None else await _io(files.handle, folder, data)
+        if data is None or handle is None:
+            raise EngineNotFound(f"no sandbox for conversation {conversation_id}")
+        if handle.state not in (SandboxState.RUNNING, SandboxState.PAUSED):
+            raise RuntimeFailure(f"the sandbox of {conversation_id} is {handle.state.value}")
+        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
+        # Frozen before the state says so, and said before it is thawed: never PAUSED while running.
+        if paused:
+            await asyncio.to_thread(process_freezer.freeze, agent)
+        await _io(files.write_meta, folder, data | {"paused": paused})
+        if not paused:
+            await asyncio.to_thread(process_freezer.thaw, agent)
+        found = await _io(files.handle, folder, data | {"paused": paused})
+        assert found is not None
+        return found
+
+    @contextlib.asynccontextmanager
+    async def _held_still(self, conversation_id: UUID) -> AsyncIterator[None]:
+        """A running agent and its tasks are stopped while their workspace is copied."""
+        handle = await self.find(conversation_id)
+        data = await _io(files.read_meta, self._dir(conversation_id))
+        if handle is None or data is None or handle.state is not SandboxState.RUNNING:
+            yield
+            return
+        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
+        await asyncio.to_thread(process_freezer.freeze, agent)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(process_freezer.thaw, agent)
 
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
         folder = self._dir(conversation_id)
