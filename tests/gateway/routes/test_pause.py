@@ -39,7 +39,12 @@ async def _frozen(harness: Harness, cid: str) -> bool:
     agent = await agent_of(harness, cid)
     assert agent is not None
     family = [agent, *procfs.descendants(agent.pid)]
-    return all(Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for p in family)
+    return all(_state(process.pid) == "T" for process in family)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (T: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def _ticks(harness: Harness, cid: str) -> int:
@@ -55,7 +60,6 @@ async def test_pause_freezes_the_sandbox_and_a_request_resumes_it(any_harness: H
         assert (await client.post(f"/conversation/{cid}/task", json=ticker)).status_code == 201
         sleeper = {"runnable": {"type": "Shell", "command": "sleep 600"}}
         assert (await client.post(f"/conversation/{cid}/task", json=sleeper)).status_code == 201
-
 
         async def ticked() -> bool:
             return bool((await client.get(f"/conversation/{cid}/event?type=Tick")).json()["results"])

@@ -83,7 +83,8 @@ async def test_snapshots_are_private_paged_and_bounded_by_a_quota(harness: Harne
         cid = await create_ready(client, ALICE)
         ids = []
         for name in ("first", "second"):
-            made = await client.post(f"/conversation/{cid}/snapshot", json={"name": name}, headers=auth(ALICE))
+            body = {"name": name}
+            made = await client.post(f"/conversation/{cid}/snapshot", json=body, headers=auth(ALICE))
             assert made.status_code == 201, made.text
             ids.append(made.json()["id"])
         over = await client.post(f"/conversation/{cid}/snapshot", json={"name": "third"}, headers=auth(ALICE))
@@ -115,7 +116,8 @@ async def test_snapshots_are_private_paged_and_bounded_by_a_quota(harness: Harne
         # An admin's fork of Alice's conversation is Alice's.
         fork = await client.post(f"/conversation/{cid}/fork", json={}, headers=auth(ADMIN_KEY))
         assert fork.status_code == 201 and fork.json()["owner"] == "alice"
-        assert (await client.get(f"/conversation/{fork.json()['id']}", headers=auth(ALICE))).status_code == 200
+        forked = await client.get(f"/conversation/{fork.json()['id']}", headers=auth(ALICE))
+        assert forked.status_code == 200
         for snapshot_id in ids:
             assert (await client.delete(f"/snapshot/{snapshot_id}", headers=auth(ALICE))).status_code == 204
         assert await harness.runtime.snapshots() == []
