@@ -32,10 +32,12 @@ async def _frozen(harness: Harness, cid: str) -> bool:
     """What the runtime's own witness says: the engine's State.Paused, or every process of
     the agent stopped (state T in /proc)."""
     if harness.kind == "docker":
-        from dockertools import inspect
-
         name = f"convoy-{harness.settings.install}-{cid}"
-        return bool((await inspect("container", name))["State"]["Paused"])
+        docker = await asyncio.create_subprocess_exec(
+            "docker", "inspect", "--format", "{{.State.Paused}}", name, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await docker.communicate()
+        return out.decode().strip() == "true"
     agent = await agent_of(harness, cid)
     assert agent is not None
     family = [agent, *procfs.descendants(agent.pid)]
@@ -123,10 +125,11 @@ async def test_a_websocket_to_a_paused_conversation_resumes_it(harness: Harness)
 
 
 async def test_idle_ones_are_paused_then_removed_after_the_paused_ttl(any_harness: Harness) -> None:
-    async with any_harness.client(reap_interval=0.2, paused_ttl=3.0) as client:
-        kept = await create_ready(client, idle_timeout=1, on_idle="pause")
-        deleted = await create_ready(client, idle_timeout=1)
-        assert (await client.get(f"/conversation/{kept}")).json()["on_idle"] == "pause"
+    async with any_harness.client(reap_interval=0.2, paused_ttl=4.0) as client:
+        created = await client.post("/conversation", json={"idle_timeout": 1, "on_idle": "pause"})
+        assert created.status_code == 201 and created.json()["on_idle"] == "pause"
+        kept = created.json()["id"]
+        deleted = (await client.post("/conversation", json={"idle_timeout": 1})).json()["id"]
 
         async def paused() -> bool:
             return await status_of(client, kept) == "PAUSED"
