@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from gateway.errors import EngineError, EngineNotFound, RuntimeFailure
+from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, SandboxStartError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import SandboxHandle, SandboxState, SnapshotInfo, WorkspaceSeed
 from gateway.runtimes.docker_engine import Engine
@@ -163,7 +163,7 @@ class DockerLifecycle:
         if seed.snapshot_id is not None:
             source = snapshot_volume(self._install, seed.snapshot_id)
             if not await self._engine.volumes({"name": [source]}):
-                raise RuntimeFailure(f"snapshot {seed.snapshot_id} does not exist")
+                raise SandboxStartError(f"snapshot {seed.snapshot_id} does not exist")
             await self._helper([_mount(source, "/from", read_only=True), target], copy)
         elif seed.conversation_id is not None:
             source = cfg.Names.of(self._install, seed.conversation_id).volume
