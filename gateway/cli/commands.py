@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, doctor, files, tasks
+from gateway.cli import conversations, doctor, files, lifecycle, tasks
 
 
 def register(app: typer.Typer) -> None:
@@ -12,4 +12,5 @@ def register(app: typer.Typer) -> None:
     conversations.register(app)
     tasks.register(app)
     files.register(app)
+    lifecycle.register(app)
     doctor.register(app)
