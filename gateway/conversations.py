@@ -10,7 +10,7 @@ Contracts:
 - :meth:`create` answers at once with a STARTING record; the sandbox starts in
   the background and the record becomes READY or ERROR (with the reason). Each
   change is published on the :class:`StatusBus`.
-- Limits: live conversations (STARTING, READY, STOPPING) count against the
+- Limits: live conversations (STARTING, READY, PAUSED, STOPPING) count against the
   global and the per-owner maximum; past either, :class:`LimitReached` (429).
   So do an owner's recent failed starts and its create rate (:mod:`gateway.admission`).
   Nothing running is ever stopped to make room.
@@ -20,6 +20,10 @@ Contracts:
   sandbox's own event log (``POST /status``), so followers see why, then remove
   the sandbox; afterwards the id is unknown (404) everywhere.
 - Another owner's conversation is :class:`NotFound`, exactly like an unknown id.
+- PAUSED (:mod:`gateway.pausing`): every route that needs the sandbox
+  (:meth:`ready_handle`) resumes it first; an idle one with ``on_idle="pause"`` is
+  paused instead of removed, and removed ``paused_ttl`` seconds later; reconcile
+  adopts a paused sandbox as PAUSED.
 """
 
 from __future__ import annotations
@@ -68,14 +72,8 @@ log = logging.getLogger("convoy.gateway")
 #: How much longer than a start may take a request waits for a STARTING conversation.
 _START_WAIT_MARGIN = 5.0
 
-_LIVE = (
-    ConversationStatus.STARTING,
-    ConversationStatus.READY,
-    ConversationStatus.STOPPING,
-    ConversationStatus.PAUSED,  # counts against the limits (see gateway.pausing)
-)
-#: Conversations with a sandbox that reconcile holds against the runtime's list.
-_RUNNING = (ConversationStatus.READY, ConversationStatus.PAUSED)
+_RUNNING = (ConversationStatus.READY, ConversationStatus.PAUSED)  # a sandbox reconcile holds to account
+_LIVE = (ConversationStatus.STARTING, ConversationStatus.STOPPING, *_RUNNING)
 
 
 class ConversationManager:
@@ -263,9 +261,7 @@ class ConversationManager:
         if record.status is ConversationStatus.STOPPING:
             await record.gone.wait()
             return
-        if record.status is ConversationStatus.PAUSED:  # thawed, to record STOPPING and stop gracefully
-            with contextlib.suppress(RuntimeFailure):
-                await self.pausing.resume(record)
+        await self.pausing.thaw_quietly(record)  # a PAUSED one records STOPPING and stops gracefully
         was_ready = record.status is ConversationStatus.READY and record.handle is not None
         record.status, record.reason, record.phase = ConversationStatus.STOPPING, reason, None
         if record.start_task is not None and not record.start_task.done():
@@ -310,13 +306,9 @@ class ConversationManager:
             if record.connections or time.monotonic() - record.last_active < record.idle_timeout:
                 continue  # became active while we asked
             idle = f"idle for {record.idle_timeout:g}s: no request, connection or running task"
-            if record.spec.on_idle == "pause":
-                with contextlib.suppress(RuntimeFailure, NotReady):
-                    await self.pausing.pause(record)
-                log.info("conversation %s paused: %s", record.id, idle)
-                continue
-            await self._stop(record, idle)
-            reaped += 1
+            if not await self.pausing.paused_when_idle(record, idle):
+                await self._stop(record, idle)
+                reaped += 1
         return reaped
 
     async def reconcile(self) -> None:

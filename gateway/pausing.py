@@ -21,18 +21,22 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from uuid import UUID
 
 import httpx
 
 from gateway.agent_calls import announce_status
-from gateway.errors import NotReady
+from gateway.errors import NotReady, RuntimeFailure
 from gateway.records import Record
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
 from gateway.status import StatusBus, StatusNotice
 from sandbox_agent.protocol import ConversationStatus
+
+log = logging.getLogger("convoy.gateway")
 
 
 class Pauser:
@@ -69,6 +73,23 @@ class Pauser:
             record.status = ConversationStatus.READY
             record.last_active = time.monotonic()
             self._bus.publish(StatusNotice(record.id, ConversationStatus.READY))
+
+    async def thaw_quietly(self, record: Record) -> None:
+        """Resume a PAUSED one on its way out (so it records STOPPING and stops gracefully)."""
+        with contextlib.suppress(RuntimeFailure):
+            await self.resume(record)
+
+    async def paused_when_idle(self, record: Record, why: str) -> bool:
+        """Pause an idle conversation whose policy says so; ``False`` when it is to be removed."""
+        if record.spec.on_idle != "pause":
+            return False
+        try:
+            await self.pause(record)
+        except (RuntimeFailure, NotReady) as error:
+            log.warning("pausing idle conversation %s failed (tried again): %s", record.id, error)
+        else:
+            log.info("conversation %s paused: %s", record.id, why)
+        return True
 
     def expired(self, record: Record, now: float) -> bool:
         """A PAUSED conversation kept for ``paused_ttl`` already."""

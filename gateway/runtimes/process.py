@@ -43,7 +43,6 @@ of that user; it only keeps the token out of every environment.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -51,12 +50,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-from gateway.errors import EngineNotFound, RuntimeFailure, SandboxStartError
+from gateway.errors import RuntimeFailure, SandboxStartError
 from gateway.runtimes import process_files as files
 from gateway.runtimes import process_freezer, procfs, snapshot_folders
 from gateway.runtimes.base import (
@@ -67,6 +66,7 @@ from gateway.runtimes.base import (
     wait_until_ready,
 )
 from gateway.runtimes.folder_lifecycle import FolderSnapshots
+from gateway.runtimes.process_freezer import ProcessPausing
 from gateway.settings import Settings
 from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
@@ -107,7 +107,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ProcessRuntime(FolderSnapshots):
+class ProcessRuntime(ProcessPausing, FolderSnapshots):
     """The Runtime protocol over local agent processes (see the module docstring)."""
 
     name = "process"
@@ -265,48 +265,6 @@ class ProcessRuntime(FolderSnapshots):
             await asyncio.sleep(0.05)  # nothing to await: the agent is not our child
         procfs.signal_group(process, signal.SIGKILL)
         await asyncio.to_thread(procfs.kill, family)
-
-    # --- lifecycle: pause and resume (see gateway.runtimes.process_freezer) -------
-
-    async def pause(self, conversation_id: UUID) -> SandboxHandle:
-        return await self._set_paused(conversation_id, True)
-
-    async def resume(self, conversation_id: UUID) -> SandboxHandle:
-        return await self._set_paused(conversation_id, False)
-
-    async def _set_paused(self, conversation_id: UUID, paused: bool) -> SandboxHandle:
-        folder = self._dir(conversation_id)
-        data = await _io(files.read_meta, folder)
-        handle = None if data is None else await _io(files.handle, folder, data)
-        if data is None or handle is None:
-            raise EngineNotFound(f"no sandbox for conversation {conversation_id}")
-        if handle.state not in (SandboxState.RUNNING, SandboxState.PAUSED):
-            raise RuntimeFailure(f"the sandbox of {conversation_id} is {handle.state.value}")
-        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
-        # Frozen before the state says so, and said before it is thawed: never PAUSED while running.
-        if paused:
-            await asyncio.to_thread(process_freezer.freeze, agent)
-        await _io(files.write_meta, folder, data | {"paused": paused})
-        if not paused:
-            await asyncio.to_thread(process_freezer.thaw, agent)
-        found = await _io(files.handle, folder, data | {"paused": paused})
-        assert found is not None
-        return found
-
-    @contextlib.asynccontextmanager
-    async def _held_still(self, conversation_id: UUID) -> AsyncIterator[None]:
-        """A running agent and its tasks are stopped while their workspace is copied."""
-        handle = await self.find(conversation_id)
-        data = await _io(files.read_meta, self._dir(conversation_id))
-        if handle is None or data is None or handle.state is not SandboxState.RUNNING:
-            yield
-            return
-        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
-        await asyncio.to_thread(process_freezer.freeze, agent)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(process_freezer.thaw, agent)
 
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
         folder = self._dir(conversation_id)

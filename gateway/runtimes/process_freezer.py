@@ -1,4 +1,4 @@
-"""Freezing a local agent and everything it started: SIGSTOP and SIGCONT (blocking; run in threads).
+"""Pausing on the process runtime: SIGSTOP and SIGCONT to a local agent and everything it started.
 
 What pausing means on the process runtime: the agent's process group and the
 group of every process it started (shell tasks lead groups of their own) get
@@ -13,9 +13,20 @@ Unlike Docker's freezer, a stopped child's parent may see it as stopped
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
 
+from gateway.errors import EngineNotFound, RuntimeFailure
+from gateway.runtimes import process_files as files
 from gateway.runtimes import procfs
+from gateway.runtimes.base import SandboxHandle, SandboxState
+
+_T = TypeVar("_T")
 
 
 def freeze(agent: procfs.ProcessId) -> None:
@@ -30,3 +41,62 @@ def thaw(agent: procfs.ProcessId) -> None:
     for process in procfs.descendants(agent.pid):
         procfs.signal_group(process, signal.SIGCONT)
     procfs.signal_group(agent, signal.SIGCONT)
+
+
+async def _io(call: Callable[..., _T], *args: Any) -> _T:
+    try:
+        return await asyncio.to_thread(call, *args)
+    except OSError as error:
+        raise RuntimeFailure(f"the process runtime's state could not be read or written: {error}") from None
+
+
+class ProcessPausing:
+    """The pause block of the Runtime protocol for :class:`~gateway.runtimes.process.ProcessRuntime`
+    (``"paused"`` in ``meta.json`` is the state a restarted gateway reads)."""
+
+    def _dir(self, conversation_id: UUID) -> Path:
+        raise NotImplementedError
+
+    async def pause(self, conversation_id: UUID) -> SandboxHandle:
+        return await self._set_paused(conversation_id, True)
+
+    async def resume(self, conversation_id: UUID) -> SandboxHandle:
+        return await self._set_paused(conversation_id, False)
+
+    async def _agent(self, conversation_id: UUID) -> tuple[dict[str, Any], SandboxHandle]:
+        folder = self._dir(conversation_id)
+        data = await _io(files.read_meta, folder)
+        handle = None if data is None else await _io(files.handle, folder, data)
+        if data is None or handle is None:
+            raise EngineNotFound(f"no sandbox for conversation {conversation_id}")
+        return data, handle
+
+    async def _set_paused(self, conversation_id: UUID, paused: bool) -> SandboxHandle:
+        data, handle = await self._agent(conversation_id)
+        if handle.state not in (SandboxState.RUNNING, SandboxState.PAUSED):
+            raise RuntimeFailure(f"the sandbox of {conversation_id} is {handle.state.value}")
+        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
+        folder = self._dir(conversation_id)
+        # Frozen before the state says so, and said before it is thawed: never PAUSED while running.
+        if paused:
+            await asyncio.to_thread(freeze, agent)
+        await _io(files.write_meta, folder, data | {"paused": paused})
+        if not paused:
+            await asyncio.to_thread(thaw, agent)
+        found = await _io(files.handle, folder, data | {"paused": paused})
+        assert found is not None
+        return found
+
+    @contextlib.asynccontextmanager
+    async def _held_still(self, conversation_id: UUID) -> AsyncIterator[None]:
+        """A running agent and its tasks are stopped while their workspace is copied."""
+        data, handle = await self._agent(conversation_id)
+        if handle.state is not SandboxState.RUNNING:
+            yield
+            return
+        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
+        await asyncio.to_thread(freeze, agent)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(thaw, agent)
