@@ -32,7 +32,7 @@ from uuid import UUID, uuid4
 from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, SandboxStartError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import SandboxHandle, SandboxState, SnapshotInfo, WorkspaceSeed
-from gateway.runtimes.docker_engine import Engine
+from gateway.runtimes.docker_engine import Engine, young
 from gateway.runtimes.docker_token import DATA_DIR
 
 SNAPSHOT, HELPER = "snapshot", "helper"
@@ -169,6 +169,12 @@ class DockerLifecycle:
             source = cfg.Names.of(self._install, seed.conversation_id).volume
             async with self._held_still(seed.conversation_id):
                 await self._helper([_mount(source, "/from", read_only=True), target], copy)
+
+    async def _remove_old_helpers(self, age: float) -> int:
+        """Helpers older than ``age`` seconds: left by a gateway killed during a copy."""
+        helpers = await self._engine.containers(cfg.install_filter(self._install, **{cfg.ROLE: HELPER}))
+        old = [helper["Id"] for helper in helpers if not young(helper.get("Created"), age)]
+        return sum([await self._engine.remove_container(helper) for helper in old])
 
     async def _helper(self, mounts: builtins.list[dict[str, Any]], script: str) -> str:
         """Run ``script`` (sh) in a helper container; its output, or :class:`EngineError`."""

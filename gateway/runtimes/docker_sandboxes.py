@@ -34,7 +34,7 @@ from gateway.runtimes.docker_engine import (
     summary_url,
     young,
 )
-from gateway.runtimes.docker_lifecycle import HELPER, DockerLifecycle
+from gateway.runtimes.docker_lifecycle import DockerLifecycle
 from gateway.settings import Settings
 
 Reach = Literal["published", "network"]
@@ -322,7 +322,7 @@ class DockerSandboxes(DockerLifecycle):
             if not healthy:
                 await self._remove(cfg.Names.of(self._install, conversation))
                 removed += 1
-        removed += await self._remove_old_helpers()
+        removed += await self._remove_old_helpers(self.orphan_age)
         volumes, networks = await asyncio.gather(
             self._engine.volumes(cfg.install_filter(self._install)),
             self._engine.networks(cfg.install_filter(self._install)),
@@ -337,11 +337,6 @@ class DockerSandboxes(DockerLifecycle):
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
         return removed
-
-    async def _remove_old_helpers(self) -> int:
-        helpers = await self._engine.containers(cfg.install_filter(self._install, **{cfg.ROLE: HELPER}))
-        old = [helper["Id"] for helper in helpers if not young(helper.get("Created"), self.orphan_age)]
-        return sum([await self._engine.remove_container(helper) for helper in old])
 
     async def close(self) -> None:
         await self._engine.close()

@@ -14,12 +14,9 @@ app does not close a runtime it was handed); a new instance knows none (and
 other runtimes', :meth:`MemoryRuntime.close` stops the agents: they cannot
 outlive the process anyway.
 
-Pause and resume only record the state (PAUSED in ``find`` and ``list``):
-the agent runs in the gateway's own event loop and cannot be frozen, so
-everything above the seam (statuses, resume on request, reaping) is tested
-fast here and freezing itself on the process and Docker runtimes. Snapshots
-are folders (:mod:`gateway.runtimes.snapshot_folders`); they survive a new
-instance like the sandboxes' folders do not.
+Pause only records PAUSED (an agent in the gateway's own loop cannot be frozen:
+the process and Docker runtimes freeze); snapshots are folders
+(:mod:`gateway.runtimes.snapshot_folders`), kept across instances.
 
 What it does not do, by design: the spec's ``env`` and ``limits`` are not
 applied (tasks run with the gateway's own environment, as children of the

@@ -196,7 +196,7 @@ class FakeEngine:
                 raise EngineError(f"volume {mount['Source']} missing")
         container = _Container(name, config)
         mode = host.get("NetworkMode")
-        if mode and mode != "bridge":
+        if mode and mode not in ("bridge", "none"):
             if mode not in self.networks_by_name:
                 raise EngineError(f"network {mode} not found")
             container.networks.add(mode)
