@@ -48,18 +48,21 @@ async def has_unfinished_task(http: httpx.AsyncClient, handle: SandboxHandle) ->
 # --- lifecycle: pause, resume and forks --------------------------------------------
 
 
-async def announce_status(http: httpx.AsyncClient, handle: SandboxHandle, status: str) -> None:
+async def announce_status(http: httpx.AsyncClient, handle: SandboxHandle, status: str) -> int | None:
     """Records PAUSED (before a freeze) or READY (after a thaw) in the sandbox's event log,
-    so followers and the firehose see it in order with everything else."""
+    so followers and the firehose see it in order with everything else; its seq (``None``
+    when the agent did not record it)."""
     try:
-        await http.post(
+        response = await http.post(
             f"{handle.base_url}/status",
             json={"status": status},
             headers={TOKEN_HEADER: handle.token},
             timeout=5.0,
         )
-    except httpx.HTTPError as error:
+        return int(response.json()["seq"]) if response.status_code == 201 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
         log.info("could not record %s in %s: %s", status, handle.conversation_id, error)
+        return None
 
 
 async def last_seq(http: httpx.AsyncClient, handle: SandboxHandle) -> int:

@@ -59,8 +59,13 @@ class Pauser:
                 return
             if record.status is not ConversationStatus.READY or record.handle is None:
                 raise NotReady(f"conversation {record.id} is {record.status.value}: only READY can be paused")
-            await announce_status(self._http, record.handle, ConversationStatus.PAUSED.value)
-            record.handle = await self._runtime.pause(record.id)
+            handle = record.handle
+            await announce_status(self._http, handle, ConversationStatus.PAUSED.value)
+            try:
+                record.handle = await self._runtime.pause(record.id)
+            except RuntimeFailure:
+                await announce_status(self._http, handle, ConversationStatus.READY.value)  # it runs on
+                raise
             record.status, record.paused_at = ConversationStatus.PAUSED, time.monotonic()
             self._bus.publish(StatusNotice(record.id, ConversationStatus.PAUSED))
 
@@ -69,10 +74,11 @@ class Pauser:
             if record.status is not ConversationStatus.PAUSED:
                 return
             record.handle = await self._runtime.resume(record.id)
-            await announce_status(self._http, record.handle, ConversationStatus.READY.value)
+            seq = await announce_status(self._http, record.handle, ConversationStatus.READY.value)
             record.status = ConversationStatus.READY
             record.last_active = time.monotonic()
-            self._bus.publish(StatusNotice(record.id, ConversationStatus.READY))
+            after = None if seq is None else seq - 1
+            self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, resumed_after=after))
 
     async def thaw_quietly(self, record: Record) -> None:
         """Resume a PAUSED one on its way out (so it records STOPPING and stops gracefully)."""

@@ -102,6 +102,8 @@ async def test_followers_and_the_firehose_see_paused_then_ready(harness: Harness
     async with harness.client() as client:
         url = str(client.base_url)
         cid = await create_ready(client)
+        earlier = await create_ready(client)
+        await client.post(f"/conversation/{earlier}/pause")  # paused before the firehose starts
         follower = await ws_connect(url, f"/conversation/{cid}?after_seq=-1")
         firehose = await ws_connect(url, "/firehose/")
         assert (await client.post(f"/conversation/{cid}/pause")).json()["status"] == "PAUSED"
@@ -109,7 +111,10 @@ async def test_followers_and_the_firehose_see_paused_then_ready(harness: Harness
         assert (await client.post(f"/conversation/{cid}/resume")).json()["status"] == "READY"
         await recv_until(follower, is_status("READY"))
         seen = await recv_until(firehose, lambda f: f["conversation_id"] == cid and is_status("READY")(f))
-        assert any(is_status("PAUSED")(frame) for frame in seen)
+        assert any(f["conversation_id"] == cid and is_status("PAUSED")(f) for f in seen)
+        assert (await client.post(f"/conversation/{earlier}/resume")).json()["status"] == "READY"
+        resumed = await recv_until(firehose, lambda f: f["conversation_id"] == earlier)
+        assert is_status("READY")(resumed[-1]) and resumed[-1]["seq"] > 1, "its READY, from its log"
         await follower.close()
         await firehose.close()
 
