@@ -10,6 +10,8 @@ from uuid import UUID
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, auth, create_ready, keyed, leftovers
 from lifecycle_helpers import content, run, status_of
 
+from gateway.runtimes.docker_config import install_filter
+
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 
 
@@ -76,6 +78,19 @@ async def test_fork_and_snapshot_copy_the_workspace_and_stay_independent(any_har
     for cid in [*cids, from_it]:
         assert await leftovers(any_harness, cid) == []
     assert await any_harness.runtime.snapshots() == [] and await any_harness.runtime.list() == []
+    assert await _installation_objects(any_harness) == []
+
+
+async def _installation_objects(harness: Harness) -> list[str]:
+    """Docker: every container (helpers too) and volume (snapshots too) of the installation."""
+    if harness.kind != "docker":
+        return []
+    from gateway.runtimes.docker import DockerRuntime
+
+    assert isinstance(harness.runtime, DockerRuntime)
+    engine, filters = harness.runtime.engine, install_filter(harness.settings.install)
+    containers = [str(c["Names"][0]) for c in await engine.containers(filters)]
+    return containers + [str(v["Name"]) for v in await engine.volumes(filters)]
 
 
 async def test_snapshots_are_private_paged_and_bounded_by_a_quota(harness: Harness) -> None:
