@@ -63,7 +63,8 @@ and ``base_url``, in every state.
 
 What :meth:`gateway.conversations.ConversationManager.reconcile` relies on:
 ``list`` returns every sandbox of the installation with its spec (one without
-a record, RUNNING - or today STARTING too - is adopted as READY); an EXITED one
+a record, RUNNING - or today STARTING too - is adopted as READY, a PAUSED one as
+PAUSED); an EXITED one
 is removed and its READY conversation fails with ``reason``; a READY
 conversation whose sandbox is absent from ``list`` fails ("the sandbox
 disappeared"); conversations it is starting or stopping itself are left to

@@ -15,8 +15,10 @@
   (``convoy.role=helper``): no network, root with only the capabilities a
   ``cp -a`` needs, read-only root, small limits; the source mounted read-only.
   A running sandbox is frozen while its workspace is measured and copied, so
-  the copy is of one moment. A helper left by a killed gateway is removed by
-  :meth:`DockerSandboxes.cleanup_orphans` once it is older than ``orphan_age``.
+  the copy is of one moment (a gateway killed meanwhile leaves it paused: the
+  next one adopts it PAUSED, and the next request resumes it). A helper left by
+  a killed gateway is removed by :meth:`DockerSandboxes.cleanup_orphans` once it
+  is older than ``orphan_age``.
 """
 
 from __future__ import annotations

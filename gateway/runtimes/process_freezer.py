@@ -89,14 +89,14 @@ class ProcessPausing:
 
     @contextlib.asynccontextmanager
     async def _held_still(self, conversation_id: UUID) -> AsyncIterator[None]:
-        """A running agent and its tasks are stopped while their workspace is copied."""
-        data, handle = await self._agent(conversation_id)
+        """A running agent and its tasks are paused while their workspace is copied (recorded
+        in ``meta.json`` too: a gateway killed meanwhile leaves it PAUSED, not stopped unseen)."""
+        _, handle = await self._agent(conversation_id)
         if handle.state is not SandboxState.RUNNING:
             yield
             return
-        agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
-        await asyncio.to_thread(freeze, agent)
+        await self._set_paused(conversation_id, True)
         try:
             yield
         finally:
-            await asyncio.to_thread(thaw, agent)
+            await self._set_paused(conversation_id, False)
