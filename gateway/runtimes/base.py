@@ -164,7 +164,8 @@ class WorkspaceSeed:
 
 @dataclass(frozen=True)
 class SnapshotInfo:
-    """One snapshot as the runtime keeps it. ``size``: bytes of the copied workspace."""
+    """One snapshot as the runtime keeps it. ``size``: bytes of the copied workspace (its
+    files' sizes; Docker counts what ``du -sb`` does, directories included)."""
 
     id: UUID
     owner: str
