@@ -14,8 +14,9 @@ Contracts:
 - A PAUSED conversation counts against the limits, is not active (its idle
   time does not matter any more), and is removed ``paused_ttl`` seconds after
   it was paused (after a restart: after it was adopted).
-- A runtime that fails to pause or resume raises :class:`RuntimeFailure`; the
-  record keeps the status it had.
+- A runtime that fails to pause or resume: :class:`UpstreamUnreachable` (502)
+  saying why (:class:`RuntimeUnavailable`, 503, when the engine does not answer);
+  the record keeps the status it had.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from uuid import UUID
 import httpx
 
 from gateway.agent_calls import announce_status
-from gateway.errors import NotReady, RuntimeFailure
+from gateway.errors import GatewayError, NotReady, RuntimeFailure, RuntimeUnavailable, UpstreamUnreachable
 from gateway.records import Record
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
@@ -63,9 +64,9 @@ class Pauser:
             await announce_status(self._http, handle, ConversationStatus.PAUSED.value)
             try:
                 record.handle = await self._runtime.pause(record.id)
-            except RuntimeFailure:
+            except RuntimeFailure as error:
                 await announce_status(self._http, handle, ConversationStatus.READY.value)  # it runs on
-                raise
+                raise _unreachable(record, "paused", error) from None
             record.status, record.paused_at = ConversationStatus.PAUSED, time.monotonic()
             self._bus.publish(StatusNotice(record.id, ConversationStatus.PAUSED))
 
@@ -73,7 +74,10 @@ class Pauser:
         async with self._lock(record):
             if record.status is not ConversationStatus.PAUSED:
                 return
-            record.handle = await self._runtime.resume(record.id)
+            try:
+                record.handle = await self._runtime.resume(record.id)
+            except RuntimeFailure as error:
+                raise _unreachable(record, "resumed", error) from None
             seq = await announce_status(self._http, record.handle, ConversationStatus.READY.value)
             record.status = ConversationStatus.READY
             record.last_active = time.monotonic()
@@ -82,7 +86,7 @@ class Pauser:
 
     async def thaw_quietly(self, record: Record) -> None:
         """Resume a PAUSED one on its way out (so it records STOPPING and stops gracefully)."""
-        with contextlib.suppress(RuntimeFailure):
+        with contextlib.suppress(GatewayError):
             await self.resume(record)
 
     async def paused_when_idle(self, record: Record, why: str) -> bool:
@@ -91,7 +95,7 @@ class Pauser:
             return False
         try:
             await self.pause(record)
-        except (RuntimeFailure, NotReady) as error:
+        except GatewayError as error:
             log.warning("pausing idle conversation %s failed (tried again): %s", record.id, error)
         else:
             log.info("conversation %s paused: %s", record.id, why)
@@ -102,3 +106,9 @@ class Pauser:
         return (
             record.status is ConversationStatus.PAUSED and now - record.paused_at >= self._settings.paused_ttl
         )
+
+
+def _unreachable(record: Record, done: str, error: RuntimeFailure) -> GatewayError:
+    if isinstance(error, RuntimeUnavailable):
+        return error
+    return UpstreamUnreachable(f"conversation {record.id} could not be {done}: {error}")

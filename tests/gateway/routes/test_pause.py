@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from uuid import UUID
 
 from gw_helpers import (
     USER_KEYS,
@@ -181,3 +182,13 @@ async def test_paused_ones_count_against_the_limits_and_stay_private(harness: Ha
             other = await client.post(f"/conversation/{cid}/{action}", headers=auth(BOB))
             assert other.status_code == 404, action
         assert await status_of(client, cid, ALICE) == "PAUSED"  # nothing of bob's resumed it
+
+
+async def test_a_sandbox_that_cannot_be_resumed_is_a_502_that_says_so(harness: Harness) -> None:
+    async with harness.client() as client:
+        cid = await create_ready(client)
+        await client.post(f"/conversation/{cid}/pause")
+        await harness.runtime.remove(UUID(cid))  # behind the gateway's back
+        answer = await client.get(f"/conversation/{cid}/agent-info")
+        assert answer.status_code == 502 and "could not be resumed" in answer.json()["detail"], answer.text
+        assert (await client.delete(f"/conversation/{cid}")).status_code == 204
