@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,13 +28,27 @@ from gateway.runtimes import procfs
 from gateway.runtimes.base import SandboxHandle, SandboxState
 
 _T = TypeVar("_T")
+#: /proc states of a process that makes no progress: stopped, traced, dead (or gone: "").
+_STOPPED = frozenset({"T", "t", "Z", "X", ""})
+
+
+#: Seconds :func:`freeze` waits for the kernel to have stopped every signalled process.
+_STOP_WAIT = 5.0
 
 
 def freeze(agent: procfs.ProcessId) -> None:
-    """SIGSTOP the agent's group first (it starts nothing more), then its descendants'."""
+    """SIGSTOP the agent's group first (it starts nothing more), then its descendants', and
+    return once each is stopped (a signal is delivered when its process next runs, which
+    on a loaded machine is not at once), or after :data:`_STOP_WAIT` seconds."""
     procfs.signal_group(agent, signal.SIGSTOP)
-    for process in procfs.descendants(agent.pid):
+    family = [agent, *procfs.descendants(agent.pid)]
+    for process in family[1:]:
         procfs.signal_group(process, signal.SIGSTOP)
+    deadline = time.monotonic() + _STOP_WAIT
+    while not all(procfs.state(process.pid) in _STOPPED for process in family):
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)  # run in a thread: nothing to await
 
 
 def thaw(agent: procfs.ProcessId) -> None:

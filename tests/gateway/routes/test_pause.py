@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from uuid import UUID
 
 from gw_helpers import (
@@ -42,12 +41,7 @@ async def _frozen(harness: Harness, cid: str) -> bool:
     agent = await agent_of(harness, cid)
     assert agent is not None
     family = [agent, *procfs.descendants(agent.pid)]
-    return all(_state(process.pid) == "T" for process in family)
-
-
-def _state(pid: int) -> str:
-    """The process's state letter in /proc (T: stopped)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return all(procfs.state(process.pid) == "T" for process in family)
 
 
 def _ticks(harness: Harness, cid: str) -> int:
