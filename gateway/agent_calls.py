@@ -7,6 +7,7 @@ nothing to say (it is being stopped, or reconciliation will notice it died).
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 import httpx
 
@@ -42,3 +43,47 @@ async def has_unfinished_task(http: httpx.AsyncClient, handle: SandboxHandle) ->
         return response.status_code == 200 and bool(response.json().get("results"))
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
+
+
+# --- lifecycle: pause, resume and forks --------------------------------------------
+
+
+async def announce_status(http: httpx.AsyncClient, handle: SandboxHandle, status: str) -> int | None:
+    """Records PAUSED (before a freeze) or READY (after a thaw) in the sandbox's event log,
+    so followers and the firehose see it in order with everything else; its seq (``None``
+    when the agent did not record it)."""
+    try:
+        response = await http.post(
+            f"{handle.base_url}/status",
+            json={"status": status},
+            headers={TOKEN_HEADER: handle.token},
+            timeout=5.0,
+        )
+        return int(response.json()["seq"]) if response.status_code == 201 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+        log.info("could not record %s in %s: %s", status, handle.conversation_id, error)
+        return None
+
+
+async def last_seq(http: httpx.AsyncClient, handle: SandboxHandle) -> int:
+    """The seq of the sandbox's newest event (0 when it cannot say)."""
+    try:
+        response = await http.get(
+            f"{handle.base_url}/last-seq", headers={TOKEN_HEADER: handle.token}, timeout=5.0
+        )
+        return int(response.json()["seq"]) if response.status_code == 200 else 0
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return 0
+
+
+async def announce_forked(http: httpx.AsyncClient, handle: SandboxHandle, origin: UUID, seq: int) -> None:
+    """Records the ``Forked`` event (the fork's first after READY)."""
+    try:
+        await http.post(
+            f"{handle.base_url}/forked",
+            json={"type": "Forked", "from_conversation_id": str(origin), "from_seq": seq},
+            headers={TOKEN_HEADER: handle.token},
+            timeout=5.0,
+        )
+    except httpx.HTTPError as error:
+        log.warning("could not record Forked in %s: %s", handle.conversation_id, error)

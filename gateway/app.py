@@ -35,6 +35,7 @@ from gateway.preview_links import PreviewLinks
 from gateway.proxy import Proxy
 from gateway.requestlog import RequestLog
 from gateway.routes.conversations import router as conversations_router
+from gateway.routes.lifecycle import router as lifecycle_router
 from gateway.routes.observe import router as observe_router
 from gateway.routes.ports import router as ports_router
 from gateway.routes.proxied import router as proxy_router
@@ -42,6 +43,7 @@ from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
+from gateway.snapshots import SnapshotManager
 from gateway.status import StatusBus
 from gateway.wsauth import SubprotocolAnswer
 from gateway.wsquota import WebSocketQuota
@@ -75,7 +77,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         watcher = start_watching(bus, metrics)
         firehose = Firehose(settings, manager, bus)
         housekeeper = Housekeeper(settings, manager)
-        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose, links)
+        snapshots = SnapshotManager(settings, manager, proxy.client)
+        app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose, links, snapshots)
         await manager.reconcile()
         housekeeper.start()
         log.info(
@@ -121,6 +124,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(TrafficMetrics, metrics=metrics)
     app.add_middleware(RequestLog, authenticator=auth, log_requests=settings.log_format == "json")
     app.include_router(conversations_router)
+    app.include_router(lifecycle_router)
     app.include_router(proxy_router)
     app.include_router(ports_router)
     app.include_router(ws_router)

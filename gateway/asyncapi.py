@@ -157,6 +157,8 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
         "title": {"type": "string", "maxLength": 200},
         "idle_timeout": {"type": "number", "exclusiveMinimum": 0},
         "internet": {"type": "boolean"},
+        "on_idle": {"type": "string", "enum": ["delete", "pause"]},
+        "snapshot": {"type": "string", "format": "uuid", "description": "A snapshot to start from"},
     }
     channels = {
         "conversation": _channel(

@@ -17,6 +17,7 @@ from gateway.firehose import Firehose
 from gateway.preview_links import PreviewLinks
 from gateway.proxy import Proxy
 from gateway.settings import Settings
+from gateway.snapshots import SnapshotManager
 from gateway.status import StatusBus
 
 
@@ -29,6 +30,8 @@ class GatewayContext:
     manager: ConversationManager
     firehose: Firehose
     links: PreviewLinks  # signed preview links (gateway.preview_links)
+    # --- lifecycle: snapshots and forks ---
+    snapshots: SnapshotManager
 
 
 def context_of(conn: HTTPConnection) -> GatewayContext:

@@ -10,7 +10,7 @@ Contracts:
 - :meth:`create` answers at once with a STARTING record; the sandbox starts in
   the background and the record becomes READY or ERROR (with the reason). Each
   change is published on the :class:`StatusBus`.
-- Limits: live conversations (STARTING, READY, STOPPING) count against the
+- Limits: live conversations (STARTING, READY, PAUSED, STOPPING) count against the
   global and the per-owner maximum; past either, :class:`LimitReached` (429).
   So do an owner's recent failed starts and its create rate (:mod:`gateway.admission`).
   Nothing running is ever stopped to make room.
@@ -20,6 +20,10 @@ Contracts:
   sandbox's own event log (``POST /status``), so followers see why, then remove
   the sandbox; afterwards the id is unknown (404) everywhere.
 - Another owner's conversation is :class:`NotFound`, exactly like an unknown id.
+- PAUSED (:mod:`gateway.pausing`): every route that needs the sandbox
+  (:meth:`ready_handle`) resumes it first; an idle one with ``on_idle="pause"`` is
+  paused instead of removed, and removed ``paused_ttl`` seconds later; reconcile
+  adopts a paused sandbox as PAUSED.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from uuid import UUID, uuid4
 import httpx
 
 from gateway.admission import Admission
-from gateway.agent_calls import announce_stopping, has_unfinished_task
+from gateway.agent_calls import announce_forked, announce_stopping, has_unfinished_task
 from gateway.auth import Principal, can_access
 from gateway.errors import (
     InvalidInput,
@@ -48,6 +52,7 @@ from gateway.errors import (
     public_reason,
 )
 from gateway.models import Conversation, ConversationCreate
+from gateway.pausing import Pauser
 from gateway.records import Record, cursor_of, parse_cursor, sort_key
 from gateway.runtimes.base import (
     ResourceLimits,
@@ -56,6 +61,7 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
+    WorkspaceSeed,
 )
 from gateway.settings import Settings
 from gateway.status import StatusBus, StatusNotice
@@ -66,7 +72,8 @@ log = logging.getLogger("convoy.gateway")
 #: How much longer than a start may take a request waits for a STARTING conversation.
 _START_WAIT_MARGIN = 5.0
 
-_LIVE = (ConversationStatus.STARTING, ConversationStatus.READY, ConversationStatus.STOPPING)
+_RUNNING = (ConversationStatus.READY, ConversationStatus.PAUSED)  # a sandbox reconcile holds to account
+_LIVE = (ConversationStatus.STARTING, ConversationStatus.STOPPING, *_RUNNING)
 
 
 class ConversationManager:
@@ -81,6 +88,7 @@ class ConversationManager:
         state_dir = settings.state_dir
         self._state_dirs = tuple(sorted({str(state_dir), str(state_dir.absolute())}, key=len, reverse=True))
         self.closing = False
+        self.pausing = Pauser(settings, runtime, bus, http)
 
     # --- queries ----------------------------------------------------------------
 
@@ -97,7 +105,9 @@ class ConversationManager:
         """The sandbox of a READY conversation. A STARTING one is waited for (at most the
         start timeout and a little), so a request sent right after the create is served
         rather than refused. Raises :class:`NotReady` (409) for ERROR and STOPPING, and
-        :class:`StillStarting` (503) when the wait ran out."""
+        :class:`StillStarting` (503) when the wait ran out. A PAUSED one is resumed first."""
+        if record.status is ConversationStatus.PAUSED:
+            await self.pausing.resume(record)
         if record.status is ConversationStatus.STARTING:
             with self._bus.subscribe(record.id) as notices:
                 try:
@@ -148,9 +158,17 @@ class ConversationManager:
 
     # --- create -----------------------------------------------------------------
 
-    def create(self, principal: Principal, body: ConversationCreate) -> Record:
+    def create(
+        self,
+        principal: Principal,
+        body: ConversationCreate,
+        seed: WorkspaceSeed | None = None,
+        forked_from: tuple[UUID, int] | None = None,
+    ) -> Record:
         """Registers a STARTING conversation and starts its sandbox in the background.
-        Synchronous on purpose: the limit check and the registration cannot interleave."""
+        Synchronous on purpose: the limit check and the registration cannot interleave.
+        ``seed``: the workspace it starts with; ``forked_from``: the original's id and seq,
+        recorded as its first event after READY (see :mod:`gateway.snapshots`)."""
         if self.closing:
             raise ShuttingDown("the gateway is shutting down")
         idle = body.idle_timeout or self._settings.idle_timeout
@@ -185,8 +203,11 @@ class ConversationManager:
             internet=body.internet,
             idle_timeout=idle,
             egress=None if body.egress is None else tuple(body.egress.allow),
+            on_idle=body.on_idle or self._settings.on_idle,
+            seed=seed,
         )
         record = Record(spec=spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase="accepted")
+        record.forked_from = forked_from
         self._records[record.id] = record
         self._bus.publish(StatusNotice(record.id, ConversationStatus.STARTING, phase=record.phase))
         record.start_task = asyncio.create_task(self._start(record), name=f"start {record.id}")
@@ -208,6 +229,8 @@ class ConversationManager:
             with contextlib.suppress(Exception):
                 await self.runtime.remove(record.id)
             return
+        if record.forked_from is not None:  # before READY: no client can record anything first
+            await announce_forked(self._http, handle, *record.forked_from)
         record.handle, record.status, record.phase = handle, ConversationStatus.READY, None
         record.ready_at = time.monotonic()
         self.touch(record)
@@ -238,6 +261,7 @@ class ConversationManager:
         if record.status is ConversationStatus.STOPPING:
             await record.gone.wait()
             return
+        await self.pausing.thaw_quietly(record)  # a PAUSED one records STOPPING and stops gracefully
         was_ready = record.status is ConversationStatus.READY and record.handle is not None
         record.status, record.reason, record.phase = ConversationStatus.STOPPING, reason, None
         if record.start_task is not None and not record.start_task.done():
@@ -251,6 +275,7 @@ class ConversationManager:
         except RuntimeFailure as error:
             log.warning("removing the sandbox of %s failed (reconcile retries): %s", record.id, error)
         self._records.pop(record.id, None)
+        self.pausing.forget(record.id)
         self._removed_at[record.id] = time.monotonic()
         record.gone.set()
         self._bus.publish(StatusNotice(record.id, ConversationStatus.STOPPING, reason=reason, ended=True))
@@ -267,6 +292,10 @@ class ConversationManager:
                 if now - record.failed_at >= self._settings.error_retention:
                     self._records.pop(record.id, None)
                 continue
+            if self.pausing.expired(record, now):
+                await self._stop(record, f"paused for {self._settings.paused_ttl:g}s (paused_ttl)")
+                reaped += 1
+                continue
             if record.status is not ConversationStatus.READY or record.handle is None or record.connections:
                 continue
             if now - record.last_active < record.idle_timeout:
@@ -276,10 +305,10 @@ class ConversationManager:
                 continue
             if record.connections or time.monotonic() - record.last_active < record.idle_timeout:
                 continue  # became active while we asked
-            await self._stop(
-                record, f"idle for {record.idle_timeout:g}s: no request, connection or running task"
-            )
-            reaped += 1
+            idle = f"idle for {record.idle_timeout:g}s: no request, connection or running task"
+            if not await self.pausing.paused_when_idle(record, idle):
+                await self._stop(record, idle)
+                reaped += 1
         return reaped
 
     async def reconcile(self) -> None:
@@ -291,9 +320,7 @@ class ConversationManager:
         self._removed_at = {key: at for key, at in self._removed_at.items() if began - at < 600}
         for conversation_id, handle in handles.items():
             record = self._records.get(conversation_id)
-            if conversation_id in self._removed_at or (
-                record and record.status is not ConversationStatus.READY
-            ):
+            if conversation_id in self._removed_at or (record and record.status not in _RUNNING):
                 continue  # being started or stopped right now, or just removed
             if handle.state is SandboxState.EXITED:
                 with contextlib.suppress(RuntimeFailure):
@@ -302,7 +329,7 @@ class ConversationManager:
                     self._fail(record, self._exit_reason(handle))
             elif record is None and not self.closing:
                 self._adopt(handle)
-        for record in self.ready_records():
+        for record in [r for r in self._records.values() if r.status in _RUNNING and r.handle]:
             if (
                 record.id not in handles
                 and record.ready_at < began
@@ -314,11 +341,13 @@ class ConversationManager:
 
     def _adopt(self, handle: SandboxHandle) -> None:
         idle = handle.spec.idle_timeout or self._settings.idle_timeout
-        record = Record(spec=handle.spec, status=ConversationStatus.READY, idle_timeout=idle, handle=handle)
-        record.ready_at = time.monotonic()
+        paused = handle.state is SandboxState.PAUSED
+        status = ConversationStatus.PAUSED if paused else ConversationStatus.READY
+        record = Record(spec=handle.spec, status=status, idle_timeout=idle, handle=handle)
+        record.ready_at = record.paused_at = time.monotonic()
         self._records[record.id] = record
-        log.info("adopted conversation %s of %s", record.id, record.spec.owner)
-        self._bus.publish(StatusNotice(record.id, ConversationStatus.READY))
+        log.info("adopted conversation %s of %s (%s)", record.id, record.spec.owner, status.value)
+        self._bus.publish(StatusNotice(record.id, status))
 
     @staticmethod
     def _exit_reason(handle: SandboxHandle) -> str:

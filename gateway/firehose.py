@@ -11,6 +11,8 @@ clients there are, and only while at least one is connected:
   cheaply to resume an upstream that broke off without duplicates);
 - the gateway's own seq-0 status frames (STARTING phases, start-up ERROR) are
   sent too;
+- a conversation resumed from PAUSED that was not followed is followed from its
+  READY event on (the notice's ``resumed_after``);
 - every client has a queue bounded in bytes (``firehose_queue_bytes``) and
   frames (``firehose_queue_size``); a client that lets it fill is closed with
   4008 (``WS_CLOSE_TOO_SLOW``), never slows the others, and what it held is
@@ -142,7 +144,9 @@ class Firehose:
                 elif notice.status is ConversationStatus.READY and not notice.ended:
                     record = self._manager.lookup(notice.conversation_id)
                     if record is not None and record.handle is not None:
-                        self._follow(record.handle, 0 if notice.fresh else AFTER_SEQ_LIVE)
+                        after = 0 if notice.fresh else AFTER_SEQ_LIVE
+                        after = after if notice.resumed_after is None else notice.resumed_after
+                        self._follow(record.handle, after)
         finally:
             subscription.__exit__(None, None, None)
 

@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.context import GatewayContext
+from gateway.errors import GatewayError
 from gateway.records import Record
 from gateway.status import StatusNotice
 from gateway.wsproxy import UpstreamUnavailable, close_client, connect_upstream, proxy_frames
@@ -30,6 +31,8 @@ from sandbox_agent.protocol import (
     Event,
 )
 from sandbox_agent.race import finished, race
+
+_FOLLOWED = (ConversationStatus.READY, ConversationStatus.PAUSED)
 
 
 def error_frame(conversation_id: UUID | None, message: str) -> str:
@@ -63,6 +66,9 @@ async def follow(
             await websocket.send_text(StatusNotice(record.id, record.status, phase=record.phase).frame())
             if not await _until_ready(websocket, record, notices):
                 return
+        if record.status is ConversationStatus.PAUSED:  # a follower resumes it, as a request does
+            with contextlib.suppress(GatewayError):
+                await manager.pausing.resume(record)
         if record.status is not ConversationStatus.READY or record.handle is None:
             await _ended(websocket, record)
             return
@@ -74,8 +80,8 @@ async def follow(
             return
         await _accept(websocket)
 
-        def ended() -> bool:
-            return manager.lookup(record.id) is not record or record.status is not ConversationStatus.READY
+        def ended() -> bool:  # paused meanwhile is not ended: the frames wait for the resume
+            return manager.lookup(record.id) is not record or record.status not in _FOLLOWED
 
         await proxy_frames(
             websocket,

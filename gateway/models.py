@@ -5,6 +5,7 @@ import wire models from one place."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,11 +40,18 @@ __all__ = [
     "Event",
     "EventTrigger",
     "FileInfo",
+    "ForkCreate",
+    "OnIdle",
     "Page",
+    "Snapshot",
+    "SnapshotCreate",
     "Task",
     "TaskCreate",
     "TaskStatus",
 ]
+
+
+OnIdle = Literal["delete", "pause"]
 
 
 class ConversationLimits(BaseModel):
@@ -91,6 +99,14 @@ class ConversationCreate(BaseModel):
     egress: EgressPolicy | None = Field(
         None, description="Instead of internet: reach only these hosts, through the sandbox's proxy."
     )
+    # --- lifecycle: idle policy and a snapshot to start from ---
+    on_idle: OnIdle | None = Field(
+        None,
+        description="Once idle: delete it, or pause it (removed after CONVOY_PAUSED_TTL); default: on_idle.",
+    )
+    snapshot: UUID | None = Field(
+        None, description="Start with the workspace of this snapshot (one of yours)."
+    )
 
     @model_validator(mode="after")
     def _egress_or_internet(self) -> ConversationCreate:
@@ -123,6 +139,7 @@ class Conversation(BaseModel):
     internet: bool
     egress: EgressPolicy | None = None
     limits: ConversationLimits
+    on_idle: OnIdle = "delete"
 
 
 # --- usage (issue 14) ------------------------------------------------------------------
@@ -161,3 +178,31 @@ class PortLinkCreate(BaseModel):
 class PortLink(BaseModel):
     url: str = Field(description="Opens the port without a key until expires_at (keep it secret).")
     expires_at: datetime
+
+
+# --- lifecycle: forks and snapshots -------------------------------------------------
+
+
+class ForkCreate(BaseModel):
+    """Body of ``POST /conversation/{id}/fork`` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, max_length=200, description="Default: the original's, with ' (fork)'.")
+
+
+class SnapshotCreate(BaseModel):
+    """Body of ``POST /conversation/{id}/snapshot``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=200)
+
+
+class Snapshot(BaseModel):
+    """A saved copy of one conversation's workspace; ``size`` in bytes."""
+
+    id: UUID
+    name: str
+    owner: str
+    created_at: datetime
+    size: int
+    conversation_id: UUID = Field(description="The conversation it was taken of (which may be gone).")

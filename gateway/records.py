@@ -44,6 +44,11 @@ class Record:
     start_task: asyncio.Task[None] | None = None
     #: Set once it is stopped and forgotten: a second delete waits on it.
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    # --- lifecycle: pause and fork ---
+    #: ``time.monotonic()`` when it was paused (or adopted PAUSED): it is removed ``paused_ttl`` later.
+    paused_at: float = 0.0
+    #: For a fork: the original's id and last seq, recorded as its first event after READY.
+    forked_from: tuple[UUID, int] | None = None
 
     @property
     def id(self) -> UUID:
@@ -62,6 +67,7 @@ class Record:
             internet=self.spec.internet,
             egress=None if self.spec.egress is None else EgressPolicy(allow=list(self.spec.egress)),
             limits=ConversationLimits(**asdict(self.spec.limits)),
+            on_idle="pause" if self.spec.on_idle == "pause" else "delete",
         )
 
 

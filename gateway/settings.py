@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     )
     failed_start_window: float = Field(300.0, gt=0, description="Seconds a failed start counts.")
 
+    # --- pause, snapshots and forks (gateway.pausing, gateway.snapshots) ----------
+    on_idle: Literal["delete", "pause"] = Field(
+        "delete", description="What happens to an idle conversation that asked for nothing else."
+    )
+    paused_ttl: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Seconds a paused conversation is kept before it is removed."
+    )
+    max_snapshots_per_user: int = Field(20, ge=0, description="Snapshots one principal may keep.")
+
     # --- protection of the server itself ---------------------------------------
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="The gateway's own request bodies (proxied: the agent's limits)."

@@ -34,6 +34,9 @@ class StatusNotice:
     fresh: bool = False
     #: The conversation is gone: its sandbox was removed.
     ended: bool = False
+    #: READY after a resume: the seq just before the READY event it recorded (a follower
+    #: that starts now reads from there, so it gets that event; see gateway.pausing).
+    resumed_after: int | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def frame(self) -> str:

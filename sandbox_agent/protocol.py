@@ -55,6 +55,8 @@ class ConversationStatus(StrEnum):
     READY = "READY"
     STOPPING = "STOPPING"
     ERROR = "ERROR"
+    #: Frozen by ``POST .../pause`` or the idle policy; any request resumes it (READY).
+    PAUSED = "PAUSED"
 
 
 # --- tasks and runnables ----------------------------------------------------------
@@ -173,6 +175,16 @@ class Tick(BaseModel):
     iteration: int
 
 
+class Forked(BaseModel):
+    """The first event after READY of a fork: its workspace is a copy of another
+    conversation's at that conversation's ``seq``; processes were not copied."""
+
+    type: Literal["Forked"] = "Forked"
+    from_conversation_id: UUID
+    from_seq: int = Field(ge=0)
+    message: str = "forked: the workspace was copied; processes, terminals and events were not"
+
+
 class ErrorEvent(BaseModel):
     """Sent to one WebSocket client whose frame could not be used; never stored."""
 
@@ -208,6 +220,7 @@ SYSTEM_DETAILS: tuple[type[BaseModel], ...] = (
     OutputTruncated,
     Tick,
     ErrorEvent,
+    Forked,
 )
 RESERVED_TYPES: frozenset[str] = frozenset(
     str(model.model_fields["type"].default) for model in SYSTEM_DETAILS
@@ -226,6 +239,7 @@ EventDetail = Annotated[
     | Annotated[OutputTruncated, Tag("OutputTruncated")]
     | Annotated[Tick, Tag("Tick")]
     | Annotated[ErrorEvent, Tag("Error")]
+    | Annotated[Forked, Tag("Forked")]
     | Annotated[ClientEvent, Tag("client")],
     Discriminator(_detail_tag),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, doctor, files, mcp, ports, tasks
+from gateway.cli import conversations, doctor, files, lifecycle, mcp, ports, tasks
 
 
 def register(app: typer.Typer) -> None:
@@ -13,5 +13,6 @@ def register(app: typer.Typer) -> None:
     tasks.register(app)
     files.register(app)
     ports.register(app)
+    lifecycle.register(app)
     doctor.register(app)
     mcp.register(app)  # issue 14

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -21,7 +23,7 @@ from gateway.cli._state import CliState, JsonOption, run_async, state
 from gateway.client._async import AsyncConvoyClient
 from gateway.client._conversation import AsyncConversationHandle
 from gateway.client._exceptions import Forbidden, NotFound
-from gateway.models import Conversation, ConversationLimits
+from gateway.models import Conversation, ConversationLimits, OnIdle
 
 TitleOption = Annotated[str, typer.Option("--title", "-t", help="A title for the conversation.")]
 EnvOption = Annotated[
@@ -33,6 +35,11 @@ IdleOption = Annotated[
 InternetOption = Annotated[bool, typer.Option("--internet", help="Allow outbound internet access.")]
 MemoryOption = Annotated[int | None, typer.Option("--memory", help="Memory limit in MiB.")]
 CpusOption = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
+
+
+class OnIdleChoice(enum.StrEnum):
+    delete = "delete"
+    pause = "pause"
 
 
 def parse_env(pairs: list[str] | None) -> dict[str, str]:
@@ -61,6 +68,9 @@ class NewConversation:
     idle_timeout: float | None
     internet: bool
     limits: ConversationLimits
+    #: ``create --from-snapshot`` and ``--on-idle`` (see gateway.cli.lifecycle).
+    snapshot: str | None = None
+    on_idle: OnIdle | None = None
 
     @classmethod
     def of(
@@ -100,6 +110,8 @@ async def create_conversation(
             limits=new.limits,
             idle_timeout=new.idle_timeout,
             internet=new.internet,
+            on_idle=new.on_idle,
+            snapshot=new.snapshot,
             wait=wait,
             on_status=on_status,
         )
@@ -116,11 +128,19 @@ def register(app: typer.Typer) -> None:
         memory: MemoryOption = None,
         cpus: CpusOption = None,
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is READY.")] = True,
+        from_snapshot: Annotated[
+            str | None, typer.Option("--from-snapshot", metavar="SNAPSHOT", help="Start with this workspace.")
+        ] = None,
+        on_idle: Annotated[
+            OnIdleChoice | None, typer.Option("--on-idle", help="Once idle: delete it, or pause it.")
+        ] = None,
         json_output: JsonOption = False,
     ) -> None:
         """Begin a conversation; prints its id once the sandbox is ready."""
         cli = state(ctx, json_output)
         new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus)
+        policy: OnIdle | None = None if on_idle is None else on_idle.value
+        new = dataclasses.replace(new, snapshot=from_snapshot, on_idle=policy)
 
         async def go() -> int:
             async with cli.client() as client:

@@ -43,7 +43,7 @@ from gateway.client._exceptions import (
 from gateway.client._files import AsyncFiles
 from gateway.client._sync import ConversationHandle, ConvoyClient, Files, TaskRun
 from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell
-from gateway.models import Conversation, ConversationLimits, ConversationStatus
+from gateway.models import Conversation, ConversationLimits, ConversationStatus, Snapshot
 from sandbox_agent.protocol import Event, FileInfo, Task, TaskOutput, TaskStatus
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "LimitReached",
     "NotFound",
     "SandboxFailed",
+    "Snapshot",
     "Task",
     "TaskFailed",
     "TaskOutput",

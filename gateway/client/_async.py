@@ -11,7 +11,15 @@ import httpx
 from gateway.client._conversation import AsyncConversationHandle, delete_conversation
 from gateway.client._exceptions import NotFound
 from gateway.client._transport import Connection, parse_json, parse_model
-from gateway.models import Conversation, ConversationCreate, ConversationLimits, Count, EgressPolicy
+from gateway.models import (
+    Conversation,
+    ConversationCreate,
+    ConversationLimits,
+    Count,
+    EgressPolicy,
+    OnIdle,
+    Snapshot,
+)
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -59,6 +67,8 @@ class AsyncConvoyClient:
         idle_timeout: float | None = None,
         internet: bool = False,
         egress: Sequence[str] | None = None,
+        on_idle: OnIdle | None = None,
+        snapshot: UUID | str | None = None,
         wait: bool = True,
         ready_timeout: float = 120.0,
         on_status: Callable[[Conversation], None] | None = None,
@@ -66,7 +76,9 @@ class AsyncConvoyClient:
         """Begin a conversation. With ``wait`` (the default) return once it is READY, raising
         :class:`SandboxFailed` with the reason if it fails to start (the failed conversation is
         deleted). ``on_status`` sees each state while waiting. ``egress``: the hosts the sandbox
-        may reach instead of no network (domains, ``*.`` wildcards, CIDRs; Docker runtime)."""
+        may reach instead of no network (domains, ``*.`` wildcards, CIDRs; Docker runtime).
+        ``on_idle``: "pause" keeps an idle conversation paused instead of deleting it;
+        ``snapshot``: start with the workspace of this snapshot (one of yours)."""
         body = ConversationCreate(
             title=title,
             env=dict(env or {}),
@@ -74,6 +86,8 @@ class AsyncConvoyClient:
             idle_timeout=idle_timeout,
             internet=internet,
             egress=None if egress is None else EgressPolicy(allow=list(egress)),
+            on_idle=on_idle,
+            snapshot=None if snapshot is None else _uuid(snapshot, "snapshot"),
         )
         response = await self._conn.request("POST", "/conversation", json_body=body.model_dump(mode="json"))
         handle = AsyncConversationHandle(self._conn, parse_model(Conversation, parse_json(response)))
@@ -108,12 +122,28 @@ class AsyncConvoyClient:
         """Finish a conversation: tasks stopped, sandbox and files removed."""
         await delete_conversation(self._conn, _uuid(conversation_id), missing_ok=missing_ok)
 
+    # --- snapshots --------------------------------------------------------------------
 
-def _uuid(value: UUID | str) -> UUID:
-    """A conversation id; a malformed one is a :class:`NotFound`, exactly like an unknown one."""
+    def snapshots(self, *, page_size: int = 100) -> AsyncGenerator[Snapshot, None]:
+        """Your snapshots (an admin's: everyone's), oldest first, all pages."""
+        return self._conn.pages("/snapshot", Snapshot, {"limit": page_size})
+
+    async def snapshot(self, snapshot_id: UUID | str) -> Snapshot:
+        return await self._conn.get_model(f"/snapshot/{_uuid(snapshot_id, 'snapshot')}", Snapshot)
+
+    async def delete_snapshot(self, snapshot_id: UUID | str, *, missing_ok: bool = False) -> None:
+        try:
+            await self._conn.request("DELETE", f"/snapshot/{_uuid(snapshot_id, 'snapshot')}")
+        except NotFound:
+            if not missing_ok:
+                raise
+
+
+def _uuid(value: UUID | str, kind: str = "conversation") -> UUID:
+    """An id; a malformed one is a :class:`NotFound`, exactly like an unknown one."""
     if isinstance(value, UUID):
         return value
     try:
         return UUID(value)
     except ValueError:
-        raise NotFound(f"no conversation {value!r} (not a conversation id)", status_code=404) from None
+        raise NotFound(f"no {kind} {value!r} (not a {kind} id)", status_code=404) from None

@@ -20,7 +20,14 @@ from gateway.client._exceptions import GatewayUnavailable, NotFound, SandboxFail
 from gateway.client._files import AsyncFiles
 from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell, start_task
 from gateway.client._transport import Connection, parse_json, parse_model
-from gateway.models import Conversation, ConversationStatus, PortLink
+from gateway.models import (
+    Conversation,
+    ConversationStatus,
+    ForkCreate,
+    PortLink,
+    Snapshot,
+    SnapshotCreate,
+)
 from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, TaskStatus
 
 
@@ -63,8 +70,9 @@ class AsyncConversationHandle:
         timeout: float = 120.0,  # noqa: ASYNC109 - also the blocking client's; polling checks it
         on_status: Callable[[Conversation], None] | None = None,
     ) -> Conversation:
-        """Wait until the sandbox is READY. Raises :class:`SandboxFailed` with the reason on
-        ERROR (or STOPPING), :class:`GatewayUnavailable` after ``timeout`` seconds.
+        """Wait until the sandbox is READY (or PAUSED: any request resumes it). Raises
+        :class:`SandboxFailed` with the reason on ERROR (or STOPPING), :class:`GatewayUnavailable`
+        after ``timeout`` seconds.
         ``on_status`` sees every state fetched (for progress displays)."""
         deadline = time.monotonic() + timeout
         delay = 0.05
@@ -72,7 +80,7 @@ class AsyncConversationHandle:
             info = self.info if self.info.status is not ConversationStatus.STARTING else await self.refresh()
             if on_status is not None:
                 on_status(info)
-            if info.status is ConversationStatus.READY:
+            if info.status in (ConversationStatus.READY, ConversationStatus.PAUSED):
                 return info
             if info.status in (ConversationStatus.ERROR, ConversationStatus.STOPPING):
                 why = info.reason or "no reason given"
@@ -85,6 +93,37 @@ class AsyncConversationHandle:
     async def delete(self, *, missing_ok: bool = False) -> None:
         """Finish the conversation: its tasks stop, its sandbox and files are removed."""
         await delete_conversation(self._conn, self.id, missing_ok=missing_ok)
+
+    # --- pause, resume, fork, snapshot ---------------------------------------------------
+
+    async def pause(self) -> Conversation:
+        """Freeze the sandbox (PAUSED); any later request resumes it."""
+        return await self._lifecycle("pause")
+
+    async def resume(self) -> Conversation:
+        """Thaw a PAUSED sandbox (READY)."""
+        return await self._lifecycle("resume")
+
+    async def _lifecycle(self, action: str) -> Conversation:
+        response = await self._conn.request("POST", f"/conversation/{self.id}/{action}")
+        self.info = parse_model(Conversation, parse_json(response))
+        return self.info
+
+    async def fork(self, title: str | None = None) -> AsyncConversationHandle:
+        """A new conversation whose workspace is a copy of this one's (answered once it is
+        READY; :class:`SandboxFailed` if it failed). Processes are not copied."""
+        body = ForkCreate(title=title).model_dump(mode="json", exclude_none=True)
+        response = await self._conn.request("POST", f"/conversation/{self.id}/fork", json_body=body)
+        fork = AsyncConversationHandle(self._conn, parse_model(Conversation, parse_json(response)))
+        if fork.status is ConversationStatus.ERROR:
+            raise SandboxFailed(f"the fork {fork.id} failed: {fork.info.reason}", reason=fork.info.reason)
+        return fork
+
+    async def snapshot(self, name: str = "") -> Snapshot:
+        """Save a copy of the workspace; it outlives the conversation."""
+        body = SnapshotCreate(name=name).model_dump(mode="json")
+        response = await self._conn.request("POST", f"/conversation/{self.id}/snapshot", json_body=body)
+        return parse_model(Snapshot, parse_json(response))
 
     async def agent_info(self) -> AgentInfo:
         """What this sandbox can run, and its limits."""

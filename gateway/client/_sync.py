@@ -154,6 +154,10 @@ class ConversationHandle(_Blocking[AsyncConversationHandle]):
     wait_ready = _blocking(AsyncConversationHandle.wait_ready)
     delete = _blocking(AsyncConversationHandle.delete)
     agent_info = _blocking(AsyncConversationHandle.agent_info)
+    pause = _blocking(AsyncConversationHandle.pause)
+    resume = _blocking(AsyncConversationHandle.resume)
+    fork = _viewing(AsyncConversationHandle.fork, lambda loop, fork: ConversationHandle(loop, fork))
+    snapshot = _blocking(AsyncConversationHandle.snapshot)
     upload = _blocking(AsyncConversationHandle.upload)
     download = _blocking(AsyncConversationHandle.download)
     start = _viewing(AsyncConversationHandle.start, TaskRun)
@@ -211,6 +215,9 @@ class ConvoyClient(_Blocking[AsyncConvoyClient]):
     count = _blocking(AsyncConvoyClient.count)
     delete = _blocking(AsyncConvoyClient.delete)
     list = _iterating(AsyncConvoyClient.list)
+    snapshots = _iterating(AsyncConvoyClient.snapshots)
+    snapshot = _blocking(AsyncConvoyClient.snapshot)
+    delete_snapshot = _blocking(AsyncConvoyClient.delete_snapshot)
 
 
 async def _make(

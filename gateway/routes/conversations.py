@@ -28,7 +28,10 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
     "/conversation",
     status_code=201,
     response_model=Conversation,
-    responses={429: {"model": ErrorBody, "description": "A conversation limit was reached"}},
+    responses={
+        429: {"model": ErrorBody, "description": "A conversation limit was reached"},
+        404: {"model": ErrorBody, "description": "The snapshot is unknown, or another user's"},
+    },
     summary="Begin a conversation",
 )
 async def create_conversation(
@@ -38,8 +41,9 @@ async def create_conversation(
 ) -> Conversation:
     """Answers at once with status STARTING; the sandbox starts in the background.
     Follow ``WS /conversation/{id}`` (or poll ``GET``) for READY or ERROR."""
-    record = context_of(request).manager.create(principal, body or ConversationCreate())
-    return record.view()
+    context, body = context_of(request), body or ConversationCreate()
+    seed = await context.snapshots.seed(principal, body.snapshot)  # another's snapshot: 404
+    return context.manager.create(principal, body, seed=seed).view()
 
 
 @router.get(

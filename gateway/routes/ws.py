@@ -92,7 +92,8 @@ async def create_and_follow(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
-        record = context.manager.create(principal, body)
+        seed = await context.snapshots.seed(principal, body.snapshot)
+        record = context.manager.create(principal, body, seed=seed)
     except GatewayError as error:
         await websocket.send_text(error_frame(None, error.detail))
         code = WS_CLOSE_LIMIT_REACHED if isinstance(error, LimitReached) else WS_CLOSE_BAD_QUERY

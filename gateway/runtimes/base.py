@@ -34,12 +34,37 @@ exit status once ended, and no answer at all for what is not there)::
   runtime, whose agents are not its children); ``oom_killed`` when the kernel
   killed it for memory. An EXITED sandbox stays listed until removed.
 
+Pausing (the lifecycle block of the protocol)::
+
+                 pause()                      resume()
+    RUNNING ----------------> PAUSED ----------------> RUNNING
+                                |
+                                +-- remove(), or the sandbox ends --> (absent) / EXITED
+
+- PAUSED: the sandbox is frozen (Docker: the cgroup freezer; process: SIGSTOP
+  to the agent's and its tasks' process groups; memory: recorded only, the
+  in-process agent keeps running), its memory and workspace kept. Its agent
+  does not answer until :meth:`Runtime.resume`; a connection opened meanwhile
+  waits. The state is the runtime's (the engine's, or the metadata file), so a
+  restarted gateway finds it PAUSED in :meth:`Runtime.list`. :meth:`Runtime.remove`
+  removes a PAUSED sandbox like any other; :meth:`Runtime.cleanup_orphans`
+  leaves it alone like a RUNNING one.
+
+Snapshots (the snapshot block): a saved copy of one sandbox's workspace with
+its :class:`SnapshotInfo`, kept by the runtime (a labelled volume, a folder with
+a metadata file) apart from every sandbox: it outlives the sandbox it was taken
+of and the gateway, and only :meth:`Runtime.remove_snapshot` removes it (never
+:meth:`Runtime.remove` or :meth:`Runtime.cleanup_orphans`). A spec with a
+:class:`WorkspaceSeed` starts with the workspace of a snapshot, or of another
+sandbox at that moment (a fork: files only, no process, no event log).
+
 Every handle carries the full spec (owner, title, token, idle timeout, ...)
 and ``base_url``, in every state.
 
 What :meth:`gateway.conversations.ConversationManager.reconcile` relies on:
 ``list`` returns every sandbox of the installation with its spec (one without
-a record, RUNNING - or today STARTING too - is adopted as READY); an EXITED one
+a record, RUNNING - or today STARTING too - is adopted as READY, a PAUSED one as
+PAUSED); an EXITED one
 is removed and its READY conversation fails with ``reason``; a READY
 conversation whose sandbox is absent from ``list`` fails ("the sandbox
 disappeared"); conversations it is starting or stopping itself are left to
@@ -57,6 +82,7 @@ mapped once, at the runtime's boundary.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -80,6 +106,8 @@ __all__ = [
     "SandboxSpec",
     "SandboxStartError",
     "SandboxState",
+    "SnapshotInfo",
+    "WorkspaceSeed",
     "wait_until_ready",
 ]
 
@@ -93,6 +121,7 @@ class SandboxState(StrEnum):
     STARTING = "STARTING"  # created, agent not answering yet
     RUNNING = "RUNNING"  # process/container alive
     EXITED = "EXITED"  # process/container ended; exit_code/oom say how
+    PAUSED = "PAUSED"  # frozen by pause(), memory kept, until resume()
 
 
 @dataclass(frozen=True)
@@ -118,6 +147,34 @@ class SandboxSpec:
     #: The egress allow-list (normalised entries, see :mod:`gateway.egress`); ``None``: no egress
     #: beyond ``internet``. Only runtimes with ``enforces_egress`` start a spec that has one.
     egress: tuple[str, ...] | None = None
+    # --- lifecycle: idle policy and workspace seed ---
+    #: What the gateway does with it once idle: "delete" or "pause" (kept as metadata).
+    on_idle: str = "delete"
+    #: Where the workspace comes from at start; only :meth:`Runtime.start` reads it (not kept).
+    seed: WorkspaceSeed | None = None
+
+
+@dataclass(frozen=True)
+class WorkspaceSeed:
+    """The workspace a new sandbox starts with: a snapshot's, or (a fork) another
+    sandbox's at the moment of the start. Exactly one is set."""
+
+    snapshot_id: UUID | None = None
+    conversation_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot as the runtime keeps it. ``size``: bytes of the copied workspace (its
+    files' sizes; Docker counts what ``du -sb`` does, directories included)."""
+
+    id: UUID
+    owner: str
+    name: str
+    created_at: datetime
+    size: int
+    #: The conversation it was taken of (which may be gone by now).
+    conversation_id: UUID
 
 
 @dataclass(frozen=True)
@@ -221,6 +278,36 @@ class Runtime(Protocol):
         ...
 
     # --- end of usage ------------------------------------------------------------------
+
+    # --- lifecycle: pause and resume (see "Pausing" above) -------------------------
+
+    async def pause(self, conversation_id: UUID) -> SandboxHandle:
+        """Freeze a RUNNING sandbox: afterwards it is PAUSED (a PAUSED one stays so).
+        Raises :class:`~gateway.errors.EngineNotFound` when it is absent, and
+        :class:`RuntimeFailure` when it is in another state."""
+        ...
+
+    async def resume(self, conversation_id: UUID) -> SandboxHandle:
+        """Thaw a PAUSED sandbox: afterwards it is RUNNING and its agent answers again
+        (a RUNNING one stays so). Raises as :meth:`pause` does."""
+        ...
+
+    # --- snapshots (see "Snapshots" above) --------------------------------------------
+
+    async def snapshot(self, conversation_id: UUID, info: SnapshotInfo) -> SnapshotInfo:
+        """Copy the workspace of the (RUNNING or PAUSED) sandbox of ``conversation_id``
+        as it is at one moment (a RUNNING one is frozen while it is copied, where the
+        runtime can freeze) into a new snapshot ``info.id``, and return ``info`` with
+        its ``size``. Nothing is left of a snapshot that fails."""
+        ...
+
+    async def snapshots(self) -> builtins.list[SnapshotInfo]:
+        """Every snapshot of this installation, in no particular order."""
+        ...
+
+    async def remove_snapshot(self, snapshot_id: UUID) -> bool:
+        """Remove one snapshot; ``False`` when there was none. Idempotent."""
+        ...
 
     async def close(self) -> None:
         """Release the runtime's own resources; sandboxes keep running (but the memory

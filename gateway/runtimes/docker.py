@@ -235,6 +235,22 @@ class AiodockerEngine:
         with contextlib.suppress(aiohttp.ClientError, OSError):
             await self._docker.close()
 
+    # --- lifecycle: the freezer and helper containers -----------------------------
+
+    async def pause(self, name: str) -> None:
+        with _mapped(f"pause container {name}"):
+            await self._docker.containers.container(name).pause()
+
+    async def unpause(self, name: str) -> None:
+        with _mapped(f"unpause container {name}"):
+            await self._docker.containers.container(name).unpause()
+
+    async def wait(self, name: str) -> int:
+        """Until the container ends; its exit code."""
+        with _mapped(f"wait for container {name}"):
+            result = await self._docker.containers.container(name).wait()
+        return int(result.get("StatusCode", -1))
+
 
 class DockerRuntime(DockerSandboxes):
     """The Runtime protocol on a Docker engine; build it with :meth:`connect`."""

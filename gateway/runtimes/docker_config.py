@@ -47,6 +47,7 @@ MEMORY = "convoy.limits.memory-bytes"
 CPUS = "convoy.limits.cpus"
 PIDS = "convoy.limits.pids"
 ENV_KEYS = "convoy.env-keys"
+ON_IDLE = "convoy.on-idle"  # what the gateway does with it once idle
 SANDBOX, RELAY = "sandbox", "relay"
 
 
@@ -94,6 +95,7 @@ def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[
         IMAGE_VERSION: image_version,
         INTERNET: "true" if spec.internet else "false",
         ENV_KEYS: json.dumps(sorted(_task_env(spec))),
+        ON_IDLE: spec.on_idle,
     }
     optional = {
         IDLE_TIMEOUT: spec.idle_timeout,
@@ -131,6 +133,7 @@ def spec_from_container(info: dict[str, Any], token: str | None) -> SandboxSpec 
             internet=labels.get(INTERNET) == "true",
             idle_timeout=_float(labels.get(IDLE_TIMEOUT)),
             egress=None if egress is None else tuple(str(entry) for entry in egress),
+            on_idle=labels.get(ON_IDLE, "delete"),
         )
     except (KeyError, ValueError, TypeError):
         return None

@@ -35,6 +35,7 @@ from gateway.runtimes.docker_engine import (
     summary_url,
     young,
 )
+from gateway.runtimes.docker_lifecycle import DockerLifecycle
 from gateway.runtimes.usage_probes import PeakMemory
 from gateway.settings import Settings
 
@@ -45,7 +46,9 @@ _STATES = {
     "created": SandboxState.STARTING,
     "running": SandboxState.RUNNING,
     "restarting": SandboxState.RUNNING,
+    "paused": SandboxState.PAUSED,
 }
+_LIVE_STATES = ("running", "paused")
 
 
 async def _no_progress(phase: str) -> None:
@@ -67,7 +70,7 @@ def container_policy(settings: Settings) -> cfg.ContainerPolicy:
     )
 
 
-class DockerSandboxes:
+class DockerSandboxes(DockerLifecycle):
     """The Runtime protocol on Docker (``DockerRuntime`` adds how to connect)."""
 
     name = "docker"
@@ -121,6 +124,9 @@ class DockerSandboxes:
         labels = cfg.common_labels(spec, self._install)
         await progress("creating volume")
         await self._engine.create_volume(names.volume, labels)
+        if spec.seed is not None:
+            await progress("copying the workspace")
+            await self._seed_volume(names.volume, spec.seed)
         await progress("creating network")
         subnet = await self._create_network(names.network, labels, spec.internet)
         await progress("creating container")
@@ -269,7 +275,8 @@ class DockerSandboxes:
                 oom_killed=bool(status.get("OOMKilled")),
                 reason=reason,
             )
-        if state is SandboxState.RUNNING and (relay is None or relay.get("State") != "running"):
+        relay_gone = relay is None or relay.get("State") != "running"
+        if state in (SandboxState.RUNNING, SandboxState.PAUSED) and relay_gone:
             gone = "its relay container is gone"
             return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.EXITED, reason=gone)
         return SandboxHandle(spec=spec, base_url=base_url or "", state=state)
@@ -281,6 +288,8 @@ class DockerSandboxes:
 
     async def _remove(self, names: cfg.Names) -> bool:
         """Stop the sandbox (grace), then remove both containers, the volume and the network."""
+        with contextlib.suppress(EngineError):  # a paused sandbox is thawed to hear the stop
+            await self._engine.unpause(names.sandbox)
         with contextlib.suppress(EngineNotFound):
             await self._engine.stop(names.sandbox, self._stop_grace)
         containers = await asyncio.gather(
@@ -310,10 +319,13 @@ class DockerSandboxes:
                 and young(sandbox.get("Created"), self.orphan_age)
             ):
                 continue
-            healthy = sandbox and relay and sandbox.get("State") == relay.get("State") == "running"
+            healthy = (
+                sandbox and relay and sandbox.get("State") in _LIVE_STATES and relay.get("State") == "running"
+            )
             if not healthy:
                 await self._remove(cfg.Names.of(self._install, conversation))
                 removed += 1
+        removed += await self._remove_old_helpers(self.orphan_age)
         volumes, networks = await asyncio.gather(
             self._engine.volumes(cfg.install_filter(self._install)),
             self._engine.networks(cfg.install_filter(self._install)),

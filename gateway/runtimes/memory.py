@@ -14,6 +14,10 @@ app does not close a runtime it was handed); a new instance knows none (and
 other runtimes', :meth:`MemoryRuntime.close` stops the agents: they cannot
 outlive the process anyway.
 
+Pause only records PAUSED (an agent in the gateway's own loop cannot be frozen:
+the process and Docker runtimes freeze); snapshots are folders
+(:mod:`gateway.runtimes.snapshot_folders`), kept across instances.
+
 What it does not do, by design: the spec's ``env`` and ``limits`` are not
 applied (tasks run with the gateway's own environment, as children of the
 gateway's process), and nothing survives the process. Tests of those, of
@@ -35,8 +39,8 @@ from uuid import UUID
 
 import uvicorn
 
-from gateway.errors import RuntimeFailure, SandboxStartError
-from gateway.runtimes import usage_probes
+from gateway.errors import EngineNotFound, RuntimeFailure, SandboxStartError
+from gateway.runtimes import snapshot_folders, usage_probes
 from gateway.runtimes.base import (
     ProgressCallback,
     ResourceUsage,
@@ -45,6 +49,7 @@ from gateway.runtimes.base import (
     SandboxState,
     wait_until_ready,
 )
+from gateway.runtimes.folder_lifecycle import FolderSnapshots
 from gateway.settings import Settings
 from sandbox_agent.app import create_app
 from sandbox_agent.settings import AgentSettings
@@ -79,6 +84,7 @@ class _Sandbox:
     ready: bool = False
     exit_code: int | None = None
     reason: str | None = None
+    paused: bool = False
 
     def handle(self) -> SandboxHandle:
         if self.task is not None and self.task.done():
@@ -90,6 +96,7 @@ class _Sandbox:
                 reason=self.reason or "the agent stopped",
             )
         state = SandboxState.RUNNING if self.ready else SandboxState.STARTING
+        state = SandboxState.PAUSED if self.paused else state
         return SandboxHandle(spec=self.spec, base_url=self.base_url, state=state)
 
 
@@ -100,7 +107,7 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-class MemoryRuntime:
+class MemoryRuntime(FolderSnapshots):
     """The Runtime protocol over in-process agents (see the module docstring)."""
 
     name = "memory"
@@ -113,6 +120,10 @@ class MemoryRuntime:
         self._sandboxes: dict[UUID, _Sandbox] = {}
         self._starting: set[UUID] = set()
         self._peaks = usage_probes.PeakMemory()
+        self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
+
+    def _workspace(self, conversation_id: UUID) -> Path:
+        return self.folder(conversation_id) / "workspace"
 
     def folder(self, conversation_id: UUID) -> Path:
         """Where the sandbox of ``conversation_id`` keeps its workspace and state."""
@@ -135,6 +146,10 @@ class MemoryRuntime:
             raise SandboxStartError(f"the workspace could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
+            try:
+                await self.seed_workspace(folder / "workspace", spec.seed)
+            except (RuntimeFailure, OSError) as error:
+                raise SandboxStartError(f"the workspace could not be filled: {error}") from None
             if progress:
                 await progress("starting the agent")
             try:
@@ -217,6 +232,23 @@ class MemoryRuntime:
 
     async def list(self) -> list[SandboxHandle]:
         return [sandbox.handle() for sandbox in list(self._sandboxes.values())]
+
+    # --- lifecycle: pause and resume (recorded only: see the module docstring) --------
+
+    async def pause(self, conversation_id: UUID) -> SandboxHandle:
+        return self._set_paused(conversation_id, True)
+
+    async def resume(self, conversation_id: UUID) -> SandboxHandle:
+        return self._set_paused(conversation_id, False)
+
+    def _set_paused(self, conversation_id: UUID, paused: bool) -> SandboxHandle:
+        sandbox = self._sandboxes.get(conversation_id)
+        if sandbox is None:
+            raise EngineNotFound(f"no sandbox for conversation {conversation_id}")
+        if sandbox.handle().state not in (SandboxState.RUNNING, SandboxState.PAUSED):
+            raise RuntimeFailure(f"the sandbox of {conversation_id} is {sandbox.handle().state.value}")
+        sandbox.paused = paused
+        return sandbox.handle()
 
     # --- stop / remove ----------------------------------------------------------------
 

@@ -23,6 +23,11 @@ started by this gateway and agents adopted after a restart are watched the same
 way: by pid and start time (see :mod:`gateway.runtimes.procfs`). Not being its
 parent, the runtime cannot know an agent's exit code: EXITED handles have none.
 
+Pause and resume: see :mod:`gateway.runtimes.process_freezer` (``"paused"``
+in ``meta.json`` is the state a restarted gateway reads). Snapshots are folders
+beside the sandboxes' (:mod:`gateway.runtimes.snapshot_folders`); a snapshot or
+fork of a running sandbox freezes it while its workspace is copied.
+
 OSError (a full disk, a folder it may not read) is mapped here to
 :class:`SandboxStartError` (in a start) or :class:`RuntimeFailure`.
 
@@ -52,7 +57,7 @@ from uuid import UUID
 
 from gateway.errors import RuntimeFailure, SandboxStartError
 from gateway.runtimes import process_files as files
-from gateway.runtimes import procfs, usage_probes
+from gateway.runtimes import process_freezer, procfs, snapshot_folders, usage_probes
 from gateway.runtimes.base import (
     ProgressCallback,
     ResourceUsage,
@@ -61,6 +66,8 @@ from gateway.runtimes.base import (
     SandboxState,
     wait_until_ready,
 )
+from gateway.runtimes.folder_lifecycle import FolderSnapshots
+from gateway.runtimes.process_freezer import ProcessPausing
 from gateway.settings import Settings
 from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
@@ -101,7 +108,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ProcessRuntime:
+class ProcessRuntime(ProcessPausing, FolderSnapshots):
     """The Runtime protocol over local agent processes (see the module docstring)."""
 
     name = "process"
@@ -112,11 +119,15 @@ class ProcessRuntime:
         self._root = settings.state_dir / settings.install
         self._starting: set[UUID] = set()
         self._peaks = usage_probes.PeakMemory()
+        self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
 
     # --- paths and metadata (blocking; run in threads) ----------------------------
 
     def _dir(self, conversation_id: UUID) -> Path:
         return self._root / str(conversation_id)
+
+    def _workspace(self, conversation_id: UUID) -> Path:
+        return self._dir(conversation_id) / "workspace"
 
     def _scan(self) -> list[tuple[Path, dict[str, Any] | None]]:
         if not self._root.is_dir():
@@ -141,6 +152,10 @@ class ProcessRuntime:
             raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
+            try:
+                await self.seed_workspace(folder / "workspace", spec.seed)
+            except (RuntimeFailure, OSError) as error:
+                raise SandboxStartError(f"the workspace could not be filled: {error}") from None
             await asyncio.to_thread(files.write_private, folder, _TOKEN, spec.token)
             for attempt in range(3):
                 port = _free_port()
@@ -244,6 +259,7 @@ class ProcessRuntime:
             return
         family = await asyncio.to_thread(procfs.descendants, process.pid)
         procfs.signal_group(process, signal.SIGTERM)
+        await asyncio.to_thread(process_freezer.thaw, process)  # a paused agent hears SIGTERM once thawed
         deadline = time.monotonic() + self._settings.process_stop_grace
         while await asyncio.to_thread(procfs.is_alive, process):
             if time.monotonic() >= deadline:

@@ -1,7 +1,7 @@
 """What a process sandbox keeps on disk, and the handle it makes (blocking; run in threads).
 
 ``<folder>/meta.json`` (0600, replaced atomically): ``{"spec": ..., "pid": ...,
-"started": ..., "port": ..., "ready": ...}``; ``<folder>/agent.log``: the
+"started": ..., "port": ..., "ready": ..., "paused": ...}``; ``<folder>/agent.log``: the
 agent's stdout and stderr. See :mod:`gateway.runtimes.process`.
 """
 
@@ -34,6 +34,7 @@ def spec_to_json(spec: SandboxSpec) -> dict[str, Any]:
         "limits": asdict(spec.limits),
         "internet": spec.internet,
         "idle_timeout": spec.idle_timeout,
+        "on_idle": spec.on_idle,
     }
 
 
@@ -48,6 +49,7 @@ def spec_from_json(data: dict[str, Any]) -> SandboxSpec:
         limits=ResourceLimits(**(data.get("limits") or {})),
         internet=bool(data.get("internet", False)),
         idle_timeout=data.get("idle_timeout"),
+        on_idle=str(data.get("on_idle") or "delete"),
     )
 
 
@@ -90,6 +92,8 @@ def handle(folder: Path, data: dict[str, Any]) -> SandboxHandle | None:
         return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.EXITED, reason=reason)
     # Metadata written before "ready" existed is of an agent that was ready.
     state = SandboxState.RUNNING if data.get("ready", True) else SandboxState.STARTING
+    if data.get("paused"):  # set by pause(), cleared by resume(): see gateway.runtimes.process_freezer
+        state = SandboxState.PAUSED
     return SandboxHandle(spec=spec, base_url=base_url, state=state)
 
 

@@ -35,6 +35,12 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2 :].split()
 
 
+def state(pid: int) -> str:
+    """The process's state letter (``R``, ``S``, ``T`` stopped, ``Z`` zombie, ...); "" when gone."""
+    fields = _stat(pid)
+    return fields[0] if fields else ""
+
+
 def start_time(pid: int) -> int | None:
     fields = _stat(pid)
     return int(fields[19]) if fields is not None and len(fields) > 19 else None

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.errors import error_response
-from sandbox_agent.protocol import AgentInfo, ConversationStatus, ConversationStatusUpdate, Event
+from sandbox_agent.protocol import AgentInfo, ConversationStatus, ConversationStatusUpdate, Event, Forked
 from sandbox_agent.routes import get_agent, json_raw, operation_id, token_router
 
 public = APIRouter(tags=["system"], generate_unique_id_function=operation_id)
@@ -23,10 +23,16 @@ router = token_router("system")
 
 
 class StatusReport(BaseModel):
-    """Body of ``POST /status``: the gateway says why the conversation is going away."""
+    """Body of ``POST /status``: the gateway says why the conversation is going away, or that
+    it is about to be paused (PAUSED) or was resumed (READY)."""
 
     model_config = ConfigDict(extra="forbid")
-    status: Literal[ConversationStatus.STOPPING, ConversationStatus.ERROR]
+    status: Literal[
+        ConversationStatus.STOPPING,
+        ConversationStatus.ERROR,
+        ConversationStatus.PAUSED,
+        ConversationStatus.READY,
+    ]
     reason: str | None = Field(None, max_length=2000)
 
 
@@ -65,3 +71,17 @@ async def report_status(report: StatusReport, agent: Agent = Depends(get_agent))
         )
     )
     return json_raw(stored.raw, 201)
+
+
+@router.post("/forked", status_code=201, response_model=Event)
+async def report_forked(origin: Forked, agent: Agent = Depends(get_agent)) -> Response:
+    """Gateway only (never proxied): record that this conversation is a fork (its first
+    event after READY: the gateway sends it before any client can reach the sandbox)."""
+    stored = agent.events.append(origin)
+    return json_raw(stored.raw, 201)
+
+
+@router.get("/last-seq")
+async def last_seq(agent: Agent = Depends(get_agent)) -> dict[str, int]:
+    """Gateway only (never proxied): the seq of the newest event (what a fork names)."""
+    return {"seq": agent.events.last_seq}

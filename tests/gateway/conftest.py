@@ -47,6 +47,8 @@ async def _harness(kind: str, tmp_path: Path, serve: Serve) -> AsyncIterator[Har
     finally:
         for handle in await runtime.list():
             await runtime.remove(handle.conversation_id)
+        for snapshot in await runtime.snapshots():  # a safety net: the tests remove theirs
+            await runtime.remove_snapshot(snapshot.id)
         await runtime.cleanup_orphans()
         await runtime.close()
         kill_agents(settings.state_dir)

@@ -193,7 +193,11 @@ def _resolved(node: Any, document: dict[str, Any], seen: tuple[str, ...] = ()) -
 
 
 #: The gateway's own per-conversation routes (answered by the gateway, not the agent).
-GATEWAY_ONLY = {("post", "/port/{port}/link"), ("get", "/usage")}
+GATEWAY_ONLY = {
+    ("post", "/port/{port}/link"),
+    ("get", "/usage"),
+    *(("post", f"/{verb}") for verb in ("pause", "resume", "fork", "snapshot")),
+}
 
 
 def _proxied_operations() -> set[tuple[str, str]]:

@@ -169,7 +169,20 @@ async def test_status_report_records_stopping(agent: Served) -> None:
     detail = response.json()["detail"]
     assert detail["type"] == "ConversationStatusUpdate"
     assert detail["status"] == "STOPPING" and detail["reason"] == "deleted by user"
-    assert (await agent.client.post("/status", json={"status": "READY"})).status_code == 422
+    assert (await agent.client.post("/status", json={"status": "STARTING"})).status_code == 422
+
+
+async def test_status_report_records_paused_and_ready_and_forked(agent: Served) -> None:
+    """What the gateway records around a pause and a resume, and as a fork's first event."""
+    for status in ("PAUSED", "READY"):
+        response = await agent.client.post("/status", json={"status": status})
+        assert response.status_code == 201 and response.json()["detail"]["status"] == status
+    origin = {"type": "Forked", "from_conversation_id": str(uuid4()), "from_seq": 7}
+    forked = await agent.client.post("/forked", json=origin)
+    assert forked.status_code == 201 and forked.json()["detail"]["from_seq"] == 7
+    assert "processes" in forked.json()["detail"]["message"]
+    assert (await agent.client.get("/last-seq")).json() == {"seq": forked.json()["seq"]}
+    assert (await agent.client.post("/forked", json={"type": "Forked", "from_seq": 1})).status_code == 422
 
 
 async def test_agent_info(agent: Served) -> None:

@@ -14,7 +14,9 @@ or network still in use by a container. Tests steer it:
 - :meth:`exit`: a container ends (exit code, OOM, log lines);
   ``crash_on_start``: sandboxes end as soon as they start;
 - :meth:`age`: an object was created that many seconds ago;
-- ``down``: the engine does not answer (every call raises ``RuntimeUnavailable``).
+- ``down``: the engine does not answer (every call raises ``RuntimeUnavailable``);
+- helper containers (``convoy.role=helper``) end as soon as they start, with
+  ``helper_exit`` (exit code, output): nothing is copied in memory.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class FakeEngine:
         self._failures: list[tuple[str, str, Exception]] = []
         self._steal = 0
         self._foreign = itertools.count(1)
+        self.helper_exit: tuple[int, str] = (0, "4096\n")
 
     # --- steering -----------------------------------------------------------------
 
@@ -195,7 +198,7 @@ class FakeEngine:
                 raise EngineError(f"volume {mount['Source']} missing")
         container = _Container(name, config)
         mode = host.get("NetworkMode")
-        if mode and mode != "bridge":
+        if mode and mode not in ("bridge", "none"):
             if mode not in self.networks_by_name:
                 raise EngineError(f"network {mode} not found")
             container.networks.add(mode)
@@ -207,6 +210,9 @@ class FakeEngine:
         container.status = "running"
         if (container.config.get("HostConfig") or {}).get("PortBindings"):
             container.host_port = self.ready_port
+        if container.labels.get(cfg.ROLE) == "helper":
+            code, output = self.helper_exit
+            self.exit(name, code, logs=output)
         if self.crash_on_start and container.labels.get(cfg.ROLE) == cfg.SANDBOX:
             code, logs = self.crash_on_start
             self.exit(name, code, logs=logs)
@@ -216,6 +222,24 @@ class FakeEngine:
         container = self._container(name)
         if container.status == "running":
             container.status = "exited"
+
+    async def pause(self, name: str) -> None:
+        self._call("pause", name)
+        container = self._container(name)
+        if container.status != "running":
+            raise EngineError(f"Container {name} is not running")
+        container.status = "paused"
+
+    async def unpause(self, name: str) -> None:
+        self._call("unpause", name)
+        container = self._container(name)
+        if container.status != "paused":
+            raise EngineError(f"Container {name} is not paused")
+        container.status = "running"
+
+    async def wait(self, name: str) -> int:
+        self._call("wait", name)
+        return self._container(name).exit_code
 
     async def remove_container(self, name: str) -> bool:
         self._call("remove_container", name)

@@ -1,0 +1,114 @@
+"""Pausing and resuming conversations: READY <-> PAUSED, on request, when idle, on the way out.
+
+Contracts:
+- :meth:`Pauser.pause` records PAUSED in the sandbox's own log (``POST /status``,
+  so followers and the firehose see it in order), then freezes the sandbox
+  (:meth:`Runtime.pause`), then sets the record PAUSED and publishes it on the
+  :class:`StatusBus`. Only a READY conversation can be paused (409 otherwise);
+  pausing a PAUSED one does nothing.
+- :meth:`Pauser.resume` thaws the sandbox, records READY in its log, sets the
+  record READY (activity: now) and publishes it. Resuming one that is not
+  PAUSED does nothing. :meth:`ConversationManager.ready_handle` calls it, so
+  every request and WebSocket to a PAUSED conversation resumes it first.
+- Pause and resume of one conversation never interleave (a lock per id).
+- A PAUSED conversation counts against the limits, is not active (its idle
+  time does not matter any more), and is removed ``paused_ttl`` seconds after
+  it was paused (after a restart: after it was adopted).
+- A runtime that fails to pause or resume: :class:`UpstreamUnreachable` (502)
+  saying why (:class:`RuntimeUnavailable`, 503, when the engine does not answer);
+  the record keeps the status it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from uuid import UUID
+
+import httpx
+
+from gateway.agent_calls import announce_status
+from gateway.errors import GatewayError, NotReady, RuntimeFailure, RuntimeUnavailable, UpstreamUnreachable
+from gateway.records import Record
+from gateway.runtimes.base import Runtime
+from gateway.settings import Settings
+from gateway.status import StatusBus, StatusNotice
+from sandbox_agent.protocol import ConversationStatus
+
+log = logging.getLogger("convoy.gateway")
+
+
+class Pauser:
+    def __init__(self, settings: Settings, runtime: Runtime, bus: StatusBus, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._bus = bus
+        self._http = http
+        self._locks: dict[UUID, asyncio.Lock] = {}
+
+    def _lock(self, record: Record) -> asyncio.Lock:
+        return self._locks.setdefault(record.id, asyncio.Lock())
+
+    def forget(self, conversation_id: UUID) -> None:
+        self._locks.pop(conversation_id, None)
+
+    async def pause(self, record: Record) -> None:
+        async with self._lock(record):
+            if record.status is ConversationStatus.PAUSED:
+                return
+            if record.status is not ConversationStatus.READY or record.handle is None:
+                raise NotReady(f"conversation {record.id} is {record.status.value}: only READY can be paused")
+            handle = record.handle
+            await announce_status(self._http, handle, ConversationStatus.PAUSED.value)
+            try:
+                record.handle = await self._runtime.pause(record.id)
+            except RuntimeFailure as error:
+                await announce_status(self._http, handle, ConversationStatus.READY.value)  # it runs on
+                raise _unreachable(record, "paused", error) from None
+            record.status, record.paused_at = ConversationStatus.PAUSED, time.monotonic()
+            self._bus.publish(StatusNotice(record.id, ConversationStatus.PAUSED))
+
+    async def resume(self, record: Record) -> None:
+        async with self._lock(record):
+            if record.status is not ConversationStatus.PAUSED:
+                return
+            try:
+                record.handle = await self._runtime.resume(record.id)
+            except RuntimeFailure as error:
+                raise _unreachable(record, "resumed", error) from None
+            seq = await announce_status(self._http, record.handle, ConversationStatus.READY.value)
+            record.status = ConversationStatus.READY
+            record.last_active = time.monotonic()
+            after = None if seq is None else seq - 1
+            self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, resumed_after=after))
+
+    async def thaw_quietly(self, record: Record) -> None:
+        """Resume a PAUSED one on its way out (so it records STOPPING and stops gracefully)."""
+        with contextlib.suppress(GatewayError):
+            await self.resume(record)
+
+    async def paused_when_idle(self, record: Record, why: str) -> bool:
+        """Pause an idle conversation whose policy says so; ``False`` when it is to be removed."""
+        if record.spec.on_idle != "pause":
+            return False
+        try:
+            await self.pause(record)
+        except GatewayError as error:
+            log.warning("pausing idle conversation %s failed (tried again): %s", record.id, error)
+        else:
+            log.info("conversation %s paused: %s", record.id, why)
+        return True
+
+    def expired(self, record: Record, now: float) -> bool:
+        """A PAUSED conversation kept for ``paused_ttl`` already."""
+        return (
+            record.status is ConversationStatus.PAUSED and now - record.paused_at >= self._settings.paused_ttl
+        )
+
+
+def _unreachable(record: Record, done: str, error: RuntimeFailure) -> GatewayError:
+    if isinstance(error, RuntimeUnavailable):
+        return error
+    return UpstreamUnreachable(f"conversation {record.id} could not be {done}: {error}")
