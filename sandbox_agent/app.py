@@ -14,12 +14,12 @@ from fastapi import FastAPI
 from sandbox_agent import __version__, errors
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
-from sandbox_agent.routes import operation_id, system, ws
+from sandbox_agent.routes import operation_id, system, terminals, ws
 from sandbox_agent.routes.proxied import PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 
-# In matching order: the token-protected routes, then /health and /ready, then the socket.
-_ROUTERS = (system.router, *PROXIED_ROUTERS, system.public, ws.router)
+# In matching order: the token-protected routes, then /health and /ready, then the sockets.
+_ROUTERS = (system.router, *PROXIED_ROUTERS, system.public, ws.router, terminals.sockets)
 
 
 def create_app(settings: AgentSettings) -> FastAPI:
