@@ -1,8 +1,9 @@
-"""WebSocket proxy between one client and one sandbox agent's ``/ws``.
+"""WebSocket proxy between one client and one sandbox agent's ``/ws`` (or another of its sockets).
 
-:func:`connect_upstream` opens the agent's event stream (token in the
-handshake header); :func:`proxy_frames` passes frames both ways until one side closes,
-then closes the other with the same code where that code may be sent:
+:func:`connect_upstream` opens the agent's event stream, :func:`connect_agent_socket`
+any of the agent's sockets (a terminal's), token in the handshake header;
+:func:`proxy_frames` passes frames both ways until one side closes, then closes
+the other with the same code where that code may be sent:
 
 - upstream closed with a sendable code (1000, 4008 too slow, ...) -> that code;
 - upstream closed without one (1005) -> 1000; abnormally (1006, ...) -> 4502
@@ -19,7 +20,7 @@ The upstream is read into a byte-bounded :class:`~gateway.sendqueue.SendQueue`;
 while it is full the upstream is not read (the agent holds the rest, and drops
 a follower past its own lag limits). So what a slow client costs the gateway is
 that bound plus :data:`UPSTREAM_MAX_QUEUE` frames, however large the frames.
-Text frames are relayed as they are, never parsed.
+Text and binary frames are relayed as they are, never parsed.
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ def sendable(code: int | None) -> int:
 
 
 async def connect_upstream(handle: SandboxHandle, after_seq: int, settings: Settings) -> ClientConnection:
-    url = f"ws{handle.base_url.removeprefix('http')}/ws?after_seq={after_seq}"
+    return await connect_agent_socket(handle, f"/ws?after_seq={after_seq}", settings)
+
+
+async def connect_agent_socket(handle: SandboxHandle, path: str, settings: Settings) -> ClientConnection:
+    """The agent's WebSocket at ``path`` (with its query; built by the caller from validated
+    parts only)."""
+    url = f"ws{handle.base_url.removeprefix('http')}{path}"
     try:
         return await websockets.connect(
             url,

@@ -2,11 +2,10 @@
 
 Contract:
 - :meth:`TerminalManager.create` starts the command on a new PTY, in a new session
-  whose controlling terminal it is (its own process group, like a task's), in the
-  workspace root, with the task environment (no token) plus ``TERM=xterm-256color``,
-  as the task user (see :mod:`sandbox_agent.privileges`). No command: the task user's
-  login shell as a login shell (``argv[0]`` ``-sh``); ``/bin/sh`` when the user has
-  none (``nologin``, ``false``, no passwd entry).
+  whose controlling terminal it is, in the workspace root, with the task environment
+  (no token) plus ``TERM=xterm-256color``, as the task user (:mod:`sandbox_agent.ptys`).
+  No command: the task user's login shell as a login shell; ``/bin/sh`` when the
+  user has none (``nologin``, ``false``, no passwd entry).
 - Nothing blocks the event loop: the PTY's master is non-blocking and read from
   ``loop.add_reader``; writes to it wait for ``add_writer``; the output file is
   written in a worker thread (:class:`~sandbox_agent.spill.SpillFile`).
@@ -18,12 +17,13 @@ Contract:
 - Viewers (:meth:`RunningTerminal.next_chunk`) each read from their own offset: the
   bytes they get are exactly the terminal's output from there, with no gap and no
   duplicate, history and live alike. A terminal lives on with no viewer at all.
-- When the leader exits, whatever it left in its group gets SIGHUP (the kernel's
-  hangup), then SIGTERM and SIGKILL after ``kill_grace_seconds``; the output still
+- When the leader exits, whatever it left in its session (its jobs have process
+  groups of their own: see :mod:`sandbox_agent.sessions`) gets SIGHUP (a hangup),
+  then SIGTERM and SIGKILL after ``kill_grace_seconds``; the output still
   in the PTY is read, then the terminal is EXITED and ``TerminalExited`` (with the
   exit code; negative: killed by that signal) goes into the event log. The output
   itself never does.
-- :meth:`TerminalManager.delete` ends a running terminal's process group the same
+- :meth:`TerminalManager.delete` ends a running terminal's session the same
   way (SIGHUP first: what an interactive shell obeys), then forgets it and its file.
   Exited terminals stay listed (replayable) until deleted; beyond ``max_terminals``
   exited ones, the oldest are forgotten. At most ``max_terminals`` run at once (429).
@@ -35,22 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
-import pwd
 import shutil
-import signal
-import struct
-import termios
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from sandbox_agent.errors import LimitReached, NotFound, Stopping, Unprocessable
 from sandbox_agent.events import EventLog
-from sandbox_agent.privileges import task_uid
 from sandbox_agent.protocol import Terminal, TerminalCreate, TerminalExited, TerminalStatus
-from sandbox_agent.runnables.process import ProcessGroup, child_env
+from sandbox_agent.ptys import PtyExit, command_argv, login_shell, set_size, spawn
+from sandbox_agent.sessions import Session
 from sandbox_agent.settings import AgentSettings
 from sandbox_agent.spill import SpillFile
 
@@ -58,29 +53,6 @@ log = logging.getLogger(__name__)
 
 #: Largest read from a PTY master (the kernel hands out at most about 4 KiB at a time anyway).
 READ_BYTES = 64 * 1024
-#: Shells that mean "this user may not log in": a terminal falls back to /bin/sh.
-_NO_SHELL = ("nologin", "false")
-
-
-def login_shell() -> str:
-    """The task user's login shell, or ``/bin/sh``."""
-    uid = task_uid()
-    try:
-        shell = pwd.getpwuid(os.geteuid() if uid is None else uid).pw_shell
-    except KeyError:
-        shell = ""
-    if not shell or os.path.basename(shell) in _NO_SHELL or not os.access(shell, os.X_OK):
-        return "/bin/sh"
-    return shell
-
-
-def _take_terminal() -> None:
-    """In the child, after ``setsid``: make the PTY on fd 0 its controlling terminal."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-def set_size(fd: int, cols: int, rows: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -88,17 +60,8 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class _Exit(asyncio.SubprocessProtocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.exited: asyncio.Future[None] = loop.create_future()
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-
 class RunningTerminal:
-    """One PTY, its process group, its output and its viewers' wake-up."""
+    """One PTY, its session, its output and its viewers' wake-up."""
 
     def __init__(self, info: Terminal, master: int, spill: SpillFile, grace: float) -> None:
         self.info = info
@@ -111,7 +74,7 @@ class RunningTerminal:
         self._input = asyncio.Lock()
         self._master_open = True
         self._loop = asyncio.get_running_loop()
-        self.group: ProcessGroup | None = None
+        self.session: Session | None = None
         self.supervisor: asyncio.Task[None] | None = None
 
     def describe(self) -> Terminal:
@@ -193,16 +156,11 @@ class RunningTerminal:
 
     # --- the end ----------------------------------------------------------------
 
-    def hang_up(self) -> None:
-        if self.group is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.group.pgid, signal.SIGHUP)
-
     async def drain_and_close(self) -> None:
-        """After the leader exits: end the rest of the group, read what is left, close the master."""
-        self.hang_up()
-        if self.group is not None:
-            await self.group.terminate()
+        """After the leader exits: end the rest of its session, read what is left, close the master."""
+        if self.session is not None:
+            await self.session.hang_up()
+            await self.session.terminate()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.grace + 1.0):
                 await self._eof.wait()
@@ -241,31 +199,16 @@ class TerminalManager:
         running = [t for t in self._terminals.values() if not t.finished.is_set()]
         if len(running) >= self._settings.max_terminals:
             raise LimitReached(f"at most {self._settings.max_terminals} terminals may run at once")
-        argv, executable = self._argv(request.command)
+        if self._shell is None:
+            self._shell = await asyncio.to_thread(login_shell)
+        argv, program = command_argv(request.command, self._shell)
         terminal_id = uuid4()
-        master, slave = os.openpty()
         try:
-            os.set_blocking(master, False)
-            set_size(master, request.cols, request.rows)
-            loop = asyncio.get_running_loop()
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _Exit(loop),
-                *argv,
-                executable=executable,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                cwd=self._settings.workspace,
-                env=child_env({"TERM": "xterm-256color"}),
-                start_new_session=True,
-                preexec_fn=_take_terminal,
-                user=task_uid(),
+            master, transport, protocol = await spawn(
+                argv, program, request.cols, request.rows, self._settings.workspace
             )
         except OSError as error:
-            os.close(master)
             raise Unprocessable(f"cannot start {argv[0]!r}: {error.strerror or error}") from None
-        finally:
-            os.close(slave)
         info = Terminal(
             id=terminal_id,
             command=argv,
@@ -277,25 +220,17 @@ class TerminalManager:
         path = self._settings.terminals_dir / f"{terminal_id}.out"
         spill = SpillFile(path, self._settings.terminal_keep_bytes)
         terminal = RunningTerminal(info, master, spill, self._settings.kill_grace_seconds)
-        terminal.group = ProcessGroup(transport.get_pid(), self._settings.kill_grace_seconds)
+        terminal.session = Session(transport.get_pid(), self._settings.kill_grace_seconds)
         terminal.start_reading()
-        terminal.supervisor = loop.create_task(self._supervise(terminal, transport, protocol))
+        terminal.supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(terminal, transport, protocol)
+        )
         self._terminals[terminal_id] = terminal
         self._forget_old()
         return terminal.describe()
 
-    def _argv(self, command: str | list[str] | None) -> tuple[list[str], str | None]:
-        """The argv and the program (``None``: ``argv[0]``) for a request's ``command``."""
-        if isinstance(command, list):
-            return command, None
-        if isinstance(command, str):
-            return ["/bin/sh", "-c", command], None
-        if self._shell is None:
-            self._shell = login_shell()
-        return [f"-{os.path.basename(self._shell)}"], self._shell
-
     async def _supervise(
-        self, terminal: RunningTerminal, transport: asyncio.SubprocessTransport, protocol: _Exit
+        self, terminal: RunningTerminal, transport: asyncio.SubprocessTransport, protocol: PtyExit
     ) -> None:
         try:
             await protocol.exited
@@ -323,9 +258,9 @@ class TerminalManager:
     async def _end(self, terminal: RunningTerminal) -> None:
         if terminal.finished.is_set():
             return
-        terminal.hang_up()
-        assert terminal.group is not None and terminal.supervisor is not None
-        await terminal.group.terminate()
+        assert terminal.session is not None and terminal.supervisor is not None
+        await terminal.session.hang_up()
+        await terminal.session.terminate()
         await asyncio.wait({terminal.supervisor}, timeout=terminal.grace + 5.0)
 
     def _forget_old(self) -> None:

@@ -32,6 +32,7 @@ from sandbox_agent.auth import token_ok
 from sandbox_agent.errors import NotFound
 from sandbox_agent.protocol import (
     WS_CLOSE_BAD_QUERY,
+    WS_CLOSE_NORMAL,
     WS_CLOSE_NOT_FOUND,
     WS_CLOSE_UNAUTHORIZED,
     ErrorBody,
@@ -115,7 +116,7 @@ async def attach_terminal(websocket: WebSocket, terminal_id: str) -> None:
     sent, _ = await race(_send_output(websocket, terminal, offset, lock), _receive(websocket, terminal, lock))
     if sent is True:
         with contextlib.suppress(Exception):
-            await websocket.close(1000, "the terminal exited")
+            await websocket.close(WS_CLOSE_NORMAL, "the terminal exited")
 
 
 def _offset(text: str) -> int | None:

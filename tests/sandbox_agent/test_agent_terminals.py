@@ -12,17 +12,18 @@ from typing import Any
 
 import pytest
 import websockets
-from agent_helpers import Served, group_gone, make_settings, served, ws_headers
+from agent_helpers import Served, make_settings, process_gone, served, ws_headers
 from websockets.asyncio.client import ClientConnection
 
 from sandbox_agent.protocol import WS_CLOSE_BAD_QUERY, WS_CLOSE_NOT_FOUND, WS_CLOSE_UNAUTHORIZED
 from tests.helpers import eventually
 
 WITHIN = 60.0
-#: Typed into a shell: prints its process group as ``pgid=N-`` (the echo of the typed line
-#: shows ``pg""id=``, so only the output matches :data:`PGID`).
-SAY_PGID = b"echo pg\"\"id=$(ps -o pgid= $$ | tr -d ' ')-\n"
-PGID = re.compile(rb"pgid=(\d+)-")
+#: Typed into a shell: starts a job that ignores SIGTERM and SIGHUP (with job control, in a
+#: process group of its own) and prints its pid as ``job=N-`` (the echo of the typed line
+#: shows ``jo""b=``, so only the output matches :data:`JOB`).
+START_JOB = b"(trap '' TERM HUP; exec sleep 300) & echo jo\"\"b=$!-\n"
+JOB = re.compile(rb"job=(\d+)-")
 
 
 def terminal_url(agent: Served, terminal_id: str, offset: int | None = None) -> str:
@@ -64,9 +65,9 @@ class Screen:
     async def shows(self, needle: bytes) -> Screen:
         return await self.until(lambda screen: needle in screen.data)
 
-    async def pgid(self) -> int:
-        await self.until(lambda screen: PGID.search(screen.data) is not None)
-        found = PGID.search(self.data)
+    async def job(self) -> int:
+        await self.until(lambda screen: JOB.search(screen.data) is not None)
+        found = JOB.search(self.data)
         assert found is not None
         return int(found.group(1))
 
@@ -164,15 +165,15 @@ async def test_exit_is_an_event_with_the_code_and_ends_the_viewers(agent: Served
     assert replay.data == screen.data
 
 
-async def test_delete_ends_the_whole_group(agent: Served) -> None:
+async def test_delete_ends_the_whole_session(agent: Served) -> None:
     terminal = await start(agent, command=["/bin/sh"])
     async with await attach(agent, terminal["id"]) as ws:
-        await ws.send(b"trap '' TERM; sleep 300 & " + SAY_PGID)
-        pgid = await Screen(ws).pgid()
+        await ws.send(START_JOB)
+        job = await Screen(ws).job()
         deleted = await agent.client.delete(f"/terminal/{terminal['id']}")
         assert deleted.status_code == 200 and deleted.json()["status"] == "EXITED"
         await Screen(ws).to_the_end()
-    assert group_gone(pgid)
+    assert process_gone(job)
     assert (await agent.client.get(f"/terminal/{terminal['id']}")).status_code == 404
     assert not list(agent.settings.terminals_dir.iterdir())
 
@@ -230,6 +231,6 @@ async def test_stopping_the_agent_ends_its_terminals(serve: Any, tmp_path: Path)
     async with served(serve, settings) as agent:
         terminal = await start(agent, command=["/bin/sh"])
         async with await attach(agent, terminal["id"]) as ws:
-            await ws.send(SAY_PGID)
-            pgid = await Screen(ws).pgid()
-    assert group_gone(pgid)
+            await ws.send(START_JOB)
+            job = await Screen(ws).job()
+    assert process_gone(job)
