@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, doctor, files, tasks
+from gateway.cli import conversations, doctor, files, shell, tasks
 
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to ``app``."""
     conversations.register(app)
     tasks.register(app)
+    shell.register(app)
     files.register(app)
     doctor.register(app)
