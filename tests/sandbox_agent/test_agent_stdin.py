@@ -18,7 +18,8 @@ async def start(agent: Served, runnable: dict[str, object]) -> str:
 
 
 async def test_http_body_reaches_a_read_and_eof_closes(agent: Served) -> None:
-    task = await start(agent, {"type": "Shell", "command": "read a; echo got-$a; cat; echo done", "stdin": True})
+    script = "read a; echo got-$a; cat; echo done"
+    task = await start(agent, {"type": "Shell", "command": script, "stdin": True})
     written = await agent.client.post(f"/task/{task}/stdin", content=b"first\n")
     assert written.status_code == 200, written.text
     assert written.json() == {"task_id": task, "written": 6, "closed": False}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -73,10 +73,8 @@ class Screen:
 
     async def to_the_end(self) -> Screen:
         """Everything until the server closes."""
-        try:
+        with contextlib.suppress(websockets.ConnectionClosed):
             await self.until(lambda screen: False)
-        except websockets.ConnectionClosed:
-            pass
         return self
 
 
@@ -155,7 +153,8 @@ async def test_exit_is_an_event_with_the_code_and_ends_the_viewers(agent: Served
         return await agent.events(type="TerminalExited")
 
     events = await eventually(exited)
-    assert [e["detail"] for e in events] == [{"type": "TerminalExited", "terminal_id": terminal["id"], "exit_code": 3}]
+    expected = {"type": "TerminalExited", "terminal_id": terminal["id"], "exit_code": 3}
+    assert [e["detail"] for e in events] == [expected]
     # The output itself is not in the event log.
     assert not any(b"bye" in json.dumps(e).encode() for e in await agent.events())
     described = (await agent.client.get(f"/terminal/{terminal['id']}")).json()
@@ -219,7 +218,8 @@ async def test_an_offset_older_than_what_is_kept_is_said(serve: Any, tmp_path: P
 
         info = await eventually(compacted)
         assert info["size"] - info["kept_from"] >= 4096
-        assert os.path.getsize(settings.terminals_dir / f"{terminal['id']}.out") <= 2 * 4096
+        spilled = settings.terminals_dir / f"{terminal['id']}.out"
+        assert (await asyncio.to_thread(spilled.stat)).st_size <= 2 * 4096
         async with await attach(agent, terminal["id"], 0) as ws:
             replay = await Screen(ws).to_the_end()
     assert replay.controls[0] == {"type": "skipped", "requested": 0, "offset": info["kept_from"]}
