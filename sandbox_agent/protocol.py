@@ -293,11 +293,20 @@ class TerminalCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cols: int = Field(80, ge=1, le=1000)
     rows: int = Field(24, ge=1, le=1000)
-    command: str | list[str] | None = Field(
+    command: str | list[Annotated[str, Field(min_length=1)]] | None = Field(
         None,
+        min_length=1,
         description="A shell command line (/bin/sh -c), an argv, or null: the user's login shell "
         "(/bin/sh when it has none).",
     )
+
+    @field_validator("command")
+    @classmethod
+    def _no_nul(cls, value: str | list[str] | None) -> str | list[str] | None:
+        parts = [value] if isinstance(value, str) else value or []
+        if any("\0" in part for part in parts):
+            raise ValueError("a command cannot contain a NUL character")
+        return value
 
 
 class TerminalStatus(StrEnum):

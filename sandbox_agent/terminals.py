@@ -199,6 +199,12 @@ class TerminalManager:
         running = [t for t in self._terminals.values() if not t.finished.is_set()]
         if len(running) >= self._settings.max_terminals:
             raise LimitReached(f"at most {self._settings.max_terminals} terminals may run at once")
+        try:  # JSON lets a lone surrogate through; the description we answer is UTF-8
+            request.model_dump_json()
+        except ValueError:
+            raise Unprocessable(
+                "the command contains text that is not valid UTF-8 (a lone surrogate?)"
+            ) from None
         if self._shell is None:
             self._shell = await asyncio.to_thread(login_shell)
         argv, program = command_argv(request.command, self._shell)
@@ -209,6 +215,8 @@ class TerminalManager:
             )
         except OSError as error:
             raise Unprocessable(f"cannot start {argv[0]!r}: {error.strerror or error}") from None
+        except ValueError as error:  # what the OS cannot take (a lone surrogate in an argument)
+            raise Unprocessable(f"cannot start {argv[0]!r}: {error}") from None
         info = Terminal(
             id=terminal_id,
             command=argv,

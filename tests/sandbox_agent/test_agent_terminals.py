@@ -234,3 +234,13 @@ async def test_stopping_the_agent_ends_its_terminals(serve: Any, tmp_path: Path)
             await ws.send(START_JOB)
             job = await Screen(ws).job()
     assert process_gone(job)
+
+
+async def test_commands_the_os_cannot_take_are_422(agent: Served) -> None:
+    for command in (["sh", "-c", "echo a\u0000b"], [], "", ["sh", "\udc97"], "\ud800"):
+        body = json.dumps({"command": command})  # ASCII: lone surrogates as JSON escapes
+        response = await agent.client.post(
+            "/terminal", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, (command, response.text)
+    assert (await agent.client.get("/terminal")).json()["results"] == []
