@@ -8,7 +8,8 @@ both ways as they are (:func:`gateway.wsproxy.proxy_frames`): binary frames are
 the terminal's bytes, text frames its JSON control frames (resize in; skipped,
 exit and error out). The agent's close codes come through (4404 unknown
 terminal, 1008 bad offset, 1000 after the exit frame); a conversation that ends
-meanwhile closes 4410, a sandbox that cannot be reached 4502.
+meanwhile closes 4410, a sandbox that cannot be reached 4502, a viewer that stalls
+4008 (it resumes with ``offset`` = the bytes it received, and misses nothing).
 """
 
 from __future__ import annotations

@@ -130,10 +130,12 @@ async def proxy_frames(
     ended: Callable[[], bool],
     on_frame: Callable[[], None] = lambda: None,
     settings: Settings,
+    resume_hint: str = "reconnect with after_seq to resume",
 ) -> None:
     """Pump frames between the accepted ``websocket`` and ``upstream`` until either
     closes; close the other side as the module docstring says. ``settings`` give the
-    bounds (``ws_send_buffer_bytes``, ``ws_stall_timeout``, ``ws_close_timeout``)."""
+    bounds (``ws_send_buffer_bytes``, ``ws_stall_timeout``, ``ws_close_timeout``);
+    ``resume_hint`` ends the reason of a too-slow close (how this stream is resumed)."""
     close_timeout = settings.ws_close_timeout
     queue = SendQueue(settings.ws_send_buffer_bytes)
     reader = asyncio.ensure_future(_upstream_to_queue(upstream, queue, settings.ws_stall_timeout))
@@ -161,7 +163,7 @@ async def proxy_frames(
         # The upstream, not read meanwhile, could not take part in a closing handshake: dropped.
         upstream.transport.abort()
         give_back_soon()  # what it and the queue held
-        reason = "too slow: reconnect with after_seq to resume"
+        reason = f"too slow: {resume_hint}"
         await close_client(websocket, WS_CLOSE_TOO_SLOW, reason, within=close_timeout)
         give_back_soon()
         return

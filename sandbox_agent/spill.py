@@ -36,7 +36,13 @@ RETRY_SECONDS = 1.0
 
 
 class SpillFile:
-    def __init__(self, path: Path, keep_bytes: int) -> None:
+    @classmethod
+    async def create(cls, path: Path, keep_bytes: int) -> SpillFile:
+        """A new, empty file at ``path`` (opened in a worker thread)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        return cls(path, keep_bytes, await asyncio.to_thread(os.open, path, flags, 0o600))
+
+    def __init__(self, path: Path, keep_bytes: int, fd: int) -> None:
         self.path = path
         self.keep_bytes = keep_bytes
         self.size = 0  # offset of the next byte
@@ -47,7 +53,7 @@ class SpillFile:
         self._lock = asyncio.Lock()  # file operations: write, compact, read, close
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self._fd = fd
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"spill:{path.name}")
         self._closed = False
 

@@ -60,6 +60,17 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+async def _abandon(
+    master: int, transport: asyncio.SubprocessTransport, protocol: PtyExit, grace: float
+) -> None:
+    """A terminal whose output cannot be kept is not left running: end its session."""
+    os.close(master)
+    session = Session(transport.get_pid(), grace)
+    await session.hang_up()
+    await session.terminate()
+    transport.close()
+
+
 class RunningTerminal:
     """One PTY, its session, its output and its viewers' wake-up."""
 
@@ -226,7 +237,11 @@ class TerminalManager:
             created_at=datetime.now(UTC),
         )
         path = self._settings.terminals_dir / f"{terminal_id}.out"
-        spill = SpillFile(path, self._settings.terminal_keep_bytes)
+        try:
+            spill = await SpillFile.create(path, self._settings.terminal_keep_bytes)
+        except OSError:
+            await _abandon(master, transport, protocol, self._settings.kill_grace_seconds)
+            raise
         terminal = RunningTerminal(info, master, spill, self._settings.kill_grace_seconds)
         terminal.session = Session(transport.get_pid(), self._settings.kill_grace_seconds)
         terminal.start_reading()
