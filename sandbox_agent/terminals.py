@@ -60,9 +60,7 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _abandon(
-    master: int, transport: asyncio.SubprocessTransport, protocol: PtyExit, grace: float
-) -> None:
+async def _abandon(master: int, transport: asyncio.SubprocessTransport, grace: float) -> None:
     """A terminal whose output cannot be kept is not left running: end its session."""
     os.close(master)
     session = Session(transport.get_pid(), grace)
@@ -87,6 +85,7 @@ class RunningTerminal:
         self._loop = asyncio.get_running_loop()
         self.session: Session | None = None
         self.supervisor: asyncio.Task[None] | None = None
+        self._resumer: asyncio.Task[None] | None = None
 
     def describe(self) -> Terminal:
         return self.info.model_copy(update={"size": self.spill.size, "kept_from": self.spill.kept_from})
@@ -111,7 +110,7 @@ class RunningTerminal:
         self.notify()
         if self.spill.backlogged:  # the file is not keeping up: let the PTY fill instead of memory
             self._loop.remove_reader(self.master)
-            self._loop.create_task(self._resume_reading())
+            self._resumer = self._loop.create_task(self._resume_reading())
 
     async def _resume_reading(self) -> None:
         await self.spill.drained()
@@ -240,7 +239,7 @@ class TerminalManager:
         try:
             spill = await SpillFile.create(path, self._settings.terminal_keep_bytes)
         except OSError:
-            await _abandon(master, transport, protocol, self._settings.kill_grace_seconds)
+            await _abandon(master, transport, self._settings.kill_grace_seconds)
             raise
         terminal = RunningTerminal(info, master, spill, self._settings.kill_grace_seconds)
         terminal.session = Session(transport.get_pid(), self._settings.kill_grace_seconds)
@@ -249,7 +248,7 @@ class TerminalManager:
             self._supervise(terminal, transport, protocol)
         )
         self._terminals[terminal_id] = terminal
-        self._forget_old()
+        await self._forget_old()
         return terminal.describe()
 
     async def _supervise(
@@ -286,11 +285,12 @@ class TerminalManager:
         await terminal.session.terminate()
         await asyncio.wait({terminal.supervisor}, timeout=terminal.grace + 5.0)
 
-    def _forget_old(self) -> None:
+    async def _forget_old(self) -> None:
+        """Beyond ``max_terminals`` exited terminals, forget the oldest (and their files)."""
         exited = [t for t in self._terminals.values() if t.finished.is_set()]
         for terminal in exited[: max(0, len(exited) - self._settings.max_terminals)]:
             self._terminals.pop(terminal.info.id, None)
-            asyncio.get_running_loop().create_task(terminal.spill.close(remove=True))
+            await terminal.spill.close(remove=True)
 
     async def close(self) -> None:
         """End every terminal (their exits are recorded) and close their files."""

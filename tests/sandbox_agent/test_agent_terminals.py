@@ -244,3 +244,21 @@ async def test_commands_the_os_cannot_take_are_422(agent: Served) -> None:
         )
         assert response.status_code == 422, (command, response.text)
     assert (await agent.client.get("/terminal")).json()["results"] == []
+
+
+async def test_running_terminals_are_bounded_and_old_exited_ones_forgotten(
+    serve: Any, tmp_path: Path
+) -> None:
+    async with served(serve, make_settings(tmp_path, max_terminals=2)) as agent:
+        first, _ = await start(agent, command=["/bin/sh"]), await start(agent, command=["/bin/sh"])
+        refused = await agent.client.post("/terminal", json={"command": ["/bin/sh"]})
+        assert refused.status_code == 429 and "at most 2" in refused.json()["detail"]
+        await agent.client.delete(f"/terminal/{first['id']}")
+        for _ in range(3):  # each exits at once: exited ones are kept, the oldest forgotten
+            quick = await start(agent, command="true")
+            async with await attach(agent, quick["id"]) as ws:
+                await Screen(ws).to_the_end()
+        await start(agent, command=["/bin/sh"])
+        listed = (await agent.client.get("/terminal")).json()["results"]
+        statuses = sorted(t["status"] for t in listed)
+    assert statuses == ["EXITED", "EXITED", "RUNNING", "RUNNING"]
