@@ -75,16 +75,21 @@ class SpillFile:
 
     async def read(self, offset: int, limit: int) -> tuple[bytes, int]:
         """``(data, start)``: up to ``limit`` bytes from ``start`` = ``max(offset, kept_from)``."""
-        async with self._lock:
+        while True:
             start = max(offset, self.kept_from)
             if start >= self.size or self._closed:
                 return b"", start
-            if start >= self._flushed:
+            if start >= self._flushed:  # still in memory: no file, no lock, no thread
                 at = start - self._flushed
                 return bytes(self.pending[at : at + limit]), start
-            count = min(limit, self._flushed - start)
-            data = await asyncio.to_thread(os.pread, self._fd, count, start - self._file_start)
-            return data, start
+            async with self._lock:
+                # The file may have been written or compacted while this waited for the lock.
+                start = max(offset, self.kept_from)
+                if self._closed or start >= self._flushed:
+                    continue
+                count = min(limit, self._flushed - start)
+                data = await asyncio.to_thread(os.pread, self._fd, count, start - self._file_start)
+                return data, start
 
     async def close(self, remove: bool = False) -> None:
         """Write what is pending (best effort), stop the writer, close (and remove) the file."""

@@ -51,8 +51,10 @@ from sandbox_agent.spill import SpillFile
 
 log = logging.getLogger(__name__)
 
-#: Largest read from a PTY master (the kernel hands out at most about 4 KiB at a time anyway).
+#: Largest read from a PTY master (the kernel hands out at most about 4 KiB per read) ...
 READ_BYTES = 64 * 1024
+#: ... and the most taken per wake-up, so that viewers get fewer, larger frames.
+WAKE_BYTES = 256 * 1024
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -96,18 +98,25 @@ class RunningTerminal:
         self._loop.add_reader(self.master, self._readable)
 
     def _readable(self) -> None:
-        try:
-            data = os.read(self.master, READ_BYTES)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: every slave end is closed
-            data = b""
-        if not data:
+        taken, ended = 0, False
+        while taken < WAKE_BYTES:
+            try:
+                data = os.read(self.master, READ_BYTES)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: every slave end is closed
+                data = b""
+            if not data:
+                ended = True
+                break
+            self.spill.append(data)
+            taken += len(data)
+        if taken:
+            self.notify()
+        if ended:
             self._loop.remove_reader(self.master)
             self._eof.set()
             return
-        self.spill.append(data)
-        self.notify()
         if self.spill.backlogged:  # the file is not keeping up: let the PTY fill instead of memory
             self._loop.remove_reader(self.master)
             self._resumer = self._loop.create_task(self._resume_reading())

@@ -53,7 +53,7 @@ router = token_router("terminals")
 sockets = APIRouter(tags=["terminals"])
 
 #: Largest binary frame sent to a viewer.
-READ_LIMIT = 64 * 1024
+READ_LIMIT = 256 * 1024
 
 
 @router.post(
