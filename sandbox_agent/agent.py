@@ -105,5 +105,7 @@ class Agent:
                 max_event_bytes=settings.max_event_bytes,
                 subscriber_queue_size=settings.subscriber_queue_size,
                 kill_grace_seconds=settings.kill_grace_seconds,
+                terminal_keep_bytes=settings.terminal_keep_bytes,
+                max_terminals=settings.max_terminals,
             ),
         )

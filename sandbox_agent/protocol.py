@@ -382,6 +382,8 @@ class AgentLimits(BaseModel):
     max_event_bytes: int
     subscriber_queue_size: int
     kill_grace_seconds: float
+    terminal_keep_bytes: int = Field(description="Output kept per terminal for replay (at least).")
+    max_terminals: int = Field(description="Terminals that may run at once.")
 
 
 class AgentInfo(BaseModel):

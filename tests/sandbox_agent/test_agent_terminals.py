@@ -208,6 +208,7 @@ async def test_default_is_a_login_shell(agent: Served) -> None:
 async def test_an_offset_older_than_what_is_kept_is_said(serve: Any, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, terminal_keep_bytes=4096)
     async with served(serve, settings) as agent:
+        assert (await agent.client.get("/agent-info")).json()["limits"]["terminal_keep_bytes"] == 4096
         terminal = await start(agent, command="yes 0123456789abcdef | head -c 200000; echo; echo END")
         async with await attach(agent, terminal["id"]) as ws:
             await Screen(ws).to_the_end()
