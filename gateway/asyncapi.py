@@ -1,9 +1,11 @@
 """``GET /asyncapi.json``: an AsyncAPI 3.0 document of the WebSocket channels (three of events,
-and the preview relay).
+a terminal's bytes, and the preview relay).
 
 Generated from the same models as the wire (:mod:`sandbox_agent.protocol`), so
 it cannot drift from what is sent. Operations are from the gateway's point of
-view: it *sends* events and *receives* task creations and event triggers.
+view: it *sends* events and *receives* task creations, event triggers and stdin
+writes; on a terminal's channel it sends the terminal's bytes and control frames
+and receives keystrokes and resizes.
 pydantic's JSON Schema is adapted where AsyncAPI's Schema Object differs (a
 ``discriminator`` there is the property name, not an object).
 """
@@ -16,7 +18,21 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
-from sandbox_agent.protocol import AFTER_SEQ_LIVE, WS_CLOSE_CODES, Event, EventTrigger, TaskCreate
+from sandbox_agent.protocol import (
+    AFTER_SEQ_LIVE,
+    WS_CLOSE_BAD_QUERY,
+    WS_CLOSE_CODES,
+    WS_CLOSE_NORMAL,
+    WS_CLOSE_NOT_FOUND,
+    Event,
+    EventTrigger,
+    StdinFrame,
+    TaskCreate,
+    TerminalError,
+    TerminalExit,
+    TerminalResize,
+    TerminalSkipped,
+)
 
 #: The contract's table, keyed by the code as text (JSON object keys).
 _CLOSE_CODES = {str(code): meaning for code, meaning in sorted(WS_CLOSE_CODES.items())}
@@ -32,6 +48,9 @@ _SUBPROTOCOLS = {
         }
     },
 }
+#: Text frames a terminal's viewer receives, besides its binary output.
+_TERMINAL_OUT: tuple[type[BaseModel], ...] = (TerminalSkipped, TerminalExit, TerminalError)
+_BYTES = {"type": "string", "format": "binary"}
 
 
 def _schemas() -> dict[str, Any]:
@@ -39,6 +58,9 @@ def _schemas() -> dict[str, Any]:
         (Event, "serialization"),
         (TaskCreate, "validation"),
         (EventTrigger, "validation"),
+        (StdinFrame, "validation"),
+        *((model, "serialization") for model in _TERMINAL_OUT),
+        (TerminalResize, "validation"),
     ]
     _, document = models_json_schema(models, ref_template="#/components/schemas/{model}")
     return dict(_asyncapi_schema(document.get("$defs", {})))
@@ -82,6 +104,7 @@ def _channel(address: str, description: str, query: dict[str, Any], inbound: boo
     if inbound:
         messages["taskCreate"] = {"$ref": "#/components/messages/TaskCreate"}
         messages["eventTrigger"] = {"$ref": "#/components/messages/EventTrigger"}
+        messages["stdinWrite"] = {"$ref": "#/components/messages/StdinFrame"}
     channel: dict[str, Any] = {
         "address": address,
         "description": description,
@@ -107,11 +130,13 @@ def _operations(channel: str, inbound: bool) -> dict[str, Any]:
         operations[f"{channel}ReceiveFrames"] = {
             "action": "receive",
             "channel": {"$ref": f"#/channels/{channel}"},
-            "summary": '{"runnable": ...} creates a task; {"detail": ...} triggers an event; anything '
-            "else gets an Error frame.",
+            "summary": '{"runnable": ...} creates a task; {"detail": ...} triggers an event; '
+            '{"stdin": ..., "task_id": ..., "eof": ...} writes to a task\'s open stdin; anything else '
+            "gets an Error frame.",
             "messages": [
                 {"$ref": f"#/channels/{channel}/messages/taskCreate"},
                 {"$ref": f"#/channels/{channel}/messages/eventTrigger"},
+                {"$ref": f"#/channels/{channel}/messages/stdinWrite"},
             ],
         }
     return operations
@@ -143,6 +168,88 @@ def _preview_channel() -> tuple[dict[str, Any], dict[str, Any]]:
         for action in ("send", "receive")
     }
     return channel, operations
+
+
+def _terminal_channel() -> dict[str, Any]:
+    out = {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"} for model in _TERMINAL_OUT}
+    return {
+        "address": "/conversation/{conversation_id}/terminal/{terminal_id}",
+        "description": "A terminal (PTY) of the conversation: its output from byte offset on, exactly "
+        "(no gap, no duplicate; history then live), then live. Several viewers may watch, each from "
+        "its own offset; the terminal outlives them all. After its exit: the exit frame, then a close "
+        f"with {WS_CLOSE_NORMAL}. Unknown terminal (or conversation, or another user's): "
+        f"{WS_CLOSE_NOT_FOUND}.",
+        "parameters": {
+            "conversation_id": {"description": "The conversation's UUID"},
+            "terminal_id": {"description": "The terminal's UUID (POST /conversation/{id}/terminal)"},
+        },
+        "messages": {
+            "output": {"$ref": "#/components/messages/TerminalOutput"},
+            "input": {"$ref": "#/components/messages/TerminalInput"},
+            "resize": {"$ref": "#/components/messages/TerminalResize"},
+            **out,
+        },
+        "bindings": _query(
+            {
+                "offset": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": 0,
+                    "description": "Replay from this byte (0: the start). Older than what is kept: a "
+                    f"skipped frame says where the replay starts. Past the end: close {WS_CLOSE_BAD_QUERY}.",
+                },
+                "token": _TOKEN,
+            }
+        ),
+    }
+
+
+def _terminal_operations() -> dict[str, Any]:
+    channel = {"$ref": "#/channels/terminal"}
+    return {
+        "terminalSendOutput": {
+            "action": "send",
+            "channel": channel,
+            "summary": "Binary frames: the terminal's raw bytes. Text frames: JSON control frames.",
+            "messages": [
+                {"$ref": "#/channels/terminal/messages/output"},
+                *({"$ref": f"#/channels/terminal/messages/{model.__name__}"} for model in _TERMINAL_OUT),
+            ],
+        },
+        "terminalReceiveInput": {
+            "action": "receive",
+            "channel": channel,
+            "summary": "Binary frames are typed into the terminal as they are; a resize text frame "
+            "resizes the PTY.",
+            "messages": [
+                {"$ref": "#/channels/terminal/messages/input"},
+                {"$ref": "#/channels/terminal/messages/resize"},
+            ],
+        },
+    }
+
+
+def _terminal_messages() -> dict[str, Any]:
+    messages: dict[str, Any] = {
+        "TerminalOutput": {
+            "name": "TerminalOutput",
+            "title": "TerminalOutput",
+            "summary": "Raw bytes the terminal wrote (binary frame)",
+            "contentType": "application/octet-stream",
+            "payload": _BYTES,
+        },
+        "TerminalInput": {
+            "name": "TerminalInput",
+            "title": "TerminalInput",
+            "summary": "Raw bytes typed into the terminal (binary frame)",
+            "contentType": "application/octet-stream",
+            "payload": _BYTES,
+        },
+        "TerminalResize": _message("TerminalResize", "Resize the PTY (text frame)"),
+    }
+    for model in _TERMINAL_OUT:
+        messages[model.__name__] = _message(model.__name__, (model.__doc__ or "").strip().split("\n")[0])
+    return messages
 
 
 def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str, Any]:
@@ -177,12 +284,14 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
         "firehose": _channel(
             "/firehose/", "Admins: every event of every conversation, each once.", {}, False
         ),
+        "terminal": _terminal_channel(),
     }
     operations: dict[str, Any] = {}
     for name, inbound in (("conversation", True), ("conversationCreate", True), ("firehose", False)):
         operations.update(_operations(name, inbound))
     channels["preview"], preview_operations = _preview_channel()
     operations.update(preview_operations)
+    operations.update(_terminal_operations())
     document: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": {
@@ -208,6 +317,8 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
                     "contentType": "application/octet-stream",
                     "payload": {"description": "Any text or bytes"},
                 },
+                "StdinFrame": _message("StdinFrame", "Write to a task's open stdin"),
+                **_terminal_messages(),
             },
         },
     }

@@ -1,8 +1,9 @@
-"""WebSocket proxy between one client and one sandbox agent's ``/ws``.
+"""WebSocket proxy between one client and one sandbox agent's ``/ws`` (or another of its sockets).
 
-:func:`connect_upstream` opens the agent's event stream (token in the
-handshake header); :func:`proxy_frames` passes frames both ways until one side closes,
-then closes the other with the same code where that code may be sent:
+:func:`connect_upstream` opens the agent's event stream, :func:`connect_agent_socket`
+any of the agent's sockets (a terminal's), token in the handshake header;
+:func:`proxy_frames` passes frames both ways until one side closes, then closes
+the other with the same code where that code may be sent:
 
 - upstream closed with a sendable code (1000, 4008 too slow, ...) -> that code;
 - upstream closed without one (1005) -> 1000; abnormally (1006, ...) -> 4502
@@ -19,7 +20,7 @@ The upstream is read into a byte-bounded :class:`~gateway.sendqueue.SendQueue`;
 while it is full the upstream is not read (the agent holds the rest, and drops
 a follower past its own lag limits). So what a slow client costs the gateway is
 that bound plus :data:`UPSTREAM_MAX_QUEUE` frames, however large the frames.
-Text frames are relayed as they are, never parsed.
+Text and binary frames are relayed as they are, never parsed.
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ def sendable(code: int | None) -> int:
 
 
 async def connect_upstream(handle: SandboxHandle, after_seq: int, settings: Settings) -> ClientConnection:
-    url = f"ws{handle.base_url.removeprefix('http')}/ws?after_seq={after_seq}"
+    return await connect_agent_socket(handle, f"/ws?after_seq={after_seq}", settings)
+
+
+async def connect_agent_socket(handle: SandboxHandle, path: str, settings: Settings) -> ClientConnection:
+    """The agent's WebSocket at ``path`` (with its query; built by the caller from validated
+    parts only)."""
+    url = f"ws{handle.base_url.removeprefix('http')}{path}"
     try:
         return await websockets.connect(
             url,
@@ -123,10 +130,12 @@ async def proxy_frames(
     ended: Callable[[], bool],
     on_frame: Callable[[], None] = lambda: None,
     settings: Settings,
+    resume_hint: str = "reconnect with after_seq to resume",
 ) -> None:
     """Pump frames between the accepted ``websocket`` and ``upstream`` until either
     closes; close the other side as the module docstring says. ``settings`` give the
-    bounds (``ws_send_buffer_bytes``, ``ws_stall_timeout``, ``ws_close_timeout``)."""
+    bounds (``ws_send_buffer_bytes``, ``ws_stall_timeout``, ``ws_close_timeout``);
+    ``resume_hint`` ends the reason of a too-slow close (how this stream is resumed)."""
     close_timeout = settings.ws_close_timeout
     queue = SendQueue(settings.ws_send_buffer_bytes)
     reader = asyncio.ensure_future(_upstream_to_queue(upstream, queue, settings.ws_stall_timeout))
@@ -154,7 +163,7 @@ async def proxy_frames(
         # The upstream, not read meanwhile, could not take part in a closing handshake: dropped.
         upstream.transport.abort()
         give_back_soon()  # what it and the queue held
-        reason = "too slow: reconnect with after_seq to resume"
+        reason = f"too slow: {resume_hint}"
         await close_client(websocket, WS_CLOSE_TOO_SLOW, reason, within=close_timeout)
         give_back_soon()
         return

@@ -1,11 +1,11 @@
 """The agent's components and their lifecycle, in one place the routes can reach.
 
-:class:`Agent` owns the event log, the task manager and the workspace of one
+:class:`Agent` owns the event log, the task manager, the terminals and the workspace of one
 conversation. :meth:`Agent.start` empties the upload staging dir, reloads the
 state directory and, on the very first start only, records
 ``ConversationStatusUpdate READY`` as event 1.
-:meth:`Agent.stop` cancels running tasks (ending their process groups), then
-writes and fsyncs the logs.
+:meth:`Agent.stop` ends the terminals and cancels running tasks (ending their process
+groups), then writes and fsyncs the logs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sandbox_agent.protocol import (
 )
 from sandbox_agent.settings import AgentSettings
 from sandbox_agent.tasks import TaskManager
+from sandbox_agent.terminals import TerminalManager
 from sandbox_agent.uploads import clear_staging
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Agent:
         )
         self.tasks = TaskManager(settings, self.events, self.workspace)
         self.ports = PortForwarder(settings.port_timeout, settings.max_event_bytes)
+        self.terminals = TerminalManager(settings, self.events)
         self.ready = False
         self._info_json: bytes | None = None
 
@@ -73,11 +75,13 @@ class Agent:
                 )
             )
         await self.tasks.open()
+        await self.terminals.open()
         self.ready = True
         log.info("conversation %s ready (%d events reloaded)", self.conversation_id, found)
 
     async def stop(self) -> None:
         self.ready = False
+        await self.terminals.close()
         await self.tasks.close()
         await self.ports.close()
         await self.events.close()
@@ -104,5 +108,7 @@ class Agent:
                 max_event_bytes=settings.max_event_bytes,
                 subscriber_queue_size=settings.subscriber_queue_size,
                 kill_grace_seconds=settings.kill_grace_seconds,
+                terminal_keep_bytes=settings.terminal_keep_bytes,
+                max_terminals=settings.max_terminals,
             ),
         )

@@ -14,12 +14,20 @@ from fastapi import FastAPI
 from sandbox_agent import __version__, errors
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
-from sandbox_agent.routes import operation_id, ports, system, ws
+from sandbox_agent.routes import operation_id, ports, system, terminals, ws
 from sandbox_agent.routes.proxied import PREVIEW_ROUTER, PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 
 # In matching order: the token-protected routes, then /health and /ready, then the sockets.
-_ROUTERS = (system.router, *PROXIED_ROUTERS, PREVIEW_ROUTER, system.public, ws.router, ports.sockets)
+_ROUTERS = (
+    system.router,
+    *PROXIED_ROUTERS,
+    PREVIEW_ROUTER,
+    system.public,
+    ws.router,
+    terminals.sockets,
+    ports.sockets,
+)
 
 
 def create_app(settings: AgentSettings) -> FastAPI:

@@ -31,6 +31,7 @@ __all__ = [
     "WS_CLOSE_FORBIDDEN",
     "WS_CLOSE_GOING_AWAY",
     "WS_CLOSE_LIMIT_REACHED",
+    "WS_CLOSE_NORMAL",
     "WS_CLOSE_NOT_FOUND",
     "WS_CLOSE_TOO_SLOW",
     "WS_CLOSE_UNAUTHORIZED",
@@ -60,9 +61,11 @@ TOKEN_HEADER: Final = "X-Convoy-Token"
 
 # --- WebSocket close codes --------------------------------------------------------
 
+#: A normal end: a terminal's viewer gets it after the terminal's exit frame.
+WS_CLOSE_NORMAL: Final = 1000
 #: The server is going away (agent or gateway shutdown); reconnect later.
 WS_CLOSE_GOING_AWAY: Final = 1001
-#: Bad query parameters (e.g. ``after_seq`` not an integer >= -1).
+#: Bad query parameters (e.g. ``after_seq`` not an integer >= -1, a terminal ``offset`` past the end).
 WS_CLOSE_BAD_QUERY: Final = 1008
 #: This subscriber fell too far behind. Reconnect with ``after_seq`` set to the last
 #: ``seq`` received; nothing is lost.
@@ -71,7 +74,7 @@ WS_CLOSE_TOO_SLOW: Final = 4008
 WS_CLOSE_UNAUTHORIZED: Final = 4401
 #: Not allowed (admin channel for a user; cross-origin).
 WS_CLOSE_FORBIDDEN: Final = 4403
-#: The conversation does not exist (or is not yours).
+#: The conversation does not exist (or is not yours), or the terminal does not.
 WS_CLOSE_NOT_FOUND: Final = 4404
 #: The conversation ended (deleted, reaped or failed).
 WS_CLOSE_CONVERSATION_ENDED: Final = 4410
@@ -83,13 +86,14 @@ WS_CLOSE_UPSTREAM_UNAVAILABLE: Final = 4502
 #: Every close code a client may see, with what it means (the AsyncAPI document's table).
 WS_CLOSE_CODES: Final[Mapping[int, str]] = MappingProxyType(
     {
+        WS_CLOSE_NORMAL: "a terminal exited (after its exit frame)",
         WS_CLOSE_GOING_AWAY: "the server is stopping: reconnect later with after_seq",
-        WS_CLOSE_BAD_QUERY: "bad query parameters",
+        WS_CLOSE_BAD_QUERY: "bad query parameters (after_seq; a terminal's offset past its end)",
         WS_CLOSE_TOO_SLOW: "too slow (stalled with a full buffer, or too far behind): reconnect with "
         "after_seq = the last seq received; nothing is lost",
         WS_CLOSE_UNAUTHORIZED: "no or wrong API key",
         WS_CLOSE_FORBIDDEN: "not allowed (the firehose is for admins; cross-origin)",
-        WS_CLOSE_NOT_FOUND: "unknown conversation, or another user's",
+        WS_CLOSE_NOT_FOUND: "unknown conversation, or another user's; unknown terminal",
         WS_CLOSE_CONVERSATION_ENDED: "the conversation ended: deleted, reaped, or failed",
         WS_CLOSE_LIMIT_REACHED: "a limit was reached: conversations, creates, or open WebSockets per "
         "principal (an Error frame says which)",

@@ -70,6 +70,12 @@ class Unprocessable(AgentError):
     status_code = 422
 
 
+class LimitReached(AgentError):
+    """A count the agent bounds (terminals running at once) is reached."""
+
+    status_code = 429
+
+
 class Forbidden(AgentError):
     """The file system refuses the operation (permissions, read-only)."""
 

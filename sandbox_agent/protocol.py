@@ -93,6 +93,11 @@ class _ProcessRunnable(BaseModel):
     idle_timeout: float | None = Field(
         None, gt=0, description="Seconds without output before the task is ended."
     )
+    stdin: bool = Field(
+        False,
+        description="Keep the process's stdin open (a pipe): write to it with POST .../task/{task_id}/stdin "
+        'or a WebSocket frame {"stdin": ..., "task_id": ...}. Otherwise stdin is /dev/null.',
+    )
 
 
 class Shell(_ProcessRunnable):
@@ -168,6 +173,16 @@ class OutputTruncated(BaseModel):
     path: str
 
 
+class TerminalExited(BaseModel):
+    """A terminal's process ended (its output is never in the event log: replay it from the terminal)."""
+
+    type: Literal["TerminalExited"] = "TerminalExited"
+    terminal_id: UUID
+    exit_code: int | None = Field(
+        None, description="The leader's exit code (negative: killed by that signal)."
+    )
+
+
 class Tick(BaseModel):
     type: Literal["Tick"] = "Tick"
     task_id: UUID
@@ -221,6 +236,7 @@ SYSTEM_DETAILS: tuple[type[BaseModel], ...] = (
     Tick,
     ErrorEvent,
     Forked,
+    TerminalExited,
 )
 RESERVED_TYPES: frozenset[str] = frozenset(
     str(model.model_fields["type"].default) for model in SYSTEM_DETAILS
@@ -240,6 +256,7 @@ EventDetail = Annotated[
     | Annotated[Tick, Tag("Tick")]
     | Annotated[ErrorEvent, Tag("Error")]
     | Annotated[Forked, Tag("Forked")]
+    | Annotated[TerminalExited, Tag("TerminalExited")]
     | Annotated[ClientEvent, Tag("client")],
     Discriminator(_detail_tag),
 ]
@@ -260,6 +277,102 @@ class EventTrigger(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     detail: ClientEvent
+
+
+# --- stdin of a running task -------------------------------------------------------
+
+
+class StdinFrame(BaseModel):
+    """WebSocket frame: write ``stdin`` (UTF-8) to a task started with ``"stdin": true``;
+    ``eof`` closes its stdin afterwards."""
+
+    model_config = ConfigDict(extra="forbid")
+    task_id: UUID
+    stdin: str = ""
+    eof: bool = False
+
+
+class StdinWritten(BaseModel):
+    """Answer of ``POST /task/{task_id}/stdin``."""
+
+    task_id: UUID
+    written: int = Field(description="Bytes written to the task's stdin by this request.")
+    closed: bool = Field(description="Whether the task's stdin is now closed (eof).")
+
+
+# --- terminals (PTYs) --------------------------------------------------------------
+
+
+class TerminalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cols: int = Field(80, ge=1, le=1000)
+    rows: int = Field(24, ge=1, le=1000)
+    command: str | list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        min_length=1,
+        description="A shell command line (/bin/sh -c), an argv, or null: the user's login shell "
+        "(/bin/sh when it has none).",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _no_nul(cls, value: str | list[str] | None) -> str | list[str] | None:
+        parts = [value] if isinstance(value, str) else value or []
+        if any("\0" in part for part in parts):
+            raise ValueError("a command cannot contain a NUL character")
+        return value
+
+
+class TerminalStatus(StrEnum):
+    RUNNING = "RUNNING"
+    EXITED = "EXITED"
+
+
+class Terminal(BaseModel):
+    id: UUID
+    command: list[str] = Field(description="The argv that runs in it.")
+    cols: int
+    rows: int
+    status: TerminalStatus
+    created_at: datetime
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    size: int = Field(0, description="Bytes of output so far: the offset of the next byte.")
+    kept_from: int = Field(0, description="The oldest offset still kept (older output was dropped).")
+
+
+class TerminalResize(BaseModel):
+    """Text frame from a viewer: resize the PTY (TIOCSWINSZ; its processes get SIGWINCH)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["resize"]
+    cols: int = Field(ge=1, le=1000)
+    rows: int = Field(ge=1, le=1000)
+
+
+class TerminalSkipped(BaseModel):
+    """Text frame to a viewer: the bytes before ``offset`` are no longer kept; the binary
+    frames that follow start at ``offset`` (the viewer asked for ``requested``)."""
+
+    type: Literal["skipped"] = "skipped"
+    requested: int
+    offset: int
+
+
+class TerminalExit(BaseModel):
+    """Text frame to a viewer, after the last output byte: the terminal's process ended;
+    the server then closes with 1000."""
+
+    type: Literal["exit"] = "exit"
+    exit_code: int | None
+    size: int = Field(description="Total bytes of output: the offset after the last byte.")
+
+
+class TerminalError(BaseModel):
+    """Text frame to a viewer whose text frame could not be used (the socket stays open)."""
+
+    type: Literal["error"] = "error"
+    message: str
 
 
 # --- files ------------------------------------------------------------------------
@@ -283,6 +396,8 @@ class AgentLimits(BaseModel):
     max_event_bytes: int
     subscriber_queue_size: int
     kill_grace_seconds: float
+    terminal_keep_bytes: int = Field(description="Output kept per terminal for replay (at least).")
+    max_terminals: int = Field(description="Terminals that may run at once.")
 
 
 class AgentInfo(BaseModel):

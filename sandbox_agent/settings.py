@@ -76,6 +76,22 @@ class AgentSettings(BaseModel):
         "tells an out-of-memory kill from another SIGKILL. Unset: this process's memory cgroup.",
     )
 
+    # --- terminals (sandbox_agent.terminals) ---------------------------------------
+    terminal_keep_bytes: int = Field(
+        4 * MiB,
+        ge=4096,
+        description="Output kept per terminal for replay: at least the last this many bytes (at most "
+        "twice that on disk); a viewer asking for an older offset is told and gets the oldest kept.",
+    )
+    max_terminals: int = Field(
+        16, ge=1, description="Terminals running at once; as many exited ones are kept."
+    )
+
+    @property
+    def terminals_dir(self) -> Path:
+        """Each terminal's output file; emptied when the agent starts (terminals do not survive it)."""
+        return self.state_dir / "terminals"
+
     @property
     def output_dir_name(self) -> str:
         """Workspace-relative directory that receives output past a task's budget."""

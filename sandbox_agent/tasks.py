@@ -14,6 +14,9 @@ Contract:
   started.
 - A process killed by the kernel's OOM killer ends ERROR with an error that
   says "out of memory" (see :mod:`sandbox_agent.runnables.oom`).
+- A Shell or Python task created with ``"stdin": true`` keeps its stdin open (a
+  pipe) while it runs: :meth:`stdin` gives it to the writers (see
+  :mod:`sandbox_agent.stdin`).
 - ``cancel`` answers once the task is final (or after the kill grace period
   plus a margin, still CANCELLING); a finished task cannot be cancelled (409).
 """
@@ -34,6 +37,7 @@ from sandbox_agent.journal import Journal
 from sandbox_agent.protocol import Task, TaskCreate, TaskStatus, TaskStatusUpdate, Ticker
 from sandbox_agent.runnables import Outcome, TaskContext, runner_for
 from sandbox_agent.settings import AgentSettings
+from sandbox_agent.stdin import TaskStdin
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ class TaskManager:
         self._tasks: dict[UUID, Task] = {}
         self._order: list[UUID] = []
         self._running: dict[UUID, asyncio.Task[Outcome]] = {}
+        self._stdin: dict[UUID, TaskStdin] = {}
         self._closing = False
 
     async def open(self) -> None:
@@ -143,6 +148,8 @@ class TaskManager:
             cwd=cwd,
             on_output=lambda size, truncated: self._on_output(task, size, truncated),
         )
+        if getattr(runnable, "stdin", False):
+            context.stdin = self._stdin[task.id] = TaskStdin(task.id)
         running = asyncio.create_task(self._run(task, context), name=f"task:{task.id}")
         self._running[task.id] = running
         running.add_done_callback(lambda done: self._finished(task, done))
@@ -160,6 +167,19 @@ class TaskManager:
             await asyncio.wait({running}, timeout=self._settings.kill_grace_seconds + 5.0)
         return task
 
+    def stdin(self, task_id: UUID) -> TaskStdin:
+        """The open stdin of a running task (404 unknown; 409 finished, not started with
+        ``"stdin": true``, or closed)."""
+        task = self.get(task_id)
+        if task.status.is_final:
+            raise Conflict(f"task {task_id} is already {task.status.value}: it takes no more stdin")
+        if not getattr(task.runnable, "stdin", False):
+            raise Conflict(f'task {task_id} was not started with "stdin": true: it has no open stdin')
+        pipe = self._stdin.get(task_id)
+        if pipe is None or pipe.closed:
+            raise Conflict(f"the stdin of task {task_id} is closed")
+        return pipe
+
     # --- running --------------------------------------------------------------
 
     async def _run(self, task: Task, context: TaskContext) -> Outcome:
@@ -168,6 +188,9 @@ class TaskManager:
 
     def _finished(self, task: Task, done: asyncio.Task[Outcome]) -> None:
         self._running.pop(task.id, None)
+        pipe = self._stdin.pop(task.id, None)
+        if pipe is not None:
+            pipe.detach()
         if task.status.is_final:
             return
         if done.cancelled():

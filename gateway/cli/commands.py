@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, doctor, files, lifecycle, mcp, ports, tasks
+from gateway.cli import conversations, doctor, files, lifecycle, mcp, ports, shell, tasks
 
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to ``app``."""
     conversations.register(app)
     tasks.register(app)
+    shell.register(app)
     files.register(app)
     ports.register(app)
     lifecycle.register(app)

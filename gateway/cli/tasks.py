@@ -1,8 +1,9 @@
 """``convoy exec``, ``run`` and ``events``: running commands in a sandbox and watching what happens.
 
 ``exec`` streams the task's stdout and stderr to ours as they arrive and exits with the task's
-exit code; the first Ctrl-C (or SIGTERM) cancels the remote task, waits for it to end and exits
-128 + the signal number.
+exit code; with ``-i`` our stdin is streamed to the task's as it comes, and its end closes the
+task's stdin (the task reads EOF). The first Ctrl-C (or SIGTERM) cancels the remote task,
+waits for it to end and exits 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from gateway.cli._render import event_line, print_json, transfer_meter
 from gateway.cli._state import JsonOption, run_async, state
+from gateway.cli._stdin import local_chunks
 from gateway.cli.conversations import (
     CpusOption,
     EnvOption,
@@ -29,6 +31,7 @@ from gateway.cli.conversations import (
     parse_env,
 )
 from gateway.client._conversation import AsyncConversationHandle
+from gateway.client._exceptions import Conflict
 from gateway.client._tasks import AsyncTaskRun, TaskResult, shell
 from sandbox_agent.protocol import OutputTruncated, Runnable, TaskOutput, TaskStatus
 
@@ -93,9 +96,16 @@ async def _cancel(run: AsyncTaskRun) -> None:
         print(f"convoy: task {run.id} cancelled", file=sys.stderr, flush=True)
 
 
-async def execute(handle: AsyncConversationHandle, runnable: Runnable) -> int:
-    """Start ``runnable``, stream its output, answer its exit status; on cancellation (Ctrl-C)
-    cancel the remote task before re-raising."""
+async def _feed_stdin(run: AsyncTaskRun) -> None:
+    """Our stdin to the task's, chunk by chunk as it comes; its end closes the task's stdin."""
+    with contextlib.suppress(Conflict):  # the task ended or closed its stdin: the rest is not wanted
+        async for data in local_chunks(sys.stdin.fileno()):
+            await run.write_stdin(data, eof=not data)
+
+
+async def execute(handle: AsyncConversationHandle, runnable: Runnable, feed_stdin: bool = False) -> int:
+    """Start ``runnable``, stream its output (and our stdin to it, with ``feed_stdin``), answer
+    its exit status; on cancellation (Ctrl-C) cancel the remote task before re-raising."""
     starting = asyncio.ensure_future(handle.start(runnable, title="convoy exec"))
     try:
         run = await asyncio.shield(starting)
@@ -104,12 +114,18 @@ async def execute(handle: AsyncConversationHandle, runnable: Runnable) -> int:
         with contextlib.suppress(Exception):
             await _cancel(await asyncio.wait_for(starting, CANCEL_WAIT))
         raise
+    feeder = asyncio.ensure_future(_feed_stdin(run)) if feed_stdin else None
     try:
         return await _stream(run)
     except BaseException:  # Ctrl-C, a closed stdout, a lost gateway: never leave it running
         if not run.done:
             await _cancel(run)
         raise
+    finally:
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
 
 
 def register(app: typer.Typer) -> None:
@@ -121,15 +137,19 @@ def register(app: typer.Typer) -> None:
         cwd: CwdOption = ".",
         env: EnvOption = None,
         timeout: TimeoutOption = None,
+        interactive: Annotated[
+            bool,
+            typer.Option("--interactive", "-i", help="Stream our stdin to the command's (EOF closes it)."),
+        ] = False,
         json_output: JsonOption = False,
     ) -> None:
         """Run a command in a conversation's sandbox, streaming its output; exits with its exit code."""
         cli = state(ctx, json_output)
-        runnable = shell(as_command(command), cwd=cwd, env=parse_env(env), timeout=timeout)
+        runnable = shell(as_command(command), cwd=cwd, env=parse_env(env), timeout=timeout, stdin=interactive)
 
         async def go() -> int:
             async with open_conversation(cli, conversation_id) as handle:
-                return await execute(handle, runnable)
+                return await execute(handle, runnable, feed_stdin=interactive)
 
         run_async(go)
 

@@ -11,7 +11,8 @@
 
 Each asyncio class has a blocking twin of the same name without ``Async``: ``AsyncConvoyClient`` /
 ``ConvoyClient``, ``AsyncConversationHandle`` / ``ConversationHandle``, ``AsyncTaskRun`` / ``TaskRun``,
-``AsyncFiles`` / ``Files``. Every failure is a :class:`ConvoyError`; the subclasses say which kind
+``AsyncFiles`` / ``Files``, ``AsyncTerminal`` / ``Terminal`` (a PTY in the sandbox and a viewer of it).
+Every failure is a :class:`ConvoyError`; the subclasses say which kind
 (the tree is in ``gateway.client._exceptions``). ``transport=`` takes an ``httpx.AsyncBaseTransport``
 (``httpx.MockTransport`` in tests). The pieces live in private ``gateway.client._*`` modules (http
 transport, events, tasks, files, the sync wrapper); import them from here.
@@ -41,8 +42,9 @@ from gateway.client._exceptions import (
     WebSocketClosed,
 )
 from gateway.client._files import AsyncFiles
-from gateway.client._sync import ConversationHandle, ConvoyClient, Files, TaskRun
+from gateway.client._sync import ConversationHandle, ConvoyClient, Files, TaskRun, Terminal
 from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell
+from gateway.client._terminals import AsyncTerminal
 from gateway.models import Conversation, ConversationLimits, ConversationStatus, Snapshot
 from sandbox_agent.protocol import Event, FileInfo, Task, TaskOutput, TaskStatus
 
@@ -51,6 +53,7 @@ __all__ = [
     "AsyncConvoyClient",
     "AsyncFiles",
     "AsyncTaskRun",
+    "AsyncTerminal",
     "BadRequest",
     "Conflict",
     "Conversation",
@@ -76,6 +79,7 @@ __all__ = [
     "TaskResult",
     "TaskRun",
     "TaskStatus",
+    "Terminal",
     "Unauthorized",
     "UnexpectedResponse",
     "WebSocketClosed",

@@ -19,6 +19,7 @@ from gateway.client._events import follow_events, history
 from gateway.client._exceptions import GatewayUnavailable, NotFound, SandboxFailed
 from gateway.client._files import AsyncFiles
 from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell, start_task
+from gateway.client._terminals import AsyncTerminal, create_terminal, write_stdin
 from gateway.client._transport import Connection, parse_json, parse_model
 from gateway.models import (
     Conversation,
@@ -28,7 +29,16 @@ from gateway.models import (
     Snapshot,
     SnapshotCreate,
 )
-from sandbox_agent.protocol import AgentInfo, Event, FileInfo, Runnable, Task, TaskStatus
+from sandbox_agent.protocol import (
+    AgentInfo,
+    Event,
+    FileInfo,
+    Runnable,
+    StdinWritten,
+    Task,
+    TaskStatus,
+    Terminal,
+)
 
 
 class AsyncConversationHandle:
@@ -202,6 +212,29 @@ class AsyncConversationHandle:
         """Cancel a task (its whole process group); does not wait for it to end."""
         response = await self._conn.request("DELETE", f"/conversation/{self.id}/task/{task_id}")
         return parse_model(Task, parse_json(response)) if response.content else await self.task(task_id)
+
+    async def write_stdin(self, task_id: UUID | str, data: bytes | str, *, eof: bool = False) -> StdinWritten:
+        """Write to the stdin of a task started with ``stdin=True``; ``eof`` closes it afterwards.
+        A task without open stdin (or finished) raises :class:`Conflict`."""
+        return await write_stdin(self._conn, self.id, task_id, data, eof)
+
+    # --- terminals --------------------------------------------------------------------
+
+    async def open_terminal(
+        self, *, cols: int = 80, rows: int = 24, command: str | Sequence[str] | None = None
+    ) -> AsyncTerminal:
+        """Start a terminal (default: the sandbox user's login shell); ``connect()`` it to use it."""
+        argv = command if command is None or isinstance(command, str) else list(command)
+        return await create_terminal(self._conn, self.id, cols, rows, argv)
+
+    async def terminal(self, terminal_id: UUID | str) -> AsyncTerminal:
+        """An existing terminal (not connected yet)."""
+        info = await self._conn.get_model(f"/conversation/{self.id}/terminal/{terminal_id}", Terminal)
+        return AsyncTerminal(self._conn, self.id, info)
+
+    def terminals(self) -> AsyncGenerator[Terminal, None]:
+        """Every terminal of the conversation, running or exited."""
+        return self._conn.pages(f"/conversation/{self.id}/terminal", Terminal, {"limit": 100})
 
     # --- events -----------------------------------------------------------------------
 

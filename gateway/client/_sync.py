@@ -20,8 +20,10 @@ from gateway.client._conversation import AsyncConversationHandle
 from gateway.client._files import AsyncFiles
 from gateway.client._loop import BackgroundLoop
 from gateway.client._tasks import AsyncTaskRun
+from gateway.client._terminals import AsyncTerminal
 from gateway.models import Conversation, ConversationStatus
-from sandbox_agent.protocol import Task
+from sandbox_agent.protocol import Task, TerminalExit
+from sandbox_agent.protocol import Terminal as TerminalInfo
 
 A = TypeVar("A")
 P = ParamSpec("P")
@@ -102,6 +104,52 @@ class TaskRun(_Blocking[AsyncTaskRun]):
     wait = _blocking(AsyncTaskRun.wait)
     refresh = _blocking(AsyncTaskRun.refresh)
     cancel = _blocking(AsyncTaskRun.cancel)
+    write_stdin = _blocking(AsyncTaskRun.write_stdin)
+
+
+class Terminal(_Blocking[AsyncTerminal]):
+    """A terminal and one viewer connection to it (blocking view of :class:`AsyncTerminal`);
+    ``with`` closes the connection, not the terminal."""
+
+    @property
+    def id(self) -> UUID:
+        return self.aio.id
+
+    @property
+    def info(self) -> TerminalInfo:
+        return self.aio.info
+
+    @property
+    def offset(self) -> int:
+        return self.aio.offset
+
+    @property
+    def exit(self) -> TerminalExit | None:
+        return self.aio.exit
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.aio.exit_code
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def connect(self, offset: int | None = None) -> Terminal:
+        """Open a viewer connection (see :meth:`AsyncTerminal.connect`)."""
+        self._loop.call(self.aio.connect(offset))
+        return self
+
+    send = _blocking(AsyncTerminal.send)
+    recv = _blocking(AsyncTerminal.recv)
+    resize = _blocking(AsyncTerminal.resize)
+    close = _blocking(AsyncTerminal.close)
+    refresh = _blocking(AsyncTerminal.refresh)
+    delete = _blocking(AsyncTerminal.delete)
 
 
 class Files(_Blocking[AsyncFiles]):
@@ -172,6 +220,10 @@ class ConversationHandle(_Blocking[AsyncConversationHandle]):
     event = _blocking(AsyncConversationHandle.event)
     trigger = _blocking(AsyncConversationHandle.trigger)
     port_link = _blocking(AsyncConversationHandle.port_link)
+    write_stdin = _blocking(AsyncConversationHandle.write_stdin)
+    open_terminal = _viewing(AsyncConversationHandle.open_terminal, Terminal)
+    terminal = _viewing(AsyncConversationHandle.terminal, Terminal)
+    terminals = _iterating(AsyncConversationHandle.terminals)
 
 
 class ConvoyClient(_Blocking[AsyncConvoyClient]):

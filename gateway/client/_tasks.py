@@ -14,6 +14,7 @@ from uuid import UUID
 
 from gateway.client._events import follow_events, history
 from gateway.client._exceptions import SandboxFailed, TaskFailed
+from gateway.client._terminals import write_stdin
 from gateway.client._transport import Connection, parse_json, parse_model
 from sandbox_agent.protocol import (
     Event,
@@ -21,6 +22,7 @@ from sandbox_agent.protocol import (
     Python,
     Runnable,
     Shell,
+    StdinWritten,
     Task,
     TaskOutput,
     TaskStatus,
@@ -35,10 +37,14 @@ def shell(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     idle_timeout: float | None = None,
+    stdin: bool = False,
 ) -> Shell:
-    """A ``Shell`` runnable: a string runs under ``/bin/sh -c``, a sequence is an argv."""
+    """A ``Shell`` runnable: a string runs under ``/bin/sh -c``, a sequence is an argv.
+    ``stdin`` keeps its stdin open for :meth:`AsyncTaskRun.write_stdin`."""
     argv: str | list[str] = command if isinstance(command, str) else list(command)
-    return Shell(command=argv, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout)
+    return Shell(
+        command=argv, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout, stdin=stdin
+    )
 
 
 def python(
@@ -48,9 +54,13 @@ def python(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     idle_timeout: float | None = None,
+    stdin: bool = False,
 ) -> Python:
-    """A ``Python`` runnable: ``code`` run by a separate interpreter in the sandbox."""
-    return Python(code=code, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout)
+    """A ``Python`` runnable: ``code`` run by a separate interpreter in the sandbox.
+    ``stdin`` keeps its stdin open for :meth:`AsyncTaskRun.write_stdin`."""
+    return Python(
+        code=code, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout, stdin=stdin
+    )
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,11 @@ class AsyncTaskRun:
         path = f"/conversation/{self.conversation_id}/task/{self.task.id}"
         self.task = await self._conn.get_model(path, Task)
         return self.task
+
+    async def write_stdin(self, data: bytes | str, *, eof: bool = False) -> StdinWritten:
+        """Write to the task's stdin (it was started with ``stdin=True``); ``eof`` closes it
+        afterwards. A task without open stdin (or finished) raises :class:`Conflict`."""
+        return await write_stdin(self._conn, self.conversation_id, self.task.id, data, eof)
 
     async def cancel(self) -> Task:
         """Ask the sandbox to cancel the task (its whole process group); does not wait for the end."""

@@ -225,6 +225,10 @@ class WebSocket:
     async def send_json(self, value: Any) -> None:
         await self._send(json.dumps(value))
 
+    async def send_bytes(self, data: bytes) -> None:
+        """A binary frame."""
+        await self._send(data)
+
     async def recv(self) -> str | bytes:
         """The next frame: ``str`` for a text frame, ``bytes`` for a binary one."""
         try:
@@ -253,7 +257,7 @@ class WebSocket:
         with contextlib.suppress(websockets.WebSocketException, OSError):
             await self._ws.close(code, reason)
 
-    async def _send(self, message: str) -> None:
+    async def _send(self, message: str | bytes) -> None:
         try:
             await self._ws.send(message)
         except websockets.ConnectionClosed:

@@ -1,4 +1,4 @@
-"""The three WebSocket routes: follow one conversation, create-and-follow, firehose.
+"""The WebSocket routes: follow one conversation, create-and-follow, firehose, a terminal.
 
 Refusals happen after the handshake, with a close code a browser can read:
 4401 no or wrong key, 4403 not allowed, 4404 unknown conversation (or another
@@ -23,6 +23,7 @@ from gateway.context import GatewayContext, context_of
 from gateway.errors import GatewayError, LimitReached
 from gateway.following import error_frame, follow
 from gateway.models import ConversationCreate
+from gateway.terminal_relay import relay_terminal
 from gateway.wsproxy import close_client
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
@@ -117,3 +118,30 @@ async def firehose(websocket: WebSocket) -> None:
     await websocket.accept()
     with contextlib.suppress(OSError):
         await context.firehose.serve(websocket)
+
+
+@router.websocket("/conversation/{conversation_id}/terminal/{terminal_id}")
+async def attach_terminal(websocket: WebSocket, conversation_id: str, terminal_id: str) -> None:
+    """View and type into a terminal: its output from byte ``offset`` (default 0) as binary
+    frames, then live; binary frames sent are typed into it, a text frame
+    ``{"type": "resize", "cols", "rows"}`` resizes it (see :mod:`gateway.terminal_relay`)."""
+    context = context_of(websocket)
+    principal = await _principal(websocket, context)
+    if principal is None:
+        return
+    try:
+        offset = int(websocket.query_params.get("offset", "0"))
+        if offset < 0:
+            raise ValueError
+    except ValueError:
+        await _refuse(websocket, WS_CLOSE_BAD_QUERY, "offset must be an integer >= 0")
+        return
+    try:
+        record = context.manager.get(UUID(conversation_id), principal)
+        terminal = UUID(terminal_id)
+    except (ValueError, GatewayError):
+        await _refuse(
+            websocket, WS_CLOSE_NOT_FOUND, f"conversation {conversation_id} or its terminal not found"
+        )
+        return
+    await relay_terminal(websocket, context, record, terminal, offset)

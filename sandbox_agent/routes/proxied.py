@@ -2,7 +2,7 @@
 
 What is not here is never reachable through the gateway: ``/status`` and
 ``/openapi.json`` (the gateway's own calls), ``/health``, ``/ready`` and the
-``/ws`` socket (relayed by the gateway's own WebSocket routes). The gateway
+``/ws`` and ``/terminal/{id}`` sockets (relayed by the gateway's own WebSocket routes). The gateway
 builds its proxied routes from these routers (:mod:`gateway.routes.proxied`).
 
 The preview routes (``/port/{port}/{path}``, :data:`PREVIEW_ROUTER`) reach the user
@@ -15,8 +15,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sandbox_agent.routes import events, files, ports, system, tasks
+from sandbox_agent.routes import events, files, ports, stdin, system, tasks, terminals
 
-PROXIED_ROUTERS: tuple[APIRouter, ...] = (events.router, tasks.router, files.router, system.proxied)
+PROXIED_ROUTERS: tuple[APIRouter, ...] = (
+    events.router,
+    tasks.router,
+    stdin.router,
+    files.router,
+    system.proxied,
+    terminals.router,
+)
 
 PREVIEW_ROUTER: APIRouter = ports.router

@@ -7,8 +7,9 @@ Contract:
   in seq order, history then live, with no gap and no duplicate (one
   :class:`~sandbox_agent.events.Follower` reads both).
 - A frame ``{"runnable": ..., "title": ...}`` creates a task; ``{"detail": ...}``
-  triggers an event; anything else (not JSON, nested too deeply: see
-  :mod:`sandbox_agent.frames`) gets an ``Error`` envelope (seq 0, not
+  triggers an event; ``{"stdin": "...", "task_id": ..., "eof": false}`` writes to
+  the stdin of a task started with ``"stdin": true`` (``eof`` closes it); anything
+  else (not JSON, nested too deeply: see :mod:`sandbox_agent.frames`) gets an ``Error`` envelope (seq 0, not
   stored) on this socket only, which stays open.
 - A subscriber that falls ``subscriber_queue_size`` events or
   ``subscriber_lag_bytes`` bytes behind is closed with 4008
@@ -43,12 +44,16 @@ from sandbox_agent.protocol import (
     WS_CLOSE_UNAUTHORIZED,
     ErrorEvent,
     EventTrigger,
+    StdinFrame,
     TaskCreate,
 )
 from sandbox_agent.race import finished, race
 
 router = APIRouter(tags=["events"])
 
+_EXPECTED = (
+    'expected {"runnable": {...}, "title": ...}, {"detail": {...}} or {"stdin": "...", "task_id": ...}'
+)
 #: Seconds a closing subscriber gets to take the close frame.
 CLOSE_TIMEOUT = 10.0
 
@@ -127,11 +132,15 @@ async def _handle_frame(text: str, agent: Agent) -> ErrorEvent | None:
         frame: Any = parse_frame(text)
     except BadFrame as error:
         return ErrorEvent(message=str(error))
-    if not isinstance(frame, dict) or not ({"runnable", "detail"} & frame.keys()):
-        return ErrorEvent(message='expected {"runnable": {...}, "title": ...} or {"detail": {...}}')
+    if not isinstance(frame, dict) or not ({"runnable", "detail", "stdin", "eof"} & frame.keys()):
+        return ErrorEvent(message=_EXPECTED)
     try:
         if "runnable" in frame:
             await agent.tasks.create(TaskCreate.model_validate(frame))
+        elif "stdin" in frame or "eof" in frame:
+            write = StdinFrame.model_validate(frame)
+            pipe = agent.tasks.stdin(write.task_id)
+            await pipe.write(write.stdin.encode(errors="replace"), eof=write.eof)
         else:
             agent.events.append(EventTrigger.model_validate(frame).detail)
     except ValidationError as error:

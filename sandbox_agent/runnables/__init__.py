@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from sandbox_agent.settings import AgentSettings
+
+if TYPE_CHECKING:
+    from sandbox_agent.stdin import TaskStdin
 
 
 @dataclass
@@ -36,6 +39,9 @@ class TaskContext:
     cwd: Path
     #: Called with (bytes produced so far, truncated?) as output arrives.
     on_output: Callable[[int, bool], None] = field(default=lambda size, truncated: None)
+    #: The task's stdin, when it was started with ``"stdin": true``: the runner attaches the
+    #: process's pipe once it runs and detaches it when it ends.
+    stdin: TaskStdin | None = None
 
 
 Runner = Callable[[Any, TaskContext], Awaitable[Outcome]]

@@ -1,6 +1,10 @@
 """Running one process for a task: its own group, streamed output, timeouts, cancel.
 
 Contract of :func:`run_process`:
+- stdin is ``/dev/null``; the ``stdin_data`` bytes (then EOF); or, with a
+  :class:`~sandbox_agent.stdin.TaskStdin` in the context, a pipe kept open for
+  ``POST /task/{id}/stdin`` until an eof or the end of the process. ``pass_fds``
+  are handed to the child and closed here once it started (or failed to).
 - The process starts in a new session (its own process group) in the task's
   ``cwd``, with the agent's environment minus its token, plus the runnable's
   ``env``, as the sandbox user when the agent was started as root (see
@@ -50,24 +54,34 @@ async def run_process(
     timeout: float | None,  # noqa: ASYNC109 - the task's limit, enforced with its idle twin below
     idle_timeout: float | None,
     stdin_data: bytes | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> Outcome:
     loop = asyncio.get_running_loop()
-    oom_before = await oom_kills(context.settings)
+    open_stdin = context.stdin
     try:
+        oom_before = await oom_kills(context.settings)
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(loop),
             *argv,
             cwd=context.cwd,
             env=child_env(env),
-            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_data is not None or open_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
             user=task_uid(),
+            pass_fds=pass_fds,
         )
     except OSError as error:
+        if open_stdin is not None:
+            open_stdin.detach()
         return Outcome(exit_code=127, error=f"cannot start {argv[0]!r}: {error.strerror or error}")
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
     proc = asyncio.subprocess.Process(transport, protocol, loop)
+    if open_stdin is not None and proc.stdin is not None:
+        open_stdin.attach(proc.stdin)
     group = ProcessGroup(proc.pid, context.settings.kill_grace_seconds)
     sink = OutputSink(context)
     last_output = [loop.time()]
@@ -93,6 +107,8 @@ async def run_process(
         await group.terminate()
         raise
     finally:
+        if open_stdin is not None:
+            open_stdin.detach()
         for helper in [*pumps, *([feeder] if feeder else [])]:
             helper.cancel()
         transport.close()

@@ -66,6 +66,13 @@ async def process_harness(tmp_path: Path, serve: Serve) -> AsyncIterator[Harness
         yield made
 
 
+@pytest.fixture
+async def docker_harness(tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
+    """The Docker runtime only; its tests are marked ``docker`` themselves."""
+    async with _harness("docker", tmp_path, serve) as made:
+        yield made
+
+
 @pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
 async def any_harness(request: pytest.FixtureRequest, tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
     async with _harness(str(request.param), tmp_path, serve) as made:

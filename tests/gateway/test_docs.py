@@ -50,6 +50,11 @@ SEED_ROUTES = {
     ("get", "/conversation/{conversation_id}/file-search"),
     ("get", "/conversation/{conversation_id}/file-count"),
     ("get", "/conversation/{conversation_id}/agent-info"),
+    ("post", "/conversation/{conversation_id}/task/{task_id}/stdin"),
+    ("post", "/conversation/{conversation_id}/terminal"),
+    ("get", "/conversation/{conversation_id}/terminal"),
+    ("get", "/conversation/{conversation_id}/terminal/{terminal_id}"),
+    ("delete", "/conversation/{conversation_id}/terminal/{terminal_id}"),
 }
 
 
@@ -102,6 +107,13 @@ async def test_openapi_covers_every_route_with_schemas(harness: Harness) -> None
     }
     download = operation("get", "/conversation/{conversation_id}/file-content/{path}")["responses"]["200"]
     assert "application/octet-stream" in download["content"]
+    stdin = operation("post", "/conversation/{conversation_id}/task/{task_id}/stdin")
+    assert "application/octet-stream" in stdin["requestBody"]["content"]
+    assert {"eof"} <= {parameter["name"] for parameter in stdin["parameters"]}
+    assert "409" in stdin["responses"]
+    assert _response_schema(operation("post", "/conversation/{conversation_id}/terminal")) == {
+        "$ref": "#/components/schemas/Terminal"
+    }
 
 
 def _event_validator(document: dict[str, Any]) -> jsonschema.Draft202012Validator:
@@ -157,8 +169,14 @@ async def test_asyncapi_is_valid_asyncapi_3(harness: Harness) -> None:
         "/conversation/",
         "/firehose/",
         "/conversation/{conversation_id}/port/{port}/{path}",
+        "/conversation/{conversation_id}/terminal/{terminal_id}",
     }
-    assert {"Event", "TaskCreate", "EventTrigger"} <= set(document["components"]["schemas"])
+    assert {"Event", "TaskCreate", "EventTrigger", "StdinFrame", "TerminalResize", "TerminalExit"} <= set(
+        document["components"]["schemas"]
+    )
+    terminal = document["channels"]["terminal"]
+    assert {"output", "input", "resize", "TerminalSkipped", "TerminalExit"} <= set(terminal["messages"])
+    assert document["components"]["messages"]["TerminalOutput"]["contentType"] == "application/octet-stream"
     validator = _asyncapi_validator()
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
@@ -214,7 +232,7 @@ def _proxied_operations() -> set[tuple[str, str]]:
 def test_the_gateway_documents_each_proxied_route_as_the_agent_declares_it(tmp_path: Path) -> None:
     gateway, agent = _documents(tmp_path)
     proxied = _proxied_operations()
-    assert len(proxied) == 16 + 7 and ("post", "/status") not in proxied and ("get", "/ready") not in proxied
+    assert len(proxied) == 21 + 7 and ("post", "/status") not in proxied and ("get", "/ready") not in proxied
     assert {("get", "/port/{port}/{path}"), ("options", "/port/{port}/{path}")} <= proxied
     per_conversation = {
         (method, path.removeprefix(PREFIX))
