@@ -29,7 +29,9 @@ Contracts:
   ``proxy_stall_timeout`` (the upstream is never pinned by an idle client).
 - Upstream failures answer JSON: 502 (cannot connect, broken answer),
   504 (no answer within ``proxy_timeout``). Downloads (``file-content``) have
-  no read timeout once they started: a large file may take its time.
+  no read timeout once they started: a large file may take its time. Neither
+  have streams of records (:data:`STREAMED_MEDIA_TYPES`, e.g. a task's result
+  with ``?wait=true``) once their head arrived: a command may be silent for long.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
 from gateway.upstream import upstream_query
-from sandbox_agent.protocol import TOKEN_HEADER
+from sandbox_agent.protocol import TASK_STREAM_MEDIA_TYPE, TOKEN_HEADER
 from sandbox_agent.race import race
 
 log = logging.getLogger("convoy.gateway")
@@ -75,6 +77,8 @@ _NOT_RETURNED_FROM_DOWNLOADS = _NOT_RETURNED | {
     *(name.decode() for name, _ in _DOWNLOAD_HEADERS),
 }
 _READ_WHOLE_BELOW = 256 * 1024
+#: Answers streamed as records arrive: no read timeout on their body (see the module docstring).
+STREAMED_MEDIA_TYPES = frozenset({TASK_STREAM_MEDIA_TYPE.encode()})
 
 
 def _dropped(headers: list[tuple[bytes, bytes]], always: frozenset[str]) -> frozenset[str]:
@@ -96,6 +100,11 @@ def _download_headers(path: str, status: int) -> list[tuple[bytes, bytes]]:
     name = path.rsplit("/", 1)[-1]
     disposition = f"attachment; filename*=UTF-8''{name}" if name else "attachment"
     return [(b"content-disposition", disposition.encode()), *_DOWNLOAD_HEADERS]
+
+
+def _streamed(headers: list[tuple[bytes, bytes]]) -> bool:
+    kind = next((v for n, v in headers if n == b"content-type"), b"")
+    return kind.split(b";", 1)[0].strip().lower() in STREAMED_MEDIA_TYPES
 
 
 def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
@@ -250,6 +259,9 @@ class Proxy:
         back = [(n.lower(), v) for n, v in upstream.headers if n.decode("latin-1").lower() not in dropped]
         if download:
             back += _download_headers(path, upstream.status)
+        elif _streamed(back):
+            # httpcore reads the body's read timeout when the body is first read, not before.
+            outgoing.extensions["timeout"] = self._download_timeouts
         size = next((v for n, v in back if n == b"content-length"), None)
         if not download and size is not None and size.isdigit() and int(size) < _READ_WHOLE_BELOW:
             try:

@@ -89,6 +89,8 @@ async def _cancel(run: AsyncTaskRun) -> None:
     with contextlib.suppress(Exception):
         await run.cancel()
         await asyncio.wait_for(run.wait(), CANCEL_WAIT)
+    with contextlib.suppress(Exception):
+        await run.close()
     with contextlib.suppress(OSError):
         print(f"convoy: task {run.id} cancelled", file=sys.stderr, flush=True)
 
@@ -96,7 +98,8 @@ async def _cancel(run: AsyncTaskRun) -> None:
 async def execute(handle: AsyncConversationHandle, runnable: Runnable) -> int:
     """Start ``runnable``, stream its output, answer its exit status; on cancellation (Ctrl-C)
     cancel the remote task before re-raising."""
-    starting = asyncio.ensure_future(handle.start(runnable, title="convoy exec"))
+    # One request runs it and streams its result (?wait=true); Ctrl-C still cancels it.
+    starting = asyncio.ensure_future(handle.start_streaming(runnable, title="convoy exec"))
     try:
         run = await asyncio.shield(starting)
     except asyncio.CancelledError:
@@ -110,6 +113,8 @@ async def execute(handle: AsyncConversationHandle, runnable: Runnable) -> int:
         if not run.done:
             await _cancel(run)
         raise
+    finally:
+        await run.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -102,6 +102,7 @@ class TaskRun(_Blocking[AsyncTaskRun]):
     wait = _blocking(AsyncTaskRun.wait)
     refresh = _blocking(AsyncTaskRun.refresh)
     cancel = _blocking(AsyncTaskRun.cancel)
+    close = _blocking(AsyncTaskRun.close)
 
 
 class Files(_Blocking[AsyncFiles]):
@@ -157,6 +158,7 @@ class ConversationHandle(_Blocking[AsyncConversationHandle]):
     upload = _blocking(AsyncConversationHandle.upload)
     download = _blocking(AsyncConversationHandle.download)
     start = _viewing(AsyncConversationHandle.start, TaskRun)
+    start_streaming = _viewing(AsyncConversationHandle.start_streaming, TaskRun)
     start_shell = _viewing(AsyncConversationHandle.start_shell, TaskRun)
     run = _blocking(AsyncConversationHandle.run)
     run_python = _blocking(AsyncConversationHandle.run_python)
