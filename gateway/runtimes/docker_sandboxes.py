@@ -277,13 +277,18 @@ class DockerSandboxes:
         return await self._remove(cfg.Names.of(self._install, conversation_id))
 
     async def _remove(self, names: cfg.Names) -> bool:
-        """Stop the sandbox (grace), then remove both containers, the volume and the network."""
-        with contextlib.suppress(EngineNotFound):
-            await self._engine.stop(names.sandbox, self._stop_grace)
-        containers = await asyncio.gather(
-            self._engine.remove_container(names.sandbox), self._engine.remove_container(names.relay)
-        )
-        others = await asyncio.gather(
+        """Stop (grace) and remove the sandbox while the relay is removed, then the volume and
+        the network together (each needs both containers gone). Every step runs to its end
+        even when another fails (the first error is raised after): nothing is left half-done
+        that a concurrent step could still have removed."""
+
+        async def sandbox() -> bool:
+            with contextlib.suppress(EngineError):  # gone, or refusing a stop: removed by force below
+                await self._engine.stop(names.sandbox, self._stop_grace)
+            return await self._engine.remove_container(names.sandbox)
+
+        containers = await _together(sandbox(), self._engine.remove_container(names.relay))
+        others = await _together(
             self._engine.remove_volume(names.volume), self._engine.remove_network(names.network)
         )
         return any(containers) or any(others)
@@ -335,3 +340,12 @@ class DockerSandboxes:
             return await call
         except RuntimeFailure:
             return None
+
+
+async def _together(*calls: Awaitable[bool]) -> list[bool]:
+    """Run ``calls`` concurrently to their ends; their results, or the first one's error."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [bool(outcome) for outcome in outcomes]

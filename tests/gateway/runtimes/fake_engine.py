@@ -14,11 +14,14 @@ or network still in use by a container. Tests steer it:
 - :meth:`exit`: a container ends (exit code, OOM, log lines);
   ``crash_on_start``: sandboxes end as soon as they start;
 - :meth:`age`: an object was created that many seconds ago;
-- ``down``: the engine does not answer (every call raises ``RuntimeUnavailable``).
+- ``down``: the engine does not answer (every call raises ``RuntimeUnavailable``);
+- ``removal_pause``: seconds each stop and removal takes (the engine is busy), with
+  ``timeline`` recording when each began and ended, so a test sees what overlapped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ipaddress
 import itertools
@@ -92,6 +95,9 @@ class FakeEngine:
         self.networks_by_name: dict[str, _Network] = {}
         self.calls: list[tuple[str, str]] = []
         self.closed = False
+        self.removal_pause = 0.0
+        #: ("begin" | "end", method, name) of stops and removals, in the order they happened.
+        self.timeline: list[tuple[str, str, str]] = []
         self._failures: list[tuple[str, str, Exception]] = []
         self._steal = 0
         self._foreign = itertools.count(1)
@@ -131,6 +137,12 @@ class FakeEngine:
             if wanted == method and fragment in name:
                 del self._failures[index]
                 raise error
+
+    async def _busy(self, method: str, name: str) -> None:
+        """Takes ``removal_pause`` seconds, noted in ``timeline``."""
+        self.timeline.append(("begin", method, name))
+        await asyncio.sleep(self.removal_pause)
+        self.timeline.append(("end", method, name))
 
     def _container(self, name: str) -> _Container:
         for container in self.containers_by_name.values():
@@ -211,12 +223,14 @@ class FakeEngine:
 
     async def stop(self, name: str, grace: float) -> None:
         self._call("stop", name)
+        await self._busy("stop", name)
         container = self._container(name)
         if container.status == "running":
             container.status = "exited"
 
     async def remove_container(self, name: str) -> bool:
         self._call("remove_container", name)
+        await self._busy("remove_container", name)
         try:
             container = self._container(name)
         except EngineNotFound:
@@ -257,6 +271,7 @@ class FakeEngine:
 
     async def remove_volume(self, name: str) -> bool:
         self._call("remove_volume", name)
+        await self._busy("remove_volume", name)
         if name not in self.volumes_by_name:
             return False
         for container in self.containers_by_name.values():
@@ -304,6 +319,7 @@ class FakeEngine:
 
     async def remove_network(self, name: str) -> bool:
         self._call("remove_network", name)
+        await self._busy("remove_network", name)
         if name not in self.networks_by_name:
             return False
         users = [c.name for c in self.containers_by_name.values() if name in c.networks]
