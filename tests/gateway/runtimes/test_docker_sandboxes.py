@@ -83,7 +83,10 @@ async def test_remove_takes_what_is_left_of_a_half_removed_conversation(
     assert await runtime.remove(spec.conversation_id) is False
 
 
-def _overlapped(timeline: list[tuple[str, str, str]], first: tuple[str, str], second: tuple[str, str]) -> bool:
+Step = tuple[str, str]  # (method, name) of the fake engine's timeline
+
+
+def _overlapped(timeline: list[tuple[str, str, str]], first: Step, second: Step) -> bool:
     """Whether ``second`` began before ``first`` ended (each a (method, name) of the timeline)."""
     began = timeline.index(("begin", *second))
     ended = timeline.index(("end", *first))
@@ -103,7 +106,8 @@ async def test_remove_stops_the_sandbox_while_removing_the_relay_then_the_rest_t
     assert _overlapped(timeline, ("stop", names.sandbox), ("remove_container", names.relay))
     assert _overlapped(timeline, ("remove_volume", names.volume), ("remove_network", names.network))
     # The volume and the network only once both containers are gone (Docker refuses otherwise).
-    containers_gone = max(timeline.index(("end", "remove_container", n)) for n in (names.sandbox, names.relay))
+    ends = [timeline.index(("end", "remove_container", name)) for name in (names.sandbox, names.relay)]
+    containers_gone = max(ends)
     assert timeline.index(("begin", "remove_volume", names.volume)) > containers_gone
     assert timeline.index(("begin", "remove_network", names.network)) > containers_gone
     assert _owned(engine, spec) == set()
