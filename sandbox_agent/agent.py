@@ -48,6 +48,9 @@ class Agent:
         )
         self.tasks = TaskManager(settings, self.events, self.workspace)
         self.ready = False
+        #: Set when a stop was asked for (SIGTERM), before the server waits for its connections:
+        #: open task streams end then, so the server's graceful wait is not spent on them.
+        self.stopping = asyncio.Event()
         self._info_json: bytes | None = None
 
     @property

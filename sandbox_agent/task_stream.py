@@ -100,8 +100,15 @@ class _Reader:
         if final.done():
             return ([] if self._drained else await self._batch()), True
         reading = asyncio.ensure_future(self._batch())
-        either: list[asyncio.Future[Any]] = [reading, final]
+        stopping = asyncio.ensure_future(self._agent.stopping.wait())
+        either: list[asyncio.Future[Any]] = [reading, final, stopping]
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if self._agent.stopping.is_set() and not final.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            raise LogClosed("the agent is stopping")
         if not reading.done():
             reading.cancel()  # nothing is lost: a cancelled read does not move the follower
             with contextlib.suppress(asyncio.CancelledError):
