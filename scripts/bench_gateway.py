@@ -4,7 +4,8 @@ A real gateway (``run_server``, process runtime) runs as a subprocess with one
 conversation; the same agent is measured directly (its port and token read from
 the runtime's metadata) and through the gateway:
 
-- p50 / p99 latency of a small request (``GET agent-info``); target <= 1.5x;
+- p50 / p99 latency of a small request (``GET agent-info``), the two sides interleaved
+  request by request; target <= 1.5x; and the gateway's CPU time per proxied request;
 - download throughput of a 1 GiB file; target >= 0.8x: median of 3 alternating runs, with
   the bench's own client (httpx: Python, about 2 s of CPU per GiB, which caps what it can
   measure) and with curl (C: what the servers can send), so a slow client is not mistaken
@@ -74,16 +75,36 @@ async def _gateway(state: Path) -> AsyncIterator[tuple[str, int]]:
         await process.wait()
 
 
-async def _latencies(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> list[float]:
+async def _latencies(
+    client: httpx.AsyncClient, direct: tuple[str, dict[str, str]], gateway: tuple[str, dict[str, str]]
+) -> tuple[list[float], list[float]]:
+    """Latencies of the same request straight to the agent and through the gateway,
+    interleaved one by one, so both sides see the same load on a shared machine."""
     for _ in range(200):  # warm up: connections, caches
-        await client.get(url, headers=headers)
-    times = []
+        for url, headers in (direct, gateway):
+            await client.get(url, headers=headers)
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(REQUESTS):
-        began = time.perf_counter()
-        response = await client.get(url, headers=headers)
-        times.append(time.perf_counter() - began)
-        assert response.status_code == 200, response.text
+        for side, (url, headers) in zip(times, (direct, gateway), strict=True):
+            began = time.perf_counter()
+            response = await client.get(url, headers=headers)
+            side.append(time.perf_counter() - began)
+            assert response.status_code == 200, response.text
     return times
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _gateway_cpu_per_request(client: httpx.AsyncClient, url: str, pid: int) -> float:
+    """The gateway's own CPU time per proxied small request, in microseconds (robust to load)."""
+    before = _cpu_seconds(pid)
+    for _ in range(REQUESTS):
+        await client.get(url)
+    return (_cpu_seconds(pid) - before) / REQUESTS * 1e6
 
 
 async def _download(
@@ -189,8 +210,10 @@ async def main() -> None:
             # Sparse: the agent's disk is not what is measured.
             os.truncate(_create(state / "bench" / cid / "workspace" / "big.bin"), GIB)
 
-            direct_times = await _latencies(client, f"{agent}/agent-info", token)
-            gateway_times = await _latencies(client, f"{through}/agent-info", {})
+            direct_times, gateway_times = await _latencies(
+                client, (f"{agent}/agent-info", token), (f"{through}/agent-info", {})
+            )
+            gateway_cpu = await _gateway_cpu_per_request(client, f"{through}/agent-info", pid)
             rss_before = _rss_mib(pid)
             downloads = await _downloads(
                 client, (f"{agent}/file-content/big.bin", token), (f"{through}/file-content/big.bin", {}), pid
@@ -217,6 +240,7 @@ async def main() -> None:
         _row("small request p50 (agent-info)", ms(direct_times, 50), ms(gateway_times, 50), "ms", "<= 1.5x")
     )
     print(_row("small request p99 (agent-info)", ms(direct_times, 99), ms(gateway_times, 99), "ms", "-"))
+    print(f"(the gateway's CPU per proxied small request: {gateway_cpu:.0f} us)")
     print(
         _row("download 1 GiB (httpx client)", downloads["direct"], downloads["gateway"], "MiB/s", ">= 0.8x")
     )
