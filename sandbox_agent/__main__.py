@@ -22,8 +22,8 @@ import contextlib
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sandbox_agent.app import create_app
 
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -110,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.kill_grace_seconds) + 5,
         lifespan="on",
     )
-    app = config.app
     server = _graceful_server(uvicorn, config, on_exit=app.state.agent.stopping.set)
     server.run()
     # uvicorn handles SIGTERM/SIGINT: stops accepting, runs the lifespan shutdown
