@@ -31,7 +31,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from sandbox_agent.agent import Agent
-from sandbox_agent.events import FollowerTooSlow, LogClosed
+from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed
 from sandbox_agent.protocol import RESERVED_TYPES, TASK_STREAM_MEDIA_TYPE, Task, TaskCreate
 
 _EVENT_HEAD = b'{"type":"event","event":'
@@ -51,22 +51,20 @@ def _of_task(raw: bytes, task_id: str) -> bool:
 
 async def stream_task(agent: Agent, request: TaskCreate) -> StreamingResponse:
     """Create the task (refusals raise as for a plain create) and stream it (module docstring)."""
-    reader = _Reader(agent)  # from before the task's first event
-    try:
-        task = await agent.tasks.create(request)
-    except BaseException:
-        reader.close()
-        raise
+    reader = _Reader(agent, agent.events.last_seq)  # from before the task's first event
+    task = await agent.tasks.create(request)
     first = _task_line(task)  # as created: the task object changes as it runs
     return StreamingResponse(reader.lines(task, first), status_code=201, media_type=TASK_STREAM_MEDIA_TYPE)
 
 
 class _Reader:
-    """Reads the event log from where it was made, for one task's stream."""
+    """Reads the event log after ``after_seq``, for one task's stream. Its follower is
+    made when the stream is first read (an answer never sent registers nothing)."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, after_seq: int) -> None:
         self._agent = agent
-        self._follower = agent.events.follow(agent.events.last_seq)
+        self._after_seq = after_seq
+        self._follower: Follower  # set by lines()
 
     def close(self) -> None:
         self._follower.close()
@@ -77,6 +75,7 @@ class _Reader:
 
     async def lines(self, task: Task, first: bytes) -> AsyncIterator[bytes]:
         task_id = str(task.id)
+        self._follower = self._agent.events.follow(self._after_seq)
         final = asyncio.ensure_future(self._agent.tasks.wait_final(task.id))
         try:
             yield first
