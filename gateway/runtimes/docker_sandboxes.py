@@ -277,14 +277,15 @@ class DockerSandboxes:
         return await self._remove(cfg.Names.of(self._install, conversation_id))
 
     async def _remove(self, names: cfg.Names) -> bool:
-        """Stop (grace) and remove the sandbox while the relay is removed, then the volume and
-        the network together (each needs both containers gone). Every step runs to its end
-        even when another fails (the first error is raised after): nothing is left half-done
-        that a concurrent step could still have removed."""
+        """Stop (``docker_stop_grace``; none by default) and remove the sandbox while the relay
+        is removed, then the volume and the network together (each needs both containers
+        gone). Every step runs to its end even when another fails (the first error is raised
+        after): nothing is left half-done that a concurrent step could still have removed."""
 
         async def sandbox() -> bool:
-            with contextlib.suppress(EngineError):  # gone, or refusing a stop: removed by force below
-                await self._engine.stop(names.sandbox, self._stop_grace)
+            if self._stop_grace > 0:  # else the forced removal kills it at once
+                with contextlib.suppress(EngineError):  # gone, or refusing a stop: removed by force below
+                    await self._engine.stop(names.sandbox, self._stop_grace)
             return await self._engine.remove_container(names.sandbox)
 
         containers = await _together(sandbox(), self._engine.remove_container(names.relay))

@@ -113,6 +113,17 @@ async def test_remove_stops_the_sandbox_while_removing_the_relay_then_the_rest_t
     assert _owned(engine, spec) == set()
 
 
+async def test_without_a_stop_grace_the_sandbox_is_removed_at_once(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    runtime = _runtime(engine, tmp_path, docker_stop_grace=0.0)
+    spec = make_spec()
+    await runtime.start(spec)
+    assert await runtime.remove(spec.conversation_id) is True
+    assert ("stop", _names(spec).sandbox) not in engine.calls, "no graceful stop: the removal kills it"
+    assert _owned(engine, spec) == set()
+
+
 async def test_a_failing_step_of_remove_does_not_stop_the_others(engine: FakeEngine, tmp_path: Path) -> None:
     runtime = _runtime(engine, tmp_path)
     spec = make_spec()
