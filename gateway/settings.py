@@ -163,7 +163,14 @@ class Settings(BaseSettings):
     docker_cpus: float = Field(1.0, gt=0)
     docker_pids: int = Field(256, ge=16)
     docker_tmpfs_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
-    docker_stop_grace: float = Field(5.0, ge=0)
+    # --- docker teardown (issue 15) ------------------------------------------------
+    docker_stop_grace: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds a sandbox being removed gets between SIGTERM and SIGKILL; 0 (the default): "
+        "removed at once. Its volume goes with it, so a graceful stop saves nothing, and it was "
+        "most of DELETE's time (its tasks get the same kill either way).",
+    )
     docker_subnet_pool: str = Field(
         "10.213.0.0/16",
         description="IPv4 range the per-conversation networks (a /29 each) are carved from; "

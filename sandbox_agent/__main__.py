@@ -17,9 +17,12 @@ event log is written and fsynced, and the process exits 0.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -92,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sandbox_agent.app import create_app
 
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.kill_grace_seconds) + 5,
         lifespan="on",
     )
-    server = _graceful_server(uvicorn, config)
+    server = _graceful_server(uvicorn, config, on_exit=app.state.agent.stopping.set)
     server.run()
     # uvicorn handles SIGTERM/SIGINT: stops accepting, runs the lifespan shutdown
     # (tasks cancelled, log flushed) and returns; a failed start-up leaves started False.
@@ -135,8 +139,9 @@ def _without_pydantic_v1() -> None:
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
-def _graceful_server(uvicorn: Any, config: Any) -> Any:
-    """A uvicorn server that exits 0 after a graceful SIGTERM/SIGINT shutdown.
+def _graceful_server(uvicorn: Any, config: Any, on_exit: Callable[[], object]) -> Any:
+    """A uvicorn server that exits 0 after a graceful SIGTERM/SIGINT shutdown, calling
+    ``on_exit`` on its event loop as soon as the signal arrives.
 
     Plain uvicorn re-raises the signal once it has shut down, so the process
     would end "killed by SIGTERM"; a clean shutdown is a success for the agent.
@@ -146,6 +151,8 @@ def _graceful_server(uvicorn: Any, config: Any) -> Any:
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
+            with contextlib.suppress(RuntimeError):  # no loop running: nothing is streaming
+                asyncio.get_running_loop().call_soon_threadsafe(on_exit)
 
     return GracefulServer(config)
 

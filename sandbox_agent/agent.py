@@ -52,6 +52,9 @@ class Agent:
         self.ports = PortForwarder(settings.port_timeout, settings.max_event_bytes)
         self.terminals = TerminalManager(settings, self.events)
         self.ready = False
+        #: Set when a stop was asked for (SIGTERM), before the server waits for its connections:
+        #: open task streams end then, so the server's graceful wait is not spent on them.
+        self.stopping = asyncio.Event()
         self._info_json: bytes | None = None
 
     @property

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_PAGE_LIMIT",
     "MAX_PAGE_LIMIT",
     "RESERVED_ENV_PREFIX",
+    "TASK_STREAM_MEDIA_TYPE",
     "TOKEN_HEADER",
     "WS_CLOSE_BAD_QUERY",
     "WS_CLOSE_CODES",
@@ -58,6 +59,12 @@ CONVERSATION_ID_ENV: Final = f"{RESERVED_ENV_PREFIX}CONVERSATION_ID"
 
 #: Header carrying the per-conversation agent token (gateway -> agent only).
 TOKEN_HEADER: Final = "X-Convoy-Token"
+
+# --- media types ------------------------------------------------------------------
+
+#: ``POST /task?wait=true`` answers JSON Lines (one ``TaskStreamRecord`` a line), as FastAPI
+#: names them; the gateway streams answers of this type with no read timeout.
+TASK_STREAM_MEDIA_TYPE: Final = "application/jsonl"
 
 # --- WebSocket close codes --------------------------------------------------------
 

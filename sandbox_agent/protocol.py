@@ -375,6 +375,26 @@ class TerminalError(BaseModel):
     message: str
 
 
+# --- a task's result as one stream (POST /task?wait=true) ----------------------------
+
+
+class TaskStreamTask(BaseModel):
+    """The task as it is: the first line (as created) and the last (final status, exit code)."""
+
+    type: Literal["task"] = "task"
+    task: Task
+
+
+class TaskStreamEvent(BaseModel):
+    """One event of the task (output, ticks, status changes), as stored in the event log."""
+
+    type: Literal["event"] = "event"
+    event: Event
+
+
+TaskStreamRecord = Annotated[TaskStreamTask | TaskStreamEvent, Field(discriminator="type")]
+
+
 # --- files ------------------------------------------------------------------------
 
 

@@ -180,6 +180,18 @@ class TaskManager:
             raise Conflict(f"the stdin of task {task_id} is closed")
         return pipe
 
+    # --- waiting (POST /task?wait=true: sandbox_agent.task_stream) ------------
+
+    async def wait_final(self, task_id: UUID) -> Task:
+        """The task once it is final (its final ``TaskStatusUpdate`` already appended).
+        Raises :class:`NotFound` for an unknown task."""
+        task = self.get(task_id)
+        running = self._running.get(task_id)
+        if running is not None and not task.status.is_final:
+            # ``_finished`` was attached first, so it has run when this wait returns.
+            await asyncio.wait({running})
+        return task
+
     # --- running --------------------------------------------------------------
 
     async def _run(self, task: Task, context: TaskContext) -> Outcome:

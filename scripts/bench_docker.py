@@ -91,7 +91,6 @@ class Gateway:
             "CONVOY_MAX_CONVERSATIONS": "1000",
             "CONVOY_MAX_CONVERSATIONS_PER_USER": "1000",
             "CONVOY_CREATE_BURST": "1000",  # the bench creates hundreds at once
-            "CONVOY_DOCKER_STOP_GRACE": "1",
             "CONVOY_START_TIMEOUT": "300",
         }
         convoy = Path(sys.executable).with_name("convoy")

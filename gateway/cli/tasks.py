@@ -92,6 +92,8 @@ async def _cancel(run: AsyncTaskRun) -> None:
     with contextlib.suppress(Exception):
         await run.cancel()
         await asyncio.wait_for(run.wait(), CANCEL_WAIT)
+    with contextlib.suppress(Exception):
+        await run.close()
     with contextlib.suppress(OSError):
         print(f"convoy: task {run.id} cancelled", file=sys.stderr, flush=True)
 
@@ -106,7 +108,8 @@ async def _feed_stdin(run: AsyncTaskRun) -> None:
 async def execute(handle: AsyncConversationHandle, runnable: Runnable, feed_stdin: bool = False) -> int:
     """Start ``runnable``, stream its output (and our stdin to it, with ``feed_stdin``), answer
     its exit status; on cancellation (Ctrl-C) cancel the remote task before re-raising."""
-    starting = asyncio.ensure_future(handle.start(runnable, title="convoy exec"))
+    # One request runs it and streams its result (?wait=true); Ctrl-C still cancels it.
+    starting = asyncio.ensure_future(handle.start_streaming(runnable, title="convoy exec"))
     try:
         run = await asyncio.shield(starting)
     except asyncio.CancelledError:
@@ -126,6 +129,7 @@ async def execute(handle: AsyncConversationHandle, runnable: Runnable, feed_stdi
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeder
+        await run.close()
 
 
 def register(app: typer.Typer) -> None:

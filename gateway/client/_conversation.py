@@ -7,6 +7,7 @@ is already gone is fine).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -16,11 +17,18 @@ from typing import Any
 from uuid import UUID
 
 from gateway.client._events import follow_events, history
-from gateway.client._exceptions import GatewayUnavailable, NotFound, SandboxFailed
+from gateway.client._exceptions import ConvoyError, GatewayUnavailable, NotFound, SandboxFailed
 from gateway.client._files import AsyncFiles
-from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell, start_task
+from gateway.client._tasks import (
+    AsyncTaskRun,
+    TaskResult,
+    python,
+    shell,
+    start_streamed_task,
+    start_task,
+)
 from gateway.client._terminals import AsyncTerminal, create_terminal, write_stdin
-from gateway.client._transport import Connection, parse_json, parse_model
+from gateway.client._transport import Connection, parse_frame, parse_json, parse_model
 from gateway.models import (
     Conversation,
     ConversationStatus,
@@ -31,6 +39,7 @@ from gateway.models import (
 )
 from sandbox_agent.protocol import (
     AgentInfo,
+    ConversationStatusUpdate,
     Event,
     FileInfo,
     Runnable,
@@ -77,14 +86,18 @@ class AsyncConversationHandle:
 
     async def wait_ready(
         self,
-        timeout: float = 120.0,  # noqa: ASYNC109 - also the blocking client's; polling checks it
+        timeout: float = 120.0,  # noqa: ASYNC109 - also the blocking client's; checked against a deadline
         on_status: Callable[[Conversation], None] | None = None,
     ) -> Conversation:
         """Wait until the sandbox is READY (or PAUSED: any request resumes it). Raises
         :class:`SandboxFailed` with the reason on ERROR (or STOPPING), :class:`GatewayUnavailable`
-        after ``timeout`` seconds.
-        ``on_status`` sees every state fetched (for progress displays)."""
+        after ``timeout`` seconds. ``on_status`` sees every state seen (for progress displays).
+
+        A STARTING conversation is followed over its WebSocket, so READY is seen when it
+        happens; where no WebSocket can be opened (a replaced ``transport``), it is polled."""
         deadline = time.monotonic() + timeout
+        if self.info.status is ConversationStatus.STARTING:
+            await self._follow_start(deadline, on_status)
         delay = 0.05
         while True:
             info = self.info if self.info.status is not ConversationStatus.STARTING else await self.refresh()
@@ -99,6 +112,31 @@ class AsyncConversationHandle:
                 raise GatewayUnavailable(f"conversation {self.id} was not ready after {timeout:g}s")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+
+    async def _follow_start(self, deadline: float, on_status: Callable[[Conversation], None] | None) -> None:
+        """Follow ``WS /conversation/{id}`` until the conversation leaves STARTING (``info``
+        then says how) or the socket ends or the deadline passes (``info`` is left STARTING:
+        the caller polls). STARTING phases are shown to ``on_status`` as they come."""
+        try:
+            ws = await self._conn.connect_ws(f"/conversation/{self.id}", {"after_seq": 0})
+        except (GatewayUnavailable, ConvoyError):
+            return
+        async with ws:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(
+                    asyncio.get_running_loop().time() + deadline - time.monotonic()
+                ):
+                    async for frame in ws:
+                        detail = parse_frame(Event, frame).detail
+                        if not isinstance(detail, ConversationStatusUpdate):
+                            continue
+                        self.info = self.info.model_copy(
+                            update={"status": detail.status, "phase": detail.phase, "reason": detail.reason}
+                        )
+                        if detail.status is not ConversationStatus.STARTING:
+                            return
+                        if on_status is not None:
+                            on_status(self.info)
 
     async def delete(self, *, missing_ok: bool = False) -> None:
         """Finish the conversation: its tasks stop, its sandbox and files are removed."""
@@ -157,6 +195,13 @@ class AsyncConversationHandle:
         """Start any runnable (``Shell``, ``Python``, ``Ticker``); iterate or wait on the run."""
         return await start_task(self._conn, self.id, runnable, title)
 
+    async def start_streaming(self, runnable: Runnable, title: str = "") -> AsyncTaskRun:
+        """Like :meth:`start`, with the task's events and final state carried by the creating
+        request's answer (one round trip for a whole command). Iterate or wait on the run; it
+        holds that answer open until then (or until :meth:`AsyncTaskRun.close`). Leaving early
+        does not cancel the task."""
+        return await start_streamed_task(self._conn, self.id, runnable, title)
+
     async def start_shell(
         self,
         command: str | Sequence[str],
@@ -197,7 +242,11 @@ class AsyncConversationHandle:
         return await self._run_to_the_end(python(code, cwd=cwd, env=env, timeout=timeout), title, check)
 
     async def _run_to_the_end(self, runnable: Runnable, title: str, check: bool) -> TaskResult:
-        result = await (await self.start(runnable, title)).wait()
+        run = await self.start_streaming(runnable, title)
+        try:
+            result = await run.wait()
+        finally:
+            await run.close()
         return result.check() if check else result
 
     def tasks(self, status: Sequence[TaskStatus] | None = None) -> AsyncGenerator[Task, None]:

@@ -105,6 +105,7 @@ class TaskRun(_Blocking[AsyncTaskRun]):
     refresh = _blocking(AsyncTaskRun.refresh)
     cancel = _blocking(AsyncTaskRun.cancel)
     write_stdin = _blocking(AsyncTaskRun.write_stdin)
+    close = _blocking(AsyncTaskRun.close)
 
 
 class Terminal(_Blocking[AsyncTerminal]):
@@ -209,6 +210,7 @@ class ConversationHandle(_Blocking[AsyncConversationHandle]):
     upload = _blocking(AsyncConversationHandle.upload)
     download = _blocking(AsyncConversationHandle.download)
     start = _viewing(AsyncConversationHandle.start, TaskRun)
+    start_streaming = _viewing(AsyncConversationHandle.start_streaming, TaskRun)
     start_shell = _viewing(AsyncConversationHandle.start_shell, TaskRun)
     run = _blocking(AsyncConversationHandle.run)
     run_python = _blocking(AsyncConversationHandle.run_python)

@@ -30,6 +30,7 @@ from gateway.client._exceptions import (
     WebSocketClosed,
     error_for_status,
 )
+from sandbox_agent.contract import TASK_STREAM_MEDIA_TYPE
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -141,6 +142,26 @@ class Connection:
         except httpx.HTTPError as exc:
             raise self.unreachable(exc) from None
 
+    async def open_records(self, method: str, path: str, *, params: Query | None, json_body: Any) -> Records:
+        """Send a request whose answer may be a stream of JSON lines (2xx guaranteed, else the
+        mapped error); the answer's body is read with no read timeout (a command may be silent
+        for long). Close the :class:`Records` when done."""
+        request = self.http.build_request(method, path, params=_clean(params), json=json_body)
+        request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.unreachable(exc) from None
+        if response.is_error:
+            try:
+                await response.aread()
+            except httpx.HTTPError as exc:
+                raise self.unreachable(exc) from None
+            finally:
+                await response.aclose()
+            raise self.error(response, f"{method} {path}")
+        return Records(response)
+
     # --- websockets -------------------------------------------------------------------
 
     def ws_url(self, path: str, params: Query | None = None) -> str:
@@ -188,6 +209,40 @@ class Connection:
         if isinstance(exc, httpx.ConnectError):
             return GatewayUnavailable(f"cannot reach the gateway at {self.base_url}: {_why(exc)}")
         return GatewayUnavailable(f"lost the connection to the gateway at {self.base_url}: {_why(exc)}")
+
+
+class Records:
+    """An open answer of JSON lines (or a plain JSON answer, from a gateway without streams).
+    A transport failure while reading raises :class:`GatewayUnavailable`."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the answer is a stream of records (else one JSON document: :meth:`json`)."""
+        kind: str = self._response.headers.get("content-type", "")
+        return kind.split(";", 1)[0].strip() == TASK_STREAM_MEDIA_TYPE
+
+    async def json(self) -> Any:
+        try:
+            await self._response.aread()
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailable(f"the answer broke off: {_why(exc)}") from None
+        return parse_json(self._response)
+
+    async def lines(self) -> AsyncGenerator[str, None]:
+        """The non-empty lines of the answer, as they arrive."""
+        try:
+            async for line in self._response.aiter_lines():
+                if line:
+                    yield line
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailable(f"the stream broke off: {_why(exc)}") from None
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            await self._response.aclose()
 
 
 class WebSocket:

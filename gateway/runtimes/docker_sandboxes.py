@@ -287,15 +287,23 @@ class DockerSandboxes(DockerLifecycle):
         return await self._remove(cfg.Names.of(self._install, conversation_id))
 
     async def _remove(self, names: cfg.Names) -> bool:
-        """Stop the sandbox (grace), then remove both containers, the volume and the network."""
-        with contextlib.suppress(EngineError):  # a paused sandbox is thawed to hear the stop
-            await self._engine.unpause(names.sandbox)
-        with contextlib.suppress(EngineNotFound):
-            await self._engine.stop(names.sandbox, self._stop_grace)
-        containers = await asyncio.gather(
-            self._engine.remove_container(names.sandbox), self._engine.remove_container(names.relay)
-        )
-        others = await asyncio.gather(
+        """Stop (``docker_stop_grace``; none by default) and remove the sandbox while the relay
+        is removed, then the volume and the network together (each needs both containers
+        gone). Every step runs to its end even when another fails (the first error is raised
+        after): nothing is left half-done that a concurrent step could still have removed."""
+
+        async def sandbox() -> bool:
+            with contextlib.suppress(
+                EngineError
+            ):  # a paused sandbox is thawed first: it is stopped or killed
+                await self._engine.unpause(names.sandbox)
+            if self._stop_grace > 0:  # else the forced removal kills it at once
+                with contextlib.suppress(EngineError):  # gone, or refusing a stop: removed by force below
+                    await self._engine.stop(names.sandbox, self._stop_grace)
+            return await self._engine.remove_container(names.sandbox)
+
+        containers = await _together(sandbox(), self._engine.remove_container(names.relay))
+        others = await _together(
             self._engine.remove_volume(names.volume), self._engine.remove_network(names.network)
         )
         return any(containers) or any(others)
@@ -356,3 +364,12 @@ class DockerSandboxes(DockerLifecycle):
             return await call
         except RuntimeFailure:
             return None
+
+
+async def _together(*calls: Awaitable[bool]) -> list[bool]:
+    """Run ``calls`` concurrently to their ends; their results, or the first one's error."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [bool(outcome) for outcome in outcomes]

@@ -168,3 +168,22 @@ async def test_an_empty_token_file_or_a_bad_run_as_exits_2(
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 2, stderr
     assert b"empty" in stderr or b"run_as" in stderr, stderr
+
+
+async def test_sigterm_ends_open_task_streams_and_the_agent_exits(tmp_path: Path) -> None:
+    # A graceful wait of an hour for open connections: only ending the stream lets it exit.
+    env = clean_env(CONVOY_AGENT_TOKEN=TOKEN, CONVOY_AGENT_KILL_GRACE_SECONDS="3600")
+    async with agent_process(tmp_path, env) as (process, url):
+        await wait_ready(url, process)
+        async with httpx.AsyncClient(base_url=url, headers={TOKEN_HEADER: TOKEN}, timeout=60) as client:
+            body = {"runnable": {"type": "Shell", "command": "echo started; sleep 1000"}}
+            async with client.stream("POST", "/task", params={"wait": "true"}, json=body) as answer:
+                lines = answer.aiter_lines()
+                assert json.loads(await anext(lines))["type"] == "task"
+                process.send_signal(signal.SIGTERM)
+                rest = [json.loads(line) async for line in lines if line]
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+    # Cut short (no final task line): the task's end is in the log, as the contract says.
+    assert all(line["type"] == "event" for line in rest)
+    last = json.loads((tmp_path / "state" / "events.jsonl").read_bytes().splitlines()[-1])
+    assert last["detail"]["type"] == "TaskStatusUpdate" and last["detail"]["status"] == "CANCELLED"

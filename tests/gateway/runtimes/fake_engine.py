@@ -17,10 +17,13 @@ or network still in use by a container. Tests steer it:
 - ``down``: the engine does not answer (every call raises ``RuntimeUnavailable``);
 - helper containers (``convoy.role=helper``) end as soon as they start, with
   ``helper_exit`` (exit code, output): nothing is copied in memory.
+- ``removal_pause``: seconds each stop and removal takes (the engine is busy), with
+  ``timeline`` recording when each began and ended, so a test sees what overlapped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ipaddress
 import itertools
@@ -96,6 +99,9 @@ class FakeEngine:
         self.networks_by_name: dict[str, _Network] = {}
         self.calls: list[tuple[str, str]] = []
         self.closed = False
+        self.removal_pause = 0.0
+        #: ("begin" | "end", method, name) of stops and removals, in the order they happened.
+        self.timeline: list[tuple[str, str, str]] = []
         self._failures: list[tuple[str, str, Exception]] = []
         self._steal = 0
         self._foreign = itertools.count(1)
@@ -136,6 +142,12 @@ class FakeEngine:
             if wanted == method and fragment in name:
                 del self._failures[index]
                 raise error
+
+    async def _busy(self, method: str, name: str) -> None:
+        """Takes ``removal_pause`` seconds, noted in ``timeline``."""
+        self.timeline.append(("begin", method, name))
+        await asyncio.sleep(self.removal_pause)
+        self.timeline.append(("end", method, name))
 
     def _container(self, name: str) -> _Container:
         for container in self.containers_by_name.values():
@@ -219,6 +231,7 @@ class FakeEngine:
 
     async def stop(self, name: str, grace: float) -> None:
         self._call("stop", name)
+        await self._busy("stop", name)
         container = self._container(name)
         if container.status == "running":
             container.status = "exited"
@@ -243,6 +256,7 @@ class FakeEngine:
 
     async def remove_container(self, name: str) -> bool:
         self._call("remove_container", name)
+        await self._busy("remove_container", name)
         try:
             container = self._container(name)
         except EngineNotFound:
@@ -292,6 +306,7 @@ class FakeEngine:
 
     async def remove_volume(self, name: str) -> bool:
         self._call("remove_volume", name)
+        await self._busy("remove_volume", name)
         if name not in self.volumes_by_name:
             return False
         for container in self.containers_by_name.values():
@@ -339,6 +354,7 @@ class FakeEngine:
 
     async def remove_network(self, name: str) -> bool:
         self._call("remove_network", name)
+        await self._busy("remove_network", name)
         if name not in self.networks_by_name:
             return False
         users = [c.name for c in self.containers_by_name.values() if name in c.networks]

@@ -83,6 +83,60 @@ async def test_remove_takes_what_is_left_of_a_half_removed_conversation(
     assert await runtime.remove(spec.conversation_id) is False
 
 
+Step = tuple[str, str]  # (method, name) of the fake engine's timeline
+
+
+def _overlapped(timeline: list[tuple[str, str, str]], first: Step, second: Step) -> bool:
+    """Whether ``second`` began before ``first`` ended (each a (method, name) of the timeline)."""
+    began = timeline.index(("begin", *second))
+    ended = timeline.index(("end", *first))
+    return began < ended
+
+
+async def test_remove_stops_the_sandbox_while_removing_the_relay_then_the_rest_together(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    runtime = _runtime(engine, tmp_path)
+    spec = make_spec()
+    await runtime.start(spec)
+    names = _names(spec)
+    engine.removal_pause = 0.05
+    assert await runtime.remove(spec.conversation_id) is True
+    timeline = engine.timeline
+    assert _overlapped(timeline, ("stop", names.sandbox), ("remove_container", names.relay))
+    assert _overlapped(timeline, ("remove_volume", names.volume), ("remove_network", names.network))
+    # The volume and the network only once both containers are gone (Docker refuses otherwise).
+    ends = [timeline.index(("end", "remove_container", name)) for name in (names.sandbox, names.relay)]
+    containers_gone = max(ends)
+    assert timeline.index(("begin", "remove_volume", names.volume)) > containers_gone
+    assert timeline.index(("begin", "remove_network", names.network)) > containers_gone
+    assert _owned(engine, spec) == set()
+
+
+async def test_without_a_stop_grace_the_sandbox_is_removed_at_once(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    runtime = _runtime(engine, tmp_path, docker_stop_grace=0.0)
+    spec = make_spec()
+    await runtime.start(spec)
+    assert await runtime.remove(spec.conversation_id) is True
+    assert ("stop", _names(spec).sandbox) not in engine.calls, "no graceful stop: the removal kills it"
+    assert _owned(engine, spec) == set()
+
+
+async def test_a_failing_step_of_remove_does_not_stop_the_others(engine: FakeEngine, tmp_path: Path) -> None:
+    runtime = _runtime(engine, tmp_path)
+    spec = make_spec()
+    await runtime.start(spec)
+    names = _names(spec)
+    engine.fail_next("remove_container", EngineError("relay stuck"), names.relay)
+    with pytest.raises(EngineError, match="relay stuck"):
+        await runtime.remove(spec.conversation_id)
+    assert names.sandbox not in engine.containers_by_name, "the sandbox went all the same"
+    assert await runtime.remove(spec.conversation_id) is True  # the next try takes the rest
+    assert _owned(engine, spec) == set()
+
+
 async def test_a_subnet_taken_meanwhile_is_retried_elsewhere(engine: FakeEngine, tmp_path: Path) -> None:
     runtime = _runtime(engine, tmp_path)
     await runtime.start(make_spec())  # fills the runtime's cache of subnets in use
