@@ -1,8 +1,9 @@
 """``create_app(settings, runtime=None) -> FastAPI``: the gateway, wired together.
 
 Start-up: create the runtime (unless one is given), reconcile with it (adopt
-live sandboxes, remove exited ones and orphans), start the reap and reconcile
-loops. Shutdown, in order: stop accepting conversations, close the proxied
+live sandboxes and the pool's spares, remove exited ones and orphans), start the
+pool's refills and the reap and reconcile loops. Shutdown, in order: stop
+accepting conversations (and remove the pool's spares), close the proxied
 WebSockets and the firehose, stop the background loops, close the HTTP client,
 close the runtime (only one this app created). Sandboxes keep running: a new
 gateway on the same runtime finds them again.
@@ -60,6 +61,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         housekeeper = Housekeeper(settings, manager)
         app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose)
         await manager.reconcile()
+        manager.pool.start()  # refills begin once the spares a previous gateway left are adopted
         housekeeper.start()
         log.info(
             "convoy gateway %s: runtime %s, auth %s, %d conversations found",

@@ -5,6 +5,7 @@ import wire models from one place."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,6 +40,7 @@ __all__ = [
     "EventTrigger",
     "FileInfo",
     "Page",
+    "PoolStatus",
     "Task",
     "TaskCreate",
     "TaskStatus",
@@ -122,3 +124,23 @@ class Conversation(BaseModel):
     internet: bool
     egress: EgressPolicy | None = None
     limits: ConversationLimits
+    # --- the pool ---
+    start: Literal["warm", "cold"] = Field(
+        "cold",
+        description="warm: a ready sandbox of the pool was claimed (READY at once); cold: started anew.",
+    )
+
+
+# --- the pool (gateway/pool.py) ------------------------------------------------------
+
+
+class PoolStatus(BaseModel):
+    """``GET /pool``: the ready spare sandboxes, and how creates were served since start."""
+
+    size: int = Field(..., description="Spares kept ready per pool (CONVOY_POOL_SIZE).")
+    ready: int = Field(..., description="Spares ready to be claimed now.")
+    starting: int = Field(..., description="Spares being started by this gateway.")
+    claimed_total: int = Field(
+        ..., description="Creates served warm, from a spare, since the gateway started."
+    )
+    cold_total: int = Field(..., description="Sandboxes started cold for a create since the gateway started.")

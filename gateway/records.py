@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 from uuid import UUID
 
 from gateway.errors import InvalidInput
@@ -44,6 +45,8 @@ class Record:
     start_task: asyncio.Task[None] | None = None
     #: Set once it is stopped and forgotten: a second delete waits on it.
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The pool: "warm" when a spare was claimed for it, else "cold" (started anew).
+    start: Literal["warm", "cold"] = "cold"
 
     @property
     def id(self) -> UUID:
@@ -62,6 +65,7 @@ class Record:
             internet=self.spec.internet,
             egress=None if self.spec.egress is None else EgressPolicy(allow=list(self.spec.egress)),
             limits=ConversationLimits(**asdict(self.spec.limits)),
+            start=self.start,
         )
 
 

@@ -14,16 +14,19 @@ from fastapi import FastAPI
 from sandbox_agent import __version__, errors
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
-from sandbox_agent.routes import operation_id, system, ws
+from sandbox_agent.claim import Claim
+from sandbox_agent.routes import claim, operation_id, system, ws
 from sandbox_agent.routes.proxied import PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 
-# In matching order: the token-protected routes, then /health and /ready, then the socket.
-_ROUTERS = (system.router, *PROXIED_ROUTERS, system.public, ws.router)
+# In matching order: the token-protected routes, then /health, /ready and /claim, then the socket.
+_ROUTERS = (system.router, *PROXIED_ROUTERS, system.public, claim.router, ws.router)
 
 
-def create_app(settings: AgentSettings) -> FastAPI:
+def create_app(settings: AgentSettings, kept_claim: Claim | None = None) -> FastAPI:
+    """``kept_claim``: the claim the agent's CLI read before dropping root (see sandbox_agent.claim)."""
     agent = Agent(settings)
+    agent.kept_claim = kept_claim
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

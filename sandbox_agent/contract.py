@@ -20,6 +20,7 @@ __all__ = [
     "AGENT_ENV_PREFIX",
     "AGENT_TOKEN_ENV",
     "AGENT_TOKEN_FILE_ENV",
+    "CLAIM_SECRET_HEADER",
     "CONVERSATION_ID_ENV",
     "DEFAULT_PAGE_LIMIT",
     "MAX_PAGE_LIMIT",
@@ -57,6 +58,17 @@ CONVERSATION_ID_ENV: Final = f"{RESERVED_ENV_PREFIX}CONVERSATION_ID"
 
 #: Header carrying the per-conversation agent token (gateway -> agent only).
 TOKEN_HEADER: Final = "X-Convoy-Token"
+
+# --- spares (the gateway's pool, gateway/pool.py) -----------------------------------
+# A spare agent (``CONVOY_AGENT_SPARE=1``, its ``spare`` setting) serves no conversation
+# yet: it answers only ``GET /ready`` and ``POST /claim``. The claim carries this header
+# with the spare's claim secret (delivered like a token: ``CONVOY_AGENT_TOKEN_FILE``), and
+# hands the agent its conversation, task environment and real token in one call. The agent
+# keeps the claim in ``CONVOY_AGENT_CLAIM_FILE`` (out of its tasks' reach where it starts as
+# root) and reloads it when it starts again: a claimed agent never takes another claim.
+
+#: Header carrying a spare's claim secret (gateway -> agent, ``POST /claim`` only).
+CLAIM_SECRET_HEADER: Final = "X-Convoy-Claim-Secret"
 
 # --- WebSocket close codes --------------------------------------------------------
 

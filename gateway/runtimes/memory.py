@@ -35,8 +35,9 @@ from uuid import UUID
 
 import uvicorn
 
-from gateway.errors import RuntimeFailure, SandboxStartError
+from gateway.errors import ClaimFailed, RuntimeFailure, SandboxStartError
 from gateway.runtimes.base import ProgressCallback, SandboxHandle, SandboxSpec, SandboxState, wait_until_ready
+from gateway.runtimes.claiming import CLAIM_FILE, Claimer
 from gateway.settings import Settings
 from sandbox_agent.app import create_app
 from sandbox_agent.settings import AgentSettings
@@ -104,6 +105,7 @@ class MemoryRuntime:
         self._stop_grace = settings.process_stop_grace
         self._sandboxes: dict[UUID, _Sandbox] = {}
         self._starting: set[UUID] = set()
+        self._claimer = Claimer()
 
     def folder(self, conversation_id: UUID) -> Path:
         """Where the sandbox of ``conversation_id`` keeps its workspace and state."""
@@ -165,6 +167,8 @@ class MemoryRuntime:
             token=spec.token,
             unprotected=False,
             conversation_id=spec.conversation_id,
+            spare=spec.pool is not None,  # a spare: the token is its claim secret
+            claim_file=folder / CLAIM_FILE,
         )
         config = _AgentConfig(
             create_app(agent),
@@ -208,6 +212,16 @@ class MemoryRuntime:
 
     async def list(self) -> list[SandboxHandle]:
         return [sandbox.handle() for sandbox in list(self._sandboxes.values())]
+
+    # --- the pool ---------------------------------------------------------------------
+
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        sandbox = self._sandboxes.get(spare.conversation_id)
+        if sandbox is None:
+            raise ClaimFailed(f"the spare {spare.conversation_id} is gone")
+        handle = await self._claimer.claim(spare, spec)
+        sandbox.spec = handle.spec  # this instance's memory is the registry
+        return handle
 
     # --- stop / remove ----------------------------------------------------------------
 
@@ -278,3 +292,4 @@ class MemoryRuntime:
         agent cannot outlive the gateway's process, and stopped here it ends its tasks'
         process groups and flushes its event log, which a process exit would not."""
         await asyncio.gather(*(self._stop(sandbox) for sandbox in list(self._sandboxes.values())))
+        await self._claimer.close()

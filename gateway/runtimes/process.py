@@ -54,12 +54,14 @@ from gateway.errors import RuntimeFailure, SandboxStartError
 from gateway.runtimes import process_files as files
 from gateway.runtimes import procfs
 from gateway.runtimes.base import (
+    ClaimFailed,
     ProgressCallback,
     SandboxHandle,
     SandboxSpec,
     SandboxState,
     wait_until_ready,
 )
+from gateway.runtimes.claiming import CLAIM_FILE, Claimer
 from gateway.settings import Settings
 from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
@@ -110,6 +112,7 @@ class ProcessRuntime:
         self._settings = settings
         self._root = settings.state_dir / settings.install
         self._starting: set[UUID] = set()
+        self._claimer = Claimer()
 
     # --- paths and metadata (blocking; run in threads) ----------------------------
 
@@ -212,6 +215,7 @@ class ProcessRuntime:
     async def _launch(self, spec: SandboxSpec, folder: Path, port: int) -> procfs.ProcessId:
         argv = [sys.executable, "-m", "sandbox_agent", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--workspace", str(folder / "workspace"), "--state-dir", str(folder / "state")]
+        argv += ["--claim-file", str(folder / CLAIM_FILE), *(["--spare"] if spec.pool is not None else [])]
         try:
             launcher = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -250,6 +254,16 @@ class ProcessRuntime:
         procfs.signal_group(process, signal.SIGKILL)
         await asyncio.to_thread(procfs.kill, family)
 
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        folder = self._dir(spare.conversation_id)
+        data = await _io(files.read_meta, folder)
+        if data is None:
+            raise ClaimFailed(f"the spare {spare.conversation_id} is gone")
+        handle = await self._claimer.claim(spare, spec)
+        # The agent keeps the claim (and files.handle reads it); the metadata follows.
+        await _io(files.write_meta, folder, data | {"spec": files.spec_to_json(handle.spec)})
+        return handle
+
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
         folder = self._dir(conversation_id)
         data = await _io(files.read_meta, folder)
@@ -287,4 +301,5 @@ class ProcessRuntime:
         return removed
 
     async def close(self) -> None:
-        """Nothing to release: the agents are not our children and keep running."""
+        """Only the claims' HTTP client: the agents are not our children and keep running."""
+        await self._claimer.close()

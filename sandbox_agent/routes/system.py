@@ -30,10 +30,12 @@ class StatusReport(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
 
-@public.get("/health")
-async def health() -> dict[str, str]:
-    """The process answers."""
-    return {"status": "ok"}
+@public.get("/health", responses={403: {"description": "a spare, not claimed yet"}})
+async def health(agent: Agent = Depends(get_agent)) -> Response:
+    """The process answers (403 for a spare, which answers only /ready and /claim)."""
+    if agent.spare:
+        return error_response(403, "this sandbox is a spare: it serves no conversation yet")
+    return json_raw(b'{"status":"ok"}')
 
 
 @public.get("/ready", responses={503: {"description": "starting or stopping"}})
