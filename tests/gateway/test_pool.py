@@ -94,9 +94,7 @@ async def test_a_warm_create_is_ready_in_its_201_and_its_log_starts_with_its_rea
 async def test_options_a_spare_cannot_take_start_cold_and_limits_are_the_pools_own(harness: Harness) -> None:
     async with harness.client(**keyed(pool_size=2, max_conversations_per_user=1)) as client:
         await full(client, 2)
-        limited = await client.post(
-            "/conversation", json={"limits": {"pids": 64}}, headers=auth(ALICE)
-        )
+        limited = await client.post("/conversation", json={"limits": {"pids": 64}}, headers=auth(ALICE))
         assert limited.status_code == 201
         assert limited.json()["start"] == "cold" and limited.json()["status"] == "STARTING"
         # Two spares are ready, yet alice is at her maximum: 429, and no spare is spent.

@@ -269,9 +269,9 @@ async def test_a_spare_answers_only_its_claim_and_is_claimed_once(subject: Subje
         assert claimed.state is SandboxState.RUNNING and claimed.spec == conversation
         found = await runtime.find(conversation.conversation_id)
         assert found is not None and found.spec == conversation
-        assert [h.spec for h in await runtime.list() if h.conversation_id == conversation.conversation_id] == [
-            conversation
-        ]
+        assert [
+            h.spec for h in await runtime.list() if h.conversation_id == conversation.conversation_id
+        ] == [conversation]
         async with subject.peer() as peer:  # another (or a restarted) gateway sees the claim
             seen = await peer.find(conversation.conversation_id)
             assert seen is not None and seen.spec == conversation and seen.state is SandboxState.RUNNING
