@@ -67,6 +67,8 @@ from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RE
 
 _T = TypeVar("_T")
 _TOKEN = "token"
+#: Seconds past the start timeout after which a STARTING sandbox is taken for half-made.
+_HALF_MADE_MARGIN = 30.0
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
 # Runs as its own short-lived process (in the gateway's environment; the agent's comes
@@ -296,9 +298,16 @@ class ProcessRuntime:
             if conversation_id in self._starting:
                 continue
             handle = None if data is None else await _io(files.handle, folder, data)
-            if handle is None or handle.state is SandboxState.EXITED:
+            if handle is None or handle.state is SandboxState.EXITED or self._half_made(handle):
                 removed += await self.remove(conversation_id)
         return removed
+
+    def _half_made(self, handle: SandboxHandle) -> bool:
+        """STARTING for longer than any start may take: a gateway died during its start (it
+        is never adopted, being no RUNNING sandbox, and would otherwise stay for good)."""
+        age = time.time() - handle.spec.created_at.timestamp()
+        limit = self._settings.start_timeout + _HALF_MADE_MARGIN
+        return handle.state is SandboxState.STARTING and age > limit
 
     async def close(self) -> None:
         """Only the claims' HTTP client: the agents are not our children and keep running."""

@@ -81,7 +81,7 @@ async def test_a_spare_refuses_everything_but_ready_and_its_claim(
     async with served(serve, settings) as agent:
         token = {TOKEN_HEADER: body["token"]}
         events = (await agent.client.get("/event", headers=token)).json()["results"]
-        assert [e["seq"] for e in events][0] == 1 and events[0]["conversation_id"] == body["conversation_id"]
+        assert events[0]["seq"] == 1 and events[0]["conversation_id"] == body["conversation_id"]
         refused = await agent.client.post("/claim", json=claim_body(), headers={CLAIM_SECRET_HEADER: SECRET})
         assert refused.status_code == 409
         assert (await agent.client.get("/health")).status_code == 200

@@ -68,7 +68,8 @@ async def test_warm_creates_on_docker_and_a_restart_that_adopts_the_pool(
         out = await shell(
             client,
             first["id"],
-            'cat /data/agent/claim.json /data/agent/token; echo "rc=$?"; printf "$GREETING"; echo x > /data/workspace/mine',
+            'cat /data/agent/claim.json /data/agent/token; echo "rc=$?"; printf "$GREETING"; '
+            "echo x > /data/workspace/mine",
         )
         assert "rc=1" in out and out.endswith("hi"), out
         assert "conversation_id" not in out
