@@ -209,9 +209,16 @@ class ConversationManager:
     async def until_claimed(self, record: Record) -> None:
         """Waits for a warm create's claim (one call to the spare; a cold start after a failed
         claim is not waited for beyond a few seconds): so ``POST`` answers READY."""
-        if record.start == "warm" and record.start_task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(record.start_task), _CLAIM_WAIT)
+        task = record.start_task
+        if record.start != "warm" or task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), _CLAIM_WAIT)
+        except asyncio.CancelledError:
+            if not task.cancelled():  # this request is cancelled, not the start (by a delete)
+                raise
+        except TimeoutError:
+            pass  # a cold start after a failed claim: answered STARTING
 
     async def _claim(self, record: Record, spare: SandboxHandle) -> bool:
         """The warm start: READY once the spare is claimed (True); False to start cold."""

@@ -17,7 +17,8 @@ Contracts:
   count against no conversation limit, so the pool never pushes a user into 429.
 - Refills run in the background, at most ``pool_refill_concurrency`` at once,
   and a refill waits to begin while a user waits on a cold start
-  (:meth:`Pool.cold_start`). Failed refills back off (up to a minute).
+  (:meth:`Pool.cold_start`) or a claim, and until half a second after a claim
+  (the new conversation's first commands go first). Failed refills back off (up to a minute).
 - A spare is handed out once: taken, it leaves the pool for good; if its claim
   fails it is removed (:class:`~gateway.errors.SpareTaken`: claimed by
   another gateway, it is left to that one). A claimed sandbox belongs to its
@@ -58,6 +59,9 @@ DEFAULT_SIZES = {"docker": 2}
 #: Seconds past the start timeout after which a STARTING spare is taken for half-made.
 _HALF_MADE_MARGIN = 30.0
 _MAX_BACKOFF = 60.0
+#: Seconds a refill waits after a claim: a container start slows down everything on a small
+#: machine, and the first commands of the conversation just claimed are the ones users wait on.
+_SETTLE = 0.5
 #: Seconds between two looks at the pool when nothing wakes the refill.
 _IDLE_LOOK = 5.0
 
@@ -78,9 +82,10 @@ class Pool:
         self._handed_out: set[UUID] = set()  # never adopted again, whatever a listing says
         self.claimed_total = 0
         self.cold_total = 0
-        self._cold_waiting = 0
-        self._no_cold_start = asyncio.Event()
-        self._no_cold_start.set()
+        self._users_waiting = 0  # cold starts and claims under way
+        self._claimed_at = 0.0
+        self._nobody_waiting = asyncio.Event()
+        self._nobody_waiting.set()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.pool_refill_concurrency)
         self._refills: set[asyncio.Task[None]] = set()
@@ -108,37 +113,44 @@ class Pool:
             return None
         spare = spares.popleft()
         self._handed_out.add(spare.conversation_id)
-        self._wake.set()
-        return spare
+        return spare  # the refill is woken once the claim is done: it would slow the claim down
 
     async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle | None:
         """Claims ``spare`` for ``spec``: the conversation's RUNNING handle, or ``None`` when it
         could not be claimed (then it is removed and the caller starts cold, with the same id).
         Raises :class:`SpareTaken` when another gateway claimed it first (left to that one)."""
-        try:
-            handle = await self._runtime.claim(spare, spec)
-        except SpareTaken:
-            raise
-        except RuntimeFailure as error:
-            log.warning("claiming spare %s failed (starting cold): %s", spare.conversation_id, error)
-            with contextlib.suppress(RuntimeFailure):
-                await self._runtime.remove(spare.conversation_id)
-            return None
+        async with self._user_waiting():
+            try:
+                handle = await self._runtime.claim(spare, spec)
+            except SpareTaken:
+                raise
+            except RuntimeFailure as error:
+                log.warning("claiming spare %s failed (starting cold): %s", spare.conversation_id, error)
+                with contextlib.suppress(RuntimeFailure):
+                    await self._runtime.remove(spare.conversation_id)
+                return None
         self.claimed_total += 1
+        self._claimed_at = time.monotonic()
         return handle
 
     @contextlib.asynccontextmanager
     async def cold_start(self) -> AsyncIterator[None]:
         """Around a cold start a user waits on: counted, and refills wait to begin meanwhile."""
         self.cold_total += 1
-        self._cold_waiting += 1
-        self._no_cold_start.clear()
+        async with self._user_waiting():
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _user_waiting(self) -> AsyncIterator[None]:
+        """A user waits on a start or a claim: no refill begins until none does."""
+        self._users_waiting += 1
+        self._nobody_waiting.clear()
         try:
             yield
         finally:
-            self._cold_waiting -= 1
-            if self._cold_waiting == 0:
-                self._no_cold_start.set()
+            self._users_waiting -= 1
+            if self._users_waiting == 0:
+                self._nobody_waiting.set()
             self._wake.set()
 
     def status(self) -> PoolStatus:
@@ -171,7 +183,10 @@ class Pool:
             self._wake.clear()
             for key in list(self._ready):
                 while not self._closing and self._missing(key) > 0:
-                    await self._no_cold_start.wait()  # a user waiting on a cold start goes first
+                    await self._nobody_waiting.wait()  # a user waiting on a start or claim goes first
+                    settle = self._claimed_at + _SETTLE - time.monotonic()
+                    if settle > 0:  # and so do the first commands of a conversation just claimed
+                        await asyncio.sleep(settle)
                     await self._slots.acquire()
                     if self._closing or self._missing(key) <= 0:
                         self._slots.release()

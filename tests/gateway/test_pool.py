@@ -173,3 +173,31 @@ async def test_no_pool_means_every_create_is_cold(harness: Harness, pool_size: i
         assert body["start"] == "cold"
         status = (await client.get("/pool")).json()
         assert status == {"size": 0, "ready": 0, "starting": 0, "claimed_total": 0, "cold_total": 1}
+
+
+async def test_spares_are_neither_reaped_nor_on_the_firehose(harness: Harness) -> None:
+    async with harness.client(pool_size=2, idle_timeout=0.3, reap_interval=0.1) as client:
+        firehose = await ws_connect(str(client.base_url), "/firehose/")
+        try:
+            await eventually(lambda: _ready_count(client, 2))
+            before = set(await spares(harness))
+            body = (await client.post("/conversation", json={})).json()
+            assert body["start"] == "warm" and body["id"] in before
+            seen = await recv_until(firehose, is_status("READY"))  # its STARTING (claiming), its READY
+            assert {f["conversation_id"] for f in seen} == {body["id"]} and seen[-1]["seq"] == 1
+
+            async def reaped() -> bool:
+                return (await client.get(f"/conversation/{body['id']}")).status_code == 404
+
+            await eventually(reaped)  # the conversation idles out; the spares stay
+            assert before - {body["id"]} <= set(await spares(harness))
+            assert (await client.get("/conversation-count")).json() == {"count": 0}
+            frames = []
+            while True:
+                try:
+                    frames.append(await recv_json(firehose, within=0.5))
+                except TimeoutError:
+                    break
+            assert {f["conversation_id"] for f in frames} <= {body["id"]}, frames
+        finally:
+            await firehose.close()
