@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from dockertools import alabelled
+from gw_helpers import is_status, recv_json, recv_until, ws_connect
 
 from gateway.app import create_app
 from gateway.context import GatewayContext
@@ -74,6 +75,19 @@ async def test_warm_creates_on_docker_and_a_restart_that_adopts_the_pool(
         assert "rc=1" in out and out.endswith("hi"), out
         assert "conversation_id" not in out
         assert (await client.delete(f"/conversation/{first['id']}")).status_code == 204
+        await pool_full(client, 1)
+        # The seed's browser flow, warm: STARTING (claiming), then the agent's READY as seq 1.
+        ws = await ws_connect(base, "/conversation?title=seed")
+        try:
+            first_frame = await recv_json(ws)
+            assert first_frame["seq"] == 0 and first_frame["detail"]["status"] == "STARTING"
+            ready = (await recv_until(ws, is_status("READY")))[-1]
+            assert ready["seq"] == 1 and ready["conversation_id"] == first_frame["conversation_id"]
+        finally:
+            await ws.close()
+        seed = (await client.get(f"/conversation/{first_frame['conversation_id']}")).json()
+        assert seed["start"] == "warm"
+        assert (await client.delete(f"/conversation/{seed['id']}")).status_code == 204
         await pool_full(client, 1)
         second = (await client.post("/conversation", json={"title": "two"})).json()
         assert second["start"] == "warm" and second["id"] != first["id"]
