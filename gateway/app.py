@@ -73,7 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
-            log.info("shutdown 1/5: no new conversations; starts in progress are cancelled")
+            log.info("shutdown 1/5: no new conversations; starts in progress are cancelled, spares removed")
             await manager.close()
             log.info("shutdown 2/5: closing the firehose and its upstreams")
             await firehose.close()

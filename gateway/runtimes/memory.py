@@ -16,7 +16,8 @@ outlive the process anyway.
 
 What it does not do, by design: the spec's ``env`` and ``limits`` are not
 applied (tasks run with the gateway's own environment, as children of the
-gateway's process), and nothing survives the process. Tests of those, of
+gateway's process; a claimed spare's ``env`` does reach its tasks, the claim
+hands it to the agent), and nothing survives the process. Tests of those, of
 process groups or of agents that die use the process or the Docker runtime.
 """
 

@@ -13,7 +13,10 @@ holding
 - ``agent.log``: the agent's stdout and stderr, whose tail is the reason of a
   :class:`SandboxStartError` and of an EXITED handle;
 - ``token`` (0600): the agent's token, which it reads at start-up
-  (``CONVOY_AGENT_TOKEN_FILE``), so the token is in no process's environment.
+  (``CONVOY_AGENT_TOKEN_FILE``), so the token is in no process's environment;
+  a spare's (``spec.pool`` set, started ``--spare``) holds its claim secret;
+- ``claim.json``: a claimed spare's claim, written by its agent; the metadata's
+  spec is rewritten after the claim, and a claim file wins over a spare spec.
 
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
