@@ -217,6 +217,12 @@ class Pool:
             self._failures += 1
             log.warning("starting a spare sandbox failed (attempt %d): %s", self._failures, error)
             return
+        except Exception:  # a runtime bug must not stop the refills
+            self._failures += 1
+            log.exception("starting a spare sandbox failed (attempt %d)", self._failures)
+            with contextlib.suppress(Exception):
+                await self._runtime.remove(spec.conversation_id)
+            return
         finally:
             self._starting.pop(spec.conversation_id, None)
             self._slots.release()
@@ -238,8 +244,12 @@ class Pool:
     async def reconcile(self, spares: list[SandboxHandle]) -> None:
         """Brings the pool in line with the spares the runtime lists (see the module docstring)."""
         listed = {handle.conversation_id for handle in spares}
-        for key, ready in self._ready.items():
-            self._ready[key] = deque(handle for handle in ready if handle.conversation_id in listed)
+        for ready in list(self._ready.values()):
+            for handle in [handle for handle in ready if handle.conversation_id not in listed]:
+                # Not listed: vanished, or ready only since the listing was taken (then it is there).
+                with contextlib.suppress(RuntimeFailure):
+                    if await self._runtime.find(handle.conversation_id) is None:
+                        self._drop(handle.conversation_id)
         ready_ids = {handle.conversation_id for spares_ in self._ready.values() for handle in spares_}
         for handle in spares:
             spare_id, key = handle.conversation_id, handle.spec.pool or DEFAULT_POOL
