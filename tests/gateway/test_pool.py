@@ -201,3 +201,25 @@ async def test_spares_are_neither_reaped_nor_on_the_firehose(harness: Harness) -
             assert {f["conversation_id"] for f in frames} <= {body["id"]}, frames
         finally:
             await firehose.close()
+
+
+async def test_a_spare_that_died_is_removed_and_the_create_starts_cold(harness: Harness) -> None:
+    from gateway.runtimes.memory import MemoryRuntime
+
+    assert isinstance(harness.runtime, MemoryRuntime)
+    async with harness.client(pool_size=1, reconcile_interval=3600) as client:
+        await eventually(lambda: _ready_count(client, 1))
+        (dead,) = await spares(harness)
+        await harness.runtime.stop_agent(UUID(dead))  # behind the pool's back
+        body = (await client.post("/conversation", json={"title": "fallback"})).json()
+        assert body["start"] == "cold" and body["id"] == dead  # the id it was given, a fresh sandbox
+
+        async def ready() -> bool:
+            info = (await client.get(f"/conversation/{dead}")).json()
+            return bool(info["status"] == "READY")
+
+        await eventually(ready)
+        events = (await client.get(f"/conversation/{dead}/event")).json()["results"]
+        assert [e["seq"] for e in events] == [1] and events[0]["detail"]["status"] == "READY"
+        status = (await client.get("/pool")).json()
+        assert status["claimed_total"] == 0 and status["cold_total"] == 1
