@@ -260,7 +260,7 @@ class Pool:
                 await self._remove(spare_id)
             elif spare_id in ready_ids or self._closing:
                 continue
-            elif handle.state is SandboxState.RUNNING and await self._answers(handle):
+            elif handle.state is SandboxState.RUNNING and await self._still_spare(handle):
                 self._ready.setdefault(key, deque()).append(handle)
                 log.info("adopted spare sandbox %s (pool %s)", spare_id, key)
             elif time.time() - handle.spec.created_at.timestamp() > self._half_made_after:
@@ -272,12 +272,13 @@ class Pool:
         for key, ready in self._ready.items():
             self._ready[key] = deque(handle for handle in ready if handle.conversation_id != spare_id)
 
-    async def _answers(self, handle: SandboxHandle) -> bool:
+    async def _still_spare(self, handle: SandboxHandle) -> bool:
+        """Whether its agent answers as a spare (ready, not claimed: by another gateway, say)."""
         try:
             response = await self._http.get(f"{handle.base_url}/ready", timeout=2.0)
-        except httpx.HTTPError:
+            return response.status_code == 200 and response.json().get("spare") is True
+        except (httpx.HTTPError, ValueError, AttributeError):
             return False
-        return response.status_code == 200
 
     async def close(self) -> None:
         """The gateway's shutdown: refills stop (half-started spares are removed by the
@@ -291,4 +292,14 @@ class Pool:
         ready = [handle for spares in self._ready.values() for handle in spares]
         for spares in self._ready.values():
             spares.clear()
-        await asyncio.gather(*(self._remove(handle.conversation_id) for handle in ready))
+
+        async def remove_if_spare(handle: SandboxHandle) -> None:
+            # Another gateway of the installation may have claimed it meanwhile: then it is a
+            # conversation's, and stays.
+            found = await self._runtime.find(handle.conversation_id)
+            if found is None or found.spec.pool is None:
+                return
+            if found.state is SandboxState.EXITED or await self._still_spare(found):
+                await self._remove(handle.conversation_id)
+
+        await asyncio.gather(*(remove_if_spare(handle) for handle in ready), return_exceptions=True)

@@ -292,7 +292,9 @@ class DockerSandboxes:
         known = self._claimed.get(spare.conversation_id)
         if known is not None:
             return known
-        data = await self._quietly(self._engine.read_file(container, docker_token.CLAIM_FILE))
+        # Not _quietly: an engine that does not answer must not make a claimed sandbox a spare
+        # (the listing fails instead, which changes nothing); a missing file reads as None.
+        data = await self._engine.read_file(container, docker_token.CLAIM_FILE)
         try:
             claim = Claim.model_validate_json(data) if data else None
         except ValueError:

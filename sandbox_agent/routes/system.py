@@ -40,10 +40,11 @@ async def health(agent: Agent = Depends(get_agent)) -> Response:
 
 @public.get("/ready", responses={503: {"description": "starting or stopping"}})
 async def ready(agent: Agent = Depends(get_agent)) -> Response:
-    """200 once the event log is loaded and READY recorded; 503 while stopping."""
+    """200 once the event log is loaded and READY recorded (a spare: once it can be claimed,
+    saying ``"spare": true``); 503 while stopping."""
     if not agent.ready:
         return error_response(503, "not ready")
-    return json_raw(b'{"status":"ready"}')
+    return json_raw(b'{"status":"ready","spare":true}' if agent.spare else b'{"status":"ready"}')
 
 
 @proxied.get("/agent-info", response_model=AgentInfo, summary="What this sandbox can run")
