@@ -292,9 +292,13 @@ class DockerSandboxes:
         known = self._claimed.get(spare.conversation_id)
         if known is not None:
             return known
-        # Not _quietly: an engine that does not answer must not make a claimed sandbox a spare
-        # (the listing fails instead, which changes nothing); a missing file reads as None.
-        data = await self._engine.read_file(container, docker_token.CLAIM_FILE)
+        # An engine that does not answer fails the listing (which changes nothing) rather than
+        # make a claimed sandbox look like a spare; a refusal (a container being removed) reads as
+        # no claim: the pool adopts or removes only agents that answer as spares themselves.
+        try:
+            data = await self._engine.read_file(container, docker_token.CLAIM_FILE)
+        except EngineError:
+            data = None
         try:
             claim = Claim.model_validate_json(data) if data else None
         except ValueError:
