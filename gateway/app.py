@@ -1,8 +1,9 @@
 """``create_app(settings, runtime=None) -> FastAPI``: the gateway, wired together.
 
 Start-up: create the runtime (unless one is given), reconcile with it (adopt
-live sandboxes, remove exited ones and orphans), start the reap and reconcile
-loops. Shutdown, in order: stop accepting conversations, close the proxied
+live sandboxes and the pool's spares, remove exited ones and orphans), start the
+pool's refills and the reap and reconcile loops. Shutdown, in order: stop
+accepting conversations (and remove the pool's spares), close the proxied
 WebSockets and the firehose, stop the background loops, close the HTTP client,
 close the runtime (only one this app created). Sandboxes keep running: a new
 gateway on the same runtime finds them again.
@@ -75,11 +76,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             lambda: [view.status for view in manager.page(None, manager.count() or 1).results]
         )
         watcher = start_watching(bus, metrics)
+        metrics.pool_size.set_function(lambda: manager.pool.status().ready)
         firehose = Firehose(settings, manager, bus)
         housekeeper = Housekeeper(settings, manager)
         snapshots = SnapshotManager(settings, manager, proxy.client)
         app.state.gateway = GatewayContext(settings, auth, bus, proxy, manager, firehose, links, snapshots)
         await manager.reconcile()
+        manager.pool.start()  # refills begin once the spares a previous gateway left are adopted
         housekeeper.start()
         log.info(
             "convoy gateway %s: runtime %s, auth %s, %d conversations found",
@@ -91,7 +94,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
-            log.info("shutdown 1/5: no new conversations; starts in progress are cancelled")
+            log.info("shutdown 1/5: no new conversations; starts in progress are cancelled, spares removed")
             await manager.close()
             log.info("shutdown 2/5: closing the firehose and its upstreams")
             await firehose.close()

@@ -24,6 +24,10 @@ Contracts:
   (:meth:`ready_handle`) resumes it first; an idle one with ``on_idle="pause"`` is
   paused instead of removed, and removed ``paused_ttl`` seconds later; reconcile
   adopts a paused sandbox as PAUSED.
+- The pool (:mod:`gateway.pool`): a create whose options a spare can take claims
+  one (``start`` "warm"; READY once the claim's one call returns), else starts
+  cold (and the pool refills). Spares are no conversations: reconcile hands them
+  to the pool; they are never listed, counted or reaped.
 """
 
 from __future__ import annotations
@@ -48,11 +52,13 @@ from gateway.errors import (
     NotFound,
     NotReady,
     ShuttingDown,
+    SpareTaken,
     StillStarting,
     public_reason,
 )
 from gateway.models import Conversation, ConversationCreate
 from gateway.pausing import Pauser
+from gateway.pool import Pool
 from gateway.records import Record, cursor_of, parse_cursor, sort_key
 from gateway.runtimes.base import (
     ResourceLimits,
@@ -72,8 +78,13 @@ log = logging.getLogger("convoy.gateway")
 #: How much longer than a start may take a request waits for a STARTING conversation.
 _START_WAIT_MARGIN = 5.0
 
+#: Seconds ``POST /conversation`` waits for a warm create's claim to settle.
+_CLAIM_WAIT = 5.0
+
 _RUNNING = (ConversationStatus.READY, ConversationStatus.PAUSED)  # a sandbox reconcile holds to account
 _LIVE = (ConversationStatus.STARTING, ConversationStatus.STOPPING, *_RUNNING)
+#: What reconcile adopts without a record (STARTING: a start under way here or elsewhere).
+_ADOPTABLE = (SandboxState.RUNNING, SandboxState.PAUSED)
 
 
 class ConversationManager:
@@ -89,6 +100,8 @@ class ConversationManager:
         self._state_dirs = tuple(sorted({str(state_dir), str(state_dir.absolute())}, key=len, reverse=True))
         self.closing = False
         self.pausing = Pauser(settings, runtime, bus, http)
+        #: Ready spare sandboxes (gateway/pool.py); started by the app after the first reconcile.
+        self.pool = Pool(settings, runtime, http)
 
     # --- queries ----------------------------------------------------------------
 
@@ -192,8 +205,10 @@ class ConversationManager:
                 "delete one first"
             )
         self._admission.admit(principal.name)
+        # The pool: a ready sandbox, if one fits (a seeded workspace never does: a spare's is empty).
+        spare = None if seed is not None else self.pool.take(self.pool.key_for(body))
         spec = SandboxSpec(
-            conversation_id=uuid4(),
+            conversation_id=uuid4() if spare is None else spare.conversation_id,
             owner=principal.name,
             title=body.title,
             token=secrets.token_urlsafe(32),
@@ -206,20 +221,58 @@ class ConversationManager:
             on_idle=body.on_idle or self._settings.on_idle,
             seed=seed,
         )
-        record = Record(spec=spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase="accepted")
+        phase = "accepted" if spare is None else "claiming a ready sandbox"
+        record = Record(spec=spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase=phase)
+        record.start = "cold" if spare is None else "warm"
         record.forked_from = forked_from
         self._records[record.id] = record
         self._bus.publish(StatusNotice(record.id, ConversationStatus.STARTING, phase=record.phase))
-        record.start_task = asyncio.create_task(self._start(record), name=f"start {record.id}")
+        record.start_task = asyncio.create_task(self._start(record, spare), name=f"start {record.id}")
         return record
 
-    async def _start(self, record: Record) -> None:
+    async def until_claimed(self, record: Record) -> None:
+        """Waits for a warm create's claim (one call to the spare; a cold start after a failed
+        claim is not waited for beyond a few seconds): so ``POST`` answers READY."""
+        task = record.start_task
+        if record.start != "warm" or task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), _CLAIM_WAIT)
+        except asyncio.CancelledError:
+            if not task.cancelled():  # this request is cancelled, not the start (by a delete)
+                raise
+        except TimeoutError:
+            pass  # a cold start after a failed claim: answered STARTING
+
+    async def _claim(self, record: Record, spare: SandboxHandle) -> bool:
+        """The warm start: READY once the spare is claimed (True); False to start cold."""
+        try:
+            handle = await self.pool.claim(spare, record.spec)
+        except SpareTaken:  # another gateway of the installation took it: the id is its now
+            self._fail(record, "the ready sandbox was taken by another gateway; create again")
+            return True
+        if handle is None:
+            record.start, record.phase = "cold", "accepted"
+            return False
+        self._ready(record, handle)
+        return True
+
+    def _ready(self, record: Record, handle: SandboxHandle) -> None:
+        record.handle, record.status, record.phase = handle, ConversationStatus.READY, None
+        record.ready_at = time.monotonic()
+        self.touch(record)
+        self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, fresh=True))
+
+    async def _start(self, record: Record, spare: SandboxHandle | None = None) -> None:
         async def progress(phase: str) -> None:
             record.phase = phase
             self._bus.publish(StatusNotice(record.id, ConversationStatus.STARTING, phase=phase))
 
+        if spare is not None and await self._claim(record, spare):
+            return
         try:
-            handle = await self.runtime.start(record.spec, progress)
+            async with self.pool.cold_start():
+                handle = await self.runtime.start(record.spec, progress)
         except RuntimeFailure as error:
             self._fail(record, str(error), failed_start=True)
             return
@@ -231,10 +284,7 @@ class ConversationManager:
             return
         if record.forked_from is not None:  # before READY: no client can record anything first
             await announce_forked(self._http, handle, *record.forked_from)
-        record.handle, record.status, record.phase = handle, ConversationStatus.READY, None
-        record.ready_at = time.monotonic()
-        self.touch(record)
-        self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, fresh=True))
+        self._ready(record, handle)
 
     def _fail(self, record: Record, reason: str, failed_start: bool = False) -> None:
         log.warning("conversation %s failed: %s", record.id, reason)
@@ -316,7 +366,12 @@ class ConversationManager:
         gateway does not know (after a restart), fails READY conversations whose
         sandbox exited or vanished, removes exited sandboxes and orphans."""
         began = time.monotonic()
-        handles = {handle.conversation_id: handle for handle in await self.runtime.list()}
+        listed = await self.runtime.list()
+        # The pool's spares are no conversations: the pool reconciles them (a claimed one that a
+        # listing still shows as a spare is no vanished conversation either).
+        spares = [handle for handle in listed if handle.spec.pool is not None]
+        handles = {handle.conversation_id: handle for handle in listed if handle.spec.pool is None}
+        spare_ids = {handle.conversation_id for handle in spares}
         self._removed_at = {key: at for key, at in self._removed_at.items() if began - at < 600}
         for conversation_id, handle in handles.items():
             record = self._records.get(conversation_id)
@@ -327,15 +382,17 @@ class ConversationManager:
                     await self.runtime.remove(conversation_id)
                 if record is not None and self._records.get(conversation_id) is record:
                     self._fail(record, self._exit_reason(handle))
-            elif record is None and not self.closing:
-                self._adopt(handle)
+            elif record is None and handle.state in _ADOPTABLE and not self.closing:
+                self._adopt(handle)  # STARTING: a start under way here or elsewhere, not adopted
         for record in [r for r in self._records.values() if r.status in _RUNNING and r.handle]:
             if (
                 record.id not in handles
+                and record.id not in spare_ids
                 and record.ready_at < began
                 and self._records.get(record.id) is record
             ):
                 self._fail(record, "the sandbox disappeared")
+        await self.pool.reconcile([spare for spare in spares if spare.conversation_id not in self._records])
         with contextlib.suppress(RuntimeFailure):
             await self.runtime.cleanup_orphans()
 
@@ -355,10 +412,11 @@ class ConversationManager:
         return handle.reason or "the sandbox exited unexpectedly"
 
     async def close(self) -> None:
-        """Stops accepting conversations and cancels starts in progress (their
-        half-started sandboxes are removed by the runtime)."""
+        """Stops accepting conversations, cancels starts in progress (their
+        half-started sandboxes are removed by the runtime) and removes the pool's spares."""
         self.closing = True
         tasks = [r.start_task for r in self._records.values() if r.start_task and not r.start_task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pool.close()  # spares are removed; conversations keep running

@@ -118,6 +118,16 @@ class RuntimeUnavailable(RuntimeFailure):
     status = 503
 
 
+# The pool (gateway/pool.py): a spare that could not be claimed.
+class ClaimFailed(RuntimeFailure):
+    """A spare could not be claimed (its agent is gone, does not answer, or refused)."""
+
+
+class SpareTaken(ClaimFailed):
+    """The spare was claimed already (by another gateway of the installation): it is a
+    conversation now, and must neither be removed nor claimed again."""
+
+
 class EngineError(RuntimeFailure):
     """The Docker engine refused a call (the message says why)."""
 

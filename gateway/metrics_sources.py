@@ -41,14 +41,31 @@ class CountedRuntime:
 
     async def start(self, spec: SandboxSpec, progress: ProgressCallback | None = None) -> SandboxHandle:
         began = time.monotonic()
+        spare = spec.pool is not None  # a refill of the pool: no conversation's start
         try:
             handle = await self.wrapped.start(spec, progress)
         except BaseException as error:
             if isinstance(error, RuntimeFailure):
                 self._failed("start", error)
-            self._metrics.start_finished("cold", error=error)
+            if not spare:
+                self._metrics.start_finished("cold", error=error)
             raise
-        self._metrics.start_finished("cold", seconds=time.monotonic() - began)
+        if not spare:
+            self._metrics.start_finished("cold", seconds=time.monotonic() - began)
+        return handle
+
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        """A warm start: the pool's spare claimed for ``spec`` (timed, counted as a pool hit)."""
+        began = time.monotonic()
+        try:
+            handle = await self.wrapped.claim(spare, spec)
+        except BaseException as error:
+            if isinstance(error, RuntimeFailure):
+                self._failed("claim", error)
+            self._metrics.start_finished("warm", error=error)
+            raise
+        self._metrics.start_finished("warm", seconds=time.monotonic() - began)
+        self._metrics.pool_claimed(True)
         return handle
 
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:

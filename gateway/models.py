@@ -43,6 +43,7 @@ __all__ = [
     "ForkCreate",
     "OnIdle",
     "Page",
+    "PoolStatus",
     "Snapshot",
     "SnapshotCreate",
     "Task",
@@ -140,6 +141,11 @@ class Conversation(BaseModel):
     egress: EgressPolicy | None = None
     limits: ConversationLimits
     on_idle: OnIdle = "delete"
+    # --- the pool ---
+    start: Literal["warm", "cold"] = Field(
+        "cold",
+        description="warm: a ready sandbox of the pool was claimed (READY at once); cold: started anew.",
+    )
 
 
 # --- usage (issue 14) ------------------------------------------------------------------
@@ -206,3 +212,18 @@ class Snapshot(BaseModel):
     created_at: datetime
     size: int
     conversation_id: UUID = Field(description="The conversation it was taken of (which may be gone).")
+
+
+# --- the pool (gateway/pool.py) ------------------------------------------------------
+
+
+class PoolStatus(BaseModel):
+    """``GET /pool``: the ready spare sandboxes, and how creates were served since start."""
+
+    size: int = Field(..., description="Spares kept ready per pool (CONVOY_POOL_SIZE).")
+    ready: int = Field(..., description="Spares ready to be claimed now.")
+    starting: int = Field(..., description="Spares being started by this gateway.")
+    claimed_total: int = Field(
+        ..., description="Creates served warm, from a spare, since the gateway started."
+    )
+    cold_total: int = Field(..., description="Sandboxes started cold for a create since the gateway started.")

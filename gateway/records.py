@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 from uuid import UUID
 
 from gateway.errors import InvalidInput
@@ -49,6 +50,8 @@ class Record:
     paused_at: float = 0.0
     #: For a fork: the original's id and last seq, recorded as its first event after READY.
     forked_from: tuple[UUID, int] | None = None
+    #: The pool: "warm" when a spare was claimed for it, else "cold" (started anew).
+    start: Literal["warm", "cold"] = "cold"
 
     @property
     def id(self) -> UUID:
@@ -68,6 +71,7 @@ class Record:
             egress=None if self.spec.egress is None else EgressPolicy(allow=list(self.spec.egress)),
             limits=ConversationLimits(**asdict(self.spec.limits)),
             on_idle="pause" if self.spec.on_idle == "pause" else "delete",
+            start=self.start,
         )
 
 

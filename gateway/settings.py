@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     )
     max_snapshots_per_user: int = Field(20, ge=0, description="Snapshots one principal may keep.")
 
+    # --- the pool of ready sandboxes (gateway/pool.py) ---------------------------
+    pool_size: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Ready spare sandboxes kept per pool, claimed by a create in one call; unset: "
+        "2 on the docker runtime, 0 on the process and memory runtimes.",
+    )
+    pool_max_spares: int = Field(
+        8,
+        ge=0,
+        description="Spares of all pools together at most. Spares count against no conversation limit "
+        "(max_conversations, per user): this bound is theirs.",
+    )
+    pool_refill_concurrency: int = Field(
+        1, ge=1, description="Spares started at once; a refill waits while a user waits on a cold start."
+    )
+
     # --- protection of the server itself ---------------------------------------
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="The gateway's own request bodies (proxied: the agent's limits)."

@@ -2,6 +2,7 @@
 
     convoy-agent --host H --port P --workspace DIR --state-dir DIR
                  [--token-file FILE] [--run-as UID:GID] [--unprotected]
+                 [--spare] [--claim-file FILE]
 
 The token comes from ``--token-file`` (``CONVOY_AGENT_TOKEN_FILE``), else
 ``CONVOY_AGENT_TOKEN``; either way that variable is removed from the agent's
@@ -9,6 +10,9 @@ environment (its tasks inherit the rest). Without a token the agent refuses
 to start (exit 2) unless ``--unprotected`` or ``CONVOY_AGENT_UNPROTECTED=1``.
 ``--run-as``: started as root, the agent reads the token, then works as that
 user and runs its tasks as it (see :mod:`sandbox_agent.privileges`).
+``--spare``: start with no conversation and wait for a claim (the token is then
+the claim secret); ``--claim-file``: where a claim is kept, read (as root, before
+the switch) at every start (see :mod:`sandbox_agent.claim`).
 The conversation id comes from ``CONVOY_CONVERSATION_ID``. SIGTERM/SIGINT end
 it gracefully: running tasks are cancelled (their process groups ended), the
 event log is written and fsynced, and the process exits 0.
@@ -28,6 +32,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sandbox_agent.claim import Claim
     from sandbox_agent.settings import AgentSettings
 
 from sandbox_agent.contract import AGENT_TOKEN_ENV
@@ -44,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-file", type=Path, help="file holding the token (CONVOY_AGENT_TOKEN_FILE)")
     parser.add_argument("--run-as", help="UID:GID to work and run tasks as, when started as root")
     parser.add_argument("--unprotected", action="store_true", help="serve without a token (development only)")
+    parser.add_argument("--spare", action="store_true", help="no conversation until claimed (POST /claim)")
+    parser.add_argument("--claim-file", type=Path, help="where the claim is kept (CONVOY_AGENT_CLAIM_FILE)")
     parser.add_argument("--log-level", default="warning")
     return parser
 
@@ -66,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["token_file"] = args.token_file
     if args.run_as is not None:
         overrides["run_as"] = args.run_as
+    if args.spare:
+        overrides["spare"] = True
+    if args.claim_file is not None:
+        overrides["claim_file"] = args.claim_file
     try:
         settings = AgentSettings(**overrides)
     except ValidationError as error:
@@ -74,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in [name for name in os.environ if name.upper() == AGENT_TOKEN_ENV]:
         del os.environ[name]  # tasks inherit the agent's environment; the token is not theirs
     try:
-        _take_token_and_drop(settings)
+        kept_claim = _take_token_and_drop(settings)
     except (OSError, ValueError) as error:
         print(f"convoy-agent: {error}", file=sys.stderr)
         return 2
+    if kept_claim is not None:
+        settings.token = kept_claim.token  # the claimed conversation's, not the spare's secret
     if not settings.token and not settings.unprotected:
         print(
             "convoy-agent: refusing to start without a token (--token-file or CONVOY_AGENT_TOKEN) "
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sandbox_agent.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, kept_claim)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -118,15 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.started else 1
 
 
-def _take_token_and_drop(settings: AgentSettings) -> None:
-    """Read the token file (while still root, where the runtime starts the agent as root),
-    then switch to ``run_as``; the token file is read before, never after."""
+def _take_token_and_drop(settings: AgentSettings) -> Claim | None:
+    """Read the token file and the claim kept, if any (while still root, where the runtime
+    starts the agent as root), then switch to ``run_as``; both are read before, never after."""
     from sandbox_agent import privileges
+    from sandbox_agent.claim import read_claim
 
     if settings.token_file is not None:
         settings.token = privileges.read_token(settings.token_file)
+    kept = read_claim(settings.claim_file)
     if settings.run_as is not None:
         privileges.drop_to(*privileges.parse_user(settings.run_as))
+    return kept
 
 
 def _without_pydantic_v1() -> None:

@@ -6,6 +6,12 @@ state directory and, on the very first start only, records
 ``ConversationStatusUpdate READY`` as event 1.
 :meth:`Agent.stop` ends the terminals and cancels running tasks (ending their process
 groups), then writes and fsyncs the logs.
+
+A spare (the ``spare`` setting, see :mod:`sandbox_agent.claim`) starts with no
+conversation and records nothing: :attr:`Agent.spare` is true, every route but
+``/ready`` and ``/claim`` refuses, and :meth:`Agent.claim` makes it the agent of
+the claimed conversation, whose READY is then event 1. An agent that finds a
+claim kept in its ``claim_file`` at start is that conversation's agent again.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import logging
 from uuid import UUID, uuid4
 
 from sandbox_agent import __version__
-from sandbox_agent.events import EventLog
+from sandbox_agent.claim import Claim, read_claim, write_claim
+from sandbox_agent.errors import Conflict
+from sandbox_agent.events import EventLog, StoredEvent
 from sandbox_agent.files import Workspace
 from sandbox_agent.ports import PortForwarder
 from sandbox_agent.protocol import (
@@ -56,6 +64,13 @@ class Agent:
         #: open task streams end then, so the server's graceful wait is not spent on them.
         self.stopping = asyncio.Event()
         self._info_json: bytes | None = None
+        #: No conversation yet: the agent waits for a claim (see the module docstring).
+        self.spare = False
+        #: The claim secret while :attr:`spare` (the spare's token); then None.
+        self.claim_secret: str | None = None
+        #: A claim read before the agent dropped its privileges (its file is root's then).
+        self.kept_claim: Claim | None = None
+        self._claim_lock = asyncio.Lock()
 
     @property
     def conversation_id(self) -> UUID:
@@ -65,6 +80,19 @@ class Agent:
     async def start(self) -> None:
         await asyncio.to_thread(clear_staging, self.settings.upload_staging_dir)
         found = await self.events.open()
+        kept = self.kept_claim or await asyncio.to_thread(read_claim, self.settings.claim_file)
+        if kept is not None:
+            self._take(kept)
+        elif self.settings.spare:
+            if found:
+                raise StateMismatch(
+                    f"a spare's state dir {self.settings.state_dir} holds events, but no claim"
+                )
+            self.spare, self.claim_secret, self.settings.token = True, self.settings.token, None
+            await self.tasks.open()
+            self.ready = True
+            log.info("spare agent ready, waiting for a claim")
+            return
         stored, wanted = self.events.conversation_id, self.settings.conversation_id
         if stored is not None and wanted is not None and stored != wanted:
             raise StateMismatch(
@@ -81,6 +109,44 @@ class Agent:
         await self.terminals.open()
         self.ready = True
         log.info("conversation %s ready (%d events reloaded)", self.conversation_id, found)
+
+    async def claim(self, claim: Claim) -> StoredEvent:
+        """Become the agent of ``claim``'s conversation: keep the claim (on disk first, so
+        a restart cannot make a spare of it again), take its token and task environment,
+        record READY as event 1. :class:`Conflict` (409) for an agent that is no spare
+        (claimed already) or was made for another conversation id."""
+        async with self._claim_lock:
+            if not self.spare:
+                raise Conflict("this sandbox was claimed already")
+            wanted = self.settings.conversation_id
+            if wanted is not None and wanted != claim.conversation_id:
+                raise Conflict(
+                    f"this spare was made for another conversation id than {claim.conversation_id}"
+                )
+            if self.settings.claim_file is not None:
+                try:
+                    await asyncio.to_thread(write_claim, self.settings.claim_file, claim)
+                except FileExistsError:
+                    raise Conflict("this sandbox was claimed already") from None
+            self._take(claim)
+            self.spare, self.claim_secret = False, None
+            stored = self.events.append(
+                ConversationStatusUpdate(
+                    status=ConversationStatus.READY, conversation_id=claim.conversation_id
+                )
+            )
+            log.info("claimed for conversation %s", claim.conversation_id)
+            return stored
+
+    def _take(self, claim: Claim) -> None:
+        stored = self.events.conversation_id
+        if stored is not None and stored != claim.conversation_id:
+            raise StateMismatch(f"the claim is for {claim.conversation_id}, the state dir for {stored}")
+        self.events.conversation_id = claim.conversation_id
+        self.settings.token, self.settings.unprotected = claim.token, False
+        self.settings.task_env = claim.task_env()
+        self.settings.conversation_id = claim.conversation_id
+        self._info_json = None
 
     async def stop(self) -> None:
         self.ready = False

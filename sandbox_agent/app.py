@@ -14,24 +14,28 @@ from fastapi import FastAPI
 from sandbox_agent import __version__, errors
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
-from sandbox_agent.routes import operation_id, ports, system, terminals, ws
+from sandbox_agent.claim import Claim
+from sandbox_agent.routes import claim, operation_id, ports, system, terminals, ws
 from sandbox_agent.routes.proxied import PREVIEW_ROUTER, PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 
-# In matching order: the token-protected routes, then /health and /ready, then the sockets.
+# In matching order: the token-protected routes, then /health, /ready and /claim, then the sockets.
 _ROUTERS = (
     system.router,
     *PROXIED_ROUTERS,
     PREVIEW_ROUTER,
     system.public,
+    claim.router,
     ws.router,
     terminals.sockets,
     ports.sockets,
 )
 
 
-def create_app(settings: AgentSettings) -> FastAPI:
+def create_app(settings: AgentSettings, kept_claim: Claim | None = None) -> FastAPI:
+    """``kept_claim``: the claim the agent's CLI read before dropping root (see sandbox_agent.claim)."""
     agent = Agent(settings)
+    agent.kept_claim = kept_claim
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

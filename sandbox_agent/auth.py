@@ -1,7 +1,8 @@
 """The agent token: ``X-Convoy-Token`` on every route but ``/health`` and ``/ready``.
 
 Compared in constant time. An agent started unprotected (no token) accepts
-every request; the CLI refuses to start that way unless told to.
+every request; the CLI refuses to start that way unless told to. A spare (no
+conversation yet) accepts no token at all.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from sandbox_agent.protocol import TOKEN_HEADER
 
 def token_ok(connection: HTTPConnection) -> bool:
     """Whether ``connection`` (HTTP request or WebSocket) carries the agent token."""
-    expected: str | None = connection.app.state.agent.settings.token
+    agent = connection.app.state.agent
+    if agent.spare:
+        return False  # a spare serves no conversation: only /ready and /claim (its own secret)
+    expected: str | None = agent.settings.token
     if expected is None:
         return bool(connection.app.state.agent.settings.unprotected)
     given = connection.headers.get(TOKEN_HEADER)

@@ -20,6 +20,7 @@ __all__ = [
     "AGENT_ENV_PREFIX",
     "AGENT_TOKEN_ENV",
     "AGENT_TOKEN_FILE_ENV",
+    "CLAIM_SECRET_HEADER",
     "CONVERSATION_ID_ENV",
     "DEFAULT_PAGE_LIMIT",
     "MAX_PAGE_LIMIT",
@@ -65,6 +66,17 @@ TOKEN_HEADER: Final = "X-Convoy-Token"
 #: ``POST /task?wait=true`` answers JSON Lines (one ``TaskStreamRecord`` a line), as FastAPI
 #: names them; the gateway streams answers of this type with no read timeout.
 TASK_STREAM_MEDIA_TYPE: Final = "application/jsonl"
+
+# --- spares (the gateway's pool, gateway/pool.py) -----------------------------------
+# A spare agent (``CONVOY_AGENT_SPARE=1``, its ``spare`` setting) serves no conversation
+# yet: it answers only ``GET /ready`` and ``POST /claim``. The claim carries this header
+# with the spare's claim secret (delivered like a token: ``CONVOY_AGENT_TOKEN_FILE``), and
+# hands the agent its conversation, task environment and real token in one call. The agent
+# keeps the claim in ``CONVOY_AGENT_CLAIM_FILE`` (out of its tasks' reach where it starts as
+# root) and reloads it when it starts again: a claimed agent never takes another claim.
+
+#: Header carrying a spare's claim secret (gateway -> agent, ``POST /claim`` only).
+CLAIM_SECRET_HEADER: Final = "X-Convoy-Claim-Secret"
 
 # --- WebSocket close codes --------------------------------------------------------
 

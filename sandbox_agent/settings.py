@@ -52,6 +52,20 @@ class AgentSettings(BaseModel):
         description="Unset: the id recorded in the state dir's event log, or a fresh UUID on first start.",
     )
 
+    # --- spares (see sandbox_agent.claim) ------------------------------------------
+    spare: bool = Field(
+        False,
+        description="Start with no conversation, answering only /ready and /claim; the token (file) is "
+        "then the claim secret, and the claim brings the conversation's token.",
+    )
+    claim_file: Path | None = Field(
+        None, description="Where the claim is kept (and reloaded from at every start). Unset: no claim."
+    )
+    task_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment of every task (a claim's env); never read from os.environ.",
+    )
+
     # --- limits -------------------------------------------------------------------
     max_task_output_bytes: int = Field(
         1 * MiB, ge=0, description="Output a task may stream as events; the rest goes to a workspace file."
@@ -114,6 +128,6 @@ def environment() -> dict[str, str]:
             found["conversation_id"] = value
         elif name.startswith(AGENT_ENV_PREFIX):
             field = name.removeprefix(AGENT_ENV_PREFIX).lower()
-            if field in AgentSettings.model_fields and field != "conversation_id":
+            if field in AgentSettings.model_fields and field not in ("conversation_id", "task_env"):
                 found[field] = value
     return found

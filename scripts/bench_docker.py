@@ -78,8 +78,9 @@ async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
 
 
 class Gateway:
-    def __init__(self, image: str = IMAGE) -> None:
+    def __init__(self, image: str = IMAGE, pool_size: int = 0) -> None:
         self.image = image
+        self.pool_size = pool_size  # no pool by default: these figures are of cold starts
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
@@ -92,6 +93,7 @@ class Gateway:
             "CONVOY_MAX_CONVERSATIONS_PER_USER": "1000",
             "CONVOY_CREATE_BURST": "1000",  # the bench creates hundreds at once
             "CONVOY_START_TIMEOUT": "300",
+            "CONVOY_POOL_SIZE": str(self.pool_size),
         }
         convoy = Path(sys.executable).with_name("convoy")
         self.process = await asyncio.create_subprocess_exec(

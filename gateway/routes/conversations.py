@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.auth import Principal, admin_principal, current_principal
 from gateway.context import context_of
-from gateway.models import Conversation, ConversationCreate, Count, ErrorBody, Page
+from gateway.models import Conversation, ConversationCreate, Count, ErrorBody, Page, PoolStatus
 from sandbox_agent.routes.params import Limit, PageId
 
 router = APIRouter(
@@ -39,11 +39,15 @@ async def create_conversation(
     body: ConversationCreate | None = None,
     principal: Principal = Depends(current_principal),
 ) -> Conversation:
-    """Answers at once with status STARTING; the sandbox starts in the background.
+    """Answers READY at once (``"start": "warm"``) when a ready sandbox of the pool
+    fits the options (default limits, no internet, no egress); else with status
+    STARTING (``"start": "cold"``) while the sandbox starts in the background.
     Follow ``WS /conversation/{id}`` (or poll ``GET``) for READY or ERROR."""
     context, body = context_of(request), body or ConversationCreate()
     seed = await context.snapshots.seed(principal, body.snapshot)  # another's snapshot: 404
-    return context.manager.create(principal, body, seed=seed).view()
+    record = context.manager.create(principal, body, seed=seed)
+    await context.manager.until_claimed(record)
+    return record.view()
 
 
 @router.get(
@@ -88,3 +92,14 @@ async def delete_conversation(
     the id is 404 everywhere."""
     await context_of(request).manager.delete(conversation_id, principal)
     return Response(status_code=204)
+
+
+# --- the pool ---------------------------------------------------------------------------
+
+
+@router.get(
+    "/pool", response_model=PoolStatus, responses=_ADMINS_ONLY, summary="The pool of ready sandboxes (admin)"
+)
+async def pool_status(request: Request, _: Principal = Depends(admin_principal)) -> PoolStatus:
+    """How many spare sandboxes are ready and starting, and how creates were served."""
+    return context_of(request).manager.pool.status()

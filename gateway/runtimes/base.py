@@ -63,8 +63,8 @@ and ``base_url``, in every state.
 
 What :meth:`gateway.conversations.ConversationManager.reconcile` relies on:
 ``list`` returns every sandbox of the installation with its spec (one without
-a record, RUNNING - or today STARTING too - is adopted as READY, a PAUSED one as
-PAUSED); an EXITED one
+a record is adopted as READY once RUNNING, a PAUSED one as PAUSED; a STARTING one is
+left to its start, here or in another gateway); an EXITED one
 is removed and its READY conversation fails with ``reason``; a READY
 conversation whose sandbox is absent from ``list`` fails ("the sandbox
 disappeared"); conversations it is starting or stopping itself are left to
@@ -73,6 +73,16 @@ comes last and never touches a start under way in this runtime. A ``list``
 that raises (:class:`RuntimeUnavailable`) changes nothing: an engine that does
 not answer is no exit. ``tests/gateway/runtimes/test_contract.py`` checks these
 transitions on every runtime, ``test_docker_sandboxes.py`` the engine's absence.
+
+Spares (the pool, :mod:`gateway.pool`): a spec with ``pool`` set starts a
+*spare*: an agent with no conversation yet, whose ``token`` is its claim secret
+(it answers only ``/ready`` and ``POST /claim``). It is listed and found like
+any sandbox, in the same states, with ``spec.pool`` set; :meth:`Runtime.claim`
+hands it to a conversation in one call, after which ``find`` and ``list`` give
+the conversation's spec (``pool`` unset) - also in another gateway, and after a
+restart: the agent keeps the claim (``sandbox_agent.claim``) and the runtime
+reads it back. The spare's conversation id is chosen when it is made (and
+shown to nobody until claimed), so its names and labels never change.
 
 Errors: every runtime raises only :class:`~gateway.errors.RuntimeFailure`
 subclasses (re-exported here); foreign errors (aiodocker, OSError, httpx) are
@@ -93,9 +103,10 @@ from uuid import UUID
 
 import httpx
 
-from gateway.errors import RuntimeFailure, RuntimeUnavailable, SandboxStartError
+from gateway.errors import ClaimFailed, RuntimeFailure, RuntimeUnavailable, SandboxStartError, SpareTaken
 
 __all__ = [
+    "ClaimFailed",
     "ProgressCallback",
     "ResourceLimits",
     "ResourceUsage",
@@ -107,6 +118,7 @@ __all__ = [
     "SandboxStartError",
     "SandboxState",
     "SnapshotInfo",
+    "SpareTaken",
     "WorkspaceSeed",
     "wait_until_ready",
 ]
@@ -152,6 +164,10 @@ class SandboxSpec:
     on_idle: str = "delete"
     #: Where the workspace comes from at start; only :meth:`Runtime.start` reads it (not kept).
     seed: WorkspaceSeed | None = None
+    # --- the pool ---
+    #: Set for a spare (see the module docstring): the pool it was made for. ``owner`` is then
+    #: empty and ``token`` the claim secret. ``None``: a conversation's sandbox.
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +323,18 @@ class Runtime(Protocol):
 
     async def remove_snapshot(self, snapshot_id: UUID) -> bool:
         """Remove one snapshot; ``False`` when there was none. Idempotent."""
+        ...
+
+    # --- the pool: claiming a spare (gateway/pool.py) ------------------------------------
+
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        """Hand the RUNNING spare ``spare`` to the conversation ``spec`` (the spare's
+        conversation id, ``pool`` unset) in one call to its agent, which records READY
+        as event 1 and from then on wants ``spec.token``. Returns the RUNNING handle
+        with ``spec`` (limits, internet and egress: the spare's); ``find`` and ``list``
+        answer the same from then on. Raises :class:`SpareTaken` when the agent was
+        claimed already, :class:`ClaimFailed` when it cannot be claimed (gone, not
+        answering): the caller removes it."""
         ...
 
     async def close(self) -> None:

@@ -30,6 +30,13 @@ gateway keeps no database):
   (``network``: a gateway in a container; ``auto`` picks ``network`` when
   the gateway runs in a container of the same engine).
 
+Spares (the pool): a spec with ``pool`` set makes a sandbox labelled
+``convoy.pool`` whose agent starts ``--spare`` (its token file holds the claim
+secret). Labels cannot change, so after the claim a spare's labels still say
+"spare": its agent keeps the claim in ``/data/agent/claim.json`` (root's, like
+the token: see :mod:`gateway.runtimes.docker_token`), and the runtime reads it
+back (after a restart, or a claim by another gateway) for the claimed spec.
+
 Why a relay: Docker 20.10 does not publish ports of containers on internal
 networks, and any network where the host has an address lets a container reach
 the host's services (Docker filters forwarded traffic, never the host's own

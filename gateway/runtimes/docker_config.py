@@ -23,7 +23,7 @@ from uuid import UUID
 
 from gateway.runtimes import docker_egress
 from gateway.runtimes.base import ResourceLimits, SandboxSpec
-from gateway.runtimes.docker_token import AGENT_CAPABILITIES, DATA_DIR, TOKEN_FILE
+from gateway.runtimes.docker_token import AGENT_CAPABILITIES, CLAIM_FILE, DATA_DIR, TOKEN_FILE
 from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 AGENT_PORT = 8080
@@ -48,6 +48,7 @@ CPUS = "convoy.limits.cpus"
 PIDS = "convoy.limits.pids"
 ENV_KEYS = "convoy.env-keys"
 ON_IDLE = "convoy.on-idle"  # what the gateway does with it once idle
+POOL = "convoy.pool"  # on a spare's sandbox: the pool it was made for (labels stay: see claim_spec)
 SANDBOX, RELAY = "sandbox", "relay"
 
 
@@ -106,6 +107,8 @@ def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[
     labels |= {key: str(value) for key, value in optional.items() if value is not None}
     if spec.egress is not None:
         labels[EGRESS] = json.dumps(list(spec.egress))
+    if spec.pool is not None:
+        labels[POOL] = spec.pool
     return labels
 
 
@@ -134,6 +137,7 @@ def spec_from_container(info: dict[str, Any], token: str | None) -> SandboxSpec 
             idle_timeout=_float(labels.get(IDLE_TIMEOUT)),
             egress=None if egress is None else tuple(str(entry) for entry in egress),
             on_idle=labels.get(ON_IDLE, "delete"),
+            pool=labels.get(POOL),
         )
     except (KeyError, ValueError, TypeError):
         return None
@@ -271,6 +275,7 @@ def sandbox_config(
             *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
             *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
             *("--token-file", TOKEN_FILE, "--run-as", policy.user),
+            *("--claim-file", CLAIM_FILE, *(["--spare"] if spec.pool is not None else [])),
         ],
         "User": "0:0",  # for the agent's start-up only: see gateway.runtimes.docker_token
         "Hostname": "sandbox",

@@ -28,6 +28,7 @@ from gateway.runtimes.base import (
     SandboxState,
     wait_until_ready,
 )
+from gateway.runtimes.claiming import Claimer, claimed_spec
 from gateway.runtimes.docker_engine import (
     Engine,
     by_conversation,
@@ -38,6 +39,7 @@ from gateway.runtimes.docker_engine import (
 from gateway.runtimes.docker_lifecycle import DockerLifecycle
 from gateway.runtimes.usage_probes import PeakMemory
 from gateway.settings import Settings
+from sandbox_agent.claim import Claim
 
 Reach = Literal["published", "network"]
 _T = TypeVar("_T")
@@ -90,6 +92,10 @@ class DockerSandboxes(DockerLifecycle):
         self._subnet_lock = asyncio.Lock()
         self._used_subnets: set[str] | None = None
         self._specs: dict[str, SandboxSpec] = {}  # by container id: spares an inspect per list()
+        #: Claimed spares, by conversation id: their labels still say "spare" (labels are
+        #: immutable); after a restart the claim is read back from the agent's claim file.
+        self._claimed: dict[UUID, SandboxSpec] = {}
+        self._claimer = Claimer()
         #: Seconds a half-made conversation (no sandbox yet, or one never started) is
         #: given before cleanup_orphans() takes it for left behind: a start of another
         #: gateway process of the same installation may still be under way.
@@ -260,6 +266,8 @@ class DockerSandboxes(DockerLifecycle):
             if spec is None:
                 return None
             self._specs[sandbox["Id"]] = spec
+        if spec.pool is not None:
+            spec = await self._claimed_spec(sandbox["Id"], spec)
         base_url = (
             summary_url(relay) if self.reach == "published" else f"http://{names.relay}:{cfg.AGENT_PORT}"
         )
@@ -281,9 +289,40 @@ class DockerSandboxes(DockerLifecycle):
             return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.EXITED, reason=gone)
         return SandboxHandle(spec=spec, base_url=base_url or "", state=state)
 
+    # --- the pool ---------------------------------------------------------------------
+
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        handle = await self._claimer.claim(spare, spec)
+        self._claimed[spec.conversation_id] = handle.spec
+        return handle
+
+    async def _claimed_spec(self, container: str, spare: SandboxSpec) -> SandboxSpec:
+        """The spec of a spare's container: the conversation's once claimed (here, by another
+        gateway, or before a restart: the agent's claim file says), else the spare's."""
+        known = self._claimed.get(spare.conversation_id)
+        if known is not None:
+            return known
+        # An engine that does not answer fails the listing (which changes nothing) rather than
+        # make a claimed sandbox look like a spare; a refusal (a container being removed) reads as
+        # no claim: the pool adopts or removes only agents that answer as spares themselves.
+        try:
+            data = await self._engine.read_file(container, docker_token.CLAIM_FILE)
+        except EngineError:
+            data = None
+        try:
+            claim = Claim.model_validate_json(data) if data else None
+        except ValueError:
+            claim = None
+        if claim is None or claim.conversation_id != spare.conversation_id:
+            return spare
+        spec = claimed_spec(spare, claim)
+        self._claimed[spare.conversation_id] = spec
+        return spec
+
     # --- remove / cleanup -------------------------------------------------------------
 
     async def remove(self, conversation_id: UUID) -> bool:
+        self._claimed.pop(conversation_id, None)
         return await self._remove(cfg.Names.of(self._install, conversation_id))
 
     async def _remove(self, names: cfg.Names) -> bool:
@@ -356,6 +395,7 @@ class DockerSandboxes(DockerLifecycle):
         return await docker_usage.measure(self._engine, self._install, conversation_id, self._peaks)
 
     async def close(self) -> None:
+        await self._claimer.close()
         await self._engine.close()
 
     @staticmethod

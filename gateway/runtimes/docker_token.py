@@ -20,6 +20,9 @@ import tarfile
 
 DATA_DIR = "/data"
 TOKEN_FILE = f"{DATA_DIR}/agent/token"
+#: A claimed spare's claim (sandbox_agent.claim), written by its agent as root beside the token
+#: (a spare's token file holds its claim secret); read back like the token after a restart.
+CLAIM_FILE = f"{DATA_DIR}/agent/claim.json"
 #: All the agent needs to read its token as root, then switch to the sandbox user.
 AGENT_CAPABILITIES = ["CAP_SETGID", "CAP_SETUID"]
 

@@ -20,7 +20,8 @@ the process and Docker runtimes freeze); snapshots are folders
 
 What it does not do, by design: the spec's ``env`` and ``limits`` are not
 applied (tasks run with the gateway's own environment, as children of the
-gateway's process), and nothing survives the process. Tests of those, of
+gateway's process; a claimed spare's ``env`` does reach its tasks, the claim
+hands it to the agent), and nothing survives the process. Tests of those, of
 process groups or of agents that die use the process or the Docker runtime.
 """
 
@@ -39,7 +40,7 @@ from uuid import UUID
 
 import uvicorn
 
-from gateway.errors import EngineNotFound, RuntimeFailure, SandboxStartError
+from gateway.errors import ClaimFailed, EngineNotFound, RuntimeFailure, SandboxStartError
 from gateway.runtimes import snapshot_folders, usage_probes
 from gateway.runtimes.base import (
     ProgressCallback,
@@ -49,6 +50,7 @@ from gateway.runtimes.base import (
     SandboxState,
     wait_until_ready,
 )
+from gateway.runtimes.claiming import CLAIM_FILE, Claimer
 from gateway.runtimes.folder_lifecycle import FolderSnapshots
 from gateway.settings import Settings
 from sandbox_agent.app import create_app
@@ -121,6 +123,7 @@ class MemoryRuntime(FolderSnapshots):
         self._starting: set[UUID] = set()
         self._peaks = usage_probes.PeakMemory()
         self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
+        self._claimer = Claimer()
 
     def _workspace(self, conversation_id: UUID) -> Path:
         return self.folder(conversation_id) / "workspace"
@@ -189,6 +192,8 @@ class MemoryRuntime(FolderSnapshots):
             token=spec.token,
             unprotected=False,
             conversation_id=spec.conversation_id,
+            spare=spec.pool is not None,  # a spare: the token is its claim secret
+            claim_file=folder / CLAIM_FILE,
         )
         config = _AgentConfig(
             create_app(agent),
@@ -249,6 +254,16 @@ class MemoryRuntime(FolderSnapshots):
             raise RuntimeFailure(f"the sandbox of {conversation_id} is {sandbox.handle().state.value}")
         sandbox.paused = paused
         return sandbox.handle()
+
+    # --- the pool ---------------------------------------------------------------------
+
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        sandbox = self._sandboxes.get(spare.conversation_id)
+        if sandbox is None:
+            raise ClaimFailed(f"the spare {spare.conversation_id} is gone")
+        handle = await self._claimer.claim(spare, spec)
+        sandbox.spec = handle.spec  # this instance's memory is the registry
+        return handle
 
     # --- stop / remove ----------------------------------------------------------------
 
@@ -332,3 +347,4 @@ class MemoryRuntime(FolderSnapshots):
         agent cannot outlive the gateway's process, and stopped here it ends its tasks'
         process groups and flushes its event log, which a process exit would not."""
         await asyncio.gather(*(self._stop(sandbox) for sandbox in list(self._sandboxes.values())))
+        await self._claimer.close()

@@ -13,7 +13,10 @@ holding
 - ``agent.log``: the agent's stdout and stderr, whose tail is the reason of a
   :class:`SandboxStartError` and of an EXITED handle;
 - ``token`` (0600): the agent's token, which it reads at start-up
-  (``CONVOY_AGENT_TOKEN_FILE``), so the token is in no process's environment.
+  (``CONVOY_AGENT_TOKEN_FILE``), so the token is in no process's environment;
+  a spare's (``spec.pool`` set, started ``--spare``) holds its claim secret;
+- ``claim.json``: a claimed spare's claim, written by its agent; the metadata's
+  spec is rewritten after the claim, and a claim file wins over a spare spec.
 
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
@@ -59,6 +62,7 @@ from gateway.errors import RuntimeFailure, SandboxStartError
 from gateway.runtimes import process_files as files
 from gateway.runtimes import process_freezer, procfs, snapshot_folders, usage_probes
 from gateway.runtimes.base import (
+    ClaimFailed,
     ProgressCallback,
     ResourceUsage,
     SandboxHandle,
@@ -66,6 +70,7 @@ from gateway.runtimes.base import (
     SandboxState,
     wait_until_ready,
 )
+from gateway.runtimes.claiming import CLAIM_FILE, Claimer
 from gateway.runtimes.folder_lifecycle import FolderSnapshots
 from gateway.runtimes.process_freezer import ProcessPausing
 from gateway.settings import Settings
@@ -73,6 +78,8 @@ from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RE
 
 _T = TypeVar("_T")
 _TOKEN = "token"
+#: Seconds past the start timeout after which a STARTING sandbox is taken for half-made.
+_HALF_MADE_MARGIN = 30.0
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
 # Runs as its own short-lived process (in the gateway's environment; the agent's comes
@@ -120,6 +127,7 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         self._starting: set[UUID] = set()
         self._peaks = usage_probes.PeakMemory()
         self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
+        self._claimer = Claimer()
 
     # --- paths and metadata (blocking; run in threads) ----------------------------
 
@@ -229,6 +237,7 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
     async def _launch(self, spec: SandboxSpec, folder: Path, port: int) -> procfs.ProcessId:
         argv = [sys.executable, "-m", "sandbox_agent", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--workspace", str(folder / "workspace"), "--state-dir", str(folder / "state")]
+        argv += ["--claim-file", str(folder / CLAIM_FILE), *(["--spare"] if spec.pool is not None else [])]
         try:
             launcher = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -268,6 +277,16 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         procfs.signal_group(process, signal.SIGKILL)
         await asyncio.to_thread(procfs.kill, family)
 
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        folder = self._dir(spare.conversation_id)
+        data = await _io(files.read_meta, folder)
+        if data is None:
+            raise ClaimFailed(f"the spare {spare.conversation_id} is gone")
+        handle = await self._claimer.claim(spare, spec)
+        # The agent keeps the claim (and files.handle reads it); the metadata follows.
+        await _io(files.write_meta, folder, data | {"spec": files.spec_to_json(handle.spec)})
+        return handle
+
     async def find(self, conversation_id: UUID) -> SandboxHandle | None:
         folder = self._dir(conversation_id)
         data = await _io(files.read_meta, folder)
@@ -301,7 +320,7 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
             if conversation_id in self._starting:
                 continue
             handle = None if data is None else await _io(files.handle, folder, data)
-            if handle is None or handle.state is SandboxState.EXITED:
+            if handle is None or handle.state is SandboxState.EXITED or self._half_made(handle):
                 removed += await self.remove(conversation_id)
         return removed
 
@@ -318,5 +337,13 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         found = await _io(usage_probes.agent_usage, agent, folder / "workspace")
         return None if found is None else self._peaks.update(conversation_id, found)
 
+    def _half_made(self, handle: SandboxHandle) -> bool:
+        """STARTING for longer than any start may take: a gateway died during its start (it
+        is never adopted, being no RUNNING sandbox, and would otherwise stay for good)."""
+        age = time.time() - handle.spec.created_at.timestamp()
+        limit = self._settings.start_timeout + _HALF_MADE_MARGIN
+        return handle.state is SandboxState.STARTING and age > limit
+
     async def close(self) -> None:
-        """Nothing to release: the agents are not our children and keep running."""
+        """Only the claims' HTTP client: the agents are not our children and keep running."""
+        await self._claimer.close()

@@ -2,7 +2,8 @@
 
 ``<folder>/meta.json`` (0600, replaced atomically): ``{"spec": ..., "pid": ...,
 "started": ..., "port": ..., "ready": ..., "paused": ...}``; ``<folder>/agent.log``: the
-agent's stdout and stderr. See :mod:`gateway.runtimes.process`.
+agent's stdout and stderr; ``<folder>/claim.json``: a claimed spare's claim,
+written by its agent (it wins over the metadata's spare spec). See :mod:`gateway.runtimes.process`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from uuid import UUID
 
 from gateway.runtimes import procfs
 from gateway.runtimes.base import ResourceLimits, SandboxHandle, SandboxSpec, SandboxState
+from gateway.runtimes.claiming import CLAIM_FILE, claimed_spec
+from sandbox_agent.claim import read_claim
 
 META = "meta.json"
 LOG = "agent.log"
@@ -35,6 +38,7 @@ def spec_to_json(spec: SandboxSpec) -> dict[str, Any]:
         "internet": spec.internet,
         "idle_timeout": spec.idle_timeout,
         "on_idle": spec.on_idle,
+        "pool": spec.pool,
     }
 
 
@@ -50,6 +54,7 @@ def spec_from_json(data: dict[str, Any]) -> SandboxSpec:
         internet=bool(data.get("internet", False)),
         idle_timeout=data.get("idle_timeout"),
         on_idle=str(data.get("on_idle") or "delete"),
+        pool=data.get("pool"),
     )
 
 
@@ -85,6 +90,11 @@ def handle(folder: Path, data: dict[str, Any]) -> SandboxHandle | None:
     except (KeyError, TypeError, ValueError):
         return None
     base_url = f"http://127.0.0.1:{port}"
+    if spec.pool is not None:
+        # A spare whose claim is kept, though the metadata does not say it yet (a gateway
+        # that died between the claim and rewriting it, or another gateway's claim).
+        claim = read_claim(folder / CLAIM_FILE)
+        spec = spec if claim is None else claimed_spec(spec, claim)
     if not procfs.is_alive(process):
         tail = log_tail(folder)
         reason = f"the agent process {process.pid} ended"

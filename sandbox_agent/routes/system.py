@@ -36,18 +36,21 @@ class StatusReport(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
 
-@public.get("/health")
-async def health() -> dict[str, str]:
-    """The process answers."""
-    return {"status": "ok"}
+@public.get("/health", responses={403: {"description": "a spare, not claimed yet"}})
+async def health(agent: Agent = Depends(get_agent)) -> Response:
+    """The process answers (403 for a spare, which answers only /ready and /claim)."""
+    if agent.spare:
+        return error_response(403, "this sandbox is a spare: it serves no conversation yet")
+    return json_raw(b'{"status":"ok"}')
 
 
 @public.get("/ready", responses={503: {"description": "starting or stopping"}})
 async def ready(agent: Agent = Depends(get_agent)) -> Response:
-    """200 once the event log is loaded and READY recorded; 503 while stopping."""
+    """200 once the event log is loaded and READY recorded (a spare: once it can be claimed,
+    saying ``"spare": true``); 503 while stopping."""
     if not agent.ready:
         return error_response(503, "not ready")
-    return json_raw(b'{"status":"ready"}')
+    return json_raw(b'{"status":"ready","spare":true}' if agent.spare else b'{"status":"ready"}')
 
 
 @proxied.get("/agent-info", response_model=AgentInfo, summary="What this sandbox can run")

@@ -64,7 +64,7 @@ async def run_process(
             lambda: _Protocol(loop),
             *argv,
             cwd=context.cwd,
-            env=child_env(env),
+            env=child_env(context.settings.task_env | env),
             stdin=subprocess.PIPE if stdin_data is not None or open_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -40,6 +40,7 @@ def docker_settings(docker_install: str, tmp_path_factory: pytest.TempPathFactor
         start_timeout=120.0,
         docker_stop_grace=2.0,
         state_dir=tmp_path_factory.mktemp("convoy-state"),
+        pool_size=0,  # no spares unless a test asks for them (gateway/pool.py): these count containers
     )
 
 

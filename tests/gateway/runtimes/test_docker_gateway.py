@@ -129,6 +129,7 @@ async def gateway_process(settings: Settings, port: int) -> AsyncIterator[asynci
         "CONVOY_START_TIMEOUT": "120",
         "CONVOY_RECONCILE_INTERVAL": "2",
         "CONVOY_STATE_DIR": str(settings.state_dir),
+        "CONVOY_POOL_SIZE": "0",  # a gateway killed with SIGKILL would leave its spares (by design)
     }
     convoy = Path(sys.executable).with_name("convoy")
     process = await asyncio.create_subprocess_exec(

@@ -21,14 +21,15 @@ from dockertools import adocker
 from gw_helpers import base_settings, eventually, kill_agents, make_spec, read_text
 
 from gateway.conversations import ConversationManager
-from gateway.errors import SandboxStartError
+from gateway.errors import ClaimFailed, SandboxStartError, SpareTaken
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import Runtime, SandboxState
+from gateway.runtimes.claiming import claim_of
 from gateway.runtimes.memory import MemoryRuntime
 from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
 from gateway.status import StatusBus
-from sandbox_agent.protocol import TOKEN_HEADER, ConversationStatus
+from sandbox_agent.protocol import CLAIM_SECRET_HEADER, TOKEN_HEADER, ConversationStatus
 
 
 @dataclass
@@ -290,3 +291,83 @@ async def test_usage_moves_when_a_task_burns_cpu_and_memory(subject: Subject) ->
         assert used.network_rx_bytes is None and used.network_tx_bytes is None  # unknowable: host's netns
     await runtime.remove(spec.conversation_id)
     assert await runtime.usage(spec.conversation_id) is None
+
+
+# --- the pool: spares and their claim (Runtime.claim) -------------------------------------
+
+
+async def test_a_spare_answers_only_its_claim_and_is_claimed_once(subject: Subject) -> None:
+    runtime = subject.runtime
+    spare_spec = make_spec(owner="", title="", pool="default")
+    spare = await runtime.start(spare_spec)
+    assert spare.state is SandboxState.RUNNING and spare.spec.pool == "default"
+    secret = spare_spec.token
+    conversation = make_spec(conversation_id=spare_spec.conversation_id, env={"GREETING": "hi"})
+    async with httpx.AsyncClient(base_url=spare.base_url, timeout=30) as client:
+        assert (await client.get("/ready")).status_code == 200
+        # Nothing but /ready and /claim, whatever it is sent: the secret is no token.
+        for headers in ({}, {TOKEN_HEADER: secret}, {CLAIM_SECRET_HEADER: secret}):
+            for path in ("/health", "/agent-info", "/event", "/task", "/file/", "/openapi.json"):
+                answer = await client.get(path, headers=headers)
+                assert answer.status_code in (401, 403), (path, headers, answer.status_code)
+        body = claim_of(conversation).model_dump(mode="json")
+        wrong = await client.post("/claim", json=body, headers={CLAIM_SECRET_HEADER: "not-the-secret"})
+        assert wrong.status_code == 401
+        assert (await client.post("/claim", json=body)).status_code == 401
+
+        claimed = await runtime.claim(spare, conversation)
+        assert claimed.state is SandboxState.RUNNING and claimed.spec == conversation
+        found = await runtime.find(conversation.conversation_id)
+        assert found is not None and found.spec == conversation
+        assert [
+            h.spec for h in await runtime.list() if h.conversation_id == conversation.conversation_id
+        ] == [conversation]
+        async with subject.peer() as peer:  # another (or a restarted) gateway sees the claim
+            seen = await peer.find(conversation.conversation_id)
+            assert seen is not None and seen.spec == conversation and seen.state is SandboxState.RUNNING
+            with pytest.raises(SpareTaken):
+                await peer.claim(spare, make_spec(conversation_id=spare_spec.conversation_id))
+        with pytest.raises(SpareTaken):
+            await runtime.claim(spare, conversation)
+
+        token = {TOKEN_HEADER: conversation.token}
+        assert (await client.get("/agent-info", headers={TOKEN_HEADER: secret})).status_code == 401
+        events = (await client.get("/event", headers=token)).json()["results"]
+        assert [(e["seq"], e["detail"]["type"], e["detail"]["status"]) for e in events] == [
+            (1, "ConversationStatusUpdate", "READY")
+        ]
+        assert events[0]["conversation_id"] == str(conversation.conversation_id)
+        assert (await client.get("/health")).status_code == 200
+    assert await runtime.remove(conversation.conversation_id) is True
+    assert await runtime.find(conversation.conversation_id) is None
+
+
+async def test_a_spare_that_is_gone_cannot_be_claimed(subject: Subject) -> None:
+    runtime = subject.runtime
+    spare_spec = make_spec(owner="", title="", pool="default")
+    spare = await runtime.start(spare_spec)
+    await runtime.remove(spare_spec.conversation_id)
+    with pytest.raises(ClaimFailed):
+        await runtime.claim(spare, make_spec(conversation_id=spare_spec.conversation_id))
+
+
+async def test_reconcile_adopts_no_start_under_way(subject: Subject) -> None:
+    """A sandbox STARTING (here, or in another gateway) is not adopted as READY."""
+    runtime, spec = subject.runtime, make_spec()
+    states: list[SandboxState | None] = []
+    async with httpx.AsyncClient() as http:
+        manager = ConversationManager(subject.settings, runtime, StatusBus(), http)
+
+        async def progress(phase: str) -> None:
+            if phase.startswith("waiting"):
+                found = await runtime.find(spec.conversation_id)
+                states.append(found.state if found else None)
+                await manager.reconcile()
+                if found is None or found.state is SandboxState.STARTING:
+                    assert manager.lookup(spec.conversation_id) is None
+
+        await runtime.start(spec, progress)
+        assert states, "the start waited for its agent"
+        await manager.reconcile()
+        record = manager.lookup(spec.conversation_id)
+        assert record is not None and record.status is ConversationStatus.READY

@@ -1,0 +1,43 @@
+"""``POST /claim``: a spare agent is handed its conversation (see :mod:`sandbox_agent.claim`).
+
+Never proxied: the gateway's pool calls it, with the spare's claim secret in
+``X-Convoy-Claim-Secret``. 401 without the right secret (and on an agent that
+is no spare and so has none), 409 once claimed; 201 with the READY event it
+recorded as event 1 of the conversation.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from sandbox_agent.agent import Agent
+from sandbox_agent.claim import Claim
+from sandbox_agent.errors import AgentError, Conflict
+from sandbox_agent.protocol import CLAIM_SECRET_HEADER, Event
+from sandbox_agent.routes import ERRORS, get_agent, json_raw, operation_id
+
+router = APIRouter(tags=["system"], responses=ERRORS, generate_unique_id_function=operation_id)
+
+
+class WrongClaimSecret(AgentError):
+    status_code = 401
+
+
+@router.post(
+    "/claim",
+    status_code=201,
+    response_model=Event,
+    responses={409: {"description": "Claimed already"}},
+    summary="Hand a spare its conversation (the gateway's pool only)",
+)
+async def claim(body: Claim, request: Request, agent: Agent = Depends(get_agent)) -> Response:
+    secret = agent.claim_secret
+    given = request.headers.get(CLAIM_SECRET_HEADER)
+    if not agent.spare:
+        raise Conflict("this sandbox was claimed already")
+    if secret is None or given is None or not hmac.compare_digest(given.encode(), secret.encode()):
+        raise WrongClaimSecret(f"missing or wrong {CLAIM_SECRET_HEADER}")
+    stored = await agent.claim(body)
+    return json_raw(stored.raw, 201)

@@ -1,0 +1,108 @@
+"""The pool's figures on Docker, side by side in one run (medians of ``--runs``, 10 by default):
+
+1. ``docker run`` of the sandbox image until its /health answers (the floor);
+2. cold create -> READY: POST /conversation through a gateway with no pool, polled to READY;
+3. warm create -> READY: the client's ``create()`` through a gateway whose pool has a spare
+   (the pool is let refill between runs: the figure is that of a pool that keeps up);
+4. warm create -> ``echo hi`` done: ``create()`` then ``run("echo hi")`` through the client.
+
+Targets (ARCHITECTURE.md): warm create -> READY under 50 ms, create -> first command under
+100 ms. Everything it starts carries an installation name of its own and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import bench_docker as dockerbench
+import httpx
+
+from gateway.client import AsyncConvoyClient
+
+POOL_SIZE = 2
+
+
+async def pool_ready(client: httpx.AsyncClient, base: str, size: int, within: float = 300.0) -> None:
+    """Waits until the pool holds ``size`` ready spares."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        status = (await client.get(f"{base}/pool")).json()
+        if status["ready"] >= size and status["starting"] == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the pool did not refill")
+
+
+async def timed(call: Callable[[], Awaitable[object]]) -> float:
+    began = time.perf_counter()
+    await call()
+    return time.perf_counter() - began
+
+
+async def warm_runs(runs: int, client: httpx.AsyncClient) -> tuple[list[float], list[float], int]:
+    """(create -> READY, create -> echo hi done) of ``runs`` warm creates each, and how many
+    of them were served warm."""
+    gateway = dockerbench.Gateway(pool_size=POOL_SIZE)
+    ready, first_command, warm = [], [], 0
+    try:
+        await gateway.start(client)
+        async with AsyncConvoyClient(gateway.base, timeout=120) as convoy:
+            for measure_command in [False] * runs + [True] * runs:
+                await pool_ready(client, gateway.base, POOL_SIZE)
+                began = time.perf_counter()
+                handle = await convoy.create(title="bench")
+                if measure_command:
+                    result = await handle.run("echo hi")
+                    assert result.stdout.strip() == "hi", result
+                    first_command.append(time.perf_counter() - began)
+                else:
+                    ready.append(time.perf_counter() - began)
+                warm += handle.info.start == "warm"
+                await handle.delete()
+    finally:
+        await gateway.stop()
+    return ready, first_command, warm
+
+
+async def main(runs: int) -> None:
+    async with httpx.AsyncClient(timeout=120) as client:
+        try:
+            print(f"image {dockerbench.IMAGE}, install {dockerbench.INSTALL}, pool size {POOL_SIZE}")
+            await dockerbench.floor_once(client)  # warm the page cache for every side
+            floors, colds = [], []
+            cold = dockerbench.Gateway(pool_size=0)
+            try:
+                await cold.start(client)
+                for _ in range(runs):
+                    floors.append(await dockerbench.floor_once(client))
+                    conversation_id, took = await cold.create(client)
+                    colds.append(took)
+                    await client.delete(f"{cold.base}/conversation/{conversation_id}")
+            finally:
+                await cold.stop()
+            ready, first_command, warm = await warm_runs(runs, client)
+            floor = statistics.median(floors)
+            print(f"medians of {runs}:")
+            print(f"  docker run -> /health (floor)   {floor * 1000:7.1f} ms")
+            for name, samples in (
+                ("cold create -> READY", colds),
+                ("warm create -> READY", ready),
+                ("warm create -> `echo hi` done", first_command),
+            ):
+                median = statistics.median(samples)
+                print(f"  {name:<32}{median * 1000:7.1f} ms   {median / floor:5.2f}x the floor")
+            print(f"  served warm: {warm} of {2 * runs} creates")
+        finally:
+            await dockerbench.cleanup()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10, help="measurements of each figure (median)")
+    asyncio.run(main(parser.parse_args().runs))
