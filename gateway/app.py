@@ -29,6 +29,7 @@ from gateway.housekeeping import Housekeeper
 from gateway.proxy import Proxy
 from gateway.routes.conversations import router as conversations_router
 from gateway.routes.proxied import router as proxy_router
+from gateway.routes.templates import router as templates_router
 from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
@@ -95,6 +96,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, authenticator=auth, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(WebSocketQuota)  # max_websockets_per_principal
     app.include_router(conversations_router)
+    app.include_router(templates_router)
     app.include_router(proxy_router)
     app.include_router(ws_router)
 

@@ -148,6 +148,15 @@ class ConversationManager:
 
     # --- create -----------------------------------------------------------------
 
+    async def checked(self, body: ConversationCreate) -> ConversationCreate:
+        """``body`` naming its template (the default one when it names none); :class:`InvalidInput`
+        (422, listing the known ones) when the runtime has no template of that name."""
+        wanted = body.template or self._settings.default_template
+        known = [template.name for template in await self.runtime.templates()]
+        if wanted not in known:
+            raise InvalidInput(f"unknown template {wanted!r}; known templates: {', '.join(known)}")
+        return body.model_copy(update={"template": wanted})
+
     def create(self, principal: Principal, body: ConversationCreate) -> Record:
         """Registers a STARTING conversation and starts its sandbox in the background.
         Synchronous on purpose: the limit check and the registration cannot interleave."""
@@ -185,6 +194,7 @@ class ConversationManager:
             internet=body.internet,
             idle_timeout=idle,
             egress=None if body.egress is None else tuple(body.egress.allow),
+            template=body.template or self._settings.default_template,
         )
         record = Record(spec=spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase="accepted")
         self._records[record.id] = record

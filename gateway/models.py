@@ -42,6 +42,7 @@ __all__ = [
     "Task",
     "TaskCreate",
     "TaskStatus",
+    "TemplateInfo",
 ]
 
 
@@ -90,6 +91,12 @@ class ConversationCreate(BaseModel):
     egress: EgressPolicy | None = Field(
         None, description="Instead of internet: reach only these hosts, through the sandbox's proxy."
     )
+    template: str | None = Field(
+        None,
+        max_length=63,
+        description="The template (GET /template) the sandbox runs; unset: the gateway's default template.",
+        examples=["default"],
+    )
 
     @model_validator(mode="after")
     def _egress_or_internet(self) -> ConversationCreate:
@@ -122,3 +129,15 @@ class Conversation(BaseModel):
     internet: bool
     egress: EgressPolicy | None = None
     limits: ConversationLimits
+    template: str = Field("default", description="The template its sandbox runs.")
+
+
+class TemplateInfo(BaseModel):
+    """One template, as ``GET /template`` lists it."""
+
+    name: str
+    description: str = ""
+    built_from: str = Field("", description="The image it was built from, or 'Dockerfile'.")
+    created_at: datetime | None = None
+    size: int | None = Field(None, description="Bytes of its image, where the runtime knows.")
+    pool: bool = Field(False, description="Whether the gateway keeps ready sandboxes of it.")

@@ -62,6 +62,7 @@ class Record:
             internet=self.spec.internet,
             egress=None if self.spec.egress is None else EgressPolicy(allow=list(self.spec.egress)),
             limits=ConversationLimits(**asdict(self.spec.limits)),
+            template=self.spec.template,
         )
 
 

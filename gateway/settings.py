@@ -139,6 +139,16 @@ class Settings(BaseSettings):
         "it must not overlap the host's own networks.",
     )
 
+    # --- templates (issue 12) ------------------------------------------------------
+    default_template: str = Field(
+        "default",
+        description="The template of a conversation that names none ('default': the runtime's own sandbox, "
+        "on docker the docker_image).",
+    )
+    template_context_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest build context (a tar) POST /template accepts."
+    )
+
     egress_resolver: str = Field(
         "",
         description="DNS server (address or address:port) the relay asks for the names of an egress "

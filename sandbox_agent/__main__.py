@@ -2,6 +2,7 @@
 
     convoy-agent --host H --port P --workspace DIR --state-dir DIR
                  [--token-file FILE] [--run-as UID:GID] [--unprotected]
+                 [--template NAME] [--task-python PYTHON]
 
 The token comes from ``--token-file`` (``CONVOY_AGENT_TOKEN_FILE``), else
 ``CONVOY_AGENT_TOKEN``; either way that variable is removed from the agent's
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-file", type=Path, help="file holding the token (CONVOY_AGENT_TOKEN_FILE)")
     parser.add_argument("--run-as", help="UID:GID to work and run tasks as, when started as root")
     parser.add_argument("--unprotected", action="store_true", help="serve without a token (development only)")
+    parser.add_argument("--template", help="the template this sandbox runs (named by agent-info)")
+    parser.add_argument("--task-python", help="interpreter of Python tasks (default: the agent's own)")
     parser.add_argument("--log-level", default="warning")
     return parser
 
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["token_file"] = args.token_file
     if args.run_as is not None:
         overrides["run_as"] = args.run_as
+    if args.template is not None:
+        overrides["template"] = args.template
+    if args.task_python is not None:
+        overrides["task_python"] = args.task_python
     try:
         settings = AgentSettings(**overrides)
     except ValidationError as error:

@@ -102,4 +102,5 @@ class Agent:
                 subscriber_queue_size=settings.subscriber_queue_size,
                 kill_grace_seconds=settings.kill_grace_seconds,
             ),
+            template=settings.template,
         )

@@ -28,7 +28,13 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
     "/conversation",
     status_code=201,
     response_model=Conversation,
-    responses={429: {"model": ErrorBody, "description": "A conversation limit was reached"}},
+    responses={
+        422: {
+            "model": ErrorBody,
+            "description": "Invalid body, or an unknown template (the known ones listed)",
+        },
+        429: {"model": ErrorBody, "description": "A conversation limit was reached"},
+    },
     summary="Begin a conversation",
 )
 async def create_conversation(
@@ -38,7 +44,8 @@ async def create_conversation(
 ) -> Conversation:
     """Answers at once with status STARTING; the sandbox starts in the background.
     Follow ``WS /conversation/{id}`` (or poll ``GET``) for READY or ERROR."""
-    record = context_of(request).manager.create(principal, body or ConversationCreate())
+    manager = context_of(request).manager
+    record = manager.create(principal, await manager.checked(body or ConversationCreate()))
     return record.view()
 
 

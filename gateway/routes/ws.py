@@ -78,7 +78,7 @@ async def follow_conversation(websocket: WebSocket, conversation_id: str) -> Non
 @router.websocket("/conversation/")
 @router.websocket("/conversation")  # as the seed's browser snippet writes it
 async def create_and_follow(websocket: WebSocket) -> None:
-    """Create a conversation (options from the query: ``?title=..&idle_timeout=..``)
+    """Create a conversation (options from the query: ``?title=..&idle_timeout=..&template=..``)
     and follow it: STARTING frames, then the conversation's events from seq 1 (READY)."""
     context = context_of(websocket)
     principal = await _principal(websocket, context)
@@ -92,7 +92,7 @@ async def create_and_follow(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
-        record = context.manager.create(principal, body)
+        record = context.manager.create(principal, await context.manager.checked(body))
     except GatewayError as error:
         await websocket.send_text(error_frame(None, error.detail))
         code = WS_CLOSE_LIMIT_REACHED if isinstance(error, LimitReached) else WS_CLOSE_BAD_QUERY

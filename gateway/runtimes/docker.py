@@ -59,9 +59,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,43 @@ class AiodockerEngine:
     async def close(self) -> None:
         with contextlib.suppress(aiohttp.ClientError, OSError):
             await self._docker.close()
+
+    # --- images, for templates -------------------------------------------------------
+
+    async def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        with _mapped("list images"):
+            return await self._docker.images.list(filters=filters)
+
+    async def build_image(
+        self, context: bytes, tag: str, labels: dict[str, str], dockerfile: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The engine's build (the classic builder: a ``FROM`` of a local image needs no
+        registry), its progress items as they come (``{"stream": ...}``, ``{"error": ...}``)."""
+        with _mapped(f"build {tag}"):
+            stream = self._docker.images.build(
+                fileobj=io.BytesIO(context),
+                encoding="application/x-tar",
+                path_dockerfile=dockerfile,
+                tag=tag,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                stream=True,
+            )
+            async for item in stream:
+                yield item
+
+    async def pull_image(self, reference: str) -> None:
+        with _mapped(f"pull {reference}"):
+            await self._docker.images.pull(reference)
+
+    async def remove_image(self, name: str) -> bool:
+        try:
+            with _mapped(f"remove image {name}"):
+                await self._docker.images.delete(name)
+        except EngineNotFound:
+            return False
+        return True
 
 
 class DockerRuntime(DockerSandboxes):

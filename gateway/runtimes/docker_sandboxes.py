@@ -20,11 +20,14 @@ from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeU
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_token
 from gateway.runtimes.base import (
+    DEFAULT_TEMPLATE,
     ProgressCallback,
     ResourceLimits,
     SandboxHandle,
     SandboxSpec,
     SandboxState,
+    Template,
+    TemplateSource,
     wait_until_ready,
 )
 from gateway.runtimes.docker_engine import (
@@ -34,6 +37,7 @@ from gateway.runtimes.docker_engine import (
     summary_url,
     young,
 )
+from gateway.runtimes.docker_templates import DockerTemplates
 from gateway.settings import Settings
 
 Reach = Literal["published", "network"]
@@ -85,6 +89,7 @@ class DockerSandboxes:
         self._subnet_lock = asyncio.Lock()
         self._used_subnets: set[str] | None = None
         self._specs: dict[str, SandboxSpec] = {}  # by container id: spares an inspect per list()
+        self._templates = DockerTemplates(engine, self._install, settings.docker_image)
         #: Seconds a half-made conversation (no sandbox yet, or one never started) is
         #: given before cleanup_orphans() takes it for left behind: a start of another
         #: gateway process of the same installation may still be under way.
@@ -121,8 +126,14 @@ class DockerSandboxes:
         await progress("creating network")
         subnet = await self._create_network(names.network, labels, spec.internet)
         await progress("creating container")
+        template = await self._template_run(spec.template)
         sandbox = cfg.sandbox_config(
-            self._policy, spec, cfg.sandbox_labels(spec, self._install, self._image_version), names, subnet
+            self._policy,
+            spec,
+            cfg.sandbox_labels(spec, self._install, self._image_version),
+            names,
+            subnet,
+            template,
         )
         relay = cfg.relay_config(
             self._policy, labels, subnet, self._front_network, publish=self.reach == "published", spec=spec
@@ -142,6 +153,18 @@ class DockerSandboxes:
         remaining = max(self._start_timeout - (time.monotonic() - began), 5.0)
         await wait_until_ready(base_url, within=remaining, interval=0.02, alive=self._alive_check(names))
         return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
+
+    async def _template_run(self, name: str) -> cfg.TemplateRun | None:
+        """How the sandbox runs template ``name`` (``None``: the default, the sandbox image itself)."""
+        if name == DEFAULT_TEMPLATE:
+            return None
+        image = await self._templates.image_of(name)
+        env = dict(item.partition("=")[::2] for item in (image.get("Config") or {}).get("Env") or [])
+        return cfg.TemplateRun(
+            image=str(image["Id"]),  # by id: the template may be rebuilt or removed meanwhile
+            bundle_volume=await self._templates.bundle_volume(),
+            env={} if "HOME" in env else {"HOME": "/tmp"},  # the root filesystem is read-only
+        )
 
     async def _create_network(self, name: str, labels: dict[str, str], internet: bool) -> cfg.Subnet:
         # Docker's default address pools hold ~30 networks; ours come from a pool of
@@ -176,7 +199,7 @@ class DockerSandboxes:
     async def _sandbox_made(self, names: cfg.Names, config: dict[str, Any], token: str) -> None:
         """Create the sandbox and put its token in its volume (never in its environment)."""
         await self._engine.create_container(names.sandbox, config)
-        archive = docker_token.token_archive(token)
+        archive = docker_token.token_archive(token, owner=self._policy.user)
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
 
     async def _token(self, container: str) -> str | None:
@@ -325,6 +348,20 @@ class DockerSandboxes:
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
         return removed
+
+    # --- templates (see gateway.runtimes.docker_templates) ----------------------------
+
+    async def templates(self) -> builtins.list[Template]:
+        return await self._templates.templates()
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        return await self._templates.build(name, source, progress)
+
+    async def remove_template(self, name: str) -> None:
+        filters = cfg.install_filter(self._install, **{cfg.TEMPLATE: name, cfg.ROLE: cfg.SANDBOX})
+        await self._templates.remove(name, in_use=len(await self._engine.containers(filters)))
 
     async def close(self) -> None:
         await self._engine.close()

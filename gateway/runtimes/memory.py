@@ -36,7 +36,16 @@ from uuid import UUID
 import uvicorn
 
 from gateway.errors import RuntimeFailure, SandboxStartError
-from gateway.runtimes.base import ProgressCallback, SandboxHandle, SandboxSpec, SandboxState, wait_until_ready
+from gateway.runtimes.base import (
+    ProgressCallback,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+    Template,
+    TemplateSource,
+    wait_until_ready,
+)
+from gateway.runtimes.template_catalog import MemoryTemplates
 from gateway.settings import Settings
 from sandbox_agent.app import create_app
 from sandbox_agent.settings import AgentSettings
@@ -104,6 +113,9 @@ class MemoryRuntime:
         self._stop_grace = settings.process_stop_grace
         self._sandboxes: dict[UUID, _Sandbox] = {}
         self._starting: set[UUID] = set()
+        self._templates = MemoryTemplates(
+            lambda: {sandbox.spec.template for sandbox in self._sandboxes.values()}
+        )
 
     def folder(self, conversation_id: UUID) -> Path:
         """Where the sandbox of ``conversation_id`` keeps its workspace and state."""
@@ -165,6 +177,7 @@ class MemoryRuntime:
             token=spec.token,
             unprotected=False,
             conversation_id=spec.conversation_id,
+            template=spec.template,
         )
         config = _AgentConfig(
             create_app(agent),
@@ -272,6 +285,19 @@ class MemoryRuntime:
         if not self._root.is_dir():
             return []
         return [folder for folder in self._root.iterdir() if folder.is_dir()]
+
+    # --- templates: a catalogue in memory (see gateway.runtimes.template_catalog) -----
+
+    async def templates(self) -> builtins.list[Template]:
+        return await self._templates.templates()
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        return await self._templates.build_template(name, source, progress)
+
+    async def remove_template(self, name: str) -> None:
+        await self._templates.remove_template(name)
 
     async def close(self) -> None:
         """Stop every agent (their sandboxes stay listed, EXITED, until removed): an

@@ -38,6 +38,7 @@ of that user; it only keeps the token out of every environment.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import shutil
@@ -58,8 +59,11 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
+    Template,
+    TemplateSource,
     wait_until_ready,
 )
+from gateway.runtimes.template_catalog import DefaultTemplateOnly
 from gateway.settings import Settings
 from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
@@ -110,6 +114,7 @@ class ProcessRuntime:
         self._settings = settings
         self._root = settings.state_dir / settings.install
         self._starting: set[UUID] = set()
+        self._templates = DefaultTemplateOnly("process", "the gateway's own Python, as a local process")
 
     # --- paths and metadata (blocking; run in threads) ----------------------------
 
@@ -212,6 +217,7 @@ class ProcessRuntime:
     async def _launch(self, spec: SandboxSpec, folder: Path, port: int) -> procfs.ProcessId:
         argv = [sys.executable, "-m", "sandbox_agent", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--workspace", str(folder / "workspace"), "--state-dir", str(folder / "state")]
+        argv += ["--template", spec.template]
         try:
             launcher = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -285,6 +291,19 @@ class ProcessRuntime:
             if handle is None or handle.state is SandboxState.EXITED:
                 removed += await self.remove(conversation_id)
         return removed
+
+    # --- templates: the default alone (see gateway.runtimes.template_catalog) -----------
+
+    async def templates(self) -> builtins.list[Template]:
+        return await self._templates.templates()
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        return await self._templates.build_template(name, source, progress)
+
+    async def remove_template(self, name: str) -> None:
+        await self._templates.remove_template(name)
 
     async def close(self) -> None:
         """Nothing to release: the agents are not our children and keep running."""

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from gateway.runtimes import procfs
-from gateway.runtimes.base import ResourceLimits, SandboxHandle, SandboxSpec, SandboxState
+from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, SandboxHandle, SandboxSpec, SandboxState
 
 META = "meta.json"
 LOG = "agent.log"
@@ -34,6 +34,7 @@ def spec_to_json(spec: SandboxSpec) -> dict[str, Any]:
         "limits": asdict(spec.limits),
         "internet": spec.internet,
         "idle_timeout": spec.idle_timeout,
+        "template": spec.template,
     }
 
 
@@ -48,6 +49,7 @@ def spec_from_json(data: dict[str, Any]) -> SandboxSpec:
         limits=ResourceLimits(**(data.get("limits") or {})),
         internet=bool(data.get("internet", False)),
         idle_timeout=data.get("idle_timeout"),
+        template=str(data.get("template") or DEFAULT_TEMPLATE),
     )
 
 
