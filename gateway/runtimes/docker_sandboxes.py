@@ -143,7 +143,8 @@ class DockerSandboxes:
         # own create + start + boot, as for a plain `docker run` (both containers
         # starting at once would slow the sandbox's start on a small machine).
         await asyncio.gather(
-            self._sandbox_made(names, sandbox, spec.token), self._relay_made(names, relay, subnet)
+            self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
+            self._relay_made(names, relay, subnet),
         )
         await progress("starting container")
         await self._engine.start(names.sandbox)
@@ -196,10 +197,13 @@ class DockerSandboxes:
             if ipam.get("Subnet")
         }
 
-    async def _sandbox_made(self, names: cfg.Names, config: dict[str, Any], token: str) -> None:
-        """Create the sandbox and put its token in its volume (never in its environment)."""
+    async def _sandbox_made(
+        self, names: cfg.Names, config: dict[str, Any], token: str, owns_data: bool
+    ) -> None:
+        """Create the sandbox and put its token in its volume (never in its environment); with
+        ``owns_data`` (a template's image, which has no /data to copy) the workspace and state too."""
         await self._engine.create_container(names.sandbox, config)
-        archive = docker_token.token_archive(token, owner=self._policy.user)
+        archive = docker_token.token_archive(token, owner=self._policy.user if owns_data else None)
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
 
     async def _token(self, container: str) -> str | None:
@@ -347,7 +351,7 @@ class DockerSandboxes:
                     continue
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
-        return removed
+        return removed + await self._templates.remove_dangling()
 
     # --- templates (see gateway.runtimes.docker_templates) ----------------------------
 

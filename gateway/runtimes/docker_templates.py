@@ -211,6 +211,18 @@ class DockerTemplates:
         except EngineError as error:
             raise TemplateInUse(f"the engine refuses to remove template {name!r}: {error}") from None
 
+    async def remove_dangling(self) -> int:
+        """Remove the installation's template images that lost their tag (removed or rebuilt while
+        sandboxes ran them) and that no container uses any more; returns how many."""
+        filters = {"label": [f"{INSTALL}={self._install}", TEMPLATE], "dangling": ["true"]}
+        removed = 0
+        for image in await self._engine.images(filters):
+            try:
+                removed += int(await self._engine.remove_image(str(image["Id"])))
+            except EngineError:
+                continue  # still in use by a sandbox: next time
+        return removed
+
     # --- the agent bundle -----------------------------------------------------------
 
     async def bundle_volume(self) -> str:

@@ -103,7 +103,9 @@ async def test_a_dockerfile_build_streams_its_lines(harness: Harness) -> None:
         ]
         assert lines[-1]["template"]["built_from"] == "Dockerfile"
 
-        missing = await client.post("/template", params={"name": "x", "dockerfile": "Dockerfile"}, content=context)
+        missing = await client.post(
+            "/template", params={"name": "x", "dockerfile": "Dockerfile"}, content=context
+        )
         assert missing.status_code == 422 and "Dockerfile" in missing.json()["detail"]
 
 
