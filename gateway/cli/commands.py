@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, doctor, files, tasks
+from gateway.cli import conversations, doctor, files, tasks, templates
 
 
 def register(app: typer.Typer) -> None:
@@ -13,3 +13,4 @@ def register(app: typer.Typer) -> None:
     tasks.register(app)
     files.register(app)
     doctor.register(app)
+    templates.register(app)

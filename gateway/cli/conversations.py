@@ -33,6 +33,9 @@ IdleOption = Annotated[
 InternetOption = Annotated[bool, typer.Option("--internet", help="Allow outbound internet access.")]
 MemoryOption = Annotated[int | None, typer.Option("--memory", help="Memory limit in MiB.")]
 CpusOption = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
+TemplateOption = Annotated[
+    str | None, typer.Option("--template", help="The template to run (convoy template ls).")
+]
 
 
 def parse_env(pairs: list[str] | None) -> dict[str, str]:
@@ -61,6 +64,7 @@ class NewConversation:
     idle_timeout: float | None
     internet: bool
     limits: ConversationLimits
+    template: str | None = None
 
     @classmethod
     def of(
@@ -71,6 +75,7 @@ class NewConversation:
         internet: bool,
         memory: int | None,
         cpus: float | None,
+        template: str | None = None,
     ) -> NewConversation:
         """From the command line's options (``memory`` in MiB); a bad ``--env``, ``--memory`` or
         ``--cpus`` is a usage error (exit status 2), found before anything is sent."""
@@ -81,7 +86,7 @@ class NewConversation:
             first = error.errors()[0]
             option = "--memory" if first["loc"][0] == "memory_bytes" else "--cpus"
             raise typer.BadParameter(first["msg"], param_hint=option) from None
-        return cls(title, parse_env(env), idle_timeout, internet, limits)
+        return cls(title, parse_env(env), idle_timeout, internet, limits, template)
 
 
 async def create_conversation(
@@ -100,6 +105,7 @@ async def create_conversation(
             limits=new.limits,
             idle_timeout=new.idle_timeout,
             internet=new.internet,
+            template=new.template,
             wait=wait,
             on_status=on_status,
         )
@@ -115,12 +121,13 @@ def register(app: typer.Typer) -> None:
         internet: InternetOption = False,
         memory: MemoryOption = None,
         cpus: CpusOption = None,
+        template: TemplateOption = None,
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is READY.")] = True,
         json_output: JsonOption = False,
     ) -> None:
         """Begin a conversation; prints its id once the sandbox is ready."""
         cli = state(ctx, json_output)
-        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus)
+        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus, template)
 
         async def go() -> int:
             async with cli.client() as client:

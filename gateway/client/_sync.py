@@ -210,6 +210,10 @@ class ConvoyClient(_Blocking[AsyncConvoyClient]):
     count = _blocking(AsyncConvoyClient.count)
     delete = _blocking(AsyncConvoyClient.delete)
     list = _iterating(AsyncConvoyClient.list)
+    templates = _blocking(AsyncConvoyClient.templates)
+    #: ``on_progress`` is called on the client's own thread.
+    build_template = _blocking(AsyncConvoyClient.build_template)
+    remove_template = _blocking(AsyncConvoyClient.remove_template)
 
 
 async def _make(

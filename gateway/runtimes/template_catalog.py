@@ -11,6 +11,7 @@ first, refusals (in use, unknown, the default), and progress lines.
 from __future__ import annotations
 
 import io
+import posixpath
 import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -95,9 +96,11 @@ class MemoryTemplates:
 def _dockerfile_lines(source: TemplateSource) -> list[str]:
     try:
         with tarfile.open(fileobj=io.BytesIO(source.context or b""), mode="r:*") as tar:
-            member = tar.extractfile(source.dockerfile.lstrip("./") or "Dockerfile")
+            wanted = posixpath.normpath(source.dockerfile)
+            found = next(m for m in tar.getmembers() if m.isfile() and posixpath.normpath(m.name) == wanted)
+            member = tar.extractfile(found)
             text = member.read().decode(errors="replace") if member else ""
-    except (tarfile.TarError, KeyError):
+    except (tarfile.TarError, StopIteration):
         raise TemplateBuildError(f"the build context holds no {source.dockerfile}") from None
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not lines or not lines[0].upper().startswith("FROM"):
