@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-import template_images
 from dockertools import adocker, alabelled, create, docker
 from template_gateway import Gateway
 
 from gateway.app import create_app
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
+from scripts import template_images
 from tests.helpers import eventually
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]

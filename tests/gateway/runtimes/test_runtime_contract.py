@@ -23,7 +23,7 @@ from gw_helpers import base_settings, eventually, kill_agents, make_spec, read_t
 from gateway.conversations import ConversationManager
 from gateway.errors import InvalidTemplate, SandboxStartError, TemplateError, TemplateNotFound
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.base import DEFAULT_TEMPLATE, Runtime, SandboxState, TemplateSource
+from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, Runtime, SandboxState, TemplateSource
 from gateway.runtimes.memory import MemoryRuntime
 from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
@@ -197,7 +197,10 @@ async def test_a_sandbox_removed_behind_its_back_is_absent(subject: Subject) -> 
 async def test_a_failed_start_leaves_the_sandbox_absent(subject: Subject) -> None:
     if subject.kind == "memory":
         pytest.skip("the memory runtime applies no env: nothing here breaks its agent")
-    runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"})
+    # The process runtime's agent reads PYTHONHOME; a Docker agent ignores the image's and the
+    # caller's PYTHON* (-I: templates set their own), but does not start in 6 MiB.
+    breaking = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)} if subject.kind == "docker" else {}
+    runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"}, **breaking)
     with pytest.raises(SandboxStartError) as failed:
         await runtime.start(spec)
     assert str(failed.value)

@@ -1,6 +1,6 @@
 """Images with no Python and no glibc, built here from Debian packages with ``docker import``.
 
-    python tests/gateway/runtimes/template_images.py busybox|musl TAG
+    python scripts/template_images.py busybox|musl TAG
 
 - **busybox**: nothing but Debian's ``busybox-static`` (one static binary, its
   applets as symlinks in ``/bin``), an empty ``/tmp``; no ``/etc/passwd``, no
@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-CACHE = Path(__file__).resolve().parents[3] / "images" / ".cache" / "debs"
+CACHE = Path(__file__).resolve().parents[1] / "images" / ".cache" / "debs"
 PACKAGES = {"busybox": ["busybox-static"], "musl": ["busybox-static", "musl"]}
 
 
