@@ -12,13 +12,15 @@ import io
 import tarfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
-from dockertools import adocker, alabelled, create, docker
+from dockertools import adocker, alabelled, create, docker, inspect
 from template_gateway import Gateway
 
 from gateway.app import create_app
+from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
 from scripts import template_images
@@ -86,6 +88,16 @@ async def test_a_busybox_only_template_runs_tasks_moves_files_streams_and_cancel
     assert "PYTHON" not in out and "/opt/convoy" not in out and "LD_" not in out
     assert "CapEff:\t0000000000000000" in out
     assert "Read-only file system" in out and "Permission denied" in out and "HOME=/tmp" in out
+
+    # The same hardening as the default sandbox's, and the agent's bundle read-only.
+    sandbox = await inspect("container", cfg.Names.of(gateway.runtime._install, UUID(conversation)).sandbox)
+    host = sandbox["HostConfig"]
+    assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"] and host["Memory"] and host["PidsLimit"]
+    assert host["SecurityOpt"] == ["no-new-privileges"] and host["Init"]
+    bundle = next(m for m in sandbox["Mounts"] if m["Destination"] == "/opt/convoy")
+    assert bundle["RW"] is False
+    _, out = await agent.shell("wget -q -T 3 -O- http://1.1.1.1/ 2>&1; echo rc=$?")
+    assert "rc=0" not in out, out  # no route out
 
     # Files in and out of the workspace.
     uploaded = await agent.client.post(
