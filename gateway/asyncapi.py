@@ -111,6 +111,7 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
         "title": {"type": "string", "maxLength": 200},
         "idle_timeout": {"type": "number", "exclusiveMinimum": 0},
         "internet": {"type": "boolean"},
+        "template": {"type": "string", "maxLength": 63, "description": "A template of GET /template"},
     }
     channels = {
         "conversation": _channel(

@@ -13,7 +13,9 @@ gateway keeps no database):
   open a connection to the internet, to the host (not even to the bridge
   address Docker normally gives the host on every network, where every host
   service bound to 0.0.0.0 answers) or to another sandbox;
-- the **sandbox** container: ``convoy-agent``, whose tasks run as user 10001
+- the **sandbox** container: the agent, started from its self-contained bundle in
+  ``/opt/convoy`` (:mod:`gateway.runtimes.docker_bundle`; in a template's image, the
+  bundle is mounted read-only: :mod:`gateway.runtimes.docker_templates`), whose tasks run as user 10001
   with no capability (the agent keeps CAP_SETUID/CAP_SETGID only), all others
   dropped, no-new-privileges, read-only root with a sized tmpfs ``/tmp``, an
   init process, memory/CPU/pids limits, bounded logs, no Docker socket (each a

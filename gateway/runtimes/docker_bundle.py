@@ -12,6 +12,7 @@ variables. A template's sandbox gets the bundle as a read-only volume
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 BUNDLE_DIR = "/opt/convoy"
@@ -40,3 +41,13 @@ def bundle_mount(volume: str) -> dict[str, Any]:
         "ReadOnly": True,
         "VolumeOptions": {"NoCopy": True},
     }
+
+
+@dataclass(frozen=True)
+class TemplateRun:
+    """How a sandbox runs a template other than the default (see gateway.runtimes.docker_templates):
+    its image (by id), the agent bundle's volume, and what it adds to the image's environment."""
+
+    image: str
+    bundle_volume: str
+    env: dict[str, str]

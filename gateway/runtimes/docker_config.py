@@ -23,7 +23,7 @@ from uuid import UUID
 
 from gateway.runtimes import docker_egress
 from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, SandboxSpec
-from gateway.runtimes.docker_bundle import agent_argv, bundle_mount
+from gateway.runtimes.docker_bundle import TemplateRun, agent_argv, bundle_mount
 from gateway.runtimes.docker_token import AGENT_CAPABILITIES, DATA_DIR, TOKEN_FILE
 from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
@@ -240,16 +240,6 @@ def _hardening(policy: ContainerPolicy) -> dict[str, Any]:
     if policy.no_new_privileges:
         host["SecurityOpt"] = ["no-new-privileges"]
     return host
-
-
-@dataclass(frozen=True)
-class TemplateRun:
-    """How a sandbox runs a template other than the default (see gateway.runtimes.docker_templates):
-    its image (by id), the agent bundle's volume, and what it adds to the image's environment."""
-
-    image: str
-    bundle_volume: str
-    env: dict[str, str]
 
 
 def sandbox_config(

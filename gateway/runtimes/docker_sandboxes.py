@@ -20,7 +20,6 @@ from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeU
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_token
 from gateway.runtimes.base import (
-    DEFAULT_TEMPLATE,
     ProgressCallback,
     ResourceLimits,
     SandboxHandle,
@@ -126,7 +125,7 @@ class DockerSandboxes:
         await progress("creating network")
         subnet = await self._create_network(names.network, labels, spec.internet)
         await progress("creating container")
-        template = await self._template_run(spec.template)
+        template = await self._templates.run_of(spec.template)
         sandbox = cfg.sandbox_config(
             self._policy,
             spec,
@@ -154,18 +153,6 @@ class DockerSandboxes:
         remaining = max(self._start_timeout - (time.monotonic() - began), 5.0)
         await wait_until_ready(base_url, within=remaining, interval=0.02, alive=self._alive_check(names))
         return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
-
-    async def _template_run(self, name: str) -> cfg.TemplateRun | None:
-        """How the sandbox runs template ``name`` (``None``: the default, the sandbox image itself)."""
-        if name == DEFAULT_TEMPLATE:
-            return None
-        image = await self._templates.image_of(name)
-        env = dict(item.partition("=")[::2] for item in (image.get("Config") or {}).get("Env") or [])
-        return cfg.TemplateRun(
-            image=str(image["Id"]),  # by id: the template may be rebuilt or removed meanwhile
-            bundle_volume=await self._templates.bundle_volume(),
-            env={} if "HOME" in env else {"HOME": "/tmp"},  # the root filesystem is read-only
-        )
 
     async def _create_network(self, name: str, labels: dict[str, str], internet: bool) -> cfg.Subnet:
         # Docker's default address pools hold ~30 networks; ours come from a pool of

@@ -17,12 +17,17 @@ sandbox image into the volume ``convoy-agent-bundle-<image id>`` (labelled
 a container mounts it: the filler container, created and never started, stays as the
 mark that the copy is whole) and mounts it read-only, without copy, at
 ``/opt/convoy`` of every template's sandbox. The agent starts through the
-bundled loader (:func:`agent_argv`), so the image needs no Python and no libc;
+bundled loader (:func:`~gateway.runtimes.docker_bundle.agent_argv`), so the image needs no Python and no libc;
 ``-I`` keeps the image's ``PYTHON*`` variables from it, and no variable of its
 own reaches the tasks: they get the image's environment (PATH, ...), plus
 ``HOME=/tmp`` when the image sets none (the root filesystem is read-only).
 Python tasks run the image's ``python3``; with no ``/bin/sh`` a Shell command
 string fails (exit 127, saying so) while an argv list runs.
+
+There is one bundle volume per sandbox image build, shared by every installation on
+the engine; a volume of an older build is not removed by convoy (``docker volume ls
+--filter label=convoy.agent-bundle``; ``docker rm`` its filler, then the volume, once
+no sandbox uses it).
 
 Removal refuses while a sandbox of the installation (any state) runs the
 template (:class:`TemplateInUse`); the engine itself also refuses to delete an
@@ -51,7 +56,7 @@ from gateway.runtimes.base import (
     TemplateSource,
     check_template_name,
 )
-from gateway.runtimes.docker_bundle import BUNDLE_DIR, BUNDLE_LABEL, bundle_volume_name
+from gateway.runtimes.docker_bundle import BUNDLE_DIR, BUNDLE_LABEL, TemplateRun, bundle_volume_name
 from gateway.runtimes.docker_config import INSTALL, TEMPLATE
 
 BUILT_FROM = "convoy.template.built-from"
@@ -151,6 +156,18 @@ class DockerTemplates:
         ):
             raise TemplateNotFound(f"no template {name!r}")
         return info
+
+    async def run_of(self, name: str) -> TemplateRun | None:
+        """How a sandbox runs template ``name`` (``None``: the default, the sandbox image itself)."""
+        if name == DEFAULT_TEMPLATE:
+            return None
+        image = await self.image_of(name)
+        env = dict(item.partition("=")[::2] for item in (image.get("Config") or {}).get("Env") or [])
+        return TemplateRun(
+            image=str(image["Id"]),  # by id: the template may be rebuilt or removed meanwhile
+            bundle_volume=await self.bundle_volume(),
+            env={} if "HOME" in env else {"HOME": "/tmp"},  # the root filesystem is read-only
+        )
 
     async def build(self, name: str, source: TemplateSource, progress: ProgressCallback | None) -> Template:
         check_template_name(name)
