@@ -108,7 +108,11 @@ async def build_template(
 
     build = asyncio.create_task(context.manager.runtime.build_template(name, source, progress))
     build.add_done_callback(lambda _: lines.put_nowait(_FINISHED))
-    first = await lines.get()
+    try:
+        first = await lines.get()
+    except asyncio.CancelledError:  # the client left before the first line
+        build.cancel()
+        raise
     failure = build.exception() if first is _FINISHED else None
     if failure is not None:
         raise failure  # an answer of its own (a 4xx) before any line

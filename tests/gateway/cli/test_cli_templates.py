@@ -38,6 +38,9 @@ async def test_build_ls_use_and_rm_templates(harness: Harness, tmp_path: Path) -
         info = json.loads((await run_cli("--json", "info", cid, url=url)).stdout)
         assert info["template"] == "web"
 
+        ran = await run_cli("run", "--template", "site", "--", "echo", "on site", url=url)
+        assert ran.code == 0 and ran.stdout == "on site\n", ran
+
         refused = await run_cli("template", "rm", "web", url=url)
         assert refused.code == 1 and "in use" in refused.stderr and refused.stdout == ""
         assert (await run_cli("rm", cid, url=url)).code == 0
