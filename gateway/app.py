@@ -40,6 +40,7 @@ from gateway.routes.lifecycle import router as lifecycle_router
 from gateway.routes.observe import router as observe_router
 from gateway.routes.ports import router as ports_router
 from gateway.routes.proxied import router as proxy_router
+from gateway.routes.templates import router as templates_router
 from gateway.routes.ws import router as ws_router
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
@@ -128,6 +129,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestLog, authenticator=auth, log_requests=settings.log_format == "json")
     app.include_router(conversations_router)
     app.include_router(lifecycle_router)
+    app.include_router(templates_router)
     app.include_router(proxy_router)
     app.include_router(ports_router)
     app.include_router(ws_router)

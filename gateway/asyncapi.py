@@ -266,6 +266,7 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
         "internet": {"type": "boolean"},
         "on_idle": {"type": "string", "enum": ["delete", "pause"]},
         "snapshot": {"type": "string", "format": "uuid", "description": "A snapshot to start from"},
+        "template": {"type": "string", "maxLength": 63, "description": "A template of GET /template"},
     }
     channels = {
         "conversation": _channel(

@@ -171,6 +171,15 @@ class ConversationManager:
 
     # --- create -----------------------------------------------------------------
 
+    async def checked(self, body: ConversationCreate) -> ConversationCreate:
+        """``body`` naming its template (the default one when it names none); :class:`InvalidInput`
+        (422, listing the known ones) when the runtime has no template of that name."""
+        wanted = body.template or self._settings.default_template
+        known = [template.name for template in await self.runtime.templates()]
+        if wanted not in known:
+            raise InvalidInput(f"unknown template {wanted!r}; known templates: {', '.join(known)}")
+        return body.model_copy(update={"template": wanted})
+
     def create(
         self,
         principal: Principal,
@@ -220,6 +229,7 @@ class ConversationManager:
             egress=None if body.egress is None else tuple(body.egress.allow),
             on_idle=body.on_idle or self._settings.on_idle,
             seed=seed,
+            template=body.template or self._settings.default_template,
         )
         phase = "accepted" if spare is None else "claiming a ready sandbox"
         record = Record(spec=spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase=phase)

@@ -6,6 +6,7 @@
     ├── InvalidInput        422   the request is wrong (the detail says how)
     ├── NotFound            404   no such conversation (or not yours: the same answer)
     ├── LinkRefused         403   a preview link that is not valid for this port, or expired
+    ├── BodyTooLarge        413   a body a route bounds itself (a template's build context)
     ├── LimitReached        429   a global or per-owner maximum is reached
     ├── NotReady            409   the conversation ended (ERROR, STOPPING): it takes no requests
     ├── StillStarting       503   the conversation is still STARTING after the start timeout
@@ -15,8 +16,14 @@
     └── RuntimeFailure      500   raised below the Runtime seam (gateway/runtimes/)
         ├── SandboxStartError     500   the sandbox did not become ready; nothing of it is left
         ├── RuntimeUnavailable    503   the runtime's backend (Docker engine, ...) cannot be reached
-        └── EngineError           500   the Docker engine refused a call
-            └── EngineNotFound    500   the container, volume or network does not exist
+        ├── EngineError           500   the Docker engine refused a call
+        │   └── EngineNotFound    500   the container, volume or network does not exist
+        └── TemplateError         422   templates (see Runtime.build_template)
+            ├── InvalidTemplate         422   a malformed name, or the default's (which is not built)
+            ├── TemplateBuildError      422   the image is not there, or the Dockerfile's build failed
+            ├── TemplatesUnsupported    400   this runtime has the default template only
+            ├── TemplateNotFound        404   no template of that name
+            └── TemplateInUse           409   sandboxes run it: it is not removed
 
 Runtimes raise only :class:`RuntimeFailure` subclasses: foreign errors
 (aiodocker, aiohttp, OSError, httpx) are mapped once, where they arise
@@ -68,6 +75,10 @@ class LinkRefused(GatewayError):
     """A signed preview link that does not open this port of this conversation, or expired."""
 
     status = 403
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
 
 
 class LimitReached(GatewayError):
@@ -135,6 +146,32 @@ class EngineError(RuntimeFailure):
 class EngineNotFound(EngineError):
     """The container, volume or network does not exist (the runtime handles it: a
     client never sees it as a 404)."""
+
+
+class TemplateError(RuntimeFailure):
+    """Templates: building, removing, naming one. ``str(error)`` says what was wrong."""
+
+    status = 422
+
+
+class InvalidTemplate(TemplateError):
+    pass
+
+
+class TemplateBuildError(TemplateError):
+    pass
+
+
+class TemplatesUnsupported(TemplateError):
+    status = 400
+
+
+class TemplateNotFound(TemplateError):
+    status = 404
+
+
+class TemplateInUse(TemplateError):
+    status = 409
 
 
 #: An absolute path of two or more segments (not part of a URL or a relative path).

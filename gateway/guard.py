@@ -91,7 +91,9 @@ class RequestGuard:
         async def receive_capped() -> Message:
             nonlocal received, streams
             if streams is None:
-                streams = isinstance(scope.get("route"), ProxyRoute)
+                route = scope.get("route")
+                # Proxied bodies stream to the agent (its limits); some routes bound their own.
+                streams = isinstance(route, ProxyRoute) or getattr(route, "own_body_limit", False)
                 declared = _declared_length(scope)
                 if not streams and declared is not None and declared > limit:
                     raise too_large

@@ -49,6 +49,7 @@ __all__ = [
     "Task",
     "TaskCreate",
     "TaskStatus",
+    "TemplateInfo",
 ]
 
 
@@ -108,6 +109,12 @@ class ConversationCreate(BaseModel):
     snapshot: UUID | None = Field(
         None, description="Start with the workspace of this snapshot (one of yours)."
     )
+    template: str | None = Field(
+        None,
+        max_length=63,
+        description="The template (GET /template) the sandbox runs; unset: the gateway's default template.",
+        examples=["default"],
+    )
 
     @model_validator(mode="after")
     def _egress_or_internet(self) -> ConversationCreate:
@@ -141,6 +148,7 @@ class Conversation(BaseModel):
     egress: EgressPolicy | None = None
     limits: ConversationLimits
     on_idle: OnIdle = "delete"
+    template: str = Field("default", description="The template its sandbox runs.")
     # --- the pool ---
     start: Literal["warm", "cold"] = Field(
         "cold",
@@ -221,9 +229,24 @@ class PoolStatus(BaseModel):
     """``GET /pool``: the ready spare sandboxes, and how creates were served since start."""
 
     size: int = Field(..., description="Spares kept ready per pool (CONVOY_POOL_SIZE).")
-    ready: int = Field(..., description="Spares ready to be claimed now.")
+    sizes: dict[str, int] = Field(
+        default_factory=dict,
+        description="Spares kept ready per template (CONVOY_POOL_SIZE for the default, CONVOY_POOL_SIZES).",
+    )
+    ready: int = Field(..., description="Spares ready to be claimed now (of every template).")
     starting: int = Field(..., description="Spares being started by this gateway.")
     claimed_total: int = Field(
         ..., description="Creates served warm, from a spare, since the gateway started."
     )
     cold_total: int = Field(..., description="Sandboxes started cold for a create since the gateway started.")
+
+
+class TemplateInfo(BaseModel):
+    """One template, as ``GET /template`` lists it."""
+
+    name: str
+    description: str = ""
+    built_from: str = Field("", description="The image it was built from, or 'Dockerfile'.")
+    created_at: datetime | None = None
+    size: int | None = Field(None, description="Bytes of its image, where the runtime knows.")
+    pool: bool = Field(False, description="Whether the gateway keeps ready sandboxes of it.")

@@ -3,8 +3,8 @@
 A *spare* is a sandbox started ahead of time whose agent has no conversation
 yet (``SandboxSpec.pool`` set; see :mod:`gateway.runtimes.base` and
 :mod:`sandbox_agent.claim`). ``POST /conversation`` whose options a spare can
-take (:meth:`Pool.key_for`: default limits, no internet, no egress, the
-default template) takes one (:meth:`Pool.take`) and claims it
+take (:meth:`Pool.key_for`: default limits, no internet, no egress, a
+template with a pool) takes one (:meth:`Pool.take`) and claims it
 (:meth:`Pool.claim`): the agent then records the conversation's READY as its
 event 1, so the conversation answers 201 already READY. The spare's
 conversation id is chosen when it is made: it is shown to nobody before the
@@ -12,8 +12,9 @@ claim (spares are not listed, counted, reaped or on the firehose), and the
 sandbox's names and labels never have to change.
 
 Contracts:
-- ``size`` spares are kept ready per pool key (``pool_size``; unset: 2 on
-  Docker, 0 elsewhere), and never more than ``pool_max_spares`` in all. They
+- A pool per template: ``pool_size`` spares of the default template (unset: 2
+  on Docker, 0 elsewhere) and ``pool_sizes`` ("node=2,ci=1") of others, never
+  more than ``pool_max_spares`` in all. A spare runs its pool's template. They
   count against no conversation limit, so the pool never pushes a user into 429.
 - Refills run in the background, at most ``pool_refill_concurrency`` at once,
   and a refill waits to begin while a user waits on a cold start
@@ -27,7 +28,7 @@ Contracts:
   spares that answer ``/ready`` are adopted, EXITED ones and spares STARTING for
   longer than a start may take (half-made by a gateway killed meanwhile) are
   removed. :meth:`Pool.close` (the gateway's shutdown) removes every spare.
-- Pools are keyed (:data:`DEFAULT_POOL`) so that pools per template are one step.
+- A spare whose template has no pool any more (the settings changed) is removed at reconcile.
 """
 
 from __future__ import annotations
@@ -51,8 +52,6 @@ from gateway.settings import Settings
 
 log = logging.getLogger("convoy.gateway")
 
-#: The pool of the default sandbox (templates will add theirs).
-DEFAULT_POOL = "default"
 #: ``pool_size`` when unset, by runtime: a spare costs a container on Docker, where a cold
 #: start is slow; elsewhere a cold start is cheap and tests want none by default.
 DEFAULT_SIZES = {"docker": 2}
@@ -67,17 +66,26 @@ _IDLE_LOOK = 5.0
 
 
 def pool_size(settings: Settings, runtime_name: str) -> int:
+    """Spares of the default template: ``pool_size``, or the runtime's default when unset."""
     return settings.pool_size if settings.pool_size is not None else DEFAULT_SIZES.get(runtime_name, 0)
+
+
+def pool_sizes(settings: Settings, runtime_name: str) -> dict[str, int]:
+    """Spares kept per template: the default template's and ``pool_sizes``'s (which wins)."""
+    return {settings.default_template: pool_size(settings, runtime_name)} | settings.pool_sizes_by_template()
 
 
 class Pool:
     def __init__(self, settings: Settings, runtime: Runtime, http: httpx.AsyncClient) -> None:
-        self.size = pool_size(settings, runtime.name)
+        #: Spares kept per template (the pool's key); ``size``: the default template's.
+        self.sizes = pool_sizes(settings, runtime.name)
+        self.size = self.sizes[settings.default_template]
+        self._default_template = settings.default_template
         self._max_spares = settings.pool_max_spares
         self._runtime = runtime
         self._http = http
         self._half_made_after = settings.start_timeout + _HALF_MADE_MARGIN
-        self._ready: dict[str, deque[SandboxHandle]] = {DEFAULT_POOL: deque()}
+        self._ready: dict[str, deque[SandboxHandle]] = {key: deque() for key, n in self.sizes.items() if n}
         self._starting: dict[UUID, str] = {}  # spares this gateway is starting, by id: their key
         self._handed_out: set[UUID] = set()  # never adopted again, whatever a listing says
         self.claimed_total = 0
@@ -98,12 +106,13 @@ class Pool:
     def key_for(self, body: ConversationCreate) -> str | None:
         """The pool whose spares can take ``body``, or ``None`` (it starts cold): a spare has
         the default limits and its own internal network, so other limits, internet or an
-        egress list cannot be given to it after the fact."""
-        if self.size == 0 or body.internet or body.egress is not None:
+        egress list cannot be given to it after the fact; its template is its pool's."""
+        template = body.template or self._default_template
+        if not self.sizes.get(template) or body.internet or body.egress is not None:
             return None
         if any(value is not None for value in body.limits.model_dump().values()):
             return None
-        return DEFAULT_POOL
+        return template
 
     def take(self, key: str | None) -> SandboxHandle | None:
         """A ready spare of pool ``key``, out of the pool for good; ``None`` when there is none.
@@ -156,6 +165,7 @@ class Pool:
     def status(self) -> PoolStatus:
         return PoolStatus(
             size=self.size,
+            sizes=self.sizes,
             ready=sum(len(spares) for spares in self._ready.values()),
             starting=len(self._starting),
             claimed_total=self.claimed_total,
@@ -166,7 +176,7 @@ class Pool:
 
     def start(self) -> None:
         """Begin keeping the pool full (after the first reconcile adopted what exists)."""
-        if self.size and self._supervisor is None and not self._closing:
+        if any(self.sizes.values()) and self._supervisor is None and not self._closing:
             self._supervisor = asyncio.create_task(self._supervise(), name="pool refills")
 
     def _spares(self) -> int:
@@ -174,7 +184,7 @@ class Pool:
 
     def _missing(self, key: str) -> int:
         have = len(self._ready[key]) + sum(1 for wanted in self._starting.values() if wanted == key)
-        return min(self.size - have, self._max_spares - self._spares())
+        return min(self.sizes.get(key, 0) - have, self._max_spares - self._spares())
 
     async def _supervise(self) -> None:
         while not self._closing:
@@ -201,6 +211,7 @@ class Pool:
 
     @staticmethod
     def _spare_spec(key: str) -> SandboxSpec:
+        """A spare of pool ``key``: it runs the template ``key``."""
         return SandboxSpec(
             conversation_id=uuid4(),
             owner="",
@@ -208,6 +219,7 @@ class Pool:
             token=secrets.token_urlsafe(32),  # the spare's claim secret
             created_at=datetime.now(UTC),
             pool=key,
+            template=key,
         )
 
     async def _make(self, spec: SandboxSpec, key: str) -> None:
@@ -252,16 +264,16 @@ class Pool:
                         self._drop(handle.conversation_id)
         ready_ids = {handle.conversation_id for spares_ in self._ready.values() for handle in spares_}
         for handle in spares:
-            spare_id, key = handle.conversation_id, handle.spec.pool or DEFAULT_POOL
+            spare_id, key = handle.conversation_id, handle.spec.pool or self._default_template
             if spare_id in self._handed_out or spare_id in self._starting:
                 continue
-            if handle.state is SandboxState.EXITED:
+            if handle.state is SandboxState.EXITED or key not in self._ready:  # ended, or no pool now
                 self._drop(spare_id)
                 await self._remove(spare_id)
             elif spare_id in ready_ids or self._closing:
                 continue
             elif handle.state is SandboxState.RUNNING and await self._still_spare(handle):
-                self._ready.setdefault(key, deque()).append(handle)
+                self._ready[key].append(handle)
                 log.info("adopted spare sandbox %s (pool %s)", spare_id, key)
             elif time.time() - handle.spec.created_at.timestamp() > self._half_made_after:
                 log.info("removing half-made spare sandbox %s", spare_id)

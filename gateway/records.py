@@ -72,6 +72,7 @@ class Record:
             limits=ConversationLimits(**asdict(self.spec.limits)),
             on_idle="pause" if self.spec.on_idle == "pause" else "delete",
             start=self.start,
+            template=self.spec.template,
         )
 
 

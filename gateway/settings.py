@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description="Ready spare sandboxes kept per pool, claimed by a create in one call; unset: "
         "2 on the docker runtime, 0 on the process and memory runtimes.",
     )
+    pool_sizes: str = Field(
+        "",
+        pattern=r"^\s*([a-z0-9][a-z0-9_.-]{0,62}\s*=\s*\d{1,2}\s*(,\s*|$))*$",
+        description='Spares of other templates: "node=2,ci=1" (the default template\'s: pool_size).',
+    )
     pool_max_spares: int = Field(
         8,
         ge=0,
@@ -203,6 +208,16 @@ class Settings(BaseSettings):
         "text", description="json: one JSON object per log line, and one per request (convoy.access)."
     )
 
+    # --- templates (issue 12) ------------------------------------------------------
+    default_template: str = Field(
+        "default",
+        description="The template of a conversation that names none ('default': the runtime's own sandbox, "
+        "on docker the docker_image).",
+    )
+    template_context_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest build context (a tar) POST /template accepts."
+    )
+
     egress_resolver: str = Field(
         "",
         description="DNS server (address or address:port) the relay asks for the names of an egress "
@@ -250,6 +265,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"CONVOY_API_KEYS entry {pair!r} is not principal:key")
             keys[key] = principal
         return keys
+
+    def pool_sizes_by_template(self) -> dict[str, int]:
+        """``{template: spares}`` from ``pool_sizes`` (its pattern has checked the syntax)."""
+        pairs = (part.partition("=") for part in self.pool_sizes.split(",") if part.strip())
+        return {name.strip(): int(size) for name, _, size in pairs}
 
     def admin_key_set(self) -> frozenset[str]:
         return frozenset(filter(None, (part.strip() for part in self.admin_keys.split(","))))

@@ -3,6 +3,7 @@
     convoy-agent --host H --port P --workspace DIR --state-dir DIR
                  [--token-file FILE] [--run-as UID:GID] [--unprotected]
                  [--spare] [--claim-file FILE]
+                 [--template NAME] [--task-python PYTHON]
 
 The token comes from ``--token-file`` (``CONVOY_AGENT_TOKEN_FILE``), else
 ``CONVOY_AGENT_TOKEN``; either way that variable is removed from the agent's
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--unprotected", action="store_true", help="serve without a token (development only)")
     parser.add_argument("--spare", action="store_true", help="no conversation until claimed (POST /claim)")
     parser.add_argument("--claim-file", type=Path, help="where the claim is kept (CONVOY_AGENT_CLAIM_FILE)")
+    parser.add_argument("--template", help="the template this sandbox runs (named by agent-info)")
+    parser.add_argument("--task-python", help="interpreter of Python tasks (default: the agent's own)")
     parser.add_argument("--log-level", default="warning")
     return parser
 
@@ -77,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["spare"] = True
     if args.claim_file is not None:
         overrides["claim_file"] = args.claim_file
+    if args.template is not None:
+        overrides["template"] = args.template
+    if args.task_python is not None:
+        overrides["task_python"] = args.task_python
     try:
         settings = AgentSettings(**overrides)
     except ValidationError as error:

@@ -180,4 +180,5 @@ class Agent:
                 terminal_keep_bytes=settings.terminal_keep_bytes,
                 max_terminals=settings.max_terminals,
             ),
+            template=settings.template,
         )

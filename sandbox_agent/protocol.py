@@ -426,3 +426,4 @@ class AgentInfo(BaseModel):
     workspace: str
     runnables: dict[str, dict[str, Any]] = Field(description="JSON schema of each runnable type.")
     limits: AgentLimits
+    template: str | None = Field(None, description="The template the sandbox runs, where it was told.")

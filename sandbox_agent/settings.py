@@ -47,6 +47,12 @@ class AgentSettings(BaseModel):
         "sandbox_agent.privileges); the token file is read before the switch.",
     )
     unprotected: bool = Field(False, description="Serve without a token (local development only).")
+    template: str | None = Field(None, description="The template this sandbox runs (what agent-info says).")
+    task_python: str | None = Field(
+        None,
+        description="The interpreter of Python tasks (looked up on the tasks' PATH when not a path); unset: "
+        "the agent's own. A sandbox whose agent is mounted into its image runs the image's python3.",
+    )
     conversation_id: UUID | None = Field(
         None,
         description="Unset: the id recorded in the state dir's event log, or a fresh UUID on first start.",

@@ -112,13 +112,15 @@ class Gateway:
                 await self.process.wait()
 
     async def create(
-        self, client: httpx.AsyncClient, gate: asyncio.Semaphore | None = None
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore | None = None, template: str | None = None
     ) -> tuple[str, float]:
         if gate is not None:
             async with gate:
-                return await self.create(client)
+                return await self.create(client, template=template)
         began = time.monotonic()
-        response = await client.post(f"{self.base}/conversation", json={"title": "bench"})
+        response = await client.post(
+            f"{self.base}/conversation", json={"title": "bench", "template": template}
+        )
         response.raise_for_status()
         conversation_id = str(response.json()["id"])
         while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import conversations, doctor, files, lifecycle, mcp, ports, shell, tasks
+from gateway.cli import conversations, doctor, files, lifecycle, mcp, ports, shell, tasks, templates
 
 
 def register(app: typer.Typer) -> None:
@@ -17,3 +17,4 @@ def register(app: typer.Typer) -> None:
     lifecycle.register(app)
     doctor.register(app)
     mcp.register(app)  # issue 14
+    templates.register(app)

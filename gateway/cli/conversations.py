@@ -35,6 +35,9 @@ IdleOption = Annotated[
 InternetOption = Annotated[bool, typer.Option("--internet", help="Allow outbound internet access.")]
 MemoryOption = Annotated[int | None, typer.Option("--memory", help="Memory limit in MiB.")]
 CpusOption = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
+TemplateOption = Annotated[
+    str | None, typer.Option("--template", help="The template to run (convoy template ls).")
+]
 
 
 class OnIdleChoice(enum.StrEnum):
@@ -71,6 +74,7 @@ class NewConversation:
     #: ``create --from-snapshot`` and ``--on-idle`` (see gateway.cli.lifecycle).
     snapshot: str | None = None
     on_idle: OnIdle | None = None
+    template: str | None = None
 
     @classmethod
     def of(
@@ -81,6 +85,7 @@ class NewConversation:
         internet: bool,
         memory: int | None,
         cpus: float | None,
+        template: str | None = None,
     ) -> NewConversation:
         """From the command line's options (``memory`` in MiB); a bad ``--env``, ``--memory`` or
         ``--cpus`` is a usage error (exit status 2), found before anything is sent."""
@@ -91,7 +96,7 @@ class NewConversation:
             first = error.errors()[0]
             option = "--memory" if first["loc"][0] == "memory_bytes" else "--cpus"
             raise typer.BadParameter(first["msg"], param_hint=option) from None
-        return cls(title, parse_env(env), idle_timeout, internet, limits)
+        return cls(title, parse_env(env), idle_timeout, internet, limits, template)
 
 
 async def create_conversation(
@@ -112,6 +117,7 @@ async def create_conversation(
             internet=new.internet,
             on_idle=new.on_idle,
             snapshot=new.snapshot,
+            template=new.template,
             wait=wait,
             on_status=on_status,
         )
@@ -127,6 +133,7 @@ def register(app: typer.Typer) -> None:
         internet: InternetOption = False,
         memory: MemoryOption = None,
         cpus: CpusOption = None,
+        template: TemplateOption = None,
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is READY.")] = True,
         from_snapshot: Annotated[
             str | None, typer.Option("--from-snapshot", metavar="SNAPSHOT", help="Start with this workspace.")
@@ -138,7 +145,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Begin a conversation; prints its id once the sandbox is ready."""
         cli = state(ctx, json_output)
-        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus)
+        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus, template)
         policy: OnIdle | None = None if on_idle is None else on_idle.value
         new = dataclasses.replace(new, snapshot=from_snapshot, on_idle=policy)
 

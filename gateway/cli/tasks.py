@@ -25,6 +25,7 @@ from gateway.cli.conversations import (
     InternetOption,
     MemoryOption,
     NewConversation,
+    TemplateOption,
     TitleOption,
     create_conversation,
     open_conversation,
@@ -173,12 +174,13 @@ def register(app: typer.Typer) -> None:
         internet: InternetOption = False,
         memory: MemoryOption = None,
         cpus: CpusOption = None,
+        template: TemplateOption = None,
         json_output: JsonOption = False,
     ) -> None:
         """Create a conversation, run one command in it, delete it; exits with the command's exit code."""
         cli = state(ctx, json_output)
         runnable = shell(as_command(command), cwd=cwd, timeout=timeout)
-        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus)
+        new = NewConversation.of(title, env, idle_timeout, internet, memory, cpus, template)
 
         async def go() -> int:
             async with cli.client() as client:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from uuid import UUID
 
 import httpx
 
+from gateway.client import _templates
 from gateway.client._conversation import AsyncConversationHandle, delete_conversation
 from gateway.client._exceptions import NotFound
 from gateway.client._transport import Connection, parse_json, parse_model
@@ -19,6 +22,7 @@ from gateway.models import (
     EgressPolicy,
     OnIdle,
     Snapshot,
+    TemplateInfo,
 )
 
 DEFAULT_TIMEOUT = 60.0
@@ -72,13 +76,15 @@ class AsyncConvoyClient:
         wait: bool = True,
         ready_timeout: float = 120.0,
         on_status: Callable[[Conversation], None] | None = None,
+        template: str | None = None,
     ) -> AsyncConversationHandle:
         """Begin a conversation. With ``wait`` (the default) return once it is READY, raising
         :class:`SandboxFailed` with the reason if it fails to start (the failed conversation is
         deleted). ``on_status`` sees each state while waiting. ``egress``: the hosts the sandbox
         may reach instead of no network (domains, ``*.`` wildcards, CIDRs; Docker runtime).
         ``on_idle``: "pause" keeps an idle conversation paused instead of deleting it;
-        ``snapshot``: start with the workspace of this snapshot (one of yours)."""
+        ``snapshot``: start with the workspace of this snapshot (one of yours).
+        ``template``: the template it runs (:meth:`templates`; unset: the gateway's default)."""
         body = ConversationCreate(
             title=title,
             env=dict(env or {}),
@@ -88,6 +94,7 @@ class AsyncConvoyClient:
             egress=None if egress is None else EgressPolicy(allow=list(egress)),
             on_idle=on_idle,
             snapshot=None if snapshot is None else _uuid(snapshot, "snapshot"),
+            template=template,
         )
         response = await self._conn.request("POST", "/conversation", json_body=body.model_dump(mode="json"))
         handle = AsyncConversationHandle(self._conn, parse_model(Conversation, parse_json(response)))
@@ -121,6 +128,40 @@ class AsyncConvoyClient:
     async def delete(self, conversation_id: UUID | str, *, missing_ok: bool = False) -> None:
         """Finish a conversation: tasks stopped, sandbox and files removed."""
         await delete_conversation(self._conn, _uuid(conversation_id), missing_ok=missing_ok)
+
+    # --- templates ----------------------------------------------------------------------
+
+    async def templates(self) -> builtins.list[TemplateInfo]:
+        """Every template a conversation may run, the default first."""
+        return [template async for template in _templates.list_templates(self._conn)]
+
+    async def build_template(
+        self,
+        name: str,
+        *,
+        from_image: str | None = None,
+        dockerfile: str | Path | None = None,
+        context: str | Path | None = None,
+        description: str = "",
+        on_progress: Callable[[str], None] | None = None,
+    ) -> TemplateInfo:
+        """Build (or rebuild) the template ``name`` (admin) from a local image (``from_image``) or
+        from a ``dockerfile`` and its ``context`` folder (default: the Dockerfile's), which is sent
+        as a tar. ``on_progress`` sees each line of the build's output. A failed build raises
+        :class:`BadRequest` (422) saying why."""
+        return await _templates.build_template(
+            self._conn,
+            name,
+            from_image=from_image,
+            dockerfile=dockerfile,
+            context=context,
+            description=description,
+            on_progress=on_progress,
+        )
+
+    async def remove_template(self, name: str) -> None:
+        """Remove a template (admin); :class:`Conflict` while conversations run it."""
+        await _templates.remove_template(self._conn, name)
 
     # --- snapshots --------------------------------------------------------------------
 

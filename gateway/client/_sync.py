@@ -272,6 +272,10 @@ class ConvoyClient(_Blocking[AsyncConvoyClient]):
     snapshots = _iterating(AsyncConvoyClient.snapshots)
     snapshot = _blocking(AsyncConvoyClient.snapshot)
     delete_snapshot = _blocking(AsyncConvoyClient.delete_snapshot)
+    templates = _blocking(AsyncConvoyClient.templates)
+    #: ``on_progress`` is called on the client's own thread.
+    build_template = _blocking(AsyncConvoyClient.build_template)
+    remove_template = _blocking(AsyncConvoyClient.remove_template)
 
 
 async def _make(

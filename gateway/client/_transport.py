@@ -130,11 +130,28 @@ class Connection:
 
     @contextlib.asynccontextmanager
     async def stream(
-        self, method: str, path: str, *, params: Query | None = None, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Query | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        unhurried: bool = False,
     ) -> AsyncGenerator[httpx.Response]:
-        """A streamed response (2xx guaranteed), closed on exit. Read it with :func:`iter_bytes`."""
+        """A streamed response (2xx guaranteed), closed on exit. Read it with :func:`iter_bytes`.
+        ``content``: the request's body; ``unhurried``: no read timeout (an answer that may be
+        silent for minutes, like a template's build)."""
+        timeout = httpx.Timeout(None, connect=10.0) if unhurried else httpx.USE_CLIENT_DEFAULT
         try:
-            async with self.http.stream(method, path, params=_clean(params), headers=headers) as response:
+            async with self.http.stream(
+                method,
+                path,
+                params=_clean(params),
+                headers=headers,
+                content=content,
+                timeout=timeout,
+            ) as response:
                 if response.is_error:
                     await response.aread()
                     raise self.error(response, f"{method} {path}")

@@ -29,6 +29,10 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
     status_code=201,
     response_model=Conversation,
     responses={
+        422: {
+            "model": ErrorBody,
+            "description": "Invalid body, or an unknown template (the known ones listed)",
+        },
         429: {"model": ErrorBody, "description": "A conversation limit was reached"},
         404: {"model": ErrorBody, "description": "The snapshot is unknown, or another user's"},
     },
@@ -44,6 +48,7 @@ async def create_conversation(
     STARTING (``"start": "cold"``) while the sandbox starts in the background.
     Follow ``WS /conversation/{id}`` (or poll ``GET``) for READY or ERROR."""
     context, body = context_of(request), body or ConversationCreate()
+    body = await context.manager.checked(body)
     seed = await context.snapshots.seed(principal, body.snapshot)  # another's snapshot: 404
     record = context.manager.create(principal, body, seed=seed)
     await context.manager.until_claimed(record)

@@ -79,7 +79,7 @@ async def follow_conversation(websocket: WebSocket, conversation_id: str) -> Non
 @router.websocket("/conversation/")
 @router.websocket("/conversation")  # as the seed's browser snippet writes it
 async def create_and_follow(websocket: WebSocket) -> None:
-    """Create a conversation (options from the query: ``?title=..&idle_timeout=..``)
+    """Create a conversation (options from the query: ``?title=..&idle_timeout=..&template=..``)
     and follow it: STARTING frames, then the conversation's events from seq 1 (READY)."""
     context = context_of(websocket)
     principal = await _principal(websocket, context)
@@ -93,6 +93,7 @@ async def create_and_follow(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
+        body = await context.manager.checked(body)
         seed = await context.snapshots.seed(principal, body.snapshot)
         record = context.manager.create(principal, body, seed=seed)
     except GatewayError as error:

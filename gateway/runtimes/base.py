@@ -93,6 +93,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -103,10 +104,23 @@ from uuid import UUID
 
 import httpx
 
-from gateway.errors import ClaimFailed, RuntimeFailure, RuntimeUnavailable, SandboxStartError, SpareTaken
+from gateway.errors import (
+    ClaimFailed,
+    InvalidTemplate,
+    RuntimeFailure,
+    RuntimeUnavailable,
+    SandboxStartError,
+    SpareTaken,
+    TemplateBuildError,
+    TemplateInUse,
+    TemplateNotFound,
+    TemplatesUnsupported,
+)
 
 __all__ = [
+    "DEFAULT_TEMPLATE",
     "ClaimFailed",
+    "InvalidTemplate",
     "ProgressCallback",
     "ResourceLimits",
     "ResourceUsage",
@@ -119,7 +133,14 @@ __all__ = [
     "SandboxState",
     "SnapshotInfo",
     "SpareTaken",
+    "Template",
+    "TemplateBuildError",
+    "TemplateInUse",
+    "TemplateNotFound",
+    "TemplateSource",
+    "TemplatesUnsupported",
     "WorkspaceSeed",
+    "check_template_name",
     "wait_until_ready",
 ]
 
@@ -168,6 +189,8 @@ class SandboxSpec:
     #: Set for a spare (see the module docstring): the pool it was made for. ``owner`` is then
     #: empty and ``token`` the claim secret. ``None``: a conversation's sandbox.
     pool: str | None = None
+    #: The template (see the templates block below) the sandbox runs; the runtime's own image by default.
+    template: str = "default"
 
 
 @dataclass(frozen=True)
@@ -341,6 +364,76 @@ class Runtime(Protocol):
         """Release the runtime's own resources; sandboxes keep running (but the memory
         runtime's, which cannot outlive the process: it stops them, EXITED)."""
         ...
+
+    # --- templates (issue 12): named images a sandbox can run -----------------------
+    # A template is what a sandbox runs: DEFAULT_TEMPLATE, always there (the runtime's
+    # own sandbox, e.g. the convoy-sandbox image), and the ones built with
+    # build_template (on docker: local images carrying convoy's labels, into which the
+    # agent is mounted; see gateway.runtimes.docker_templates). A runtime that cannot
+    # build any (process) lists the default alone and answers builds with
+    # TemplatesUnsupported. ``SandboxSpec.template`` names one that templates() lists.
+
+    async def templates(self) -> builtins.list[Template]:
+        """Every template of this installation, the default first, then by name."""
+        ...
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        """Build (or rebuild: it replaces one of the same name) the template ``name``,
+        calling ``progress`` with each line of build output. Raises
+        :class:`TemplateBuildError` (the image is not there, the build failed: nothing
+        is left of it), :class:`TemplatesUnsupported`, or :class:`InvalidTemplate` for the
+        default's name or a malformed one."""
+        ...
+
+    async def remove_template(self, name: str) -> None:
+        """Remove the template ``name``. Refuses with :class:`TemplateInUse` while a sandbox
+        (in any state) runs it, :class:`TemplateNotFound` when there is none,
+        :class:`InvalidTemplate` for the default."""
+        ...
+
+
+#: The name of the template every runtime has: the sandbox it starts when none is asked for.
+DEFAULT_TEMPLATE = "default"
+#: What a template may be called (it is part of an image reference on docker: lower case).
+TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def check_template_name(name: str) -> None:
+    """:class:`InvalidTemplate` unless ``name`` may name a template that is built."""
+    if name == DEFAULT_TEMPLATE:
+        raise InvalidTemplate(
+            f"{DEFAULT_TEMPLATE!r} is the runtime's own sandbox: it is not built or removed"
+        )
+    if not TEMPLATE_NAME.match(name):
+        raise InvalidTemplate(
+            f"{name!r} is not a template name: lower-case letters, digits, '_', '.', '-' (at most 63)"
+        )
+
+
+@dataclass(frozen=True)
+class Template:
+    """One template as :meth:`Runtime.templates` lists it."""
+
+    name: str
+    #: What it was built from: an image reference, or ``"Dockerfile"``.
+    built_from: str
+    description: str = ""
+    created_at: datetime | None = None
+    #: Bytes of its image (``None`` where the runtime cannot know).
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """What :meth:`Runtime.build_template` builds from: an ``image`` (a local one; a pullable
+    reference where a registry answers), or a ``context`` (a tar) holding the ``dockerfile``."""
+
+    image: str | None = None
+    context: bytes | None = None
+    dockerfile: str = "Dockerfile"
+    description: str = ""
 
 
 async def wait_until_ready(

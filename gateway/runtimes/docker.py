@@ -13,7 +13,9 @@ gateway keeps no database):
   open a connection to the internet, to the host (not even to the bridge
   address Docker normally gives the host on every network, where every host
   service bound to 0.0.0.0 answers) or to another sandbox;
-- the **sandbox** container: ``convoy-agent``, whose tasks run as user 10001
+- the **sandbox** container: the agent, started from its self-contained bundle in
+  ``/opt/convoy`` (:mod:`gateway.runtimes.docker_bundle`; in a template's image, the
+  bundle is mounted read-only: :mod:`gateway.runtimes.docker_templates`), whose tasks run as user 10001
   with no capability (the agent keeps CAP_SETUID/CAP_SETGID only), all others
   dropped, no-new-privileges, read-only root with a sized tmpfs ``/tmp``, an
   init process, memory/CPU/pids limits, bounded logs, no Docker socket (each a
@@ -66,9 +68,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +260,43 @@ class AiodockerEngine:
         with _mapped(f"wait for container {name}"):
             result = await self._docker.containers.container(name).wait()
         return int(result.get("StatusCode", -1))
+
+    # --- images, for templates -------------------------------------------------------
+
+    async def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        with _mapped("list images"):
+            return await self._docker.images.list(filters=filters)
+
+    async def build_image(
+        self, context: bytes, tag: str, labels: dict[str, str], dockerfile: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The engine's build (the classic builder: a ``FROM`` of a local image needs no
+        registry), its progress items as they come (``{"stream": ...}``, ``{"error": ...}``)."""
+        with _mapped(f"build {tag}"):
+            stream = self._docker.images.build(
+                fileobj=io.BytesIO(context),
+                encoding="application/x-tar",
+                path_dockerfile=dockerfile,
+                tag=tag,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                stream=True,
+            )
+            async for item in stream:
+                yield item
+
+    async def pull_image(self, reference: str) -> None:
+        with _mapped(f"pull {reference}"):
+            await self._docker.images.pull(reference)
+
+    async def remove_image(self, name: str) -> bool:
+        try:
+            with _mapped(f"remove image {name}"):
+                await self._docker.images.delete(name)
+        except EngineNotFound:
+            return False
+        return True
 
 
 class DockerRuntime(DockerSandboxes):

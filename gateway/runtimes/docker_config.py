@@ -22,8 +22,9 @@ from typing import Any
 from uuid import UUID
 
 from gateway.runtimes import docker_egress
-from gateway.runtimes.base import ResourceLimits, SandboxSpec
-from gateway.runtimes.docker_token import AGENT_CAPABILITIES, CLAIM_FILE, DATA_DIR, TOKEN_FILE
+from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, SandboxSpec
+from gateway.runtimes.docker_bundle import TemplateRun, agent_argv, bundle_mount
+from gateway.runtimes.docker_token import AGENT_CAPABILITIES, DATA_DIR, TOKEN_FILE
 from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 AGENT_PORT = 8080
@@ -49,6 +50,7 @@ PIDS = "convoy.limits.pids"
 ENV_KEYS = "convoy.env-keys"
 ON_IDLE = "convoy.on-idle"  # what the gateway does with it once idle
 POOL = "convoy.pool"  # on a spare's sandbox: the pool it was made for (labels stay: see claim_spec)
+TEMPLATE = "convoy.template"  # on sandboxes: the template they run; on images: the template they are
 SANDBOX, RELAY = "sandbox", "relay"
 
 
@@ -97,6 +99,7 @@ def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[
         INTERNET: "true" if spec.internet else "false",
         ENV_KEYS: json.dumps(sorted(_task_env(spec))),
         ON_IDLE: spec.on_idle,
+        TEMPLATE: spec.template,
     }
     optional = {
         IDLE_TIMEOUT: spec.idle_timeout,
@@ -138,6 +141,7 @@ def spec_from_container(info: dict[str, Any], token: str | None) -> SandboxSpec 
             egress=None if egress is None else tuple(str(entry) for entry in egress),
             on_idle=labels.get(ON_IDLE, "delete"),
             pool=labels.get(POOL),
+            template=labels.get(TEMPLATE, DEFAULT_TEMPLATE),
         )
     except (KeyError, ValueError, TypeError):
         return None
@@ -246,17 +250,30 @@ def _hardening(policy: ContainerPolicy) -> dict[str, Any]:
 
 
 def sandbox_config(
-    policy: ContainerPolicy, spec: SandboxSpec, labels: dict[str, str], names: Names, subnet: Subnet
+    policy: ContainerPolicy,
+    spec: SandboxSpec,
+    labels: dict[str, str],
+    names: Names,
+    subnet: Subnet,
+    template: TemplateRun | None = None,
 ) -> dict[str, Any]:
+    """The sandbox container; ``template``: of a template other than the default."""
     limits = effective_limits(policy.default_limits, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
-    env = _task_env(spec) | {CONVERSATION_ID_ENV: str(spec.conversation_id)}
+    env = (
+        (template.env if template else {})
+        | _task_env(spec)
+        | {CONVERSATION_ID_ENV: str(spec.conversation_id)}
+    )
     if spec.egress is not None:
         env |= docker_egress.sandbox_env(subnet.relay_ip)
     host = _hardening(policy) | {
         "CapAdd": AGENT_CAPABILITIES,
         "Init": policy.init,
-        "Mounts": [{"Type": "volume", "Source": names.volume, "Target": DATA_DIR}],
+        "Mounts": [
+            {"Type": "volume", "Source": names.volume, "Target": DATA_DIR},
+            *([bundle_mount(template.bundle_volume)] if template else []),
+        ],
         "NetworkMode": names.network,
         "Memory": limits.memory_bytes,
         "MemorySwap": limits.memory_bytes,  # no swap: the limit is the limit
@@ -268,15 +285,20 @@ def sandbox_config(
         host |= docker_egress.sandbox_host_config(subnet.relay_ip)
     if policy.read_only:
         host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={policy.tmpfs_bytes},mode=1777"}
+    arguments = [
+        *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
+        *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
+        *("--token-file", TOKEN_FILE, "--run-as", policy.user, "--template", spec.template),
+        # In a template the agent's interpreter is not the tasks': theirs is the image's.
+        *(("--task-python", "python3") if template else ()),
+    ]
+    entrypoint, command = agent_argv(arguments)
     return {
-        "Image": policy.image,
-        "Cmd": [
-            "convoy-agent",
-            *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
-            *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
-            *("--token-file", TOKEN_FILE, "--run-as", policy.user),
-            *("--claim-file", CLAIM_FILE, *(["--spare"] if spec.pool is not None else [])),
-        ],
+        "Image": template.image if template else policy.image,
+        "Entrypoint": entrypoint,  # the image's own ENTRYPOINT and CMD are not the agent
+        "Cmd": command,
+        "WorkingDir": f"{DATA_DIR}/workspace",
+        "StopSignal": "SIGTERM",
         "User": "0:0",  # for the agent's start-up only: see gateway.runtimes.docker_token
         "Hostname": "sandbox",
         "Env": [f"{key}={value}" for key, value in env.items()],

@@ -26,6 +26,8 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
+    Template,
+    TemplateSource,
     wait_until_ready,
 )
 from gateway.runtimes.claiming import Claimer, claimed_spec
@@ -37,6 +39,7 @@ from gateway.runtimes.docker_engine import (
     young,
 )
 from gateway.runtimes.docker_lifecycle import DockerLifecycle
+from gateway.runtimes.docker_templates import DockerTemplates
 from gateway.runtimes.usage_probes import PeakMemory
 from gateway.settings import Settings
 from sandbox_agent.claim import Claim
@@ -96,6 +99,7 @@ class DockerSandboxes(DockerLifecycle):
         #: immutable); after a restart the claim is read back from the agent's claim file.
         self._claimed: dict[UUID, SandboxSpec] = {}
         self._claimer = Claimer()
+        self._templates = DockerTemplates(engine, self._install, settings.docker_image)
         #: Seconds a half-made conversation (no sandbox yet, or one never started) is
         #: given before cleanup_orphans() takes it for left behind: a start of another
         #: gateway process of the same installation may still be under way.
@@ -136,8 +140,14 @@ class DockerSandboxes(DockerLifecycle):
         await progress("creating network")
         subnet = await self._create_network(names.network, labels, spec.internet)
         await progress("creating container")
+        template = await self._templates.run_of(spec.template)
         sandbox = cfg.sandbox_config(
-            self._policy, spec, cfg.sandbox_labels(spec, self._install, self._image_version), names, subnet
+            self._policy,
+            spec,
+            cfg.sandbox_labels(spec, self._install, self._image_version),
+            names,
+            subnet,
+            template,
         )
         relay = cfg.relay_config(
             self._policy, labels, subnet, self._front_network, publish=self.reach == "published", spec=spec
@@ -147,7 +157,8 @@ class DockerSandboxes(DockerLifecycle):
         # own create + start + boot, as for a plain `docker run` (both containers
         # starting at once would slow the sandbox's start on a small machine).
         await asyncio.gather(
-            self._sandbox_made(names, sandbox, spec.token), self._relay_made(names, relay, subnet)
+            self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
+            self._relay_made(names, relay, subnet),
         )
         await progress("starting container")
         await self._engine.start(names.sandbox)
@@ -188,10 +199,13 @@ class DockerSandboxes(DockerLifecycle):
             if ipam.get("Subnet")
         }
 
-    async def _sandbox_made(self, names: cfg.Names, config: dict[str, Any], token: str) -> None:
-        """Create the sandbox and put its token in its volume (never in its environment)."""
+    async def _sandbox_made(
+        self, names: cfg.Names, config: dict[str, Any], token: str, owns_data: bool
+    ) -> None:
+        """Create the sandbox and put its token in its volume (never in its environment); with
+        ``owns_data`` (a template's image, which has no /data to copy) the workspace and state too."""
         await self._engine.create_container(names.sandbox, config)
-        archive = docker_token.token_archive(token)
+        archive = docker_token.token_archive(token, owner=self._policy.user if owns_data else None)
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
 
     async def _token(self, container: str) -> str | None:
@@ -386,7 +400,21 @@ class DockerSandboxes(DockerLifecycle):
                     continue
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
-        return removed
+        return removed + await self._templates.remove_dangling()
+
+    # --- templates (see gateway.runtimes.docker_templates) ----------------------------
+
+    async def templates(self) -> builtins.list[Template]:
+        return await self._templates.templates()
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        return await self._templates.build(name, source, progress)
+
+    async def remove_template(self, name: str) -> None:
+        filters = cfg.install_filter(self._install, **{cfg.TEMPLATE: name, cfg.ROLE: cfg.SANDBOX})
+        await self._templates.remove(name, in_use=len(await self._engine.containers(filters)))
 
     # --- usage (issue 14) -------------------------------------------------------------
 

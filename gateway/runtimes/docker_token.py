@@ -27,11 +27,22 @@ CLAIM_FILE = f"{DATA_DIR}/agent/claim.json"
 AGENT_CAPABILITIES = ["CAP_SETGID", "CAP_SETUID"]
 
 
-def token_archive(token: str) -> bytes:
-    """A tar of ``agent/`` (root, 0700) and ``agent/token`` (root, 0400), to unpack in :data:`DATA_DIR`."""
+def token_archive(token: str, owner: str | None = None) -> bytes:
+    """A tar of ``agent/`` (root, 0700) and ``agent/token`` (root, 0400), to unpack in :data:`DATA_DIR`.
+
+    With ``owner`` (``UID:GID``, the sandbox user) also ``workspace/`` (0755) and ``state/``
+    (0750), theirs: the volume of an image with no ``/data`` of its own (a template) starts
+    empty, and the default image's already has them so."""
     data = token.encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        if owner is not None:
+            uid, _, gid = owner.partition(":")
+            for name, mode in (("workspace", 0o755), ("state", 0o750)):
+                folder = tarfile.TarInfo(name)
+                folder.type, folder.mode = tarfile.DIRTYPE, mode
+                folder.uid, folder.gid = int(uid), int(gid or uid)
+                tar.addfile(folder)
         folder = tarfile.TarInfo("agent")
         folder.type, folder.mode = tarfile.DIRTYPE, 0o700
         tar.addfile(folder)

@@ -48,10 +48,13 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
+    Template,
+    TemplateSource,
     wait_until_ready,
 )
 from gateway.runtimes.claiming import CLAIM_FILE, Claimer
 from gateway.runtimes.folder_lifecycle import FolderSnapshots
+from gateway.runtimes.template_catalog import MemoryTemplates
 from gateway.settings import Settings
 from sandbox_agent.app import create_app
 from sandbox_agent.settings import AgentSettings
@@ -124,6 +127,9 @@ class MemoryRuntime(FolderSnapshots):
         self._peaks = usage_probes.PeakMemory()
         self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
         self._claimer = Claimer()
+        self._templates = MemoryTemplates(
+            lambda: {sandbox.spec.template for sandbox in self._sandboxes.values()}
+        )
 
     def _workspace(self, conversation_id: UUID) -> Path:
         return self.folder(conversation_id) / "workspace"
@@ -194,6 +200,7 @@ class MemoryRuntime(FolderSnapshots):
             conversation_id=spec.conversation_id,
             spare=spec.pool is not None,  # a spare: the token is its claim secret
             claim_file=folder / CLAIM_FILE,
+            template=spec.template,
         )
         config = _AgentConfig(
             create_app(agent),
@@ -341,6 +348,19 @@ class MemoryRuntime(FolderSnapshots):
         folder = sandbox.folder
         found = await asyncio.to_thread(usage_probes.in_process_usage, folder, folder / "workspace")
         return self._peaks.update(conversation_id, found)
+
+    # --- templates: a catalogue in memory (see gateway.runtimes.template_catalog) -----
+
+    async def templates(self) -> builtins.list[Template]:
+        return await self._templates.templates()
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        return await self._templates.build_template(name, source, progress)
+
+    async def remove_template(self, name: str) -> None:
+        await self._templates.remove_template(name)
 
     async def close(self) -> None:
         """Stop every agent (their sandboxes stay listed, EXITED, until removed): an

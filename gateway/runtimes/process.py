@@ -46,6 +46,7 @@ of that user; it only keeps the token out of every environment.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import shutil
@@ -68,11 +69,14 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
+    Template,
+    TemplateSource,
     wait_until_ready,
 )
 from gateway.runtimes.claiming import CLAIM_FILE, Claimer
 from gateway.runtimes.folder_lifecycle import FolderSnapshots
 from gateway.runtimes.process_freezer import ProcessPausing
+from gateway.runtimes.template_catalog import DefaultTemplateOnly
 from gateway.settings import Settings
 from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
@@ -128,6 +132,7 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         self._peaks = usage_probes.PeakMemory()
         self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
         self._claimer = Claimer()
+        self._templates = DefaultTemplateOnly("process", "the gateway's own Python, as a local process")
 
     # --- paths and metadata (blocking; run in threads) ----------------------------
 
@@ -238,6 +243,7 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         argv = [sys.executable, "-m", "sandbox_agent", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--workspace", str(folder / "workspace"), "--state-dir", str(folder / "state")]
         argv += ["--claim-file", str(folder / CLAIM_FILE), *(["--spare"] if spec.pool is not None else [])]
+        argv += ["--template", spec.template]
         try:
             launcher = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -343,6 +349,19 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         age = time.time() - handle.spec.created_at.timestamp()
         limit = self._settings.start_timeout + _HALF_MADE_MARGIN
         return handle.state is SandboxState.STARTING and age > limit
+
+    # --- templates: the default alone (see gateway.runtimes.template_catalog) -----------
+
+    async def templates(self) -> builtins.list[Template]:
+        return await self._templates.templates()
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        return await self._templates.build_template(name, source, progress)
+
+    async def remove_template(self, name: str) -> None:
+        await self._templates.remove_template(name)
 
     async def close(self) -> None:
         """Only the claims' HTTP client: the agents are not our children and keep running."""

@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from gateway.runtimes import procfs
-from gateway.runtimes.base import ResourceLimits, SandboxHandle, SandboxSpec, SandboxState
+from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, SandboxHandle, SandboxSpec, SandboxState
 from gateway.runtimes.claiming import CLAIM_FILE, claimed_spec
 from sandbox_agent.claim import read_claim
 
@@ -39,6 +39,7 @@ def spec_to_json(spec: SandboxSpec) -> dict[str, Any]:
         "idle_timeout": spec.idle_timeout,
         "on_idle": spec.on_idle,
         "pool": spec.pool,
+        "template": spec.template,
     }
 
 
@@ -55,6 +56,7 @@ def spec_from_json(data: dict[str, Any]) -> SandboxSpec:
         idle_timeout=data.get("idle_timeout"),
         on_idle=str(data.get("on_idle") or "delete"),
         pool=data.get("pool"),
+        template=str(data.get("template") or DEFAULT_TEMPLATE),
     )
 
 

@@ -1,4 +1,6 @@
-"""Python: source code run by a separate interpreter (this agent's).
+"""Python: source code run by a separate interpreter: ``task_python`` (the image's
+``python3`` in a sandbox whose agent is mounted into a template; a task without one fails with
+exit 127, saying so), else the agent's own.
 
 The code goes through a pipe rather than ``-c`` so its size is not bound by the
 argv limit: stdin itself, or - when the task keeps its stdin open for the client
@@ -41,7 +43,7 @@ async def run(runnable: Python, context: TaskContext) -> Outcome:
     env, timeout, idle = runnable.env, runnable.timeout, runnable.idle_timeout
     if not runnable.stdin:
         return await run_process(
-            [sys.executable, "-u", "-"],
+            [context.settings.task_python or sys.executable, "-u", "-"],
             context,
             env=env,
             timeout=timeout,
@@ -54,7 +56,7 @@ async def run(runnable: Python, context: TaskContext) -> Outcome:
     feeding = asyncio.ensure_future(asyncio.to_thread(_feed, write_end, runnable.code.encode()))
     try:
         return await run_process(
-            [sys.executable, "-u", "-c", BOOTSTRAP, str(read_end)],
+            [context.settings.task_python or sys.executable, "-u", "-c", BOOTSTRAP, str(read_end)],
             context,
             env=env,
             timeout=timeout,

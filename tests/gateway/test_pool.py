@@ -21,8 +21,10 @@ from gw_helpers import (
     task_finished,
     ws_connect,
 )
+from pydantic import ValidationError
 
 from gateway.runtimes.base import SandboxState
+from gateway.settings import Settings
 from tests.helpers import eventually
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
@@ -223,3 +225,29 @@ async def test_a_spare_that_died_is_removed_and_the_create_starts_cold(harness: 
         assert [e["seq"] for e in events] == [1] and events[0]["detail"]["status"] == "READY"
         status = (await client.get("/pool")).json()
         assert status["claimed_total"] == 0 and status["cold_total"] == 1
+
+
+async def test_a_template_with_a_pool_is_claimed_warm_and_only_by_its_own_creates(harness: Harness) -> None:
+    async with harness.client(**keyed(pool_size=0, pool_sizes="node=1")) as client:
+        built = await client.post(
+            "/template", params={"name": "node", "from": "node:20"}, headers=auth(ADMIN_KEY)
+        )
+        assert built.status_code == 200, built.text
+        status = await full(client, 1)
+        assert status["sizes"] == {"default": 0, "node": 1}
+        listed = (await client.get("/template", headers=auth(ALICE))).json()["results"]
+        assert {t["name"]: t["pool"] for t in listed} == {"default": False, "node": True}
+        cold = await client.post("/conversation", json={}, headers=auth(ALICE))
+        assert cold.json()["start"] == "cold", "the default template keeps no spares here"
+        warm = await client.post("/conversation", json={"template": "node"}, headers=auth(ALICE))
+        body = warm.json()
+        assert body["start"] == "warm" and body["status"] == "READY" and body["template"] == "node"
+        found = await harness.runtime.find(UUID(body["id"]))
+        assert found is not None and found.spec.template == "node" and found.spec.pool is None
+
+
+def test_pool_sizes_that_do_not_parse_are_refused() -> None:
+    assert Settings(pool_sizes=" node=2, ci=1 ").pool_sizes_by_template() == {"node": 2, "ci": 1}
+    for bad in ("node", "node=x", "=2", "Node=1", "node=2,,"):
+        with pytest.raises(ValidationError):
+            Settings(pool_sizes=bad)

@@ -172,7 +172,7 @@ _VOLUNTEER = """
 import pathlib
 for proc in pathlib.Path("/proc").glob("[0-9]*"):
     try:
-        if b"convoy-agent" in (proc / "cmdline").read_bytes():
+        if b"sandbox_agent" in (proc / "cmdline").read_bytes():
             (proc / "oom_score_adj").write_text("1000")
             print(proc.name)
     except OSError:

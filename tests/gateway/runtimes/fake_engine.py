@@ -31,6 +31,7 @@ import posixpath
 import tarfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -365,3 +366,23 @@ class FakeEngine:
 
     async def close(self) -> None:
         self.closed = True
+
+    # --- images (templates): this fake holds none ------------------------------------
+
+    async def image(self, name: str) -> dict[str, Any] | None:
+        return None
+
+    async def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        return []
+
+    async def build_image(
+        self, context: bytes, tag: str, labels: dict[str, str], dockerfile: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        raise EngineError("the fake engine builds no image")
+        yield {}
+
+    async def pull_image(self, reference: str) -> None:
+        raise EngineError(f"the fake engine pulls nothing ({reference})")
+
+    async def remove_image(self, name: str) -> bool:
+        return False

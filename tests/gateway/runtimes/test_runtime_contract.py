@@ -21,9 +21,16 @@ from dockertools import adocker
 from gw_helpers import base_settings, eventually, kill_agents, make_spec, read_text
 
 from gateway.conversations import ConversationManager
-from gateway.errors import ClaimFailed, SandboxStartError, SpareTaken
+from gateway.errors import (
+    ClaimFailed,
+    InvalidTemplate,
+    SandboxStartError,
+    SpareTaken,
+    TemplateError,
+    TemplateNotFound,
+)
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.base import Runtime, SandboxState
+from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, Runtime, SandboxState, TemplateSource
 from gateway.runtimes.claiming import claim_of
 from gateway.runtimes.memory import MemoryRuntime
 from gateway.runtimes.process import ProcessRuntime
@@ -102,6 +109,20 @@ async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         kill_agents(settings.state_dir)
 
 
+async def test_every_runtime_lists_its_default_template_first_and_never_removes_it(subject: Subject) -> None:
+    runtime = subject.runtime
+    templates = await runtime.templates()
+    assert templates[0].name == DEFAULT_TEMPLATE
+    assert [t.name for t in templates[1:]] == sorted(t.name for t in templates[1:])
+    with pytest.raises(InvalidTemplate):
+        await runtime.remove_template(DEFAULT_TEMPLATE)
+    with pytest.raises(TemplateNotFound):
+        await runtime.remove_template("no-such-template")
+    with pytest.raises(TemplateError) as refused:  # a bad name, or no builds on this runtime at all
+        await runtime.build_template("Not A Name", TemplateSource(image="debian"))
+    assert refused.value.status in (400, 422)
+
+
 async def test_an_unknown_sandbox_is_absent(subject: Subject) -> None:
     spec = make_spec()
     assert await subject.runtime.find(spec.conversation_id) is None
@@ -135,6 +156,7 @@ async def test_starting_then_running_then_removed(subject: Subject) -> None:
         assert (await client.get("/ready")).status_code == 200
         info = await client.get("/agent-info", headers={TOKEN_HEADER: spec.token})
         assert info.status_code == 200 and info.json()["conversation_id"] == str(spec.conversation_id)
+        assert info.json()["template"] == spec.template == DEFAULT_TEMPLATE
     async with subject.peer() as peer:  # a restarted gateway sees the same
         again = await peer.find(spec.conversation_id)
         assert again is not None and again.state is SandboxState.RUNNING and again.spec == spec
@@ -183,7 +205,10 @@ async def test_a_sandbox_removed_behind_its_back_is_absent(subject: Subject) -> 
 async def test_a_failed_start_leaves_the_sandbox_absent(subject: Subject) -> None:
     if subject.kind == "memory":
         pytest.skip("the memory runtime applies no env: nothing here breaks its agent")
-    runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"})
+    # The process runtime's agent reads PYTHONHOME; a Docker agent ignores the image's and the
+    # caller's PYTHON* (-I: templates set their own), but does not start in 6 MiB.
+    breaking = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)} if subject.kind == "docker" else {}
+    runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"}, **breaking)
     with pytest.raises(SandboxStartError) as failed:
         await runtime.start(spec)
     assert str(failed.value)
