@@ -96,7 +96,7 @@ class NewConversation:
             first = error.errors()[0]
             option = "--memory" if first["loc"][0] == "memory_bytes" else "--cpus"
             raise typer.BadParameter(first["msg"], param_hint=option) from None
-        return cls(title, parse_env(env), idle_timeout, internet, limits, template)
+        return cls(title, parse_env(env), idle_timeout, internet, limits, template=template)
 
 
 async def create_conversation(

@@ -183,7 +183,7 @@ async def test_a_wrong_key_is_refused_with_a_message(process_harness: Harness, p
 async def test_terminal_takes_typing_fits_and_resumes_after_a_cut(
     process_harness: Harness, page: Any, terminal_screen: TerminalScreen
 ) -> None:
-    """A real PTY behind the gateway's terminal routes (enabled where the gateway has them),
+    """A real PTY behind the gateway's terminal routes,
     drawn by xterm.js where node-xterm is installed (read from xterm's DOM rows): typing runs,
     the fitted grid reaches the PTY, and a cut socket resumes at the offset reached (the
     output is not drawn twice). Playwright stands between page and gateway to cut it."""
@@ -198,8 +198,7 @@ async def test_terminal_takes_typing_fits_and_resumes_after_a_cut(
         async with httpx.AsyncClient(base_url=url) as client:
             paths = (await client.get("/openapi.json", headers=_ADMIN)).json()["paths"]
             xterm = (await client.get("/console/config.json")).json()["xterm"]
-        if "/conversation/{conversation_id}/terminal" not in paths:
-            pytest.skip("the gateway has no terminal routes yet (POST /conversation/{id}/terminal)")
+        assert "/conversation/{conversation_id}/terminal" in paths
         await _sign_in(page, url, ADMIN_KEY)
         await _open(page, await _create(page, "terminal"))
         await page.get_by_test_id("open-terminal").click()
