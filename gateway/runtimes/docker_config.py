@@ -24,7 +24,7 @@ from uuid import UUID
 from gateway.runtimes import docker_egress
 from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, SandboxSpec
 from gateway.runtimes.docker_bundle import TemplateRun, agent_argv, bundle_mount
-from gateway.runtimes.docker_token import AGENT_CAPABILITIES, DATA_DIR, TOKEN_FILE
+from gateway.runtimes.docker_token import AGENT_CAPABILITIES, CLAIM_FILE, DATA_DIR, TOKEN_FILE
 from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 AGENT_PORT = 8080
@@ -289,6 +289,7 @@ def sandbox_config(
         *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
         *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
         *("--token-file", TOKEN_FILE, "--run-as", policy.user, "--template", spec.template),
+        *("--claim-file", CLAIM_FILE, *(["--spare"] if spec.pool is not None else [])),
         # In a template the agent's interpreter is not the tasks': theirs is the image's.
         *(("--task-python", "python3") if template else ()),
     ]
