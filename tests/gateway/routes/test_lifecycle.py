@@ -110,9 +110,12 @@ async def test_delete_leaves_nothing(any_harness: Harness) -> None:
 async def test_failed_start_stays_visible_as_error(any_harness: Harness) -> None:
     async with any_harness.client(error_retention=600) as client:
         url = str(client.base_url)
-        # A broken interpreter environment: the agent cannot start (the env reaches the
-        # agent's process on both runtimes: the local subprocess, the container).
-        created = await client.post("/conversation", json={"env": {"PYTHONHOME": "/nonexistent"}})
+        # An agent that cannot start: the local subprocess reads PYTHONHOME; the container's
+        # agent ignores PYTHON* (-I: see gateway.runtimes.docker_bundle) but not the smallest limit.
+        breaking: dict[str, object] = {"env": {"PYTHONHOME": "/nonexistent"}}
+        if any_harness.kind == "docker":
+            breaking["limits"] = {"memory_bytes": 6 * 1024 * 1024}
+        created = await client.post("/conversation", json=breaking)
         cid = created.json()["id"]
         early = await ws_connect(url, f"/conversation/{cid}")  # while STARTING, most likely
         frames = await recv_until(early, is_status("ERROR"))
