@@ -174,7 +174,14 @@ async def test_no_pool_means_every_create_is_cold(harness: Harness, pool_size: i
         body = (await client.post("/conversation", json={})).json()
         assert body["start"] == "cold"
         status = (await client.get("/pool")).json()
-        assert status == {"size": 0, "ready": 0, "starting": 0, "claimed_total": 0, "cold_total": 1}
+        assert status == {
+            "size": 0,
+            "sizes": {"default": 0},
+            "ready": 0,
+            "starting": 0,
+            "claimed_total": 0,
+            "cold_total": 1,
+        }
 
 
 async def test_spares_are_neither_reaped_nor_on_the_firehose(harness: Harness) -> None:

@@ -31,7 +31,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.app import create_app
-from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
+from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState, Template
+from gateway.runtimes.template_catalog import DefaultTemplateOnly
 from gateway.upstream import UpstreamPath
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
 
@@ -129,6 +130,9 @@ class StandInRuntime:
 
     async def close(self) -> None:
         pass
+
+    async def templates(self) -> list[Template]:
+        return await DefaultTemplateOnly(self.name, "the stand-in agent").templates()
 
 
 @pytest.fixture
