@@ -400,7 +400,7 @@ class DockerSandboxes(DockerLifecycle):
                     continue
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
-        return removed + await self._templates.remove_dangling()
+        return removed + await self._templates.remove_dangling(self.orphan_age)
 
     # --- templates (see gateway.runtimes.docker_templates) ----------------------------
 

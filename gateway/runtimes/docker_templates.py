@@ -41,6 +41,7 @@ import asyncio
 import io
 import re
 import tarfile
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -130,6 +131,7 @@ class DockerTemplates:
         self._default_image = default_image
         self._bundle: str | None = None
         self._bundle_lock = asyncio.Lock()
+        self._builds = 0  # under way here: their intermediate images are dangling and labelled
 
     async def templates(self) -> list[Template]:
         default = await self._engine.image(self._default_image) or {}
@@ -186,6 +188,7 @@ class DockerTemplates:
             DESCRIPTION: source.description,
         }
         tag = template_tag(self._install, name)
+        self._builds += 1
         try:
             async for item in self._engine.build_image(context, tag, labels, dockerfile):
                 if item.get("error"):
@@ -195,6 +198,8 @@ class DockerTemplates:
                     await progress(line)
         except EngineError as error:
             raise TemplateBuildError(f"building template {name!r} failed: {error}") from None
+        finally:
+            self._builds -= 1
         info = await self._engine.image(tag)
         template = _template_of((info or {}) | {"Labels": labels}, self._install)
         if template is None:
@@ -228,12 +233,19 @@ class DockerTemplates:
         except EngineError as error:
             raise TemplateInUse(f"the engine refuses to remove template {name!r}: {error}") from None
 
-    async def remove_dangling(self) -> int:
+    async def remove_dangling(self, min_age: float) -> int:
         """Remove the installation's template images that lost their tag (removed or rebuilt while
-        sandboxes ran them) and that no container uses any more; returns how many."""
+        sandboxes ran them), that no container uses any more and that are ``min_age`` seconds
+        old; returns how many. Nothing while a build runs here: a build's intermediate images
+        are dangling and labelled too (another gateway's build is covered by ``min_age``)."""
+        if self._builds:
+            return 0
         filters = {"label": [f"{INSTALL}={self._install}", TEMPLATE], "dangling": ["true"]}
         removed = 0
+        born_before = time.time() - min_age
         for image in await self._engine.images(filters):
+            if float(image.get("Created") or 0) > born_before:
+                continue
             try:
                 removed += int(await self._engine.remove_image(str(image["Id"])))
             except EngineError:
