@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,7 @@ class Claim(BaseModel):
     created_at: datetime
     idle_timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for every task.")
+    on_idle: Literal["delete", "pause"] = Field("delete", description="Kept for the runtime, like owner.")
 
     def task_env(self) -> dict[str, str]:
         """``env`` without the names reserved to convoy (which no task may be given)."""

@@ -31,6 +31,7 @@ def claim_of(spec: SandboxSpec) -> Claim:
         created_at=spec.created_at,
         idle_timeout=spec.idle_timeout,
         env=dict(spec.env),
+        on_idle="pause" if spec.on_idle == "pause" else "delete",
     )
 
 
@@ -45,6 +46,7 @@ def claimed_spec(spare: SandboxSpec, claim: Claim) -> SandboxSpec:
         created_at=claim.created_at,
         env=dict(claim.env),
         idle_timeout=claim.idle_timeout,
+        on_idle=claim.on_idle,
         pool=None,
     )
 

@@ -327,7 +327,9 @@ async def test_a_spare_answers_only_its_claim_and_is_claimed_once(subject: Subje
     spare = await runtime.start(spare_spec)
     assert spare.state is SandboxState.RUNNING and spare.spec.pool == "default"
     secret = spare_spec.token
-    conversation = make_spec(conversation_id=spare_spec.conversation_id, env={"GREETING": "hi"})
+    conversation = make_spec(
+        conversation_id=spare_spec.conversation_id, env={"GREETING": "hi"}, on_idle="pause"
+    )
     async with httpx.AsyncClient(base_url=spare.base_url, timeout=30) as client:
         assert (await client.get("/ready")).status_code == 200
         # Nothing but /ready and /claim, whatever it is sent: the secret is no token.
