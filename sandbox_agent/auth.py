@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, WebSocket
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketState
 
-from sandbox_agent.protocol import TOKEN_HEADER
+from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_UNAUTHORIZED
 
 
 def token_ok(connection: HTTPConnection) -> bool:
@@ -31,3 +32,19 @@ async def require_token(request: Request) -> None:
     """FastAPI dependency: 401 unless the request carries the agent token."""
     if not token_ok(request):
         raise HTTPException(401, f"missing or wrong {TOKEN_HEADER}")
+
+
+async def websocket_authorized(websocket: WebSocket) -> bool:
+    """Whether ``websocket`` carries the agent token.
+
+    When it does not, the socket is closed with 4401 (WS_CLOSE_UNAUTHORIZED),
+    accepting the handshake first if the caller had not, so the peer learns why;
+    the caller then just returns. The token is checked after the handshake
+    because a browser cannot read an HTTP answer to a refused upgrade.
+    """
+    if token_ok(websocket):
+        return True
+    if websocket.client_state == WebSocketState.CONNECTING:
+        await websocket.accept()
+    await websocket.close(WS_CLOSE_UNAUTHORIZED, "missing or wrong token")
+    return False

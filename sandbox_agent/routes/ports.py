@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket
 
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import token_ok
-from sandbox_agent.protocol import WS_CLOSE_UNAUTHORIZED, ErrorBody
+from sandbox_agent.auth import websocket_authorized
+from sandbox_agent.protocol import ErrorBody
 from sandbox_agent.routes import Responses, get_agent, token_router
 
 router = token_router("ports")
@@ -63,9 +63,7 @@ for _method in METHODS:
 
 @sockets.websocket(TEMPLATE)
 async def preview_websocket(websocket: WebSocket, port: int, path: str) -> None:
-    if not token_ok(websocket):
-        await websocket.accept()
-        await websocket.close(WS_CLOSE_UNAUTHORIZED, "missing or wrong token")
+    if not await websocket_authorized(websocket):
         return
     agent: Agent = websocket.app.state.agent
     await agent.ports.relay_websocket(websocket, port, path)

@@ -28,13 +28,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from sandbox_agent import paging
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import token_ok
+from sandbox_agent.auth import websocket_authorized
 from sandbox_agent.errors import NotFound
 from sandbox_agent.protocol import (
     WS_CLOSE_BAD_QUERY,
     WS_CLOSE_NORMAL,
     WS_CLOSE_NOT_FOUND,
-    WS_CLOSE_UNAUTHORIZED,
     ErrorBody,
     Page,
     Terminal,
@@ -98,8 +97,7 @@ async def delete_terminal(terminal_id: UUID, agent: Agent = Depends(get_agent)) 
 async def attach_terminal(websocket: WebSocket, terminal_id: str) -> None:
     agent: Agent = websocket.app.state.agent
     await websocket.accept()
-    if not token_ok(websocket):
-        await websocket.close(WS_CLOSE_UNAUTHORIZED, "missing or wrong token")
+    if not await websocket_authorized(websocket):
         return
     try:
         terminal = agent.terminals.get(UUID(terminal_id))

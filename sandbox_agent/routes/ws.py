@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import token_ok
+from sandbox_agent.auth import websocket_authorized
 from sandbox_agent.errors import AgentError, explain_validation, unwritable_detail
 from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed, UnencodableEvent, ephemeral
 from sandbox_agent.frames import BadFrame, parse_frame
@@ -41,7 +41,6 @@ from sandbox_agent.protocol import (
     WS_CLOSE_BAD_QUERY,
     WS_CLOSE_GOING_AWAY,
     WS_CLOSE_TOO_SLOW,
-    WS_CLOSE_UNAUTHORIZED,
     ErrorEvent,
     EventTrigger,
     StdinFrame,
@@ -62,8 +61,7 @@ CLOSE_TIMEOUT = 10.0
 async def follow(websocket: WebSocket) -> None:
     agent: Agent = websocket.app.state.agent
     await websocket.accept()
-    if not token_ok(websocket):
-        await websocket.close(WS_CLOSE_UNAUTHORIZED, "missing or wrong token")
+    if not await websocket_authorized(websocket):
         return
     try:
         after_seq = int(websocket.query_params.get("after_seq", "0"))
