@@ -3,51 +3,19 @@ suite: routes/test_terminals.py; Docker: runtimes/test_docker_terminals.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import random
-import re
-from collections.abc import Callable
 from typing import Any
 
 import httpx
-import websockets
-from gw_helpers import TIMEOUT, USER_KEYS, Harness, auth, close_code, create_ready, keyed, ws_connect
+from gw_helpers import USER_KEYS, Harness, auth, close_code, create_ready, keyed, ws_connect
 from websockets.asyncio.client import ClientConnection
 
 from sandbox_agent.protocol import WS_CLOSE_NORMAL, WS_CLOSE_NOT_FOUND
 from tests.helpers import eventually
+from tests.terminal_helpers import Screen
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
-
-
-class Screen:
-    """What one viewer received: the bytes, and the control frames."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.data = b""
-        self.controls: list[dict[str, Any]] = []
-
-    async def until(self, done: Callable[[Screen], bool], within: float = TIMEOUT) -> Screen:
-        async with asyncio.timeout(within):
-            while not done(self):
-                frame = await self.ws.recv()
-                if isinstance(frame, bytes):
-                    self.data += frame
-                else:
-                    self.controls.append(json.loads(frame))
-        return self
-
-    async def shows(self, pattern: bytes) -> Screen:
-        """Until the output (after what was typed is echoed) matches the regex ``pattern``."""
-        return await self.until(lambda screen: re.search(pattern, screen.data) is not None)
-
-    async def to_the_end(self) -> Screen:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await self.until(lambda screen: False)
-        return self
 
 
 class Conversation:

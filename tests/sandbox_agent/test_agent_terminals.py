@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +14,7 @@ from websockets.asyncio.client import ClientConnection
 
 from sandbox_agent.protocol import WS_CLOSE_BAD_QUERY, WS_CLOSE_NOT_FOUND, WS_CLOSE_UNAUTHORIZED
 from tests.helpers import eventually
-
-WITHIN = 60.0
-#: Typed into a shell: starts a job that ignores SIGTERM and SIGHUP (with job control, in a
-#: process group of its own) and prints its pid as ``job=N-`` (the echo of the typed line
-#: shows ``jo""b=``, so only the output matches :data:`JOB`).
-START_JOB = b"(trap '' TERM HUP; exec sleep 300) & echo jo\"\"b=$!-\n"
-JOB = re.compile(rb"job=(\d+)-")
+from tests.terminal_helpers import START_JOB, WITHIN, Screen
 
 
 def terminal_url(agent: Served, terminal_id: str, offset: int | None = None) -> str:
@@ -42,40 +33,6 @@ async def attach(agent: Served, terminal_id: str, offset: int | None = None) -> 
     return await websockets.connect(
         terminal_url(agent, terminal_id, offset), additional_headers=ws_headers(), max_size=None
     )
-
-
-class Screen:
-    """What one viewer received: the bytes, and the control frames."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.data = b""
-        self.controls: list[dict[str, Any]] = []
-
-    async def until(self, done: Callable[[Screen], bool], within: float = WITHIN) -> Screen:
-        async with asyncio.timeout(within):
-            while not done(self):
-                frame = await self.ws.recv()
-                if isinstance(frame, bytes):
-                    self.data += frame
-                else:
-                    self.controls.append(json.loads(frame))
-        return self
-
-    async def shows(self, needle: bytes) -> Screen:
-        return await self.until(lambda screen: needle in screen.data)
-
-    async def job(self) -> int:
-        await self.until(lambda screen: JOB.search(screen.data) is not None)
-        found = JOB.search(self.data)
-        assert found is not None
-        return int(found.group(1))
-
-    async def to_the_end(self) -> Screen:
-        """Everything until the server closes."""
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await self.until(lambda screen: False)
-        return self
 
 
 async def test_typed_command_runs_and_output_streams(agent: Served) -> None:

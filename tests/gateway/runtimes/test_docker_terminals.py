@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from gw_helpers import Harness, create_ready
-from terminal_scenarios import Conversation, Screen, delete_ends_the_group, stdin_session, terminal_session
+from terminal_scenarios import Conversation, delete_ends_the_group, stdin_session, terminal_session
 
 from gateway.runtimes.docker_token import TOKEN_FILE
+from tests.terminal_helpers import Screen
 
 pytestmark = pytest.mark.docker
 
