@@ -1,10 +1,12 @@
-"""Helpers every test package uses: ``from tests.helpers import eventually, free_port``
+"""Helpers every test package uses: ``from tests.helpers import eventually, free_port, tar_of``
 (pytest's ``pythonpath = ["."]`` makes ``tests`` importable)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
+import tarfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -36,3 +38,15 @@ async def eventually(check: Callable[[], Awaitable[T]], *, within: float = TIMEO
             raise AssertionError(f"still not true after {within:g}s: {what or check!r} (last: {result!r})")
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.25)
+
+
+def tar_of(files: dict[str, str]) -> bytes:
+    """An uncompressed tar archive of ``files`` (member name -> its text, UTF-8), e.g. a build context."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

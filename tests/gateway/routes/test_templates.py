@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from typing import Any
 
 import httpx
 from gw_helpers import ADMIN_KEY, Harness, auth, create_ready, keyed
 
-
-def tar_of(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+from tests.helpers import tar_of
 
 
 async def build(client: httpx.AsyncClient, key: str | None = None, **query: Any) -> list[dict[str, Any]]:

@@ -8,8 +8,6 @@ this module's fixture the images).
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import UUID
@@ -24,7 +22,7 @@ from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
 from scripts import template_images
-from tests.helpers import eventually
+from tests.helpers import eventually, tar_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -48,17 +46,6 @@ async def gateway(
     app = create_app(docker_settings, runtime=docker_runtime)
     async with serve(app) as base, httpx.AsyncClient(timeout=120) as client:
         yield Gateway(client, base, docker_runtime)
-
-
-def tar_of(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 async def test_a_busybox_only_template_runs_tasks_moves_files_streams_and_cancels(
