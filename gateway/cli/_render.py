@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import (
@@ -26,8 +27,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from gateway.client._exceptions import ConvoyError, Forbidden, NotFound
 from gateway.models import Conversation
 from sandbox_agent.protocol import Event
+
+T = TypeVar("T")
 
 
 def stdout_is_tty() -> bool:
@@ -59,6 +63,58 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def print_listing(
+    items: Sequence[T], headers: Sequence[str], row: Callable[[T], Sequence[str]], as_json: bool
+) -> None:
+    """What ``ls`` prints: the items as one JSON list with ``--json``, else a table of ``row(item)``."""
+    if as_json:
+        print_json(list(items))
+    else:
+        print_table(headers, [row(item) for item in items])
+
+
+def print_made(made: BaseModel, short: str, as_json: bool) -> None:
+    """What a command that makes one thing prints: it as JSON with ``--json``, else ``short``
+    (its id or name) alone, so a script can capture it."""
+    if as_json:
+        print_json(made)
+    else:
+        print(short, flush=True)
+
+
+async def remove_each(
+    names: Sequence[str],
+    remove: Callable[[str], Awaitable[object]],
+    as_json: bool,
+    refused: Callable[[ConvoyError], bool],
+) -> int:
+    """What ``rm NAME...`` does: ``remove`` each in turn, printing each one removed (with
+    ``--json``: one JSON list at the end). An error for which ``refused`` holds is reported on
+    stderr and the next name tried; any other stops the command. Answers the exit code: 0 when
+    every one was removed, else 1."""
+    removed: list[str] = []
+    for name in names:
+        try:
+            await remove(name)
+        except ConvoyError as exc:
+            if not refused(exc):
+                raise
+            typer.echo(f"convoy: {name}: {exc}", err=True)
+        else:
+            removed.append(name)
+            if not as_json:
+                print(name, flush=True)
+    if as_json:
+        print_json(removed)
+    return 0 if len(removed) == len(names) else 1
+
+
+def missing_or_foreign(error: ConvoyError) -> bool:
+    """For :func:`remove_each`: a name that is not there (or not yours) is reported and the next
+    one tried; anything else stops the command."""
+    return isinstance(error, NotFound | Forbidden)
 
 
 def conversation_row(info: Conversation) -> list[str]:

@@ -14,15 +14,17 @@ from pydantic import ValidationError
 
 from gateway.cli._render import (
     conversation_row,
+    missing_or_foreign,
     print_conversation,
     print_json,
-    print_table,
+    print_listing,
+    print_made,
+    remove_each,
     status_meter,
 )
 from gateway.cli._state import CliState, JsonOption, run_async, state
 from gateway.client._async import AsyncConvoyClient
 from gateway.client._conversation import AsyncConversationHandle
-from gateway.client._exceptions import Forbidden, NotFound
 from gateway.models import Conversation, ConversationLimits, OnIdle
 
 TitleOption = Annotated[str, typer.Option("--title", "-t", help="A title for the conversation.")]
@@ -152,7 +154,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> int:
             async with cli.client() as client:
                 handle = await create_conversation(cli, client, new, wait=wait)
-            print_json(handle.info) if cli.json else print(handle.id, flush=True)
+            print_made(handle.info, str(handle.id), cli.json)
             return 0
 
         run_async(go)
@@ -165,12 +167,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> int:
             async with cli.client() as client:
                 items = [info async for info in client.list()]
-            if cli.json:
-                print_json(items)
-            else:
-                print_table(
-                    ["ID", "STATUS", "OWNER", "CREATED", "TITLE"], [conversation_row(i) for i in items]
-                )
+            print_listing(items, ["ID", "STATUS", "OWNER", "CREATED", "TITLE"], conversation_row, cli.json)
             return 0
 
         run_async(go)
@@ -203,19 +200,7 @@ def register(app: typer.Typer) -> None:
         cli = state(ctx, json_output)
 
         async def go() -> int:
-            removed: list[str] = []
             async with cli.client() as client:
-                for cid in conversation_ids:
-                    try:
-                        await client.delete(cid)
-                    except (NotFound, Forbidden) as exc:  # per id; anything else stops the command
-                        typer.echo(f"convoy: {cid}: {exc}", err=True)
-                    else:
-                        removed.append(cid)
-                        if not cli.json:
-                            print(cid, flush=True)
-            if cli.json:
-                print_json(removed)
-            return 0 if len(removed) == len(conversation_ids) else 1
+                return await remove_each(conversation_ids, client.delete, cli.json, missing_or_foreign)
 
         run_async(go)

@@ -6,10 +6,16 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli._render import print_conversation, print_json, print_table
+from gateway.cli._render import (
+    missing_or_foreign,
+    print_conversation,
+    print_json,
+    print_listing,
+    print_made,
+    remove_each,
+)
 from gateway.cli._state import JsonOption, run_async, state
 from gateway.cli.conversations import open_conversation
-from gateway.client._exceptions import Forbidden, NotFound
 from gateway.models import Snapshot
 
 IdArgument = Annotated[str, typer.Argument(metavar="ID")]
@@ -42,7 +48,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> int:
             async with open_conversation(cli, conversation_id) as handle:
                 forked = await handle.fork(title)
-            print_json(forked.info) if cli.json else print(forked.id, flush=True)
+            print_made(forked.info, str(forked.id), cli.json)
             return 0
 
         run_async(go)
@@ -63,7 +69,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> int:
             async with open_conversation(cli, conversation_id) as handle:
                 made = await handle.snapshot(name)
-            print_json(made) if cli.json else print(made.id, flush=True)
+            print_made(made, str(made.id), cli.json)
             return 0
 
         run_async(go)
@@ -76,11 +82,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> int:
             async with cli.client() as client:
                 items = [item async for item in client.snapshots()]
-            if cli.json:
-                print_json(items)
-            else:
-                headers = ["ID", "NAME", "SIZE", "CREATED", "CONVERSATION"]
-                print_table(headers, [_snapshot_row(item) for item in items])
+            print_listing(items, ["ID", "NAME", "SIZE", "CREATED", "CONVERSATION"], _snapshot_row, cli.json)
             return 0
 
         run_async(go)
@@ -95,20 +97,8 @@ def register(app: typer.Typer) -> None:
         cli = state(ctx, json_output)
 
         async def go() -> int:
-            removed: list[str] = []
             async with cli.client() as client:
-                for sid in snapshot_ids:
-                    try:
-                        await client.delete_snapshot(sid)
-                    except (NotFound, Forbidden) as exc:
-                        typer.echo(f"convoy: {sid}: {exc}", err=True)
-                    else:
-                        removed.append(sid)
-                        if not cli.json:
-                            print(sid, flush=True)
-            if cli.json:
-                print_json(removed)
-            return 0 if len(removed) == len(snapshot_ids) else 1
+                return await remove_each(snapshot_ids, client.delete_snapshot, cli.json, missing_or_foreign)
 
         run_async(go)
 

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli._render import print_json, print_table
+from gateway.cli._render import print_listing, print_made, remove_each
 from gateway.cli._state import JsonOption, run_async, state
+from gateway.client._exceptions import ConvoyError
 from gateway.models import TemplateInfo
 
 template_app = typer.Typer(
@@ -24,6 +25,12 @@ def _size(size: int | None) -> str:
 def _row(template: TemplateInfo) -> list[str]:
     created = template.created_at.strftime("%Y-%m-%d %H:%M") if template.created_at else "-"
     return [template.name, template.built_from, created, _size(template.size), template.description]
+
+
+def _answered(error: ConvoyError) -> bool:
+    """Any answer of the gateway is per name; an unreachable gateway (no status) stops the command:
+    no use trying the others."""
+    return error.status_code is not None
 
 
 @template_app.command("build")
@@ -55,7 +62,7 @@ def build(
                 name, from_image=from_image, dockerfile=file, context=context, description=description,
                 on_progress=None if cli.json else show,
             )  # fmt: skip
-        print_json(made) if cli.json else print(made.name, flush=True)
+        print_made(made, made.name, cli.json)
         return 0
 
     run_async(go)
@@ -69,10 +76,7 @@ def list_templates(ctx: typer.Context, json_output: JsonOption = False) -> None:
     async def go() -> int:
         async with cli.client() as client:
             found = await client.templates()
-        if cli.json:
-            print_json(found)
-        else:
-            print_table(["NAME", "FROM", "CREATED", "SIZE", "DESCRIPTION"], [_row(t) for t in found])
+        print_listing(found, ["NAME", "FROM", "CREATED", "SIZE", "DESCRIPTION"], _row, cli.json)
         return 0
 
     run_async(go)
@@ -85,27 +89,11 @@ def remove(
     json_output: JsonOption = False,
 ) -> None:
     """Remove templates (admin); refused for one that conversations still run."""
-    from gateway.client._exceptions import ConvoyError
-
     cli = state(ctx, json_output)
 
     async def go() -> int:
-        removed: list[str] = []
         async with cli.client() as client:
-            for name in names:
-                try:
-                    await client.remove_template(name)
-                except ConvoyError as exc:
-                    if exc.status_code is None:
-                        raise  # the gateway is unreachable: no use trying the others
-                    typer.echo(f"convoy: {name}: {exc}", err=True)
-                else:
-                    removed.append(name)
-                    if not cli.json:
-                        print(name, flush=True)
-        if cli.json:
-            print_json(removed)
-        return 0 if len(removed) == len(names) else 1
+            return await remove_each(names, client.remove_template, cli.json, _answered)
 
     run_async(go)
 
