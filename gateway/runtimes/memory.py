@@ -30,15 +30,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import math
 import shutil
-import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
-
-import uvicorn
 
 from gateway.errors import ClaimFailed, EngineNotFound, RuntimeFailure, SandboxStartError
 from gateway.runtimes import snapshot_folders, usage_probes
@@ -48,71 +42,19 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
-    Template,
-    TemplateSource,
     wait_until_ready,
 )
-from gateway.runtimes.claiming import CLAIM_FILE, Claimer
+from gateway.runtimes.claiming import Claimer
 from gateway.runtimes.folder_lifecycle import FolderSnapshots
-from gateway.runtimes.template_catalog import MemoryTemplates
+from gateway.runtimes.memory_agents import InProcessSandbox, agent_server, listening_socket, serve
+from gateway.runtimes.template_catalog import CatalogueTemplates, MemoryTemplates
 from gateway.settings import Settings
-from sandbox_agent.app import create_app
-from sandbox_agent.settings import AgentSettings
 
 #: Seconds past the graceful-shutdown timeout an agent gets to stop its tasks before it is cancelled.
 _STOP_MARGIN = 10.0
 
 
-class _AgentConfig(uvicorn.Config):
-    """uvicorn's config without its logging set-up (which would reset the gateway's
-    ``uvicorn.*`` loggers for every sandbox): the agent logs as the gateway does."""
-
-    def configure_logging(self) -> None:
-        return None
-
-
-class _AgentServer(uvicorn.Server):
-    """uvicorn without signal handlers: signals are the gateway's, not one sandbox's."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@dataclass
-class _Sandbox:
-    spec: SandboxSpec
-    folder: Path
-    base_url: str
-    server: _AgentServer
-    task: asyncio.Task[None] | None = None
-    ready: bool = False
-    exit_code: int | None = None
-    reason: str | None = None
-    paused: bool = False
-
-    def handle(self) -> SandboxHandle:
-        if self.task is not None and self.task.done():
-            return SandboxHandle(
-                spec=self.spec,
-                base_url=self.base_url,
-                state=SandboxState.EXITED,
-                exit_code=self.exit_code,
-                reason=self.reason or "the agent stopped",
-            )
-        state = SandboxState.RUNNING if self.ready else SandboxState.STARTING
-        state = SandboxState.PAUSED if self.paused else state
-        return SandboxHandle(spec=self.spec, base_url=self.base_url, state=state)
-
-
-def _listening_socket() -> socket.socket:
-    """A socket bound to a free loopback port, handed to uvicorn as is: no port race."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-class MemoryRuntime(FolderSnapshots):
+class MemoryRuntime(CatalogueTemplates, FolderSnapshots):
     """The Runtime protocol over in-process agents (see the module docstring)."""
 
     name = "memory"
@@ -122,7 +64,7 @@ class MemoryRuntime(FolderSnapshots):
         self._root = settings.state_dir / "memory" / settings.install
         self._start_timeout = settings.start_timeout
         self._stop_grace = settings.process_stop_grace
-        self._sandboxes: dict[UUID, _Sandbox] = {}
+        self._sandboxes: dict[UUID, InProcessSandbox] = {}
         self._starting: set[UUID] = set()
         self._peaks = usage_probes.PeakMemory()
         self._snapshot_root = snapshot_folders.root(settings.state_dir, settings.install)
@@ -191,50 +133,14 @@ class MemoryRuntime(FolderSnapshots):
         (folder / "workspace").mkdir(mode=0o700)
         (folder / "state").mkdir(mode=0o700)
 
-    def _launch(self, spec: SandboxSpec, folder: Path) -> _Sandbox:
-        agent = AgentSettings(
-            workspace=folder / "workspace",
-            state_dir=folder / "state",
-            token=spec.token,
-            unprotected=False,
-            conversation_id=spec.conversation_id,
-            spare=spec.pool is not None,  # a spare: the token is its claim secret
-            claim_file=folder / CLAIM_FILE,
-            template=spec.template,
-        )
-        config = _AgentConfig(
-            create_app(agent),
-            access_log=False,
-            http="h11",
-            lifespan="on",
-            ws_max_size=agent.max_event_bytes,
-            ws_per_message_deflate=False,
-            timeout_graceful_shutdown=math.ceil(self._stop_grace),
-        )
-        sock = _listening_socket()
+    def _launch(self, spec: SandboxSpec, folder: Path) -> InProcessSandbox:
+        server = agent_server(spec, folder, self._stop_grace)
+        sock = listening_socket()
         port = sock.getsockname()[1]
-        sandbox = _Sandbox(spec, folder, f"http://127.0.0.1:{port}", _AgentServer(config))
+        sandbox = InProcessSandbox(spec, folder, f"http://127.0.0.1:{port}", server)
         self._sandboxes[spec.conversation_id] = sandbox
-        sandbox.task = asyncio.create_task(self._serve(sandbox, sock), name=f"agent {spec.conversation_id}")
+        sandbox.task = asyncio.create_task(serve(sandbox, sock), name=f"agent {spec.conversation_id}")
         return sandbox
-
-    @staticmethod
-    async def _serve(sandbox: _Sandbox, sock: socket.socket) -> None:
-        """The agent's whole life; how it ended is its exit code and reason (never raised)."""
-        try:
-            await sandbox.server.serve(sockets=[sock])
-        except SystemExit as exit_:  # uvicorn's answer to a failed lifespan start-up
-            sandbox.exit_code = exit_.code if isinstance(exit_.code, int) else 1
-            sandbox.reason = "the agent's start-up failed (its traceback is in the gateway's log)"
-        except asyncio.CancelledError:
-            sandbox.exit_code, sandbox.reason = -9, "the agent was cancelled"
-            raise
-        except Exception as error:
-            sandbox.exit_code, sandbox.reason = 1, f"the agent failed: {error!r}"
-        else:
-            sandbox.exit_code, sandbox.reason = 0, "the agent stopped"
-        finally:
-            sock.close()
 
     # --- find / list ------------------------------------------------------------------
 
@@ -282,7 +188,7 @@ class MemoryRuntime(FolderSnapshots):
         if sandbox is not None:
             await self._stop(sandbox)
 
-    async def _stop(self, sandbox: _Sandbox) -> None:
+    async def _stop(self, sandbox: InProcessSandbox) -> None:
         """A graceful shutdown (connections closed, tasks cancelled, event log flushed);
         cancelled when it takes more than the grace period and a margin."""
         task = sandbox.task
@@ -348,19 +254,6 @@ class MemoryRuntime(FolderSnapshots):
         folder = sandbox.folder
         found = await asyncio.to_thread(usage_probes.in_process_usage, folder, folder / "workspace")
         return self._peaks.update(conversation_id, found)
-
-    # --- templates: a catalogue in memory (see gateway.runtimes.template_catalog) -----
-
-    async def templates(self) -> builtins.list[Template]:
-        return await self._templates.templates()
-
-    async def build_template(
-        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
-    ) -> Template:
-        return await self._templates.build_template(name, source, progress)
-
-    async def remove_template(self, name: str) -> None:
-        await self._templates.remove_template(name)
 
     async def close(self) -> None:
         """Stop every agent (their sandboxes stay listed, EXITED, until removed): an

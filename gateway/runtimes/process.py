@@ -46,13 +46,7 @@ of that user; it only keeps the token out of every environment.
 from __future__ import annotations
 
 import asyncio
-import builtins
-import json
-import os
 import shutil
-import signal
-import socket
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +55,7 @@ from uuid import UUID
 
 from gateway.errors import RuntimeFailure, SandboxStartError
 from gateway.runtimes import process_files as files
-from gateway.runtimes import process_freezer, procfs, snapshot_folders, usage_probes
+from gateway.runtimes import procfs, snapshot_folders, usage_probes
 from gateway.runtimes.base import (
     ClaimFailed,
     ProgressCallback,
@@ -69,40 +63,18 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
-    Template,
-    TemplateSource,
     wait_until_ready,
 )
-from gateway.runtimes.claiming import CLAIM_FILE, Claimer
+from gateway.runtimes.claiming import Claimer
 from gateway.runtimes.folder_lifecycle import FolderSnapshots
 from gateway.runtimes.process_freezer import ProcessPausing
-from gateway.runtimes.template_catalog import DefaultTemplateOnly
+from gateway.runtimes.process_launcher import TOKEN, free_port, launch, stop
+from gateway.runtimes.template_catalog import CatalogueTemplates, DefaultTemplateOnly
 from gateway.settings import Settings
-from sandbox_agent.protocol import AGENT_TOKEN_FILE_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 _T = TypeVar("_T")
-_TOKEN = "token"
 #: Seconds past the start timeout after which a STARTING sandbox is taken for half-made.
 _HALF_MADE_MARGIN = 30.0
-_PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
-
-# Runs as its own short-lived process (in the gateway's environment; the agent's comes
-# on stdin, so a broken one cannot break the launcher): starts the agent in a new
-# session, reports its pid and start time, and exits, so the agent is nobody's child.
-_LAUNCHER = """
-import json, subprocess, sys
-env = json.load(sys.stdin)
-log = open(sys.argv[1], "ab")
-agent = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                         env=env, start_new_session=True, close_fds=True)
-try:
-    with open(f"/proc/{agent.pid}/stat") as stat:
-        text = stat.read()
-    started = text[text.rfind(")") + 2:].split()[19]
-except OSError:
-    started = ""
-print(agent.pid, started, flush=True)
-"""
 
 
 async def _io(call: Callable[..., _T], *args: Any) -> _T:
@@ -113,13 +85,7 @@ async def _io(call: Callable[..., _T], *args: Any) -> _T:
         raise RuntimeFailure(f"the process runtime's state could not be read or written: {error}") from None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ProcessRuntime(ProcessPausing, FolderSnapshots):
+class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
     """The Runtime protocol over local agent processes (see the module docstring)."""
 
     name = "process"
@@ -169,12 +135,12 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
                 await self.seed_workspace(folder / "workspace", spec.seed)
             except (RuntimeFailure, OSError) as error:
                 raise SandboxStartError(f"the workspace could not be filled: {error}") from None
-            await asyncio.to_thread(files.write_private, folder, _TOKEN, spec.token)
+            await asyncio.to_thread(files.write_private, folder, TOKEN, spec.token)
             for attempt in range(3):
-                port = _free_port()
+                port = free_port()
                 if progress:
                     await progress("starting the agent")
-                process = await self._launch(spec, folder, port)
+                process = await launch(spec, folder, port)
                 meta = {"spec": files.spec_to_json(spec), "pid": process.pid, "started": process.started}
                 meta |= {"port": port, "ready": False}
                 await self._save_meta(folder, meta)
@@ -223,65 +189,8 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         (folder / "workspace").mkdir(mode=0o700)
         (folder / "state").mkdir(mode=0o700)
 
-    def _environment(self, spec: SandboxSpec, folder: Path) -> dict[str, str]:
-        env = {
-            name: value for name, value in os.environ.items() if name in _PASSED_ENV or name.startswith("LC_")
-        }
-        env["HOME"] = str(folder / "workspace")
-        env.update(
-            {
-                name: value
-                for name, value in spec.env.items()
-                if not name.upper().startswith(RESERVED_ENV_PREFIX)
-            }
-        )
-        env[AGENT_TOKEN_FILE_ENV] = str(folder / _TOKEN)
-        env[CONVERSATION_ID_ENV] = str(spec.conversation_id)
-        return env
-
-    async def _launch(self, spec: SandboxSpec, folder: Path, port: int) -> procfs.ProcessId:
-        argv = [sys.executable, "-m", "sandbox_agent", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--workspace", str(folder / "workspace"), "--state-dir", str(folder / "state")]
-        argv += ["--claim-file", str(folder / CLAIM_FILE), *(["--spare"] if spec.pool is not None else [])]
-        argv += ["--template", spec.template]
-        try:
-            launcher = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                _LAUNCHER,
-                str(folder / files.LOG),
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=folder / "workspace",
-            )
-            out, err = await launcher.communicate(json.dumps(self._environment(spec, folder)).encode())
-        except OSError as error:
-            raise SandboxStartError(f"the agent could not be started: {error}") from error
-        fields = out.decode().split()
-        if launcher.returncode != 0 or not fields:
-            reason = err.decode(errors="replace").strip()[-files.LOG_TAIL_BYTES :]
-            raise SandboxStartError(
-                f"the agent could not be started (launcher exit {launcher.returncode}): {reason}"
-            )
-        return procfs.ProcessId(int(fields[0]), int(fields[1]) if len(fields) > 1 else None)
-
     async def _stop(self, process: procfs.ProcessId) -> None:
-        """SIGTERM the agent's group, SIGKILL after the grace period, then whatever
-        it started in other groups (shell tasks lead groups of their own)."""
-        if not await asyncio.to_thread(procfs.is_alive, process):
-            return
-        family = await asyncio.to_thread(procfs.descendants, process.pid)
-        procfs.signal_group(process, signal.SIGTERM)
-        await asyncio.to_thread(process_freezer.thaw, process)  # a paused agent hears SIGTERM once thawed
-        deadline = time.monotonic() + self._settings.process_stop_grace
-        while await asyncio.to_thread(procfs.is_alive, process):
-            if time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.05)  # nothing to await: the agent is not our child
-        procfs.signal_group(process, signal.SIGKILL)
-        await asyncio.to_thread(procfs.kill, family)
+        await stop(process, self._settings.process_stop_grace)
 
     async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
         folder = self._dir(spare.conversation_id)
@@ -349,19 +258,6 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         age = time.time() - handle.spec.created_at.timestamp()
         limit = self._settings.start_timeout + _HALF_MADE_MARGIN
         return handle.state is SandboxState.STARTING and age > limit
-
-    # --- templates: the default alone (see gateway.runtimes.template_catalog) -----------
-
-    async def templates(self) -> builtins.list[Template]:
-        return await self._templates.templates()
-
-    async def build_template(
-        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
-    ) -> Template:
-        return await self._templates.build_template(name, source, progress)
-
-    async def remove_template(self, name: str) -> None:
-        await self._templates.remove_template(name)
 
     async def close(self) -> None:
         """Only the claims' HTTP client: the agents are not our children and keep running."""

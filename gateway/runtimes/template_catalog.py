@@ -10,11 +10,13 @@ first, refusals (in use, unknown, the default), and progress lines.
 
 from __future__ import annotations
 
+import builtins
 import io
 import posixpath
 import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.runtimes.base import (
     DEFAULT_TEMPLATE,
@@ -28,6 +30,36 @@ from gateway.runtimes.base import (
     TemplatesUnsupported,
     check_template_name,
 )
+
+
+class Catalogue(Protocol):
+    """The templates block of :class:`~gateway.runtimes.base.Runtime`, kept by an object of its own."""
+
+    async def templates(self) -> list[Template]: ...
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template: ...
+
+    async def remove_template(self, name: str) -> None: ...
+
+
+class CatalogueTemplates:
+    """A runtime's templates block, handed to its :class:`Catalogue` ``_templates``
+    (set by the runtime's ``__init__``)."""
+
+    _templates: Catalogue
+
+    async def templates(self) -> builtins.list[Template]:
+        return await self._templates.templates()
+
+    async def build_template(
+        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
+    ) -> Template:
+        return await self._templates.build_template(name, source, progress)
+
+    async def remove_template(self, name: str) -> None:
+        await self._templates.remove_template(name)
 
 
 class DefaultTemplateOnly:
@@ -108,4 +140,4 @@ def _dockerfile_lines(source: TemplateSource) -> list[str]:
     return lines
 
 
-__all__ = ["DefaultTemplateOnly", "InvalidTemplate", "MemoryTemplates"]
+__all__ = ["Catalogue", "CatalogueTemplates", "DefaultTemplateOnly", "InvalidTemplate", "MemoryTemplates"]
