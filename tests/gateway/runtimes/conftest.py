@@ -13,6 +13,9 @@ from uuid import uuid4
 
 import pytest
 from dockertools import docker_runtime_of, labelled, remove_labelled
+from fake_docker import ready_engine
+from fake_engine import FakeEngine
+from gw_helpers import Serve
 
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
@@ -49,3 +52,10 @@ async def docker_runtime(docker_settings: Settings) -> AsyncIterator[DockerRunti
     """A DockerRuntime of this session's installation; removes every sandbox it holds afterwards."""
     async with docker_runtime_of(docker_settings, sweep_orphans=True) as runtime:
         yield runtime
+
+
+@pytest.fixture
+async def engine(serve: Serve) -> AsyncIterator[FakeEngine]:
+    """A FakeEngine (no Docker) whose sandboxes become ready at once (see fake_docker.py)."""
+    async with ready_engine(serve) as fake:
+        yield fake

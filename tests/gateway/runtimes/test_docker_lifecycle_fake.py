@@ -5,39 +5,19 @@ it is stopped. No Docker needed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from fake_docker import fake_sandboxes
 from fake_engine import FakeEngine
-from gw_helpers import Serve, base_settings, make_spec
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from gw_helpers import make_spec
 
 from gateway.errors import EngineError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import SandboxState, SnapshotInfo
 from gateway.runtimes.docker_lifecycle import snapshot_volume
-from gateway.runtimes.docker_sandboxes import DockerSandboxes
-
-
-async def _ready(_: Request) -> PlainTextResponse:
-    return PlainTextResponse("ready")
-
-
-@pytest.fixture
-async def engine(serve: Serve) -> AsyncIterator[FakeEngine]:
-    async with serve(Starlette(routes=[Route("/ready", _ready)])) as url:
-        yield FakeEngine(ready_port=int(url.rsplit(":", 1)[1]))
-
-
-def _runtime(engine: FakeEngine, tmp_path: Path) -> DockerSandboxes:
-    made = base_settings(tmp_path, runtime="docker", install="fake", start_timeout=5.0)
-    return DockerSandboxes(made, engine, image_version="test", reach="published")
 
 
 def _info(conversation: object) -> SnapshotInfo:
@@ -47,7 +27,7 @@ def _info(conversation: object) -> SnapshotInfo:
 async def test_cleanup_spares_paused_sandboxes_and_snapshots_and_removes_stale_helpers(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     saved = await runtime.snapshot(spec.conversation_id, _info(spec.conversation_id))
@@ -75,7 +55,7 @@ async def test_cleanup_spares_paused_sandboxes_and_snapshots_and_removes_stale_h
 async def test_a_failed_copy_leaves_no_snapshot_and_thaws_the_sandbox(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     engine.fail_next("start", EngineError("no space left on device"), name="helper")

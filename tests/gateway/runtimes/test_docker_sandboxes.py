@@ -5,18 +5,13 @@ removal, and a failed start leaving nothing. No Docker needed."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from fake_docker import fake_sandboxes
 from fake_engine import FakeEngine
-from gw_helpers import Serve, base_settings, make_spec
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from gw_helpers import base_settings, make_spec
 
 from gateway.conversations import ConversationManager
 from gateway.errors import EngineError, RuntimeUnavailable, SandboxStartError
@@ -25,22 +20,6 @@ from gateway.runtimes.base import SandboxSpec, SandboxState
 from gateway.runtimes.docker_sandboxes import DockerSandboxes
 from gateway.status import StatusBus
 from sandbox_agent.protocol import ConversationStatus
-
-
-async def _ready(_: Request) -> PlainTextResponse:
-    return PlainTextResponse("ready")
-
-
-@pytest.fixture
-async def engine(serve: Serve) -> AsyncIterator[FakeEngine]:
-    """A FakeEngine whose relays publish the port of a server that answers /ready."""
-    async with serve(Starlette(routes=[Route("/ready", _ready)])) as url:
-        yield FakeEngine(ready_port=int(url.rsplit(":", 1)[1]))
-
-
-def _runtime(engine: FakeEngine, tmp_path: Path, **settings: Any) -> DockerSandboxes:
-    made = base_settings(tmp_path, runtime="docker", install="fake", start_timeout=5.0, **settings)
-    return DockerSandboxes(made, engine, image_version="test", reach="published")
 
 
 def _names(spec: SandboxSpec) -> cfg.Names:
@@ -52,7 +31,7 @@ def _owned(engine: FakeEngine, spec: SandboxSpec) -> set[str]:
 
 
 async def test_start_makes_four_objects_and_remove_is_idempotent(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     handle = await runtime.start(spec)
     names = _names(spec)
@@ -71,7 +50,7 @@ async def test_start_makes_four_objects_and_remove_is_idempotent(engine: FakeEng
 async def test_remove_takes_what_is_left_of_a_half_removed_conversation(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     names = _names(spec)
@@ -96,7 +75,7 @@ def _overlapped(timeline: list[tuple[str, str, str]], first: Step, second: Step)
 async def test_remove_stops_the_sandbox_while_removing_the_relay_then_the_rest_together(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     names = _names(spec)
@@ -116,7 +95,7 @@ async def test_remove_stops_the_sandbox_while_removing_the_relay_then_the_rest_t
 async def test_without_a_stop_grace_the_sandbox_is_removed_at_once(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path, docker_stop_grace=0.0)
+    runtime = fake_sandboxes(engine, tmp_path, docker_stop_grace=0.0)
     spec = make_spec()
     await runtime.start(spec)
     assert await runtime.remove(spec.conversation_id) is True
@@ -125,7 +104,7 @@ async def test_without_a_stop_grace_the_sandbox_is_removed_at_once(
 
 
 async def test_a_failing_step_of_remove_does_not_stop_the_others(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     names = _names(spec)
@@ -138,7 +117,7 @@ async def test_a_failing_step_of_remove_does_not_stop_the_others(engine: FakeEng
 
 
 async def test_a_subnet_taken_meanwhile_is_retried_elsewhere(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     await runtime.start(make_spec())  # fills the runtime's cache of subnets in use
     engine.steal_subnets(2)  # another gateway on the engine takes the next two picks first
     spec = make_spec()
@@ -153,7 +132,7 @@ async def test_a_subnet_taken_meanwhile_is_retried_elsewhere(engine: FakeEngine,
 async def test_an_exhausted_subnet_pool_fails_the_start_and_leaves_nothing(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path, docker_subnet_pool="10.99.0.0/28")  # two /29s
+    runtime = fake_sandboxes(engine, tmp_path, docker_subnet_pool="10.99.0.0/28")  # two /29s
     engine.steal_subnets(2)
     spec = make_spec()
     with pytest.raises(SandboxStartError, match="no free /29"):
@@ -165,7 +144,7 @@ async def test_an_exhausted_subnet_pool_fails_the_start_and_leaves_nothing(
 async def test_a_refused_network_that_does_not_overlap_is_not_retried(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     engine.fail_next("create_network", EngineError("plugin not found"))
     spec = make_spec()
     with pytest.raises(SandboxStartError, match="plugin not found"):
@@ -193,7 +172,7 @@ STEPS = [
 async def test_a_start_failing_at_any_step_removes_what_it_created(
     engine: FakeEngine, tmp_path: Path, method: str, fragment: str, error: Exception
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     engine.fail_next(method, error, name=fragment)  # "": the first such call (the sandbox's)
     expected = RuntimeUnavailable if isinstance(error, RuntimeUnavailable) else SandboxStartError
@@ -206,7 +185,7 @@ async def test_a_start_failing_at_any_step_removes_what_it_created(
 async def test_a_sandbox_that_exits_while_starting_says_why_and_leaves_nothing(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     engine.ready_port = 9  # nothing answers /ready
     engine.crash_on_start = (3, "Traceback ...\nImportError: no module named sandbox_agent\n")
     spec = make_spec()
@@ -219,7 +198,7 @@ async def test_a_sandbox_that_exits_while_starting_says_why_and_leaves_nothing(
 
 
 async def test_list_reports_exits_with_code_oom_and_log_lines(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     plain, starved, relayless = make_spec(), make_spec(), make_spec()
     for spec in (plain, starved, relayless):
         await runtime.start(spec)
@@ -241,7 +220,7 @@ async def test_list_reports_exits_with_code_oom_and_log_lines(engine: FakeEngine
 async def test_cleanup_removes_orphans_and_leaves_the_living_and_the_young(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     living, dead, relay_only, bare, young_bare, unstarted = (make_spec() for _ in range(6))
     for spec in (living, dead, relay_only, bare, young_bare, unstarted):
         await runtime.start(spec)
@@ -256,8 +235,7 @@ async def test_cleanup_removes_orphans_and_leaves_the_living_and_the_young(
     unstarted_sandbox = engine.containers_by_name[_names(unstarted).sandbox]
     unstarted_sandbox.status = "created"
     # Another installation on the same engine: never touched.
-    elsewhere = base_settings(tmp_path, runtime="docker", install="other")
-    other = DockerSandboxes(elsewhere, engine, image_version="t", reach="published")
+    other = fake_sandboxes(engine, tmp_path, install="other", image_version="t", start_timeout=60.0)
     theirs = make_spec()
     await other.start(theirs)
     engine.exit(cfg.Names.of("other", theirs.conversation_id).sandbox, 1)
@@ -278,7 +256,7 @@ async def test_cleanup_removes_orphans_and_leaves_the_living_and_the_young(
 
 
 async def test_cleanup_leaves_a_start_under_way_alone(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     runtime.orphan_age = 0.0
     spec = make_spec()
     removed: list[int] = []

@@ -3,19 +3,13 @@ field is read from (cgroup v1 stats as the engine gives them), and None when not
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
+from fake_docker import fake_sandboxes
 from fake_engine import FakeEngine
-from gw_helpers import Serve, base_settings, make_spec
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from gw_helpers import make_spec
 
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.docker_sandboxes import DockerSandboxes
 from gateway.runtimes.docker_usage import usage_of
 
 MiB = 1024 * 1024
@@ -28,16 +22,6 @@ STATS = {
     "networks": {"eth0": {"rx_bytes": 1000, "tx_bytes": 200}, "eth1": {"rx_bytes": 24, "tx_bytes": 2}},
     "pids_stats": {"current": 7},
 }
-
-
-async def _ready(_: Request) -> PlainTextResponse:
-    return PlainTextResponse("ready")
-
-
-@pytest.fixture
-async def engine(serve: Serve) -> AsyncIterator[FakeEngine]:
-    async with serve(Starlette(routes=[Route("/ready", _ready)])) as url:
-        yield FakeEngine(ready_port=int(url.rsplit(":", 1)[1]))
 
 
 def test_a_sample_is_read_as_docker_stats_shows_it() -> None:
@@ -53,8 +37,7 @@ def test_a_sample_is_read_as_docker_stats_shows_it() -> None:
 
 
 async def test_usage_of_a_running_sandbox_and_none_otherwise(engine: FakeEngine, tmp_path: Path) -> None:
-    settings = base_settings(tmp_path, runtime="docker", install="fake", start_timeout=5.0)
-    runtime = DockerSandboxes(settings, engine, image_version="test", reach="published")
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     assert await runtime.usage(spec.conversation_id) is None
     await runtime.start(spec)
