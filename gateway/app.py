@@ -78,6 +78,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
         watcher = start_watching(bus, metrics)
         metrics.pool_size.set_function(lambda: manager.pool.status().ready)
+        manager.pool.on_miss = lambda: metrics.pool_claimed(False)
         firehose = Firehose(settings, manager, bus)
         housekeeper = Housekeeper(settings, manager)
         snapshots = SnapshotManager(settings, manager, proxy.client)

@@ -24,7 +24,8 @@ Hooks for parts built elsewhere (the warm pool): :meth:`GatewayMetrics.pool_size
 :meth:`GatewayMetrics.pool_claimed` and :meth:`GatewayMetrics.start_finished`
 (``kind="warm"``; a pool built in the app's lifespan is handed the app's
 ``GatewayMetrics``, also at ``app.state.metrics``); until a pool calls them its
-series stay at zero.
+series stay at zero. A hit is a spare claimed (:class:`~gateway.metrics_sources.CountedRuntime`),
+a miss a create that a spare could take finding none (``Pool.on_miss``, wired by the app).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -90,6 +90,9 @@ class Pool:
         self._handed_out: set[UUID] = set()  # never adopted again, whatever a listing says
         self.claimed_total = 0
         self.cold_total = 0
+        #: Called for each create that wanted a spare and found none (the app counts it as a
+        #: pool miss in its metrics); a hit is counted where the claim is (the counted runtime).
+        self.on_miss: Callable[[], None] | None = None
         self._users_waiting = 0  # cold starts and claims under way
         self._claimed_at = 0.0
         self._nobody_waiting = asyncio.Event()
@@ -117,8 +120,12 @@ class Pool:
     def take(self, key: str | None) -> SandboxHandle | None:
         """A ready spare of pool ``key``, out of the pool for good; ``None`` when there is none.
         Synchronous: a create registers its conversation in the same step."""
-        spares = self._ready.get(key) if key is not None else None
+        if key is None:
+            return None  # no spare can take it: it did not ask the pool
+        spares = self._ready.get(key)
         if not spares:
+            if self.on_miss is not None:
+                self.on_miss()
             return None
         spare = spares.popleft()
         self._handed_out.add(spare.conversation_id)

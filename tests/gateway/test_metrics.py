@@ -175,3 +175,30 @@ async def test_two_apps_in_one_process_count_apart(harness: Harness) -> None:
     assert value(samples, "convoy_http_requests_total", **metrics) == 0  # its own scrape ends after
     assert value(samples, "convoy_pool_size") == 0
     assert value(samples, "convoy_pool_claims_total", result="hit") == 0
+
+
+async def test_a_create_that_wanted_a_spare_and_found_none_is_a_pool_miss(harness: Harness) -> None:
+    # A pool of one that may hold no spare at all: every create that fits it finds none.
+    async with harness.client(**keyed(pool_size=1, pool_max_spares=0)) as client:
+        await create_ready(client, ALICE)
+        missed = await scrape(client)
+        assert value(missed, "convoy_pool_claims_total", result="miss") == 1
+        assert value(missed, "convoy_pool_claims_total", result="hit") == 0
+        # One no spare could take (internet) did not ask the pool: no miss.
+        response = await client.post("/conversation", json={"internet": True}, headers=auth(ALICE))
+        assert response.status_code == 201, response.text
+        assert value(await scrape(client), "convoy_pool_claims_total", result="miss") == 1
+
+
+async def test_a_create_that_took_a_spare_is_a_pool_hit_not_a_miss(harness: Harness) -> None:
+    async with harness.client(**keyed(pool_size=1)) as client:
+
+        async def spare_ready() -> bool:
+            pool = (await client.get("/pool", headers=auth(ADMIN_KEY))).json()
+            return bool(pool["ready"] == 1)
+
+        await eventually(spare_ready, what="a spare is ready")
+        await create_ready(client, ALICE)
+        samples = await scrape(client)
+        assert value(samples, "convoy_pool_claims_total", result="hit") == 1
+        assert value(samples, "convoy_pool_claims_total", result="miss") == 0
