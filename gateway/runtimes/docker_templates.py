@@ -25,9 +25,11 @@ Python tasks run the image's ``python3``; with no ``/bin/sh`` a Shell command
 string fails (exit 127, saying so) while an argv list runs.
 
 There is one bundle volume per sandbox image build, shared by every installation on
-the engine; a volume of an older build is not removed by convoy (``docker volume ls
---filter label=convoy.agent-bundle``; ``docker rm`` its filler, then the volume, once
-no sandbox uses it).
+the engine. The clean-up (:meth:`DockerTemplates.remove_dangling`, at start and after)
+removes the bundle of a build that was replaced (its image has no tag any more: no
+gateway can start it by name) once no container but its filler mounts it, with the
+filler and the image it held; a bundle whose image still has a tag is some gateway's
+and stays. A gateway whose bundle was removed so fills the current one at its next use.
 
 Removal refuses while a sandbox of the installation (any state) runs the
 template (:class:`TemplateInUse`); the engine itself also refuses to delete an
@@ -57,7 +59,7 @@ from gateway.runtimes.base import (
     TemplateSource,
     check_template_name,
 )
-from gateway.runtimes.docker_bundle import BUNDLE_DIR, BUNDLE_LABEL, TemplateRun, bundle_volume_name
+from gateway.runtimes.docker_bundle import BundleVolumes, TemplateRun
 from gateway.runtimes.docker_config import INSTALL, TEMPLATE
 
 BUILT_FROM = "convoy.template.built-from"
@@ -79,6 +81,10 @@ class TemplateEngine(Protocol):
     async def inspect(self, name: str) -> dict[str, Any] | None: ...
     async def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
     async def create_container(self, name: str, config: dict[str, Any]) -> None: ...
+    async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
+    async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
+    async def remove_container(self, name: str) -> bool: ...
+    async def remove_volume(self, name: str) -> bool: ...
 
 
 def template_tag(install: str, name: str) -> str:
@@ -129,8 +135,7 @@ class DockerTemplates:
         self._engine = engine
         self._install = install
         self._default_image = default_image
-        self._bundle: str | None = None
-        self._bundle_lock = asyncio.Lock()
+        self._bundles = BundleVolumes(engine, default_image)
         self._builds = 0  # under way here: their intermediate images are dangling and labelled
 
     async def templates(self) -> list[Template]:
@@ -236,8 +241,12 @@ class DockerTemplates:
     async def remove_dangling(self, min_age: float) -> int:
         """Remove the installation's template images that lost their tag (removed or rebuilt while
         sandboxes ran them), that no container uses any more and that are ``min_age`` seconds
-        old; returns how many. Nothing while a build runs here: a build's intermediate images
+        old, and the agent bundles of replaced sandbox images (:meth:`remove_stale_bundles`);
+        returns how many. No image while a build runs here: a build's intermediate images
         are dangling and labelled too (another gateway's build is covered by ``min_age``)."""
+        return await self._remove_dangling_images(min_age) + await self.remove_stale_bundles()
+
+    async def _remove_dangling_images(self, min_age: float) -> int:
         if self._builds:
             return 0
         filters = {"label": [f"{INSTALL}={self._install}", TEMPLATE], "dangling": ["true"]}
@@ -252,40 +261,12 @@ class DockerTemplates:
                 continue  # still in use by a sandbox: next time
         return removed
 
-    # --- the agent bundle -----------------------------------------------------------
+    # --- the agent bundle (see gateway.runtimes.docker_bundle) ------------------------
 
     async def bundle_volume(self) -> str:
-        """The name of the volume that holds the bundle of the sandbox image, made once."""
-        async with self._bundle_lock:
-            if self._bundle is None:
-                self._bundle = await self._fill_bundle()
-            return self._bundle
+        """The name of the volume that holds the bundle of the sandbox image."""
+        return await self._bundles.volume()
 
-    async def _fill_bundle(self) -> str:
-        image = await self._engine.image(self._default_image)
-        if image is None:
-            raise TemplateNotFound(
-                f"the sandbox image {self._default_image} is missing: run scripts/build-images"
-            )
-        image_id = str(image["Id"])
-        name = bundle_volume_name(image_id)
-        if await self._engine.inspect(name) is not None:
-            return name
-        labels = {BUNDLE_LABEL: image_id}
-        await self._engine.create_volume(name, labels)
-        config = {
-            "Image": image_id,
-            "Labels": labels,
-            "HostConfig": {"Mounts": [{"Type": "volume", "Source": name, "Target": BUNDLE_DIR}]},
-        }
-        try:
-            await self._engine.create_container(name, config)  # the engine copies /opt/convoy in
-        except EngineError as error:
-            if "conflict" not in str(error).lower() and "in use" not in str(error).lower():
-                raise
-            # Another gateway fills it: its filler is listed once the copy is done.
-            for _ in range(300):
-                if await self._engine.inspect(name) is not None:
-                    break
-                await asyncio.sleep(0.1)
-        return name
+    async def remove_stale_bundles(self) -> int:
+        """Remove the bundles of replaced sandbox images that nothing mounts (see BundleVolumes)."""
+        return await self._bundles.remove_stale()
