@@ -29,6 +29,8 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Coroutine
+from typing import Any
 
 from sandbox_agent.privileges import task_uid
 from sandbox_agent.protocol import AGENT_TOKEN_ENV
@@ -60,7 +62,7 @@ async def run_process(
     open_stdin = context.stdin
     try:
         oom_before = await oom_kills(context.settings)
-        transport, protocol = await loop.subprocess_exec(
+        spawn = loop.subprocess_exec(
             lambda: _Protocol(loop),
             *argv,
             cwd=context.cwd,
@@ -72,9 +74,12 @@ async def run_process(
             user=task_uid(),
             pass_fds=pass_fds,
         )
-    except OSError as error:
+        transport, protocol = await _spawned(spawn, context.settings.kill_grace_seconds)
+    except BaseException as error:  # cannot start, or cancelled (its process already ended)
         if open_stdin is not None:
-            open_stdin.detach()
+            open_stdin.detach()  # a writer waiting for the process learns it will not run
+        if not isinstance(error, OSError):
+            raise
         return Outcome(exit_code=127, error=f"cannot start {argv[0]!r}: {error.strerror or error}")
     finally:
         for fd in pass_fds:
@@ -126,6 +131,33 @@ async def run_process(
     if returncode < 0:
         return Outcome(exit_code=returncode, error=f"killed by signal {-returncode}")
     return Outcome(exit_code=returncode, error=f"exited with code {returncode}")
+
+
+async def _spawned(
+    spawn: Coroutine[Any, Any, tuple[asyncio.SubprocessTransport, _Protocol]], grace: float
+) -> tuple[asyncio.SubprocessTransport, _Protocol]:
+    """The spawned process, shielded from a cancel that races it.
+
+    A spawn cancelled once the process exists would kill the leader alone, and a
+    background child it had forked already would outlive the task. So the spawn
+    runs to its end; when the caller was cancelled meanwhile, the new process group
+    (the leader's session) is ended as any cancelled task's is, then the cancel goes on.
+    """
+    spawning = asyncio.ensure_future(spawn)
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        while not spawning.done():
+            with contextlib.suppress(asyncio.CancelledError):  # one cancel is enough: it goes on below
+                await asyncio.shield(spawning)
+        if spawning.cancelled() or spawning.exception() is not None:
+            raise  # no process was made
+        transport, _ = spawning.result()
+        try:
+            await ProcessGroup(transport.get_pid(), grace).terminate()
+        finally:
+            transport.close()
+        raise
 
 
 async def _supervise(
