@@ -63,6 +63,8 @@ _MAX_BACKOFF = 60.0
 _SETTLE = 0.5
 #: Seconds between two looks at the pool when nothing wakes the refill.
 _IDLE_LOOK = 5.0
+#: Seconds a shutdown gives a spare's start under way to end (a container start takes a few).
+_CLOSE_WAIT = 10.0
 
 
 def pool_size(settings: Settings, runtime_name: str) -> int:
@@ -300,14 +302,23 @@ class Pool:
             return False
 
     async def close(self) -> None:
-        """The gateway's shutdown: refills stop (half-started spares are removed by the
-        runtime), and every ready spare is removed. Conversations are not touched."""
+        """The gateway's shutdown: no refill begins; one under way runs to its end (for up to
+        :data:`_CLOSE_WAIT` seconds, then it is cancelled: its half-started spare is removed by
+        the runtime) and its spare is removed; every ready spare is removed. Conversations are
+        not touched."""
         self._closing = True
         self._wake.set()
-        tasks = [task for task in (self._supervisor, *self._refills) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        # Interrupted between the engine's creates and its starts, a start could leave what
+        # the engine was still making (a create it answers after the cancel).
+        refills = list(self._refills)
+        if refills:
+            _, late = await asyncio.wait(refills, timeout=_CLOSE_WAIT)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*refills, return_exceptions=True)
         ready = [handle for spares in self._ready.values() for handle in spares]
         for spares in self._ready.values():
             spares.clear()

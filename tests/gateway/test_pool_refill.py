@@ -23,6 +23,8 @@ class GatedRuntime:
 
     def __init__(self) -> None:
         self.started: list[UUID] = []
+        self.cancelled: list[UUID] = []
+        self.removed: list[UUID] = []
         self.in_flight = 0
         self.most_in_flight = 0
         self.release = asyncio.Event()
@@ -33,6 +35,9 @@ class GatedRuntime:
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(spec.conversation_id)
+            raise
         finally:
             self.in_flight -= 1
         return SandboxHandle(spec=spec, base_url="http://127.0.0.1:9", state=SandboxState.RUNNING)
@@ -47,7 +52,8 @@ class GatedRuntime:
         return []
 
     async def remove(self, conversation_id: UUID) -> bool:
-        return False
+        self.removed.append(conversation_id)
+        return True
 
     async def cleanup_orphans(self) -> int:
         return 0
@@ -81,6 +87,26 @@ async def test_refills_are_bounded_and_wait_for_the_users_cold_start(tmp_path: P
         finally:
             await pool.close()
         assert pool.status().ready == 0
+
+
+async def test_a_refill_under_way_at_shutdown_runs_to_its_end_then_its_spare_is_removed(
+    tmp_path: Path,
+) -> None:
+    # Interrupted, a start may leave what the engine was still making (a create answered after
+    # the cancel): so a shutdown lets it end, then removes the spare.
+    settings = base_settings(tmp_path, pool_size=1)
+    runtime = GatedRuntime()
+    async with httpx.AsyncClient() as http:
+        pool = Pool(settings, runtime, http)
+        pool.start()
+        await eventually(lambda: _true(runtime.in_flight == 1))
+        closing = asyncio.create_task(pool.close())
+        await asyncio.sleep(0.2)
+        assert not closing.done() and runtime.cancelled == [], "the start under way is not interrupted"
+        runtime.release.set()
+        await closing
+    assert runtime.cancelled == [] and runtime.removed == runtime.started and len(runtime.started) == 1
+    assert pool.status().ready == 0
 
 
 async def _true(value: bool) -> bool:
