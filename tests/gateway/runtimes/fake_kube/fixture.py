@@ -1,0 +1,20 @@
+"""The ``fake_kube`` fixture (imported by tests/gateway/runtimes/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fake_kube.harness import FakeKube
+
+
+@pytest.fixture
+def fake_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKube]:
+    """A started :class:`FakeKube`; stopped afterwards, with every agent process it started."""
+    kube = FakeKube(tmp_path_factory.mktemp("fake-kube"))
+    kube.start()
+    try:
+        yield kube
+    finally:
+        kube.stop()

@@ -1,0 +1,112 @@
+"""FakeKube: the fake API server and its simulated cluster, on a thread of their own.
+
+The server runs on its own event loop in a daemon thread, so a client (async or
+not, in the test's loop or in a gateway subprocess pointed at the kubeconfig)
+talks to it over real HTTP exactly as it would to a cluster. Everything that
+touches the store runs on that loop: :meth:`FakeKube.call` hands a coroutine
+function to it from the test's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+import yaml
+
+from fake_kube.server import ApiServer, Recorded
+from fake_kube.store import Store
+from fake_kube.validation import validate
+
+_T = TypeVar("_T")
+
+
+class FakeKube:
+    """``base_url``, ``kubeconfig`` (a file with a context ``fake`` on ``namespace``),
+    ``token``, ``requests`` (every request so far), ``store`` (read it only through
+    :meth:`call`)."""
+
+    def __init__(self, folder: Path, namespace: str = "default") -> None:
+        self.folder, self.namespace = folder, namespace
+        self.token = secrets.token_hex(16)
+        self.base_url = ""
+        self.store = Store(validate)
+        self.api = ApiServer(self.store, self.token, lambda: self.base_url.removeprefix("http://"))
+        self.loop = asyncio.new_event_loop()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.kubeconfig = folder / "kubeconfig"
+
+    @property
+    def requests(self) -> list[Recorded]:
+        return list(self.api.requests)
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` on the server's loop when the fake stops (before the loop closes)."""
+        self._stop_hooks.append(hook)
+
+    def start(self) -> None:
+        """Serve on a free loopback port; returns once the server accepts connections."""
+        config = uvicorn.Config(self.api.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=2)
+        self._server = server = uvicorn.Server(config)
+        started = threading.Event()
+
+        async def main() -> None:
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event for it)
+                await asyncio.sleep(0.01)
+            if server.started:
+                port = server.servers[0].sockets[0].getsockname()[1]
+                self.base_url = f"http://127.0.0.1:{port}"
+            started.set()
+            await serving
+
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),), daemon=True,
+                                        name="fake-kube")
+        self._thread.start()
+        started.wait(30)
+        if not self.base_url:
+            raise RuntimeError("the fake API server did not start")
+        self._write_kubeconfig()
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake", "preferences": {},
+            "clusters": [{"name": "fake", "cluster": {"server": self.base_url}}],
+            "users": [{"name": "fake", "user": {"token": self.token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
+                                                      "namespace": self.namespace}}],
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+
+    def call(self, function: Callable[..., Awaitable[_T]], *args: Any) -> Future[_T]:
+        """Run ``function(*args)`` on the server's loop (a concurrent Future of its result)."""
+
+        async def run() -> _T:
+            return await function(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop)
+
+    async def run(self, function: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """:meth:`call` awaited from another event loop."""
+        return await asyncio.wrap_future(self.call(function, *args))
+
+    def stop(self) -> None:
+        """Run the stop hooks (the kubelet stops every agent), end every watch, stop serving."""
+        if self._server is None or self._thread is None:
+            return
+        for hook in reversed(self._stop_hooks):
+            self.call(hook).result(60)
+        self.api.stopping = True
+        self._server.should_exit = True
+        self._thread.join(30)
+        self.loop.close()
+        self._server = None
