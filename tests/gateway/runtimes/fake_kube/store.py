@@ -51,7 +51,7 @@ def now() -> str:
 
 
 class Store:
-    def __init__(self, validator: Callable[[Resource, Obj], None], history: int = 5000) -> None:
+    def __init__(self, validator: Callable[[Resource, Obj, Obj | None], None], history: int = 5000) -> None:
         self._validate = validator
         self._objects: dict[Key, Obj] = {}
         self._history: deque[Event] = deque(maxlen=history)
@@ -158,7 +158,7 @@ class Store:
         return obj
 
     def _write(self, resource: Resource, namespace: str, obj: Obj, kind: str, old: Obj | None = None) -> Obj:
-        self._validate(resource, obj)
+        self._validate(resource, obj, old)
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
         self._objects[resource, namespace, obj["metadata"]["name"]] = obj
