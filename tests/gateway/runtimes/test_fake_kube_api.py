@@ -14,8 +14,12 @@ CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 
 
 def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}},
-            "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels or {}},
+        "data": data,
+    }
 
 
 @pytest.fixture
@@ -89,18 +93,27 @@ async def test_list_by_label_selector(api: httpx.AsyncClient) -> None:
 async def test_merge_strategic_and_json_patches(api: httpx.AsyncClient) -> None:
     await api.post(CONFIGMAPS, json=configmap("p", {"a": "1", "b": "2"}, x="1"))
     labels = {"metadata": {"labels": {"a": None, "c": "3"}}}
-    merged = await api.patch(f"{CONFIGMAPS}/p", content=json.dumps(labels),
-                             headers={"Content-Type": "application/merge-patch+json"})
+    merged = await api.patch(
+        f"{CONFIGMAPS}/p",
+        content=json.dumps(labels),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert merged.status_code == 200, merged.text
     assert merged.json()["metadata"]["labels"] == {"b": "2", "c": "3"}
 
-    strategic = await api.patch(f"{CONFIGMAPS}/p", content=json.dumps({"data": {"y": "2"}}),
-                                headers={"Content-Type": "application/strategic-merge-patch+json"})
+    strategic = await api.patch(
+        f"{CONFIGMAPS}/p",
+        content=json.dumps({"data": {"y": "2"}}),
+        headers={"Content-Type": "application/strategic-merge-patch+json"},
+    )
     assert strategic.json()["data"] == {"x": "1", "y": "2"}
 
     operations = [{"op": "replace", "path": "/data/x", "value": "9"}, {"op": "remove", "path": "/data/y"}]
-    patched = await api.patch(f"{CONFIGMAPS}/p", content=json.dumps(operations),
-                              headers={"Content-Type": "application/json-patch+json"})
+    patched = await api.patch(
+        f"{CONFIGMAPS}/p",
+        content=json.dumps(operations),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
     assert patched.json()["data"] == {"x": "9"}
 
     unknown = await api.patch(f"{CONFIGMAPS}/p", content="{}", headers={"Content-Type": "text/plain"})
@@ -119,8 +132,11 @@ async def test_update_with_a_stale_resource_version_conflicts(api: httpx.AsyncCl
 async def test_watch_replays_from_a_resource_version_then_follows(api: httpx.AsyncClient) -> None:
     start = (await api.get(CONFIGMAPS)).json()["metadata"]["resourceVersion"]
     await api.post(CONFIGMAPS, json=configmap("w", x="1"))
-    await api.patch(f"{CONFIGMAPS}/w", content='{"data": {"x": "2"}}',
-                    headers={"Content-Type": "application/merge-patch+json"})
+    await api.patch(
+        f"{CONFIGMAPS}/w",
+        content='{"data": {"x": "2"}}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     await api.delete(f"{CONFIGMAPS}/w")
     events = await watch_lines(api, CONFIGMAPS, 3, resourceVersion=start)
     assert [event["type"] for event in events] == ["ADDED", "MODIFIED", "DELETED"]
@@ -143,10 +159,14 @@ async def test_watch_without_a_version_lists_first_and_filters_by_selector(api: 
 
 async def test_a_label_change_out_of_the_selection_is_a_deletion(api: httpx.AsyncClient) -> None:
     start = (await api.post(CONFIGMAPS, json=configmap("moving", {"app": "convoy"}))).json()
-    await api.patch(f"{CONFIGMAPS}/moving", content='{"metadata": {"labels": {"app": "gone"}}}',
-                    headers={"Content-Type": "application/merge-patch+json"})
-    events = await watch_lines(api, CONFIGMAPS, 1, labelSelector="app=convoy",
-                               resourceVersion=start["metadata"]["resourceVersion"])
+    await api.patch(
+        f"{CONFIGMAPS}/moving",
+        content='{"metadata": {"labels": {"app": "gone"}}}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    events = await watch_lines(
+        api, CONFIGMAPS, 1, labelSelector="app=convoy", resourceVersion=start["metadata"]["resourceVersion"]
+    )
     assert events[0]["type"] == "DELETED"
 
 
@@ -216,5 +236,9 @@ async def test_requests_are_recorded_with_their_rbac_verb(
     await api.get(CONFIGMAPS)
     await api.delete(f"{CONFIGMAPS}/r")
     verbs = [(record.verb, record.resource, record.code) for record in fake_kube.requests]
-    assert verbs == [("create", "configmaps", 201), ("get", "configmaps", 200), ("list", "configmaps", 200),
-                     ("delete", "configmaps", 200)]
+    assert verbs == [
+        ("create", "configmaps", 201),
+        ("get", "configmaps", 200),
+        ("list", "configmaps", 200),
+        ("delete", "configmaps", 200),
+    ]

@@ -16,8 +16,10 @@ SECRETS = "/api/v1/namespaces/default/secrets"
 
 
 def pod_spec(**container: Any) -> dict[str, Any]:
-    return {"containers": [{"name": "agent", "image": "convoy-sandbox:latest", **container}],
-            "restartPolicy": "Never"}
+    return {
+        "containers": [{"name": "agent", "image": "convoy-sandbox:latest", **container}],
+        "restartPolicy": "Never",
+    }
 
 
 @pytest.fixture
@@ -86,23 +88,33 @@ async def test_a_sandbox_is_checked_down_to_its_pod_spec(api: httpx.AsyncClient)
     assert causes(await api.post(SANDBOXES, json=bad_replicas)) == ["spec.replicas"]
     unknown = {"metadata": {"name": "s"}, "spec": {"podTemplate": {"spec": pod_spec()}, "replica": 1}}
     assert causes(await api.post(SANDBOXES, json=unknown)) == ["spec"]
-    bad_pod = {"metadata": {"name": "s"}, "spec": {"podTemplate": {"spec": pod_spec(securityContext={
-        "runAsNonRoot": "yes"})}}}
+    bad_pod = {
+        "metadata": {"name": "s"},
+        "spec": {"podTemplate": {"spec": pod_spec(securityContext={"runAsNonRoot": "yes"})}},
+    }
     assert causes(await api.post(SANDBOXES, json=bad_pod)) == [
         "spec.podTemplate.spec.containers[0].securityContext.runAsNonRoot"
     ]
 
 
 async def test_a_sandbox_gets_its_schema_defaults(api: httpx.AsyncClient) -> None:
-    created = await api.post(SANDBOXES, json={"metadata": {"name": "s"}, "spec": {"podTemplate": {
-        "spec": pod_spec()}}})
+    created = await api.post(
+        SANDBOXES, json={"metadata": {"name": "s"}, "spec": {"podTemplate": {"spec": pod_spec()}}}
+    )
     assert created.status_code == 201, created.text
     assert created.json()["spec"]["replicas"] == 1 and created.json()["spec"]["shutdownPolicy"] == "Retain"
 
 
 async def test_a_template_checks_its_network_policy_rules(api: httpx.AsyncClient) -> None:
-    rules = {"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "gw"}}}],
-                          "ports": [{"port": 8080, "protocol": "TCP"}]}], "egress": []}
+    rules = {
+        "ingress": [
+            {
+                "from": [{"podSelector": {"matchLabels": {"app": "gw"}}}],
+                "ports": [{"port": 8080, "protocol": "TCP"}],
+            }
+        ],
+        "egress": [],
+    }
     spec = {"podTemplate": {"spec": pod_spec()}, "networkPolicy": rules}
     template = {"metadata": {"name": "t"}, "spec": spec}
     assert (await api.post(TEMPLATES, json=template)).status_code == 201
@@ -110,7 +122,12 @@ async def test_a_template_checks_its_network_policy_rules(api: httpx.AsyncClient
     template["metadata"]["name"] = "t2"
     protocol = "spec.networkPolicy.ingress[0].ports[0].protocol"
     assert causes(await api.post(TEMPLATES, json=template)) == [protocol]
-    assert causes(await api.post(TEMPLATES, json={"metadata": {"name": "t3"}, "spec": {
-        "podTemplate": {"spec": pod_spec()}, "envVarsInjectionPolicy": "Sometimes"}})) == [
-        "spec.envVarsInjectionPolicy"
-    ]
+    assert causes(
+        await api.post(
+            TEMPLATES,
+            json={
+                "metadata": {"name": "t3"},
+                "spec": {"podTemplate": {"spec": pod_spec()}, "envVarsInjectionPolicy": "Sometimes"},
+            },
+        )
+    ) == ["spec.envVarsInjectionPolicy"]

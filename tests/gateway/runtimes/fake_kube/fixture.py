@@ -11,10 +11,12 @@ from fake_kube.harness import FakeKube
 
 @pytest.fixture
 def fake_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKube]:
-    """A started :class:`FakeKube`; stopped afterwards, with every agent process it started."""
+    """A started :class:`FakeKube`; stopped afterwards, with every agent process it started.
+    A test after which the fake's own controllers or kubelet failed fails too."""
     kube = FakeKube(tmp_path_factory.mktemp("fake-kube"))
     kube.start()
     try:
         yield kube
     finally:
         kube.stop()
+    assert not kube.errors, f"the fake Kubernetes cluster failed: {kube.errors!r}"

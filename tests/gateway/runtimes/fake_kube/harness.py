@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 import uvicorn
 import yaml
 
+from fake_kube.cluster import Cluster
+from fake_kube.nodes import Faults
+from fake_kube.resources import RESOURCES
 from fake_kube.server import ApiServer, Recorded
 from fake_kube.store import Store
 from fake_kube.validation import validate
@@ -37,16 +40,52 @@ class FakeKube:
         self.token = secrets.token_hex(16)
         self.base_url = ""
         self.store = Store(validate)
+        self.cluster = Cluster(self.store, folder / "pods")
         self.api = ApiServer(self.store, self.token, lambda: self.base_url.removeprefix("http://"))
         self.loop = asyncio.new_event_loop()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._stop_hooks: list[Callable[[], Awaitable[None]]] = [self.cluster.kubelet.stop_all]
         self.kubeconfig = folder / "kubeconfig"
 
     @property
     def requests(self) -> list[Recorded]:
         return list(self.api.requests)
+
+    @property
+    def faults(self) -> Faults:
+        """The fault handle; its methods are coroutine functions to give :meth:`run`."""
+        return self.cluster.faults
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """What went wrong inside the fake (the fixture fails a test that leaves any)."""
+        return self.cluster.errors
+
+    async def lose_node(self, node: str, evict_after: float | None = 0.0) -> None:
+        await self.run(self.faults.lose, node, evict_after)
+
+    async def restore_node(self, node: str) -> None:
+        await self.run(self.faults.restore, node)
+
+    async def remove_node(self, node: str) -> None:
+        await self.run(self.faults.remove, node)
+
+    async def kill_agent(self, namespace: str, pod: str, number: int = 9, oom: bool = False) -> None:
+        """Signal ``number`` to the pod's agent (``oom``: reported as OOMKilled)."""
+        await self.run(self.faults.kill_agent, namespace, pod, number, oom)
+
+    async def freeze_agent(self, namespace: str, pod: str, frozen: bool = True) -> None:
+        await self.run(self.faults.freeze_agent, namespace, pod, frozen)
+
+    async def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The stored object (``plural`` as in the REST path), read on the server's loop."""
+        resource = next(r for r in RESOURCES if r.plural == plural)
+
+        async def find() -> dict[str, Any] | None:
+            return self.store.find(resource, namespace or self.namespace, name)
+
+        return await self.run(find)
 
     def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` on the server's loop when the fake stops (before the loop closes)."""
@@ -54,8 +93,14 @@ class FakeKube:
 
     def start(self) -> None:
         """Serve on a free loopback port; returns once the server accepts connections."""
-        config = uvicorn.Config(self.api.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self.api.app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
         self._server = server = uvicorn.Server(config)
         started = threading.Event()
 
@@ -69,8 +114,9 @@ class FakeKube:
             started.set()
             await serving
 
-        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),), daemon=True,
-                                        name="fake-kube")
+        self._thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(main(),), daemon=True, name="fake-kube"
+        )
         self._thread.start()
         started.wait(30)
         if not self.base_url:
@@ -79,11 +125,15 @@ class FakeKube:
 
     def _write_kubeconfig(self) -> None:
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake", "preferences": {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "fake",
+            "preferences": {},
             "clusters": [{"name": "fake", "cluster": {"server": self.base_url}}],
             "users": [{"name": "fake", "user": {"token": self.token}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
-                                                      "namespace": self.namespace}}],
+            "contexts": [
+                {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": self.namespace}}
+            ],
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
 

@@ -29,9 +29,18 @@ APPLY = "application/apply-patch+yaml"
 
 # The merge key of every list of the core API a strategic patch is likely to touch.
 _MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
-    "volumes": "name", "volumeMounts": "mountPath", "ports": "containerPort", "conditions": "type",
-    "imagePullSecrets": "name", "ownerReferences": "uid", "tolerations": "key", "hostAliases": "ip",
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "conditions": "type",
+    "imagePullSecrets": "name",
+    "ownerReferences": "uid",
+    "tolerations": "key",
+    "hostAliases": "ip",
 }
 
 
@@ -162,8 +171,9 @@ def apply(content_type: str, target: dict[str, Any], body: bytes, custom: bool) 
         result = merge_patch(target, patch, strategic=True)
     else:
         accepted = f"{JSON_PATCH}, {MERGE}, {APPLY}" + ("" if custom else f", {STRATEGIC}")
-        raise UnsupportedPatch(f"the body of the request was in an unknown format - accepted media types "
-                               f"include: {accepted}")
+        raise UnsupportedPatch(
+            f"the body of the request was in an unknown format - accepted media types include: {accepted}"
+        )
     if not isinstance(result, dict):
         raise PatchError("the patched object is not an object")
     return result

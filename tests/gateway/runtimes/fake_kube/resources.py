@@ -50,8 +50,13 @@ RESOURCES: tuple[Resource, ...] = (
         EXTENSIONS_GROUP, "v1alpha1", "sandboxwarmpools", "SandboxWarmPool", "sandboxwarmpool", custom=True
     ),
     Resource(
-        EXTENSIONS_GROUP, "v1alpha1", "sandboxtemplates", "SandboxTemplate", "sandboxtemplate",
-        status_subresource=False, custom=True,
+        EXTENSIONS_GROUP,
+        "v1alpha1",
+        "sandboxtemplates",
+        "SandboxTemplate",
+        "sandboxtemplate",
+        status_subresource=False,
+        custom=True,
     ),
 )
 

@@ -26,32 +26,50 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_NAME = re.compile(r"^[^=]+$")
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 # The enumerations the server enforces (the published schemas only describe them).
-_POD_ENUMS = {"restartPolicy": ("Always", "OnFailure", "Never"),
-              "dnsPolicy": ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")}
-_CONTAINER_ENUMS = {"imagePullPolicy": ("Always", "IfNotPresent", "Never"),
-                    "terminationMessagePolicy": ("File", "FallbackToLogsOnError")}
+_POD_ENUMS = {
+    "restartPolicy": ("Always", "OnFailure", "Never"),
+    "dnsPolicy": ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
+}
+_CONTAINER_ENUMS = {
+    "imagePullPolicy": ("Always", "IfNotPresent", "Never"),
+    "terminationMessagePolicy": ("File", "FallbackToLogsOnError"),
+}
 
 
 def _enums(path: str, obj: dict[str, Any], enums: dict[str, tuple[str, ...]]) -> Causes:
-    return [(f"{path}.{field}", f"Unsupported value: {obj[field]!r}: supported values: {', '.join(allowed)}")
-            for field, allowed in enums.items() if field in obj and obj[field] not in allowed]
+    return [
+        (f"{path}.{field}", f"Unsupported value: {obj[field]!r}: supported values: {', '.join(allowed)}")
+        for field, allowed in enums.items()
+        if field in obj and obj[field] not in allowed
+    ]
 
 
 def _name(name: str, kind: str) -> str | None:
     if kind == "Service":
         ok = len(name) <= 63 and bool(_DNS_1035.match(name))
-        return None if ok else ("a DNS-1035 label must consist of lower case alphanumeric characters or "
-                                "'-', start with a letter and end with an alphanumeric one (at most 63)")
+        return (
+            None
+            if ok
+            else (
+                "a DNS-1035 label must consist of lower case alphanumeric characters or "
+                "'-', start with a letter and end with an alphanumeric one (at most 63)"
+            )
+        )
     if len(name) <= 253 and _SUBDOMAIN.match(name):
         return None
-    return "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', " \
+    return (
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
         "and must start and end with an alphanumeric character"
+    )
 
 
 def _label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    return (not prefix or (len(prefix) <= 253 and bool(_SUBDOMAIN.match(prefix)))) and \
-        len(name) <= 63 and bool(_LABEL_NAME.match(name))
+    return (
+        (not prefix or (len(prefix) <= 253 and bool(_SUBDOMAIN.match(prefix))))
+        and len(name) <= 63
+        and bool(_LABEL_NAME.match(name))
+    )
 
 
 def metadata(resource: Resource, obj: dict[str, Any]) -> Causes:
@@ -117,8 +135,13 @@ def _secret(obj: dict[str, Any]) -> Causes:
     causes: Causes = []
     for key in {**(obj.get("data") or {}), **(obj.get("stringData") or {})}:
         if not _SECRET_KEY.match(key):
-            causes.append((f"data[{key}]", "Invalid value: a valid config key must consist of alphanumeric "
-                                           "characters, '-', '_' or '.'"))
+            causes.append(
+                (
+                    f"data[{key}]",
+                    "Invalid value: a valid config key must consist of alphanumeric "
+                    "characters, '-', '_' or '.'",
+                )
+            )
     for key, value in (obj.get("data") or {}).items():
         try:
             base64.b64decode(value, validate=True)
@@ -128,8 +151,11 @@ def _secret(obj: dict[str, Any]) -> Causes:
 
 
 def _network_policy(spec: dict[str, Any]) -> Causes:
-    causes = [("spec.policyTypes", f"Unsupported value: {kind!r}") for kind in spec.get("policyTypes") or []
-              if kind not in ("Ingress", "Egress")]
+    causes = [
+        ("spec.policyTypes", f"Unsupported value: {kind!r}")
+        for kind in spec.get("policyTypes") or []
+        if kind not in ("Ingress", "Egress")
+    ]
     for direction in ("ingress", "egress"):
         for index, rule in enumerate(spec.get(direction) or []):
             for number, port in enumerate(rule.get("ports") or []):
@@ -153,8 +179,13 @@ def check(kind: str, obj: dict[str, Any]) -> Causes:
 
 def _mutable_cleared(spec: dict[str, Any], bound: bool) -> dict[str, Any]:
     """``spec`` without what an update may change: images, and the node of a pod not yet bound."""
-    cleared = {**spec, **{group: [{**c, "image": None} for c in spec.get(group) or []]
-                          for group in ("containers", "initContainers")}}
+    cleared = {
+        **spec,
+        **{
+            group: [{**c, "image": None} for c in spec.get(group) or []]
+            for group in ("containers", "initContainers")
+        },
+    }
     if not bound:
         cleared.pop("nodeName", None)
     return cleared
@@ -165,9 +196,14 @@ def update(resource: Resource, old: dict[str, Any], new: dict[str, Any]) -> Caus
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
     bound = bool(old_spec.get("nodeName"))
     if resource.kind == "Pod" and _mutable_cleared(old_spec, bound) != _mutable_cleared(new_spec, bound):
-        return [("spec", "Forbidden: pod updates may not change fields other than "
-                         "`spec.containers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only "
-                         "additions to existing tolerations) or `spec.terminationGracePeriodSeconds`")]
+        return [
+            (
+                "spec",
+                "Forbidden: pod updates may not change fields other than "
+                "`spec.containers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only "
+                "additions to existing tolerations) or `spec.terminationGracePeriodSeconds`",
+            )
+        ]
     if resource.kind == "Secret" and old.get("immutable") and old.get("data") != new.get("data"):
         return [("data", "Forbidden: field is immutable when `immutable` is set")]
     return []

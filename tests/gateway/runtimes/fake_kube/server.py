@@ -80,14 +80,16 @@ def _record(verb: str, path: str, target: _Target | None, code: int) -> Recorded
     if target is None:
         return Recorded(verb, path, "", "", None, None, "", code)
     resource = target.resource
-    return Recorded(verb, path, resource.group, resource.plural, target.namespace, target.name,
-                    target.subresource, code)
+    return Recorded(
+        verb, path, resource.group, resource.plural, target.namespace, target.name, target.subresource, code
+    )
 
 
 def _verb(method: str, target: _Target, watching: bool) -> str:
     if target.name is None:
         return {"GET": "watch" if watching else "list", "POST": "create", "DELETE": "deletecollection"}.get(
-            method, method.lower())
+            method, method.lower()
+        )
     return {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
 
 
@@ -112,8 +114,9 @@ class ApiServer:
         self.require_token = True
         self.bookmark_interval = 1.0
         self.stopping = False
-        self.app = Starlette(routes=[Route("/{path:path}", self._handle,
-                                           methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
+        self.app = Starlette(
+            routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
+        )
 
     async def _handle(self, request: Request) -> Response:
         parts = [part for part in request.url.path.split("/") if part]
@@ -123,8 +126,9 @@ class ApiServer:
         try:
             if self.require_token and request.headers.get("authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            response = await (self._discovery(request, parts) if target is None
-                              else self._resource(request, target, verb))
+            response = await (
+                self._discovery(request, parts) if target is None else self._resource(request, target, verb)
+            )
         except ApiError as error:
             response = JSONResponse(error.status(), error.code)
         self.requests.append(_record(verb, request.url.path, target, response.status_code))
@@ -171,7 +175,10 @@ class ApiServer:
         if verb == "patch":
             return self._patch(target, await request.body(), request.headers.get("content-type", ""))
         if verb == "delete":
-            return self._delete(target, await _body(request), request.query_params.get("propagationPolicy"))
+            query = request.query_params
+            return self._delete(
+                target, await _body(request), query.get("propagationPolicy"), query.get("gracePeriodSeconds")
+            )
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here")
 
     def _selection(self, request: Request) -> Callable[[Obj], bool]:
@@ -187,9 +194,14 @@ class ApiServer:
         resource, namespace = target.resource, target.namespace
         if verb == "watch":
             timeout = request.query_params.get("timeoutSeconds")
-            watch = WatchRequest(resource, namespace, match, request.query_params.get("resourceVersion"),
-                                 float(timeout) if timeout else None,
-                                 _flag(request.query_params.get("allowWatchBookmarks")))
+            watch = WatchRequest(
+                resource,
+                namespace,
+                match,
+                request.query_params.get("resourceVersion"),
+                float(timeout) if timeout else None,
+                _flag(request.query_params.get("allowWatchBookmarks")),
+            )
             body = stream(self.store, watch, lambda: self.stopping, self.bookmark_interval)
             return StreamingResponse(body, media_type="application/json")
         items = self.store.select(resource, namespace, match)
@@ -198,8 +210,14 @@ class ApiServer:
             assert namespace is not None
             for item in items:
                 self.store.delete(resource, namespace, item["metadata"]["name"])
-        return JSONResponse({"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
-                             "metadata": {"resourceVersion": version}, "items": items})
+        return JSONResponse(
+            {
+                "kind": f"{resource.kind}List",
+                "apiVersion": resource.api_version,
+                "metadata": {"resourceVersion": version},
+                "items": items,
+            }
+        )
 
     def _patch(self, target: _Target, body: bytes, content_type: str) -> Response:
         assert target.namespace is not None and target.name is not None
@@ -219,15 +237,21 @@ class ApiServer:
         # A patch need not carry a resourceVersion; one it carries must still be current.
         if patched.get("metadata", {}).get("resourceVersion") == current["metadata"]["resourceVersion"]:
             patched["metadata"].pop("resourceVersion", None)
-        return JSONResponse(self.store.update(resource, target.namespace, target.name, patched,
-                                              target.subresource))
+        return JSONResponse(
+            self.store.update(resource, target.namespace, target.name, patched, target.subresource)
+        )
 
-    def _delete(self, target: _Target, options: Any, propagation: str | None) -> Response:
+    def _delete(
+        self, target: _Target, options: Any, propagation: str | None, grace_query: str | None
+    ) -> Response:
         assert target.namespace is not None and target.name is not None
         policy = propagation or (options or {}).get("propagationPolicy") or "Background"
         if policy not in ("Background", "Foreground", "Orphan"):
             raise errors.bad_request(f"unknown propagationPolicy {policy!r}")
-        deleted = self.store.delete(target.resource, target.namespace, target.name, policy)
+        grace = (options or {}).get("gracePeriodSeconds", grace_query)
+        deleted = self.store.delete(
+            target.resource, target.namespace, target.name, policy, None if grace is None else int(grace)
+        )
         if target.resource.plural in _RETURNS_OBJECT or target.resource.custom:
             return JSONResponse(deleted)
         return JSONResponse(errors.success(target.resource, deleted))

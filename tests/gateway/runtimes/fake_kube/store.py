@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fake_kube import status as errors
@@ -29,6 +29,16 @@ from fake_kube.resources import Resource
 Obj = dict[str, Any]
 Key = tuple[Resource, str, str]
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what the API server's generateName draws from
+# Metadata only the server writes: a client's update cannot change them.
+_SERVER_FIELDS = (
+    "uid",
+    "creationTimestamp",
+    "namespace",
+    "name",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,9 @@ class Event:
     previous: Obj | None = None
 
 
-def now() -> str:
-    """A timestamp as the API writes one (RFC 3339, seconds, UTC)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now(later: float = 0) -> str:
+    """A timestamp as the API writes one (RFC 3339, seconds, UTC), ``later`` seconds from now."""
+    return (datetime.now(UTC) + timedelta(seconds=later)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Store:
@@ -59,6 +69,9 @@ class Store:
         self.version = 1
         self.listeners: list[Callable[[Event], None]] = []
         self._subscribers: set[asyncio.Queue[Event]] = set()
+        # Whether deleting an object only marks it (deletionTimestamp) for someone to finish
+        # later (the kubelet, for a pod it runs): the grace period in seconds, or None.
+        self.graceful: Callable[[Resource, Obj, int | None], int | None] = lambda *_: None
 
     # --- reads -------------------------------------------------------------------
     def get(self, resource: Resource, namespace: str, name: str) -> Obj:
@@ -93,8 +106,9 @@ class Store:
             )
         if not metadata.get("name"):
             if not metadata.get("generateName"):
-                raise errors.invalid(resource, "", [("metadata.name", "Required value: name or generateName "
-                                                                      "is required")])
+                raise errors.invalid(
+                    resource, "", [("metadata.name", "Required value: name or generateName is required")]
+                )
             suffix = "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
             metadata["name"] = metadata["generateName"] + suffix
         name = metadata["name"]
@@ -121,9 +135,11 @@ class Store:
             new = {**old, "status": new.get("status", {})}
         else:
             metadata = {**new.get("metadata", {})}
-            for field in ("uid", "creationTimestamp", "namespace", "name", "generation", "deletionTimestamp"):
+            for field in _SERVER_FIELDS:
                 if field in old["metadata"]:
                     metadata[field] = old["metadata"][field]
+                else:
+                    metadata.pop(field, None)
             new["metadata"] = metadata
             if resource.status_subresource:
                 new.pop("status", None)
@@ -136,10 +152,27 @@ class Store:
             return old  # a no-op write keeps the version and sends no event, like a real server
         return self._write(resource, namespace, new, "MODIFIED", old)
 
-    def delete(self, resource: Resource, namespace: str, name: str, propagation: str = "Background") -> Obj:
-        """Remove an object at once and, unless ``propagation`` is Orphan, every object it owns
-        (recursively, by ``ownerReferences``); orphans lose their reference to it."""
+    def delete(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        propagation: str = "Background",
+        grace: int | None = None,
+    ) -> Obj:
+        """Delete an object. A graceful deletion (``graceful`` says so; ``grace`` 0 never is) only
+        marks it with a deletionTimestamp. Otherwise it goes at once and, unless ``propagation``
+        is Orphan, so does every object it owns (recursively, by ``ownerReferences``, each
+        deleted the same way); orphans lose their reference to it."""
         obj = self.get(resource, namespace, name)
+        if grace != 0:
+            if obj["metadata"].get("deletionTimestamp"):
+                return obj  # already terminating
+            seconds = self.graceful(resource, obj, grace)
+            if seconds is not None:
+                marked = copy.deepcopy(obj)
+                marked["metadata"].update(deletionTimestamp=now(seconds), deletionGracePeriodSeconds=seconds)
+                return self._write(resource, namespace, marked, "MODIFIED", obj)
         del self._objects[resource, namespace, name]
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)

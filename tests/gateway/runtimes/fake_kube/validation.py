@@ -39,7 +39,8 @@ Causes = list[tuple[str, str]]
 _EMBEDDED: dict[str, list[tuple[tuple[str, ...], str]]] = {
     "Sandbox": [(("spec", "podTemplate", "spec"), "Pod")],
     "SandboxTemplate": [
-        (("spec", "podTemplate", "spec"), "Pod"), (("spec", "networkPolicy"), "NetworkPolicy"),
+        (("spec", "podTemplate", "spec"), "Pod"),
+        (("spec", "networkPolicy"), "NetworkPolicy"),
     ],
 }
 
@@ -125,8 +126,12 @@ def _embedded(kind: str, obj: Obj) -> Causes:
             continue
         spec = value if core_kind == "Pod" else {"podSelector": {}, **value}
         resource = BY_KIND[core_kind]
-        wrapped = {"apiVersion": resource.api_version, "kind": core_kind, "metadata": {"name": "embedded"},
-                   "spec": spec}
+        wrapped = {
+            "apiVersion": resource.api_version,
+            "kind": core_kind,
+            "metadata": {"name": "embedded"},
+            "spec": spec,
+        }
         prefix = ".".join(path) + "."
         inner = _schema_causes(_core_validator(core_kind, resource.api_version), wrapped)
         inner += semantics.check(core_kind, wrapped)

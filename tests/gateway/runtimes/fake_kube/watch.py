@@ -39,8 +39,14 @@ def _line(kind: str, obj: dict[str, Any]) -> bytes:
 
 
 def _bookmark(resource: Resource, version: int) -> bytes:
-    return _line("BOOKMARK", {"kind": resource.kind, "apiVersion": resource.api_version,
-                              "metadata": {"resourceVersion": str(version)}})
+    return _line(
+        "BOOKMARK",
+        {
+            "kind": resource.kind,
+            "apiVersion": resource.api_version,
+            "metadata": {"resourceVersion": str(version)},
+        },
+    )
 
 
 def _translate(event: Event, watch: WatchRequest) -> bytes | None:
@@ -57,8 +63,9 @@ def _translate(event: Event, watch: WatchRequest) -> bytes | None:
     return _line(event.type, event.object) if now_matches else None
 
 
-async def stream(store: Store, watch: WatchRequest, stopping: Callable[[], bool],
-                 bookmark_interval: float) -> AsyncIterator[bytes]:
+async def stream(
+    store: Store, watch: WatchRequest, stopping: Callable[[], bool], bookmark_interval: float
+) -> AsyncIterator[bytes]:
     """The body of a watch response (see the module's docstring)."""
     queue = store.subscribe()  # before the backlog is read, so nothing falls in between
     try:
