@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fake_kube import rbac
 from fake_kube.harness import FakeKube
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -241,4 +243,36 @@ async def test_requests_are_recorded_with_their_rbac_verb(
         ("get", "configmaps", 200),
         ("list", "configmaps", 200),
         ("delete", "configmaps", 200),
+    ]
+
+
+async def test_rbac_rules_are_enforced_and_checked(api: httpx.AsyncClient, fake_kube: FakeKube) -> None:
+    rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]
+    fake_kube.enforce(rules)
+    assert (await api.get(CONFIGMAPS)).status_code == 200
+    assert (await api.get("/apis")).status_code == 200  # discovery is everyone's
+    refused = await api.post(CONFIGMAPS, json=configmap("x"))
+    assert refused.status_code == 403 and refused.json()["reason"] == "Forbidden"
+    assert 'cannot create resource "configmaps"' in refused.json()["message"]
+    assert (await api.get("/api/v1/namespaces/default/secrets")).status_code == 403
+
+    fake_kube.enforce(None)
+    await api.post(CONFIGMAPS, json=configmap("y"))
+    missing = rbac.uncovered(fake_kube.requests, rules)
+    assert [(request.verb, request.resource) for request in missing] == [
+        ("create", "configmaps"),
+        ("list", "secrets"),
+        ("create", "configmaps"),
+    ]
+
+
+def test_rules_are_read_from_a_manifest(tmp_path: Path) -> None:
+    manifest = tmp_path / "rbac.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: gw}\n---\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: gw}\n"
+        "rules:\n- apiGroups: [agents.x-k8s.io]\n  resources: [sandboxes]\n  verbs: [create, delete]\n"
+    )
+    assert rbac.rules_of(manifest) == [
+        {"apiGroups": ["agents.x-k8s.io"], "resources": ["sandboxes"], "verbs": ["create", "delete"]}
     ]

@@ -62,6 +62,11 @@ class FakeKube:
         """What went wrong inside the fake (the fixture fails a test that leaves any)."""
         return self.cluster.errors
 
+    def enforce(self, rules: list[dict[str, Any]] | None) -> None:
+        """Refuse (403) every request these Role rules do not allow; None: allow all again.
+        ``fake_kube.rbac.rules_of(path)`` reads them from a manifest."""
+        self.api.rules = rules
+
     async def lose_node(self, node: str, evict_after: float | None = 0.0) -> None:
         await self.run(self.faults.lose, node, evict_after)
 

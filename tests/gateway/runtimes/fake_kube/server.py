@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fake_kube import discovery, patches
+from fake_kube import discovery, patches, rbac
 from fake_kube import status as errors
 from fake_kube.resources import Resource, lookup
 from fake_kube.selectors import SelectorError, field_selector, label_selector
@@ -112,6 +112,9 @@ class ApiServer:
         self.store, self.token, self._address = store, token, address
         self.requests: list[Recorded] = []
         self.require_token = True
+        # The rules of the Role the client is bound to; None: everything is allowed.
+        self.rules: list[dict[str, Any]] | None = None
+        self.user = "system:serviceaccount:convoy:convoy-gateway"
         self.bookmark_interval = 1.0
         self.stopping = False
         self.app = Starlette(
@@ -126,6 +129,8 @@ class ApiServer:
         try:
             if self.require_token and request.headers.get("authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            if target is not None and self.rules is not None:
+                self._authorize(_record(verb, request.url.path, target, 0))
             response = await (
                 self._discovery(request, parts) if target is None else self._resource(request, target, verb)
             )
@@ -133,6 +138,23 @@ class ApiServer:
             response = JSONResponse(error.status(), error.code)
         self.requests.append(_record(verb, request.url.path, target, response.status_code))
         return response
+
+    def _authorize(self, request: Recorded) -> None:
+        assert self.rules is not None
+        if not rbac.allows(self.rules, request):
+            resource = (
+                f"{request.resource}/{request.subresource}" if request.subresource else request.resource
+            )
+            where = (
+                f' in the namespace "{request.namespace}"' if request.namespace else " at the cluster scope"
+            )
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{resource}{"." + request.group if request.group else ""} is forbidden: User "{self.user}" '
+                f'cannot {request.verb} resource "{resource}" in API group "{request.group}"{where}',
+                {"kind": request.resource, "group": request.group, "name": request.name or ""},
+            )
 
     async def _discovery(self, request: Request, parts: list[str]) -> Response:
         found: dict[str, Any] | None = None
