@@ -129,6 +129,8 @@ class ApiServer:
         try:
             if self.require_token and request.headers.get("authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            if request.query_params.get("dryRun"):
+                raise errors.bad_request("dryRun is not supported by the fake API server")
             if target is not None and self.rules is not None:
                 self._authorize(_record(verb, request.url.path, target, 0))
             response = await (
