@@ -276,3 +276,19 @@ def test_rules_are_read_from_a_manifest(tmp_path: Path) -> None:
     assert rbac.rules_of(manifest) == [
         {"apiGroups": ["agents.x-k8s.io"], "resources": ["sandboxes"], "verbs": ["create", "delete"]}
     ]
+
+
+async def test_watches_down_ends_every_stream_until_the_block_exits(
+    api: httpx.AsyncClient, fake_kube: FakeKube
+) -> None:
+    version = (await api.get(CONFIGMAPS)).json()["metadata"]["resourceVersion"]
+    params = {"watch": "1", "resourceVersion": version}
+    async with api.stream("GET", CONFIGMAPS, params=params) as open_watch, fake_kube.watches_down():
+        await api.post(CONFIGMAPS, json=configmap("during"))
+        # The open stream ends (what it had sent aside), a new one ends at once, empty.
+        lines = [line async for line in open_watch.aiter_lines() if line]
+        assert len(lines) <= 1
+        again = await api.get(CONFIGMAPS, params=params)
+        assert again.status_code == 200 and again.text == ""
+    back = await watch_lines(api, CONFIGMAPS, 1, resourceVersion=version)
+    assert back[0]["type"] == "ADDED" and back[0]["object"]["metadata"]["name"] == "during"

@@ -10,9 +10,10 @@ function to it from the test's side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +62,16 @@ class FakeKube:
     def errors(self) -> list[BaseException]:
         """What went wrong inside the fake (the fixture fails a test that leaves any)."""
         return self.cluster.errors
+
+    @contextlib.asynccontextmanager
+    async def watches_down(self) -> AsyncIterator[None]:
+        """Within the block every watch stream ends (open ones, and new ones at once, empty), as
+        across an API server restart; reads and writes still work."""
+        self.api.watches_down = True
+        try:
+            yield
+        finally:
+            self.api.watches_down = False
 
     def enforce(self, rules: list[dict[str, Any]] | None) -> None:
         """Refuse (403) every request these Role rules do not allow; None: allow all again.

@@ -117,6 +117,9 @@ class ApiServer:
         self.user = "system:serviceaccount:convoy:convoy-gateway"
         self.bookmark_interval = 1.0
         self.stopping = False
+        # While True every watch ends (open ones after their current event, new ones at once,
+        # without an event), as when the API server restarts.
+        self.watches_down = False
         self.app = Starlette(
             routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
         )
@@ -226,7 +229,9 @@ class ApiServer:
                 float(timeout) if timeout else None,
                 _flag(request.query_params.get("allowWatchBookmarks")),
             )
-            body = stream(self.store, watch, lambda: self.stopping, self.bookmark_interval)
+            body = stream(
+                self.store, watch, lambda: self.stopping or self.watches_down, self.bookmark_interval
+            )
             return StreamingResponse(body, media_type="application/json")
         items = self.store.select(resource, namespace, match)
         version = str(self.store.version)

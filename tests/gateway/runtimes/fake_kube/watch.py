@@ -67,6 +67,8 @@ async def stream(
     store: Store, watch: WatchRequest, stopping: Callable[[], bool], bookmark_interval: float
 ) -> AsyncIterator[bytes]:
     """The body of a watch response (see the module's docstring)."""
+    if stopping():
+        return
     queue = store.subscribe()  # before the backlog is read, so nothing falls in between
     try:
         sent = store.version
