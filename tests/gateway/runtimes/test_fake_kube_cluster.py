@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -223,3 +224,99 @@ async def test_a_lost_node_evicts_its_pods_and_the_sandbox_comes_back(
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
     assert again["status"]["podIPs"] == [second["status"]["podIP"]]
     assert (await agent_info(second["status"]["podIP"])).status_code == 200
+
+
+async def test_a_pod_is_deleted_gracefully(api: httpx.AsyncClient, fake_kube: FakeKube) -> None:
+    await api.post(
+        f"{CORE}/pods", json={"metadata": {"name": "graceful"}, "spec": agent_pod_spec("agent-token")}
+    )
+    pod = await ready(fake_kube, "pods", "graceful")
+    deleted = await api.delete(f"{CORE}/pods/graceful")
+    assert deleted.status_code == 200 and deleted.json()["metadata"]["deletionTimestamp"]
+    events = []
+    params = {"watch": "1", "resourceVersion": pod["metadata"]["resourceVersion"], "timeoutSeconds": "30"}
+    async with api.stream("GET", f"{CORE}/pods", params=params) as watch:
+        async for line in watch.aiter_lines():
+            if line:
+                event = json.loads(line)
+                events.append((event["type"], bool(event["object"]["metadata"].get("deletionTimestamp"))))
+                if event["type"] == "DELETED":
+                    break
+    assert ("MODIFIED", True) in events and events[-1] == ("DELETED", True)
+
+
+async def test_a_sandbox_suspends_and_resumes_with_its_service(
+    api: httpx.AsyncClient, fake_kube: FakeKube
+) -> None:
+    body = sandbox("conv-5")
+    body["spec"]["service"] = True
+    await api.post(SANDBOXES, json=body)
+    running = await ready(fake_kube, "sandboxes", "conv-5")
+    assert running["status"]["service"] == "conv-5"
+    service = (await api.get(f"{CORE}/services/conv-5")).json()
+    assert service["spec"]["clusterIP"] == "None"
+    assert running["status"]["selector"] == "agents.x-k8s.io/sandbox-name-hash=" + next(
+        iter(service["spec"]["selector"].values())
+    )
+
+    merge = {"Content-Type": "application/merge-patch+json"}
+    await api.patch(f"{SANDBOXES}/conv-5", content='{"spec": {"replicas": 0}}', headers=merge)
+
+    async def suspended() -> dict[str, Any] | None:
+        found = await fake_kube.get("sandboxes", "conv-5")
+        return found if condition(found, "Suspended").get("reason") == "PodTerminated" else None
+
+    paused = await eventually(suspended, within=30, what="the sandbox suspended")
+    assert condition(paused, "Ready")["reason"] == "SandboxSuspended" and not paused["status"].get("podIPs")
+    assert await fake_kube.get("pods", "conv-5") is None
+
+    await api.patch(f"{SANDBOXES}/conv-5", content='{"spec": {"replicas": 1}}', headers=merge)
+    resumed = await ready(fake_kube, "sandboxes", "conv-5")
+    assert (await agent_info(resumed["status"]["podIPs"][0])).status_code == 200
+
+
+async def test_a_frozen_agent_goes_unready_and_back(api: httpx.AsyncClient, fake_kube: FakeKube) -> None:
+    await api.post(
+        f"{CORE}/pods", json={"metadata": {"name": "sleepy"}, "spec": agent_pod_spec("agent-token")}
+    )
+    await ready(fake_kube, "pods", "sleepy")
+    await fake_kube.freeze_agent(NS, "sleepy")
+
+    async def unready() -> bool:
+        return condition(await fake_kube.get("pods", "sleepy"), "Ready").get("status") == "False"
+
+    await eventually(unready, within=30, what="the frozen pod unready")
+    await fake_kube.freeze_agent(NS, "sleepy", frozen=False)
+    await ready(fake_kube, "pods", "sleepy")
+
+
+async def test_restart_policy_always_restarts_the_agent(api: httpx.AsyncClient, fake_kube: FakeKube) -> None:
+    spec = agent_pod_spec("agent-token", restart="Always")
+    await api.post(f"{CORE}/pods", json={"metadata": {"name": "phoenix"}, "spec": spec})
+    await ready(fake_kube, "pods", "phoenix")
+    await fake_kube.kill_agent(NS, "phoenix")
+
+    async def restarted() -> dict[str, Any] | None:
+        found = await fake_kube.get("pods", "phoenix")
+        status = ((found or {}).get("status") or {}).get("containerStatuses") or [{}]
+        return found if status[0].get("restartCount") == 1 and status[0].get("ready") else None
+
+    pod = await eventually(restarted, within=60, what="the agent restarted and ready")
+    last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 137 and last["reason"] == "Error"
+    assert pod["status"]["phase"] == "Running"
+
+
+async def test_a_removed_node_takes_its_pods_at_once(api: httpx.AsyncClient, fake_kube: FakeKube) -> None:
+    await api.post(SANDBOXES, json=sandbox("conv-6"))
+    await ready(fake_kube, "sandboxes", "conv-6")
+    first = (await api.get(f"{CORE}/pods/conv-6")).json()
+    await fake_kube.lose_node(first["spec"]["nodeName"], evict_after=None)
+    lost = (await api.get(f"{CORE}/pods/conv-6")).json()
+    assert condition(lost, "Ready")["status"] == "False" and "deletionTimestamp" not in lost["metadata"]
+    await fake_kube.remove_node(first["spec"]["nodeName"])
+    again = await ready(fake_kube, "sandboxes", "conv-6")
+    second = (await api.get(f"{CORE}/pods/conv-6")).json()
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    assert second["spec"]["nodeName"] != first["spec"]["nodeName"]
+    assert again["status"]["podIPs"] == [second["status"]["podIP"]]
