@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -36,12 +36,21 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return found[0] if found else {}
 
 
+async def until(
+    check: Callable[[], Awaitable[dict[str, Any] | None]], *, within: float = 30, what: str = ""
+) -> dict[str, Any]:
+    """:func:`eventually` of a check that answers an object or None: the object."""
+    found = await until(check, within=within, what=what)
+    assert found is not None
+    return found
+
+
 async def ready(fake_kube: FakeKube, plural: str, name: str) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         obj = await fake_kube.get(plural, name)
         return obj if condition(obj, "Ready").get("status") == "True" else None
 
-    return await eventually(check, within=60, what=f"{plural}/{name} Ready")
+    return await until(check, within=60, what=f"{plural}/{name} Ready")
 
 
 async def agent_info(ip: str) -> httpx.Response:
@@ -103,7 +112,7 @@ async def test_a_pod_waits_for_its_secret(api: httpx.AsyncClient, fake_kube: Fak
         state = statuses[0].get("state", {}).get("waiting", {})
         return state if state.get("reason") == "CreateContainerConfigError" else None
 
-    assert "later-token" in (await eventually(waiting, what="a waiting container"))["message"]
+    assert "later-token" in (await until(waiting, what="a waiting container"))["message"]
     await api.post(f"{CORE}/secrets", json=token_secret("later-token", TOKEN))
     started = await ready(fake_kube, "pods", "late")
     assert (await agent_info(started["status"]["podIP"])).status_code == 200
@@ -120,7 +129,7 @@ async def test_a_killed_agent_fails_its_pod_and_finishes_its_sandbox(
         found = await fake_kube.get("sandboxes", "conv-2")
         return found if condition(found, "Finished").get("status") == "True" else None
 
-    done = await eventually(finished, within=30, what="the sandbox Finished")
+    done = await until(finished, within=30, what="the sandbox Finished")
     assert condition(done, "Finished")["reason"] == "PodFailed"
     assert condition(done, "Ready")["status"] == "False"
     pod = (await api.get(f"{CORE}/pods/conv-2")).json()
@@ -150,7 +159,7 @@ async def test_a_warm_pool_fills_and_a_claim_binds_one(api: httpx.AsyncClient, f
         found = await fake_kube.get("sandboxwarmpools", "python-pool")
         return found if ((found or {}).get("status") or {}).get("readyReplicas") == 2 else None
 
-    filled = await eventually(pool_ready, within=60, what="two ready spares")
+    filled = await until(pool_ready, within=60, what="two ready spares")
     selector = filled["status"]["selector"]
     spares = (await api.get(SANDBOXES, params={"labelSelector": selector})).json()["items"]
     assert len(spares) == 2 and all(s["metadata"]["name"].startswith("python-pool-") for s in spares)
@@ -169,7 +178,7 @@ async def test_a_warm_pool_fills_and_a_claim_binds_one(api: httpx.AsyncClient, f
     assert pod["metadata"]["labels"]["agents.x-k8s.io/claim-uid"] == bound["metadata"]["uid"]
 
     # The pool refills: two spares again, the claimed one no longer among them.
-    await eventually(pool_ready, within=60, what="the pool refilled")
+    await until(pool_ready, within=60, what="the pool refilled")
     spares = (await api.get(SANDBOXES, params={"labelSelector": selector})).json()["items"]
     assert name not in {s["metadata"]["name"] for s in spares}
 
@@ -190,7 +199,7 @@ async def test_a_claim_naming_a_missing_template_says_so(api: httpx.AsyncClient,
         found = condition(await fake_kube.get("sandboxclaims", "lost"), "Ready")
         return found if found.get("reason") == "TemplateNotFound" else None
 
-    assert "nope" in (await eventually(refused, what="the claim refused"))["message"]
+    assert "nope" in (await until(refused, what="the claim refused"))["message"]
 
 
 async def test_a_lost_node_evicts_its_pods_and_the_sandbox_comes_back(
@@ -214,7 +223,7 @@ async def test_a_lost_node_evicts_its_pods_and_the_sandbox_comes_back(
         found = await fake_kube.get("sandboxes", "conv-4")
         return found if condition(found, "Ready").get("status") == "False" else None
 
-    lost = await eventually(not_ready, what="the sandbox unready")
+    lost = await until(not_ready, what="the sandbox unready")
     assert "NodeLost" in condition(lost, "Ready")["message"]
 
     # The node comes back: the evicted pod goes, the controller makes a new one elsewhere.
@@ -266,7 +275,7 @@ async def test_a_sandbox_suspends_and_resumes_with_its_service(
         found = await fake_kube.get("sandboxes", "conv-5")
         return found if condition(found, "Suspended").get("reason") == "PodTerminated" else None
 
-    paused = await eventually(suspended, within=30, what="the sandbox suspended")
+    paused = await until(suspended, within=30, what="the sandbox suspended")
     assert condition(paused, "Ready")["reason"] == "SandboxSuspended" and not paused["status"].get("podIPs")
     assert await fake_kube.get("pods", "conv-5") is None
 
@@ -301,7 +310,7 @@ async def test_restart_policy_always_restarts_the_agent(api: httpx.AsyncClient, 
         status = ((found or {}).get("status") or {}).get("containerStatuses") or [{}]
         return found if status[0].get("restartCount") == 1 and status[0].get("ready") else None
 
-    pod = await eventually(restarted, within=60, what="the agent restarted and ready")
+    pod = await until(restarted, within=60, what="the agent restarted and ready")
     last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert last["exitCode"] == 137 and last["reason"] == "Error"
     assert pod["status"]["phase"] == "Running"

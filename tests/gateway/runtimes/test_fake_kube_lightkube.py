@@ -11,6 +11,7 @@ from fake_kube.objects import agent_pod_spec, token_secret
 from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
@@ -29,6 +30,16 @@ async def client(fake_kube: FakeKube) -> AsyncIterator[AsyncClient]:
         await client.close()
 
 
+def _meta(obj: Any) -> ObjectMeta:
+    assert obj.metadata is not None
+    metadata: ObjectMeta = obj.metadata
+    return metadata
+
+
+def secret(name: str) -> Any:
+    return Secret.from_dict(token_secret(name, "t"))
+
+
 def sandbox(name: str, labels: dict[str, str]) -> Any:
     return Sandbox.from_dict(
         {
@@ -41,17 +52,17 @@ def sandbox(name: str, labels: dict[str, str]) -> Any:
 
 
 async def test_lightkube_creates_lists_patches_and_deletes(client: AsyncClient, fake_kube: FakeKube) -> None:
-    await client.create(Secret.from_dict(token_secret("agent-token", "t")))
+    await client.create(secret("agent-token"))
     created = await client.create(sandbox("one", {"convoy.install": "x"}))
-    assert created.metadata.uid and created.spec["replicas"] == 0
+    assert _meta(created).uid and created.spec["replicas"] == 0
     await client.create(sandbox("two", {"convoy.install": "y"}))
-    names = [item.metadata.name async for item in client.list(Sandbox, labels={"convoy.install": "x"})]
+    names = [_meta(item).name async for item in client.list(Sandbox, labels={"convoy.install": "x"})]
     assert names == ["one"]
 
     patched = await client.patch(
         Sandbox, "one", {"metadata": {"labels": {"extra": "1"}}}, patch_type=PatchType.MERGE
     )
-    assert patched.metadata.labels == {"convoy.install": "x", "extra": "1"}
+    assert _meta(patched).labels == {"convoy.install": "x", "extra": "1"}
     with pytest.raises(ApiError) as refused:
         await client.patch(Sandbox, "one", {"spec": {"replicas": 5}}, patch_type=PatchType.MERGE)
     assert refused.value.status.code == 422 and refused.value.status.reason == "Invalid"
@@ -96,14 +107,14 @@ async def test_lightkube_watches_from_a_list_version(client: AsyncClient) -> Non
     async for kind, obj in client.watch(
         SandboxTemplate, labels={"convoy.install": "w"}, resource_version=version, server_timeout=2
     ):
-        events.append((kind, obj.metadata.name, obj.spec.get("service")))
+        events.append((kind, _meta(obj).name, obj.spec.get("service")))
         if len(events) == 2:
             break
     assert events == [("ADDED", "t", None), ("MODIFIED", "t", True)]
 
 
 async def test_lightkube_sees_410_for_a_compacted_version(client: AsyncClient, fake_kube: FakeKube) -> None:
-    await client.create(Secret.from_dict(token_secret("s1", "t")))
+    await client.create(secret("s1"))
 
     async def compact() -> None:
         fake_kube.store.compact()

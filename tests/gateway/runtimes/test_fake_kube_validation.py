@@ -106,7 +106,7 @@ async def test_a_sandbox_gets_its_schema_defaults(api: httpx.AsyncClient) -> Non
 
 
 async def test_a_template_checks_its_network_policy_rules(api: httpx.AsyncClient) -> None:
-    rules = {
+    rules: dict[str, Any] = {
         "ingress": [
             {
                 "from": [{"podSelector": {"matchLabels": {"app": "gw"}}}],
@@ -116,7 +116,7 @@ async def test_a_template_checks_its_network_policy_rules(api: httpx.AsyncClient
         "egress": [],
     }
     spec = {"podTemplate": {"spec": pod_spec()}, "networkPolicy": rules}
-    template = {"metadata": {"name": "t"}, "spec": spec}
+    template: dict[str, Any] = {"metadata": {"name": "t"}, "spec": spec}
     assert (await api.post(TEMPLATES, json=template)).status_code == 201
     rules["ingress"][0]["ports"] = [{"port": 8080, "protocol": "TCPP"}]
     template["metadata"]["name"] = "t2"
