@@ -40,7 +40,7 @@ async def until(
     check: Callable[[], Awaitable[dict[str, Any] | None]], *, within: float = 30, what: str = ""
 ) -> dict[str, Any]:
     """:func:`eventually` of a check that answers an object or None: the object."""
-    found = await until(check, within=within, what=what)
+    found = await eventually(check, within=within, what=what)
     assert found is not None
     return found
 

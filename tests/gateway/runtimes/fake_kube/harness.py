@@ -129,6 +129,11 @@ class FakeKube:
                 self.base_url = f"http://127.0.0.1:{port}"
             started.set()
             await serving
+            # Nothing may outlive the loop: the last tasks (watch streams, probes) are cancelled.
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         self._thread = threading.Thread(
             target=self.loop.run_until_complete, args=(main(),), daemon=True, name="fake-kube"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ class Kubelet:
         self.nodes: dict[str, bool] = dict.fromkeys(nodes, True)  # name -> reachable
         self.runs: dict[str, PodRun] = {}
         self.errors: list[BaseException] = []  # what went wrong in the fake itself (a test fails on it)
+        self.started: list[Running] = []  # every container ever started, reaped by stop_all()
+        self.stopping = False  # no new container starts once set
         self.probe_interval = 0.1
         self.grace_cap = 10.0
         self._addresses = probes.Addresses()
@@ -154,13 +157,14 @@ class Kubelet:
         """Start the container (retrying while its config is missing); False: it cannot run."""
         while True:
             pod = self.store.find(PODS, run.namespace, run.name)
-            if pod is None or pod["metadata"]["uid"] != run.uid or run.terminating:
+            if pod is None or pod["metadata"]["uid"] != run.uid or run.terminating or self.stopping:
                 return False
             files = PodFiles(pod, run.folder, self._lookup(run.namespace))
             try:
                 run.ip = run.ip or self._addresses.take(files.arguments("0.0.0.0")[1])
                 # Shielded: a process once started is always known to terminate().
                 run.starting = asyncio.ensure_future(pod_process.start(files, run.ip))
+                run.starting.add_done_callback(self._track)
                 run.running = await asyncio.shield(run.starting)
                 break
             except ConfigError as error:
@@ -175,17 +179,18 @@ class Kubelet:
 
         def started(pod: Obj, status: Obj) -> None:
             status.update(phase="Running", podIP=run.ip, podIPs=[{"ip": run.ip}])
-            status["containerStatuses"] = [
-                container_status(
-                    pod,
-                    {"running": {"startedAt": run.started_at}},
-                    restarts=run.restarts,
-                    last=run.last_state,
-                )
-            ]
+            self._running(run, pod, status)
 
         pod_status.write(self.store, run.namespace, run.name, run.uid, started)
         return True
+
+    def _running(self, run: PodRun, pod: Obj, status: Obj) -> None:
+        state = {"running": {"startedAt": run.started_at}}
+        status["containerStatuses"] = [container_status(pod, state, run.ready, run.restarts, run.last_state)]
+
+    def _track(self, starting: asyncio.Task[Running]) -> None:
+        if not starting.cancelled() and starting.exception() is None:
+            self.started.append(starting.result())
 
     def _waiting(self, run: PodRun, reason: str, message: str) -> None:
         pod_status.write(
@@ -202,31 +207,24 @@ class Kubelet:
         """Probe readiness until the container exits; its exit code."""
         assert run.running is not None
         exited = asyncio.ensure_future(run.running.process.wait())
-        while not exited.done():
-            await asyncio.wait({exited}, timeout=self.probe_interval)
-            pod = self.store.find(PODS, run.namespace, run.name)
-            if exited.done() or pod is None or not self.nodes.get(run.node, False) or run.terminating:
-                continue  # a lost node's kubelet reports nothing
-            ready = await probes.ready(run.running, pod)
-            if ready != run.ready and not exited.done():
-                run.ready = ready
-                self._report_ready(run)
-        return pod_process.exit_code(exited.result())
+        try:
+            while not exited.done():
+                await asyncio.wait({exited}, timeout=self.probe_interval)
+                pod = self.store.find(PODS, run.namespace, run.name)
+                if exited.done() or pod is None or not self.nodes.get(run.node, False) or run.terminating:
+                    continue  # a lost node's kubelet reports nothing
+                ready = await probes.ready(run.running, pod)
+                if ready != run.ready and not exited.done():
+                    run.ready = ready
+                    self._report_ready(run)
+            return pod_process.exit_code(exited.result())
+        finally:
+            exited.cancel()
 
     def _report_ready(self, run: PodRun) -> None:
         def change(pod: Obj, status: Obj) -> None:
-            for kind in ("ContainersReady", "Ready"):
-                if run.ready:
-                    set_condition(status, kind, "True")
-                else:
-                    set_condition(
-                        status, kind, "False", "ContainersNotReady", "containers with unready status"
-                    )
-            status["containerStatuses"] = [
-                container_status(
-                    pod, {"running": {"startedAt": run.started_at}}, run.ready, run.restarts, run.last_state
-                )
-            ]
+            pod_status.containers_ready(status, run.ready)
+            self._running(run, pod, status)
 
         pod_status.write(self.store, run.namespace, run.name, run.uid, change)
 
@@ -293,9 +291,15 @@ class Kubelet:
             run.running.signal(number)
 
     async def stop_all(self) -> None:
-        """Stop every container this kubelet started (the fake is shutting down)."""
-        for run in list(self.runs.values()):
+        """Stop every container this kubelet started, and wait until each is reaped (the fake
+        is shutting down)."""
+        self.stopping = True
+        runs = list(self.runs.values())
+        for run in runs:
             self.stop(run, 2)
-        await asyncio.gather(
-            *(run.stopper for run in list(self.runs.values()) if run.stopper), return_exceptions=True
-        )
+        await asyncio.gather(*(run.stopper for run in runs if run.stopper), return_exceptions=True)
+        for running in self.started:
+            if running.process.returncode is None:
+                running.signal(signal.SIGCONT)
+                running.signal(signal.SIGKILL)
+            await running.process.wait()

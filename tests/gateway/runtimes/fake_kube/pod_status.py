@@ -41,13 +41,21 @@ def condition(obj: Obj, kind: str) -> Obj | None:
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
+def containers_ready(status: Obj, ready: bool) -> None:
+    """The ContainersReady and Ready conditions of a pod whose containers are (not) ready."""
+    for kind in ("ContainersReady", "Ready"):
+        if ready:
+            set_condition(status, kind, "True")
+        else:
+            set_condition(status, kind, "False", "ContainersNotReady", "containers with unready status")
+
+
 def pending(pod: Obj, status: Obj) -> None:
     """A pod just bound to a node: Pending, its container being created."""
     status.update(phase="Pending", hostIP="127.0.0.1", hostIPs=[{"ip": "127.0.0.1"}], startTime=now())
     set_condition(status, "PodScheduled", "True")
     set_condition(status, "Initialized", "True")  # init containers: taken as succeeded
-    for kind in ("ContainersReady", "Ready"):
-        set_condition(status, kind, "False", "ContainersNotReady", "containers with unready status")
+    containers_ready(status, False)
     status["containerStatuses"] = [container_status(pod, {"waiting": {"reason": "ContainerCreating"}})]
 
 
