@@ -12,22 +12,25 @@ from fake_kube.store import Obj
 
 class Addresses:
     """Loopback addresses for pods: all of 127/8 is loopback on Linux, so each pod gets one
-    of its own (``127.<random>.x.y``, a random second octet per fake so that two fakes, or
-    anything else on the machine, do not collide)."""
+    of its own, drawn at random from 127.64.0.0/10 (so that fakes in several test processes
+    at once, or anything else on the machine, hardly ever meet) and skipped when something
+    listens on it already, as an IPAM never hands out an address in use."""
 
     def __init__(self) -> None:
-        self._octet, self._next = random.randint(100, 250), 0
+        self._given: set[str] = set()
 
     def take(self, port: int) -> str:
         """A fresh address that nothing listens on at ``port``."""
         while True:
-            self._next += 1
-            ip = f"127.{self._octet}.{self._next // 250}.{self._next % 250 + 2}"
+            ip = f"127.{random.randint(64, 127)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+            if ip in self._given:
+                continue
             with socket.socket() as probe:
                 try:
                     probe.bind((ip, port))
                 except OSError:
                     continue
+            self._given.add(ip)
             return ip
 
 
