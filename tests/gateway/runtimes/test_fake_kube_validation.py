@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import kubernetes_validate
 import pytest
+import yaml
 from fake_kube.harness import FakeKube
+from fake_kube.validation import CORE_VERSION, CRD_DIR
 
 PODS = "/api/v1/namespaces/default/pods"
 SANDBOXES = "/apis/agents.x-k8s.io/v1alpha1/namespaces/default/sandboxes"
@@ -131,3 +135,22 @@ async def test_a_template_checks_its_network_policy_rules(api: httpx.AsyncClient
             },
         )
     ) == ["spec.envVarsInjectionPolicy"]
+
+
+@pytest.mark.parametrize("path", sorted(CRD_DIR.glob("*.yaml")), ids=lambda path: path.name)
+def test_the_crds_are_valid_manifests(path: Path) -> None:
+    """What an operator would apply: valid CustomResourceDefinitions, every schema structural
+    (each property typed, or explicitly open)."""
+    crd = yaml.safe_load(path.read_text())
+    kubernetes_validate.validate(crd, CORE_VERSION, strict=True)
+    assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.{crd['spec']['group']}"
+
+    def typed(schema: dict[str, Any], where: str) -> None:
+        assert "type" in schema or schema.get("x-kubernetes-preserve-unknown-fields"), where
+        for name, sub in (schema.get("properties") or {}).items():
+            typed(sub, f"{where}.{name}")
+        if isinstance(schema.get("items"), dict):
+            typed(schema["items"], f"{where}[]")
+
+    for version in crd["spec"]["versions"]:
+        typed(version["schema"]["openAPIV3Schema"], version["name"])
