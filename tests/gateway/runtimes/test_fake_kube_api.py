@@ -61,6 +61,12 @@ async def test_create_get_conflict_and_not_found(api: httpx.AsyncClient) -> None
     assert missing.json()["reason"] == "NotFound" and missing.json()["details"]["name"] == "two"
 
 
+async def test_a_malformed_body_is_a_bad_request(api: httpx.AsyncClient) -> None:
+    for body in (b"[1, 2]", b"{not json", b'{"metadata": "x"}'):
+        response = await api.post(CONFIGMAPS, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400 and response.json()["reason"] == "BadRequest", body
+
+
 async def test_generate_name_gives_a_fresh_name(api: httpx.AsyncClient) -> None:
     body = {"metadata": {"generateName": "pool-"}, "data": {}}
     names = {(await api.post(CONFIGMAPS, json=body)).json()["metadata"]["name"] for _ in range(3)}
@@ -90,6 +96,8 @@ async def test_list_by_label_selector(api: httpx.AsyncClient) -> None:
     assert await names("!app") == ["d"]
     bad = await api.get(CONFIGMAPS, params={"labelSelector": "tier in db"})
     assert bad.status_code == 400
+    bad_version = await api.get(CONFIGMAPS, params={"watch": "1", "resourceVersion": "abc"})
+    assert bad_version.status_code == 400 and bad_version.json()["reason"] == "BadRequest"
 
 
 async def test_merge_strategic_and_json_patches(api: httpx.AsyncClient) -> None:

@@ -97,12 +97,16 @@ def _flag(value: str | None) -> bool:
     return value in ("true", "1", "True")
 
 
-async def _body(request: Request) -> Any:
+async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object (an empty body: ``{}``); 400 for anything else."""
     raw = await request.body()
     try:
-        return json.loads(raw or b"{}")
+        body = json.loads(raw or b"{}")
     except ValueError as error:
         raise errors.bad_request(f"the request body is not JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise errors.bad_request("the request body is not a JSON object")
+    return body
 
 
 class ApiServer:
@@ -141,6 +145,10 @@ class ApiServer:
             )
         except ApiError as error:
             response = JSONResponse(error.status(), error.code)
+        except (AttributeError, TypeError, KeyError, ValueError) as error:
+            # An object of the wrong shape (a string for metadata...): decoding it fails on a real
+            # server too, with a 400.
+            response = JSONResponse(errors.bad_request(f"the object is malformed: {error!r}").status(), 400)
         self.requests.append(_record(verb, request.url.path, target, response.status_code))
         return response
 
@@ -221,6 +229,9 @@ class ApiServer:
         resource, namespace = target.resource, target.namespace
         if verb == "watch":
             timeout = request.query_params.get("timeoutSeconds")
+            version = request.query_params.get("resourceVersion")
+            if not (timeout or "0").isdigit() or not (version or "0").isdigit():
+                raise errors.bad_request("timeoutSeconds and resourceVersion must be whole numbers")
             watch = WatchRequest(
                 resource,
                 namespace,
