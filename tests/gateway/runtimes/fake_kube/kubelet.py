@@ -214,7 +214,9 @@ class Kubelet:
                 if exited.done() or pod is None or not self.nodes.get(run.node, False) or run.terminating:
                     continue  # a lost node's kubelet reports nothing
                 ready = await probes.ready(run.running, pod)
-                if ready != run.ready and not exited.done():
+                # The node may have been lost while the probe ran: then its answer is stale.
+                reachable = self.nodes.get(run.node, False) and not run.terminating
+                if ready != run.ready and reachable and not exited.done():
                     run.ready = ready
                     self._report_ready(run)
             return pod_process.exit_code(exited.result())
