@@ -114,7 +114,6 @@ class KubernetesRuntime(WithoutLifecycle):
         self._settings = settings
         self._api = api
         self._pods_mode = settings.kubernetes_mode == "pods"
-        self.carrier = "pods" if self._pods_mode else "sandboxes"
         self.policy = objs.PodPolicy(
             install=settings.install,
             namespace=api.namespace,
@@ -201,7 +200,8 @@ class KubernetesRuntime(WithoutLifecycle):
         spec = objs.spec_of(obj, self._claim_token() if spare else None, data)
         if spec is None:
             return None
-        pod = self.mirrors["pods"].get(pod_name(kind, obj)) if kind != "pods" else obj
+        # A pod being deleted still says why (an evicted one: its lost node), so it is looked at.
+        pod = self.mirrors["pods"].items.get(pod_name(kind, obj) or "") if kind != "pods" else obj
         seen = observe(kind, obj, pod)
         if seen.state is SandboxState.EXITED:
             self._ended.setdefault(spec.conversation_id, seen)
@@ -268,7 +268,7 @@ class KubernetesRuntime(WithoutLifecycle):
             await self._api.create("secrets", objs.conversation_secret(self.policy, spec))
         )
         if progress:
-            await progress(f"creating {self.carrier[:-1]}")
+            await progress("creating pod" if self._pods_mode else "creating sandbox")
         if self._pods_mode:
             self.mirrors["pods"].put(await self._api.create("pods", pods.pod(self.policy, spec)))
         else:

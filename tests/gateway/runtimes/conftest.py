@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import pytest
 from dockertools import docker_runtime_of, labelled, remove_labelled
+from fake_kube.fixture import fake_kube  # noqa: F401  (the fake Kubernetes API server)
 
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
