@@ -56,8 +56,10 @@ in :mod:`gateway.runtimes.kubernetes_pods`, states in :mod:`gateway.runtimes.kub
 - State comes from watches (:mod:`gateway.runtimes.kubernetes_watch`), never polling.
 - A node lost: its pods get ``NodeLost`` / ``DisruptionTarget`` (after
   ``kubernetes_node_lost_after`` seconds, the pods' toleration): EXITED, the
-  reason naming the node; once seen, the runtime keeps it EXITED even if the
-  controller makes a new pod (the workspace is never moved silently).
+  reason naming the node; once seen, the runtime keeps it EXITED, and a pod
+  the Sandbox controller makes later in the lost one's place (made longer
+  after its Sandbox than any start may take) is EXITED for every gateway, a
+  restarted one too: a workspace is never moved silently.
 
 Not supported here: pause/resume, snapshots and forks (an emptyDir workspace
 dies with its pod), templates other than the default (images come from a
@@ -202,7 +204,7 @@ class KubernetesRuntime(WithoutLifecycle):
             return None
         # A pod being deleted still says why (an evicted one: its lost node), so it is looked at.
         pod = self.mirrors["pods"].items.get(pod_name(kind, obj) or "") if kind != "pods" else obj
-        seen = observe(kind, obj, pod)
+        seen = observe(kind, obj, pod, self._settings.start_timeout)
         if seen.state is SandboxState.EXITED:
             self._ended.setdefault(spec.conversation_id, seen)
         seen = self._ended.get(spec.conversation_id, seen)

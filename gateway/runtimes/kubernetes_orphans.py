@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,18 +24,15 @@ from gateway.runtimes.base import (
     TemplateSource,
 )
 from gateway.runtimes.kubernetes_objects import CONVERSATION_ID, ROLE
+from gateway.runtimes.kubernetes_state import created
 from gateway.runtimes.kubernetes_watch import gone
 from gateway.runtimes.template_catalog import DefaultTemplateOnly
 
 
-def age(obj: dict[str, Any], now: float | None = None) -> float:
+def age(obj: dict[str, Any]) -> float:
     """Seconds since the object was made (its creationTimestamp; 0 when unknown)."""
-    stamp = (obj.get("metadata") or {}).get("creationTimestamp")
-    try:
-        made = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return (now if now is not None else time.time()) - made.timestamp()
+    made = created(obj)
+    return 0.0 if made is None else time.time() - made
 
 
 def left_over(

@@ -13,14 +13,18 @@ named in ``status.sandbox.name``). In this order:
    carrier's ``Finished`` condition is True): EXITED with the exit code, OOM
    when the kubelet says ``OOMKilled``, and the termination message (the last
    log lines: ``FallbackToLogsOnError``);
-3. the carrier's ``Ready`` condition is True (the Sandbox's and claim's mirror
+3. the pod was made later than any start may take after the carrier (a
+   controller replaced a lost one: new pod, empty workspace): EXITED, never
+   the old sandbox silently moved;
+4. the carrier's ``Ready`` condition is True (the Sandbox's and claim's mirror
    the pod's, which follows the agent's ``/ready`` probe) and it has an IP: RUNNING;
-4. else STARTING.
+5. else STARTING.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gateway.runtimes.base import SandboxState
@@ -113,9 +117,36 @@ def _ended(terminated: dict[str, Any]) -> Observed:
     return Observed(SandboxState.EXITED, "", reason, int(code) if code is not None else None, oom)
 
 
-def observe(kind: str, obj: dict[str, Any], pod: dict[str, Any] | None) -> Observed:
-    """The state of the sandbox carried by ``obj`` (of ``kind``) whose pod is ``pod``."""
+def created(obj: dict[str, Any]) -> float | None:
+    """When the API made ``obj`` (its creationTimestamp, POSIX seconds), if it says."""
+    stamp = (obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp() if stamp else None
+    except ValueError:
+        return None
+
+
+def _replaced(obj: dict[str, Any], pod: dict[str, Any], within: float) -> str | None:
+    """A start gives up after ``within`` seconds: a pod made later than that after its carrier
+    is no pod the sandbox started with (a Sandbox controller's replacement of a lost one)."""
+    made, carried = created(pod), created(obj)
+    if made is None or carried is None or made - carried <= within:
+        return None
+    node = (pod.get("spec") or {}).get("nodeName") or "another node"
+    return (
+        f"the sandbox's pod was replaced on {node} (its node was lost or it was deleted): "
+        "its workspace and event log went with the old pod"
+    )
+
+
+def observe(kind: str, obj: dict[str, Any], pod: dict[str, Any] | None, within: float) -> Observed:
+    """The state of the sandbox carried by ``obj`` (of ``kind``) whose pod is ``pod``; ``within``:
+    the seconds a start may take (the runtime's start timeout)."""
     url = base_url_of(_address(kind, obj, pod))
+    if pod is not None and kind != "pods":
+        replaced = _replaced(obj, pod, within)
+        if replaced is not None:
+            return Observed(SandboxState.EXITED, url, replaced)
     if pod is not None:
         lost = _lost(pod)
         if lost is not None:

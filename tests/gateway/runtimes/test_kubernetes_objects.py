@@ -133,9 +133,9 @@ def _pod(**status: Any) -> dict[str, Any]:
 
 
 def test_ready_with_an_address_is_running_and_nothing_less() -> None:
-    assert observe("sandboxes", _sandbox(None), None).state is SandboxState.STARTING
-    assert observe("sandboxes", _sandbox("True"), _pod()).state is SandboxState.STARTING  # no IP yet
-    running = observe("sandboxes", _sandbox("True", ["127.0.3.4"]), _pod(podIP="127.0.3.4"))
+    assert observe("sandboxes", _sandbox(None), None, 60).state is SandboxState.STARTING
+    assert observe("sandboxes", _sandbox("True"), _pod(), 60).state is SandboxState.STARTING  # no IP yet
+    running = observe("sandboxes", _sandbox("True", ["127.0.3.4"]), _pod(podIP="127.0.3.4"), 60)
     assert running.state is SandboxState.RUNNING and running.base_url == "http://127.0.3.4:8080"
 
 
@@ -144,21 +144,36 @@ def test_a_lost_node_ends_the_sandbox_with_a_reason_naming_it() -> None:
         _pod(reason="NodeLost", message="Node node-7 which was running pod convoy-x is unresponsive"),
         _pod(conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"}]),
     ):
-        seen = observe("sandboxes", _sandbox("True", ["127.0.3.4"]), lost)
+        seen = observe("sandboxes", _sandbox("True", ["127.0.3.4"]), lost, 60)
         assert seen.state is SandboxState.EXITED and seen.reason is not None and "node-7" in seen.reason
+
+
+def test_a_pod_made_long_after_its_sandbox_is_a_replacement_not_the_sandbox() -> None:
+    sandbox = _sandbox("True", ["127.0.3.4"]) | {"metadata": {"creationTimestamp": "2026-01-01T10:00:00Z"}}
+
+    def pod_made(at: str) -> dict[str, Any]:
+        pod = _pod(podIP="127.0.3.4", conditions=[{"type": "Ready", "status": "True"}])
+        return pod | {"metadata": {"creationTimestamp": at}}
+
+    first = observe("sandboxes", sandbox, pod_made("2026-01-01T10:00:02Z"), 60)
+    assert first.state is SandboxState.RUNNING
+    later = observe("sandboxes", sandbox, pod_made("2026-01-01T10:05:00Z"), 60)
+    assert later.state is SandboxState.EXITED and later.reason and "node-7" in later.reason
 
 
 def test_an_oom_kill_and_an_exit_say_so() -> None:
     def ended(**terminated: Any) -> dict[str, Any]:
         return _pod(containerStatuses=[{"name": "agent", "state": {"terminated": terminated}}])
 
-    oom = observe("sandboxes", _sandbox("False"), ended(exitCode=137, reason="OOMKilled"))
+    oom = observe("sandboxes", _sandbox("False"), ended(exitCode=137, reason="OOMKilled"), 60)
     assert oom.state is SandboxState.EXITED and oom.oom_killed and oom.exit_code == 137
-    crash = observe("sandboxes", _sandbox("False"), ended(exitCode=2, reason="Error", message="bad settings"))
+    crash = observe(
+        "sandboxes", _sandbox("False"), ended(exitCode=2, reason="Error", message="bad settings"), 60
+    )
     assert crash.exit_code == 2 and crash.reason is not None and "bad settings" in crash.reason
     done = [{"type": "Finished", "status": "True", "reason": "PodFailed"}]
     finished = {"metadata": {}, "status": {"conditions": done}}
-    assert observe("sandboxes", finished, None).state is SandboxState.EXITED
+    assert observe("sandboxes", finished, None, 60).state is SandboxState.EXITED
 
 
 def test_left_overs_are_old_objects_nobody_holds() -> None:

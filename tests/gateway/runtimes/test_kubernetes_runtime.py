@@ -11,9 +11,10 @@ import asyncio
 import httpx
 import pytest
 from dockertools import Agent, create, wait_status
+from fake_kube import rbac
 from fake_kube.harness import FakeKube
 from gw_helpers import make_spec
-from kube_helpers import RBAC_PODS_MODE, held, kube_runtime, kube_settings, role_rules
+from kube_helpers import RBAC, RBAC_PODS_MODE, held, kube_runtime, kube_settings, role_rules
 
 from gateway.app import create_app
 from gateway.errors import SpareTaken
@@ -200,13 +201,17 @@ async def test_every_call_is_one_the_role_grants_and_every_object_is_valid(
     fake_kube: FakeKube, tmp_path
 ) -> None:
     settings = kube_settings(fake_kube, tmp_path, pool_size=1)
+    fake_kube.enforce(rbac.rules_of(RBAC))  # anything else: 403, as from a real authorizer
     async with kube_runtime(settings) as runtime:
         cold = await runtime.start(make_spec(env={"A": "1"}, internet=True))
         spare = await runtime.start(make_spec(owner="", title="", pool="default"))
         await runtime.claim(spare, make_spec(conversation_id=spare.conversation_id))
         await runtime.cleanup_orphans()
         for handle in (cold, spare):
-            await runtime.remove(handle.conversation_id)
+            assert await runtime.remove(handle.conversation_id)
+    async with kube_runtime(settings) as restarted:  # a gateway's start: it lists and adopts
+        assert await restarted.list() == []
+    assert not rbac.uncovered(fake_kube.requests, rbac.rules_of(RBAC))
     granted = role_rules()
     made = [(r.group, r.resource, r.verb) for r in fake_kube.requests if r.resource]
     assert made and set(made) <= granted, sorted(set(made) - granted)
@@ -217,6 +222,7 @@ async def test_every_call_is_one_the_role_grants_and_every_object_is_valid(
 async def test_plain_pods_without_the_crds(fake_kube: FakeKube, tmp_path) -> None:
     settings = kube_settings(fake_kube, tmp_path, kubernetes_mode="pods", pool_size=1)
     async with kube_runtime(settings) as runtime, httpx.AsyncClient(timeout=30) as client:
+        fake_kube.enforce(rbac.rules_of(RBAC) + rbac.rules_of(RBAC_PODS_MODE))
         cold = await runtime.start(make_spec(env={"A": "cold"}))
         spare = await runtime.start(make_spec(owner="", title="", pool="default"))
         conversation = make_spec(conversation_id=spare.conversation_id, env={"A": "claimed"})
@@ -230,9 +236,35 @@ async def test_plain_pods_without_the_crds(fake_kube: FakeKube, tmp_path) -> Non
         for handle in (cold, claimed):
             assert await runtime.remove(handle.conversation_id)
         requests = [r for r in fake_kube.requests if r.resource]  # the runtime's (not this test's look)
+        fake_kube.enforce(None)
         await eventually(lambda: _nothing_left(fake_kube, settings.install), what="nothing left")
     kinds = {r.resource for r in requests}
     assert kinds <= {"pods", "secrets", "networkpolicies"}, kinds  # no agent-sandbox object at all
     granted = role_rules() | role_rules(RBAC_PODS_MODE)
     made = {(r.group, r.resource, r.verb) for r in requests}
     assert made <= granted, sorted(made - granted)
+
+
+@pytest.mark.timeout(300)
+async def test_a_pod_replaced_while_no_gateway_watched_is_no_sandbox_of_theirs(
+    fake_kube: FakeKube, tmp_path
+) -> None:
+    settings = kube_settings(fake_kube, tmp_path, start_timeout=30.0)
+    first = await KubernetesRuntime.connect(settings)
+    handle = await first.start(make_spec())
+    await first.close()  # no gateway runs while the node goes and comes back
+    (pod,) = await held(fake_kube, "pods", settings.install)
+    node = pod["spec"]["nodeName"]
+    await fake_kube.lose_node(node)
+    await asyncio.sleep(settings.start_timeout + 1)  # the replacement is made later than a start may take
+    await fake_kube.restore_node(node)
+
+    async def replaced() -> bool:
+        pods = await held(fake_kube, "pods", settings.install)
+        return any(p["metadata"]["uid"] != pod["metadata"]["uid"] and p["status"].get("podIP") for p in pods)
+
+    await eventually(replaced, what="the Sandbox controller made a new pod")
+    async with kube_runtime(settings) as second:
+        found = await second.find(handle.conversation_id)
+        assert found is not None and found.state is SandboxState.EXITED, found
+        assert found.reason and "replaced" in found.reason
