@@ -74,7 +74,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import secrets
 import time
 from typing import Any
 from uuid import UUID
@@ -95,6 +94,7 @@ from gateway.runtimes.claiming import Claimer, claim_of
 from gateway.runtimes.kubernetes_api import Conflict, KubeApi
 from gateway.runtimes.kubernetes_orphans import WithoutLifecycle, left_over
 from gateway.runtimes.kubernetes_state import Observed, observe, pod_name
+from gateway.runtimes.kubernetes_warm import WarmPools
 from gateway.runtimes.kubernetes_watch import Changes, Mirror, gone
 from gateway.runtimes.template_catalog import DefaultTemplateOnly
 from gateway.settings import Settings
@@ -135,9 +135,10 @@ class KubernetesRuntime(WithoutLifecycle):
         self._templates = DefaultTemplateOnly("kubernetes", f"the sandbox image {settings.kubernetes_image}")
         self._starting: set[UUID] = set()
         self._ended: dict[UUID, Observed] = {}  # EXITED once seen stays so (a lost node's pod)
-        self._pools: dict[str, asyncio.Lock] = {}
-        self._pools_made: set[str] = set()
-        self._claim_secret: str | None = None
+        replicas = settings.kubernetes_warm_replicas
+        sizes = pool_sizes(settings, self.name)
+        warm = {template: size if replicas is None else replicas for template, size in sizes.items()}
+        self.pools = WarmPools(api, self.policy, self.mirrors["secrets"], warm)
 
     @classmethod
     async def connect(cls, settings: Settings) -> KubernetesRuntime:
@@ -147,7 +148,7 @@ class KubernetesRuntime(WithoutLifecycle):
         runtime = cls(settings, api)
         try:
             for policy in pods.network_policies(runtime.policy):
-                await runtime._ensure("networkpolicies", policy, {"spec": policy["spec"]})
+                await api.create_or_patch("networkpolicies", policy, {"spec": policy["spec"]})
             for mirror in runtime.mirrors.values():
                 mirror.start()
             for mirror in runtime.mirrors.values():
@@ -159,13 +160,6 @@ class KubernetesRuntime(WithoutLifecycle):
             await runtime.close()
             raise
         return runtime
-
-    async def _ensure(self, kind: str, body: dict[str, Any], patch: dict[str, Any]) -> None:
-        """Create ``body``, or merge-patch ``patch`` into the one that exists."""
-        try:
-            await self._api.create(kind, body)
-        except Conflict:
-            await self._api.patch(kind, body["metadata"]["name"], patch)
 
     # --- what the API holds -----------------------------------------------------------
 
@@ -199,7 +193,7 @@ class KubernetesRuntime(WithoutLifecycle):
             data = self._secrets_of(UUID(labels[objs.CONVERSATION_ID]))
         except ValueError:
             return None
-        spec = objs.spec_of(obj, self._claim_token() if spare else None, data)
+        spec = objs.spec_of(obj, self.pools.claim_token() if spare else None, data)
         if spec is None:
             return None
         # A pod being deleted still says why (an evicted one: its lost node), so it is looked at.
@@ -209,12 +203,6 @@ class KubernetesRuntime(WithoutLifecycle):
             self._ended.setdefault(spec.conversation_id, seen)
         seen = self._ended.get(spec.conversation_id, seen)
         return SandboxHandle(spec, seen.base_url, seen.state, seen.exit_code, seen.oom_killed, seen.reason)
-
-    def _claim_token(self) -> str | None:
-        if self._claim_secret is None:
-            found = self.mirrors["secrets"].get(objs.claim_secret_name(self._settings.install))
-            self._claim_secret = objs.decoded(found).get("token") if found else None
-        return self._claim_secret
 
     async def _fresh(self) -> None:
         """Make sure the mirrors are live; list for real where one is not (RuntimeUnavailable)."""
@@ -257,7 +245,7 @@ class KubernetesRuntime(WithoutLifecycle):
 
     async def _create(self, spec: SandboxSpec, progress: ProgressCallback | None) -> None:
         if spec.pool is not None and not self._pods_mode:
-            await self._pool_ready(spec.pool)
+            await self.pools.ready(spec.pool)
             if progress:
                 await progress("claiming a warm sandbox")
             self.mirrors["sandboxclaims"].put(
@@ -277,31 +265,6 @@ class KubernetesRuntime(WithoutLifecycle):
             self.mirrors["sandboxes"].put(
                 await self._api.create("sandboxes", pods.sandbox(self.policy, spec))
             )
-
-    async def _pool_ready(self, template: str) -> None:
-        """The installation's claim secret, and the template's SandboxTemplate and SandboxWarmPool."""
-        if template in self._pools_made:
-            return
-        async with self._pools.setdefault(template, asyncio.Lock()):
-            if template in self._pools_made:
-                return
-            if self._claim_token() is None:
-                secret = objs.claim_secret(self.policy, secrets.token_urlsafe(32))
-                try:
-                    self.mirrors["secrets"].put(await self._api.create("secrets", secret))
-                except Conflict:  # another gateway made it: read it
-                    await self.mirrors["secrets"].refresh()
-                self._claim_secret = None
-                if self._claim_token() is None:
-                    raise SandboxStartError("the installation's claim secret cannot be read")
-            body = pods.sandbox_template(self.policy, template)
-            await self._ensure("sandboxtemplates", body, {"spec": body["spec"]})
-            replicas = self._settings.kubernetes_warm_replicas
-            if replicas is None:
-                replicas = pool_sizes(self._settings, self.name).get(template, 0)
-            pool = pods.warm_pool(self.policy, template, replicas)
-            await self._ensure("sandboxwarmpools", pool, {"spec": {"replicas": replicas}})
-            self._pools_made.add(template)
 
     async def _wait(self, conversation_id: UUID, deadline: float) -> SandboxHandle:
         """Until the sandbox is RUNNING and its agent answers; SandboxStartError when it ends first."""

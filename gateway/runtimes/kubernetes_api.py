@@ -145,6 +145,13 @@ class KubeApi:
         with _mapped(f"patch {kind}/{name}"):
             return _dict(await self._client.patch(KINDS[kind], name, body, patch_type=PatchType.MERGE))
 
+    async def create_or_patch(self, kind: str, body: dict[str, Any], patch: dict[str, Any]) -> None:
+        """Create ``body``, or merge-patch ``patch`` into the object of its name that exists."""
+        try:
+            await self.create(kind, body)
+        except Conflict:
+            await self.patch(kind, body["metadata"]["name"], patch)
+
     async def close(self) -> None:
         with contextlib.suppress(httpx2.HTTPError, OSError):
             await self._client.close()
