@@ -155,6 +155,7 @@ class KubernetesRuntime(WithoutLifecycle):
                 if not await mirror.synced(_SYNC_TIMEOUT):
                     raise RuntimeUnavailable(
                         f"the Kubernetes API did not list {mirror.kind} within {_SYNC_TIMEOUT:g}s"
+                        + (f": {mirror.error}" if mirror.error else "")
                     )
         except BaseException:
             await runtime.close()
@@ -217,8 +218,12 @@ class KubernetesRuntime(WithoutLifecycle):
 
     async def list(self) -> builtins.list[SandboxHandle]:
         await self._fresh()
-        handles = (self._handle(kind, obj) for kind, obj in self._carriers())
-        return [handle for handle in handles if handle is not None]
+        carriers = self._carriers()
+        handles = [handle for handle in (self._handle(kind, obj) for kind, obj in carriers) if handle]
+        listed = {handle.conversation_id for handle in handles}
+        for gone_id in [key for key in self._ended if key not in listed]:  # removed elsewhere
+            del self._ended[gone_id]
+        return handles
 
     # --- starting ---------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ class Mirror:
         self.items: dict[str, dict[str, Any]] = {}
         self._forgotten: set[str] = set()  # uids deleted here, until their DELETED event
         self._live = False
+        #: Why the last list or watch failed (None: it did not), for the runtime's messages.
+        self.error: str | None = None
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -98,6 +100,7 @@ class Mirror:
                 log.info("watch of %s: version too old, listing again", self.kind)
                 continue
             except RuntimeFailure as error:
+                self.error = str(error)
                 log.warning("watch of %s failed (retrying in %.1fs): %s", self.kind, pause, error)
             self._live = False
             await asyncio.sleep(pause)
@@ -109,7 +112,7 @@ class Mirror:
         items, version = await self.api.list(self.kind, self.labels)
         self.items = {_name(obj): obj for obj in items if _uid(obj) not in self._forgotten}
         self._forgotten &= {_uid(obj) for obj in items}  # the others' DELETED events are past
-        self._live = True
+        self._live, self.error = True, None
         self._synced.set()
         self._changes.notify()
         return version

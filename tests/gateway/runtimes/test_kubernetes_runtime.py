@@ -10,6 +10,7 @@ import asyncio
 
 import httpx
 import pytest
+import yaml
 from dockertools import Agent, create, wait_status
 from fake_kube import rbac
 from fake_kube.harness import FakeKube
@@ -17,12 +18,12 @@ from gw_helpers import make_spec
 from kube_helpers import RBAC, RBAC_PODS_MODE, held, kube_runtime, kube_settings, role_rules
 
 from gateway.app import create_app
-from gateway.errors import SpareTaken
+from gateway.errors import RuntimeFailure, RuntimeUnavailable, SpareTaken
 from gateway.runtimes.base import SandboxState
 from gateway.runtimes.claiming import claim_of
 from gateway.runtimes.kubernetes import KubernetesRuntime
 from sandbox_agent.protocol import CLAIM_SECRET_HEADER, TOKEN_HEADER
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 
 CONVERSATION_KINDS = ("sandboxes", "sandboxclaims", "pods", "secrets")
 
@@ -268,3 +269,21 @@ async def test_a_pod_replaced_while_no_gateway_watched_is_no_sandbox_of_theirs(
         found = await second.find(handle.conversation_id)
         assert found is not None and found.state is SandboxState.EXITED, found
         assert found.reason and "replaced" in found.reason
+
+
+async def test_an_api_that_refuses_or_does_not_answer_fails_the_connect_clearly(
+    fake_kube: FakeKube, tmp_path
+) -> None:
+    fake_kube.enforce([])  # a service account with no Role bound
+    with pytest.raises(RuntimeFailure) as refused:
+        await KubernetesRuntime.connect(kube_settings(fake_kube, tmp_path))
+    assert "403" in str(refused.value), refused.value
+    fake_kube.enforce(None)
+    config = yaml.safe_load(fake_kube.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    nowhere = tmp_path / "nowhere.kubeconfig"
+    nowhere.write_text(yaml.safe_dump(config))
+    with pytest.raises(RuntimeUnavailable):
+        await KubernetesRuntime.connect(
+            kube_settings(fake_kube, tmp_path, kubernetes_kubeconfig=str(nowhere))
+        )
