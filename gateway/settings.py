@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-RuntimeName = Literal["auto", "process", "docker", "memory"]
+RuntimeName = Literal["auto", "process", "docker", "memory", "kubernetes"]
 DockerReach = Literal["auto", "published", "network"]
 
 
@@ -198,6 +198,37 @@ class Settings(BaseSettings):
         "10.213.0.0/16",
         description="IPv4 range the per-conversation networks (a /29 each) are carved from; "
         "it must not overlap the host's own networks.",
+    )
+
+    # --- kubernetes runtime (gateway/runtimes/kubernetes.py) ------------------------
+    kubernetes_kubeconfig: str | None = Field(
+        None, description="A kubeconfig file; unset: in-cluster (the pod's service account), else KUBECONFIG."
+    )
+    kubernetes_namespace: str | None = Field(None, description="Where sandboxes go; unset: the config's.")
+    kubernetes_mode: Literal["sandboxes", "pods"] = Field(
+        "sandboxes",
+        description="sandboxes: the agent-sandbox CRDs (Sandbox; SandboxTemplate, SandboxWarmPool and "
+        "SandboxClaim for pools); pods: plain Pods, for clusters without them.",
+    )
+    kubernetes_image: str = Field(
+        "convoy-sandbox:latest", description="The sandbox image (the nodes pull it)."
+    )
+    kubernetes_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    kubernetes_gateway_labels: str = Field(
+        "app.kubernetes.io/name=convoy-gateway",
+        pattern=r"^[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*(,[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*)*$",
+        description="Labels of the gateway's pods (k=v,...): the only pods sandboxes admit.",
+    )
+    kubernetes_memory: int = Field(512 * 1024 * 1024, ge=6 * 1024 * 1024, description="Bytes, by default.")
+    kubernetes_cpus: float = Field(1.0, gt=0)
+    kubernetes_node_lost_after: int = Field(
+        30, ge=0, description="Seconds a sandbox stays on an unreachable node before it is evicted (ERROR)."
+    )
+    kubernetes_warm_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="Ready sandboxes each SandboxWarmPool keeps behind the pool's claimed-ahead spares; "
+        "unset: the pool's size.",
     )
 
     # --- observability (issue 14: metrics, usage, logs) --------------------------

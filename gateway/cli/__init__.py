@@ -42,7 +42,7 @@ def serve(
     runtime: Annotated[
         str | None,
         typer.Option(
-            help="auto|process|docker|memory (env CONVOY_RUNTIME); auto = Docker when an engine answers."
+            help="auto|process|docker|kubernetes|memory (env CONVOY_RUNTIME); auto = Docker if one answers."
         ),
     ] = None,
 ) -> None:

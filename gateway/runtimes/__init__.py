@@ -1,9 +1,10 @@
-"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker``, ``memory``
-(agents inside the gateway's process, for tests) or ``auto`` (Docker when an
+"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker``, ``kubernetes``,
+``memory`` (agents inside the gateway's process, for tests) or ``auto`` (Docker when an
 engine answers, else the local process runtime).
 
-The Docker runtime is imported lazily so that nothing outside
-``gateway/runtimes/docker.py`` imports aiodocker, and a machine without it
+The Docker and Kubernetes runtimes are imported lazily so that nothing outside
+``gateway/runtimes/docker.py`` imports aiodocker (nor outside
+``gateway/runtimes/kubernetes_api.py`` lightkube), and a machine without them
 still runs the process runtime.
 """
 
@@ -28,9 +29,13 @@ async def _docker(settings: Settings) -> Runtime:
 
 async def create_runtime(settings: Settings) -> Runtime:
     """The runtime ``settings`` ask for. Raises :class:`RuntimeUnavailable` when
-    ``docker`` is asked for explicitly and no engine answers."""
+    ``docker`` or ``kubernetes`` is asked for explicitly and its API does not answer."""
     if settings.runtime == "docker":
         return await _docker(settings)
+    if settings.runtime == "kubernetes":
+        from gateway.runtimes.kubernetes import KubernetesRuntime
+
+        return await KubernetesRuntime.connect(settings)
     if settings.runtime == "memory":
         from gateway.runtimes.memory import MemoryRuntime
 

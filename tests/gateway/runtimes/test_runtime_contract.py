@@ -1,7 +1,8 @@
 """The Runtime state contract (gateway/runtimes/base.py), checked for real on every runtime:
 absent, STARTING/RUNNING while a start is under way, RUNNING once started, EXITED with
 a reason when the agent ends, absent again after remove, cleanup_orphans or a removal
-behind the runtime's back. Memory and process run everywhere; Docker where marked."""
+behind the runtime's back. Memory and process run everywhere; Docker where marked; Kubernetes
+against the fake API server (fake_kube), whose pods run the agent as local processes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -91,12 +93,37 @@ async def _docker(settings: Settings) -> Subject:
     return Subject("docker", settings, runtime, end_agent, peer)
 
 
-@pytest.fixture(params=["memory", "process", pytest.param("docker", marks=pytest.mark.docker)])
+async def _kubernetes(settings: Settings, kube: Any) -> Subject:
+    from gateway.runtimes.kubernetes import KubernetesRuntime
+
+    runtime = await KubernetesRuntime.connect(settings)
+
+    async def end_agent(conversation_id: UUID) -> None:
+        await kube.kill_agent(kube.namespace, f"convoy-{conversation_id}")
+
+    @asynccontextmanager
+    async def peer() -> AsyncIterator[Runtime]:
+        other = await KubernetesRuntime.connect(settings)
+        try:
+            yield other
+        finally:
+            await other.close()
+
+    return Subject("kubernetes", settings, runtime, end_agent, peer)
+
+
+@pytest.fixture(params=["memory", "process", pytest.param("docker", marks=pytest.mark.docker), "kubernetes"])
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
     kind = str(request.param)
     if kind == "docker":
         settings: Settings = request.getfixturevalue("docker_settings")
         made = await _docker(settings)
+    elif kind == "kubernetes":
+        from kube_helpers import kube_settings
+
+        kube = request.getfixturevalue("fake_kube")
+        settings = kube_settings(kube, tmp_path)
+        made = await _kubernetes(settings, kube)
     else:
         settings = base_settings(tmp_path / "state", runtime=kind, process_stop_grace=2.0)
         made = _memory(settings) if kind == "memory" else _process(settings)
@@ -285,6 +312,8 @@ _BURN = (
 
 
 async def test_usage_moves_when_a_task_burns_cpu_and_memory(subject: Subject) -> None:
+    if subject.kind == "kubernetes":
+        pytest.skip("the kubernetes runtime reads no metrics API: it measures nothing")
     runtime, spec = subject.runtime, make_spec()
     assert await runtime.usage(spec.conversation_id) is None  # absent
     handle = await runtime.start(spec)
@@ -326,7 +355,7 @@ async def test_a_spare_answers_only_its_claim_and_is_claimed_once(subject: Subje
     spare_spec = make_spec(owner="", title="", pool="default")
     spare = await runtime.start(spare_spec)
     assert spare.state is SandboxState.RUNNING and spare.spec.pool == "default"
-    secret = spare_spec.token
+    secret = spare.spec.token  # the spec's (kubernetes: every warm pool sandbox shares one)
     conversation = make_spec(
         conversation_id=spare_spec.conversation_id, env={"GREETING": "hi"}, on_idle="pause"
     )
