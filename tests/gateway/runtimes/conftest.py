@@ -15,8 +15,8 @@ import pytest
 from dockertools import docker_runtime_of, labelled, remove_labelled
 from fake_docker import ready_engine
 from fake_engine import FakeEngine
-from gw_helpers import Serve
 from fake_kube.fixture import fake_kube  # noqa: F401  (the fake Kubernetes API server)
+from gw_helpers import Serve
 
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
