@@ -41,7 +41,8 @@ _LAUNCHER = (
 _DOCKERFILE = f"""FROM {BASE_IMAGE}
 COPY site /opt/swerex
 COPY swerex-remote /usr/local/bin/swerex-remote
-RUN chmod 0755 /usr/local/bin/swerex-remote && python3 -c "import sys; sys.path.insert(0, '/opt/swerex'); import swerex.server"
+RUN chmod 0755 /usr/local/bin/swerex-remote \\
+    && PYTHONPATH=/opt/swerex python3 -c "import swerex.server"
 """
 
 
@@ -94,10 +95,14 @@ def ensure_swerex() -> str | None:
     """Why SWE-ReX cannot be measured here (``None``: it can), installing it if need be."""
     python = _python_of(SWEREX_VENV)
     spec = f"swe-rex=={SWEREX_VERSION}"
-    if not python.exists():
+    if not python.exists() or not (SWEREX_VENV / ".complete").exists():
         print(f"installing {spec} into {SWEREX_VENV} (once)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(SWEREX_VENV)], check=True)
-        if subprocess.run([str(python), "-m", "pip", "install", "-q", spec]).returncode != 0:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(SWEREX_VENV)], check=True)
+        # Its RemoteRuntime imports aiohttp, which 1.4.0 does not declare.
+        packages = [spec, "aiohttp"]
+        if subprocess.run([str(python), "-m", "pip", "install", "-q", *packages]).returncode == 0:
+            (SWEREX_VENV / ".complete").touch()
+        else:
             subprocess.run(["rm", "-rf", str(SWEREX_VENV)], check=False)
             return f"pip could not install {spec}"
     if subprocess.run(["docker", "image", "inspect", SWEREX_IMAGE], capture_output=True).returncode == 0:
@@ -178,9 +183,7 @@ async def main(runs: int, rounds: int) -> None:
     }
     async with httpx.AsyncClient(timeout=120) as http:
         try:
-            print(
-                f"convoy image {dockerbench.IMAGE} (pool {POOL_SIZE}); SWE-ReX {SWEREX_VERSION}, {SWEREX_IMAGE}"
-            )
+            print(f"convoy {dockerbench.IMAGE} (pool {POOL_SIZE}); SWE-ReX {SWEREX_VERSION} ({SWEREX_IMAGE})")
             await gateway.start(http)
             async with AsyncConvoyClient(gateway.base, timeout=120) as client:
                 for _ in range(rounds):
