@@ -91,6 +91,11 @@ def _python_of(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def _own_env() -> dict[str, str]:
+    """The environment for SWE-ReX's venv: without the project's PYTHONPATH."""
+    return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
 def ensure_swerex() -> str | None:
     """Why SWE-ReX cannot be measured here (``None``: it can), installing it if need be."""
     python = _python_of(SWEREX_VENV)
@@ -100,7 +105,8 @@ def ensure_swerex() -> str | None:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(SWEREX_VENV)], check=True)
         # Its RemoteRuntime imports aiohttp, which 1.4.0 does not declare.
         packages = [spec, "aiohttp"]
-        if subprocess.run([str(python), "-m", "pip", "install", "-q", *packages]).returncode == 0:
+        installing = [str(python), "-m", "pip", "install", "-q", *packages]
+        if subprocess.run(installing, env=_own_env()).returncode == 0:
             (SWEREX_VENV / ".complete").touch()
         else:
             subprocess.run(["rm", "-rf", str(SWEREX_VENV)], check=False)
@@ -114,7 +120,7 @@ def ensure_swerex() -> str | None:
     context.mkdir(parents=True)
     # The same Python minor as the base's python3 (3.11): its compiled wheels load there.
     target = ["--target", str(context / "site"), "--python-version", "3.11", "--only-binary=:all:"]
-    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", *target, spec])
+    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", *target, spec], env=_own_env())
     if installed.returncode != 0:
         return f"pip could not fetch {spec} for the image"
     (context / "swerex-remote").write_text(_LAUNCHER)
@@ -137,7 +143,7 @@ class SweRex:
     async def start(cls, install: str) -> SweRex:
         process = await asyncio.create_subprocess_exec(
             str(_python_of(SWEREX_VENV)), __file__, "--swerex-child", SWEREX_IMAGE, install,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_own_env(),
         )  # fmt: skip
         return cls(process)
 
