@@ -55,9 +55,13 @@ async def _swerex_child(image: str, install: str) -> None:
 
     echo = Command(command="echo hi", shell=True)
     deployment: Any = None
+    # Answers on a stdout of their own: SWE-ReX logs to fd 1, which now goes to stderr.
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
 
     def answer(**figures: Any) -> None:
-        print(json.dumps(figures), flush=True)
+        answers.write(json.dumps(figures) + "\n")
+        answers.flush()
 
     while line := await asyncio.to_thread(sys.stdin.readline):
         op, *args = line.split()
@@ -144,6 +148,7 @@ class SweRex:
         process = await asyncio.create_subprocess_exec(
             str(_python_of(SWEREX_VENV)), __file__, "--swerex-child", SWEREX_IMAGE, install,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_own_env(),
+            stderr=(BENCH / "swerex.log").open("wb"),  # its logs, for when it fails
         )  # fmt: skip
         return cls(process)
 
