@@ -34,11 +34,13 @@ from gateway.metrics_sources import CountedRuntime, start_watching
 from gateway.preview import PreviewLayer
 from gateway.preview_links import PreviewLinks
 from gateway.proxy import Proxy
+from gateway.proxy_dispatch import install_proxy_dispatch
 from gateway.requestlog import RequestLog
 from gateway.routes.conversations import router as conversations_router
 from gateway.routes.lifecycle import router as lifecycle_router
 from gateway.routes.observe import router as observe_router
 from gateway.routes.ports import router as ports_router
+from gateway.routes.proxied import ProxyRoute
 from gateway.routes.proxied import router as proxy_router
 from gateway.routes.templates import router as templates_router
 from gateway.routes.ws import router as ws_router
@@ -146,4 +148,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         host = request.headers.get("host")
         return asyncapi_document(host, secure=request.url.scheme == "https")
 
+    # Proxied routes are found without FastAPI's route-by-route search (gateway.proxy_dispatch).
+    install_proxy_dispatch(app, [route for route in proxy_router.routes if isinstance(route, ProxyRoute)])
     return app

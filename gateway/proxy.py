@@ -176,10 +176,16 @@ class UpstreamResponse(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         self._writing_since = None
         try:
-            async for chunk in self._upstream.content.iter_any():
+            content = self._upstream.content
+            async for chunk in content.iter_any():
+                # A chunk that came with the answer's end goes out with it (one write, and the
+                # client knows at once that the connection is free for its next request).
+                last = content.at_eof()
                 self._writing_since = clock()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                 self._writing_since = None
+                if last:
+                    return
         except _UPSTREAM_ERRORS as error:
             log.info("upstream broke off mid-answer: %r", error)
             return  # the server ends the connection: the client sees an incomplete answer

@@ -88,6 +88,8 @@ class Workspace:
     async def directory(self, path: str) -> Resolved:
         """``path`` resolved, and an existing directory (404 missing, 400 a file)."""
         target = self.resolve(path)
+        if target.is_root:
+            return target  # the agent made it and keeps it: every task's default cwd, no thread
         is_dir = await asyncio.to_thread(target.real.is_dir)
         if not is_dir:
             if await asyncio.to_thread(target.real.exists):

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import StreamingResponse
+from starlette.types import Send
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed
@@ -40,6 +41,26 @@ _TASK_HEAD = b'{"type":"task","task":'
 
 def _task_line(task: Task) -> bytes:
     return _TASK_HEAD + task.model_dump_json().encode() + b"}\n"
+
+
+class _LastLine(bytes):
+    """The answer's last line: it goes out with the end of the answer, in one write."""
+
+
+class _TaskStreamResponse(StreamingResponse):
+    """A stream whose :class:`_LastLine` ends it in the same message as the end of the body:
+    the client reads the final state and the end of the answer at once, and can send its next
+    request on the same connection without waiting for one more packet."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            assert isinstance(chunk, bytes)  # lines() yields bytes only
+            last = isinstance(chunk, _LastLine)
+            await send({"type": "http.response.body", "body": bytes(chunk), "more_body": not last})
+            if last:
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _of_task(raw: bytes, task_id: str) -> bool:
@@ -54,7 +75,7 @@ async def stream_task(agent: Agent, request: TaskCreate) -> StreamingResponse:
     reader = _Reader(agent, agent.events.last_seq)  # from before the task's first event
     task = await agent.tasks.create(request)
     first = _task_line(task)  # as created: the task object changes as it runs
-    return StreamingResponse(reader.lines(task, first), status_code=201, media_type=TASK_STREAM_MEDIA_TYPE)
+    return _TaskStreamResponse(reader.lines(task, first), status_code=201, media_type=TASK_STREAM_MEDIA_TYPE)
 
 
 class _Reader:
@@ -81,12 +102,12 @@ class _Reader:
             yield first
             while True:
                 batch, ended = await self._next(final)
-                lines = [_EVENT_HEAD + raw + b"}\n" for raw in batch if _of_task(raw, task_id)]
-                if lines:
-                    yield b"".join(lines)
-                if ended and self._drained:
-                    yield _task_line(final.result())
+                lines = b"".join(_EVENT_HEAD + raw + b"}\n" for raw in batch if _of_task(raw, task_id))
+                if ended and self._drained:  # the task's last events and its final state: one write
+                    yield _LastLine(lines + _task_line(final.result()))
                     return
+                if lines:
+                    yield lines
         except LogClosed:
             return  # the agent is stopping: cut short, as documented
         finally:

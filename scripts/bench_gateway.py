@@ -13,7 +13,8 @@ the runtime's metadata) and through the gateway:
 - the gateway's RSS before, at its peak during, and after streaming 1 GiB (flat);
 - events per second over one WebSocket (a Ticker with no interval).
 
-Only loopback is used. Run: ``scripts/bench gateway`` (or this file).
+Only loopback is used. Run: ``scripts/bench gateway`` (or this file); ``--small`` measures
+the small request only (a quick check of the hop).
 """
 
 from __future__ import annotations
@@ -194,6 +195,18 @@ async def _last_seq(client: httpx.AsyncClient, through: str) -> int:
             return last
 
 
+def _ms(times: list[float], q: int) -> float:
+    return statistics.quantiles(times, n=100)[q - 1] * 1000
+
+
+def _print_small(direct_times: list[float], gateway_times: list[float], gateway_cpu: float) -> None:
+    print(f"{'':<34}{'direct':>12}{'gateway':>12}  {'unit':<6}{'ratio':>8}  target")
+    direct, through = _ms(direct_times, 50), _ms(gateway_times, 50)
+    print(_row("small request p50 (agent-info)", direct, through, "ms", "<= 1.5x"))
+    print(_row("small request p99 (agent-info)", _ms(direct_times, 99), _ms(gateway_times, 99), "ms", "-"))
+    print(f"(the gateway's CPU per proxied small request: {gateway_cpu:.0f} us)")
+
+
 def _row(name: str, direct: float, gateway: float, unit: str, target: str) -> str:
     return f"{name:<34}{direct:>12.2f}{gateway:>12.2f}  {unit:<6}{gateway / direct:>7.2f}x  {target}"
 
@@ -214,6 +227,10 @@ async def main() -> None:
                 client, (f"{agent}/agent-info", token), (f"{through}/agent-info", {})
             )
             gateway_cpu = await _gateway_cpu_per_request(client, f"{through}/agent-info", pid)
+            if "--small" in sys.argv:
+                _print_small(direct_times, gateway_times, gateway_cpu)
+                await client.delete(through)
+                return
             rss_before = _rss_mib(pid)
             downloads = await _downloads(
                 client, (f"{agent}/file-content/big.bin", token), (f"{through}/file-content/big.bin", {}), pid
@@ -232,15 +249,7 @@ async def main() -> None:
             gateway_eps = await _events(f"ws{through.removeprefix('http')}?after_seq=0", {}, total)
             await client.delete(through)
 
-    def ms(times: list[float], q: int) -> float:
-        return statistics.quantiles(times, n=100)[q - 1] * 1000
-
-    print(f"{'':<34}{'direct':>12}{'gateway':>12}  {'unit':<6}{'ratio':>8}  target")
-    print(
-        _row("small request p50 (agent-info)", ms(direct_times, 50), ms(gateway_times, 50), "ms", "<= 1.5x")
-    )
-    print(_row("small request p99 (agent-info)", ms(direct_times, 99), ms(gateway_times, 99), "ms", "-"))
-    print(f"(the gateway's CPU per proxied small request: {gateway_cpu:.0f} us)")
+    _print_small(direct_times, gateway_times, gateway_cpu)
     print(
         _row("download 1 GiB (httpx client)", downloads["direct"], downloads["gateway"], "MiB/s", ">= 0.8x")
     )

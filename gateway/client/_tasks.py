@@ -202,6 +202,8 @@ class AsyncTaskRun:
         async with aclosing(records):
             try:
                 async for record in records:
+                    if self._settled:
+                        return  # more than the answer should hold: closed (its connection too)
                     if isinstance(record, Task):
                         self.task = record
                         if record.status.is_final:
@@ -212,8 +214,9 @@ class AsyncTaskRun:
                                     exit_code=record.exit_code,
                                     error=record.error,
                                 )
+                            # Read on to the answer's end (it comes with this line), so that its
+                            # connection carries the next request instead of being closed.
                             self._settled = True
-                            return
                         continue
                     self._last_seq = record.seq
                     if self._absorb(record):

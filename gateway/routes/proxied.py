@@ -81,9 +81,13 @@ class ProxyRoute(APIRoute):
     """A route documented by its endpoint's signature and served by :func:`forward_request`
     at the agent's route of the same path less :data:`PREFIX`."""
 
+    #: The agent's path of this route, and whether it is a file's content (see Proxy.forward).
+    upstream: UpstreamPath
+    download: bool
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        upstream = UpstreamPath(self.path.removeprefix(PREFIX))
-        download = upstream.template.startswith("/file-content/")
+        upstream = self.upstream = UpstreamPath(self.path.removeprefix(PREFIX))
+        download = self.download = upstream.template.startswith("/file-content/")
 
         async def handler(request: Request) -> Response:
             return await forward_request(request, upstream, download)

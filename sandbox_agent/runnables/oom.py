@@ -17,7 +17,6 @@ Contract:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import signal
 from pathlib import Path
@@ -75,9 +74,11 @@ def _read(configured: Path | None) -> int | None:
     return None if path is None else read_counter(path)
 
 
-async def oom_kills(settings: AgentSettings) -> int | None:
-    """The OOM kill counter now (read in a worker thread); ``None`` when it cannot be read."""
-    return await asyncio.to_thread(_read, settings.memory_events_file)
+def oom_kills(settings: AgentSettings) -> int | None:
+    """The OOM kill counter now; ``None`` when it cannot be read. Read on the event loop: a
+    cgroup file is a few bytes the kernel makes up from memory (no disk, nothing to wait for),
+    and a worker thread's round trip cost more than the read on every task's start."""
+    return _read(settings.memory_events_file)
 
 
 def oom_error(exit_code: int) -> str:

@@ -29,6 +29,8 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import warnings
 from collections.abc import Coroutine
 from typing import Any
 
@@ -60,8 +62,9 @@ async def run_process(
 ) -> Outcome:
     loop = asyncio.get_running_loop()
     open_stdin = context.stdin
+    _watch_exits_with_pidfds(loop)
     try:
-        oom_before = await oom_kills(context.settings)
+        oom_before = oom_kills(context.settings)
         spawn = loop.subprocess_exec(
             lambda: _Protocol(loop),
             *argv,
@@ -125,7 +128,7 @@ async def run_process(
     if returncode == 0:
         return Outcome(exit_code=0)
     if returncode in KILLED_CODES and oom_before is not None:
-        oom_after = await oom_kills(context.settings)
+        oom_after = oom_kills(context.settings)
         if oom_after is not None and oom_after > oom_before:
             return Outcome(exit_code=returncode, error=oom_error(returncode))
     if returncode < 0:
@@ -158,6 +161,28 @@ async def _spawned(
         finally:
             transport.close()
         raise
+
+
+_pidfd_watcher_set = False
+
+
+def _watch_exits_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
+    """On Python 3.11, learn a child's exit from a pidfd in the event loop instead of the
+    default watcher's thread per child (a thread start and a wake-up on every task). 3.12
+    does this by itself; a kernel or sandbox without ``pidfd_open`` keeps the default."""
+    global _pidfd_watcher_set
+    if _pidfd_watcher_set or sys.version_info >= (3, 12):
+        return
+    _pidfd_watcher_set = True
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)  # the agent's one loop, for its whole life
+        asyncio.set_child_watcher(watcher)
 
 
 async def _supervise(
@@ -229,7 +254,7 @@ class ProcessGroup:
 
     async def terminate(self) -> None:
         """SIGTERM to every member; SIGKILL to whoever is left after the grace period."""
-        if not await asyncio.to_thread(self.alive):
+        if self._empty() or not await asyncio.to_thread(self.alive):
             return
         self._signal(signal.SIGTERM)
         try:
@@ -246,6 +271,17 @@ class ProcessGroup:
     def _signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signum)
+
+    def _empty(self) -> bool:
+        """Whether the group has no member at all (one signal-0 syscall: the common case of a
+        leader that exited alone is known without the worker thread that :meth:`alive` needs)."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def alive(self) -> bool:
         """Whether a member that is not a zombie is left (zombies wait for their reaper)."""

@@ -23,11 +23,14 @@ class Counting(httpx.AsyncBaseTransport):
     def __init__(self, cut_after: int | None = None) -> None:
         self._inner = httpx.AsyncHTTPTransport()
         self.requests: list[tuple[str, str]] = []
+        self.local_addresses: list[Any] = []  # the client side of the connection of each request
         self._cut_after = cut_after
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append((request.method, f"{request.url.path}?{request.url.query.decode()}"))
         response = await self._inner.handle_async_request(request)
+        stream = response.extensions.get("network_stream")
+        self.local_addresses.append(stream.get_extra_info("client_addr") if stream else None)
         if self._cut_after is None or b"wait=true" not in request.url.query:
             return response
         return httpx.Response(
@@ -82,6 +85,21 @@ async def test_run_is_one_request_and_no_websocket(harness: Harness, no_websocke
         assert (result.exit_code, result.stdout, result.stderr) == (3, "out\n", "err\n")
         assert transport.requests == [("POST", f"/conversation/{convo.id}/task?wait=true")]
         assert no_websockets == []
+
+
+async def test_runs_one_after_another_share_one_connection(harness: Harness) -> None:
+    """The answer is read to its end, so its keep-alive connection carries the next run."""
+    transport = Counting()
+    async with (
+        harness.serve() as url,
+        AsyncConvoyClient(url, transport=transport) as client,
+        await client.create() as convo,
+    ):
+        transport.local_addresses.clear()
+        for n in range(5):
+            assert (await convo.run(f"echo {n}")).stdout == f"{n}\n"
+        assert len(transport.local_addresses) == 5 and None not in transport.local_addresses
+        assert len(set(transport.local_addresses)) == 1, transport.local_addresses
 
 
 async def test_a_stream_that_breaks_off_is_resumed_from_the_log(harness: Harness) -> None:
