@@ -25,6 +25,9 @@ from gateway.runtimes.base import Runtime
 from gateway.runtimes.memory import MemoryRuntime
 from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
+from tests.gateway.swarm_cluster import swarm_cluster  # the session's Swarm, for tests marked swarm
+
+__all__ = ["swarm_cluster"]
 
 
 async def _runtime(kind: str, settings: Settings) -> Runtime:
