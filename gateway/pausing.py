@@ -30,7 +30,14 @@ from uuid import UUID
 import httpx
 
 from gateway.agent_calls import announce_status
-from gateway.errors import GatewayError, NotReady, RuntimeFailure, RuntimeUnavailable, UpstreamUnreachable
+from gateway.errors import (
+    GatewayError,
+    LifecycleUnsupported,
+    NotReady,
+    RuntimeFailure,
+    RuntimeUnavailable,
+    UpstreamUnreachable,
+)
 from gateway.records import Record
 from gateway.runtimes.base import Runtime
 from gateway.settings import Settings
@@ -109,6 +116,6 @@ class Pauser:
 
 
 def _unreachable(record: Record, done: str, error: RuntimeFailure) -> GatewayError:
-    if isinstance(error, RuntimeUnavailable):
+    if isinstance(error, RuntimeUnavailable | LifecycleUnsupported):
         return error
     return UpstreamUnreachable(f"conversation {record.id} could not be {done}: {error}")

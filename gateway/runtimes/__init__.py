@@ -1,4 +1,5 @@
-"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker``, ``memory``
+"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker``, ``swarm`` (a Docker
+Swarm whose manager ``DOCKER_HOST`` names), ``memory``
 (agents inside the gateway's process, for tests) or ``auto`` (Docker when an
 engine answers, else the local process runtime).
 
@@ -31,6 +32,10 @@ async def create_runtime(settings: Settings) -> Runtime:
     ``docker`` is asked for explicitly and no engine answers."""
     if settings.runtime == "docker":
         return await _docker(settings)
+    if settings.runtime == "swarm":
+        from gateway.runtimes.swarm import SwarmRuntime
+
+        return await SwarmRuntime.connect(settings)
     if settings.runtime == "memory":
         from gateway.runtimes.memory import MemoryRuntime
 
