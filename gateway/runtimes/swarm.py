@@ -126,6 +126,15 @@ class SwarmRuntime(SwarmCleanup, DefaultTemplateOnly):
         #: left behind (another gateway's start may be under way).
         self.orphan_age = 60.0
 
+    @property
+    def install(self) -> str:
+        return self._install
+
+    @property
+    def engine(self) -> SwarmEngine:
+        """The manager's API (the tests read what it holds)."""
+        return self._engine
+
     @classmethod
     async def connect(cls, settings: Settings) -> SwarmRuntime:
         """Connect to the manager; :class:`RuntimeUnavailable` when none answers, it is no
