@@ -143,3 +143,37 @@ async def test_usage_is_measured_where_the_task_runs_on_the_manager(
         assert await made.usage(spec.conversation_id) is None
     finally:
         await made.close()
+
+
+async def test_a_container_on_the_reach_network_reaches_the_relay(
+    swarm_cluster: Cluster, tmp_path: Path
+) -> None:
+    """swarm_reach=network: what a gateway container attached to swarm_network is given works."""
+    settings = swarm_settings(swarm_cluster, tmp_path / "state")
+    made = await SwarmRuntime.connect(settings)
+    inside = await SwarmRuntime.connect(settings.model_copy(update={"swarm_reach": "network"}))
+    try:
+        spec = make_spec()
+        await made.start(spec)
+        found = await inside.find(spec.conversation_id)
+        assert found is not None and found.base_url.startswith("http://10.96.")
+        ready = f"{found.base_url}/ready"
+        probe = f"import urllib.request; print(urllib.request.urlopen('{ready}', timeout=10).status)"
+        answer = await asyncio.to_thread(
+            docker,
+            swarm_cluster.manager,
+            "run",
+            "--rm",
+            "--network",
+            settings.swarm_network,
+            "--entrypoint",
+            "python3",
+            settings.docker_image,
+            "-c",
+            probe,
+        )
+        assert answer.strip() == "200"
+        await made.remove(spec.conversation_id)
+    finally:
+        await inside.close()
+        await made.close()
