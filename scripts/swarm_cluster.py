@@ -5,9 +5,9 @@ session fixture (``tests/gateway/swarm_cluster.py``). Everything it makes is
 named after one prefix (default ``cvs``), so ``down`` finds it all again, even
 after a half-failed ``up`` or in another process:
 
-- a Linux bridge ``PREFIXbr`` with the host's address ``10.213.0.1/24``;
+- a Linux bridge ``PREFIXbr`` with the host's address ``10.199.0.1/24 (``--subnet``)``;
 - per node K (1..N): a network namespace ``PREFIXnK``, a veth pair ``PREFIXvK``
-  (host side, on the bridge) / ``eth0`` (inside, ``10.213.0.1K``), and a dockerd
+  (host side, on the bridge) / ``eth0`` (inside, ``10.199.0.1K``), and a dockerd
   started with ``nsenter --net`` (not ``ip netns exec``: that remounts /sys and
   dockerd then finds no cgroups), its own ``--config-file`` (the machine's
   daemon.json sets a data-root), data/exec roots and socket under
@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--prefix", default="cvs")
     parser.add_argument(
+        "--subnet", help="the bridge's /24 as A.B.C (default $CONVOY_SWARM_SUBNET or 10.199.0)"
+    )
+    parser.add_argument(
         "--no-iptables",
         dest="iptables",
         action="store_false",
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     images = tuple(args.image) or default_images()
-    cluster = Cluster.named(args.prefix, args.nodes, args.iptables, images)
+    cluster = Cluster.named(args.prefix, args.nodes, args.iptables, images, args.subnet)
     if args.action == "up":
         try:
             up(cluster)

@@ -9,10 +9,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SUBNET = "10.213.0"
+#: The harness bridge's /24 (its first three octets). Away from the Docker runtime's
+#: docker_subnet_pool (10.213.0.0/16) and the egress tests' 10.231.N.0/24; two clusters on
+#: one machine need two (``--subnet``, ``CONVOY_SWARM_SUBNET``).
+SUBNET = "10.199.0"
 HEARTBEAT = "2s"
 # Overlay networks get their subnets from here (Swarm's default 10.0.0.0/8 could
-# hand out the harness's own 10.213.0.0/24); /24 each, 4096 of them.
+# hand out the harness's own /24); /24 each, 4096 of them.
 ADDRESS_POOL = "10.96.0.0/12"
 REQUIRED_TOOLS = ("ip", "nsenter", "iptables", "dockerd", "docker")
 
@@ -43,24 +46,31 @@ class Cluster:
     iptables: bool = True
     images: tuple[str, ...] = ()
     nodes: list[Node] = field(default_factory=list)
+    subnet: str = SUBNET
 
     @classmethod
     def named(
-        cls, prefix: str = "cvs", size: int = 3, iptables: bool = True, images: tuple[str, ...] = ()
+        cls,
+        prefix: str = "cvs",
+        size: int = 3,
+        iptables: bool = True,
+        images: tuple[str, ...] = (),
+        subnet: str | None = None,
     ) -> Cluster:
+        subnet = subnet or os.environ.get("CONVOY_SWARM_SUBNET") or SUBNET
         base = Path(tempfile.gettempdir()) / f"{prefix}-swarm"
         nodes = [
             Node(
                 k,
                 f"{prefix}n{k}",
-                f"{SUBNET}.{10 + k}",
+                f"{subnet}.{10 + k}",
                 str(base / f"n{k}" / "docker.sock"),
                 str(base / f"n{k}"),
                 f"{prefix}v{k}",
             )
             for k in range(1, size + 1)
         ]
-        return cls(prefix, size, iptables, images, nodes)
+        return cls(prefix, size, iptables, images, nodes, subnet)
 
     @property
     def base(self) -> Path:
@@ -72,7 +82,7 @@ class Cluster:
 
     @property
     def host_ip(self) -> str:
-        return f"{SUBNET}.1"
+        return f"{self.subnet}.1"
 
     @property
     def manager(self) -> Node:
