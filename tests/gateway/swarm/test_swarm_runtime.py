@@ -122,6 +122,14 @@ async def test_pause_and_snapshots_answer_409_with_a_reason(
                 assert "swarm runtime cannot" in answer.json()["detail"]
             assert (await client.get(f"/conversation/{cid}")).json()["status"] == "READY"
             assert (await client.delete(f"/conversation/{cid}")).status_code == 204
+        # Idle with on_idle=pause: a runtime that cannot pause removes it, as on_idle=delete would.
+        async with harness.client(reap_interval=0.2) as client:
+            idle = await create_ready(client, idle_timeout=1, on_idle="pause")
+
+            async def reaped() -> bool:
+                return (await client.get(f"/conversation/{idle}")).status_code == 404
+
+            await eventually(reaped, what="an idle conversation that cannot pause is removed")
     finally:
         for handle in await made.list():
             await made.remove(handle.conversation_id)
