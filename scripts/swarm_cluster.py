@@ -5,9 +5,11 @@ session fixture (``tests/gateway/swarm_cluster.py``). Everything it makes is
 named after one prefix (default ``cvs``), so ``down`` finds it all again, even
 after a half-failed ``up`` or in another process:
 
-- a Linux bridge ``PREFIXbr`` with the host's address ``10.199.0.1/24 (``--subnet``)``;
+- a Linux bridge ``PREFIXbr`` with the host's address ``SUBNET.1/24`` (``--subnet``;
+  by default ``10.199.0`` for the prefix ``cvs`` and a /24 of ``10.214.0.0/16`` chosen
+  by the prefix for any other, so two clusters side by side never share addresses);
 - per node K (1..N): a network namespace ``PREFIXnK``, a veth pair ``PREFIXvK``
-  (host side, on the bridge) / ``eth0`` (inside, ``10.199.0.1K``), and a dockerd
+  (host side, on the bridge) / ``eth0`` (inside, ``SUBNET.1K``), and a dockerd
   started with ``nsenter --net`` (not ``ip netns exec``: that remounts /sys and
   dockerd then finds no cgroups), its own ``--config-file`` (the machine's
   daemon.json sets a data-root), data/exec roots and socket under
@@ -192,7 +194,7 @@ def _swarm(cluster: Cluster) -> None:
             "--dispatcher-heartbeat",
             HEARTBEAT,
             "--default-addr-pool",
-            ADDRESS_POOL,
+            cluster.address_pool,
             "--default-addr-pool-mask-length",
             "24",
         )
@@ -295,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--prefix", default="cvs")
     parser.add_argument(
-        "--subnet", help="the bridge's /24 as A.B.C (default $CONVOY_SWARM_SUBNET or 10.199.0)"
+        "--subnet",
+        help="the bridge's /24 as three octets (default: $CONVOY_SWARM_SUBNET, else by the prefix)",
     )
+    parser.add_argument("--address-pool", default=ADDRESS_POOL, help="where overlays get their subnets")
     parser.add_argument(
         "--no-iptables",
         dest="iptables",
@@ -312,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     images = tuple(args.image) or default_images()
-    cluster = Cluster.named(args.prefix, args.nodes, args.iptables, images, args.subnet)
+    cluster = Cluster.named(args.prefix, args.nodes, args.iptables, images, args.subnet, args.address_pool)
     if args.action == "up":
         try:
             up(cluster)

@@ -6,16 +6,18 @@ import os
 import shutil
 import subprocess
 import tempfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-#: The harness bridge's /24 (its first three octets). Away from the Docker runtime's
-#: docker_subnet_pool (10.213.0.0/16) and the egress tests' 10.231.N.0/24; two clusters on
-#: one machine need two (``--subnet``, ``CONVOY_SWARM_SUBNET``).
+#: The default prefix's bridge /24 (its first three octets; see subnet_for()). Away from the
+#: Docker runtime's docker_subnet_pool (10.213.0.0/16: its /29s would shadow a node's
+#: address) and the egress tests' 10.231.N.0/24.
 SUBNET = "10.199.0"
 HEARTBEAT = "2s"
 # Overlay networks get their subnets from here (Swarm's default 10.0.0.0/8 could
-# hand out the harness's own /24); /24 each, 4096 of them.
+# hand out the harness's own subnet); /24 each, 4096 of them. Overlays live in the
+# nodes' namespaces only, so two clusters may use the same pool (``--address-pool``).
 ADDRESS_POOL = "10.96.0.0/12"
 REQUIRED_TOOLS = ("ip", "nsenter", "iptables", "dockerd", "docker")
 
@@ -46,7 +48,8 @@ class Cluster:
     iptables: bool = True
     images: tuple[str, ...] = ()
     nodes: list[Node] = field(default_factory=list)
-    subnet: str = SUBNET
+    subnet: str = SUBNET  # the first three octets of the bridge's /24
+    address_pool: str = ADDRESS_POOL
 
     @classmethod
     def named(
@@ -56,8 +59,9 @@ class Cluster:
         iptables: bool = True,
         images: tuple[str, ...] = (),
         subnet: str | None = None,
+        address_pool: str = ADDRESS_POOL,
     ) -> Cluster:
-        subnet = subnet or os.environ.get("CONVOY_SWARM_SUBNET") or SUBNET
+        subnet = subnet or os.environ.get("CONVOY_SWARM_SUBNET") or subnet_for(prefix)
         base = Path(tempfile.gettempdir()) / f"{prefix}-swarm"
         nodes = [
             Node(
@@ -70,7 +74,7 @@ class Cluster:
             )
             for k in range(1, size + 1)
         ]
-        return cls(prefix, size, iptables, images, nodes, subnet)
+        return cls(prefix, size, iptables, images, nodes, subnet, address_pool)
 
     @property
     def base(self) -> Path:
@@ -97,9 +101,19 @@ class Cluster:
             "prefix": self.prefix,
             "bridge": self.bridge,
             "host_ip": self.host_ip,
+            "subnet": f"{self.subnet}.0/24",
+            "address_pool": self.address_pool,
             "manager": self.manager.host,
             "nodes": [asdict(n) | {"host": n.host} for n in self.nodes],
         }
+
+
+def subnet_for(prefix: str) -> str:
+    """The bridge's /24 (three octets) of a prefix: :data:`SUBNET` for ``cvs``, else one of
+    ``10.214.1-250`` by a hash of the prefix, so two clusters side by side never share addresses."""
+    if prefix == "cvs":
+        return SUBNET
+    return f"10.214.{zlib.crc32(prefix.encode()) % 250 + 1}"
 
 
 def sh(*args: str, check: bool = True, timeout: float = 120, stdin: object = None) -> str:
