@@ -17,6 +17,7 @@
         ├── SandboxStartError     500   the sandbox did not become ready; nothing of it is left
         ├── RuntimeUnavailable    503   the runtime's backend (Docker engine, ...) cannot be reached
         ├── EngineError           500   the Docker engine refused a call
+        ├── LifecycleUnsupported  409   this runtime cannot pause, resume, snapshot or fork
         │   └── EngineNotFound    500   the container, volume or network does not exist
         └── TemplateError         422   templates (see Runtime.build_template)
             ├── InvalidTemplate         422   a malformed name, or the default's (which is not built)
@@ -141,6 +142,13 @@ class SpareTaken(ClaimFailed):
 
 class EngineError(RuntimeFailure):
     """The Docker engine refused a call (the message says why)."""
+
+
+class LifecycleUnsupported(RuntimeFailure):
+    """This runtime cannot do that to a sandbox (the swarm runtime: pause, resume,
+    snapshots and forks); the message says why."""
+
+    status = 409
 
 
 class EngineNotFound(EngineError):

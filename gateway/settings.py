@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-RuntimeName = Literal["auto", "process", "docker", "memory", "kubernetes"]
+RuntimeName = Literal["auto", "process", "docker", "swarm", "memory", "kubernetes"]
 DockerReach = Literal["auto", "published", "network"]
 
 
@@ -229,6 +229,32 @@ class Settings(BaseSettings):
         ge=0,
         description="Ready sandboxes each SandboxWarmPool keeps behind the pool's claimed-ahead spares; "
         "unset: the pool's size.",
+    )
+
+    # --- swarm runtime (issue 13): docker_url/DOCKER_HOST names a manager; docker_* apply too ---
+    swarm_reach: DockerReach = Field(
+        "auto",
+        description="published: the relay's port in host mode on its node (a gateway outside the "
+        "cluster); network: its address on swarm_network (a gateway container attached to it); "
+        "auto: network when the gateway runs in a container of the manager's engine.",
+    )
+    swarm_network: str = Field(
+        "convoy-swarm", description="The attachable overlay every relay joins (made when missing)."
+    )
+    swarm_ports: str = Field(
+        "20000-29999",
+        pattern=r"^\d{2,5}-\d{2,5}$",
+        description="Host ports the relays publish (reach published).",
+    )
+    swarm_constraints: list[str] = Field(
+        default_factory=list,
+        description='Placement constraints of every sandbox, e.g. ["node.role==worker"].',
+    )
+    swarm_reservation: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of a sandbox's memory limit reserved on its node (the scheduler's spread).",
     )
 
     # --- observability (issue 14: metrics, usage, logs) --------------------------

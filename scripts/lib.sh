@@ -66,3 +66,27 @@ ensure_console_packages() {
                 "${missing[@]}" >/dev/null; } ||
         echo "== could not install ${missing[*]} (browser tests will be skipped)" >&2
 }
+
+# The swarm harness (scripts/swarm-cluster) builds a multi-node Swarm from network
+# namespaces, a bridge and one dockerd per node: it needs iproute2 (ip), util-linux
+# (nsenter), iptables and the Docker engine itself. Installed once, quietly, when missing
+# and apt-get is there; otherwise the swarm tests are skipped with the reason.
+ensure_swarm_packages() {
+    local missing=()
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+    command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "== no apt-get: ${missing[*]} not installed (swarm tests will be skipped)" >&2
+        return 0
+    fi
+    echo "== installing ${missing[*]} (apt-get)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
+        { "${sudo[@]}" apt-get update -q >/dev/null 2>&1 &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } ||
+        echo "== could not install ${missing[*]} (swarm tests will be skipped)" >&2
+}

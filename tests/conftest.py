@@ -68,6 +68,7 @@ def _docker_skip_reason() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _skip_swarm_where_it_cannot_run(items)
     docker_items = [item for item in items if "docker" in item.keywords]
     if not docker_items:
         return
@@ -77,4 +78,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("CONVOY_REQUIRE_DOCKER") == "1":
         raise pytest.UsageError(f"Docker tests required but cannot run: {reason}")
     for item in docker_items:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _skip_swarm_where_it_cannot_run(items: list[pytest.Item]) -> None:
+    """Tests marked ``swarm`` need root and the harness's tools (tests/gateway/swarm_cluster.py);
+    ``CONVOY_REQUIRE_SWARM=1`` makes a missing one an error, not a skip."""
+    swarm_items = [item for item in items if "swarm" in item.keywords]
+    if not swarm_items:
+        return
+    from tests.gateway.swarm_cluster import skip_reason
+
+    for item in swarm_items:  # the first one builds the session's cluster (minutes under load)
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(900))
+    reason = _docker_skip_reason() or skip_reason()
+    if reason is None:
+        return
+    if os.environ.get("CONVOY_REQUIRE_SWARM") == "1":
+        raise pytest.UsageError(f"swarm tests required but cannot run: {reason}")
+    for item in swarm_items:
         item.add_marker(pytest.mark.skip(reason=reason))

@@ -1,5 +1,6 @@
-"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker``, ``kubernetes``,
-``memory`` (agents inside the gateway's process, for tests) or ``auto`` (Docker when an
+"""Choosing the runtime: ``settings.runtime`` is ``process``, ``docker``, ``swarm`` (a Docker
+Swarm whose manager ``DOCKER_HOST`` names), ``kubernetes``, ``memory``
+(agents inside the gateway's process, for tests) or ``auto`` (Docker when an
 engine answers, else the local process runtime).
 
 The Docker and Kubernetes runtimes are imported lazily so that nothing outside
@@ -36,6 +37,10 @@ async def create_runtime(settings: Settings) -> Runtime:
         from gateway.runtimes.kubernetes import KubernetesRuntime
 
         return await KubernetesRuntime.connect(settings)
+    if settings.runtime == "swarm":
+        from gateway.runtimes.swarm import SwarmRuntime
+
+        return await SwarmRuntime.connect(settings)
     if settings.runtime == "memory":
         from gateway.runtimes.memory import MemoryRuntime
 

@@ -85,13 +85,15 @@ from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker_sandboxes import DockerSandboxes, Reach
 from gateway.settings import DockerReach, Settings
 
-__all__ = ["AiodockerEngine", "DockerRuntime"]
+__all__ = ["AiodockerEngine", "DockerRuntime", "choose_reach", "mapped_errors"]
 
 _SUMMARY_KEYS = ("Id", "Names", "Labels", "State", "Ports", "Created", "Image")
 
 
 @contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
+def mapped_errors(what: str) -> Iterator[None]:
+    """Every aiodocker/aiohttp error of ``what`` as the one :mod:`gateway.errors` it means
+    (the swarm engine maps its calls through this too)."""
     try:
         yield
     except aiodocker.DockerError as error:
@@ -129,41 +131,41 @@ class AiodockerEngine:
         return engine
 
     async def version(self) -> dict[str, Any]:
-        with _mapped("version"):
+        with mapped_errors("version"):
             return await self._docker.version()
 
     async def image(self, name: str) -> dict[str, Any] | None:
         try:
-            with _mapped(f"image {name}"):
+            with mapped_errors(f"image {name}"):
                 return await self._docker.images.inspect(name)
         except EngineNotFound:
             return None
 
     async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        with _mapped("list containers"):
+        with mapped_errors("list containers"):
             found = await self._docker.containers.list(all=True, filters=filters)
         return [{key: container[key] for key in _SUMMARY_KEYS if key in container} for container in found]
 
     async def inspect(self, name: str) -> dict[str, Any] | None:
         try:
-            with _mapped(f"container {name}"):
+            with mapped_errors(f"container {name}"):
                 return await self._docker.containers.container(name).show()
         except EngineNotFound:
             return None
 
     async def create_container(self, name: str, config: dict[str, Any]) -> None:
-        with _mapped(f"create container {name}"):
+        with mapped_errors(f"create container {name}"):
             await self._docker.containers.create(config, name=name)
 
     async def put_archive(self, name: str, path: str, archive: bytes) -> None:
         """Unpack the tar ``archive`` at ``path`` in the container (created or running)."""
-        with _mapped(f"copy into {name}:{path}"):
+        with mapped_errors(f"copy into {name}:{path}"):
             await self._docker.containers.container(name).put_archive(path, archive)  # type: ignore[no-untyped-call]
 
     async def read_file(self, name: str, path: str) -> bytes | None:
         """The regular file ``path`` in the container (as ``docker cp`` reads it), or ``None``."""
         try:
-            with _mapped(f"copy from {name}:{path}"):
+            with mapped_errors(f"copy from {name}:{path}"):
                 tar = await self._docker.containers.container(name).get_archive(path)
         except EngineNotFound:
             return None
@@ -173,69 +175,69 @@ class AiodockerEngine:
             return extracted.read() if extracted else None
 
     async def start(self, name: str) -> None:
-        with _mapped(f"start container {name}"):
+        with mapped_errors(f"start container {name}"):
             await self._docker.containers.container(name).start()
 
     async def stop(self, name: str, grace: float) -> None:
-        with _mapped(f"stop container {name}"):
+        with mapped_errors(f"stop container {name}"):
             await self._docker.containers.container(name).stop(t=math.ceil(grace))
 
     async def remove_container(self, name: str) -> bool:
         try:
-            with _mapped(f"remove container {name}"):
+            with mapped_errors(f"remove container {name}"):
                 await self._docker.containers.container(name).delete(force=True, v=True)
         except EngineNotFound:
             return False
         return True
 
     async def logs(self, name: str, tail: int) -> str:
-        with _mapped(f"logs of {name}"):
+        with mapped_errors(f"logs of {name}"):
             lines = await self._docker.containers.container(name).log(stdout=True, stderr=True, tail=tail)
         return "".join(lines)
 
     async def stats(self, name: str) -> dict[str, Any]:
         """One ``docker stats`` sample, at once: ``one-shot`` skips the engine's second
         sample (``precpu_stats`` stays empty), which would cost a second per call."""
-        with _mapped(f"stats of {name}"):
+        with mapped_errors(f"stats of {name}"):
             found = await self._docker._query_json(  # no public call takes one-shot
                 f"containers/{name}/stats", params={"stream": "0", "one-shot": "1"}
             )
         return found if isinstance(found, dict) else {}
 
     async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        with _mapped("list volumes"):
+        with mapped_errors("list volumes"):
             found = await self._docker.volumes.list(filters=filters)  # type: ignore[no-untyped-call]
         return list(found.get("Volumes") or [])
 
     async def create_volume(self, name: str, labels: dict[str, str]) -> None:
-        with _mapped(f"create volume {name}"):
+        with mapped_errors(f"create volume {name}"):
             await self._docker.volumes.create({"Name": name, "Labels": labels})  # type: ignore[no-untyped-call]
 
     async def remove_volume(self, name: str) -> bool:
         try:
-            with _mapped(f"remove volume {name}"):
+            with mapped_errors(f"remove volume {name}"):
                 await DockerVolume(self._docker, name).delete()  # type: ignore[no-untyped-call]
         except EngineNotFound:
             return False
         return True
 
     async def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-        with _mapped("list networks"):
+        with mapped_errors("list networks"):
             return await self._docker.networks.list(filters=filters)
 
     async def create_network(self, config: dict[str, Any]) -> None:
-        with _mapped(f"create network {config.get('Name')}"):
+        with mapped_errors(f"create network {config.get('Name')}"):
             await self._docker.networks.create(config)
 
     async def connect_network(self, network: str, container: str, ip: str) -> None:
-        with _mapped(f"connect {container} to {network}"):
+        with mapped_errors(f"connect {container} to {network}"):
             await DockerNetwork(self._docker, network).connect(  # type: ignore[no-untyped-call]
                 {"Container": container, "EndpointConfig": {"IPAMConfig": {"IPv4Address": ip}}}
             )
 
     async def remove_network(self, name: str) -> bool:
         try:
-            with _mapped(f"remove network {name}"):
+            with mapped_errors(f"remove network {name}"):
                 await DockerNetwork(self._docker, name).delete()  # type: ignore[no-untyped-call]
         except EngineNotFound:
             return False
@@ -248,23 +250,23 @@ class AiodockerEngine:
     # --- lifecycle: the freezer and helper containers -----------------------------
 
     async def pause(self, name: str) -> None:
-        with _mapped(f"pause container {name}"):
+        with mapped_errors(f"pause container {name}"):
             await self._docker.containers.container(name).pause()
 
     async def unpause(self, name: str) -> None:
-        with _mapped(f"unpause container {name}"):
+        with mapped_errors(f"unpause container {name}"):
             await self._docker.containers.container(name).unpause()
 
     async def wait(self, name: str) -> int:
         """Until the container ends; its exit code."""
-        with _mapped(f"wait for container {name}"):
+        with mapped_errors(f"wait for container {name}"):
             result = await self._docker.containers.container(name).wait()
         return int(result.get("StatusCode", -1))
 
     # --- images, for templates -------------------------------------------------------
 
     async def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        with _mapped("list images"):
+        with mapped_errors("list images"):
             return await self._docker.images.list(filters=filters)
 
     async def build_image(
@@ -272,7 +274,7 @@ class AiodockerEngine:
     ) -> AsyncIterator[dict[str, Any]]:
         """The engine's build (the classic builder: a ``FROM`` of a local image needs no
         registry), its progress items as they come (``{"stream": ...}``, ``{"error": ...}``)."""
-        with _mapped(f"build {tag}"):
+        with mapped_errors(f"build {tag}"):
             stream = self._docker.images.build(
                 fileobj=io.BytesIO(context),
                 encoding="application/x-tar",
@@ -287,12 +289,12 @@ class AiodockerEngine:
                 yield item
 
     async def pull_image(self, reference: str) -> None:
-        with _mapped(f"pull {reference}"):
+        with mapped_errors(f"pull {reference}"):
             await self._docker.images.pull(reference)
 
     async def remove_image(self, name: str) -> bool:
         try:
-            with _mapped(f"remove image {name}"):
+            with mapped_errors(f"remove image {name}"):
                 await self._docker.images.delete(name)
         except EngineNotFound:
             return False
@@ -315,7 +317,7 @@ class DockerRuntime(DockerSandboxes):
             if image is None:
                 raise RuntimeUnavailable(f"image {settings.docker_image} missing: run scripts/build-images")
             labels = (image.get("Config") or {}).get("Labels") or {}
-            reach = await _reach(settings.docker_reach, engine)
+            reach = await choose_reach(settings.docker_reach, engine)
             shared = await engine.networks({"name": [settings.docker_network]})
             if reach == "network" and not any(net.get("Name") == settings.docker_network for net in shared):
                 await engine.create_network(
@@ -329,7 +331,7 @@ class DockerRuntime(DockerSandboxes):
         return runtime
 
 
-async def _reach(wanted: DockerReach, engine: AiodockerEngine) -> Reach:
+async def choose_reach(wanted: DockerReach, engine: AiodockerEngine) -> Reach:
     """``wanted``, or for ``auto``: ``network`` when this process runs in a container of the
     same engine (``/.dockerenv`` alone is not proof: some VM images carry it), else ``published``."""
     if wanted != "auto":

@@ -97,7 +97,7 @@ def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[
         ROLE: SANDBOX,
         IMAGE_VERSION: image_version,
         INTERNET: "true" if spec.internet else "false",
-        ENV_KEYS: json.dumps(sorted(_task_env(spec))),
+        ENV_KEYS: json.dumps(sorted(task_env(spec))),
         ON_IDLE: spec.on_idle,
         TEMPLATE: spec.template,
     }
@@ -155,7 +155,8 @@ def _float(text: str | None) -> float | None:
     return None if text is None else float(text)
 
 
-def _task_env(spec: SandboxSpec) -> dict[str, str]:
+def task_env(spec: SandboxSpec) -> dict[str, str]:
+    """The spec's env for the tasks (the swarm runtime sets it the same way)."""
     # The agent's own variables are the runtime's to set, never the caller's.
     return {key: value for key, value in spec.env.items() if not key.upper().startswith(RESERVED_ENV_PREFIX)}
 
@@ -261,9 +262,7 @@ def sandbox_config(
     limits = effective_limits(policy.default_limits, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
     env = (
-        (template.env if template else {})
-        | _task_env(spec)
-        | {CONVERSATION_ID_ENV: str(spec.conversation_id)}
+        (template.env if template else {}) | task_env(spec) | {CONVERSATION_ID_ENV: str(spec.conversation_id)}
     )
     if spec.egress is not None:
         env |= docker_egress.sandbox_env(subnet.relay_ip)
@@ -285,15 +284,7 @@ def sandbox_config(
         host |= docker_egress.sandbox_host_config(subnet.relay_ip)
     if policy.read_only:
         host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={policy.tmpfs_bytes},mode=1777"}
-    arguments = [
-        *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
-        *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
-        *("--token-file", TOKEN_FILE, "--run-as", policy.user, "--template", spec.template),
-        *("--claim-file", CLAIM_FILE, *(["--spare"] if spec.pool is not None else [])),
-        # In a template the agent's interpreter is not the tasks': theirs is the image's.
-        *(("--task-python", "python3") if template else ()),
-    ]
-    entrypoint, command = agent_argv(arguments)
+    entrypoint, command = agent_argv(agent_arguments(policy, spec, templated=template is not None))
     return {
         "Image": template.image if template else policy.image,
         "Entrypoint": entrypoint,  # the image's own ENTRYPOINT and CMD are not the agent
@@ -311,6 +302,21 @@ def sandbox_config(
             "EndpointsConfig": {names.network: {"IPAMConfig": {"IPv4Address": subnet.sandbox_ip}}}
         },
     }
+
+
+def agent_arguments(
+    policy: ContainerPolicy, spec: SandboxSpec, *, templated: bool = False, token_file: str = TOKEN_FILE
+) -> list[str]:
+    """The agent's command-line arguments in a sandbox (Docker's and Swarm's): where its
+    workspace, state, token and claim are, the user its tasks run as."""
+    return [
+        *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
+        *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
+        *("--token-file", token_file, "--run-as", policy.user, "--template", spec.template),
+        *("--claim-file", CLAIM_FILE, *(["--spare"] if spec.pool is not None else [])),
+        # In a template the agent's interpreter is not the tasks': theirs is the image's.
+        *(("--task-python", "python3") if templated else ()),
+    ]
 
 
 def relay_config(

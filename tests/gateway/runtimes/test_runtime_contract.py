@@ -39,6 +39,7 @@ from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
 from gateway.status import StatusBus
 from sandbox_agent.protocol import CLAIM_SECRET_HEADER, TOKEN_HEADER, ConversationStatus
+from tests.gateway.swarm_cluster import Cluster, kill_sandbox_task, swarm_settings
 
 
 @dataclass
@@ -112,7 +113,34 @@ async def _kubernetes(settings: Settings, kube: Any) -> Subject:
     return Subject("kubernetes", settings, runtime, end_agent, peer)
 
 
-@pytest.fixture(params=["memory", "process", pytest.param("docker", marks=pytest.mark.docker), "kubernetes"])
+async def _swarm(settings: Settings, cluster: Cluster) -> Subject:
+    from gateway.runtimes.swarm import SwarmRuntime
+
+    runtime = await SwarmRuntime.connect(settings)
+
+    async def end_agent(conversation_id: UUID) -> None:
+        await asyncio.to_thread(kill_sandbox_task, cluster, settings.install, conversation_id)
+
+    @asynccontextmanager
+    async def peer() -> AsyncIterator[Runtime]:
+        other = await SwarmRuntime.connect(settings)
+        try:
+            yield other
+        finally:
+            await other.close()
+
+    return Subject("swarm", settings, runtime, end_agent, peer)
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "process",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.swarm),
+        "kubernetes",
+    ]
+)
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
     kind = str(request.param)
     if kind == "docker":
@@ -124,6 +152,10 @@ async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         kube = request.getfixturevalue("fake_kube")
         settings = kube_settings(kube, tmp_path)
         made = await _kubernetes(settings, kube)
+    elif kind == "swarm":
+        cluster = request.getfixturevalue("swarm_cluster")
+        settings = swarm_settings(cluster, tmp_path / "state")
+        made = await _swarm(settings, cluster)
     else:
         settings = base_settings(tmp_path / "state", runtime=kind, process_stop_grace=2.0)
         made = _memory(settings) if kind == "memory" else _process(settings)
@@ -206,7 +238,7 @@ async def test_an_ended_agent_is_exited_with_a_reason_until_cleaned_up(subject: 
     await eventually(exited)
     handle = await runtime.find(spec.conversation_id)
     assert handle is not None and handle.spec == spec and handle.reason, handle
-    if subject.kind == "docker":
+    if subject.kind in ("docker", "swarm"):
         assert handle.exit_code == 137 and not handle.oom_killed
     listed = [h for h in await runtime.list() if h.conversation_id == spec.conversation_id]
     assert [h.state for h in listed] == [SandboxState.EXITED], "stays listed until removed"
@@ -234,7 +266,8 @@ async def test_a_failed_start_leaves_the_sandbox_absent(subject: Subject) -> Non
         pytest.skip("the memory runtime applies no env: nothing here breaks its agent")
     # The process runtime's agent reads PYTHONHOME; a Docker agent ignores the image's and the
     # caller's PYTHON* (-I: templates set their own), but does not start in 6 MiB.
-    breaking = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)} if subject.kind == "docker" else {}
+    small = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)}
+    breaking = small if subject.kind in ("docker", "swarm") else {}
     runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"}, **breaking)
     with pytest.raises(SandboxStartError) as failed:
         await runtime.start(spec)
@@ -314,6 +347,8 @@ _BURN = (
 async def test_usage_moves_when_a_task_burns_cpu_and_memory(subject: Subject) -> None:
     if subject.kind == "kubernetes":
         pytest.skip("the kubernetes runtime reads no metrics API: it measures nothing")
+    if subject.kind == "swarm":
+        pytest.skip("swarm measures usage on the manager's node only: tests/gateway/swarm has its test")
     runtime, spec = subject.runtime, make_spec()
     assert await runtime.usage(spec.conversation_id) is None  # absent
     handle = await runtime.start(spec)
