@@ -325,6 +325,8 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
                 continue  # not ours
             if conversation_id in self._starting:
                 continue
+            if data is None and await _io(self._young, folder):
+                continue  # another gateway's start, before its metadata is written
             handle = None if data is None else await _io(files.handle, folder, data)
             if handle is None or handle.state is SandboxState.EXITED or self._half_made(handle):
                 removed += await self.remove(conversation_id)
@@ -342,6 +344,15 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
         agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
         found = await _io(usage_probes.agent_usage, agent, folder / "workspace")
         return None if found is None else self._peaks.update(conversation_id, found)
+
+    def _young(self, folder: Path) -> bool:
+        """Made less than a start timeout (and a margin) ago: a start of another gateway of the
+        installation (sharing this state dir) may be writing it (blocking)."""
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except FileNotFoundError:
+            return False  # removed meanwhile: nothing to spare
+        return age < self._settings.start_timeout + _HALF_MADE_MARGIN
 
     def _half_made(self, handle: SandboxHandle) -> bool:
         """STARTING for longer than any start may take: a gateway died during its start (it
