@@ -83,9 +83,7 @@ async def announce_status(http: httpx.AsyncClient, handle: SandboxHandle, status
 async def last_seq(http: httpx.AsyncClient, handle: SandboxHandle) -> int:
     """The seq of the sandbox's newest event (0 when it cannot say)."""
     try:
-        response = await http.get(
-            f"{handle.base_url}/last-seq", headers=_own(handle), timeout=5.0
-        )
+        response = await http.get(f"{handle.base_url}/last-seq", headers=_own(handle), timeout=5.0)
         return int(response.json()["seq"]) if response.status_code == 200 else 0
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return 0
