@@ -38,7 +38,7 @@ The create-rate and failed-start rules (:mod:`gateway.admission`) stay per gatew
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -95,6 +95,10 @@ def refusal(settings: Settings, owner: str, entries: Iterable[Entry]) -> LimitRe
             f"{owner!r} already has {mine} live conversations, the maximum per user; delete one first"
         )
     return None
+
+
+#: The shape of :func:`must_yield` (``me, seen_at, others, limit, margin``), for tests of rules.
+YieldRule = Callable[["Entry", datetime, list["Entry"], int, float], bool]
 
 
 def must_yield(me: Entry, seen_at: datetime, others: Iterable[Entry], limit: int, margin: float) -> bool:
