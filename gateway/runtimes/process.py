@@ -18,6 +18,12 @@ holding
 - ``claim.json``: a claimed spare's claim, written by its agent; the metadata's
   spec is rewritten after the claim, and a claim file wins over a spare spec.
 
+Several gateways sharing one state dir are one installation: each lists and
+finds every folder; the metadata and token (0600, in folders 0700) are what
+each needs to reach an agent, readable by the user running the gateways only.
+Clean-up leaves a folder whose metadata is not written yet alone while it is
+younger than a start may take (another gateway's start in progress).
+
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
 exits. So a gateway stopped, or killed with SIGKILL, leaves its agents running

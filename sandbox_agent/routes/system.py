@@ -2,7 +2,7 @@
 
 Three routers: ``public`` (no token: /health, /ready), ``proxied`` (what the
 gateway serves to users: /agent-info) and ``router`` (token; the gateway's own
-calls, never proxied: /status, /openapi.json).
+calls, never proxied: /status, /activity, /last-seq, /openapi.json).
 """
 
 from __future__ import annotations
