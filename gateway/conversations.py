@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import time
 from datetime import UTC, datetime
@@ -56,6 +57,9 @@ log = logging.getLogger("convoy.gateway")
 _CLAIM_WAIT = 5.0
 #: Seconds between two looks at whether a cold start is registered in the runtime yet.
 _REGISTERED_POLL = 0.05
+#: The limits' second check: how many looks at most, and the seconds between two (gateway.limits).
+_LOOKS = 4
+_LOOK_AGAIN = 0.25
 
 
 class ConversationManager(Reaper):
@@ -153,19 +157,25 @@ class ConversationManager(Reaper):
                     break
             await asyncio.wait({task}, timeout=_REGISTERED_POLL)
         seen_at = datetime.now(UTC)
-        if record.status not in LIVE or self._records.get(record.id) is not record:
-            return  # failed (its client sees the ERROR) or deleted meanwhile: nothing survives
-        try:
-            listed = await self.runtime.list()
-        except RuntimeFailure as error:
-            log.warning("the limits could not be checked again for %s: %s", record.id, error)
-            return
-        live = [r for r in self._records.values() if r.status in LIVE]
-        entries = limits.live_entries(listed, live).values()
-        reason = limits.yield_reason(self._settings, limits.Entry.of(record.spec), seen_at, entries)
-        if reason is not None:
-            await self._withdraw(record, reason)
-            raise LimitReached(reason)
+        for look in range(_LOOKS):
+            if record.status not in LIVE or self._records.get(record.id) is not record:
+                return  # failed (its client sees the ERROR) or deleted meanwhile: nothing survives
+            try:
+                listed = await self.runtime.list()
+            except RuntimeFailure as error:
+                log.warning("the limits could not be checked again for %s: %s", record.id, error)
+                return
+            live = [r for r in self._records.values() if r.status in LIVE]
+            entries = limits.live_entries(listed, live).values()
+            verdict = limits.verdict(self._settings, limits.Entry.of(record.spec), seen_at, entries)
+            if verdict is None:
+                return
+            if verdict.final or look == _LOOKS - 1:
+                await self._withdraw(record, verdict.reason)
+                raise LimitReached(verdict.reason)
+            # Only younger creates stand in the way, and they may yield: look again a little later
+            # (jittered, so that two gateways do not look in step).
+            await asyncio.sleep(_LOOK_AGAIN * (1 + random.random()))
 
     async def _withdraw(self, record: Record, reason: str) -> None:
         """Undo a start that yields: no client has its id; the firehose sees it end (ERROR)."""

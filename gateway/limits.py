@@ -29,8 +29,12 @@ shows every start registered before it began (Docker's and the process
 runtime's do) and (b) the gateways' clocks differ by less than
 ``clock_margin`` (one host: no difference). Past (b), the overshoot is bounded
 by the creates registered within the clock difference. The price is paid under
-contention only: near the limit, two concurrent creates may both yield where
-one could have stayed (the client retries); far from it, no create yields.
+contention only, and bounded: a create that defers only to younger ones (which
+may yield themselves) looks again, up to four times a few hundred
+milliseconds apart (a later look is as valid as the first: the argument holds for
+any check made after the registration), so concurrent creates rarely all yield;
+near the limit, two may still both yield where one could have stayed (the
+client retries); far from it, no create yields.
 ``tests/gateway/test_limits_rule.py`` plays random schedules against the rule.
 
 The create-rate and failed-start rules (:mod:`gateway.admission`) stay per gateway.
@@ -113,16 +117,32 @@ def must_yield(me: Entry, seen_at: datetime, others: Iterable[Entry], limit: int
     return deferred >= limit
 
 
-def yield_reason(settings: Settings, me: Entry, seen_at: datetime, entries: Iterable[Entry]) -> str | None:
-    """Check 2 for both limits: why ``me`` yields, or ``None`` when it stays."""
+def older_fill(me: Entry, others: Iterable[Entry], limit: int) -> bool:
+    """``limit`` older ones are listed: ``me`` yields whatever else happens (no waiting helps)."""
+    return sum(1 for other in others if other.key < me.key) >= limit
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Check 2's answer: why it yields; ``final`` when waiting cannot change it (older ones
+    fill the limit), else a younger create it defers to may yield itself (look again)."""
+
+    reason: str
+    final: bool
+
+
+def verdict(settings: Settings, me: Entry, seen_at: datetime, entries: Iterable[Entry]) -> Verdict | None:
+    """Check 2 for both limits; ``None`` when ``me`` stays."""
     live = list(entries)
     margin = settings.limit_clock_margin
     if must_yield(me, seen_at, live, settings.max_conversations, margin):
-        return (
+        reason = (
             f"the installation already runs its maximum of {settings.max_conversations} conversations "
             "(another gateway's create came first); try again later"
         )
+        return Verdict(reason, older_fill(me, live, settings.max_conversations))
     mine = [entry for entry in live if entry.owner == me.owner]
     if must_yield(me, seen_at, mine, settings.max_conversations_per_user, margin):
-        return f"{me.owner!r} already has the maximum of live conversations per user; delete one first"
+        reason = f"{me.owner!r} already has the maximum of live conversations per user; delete one first"
+        return Verdict(reason, older_fill(me, mine, settings.max_conversations_per_user))
     return None

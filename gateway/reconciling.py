@@ -30,6 +30,8 @@ import logging
 import time
 from uuid import UUID
 
+import httpx
+
 from gateway.auth import Principal, can_access
 from gateway.conversation_core import RUNNING, START_WAIT_MARGIN, ConversationCore
 from gateway.errors import NotFound, RuntimeFailure
@@ -44,6 +46,8 @@ log = logging.getLogger("convoy.gateway")
 _ADOPTABLE = (SandboxState.RUNNING, SandboxState.PAUSED)
 #: Seconds between two looks at a start under way in another gateway.
 _WATCH_INTERVAL = 0.1
+#: Seconds an EXITED sandbox is given to vanish (removed by another gateway) before it fails.
+_REMOVAL_SETTLE = 1.5
 #: Why a conversation ended behind this gateway's back.
 GONE_ELSEWHERE = "the sandbox was removed outside this gateway (by another gateway, or by hand)"
 
@@ -71,10 +75,10 @@ class Reconciler(ConversationCore):
         known = self._records.get(conversation_id)  # found meanwhile, by another request or sync
         if known is not None or handle is None or handle.spec.pool is not None:
             return known
-        if handle.state in _ADOPTABLE:
+        if handle.state is SandboxState.PAUSED:
             return self._adopt(handle, fresh=self._synced)
-        if handle.state is SandboxState.STARTING:
-            return self._watch_start(handle)
+        if handle.state in (SandboxState.STARTING, SandboxState.RUNNING):
+            return self._watch_start(handle)  # READY once its agent answers
         return None  # EXITED: sync removes it
 
     async def gone_elsewhere(self, record: Record) -> bool:
@@ -103,8 +107,9 @@ class Reconciler(ConversationCore):
         return record
 
     def _watch_start(self, handle: SandboxHandle) -> Record:
-        """A STARTING record for a start under way in another gateway, READY once its sandbox
-        runs (looked at every 0.1 s, at most a start timeout)."""
+        """A STARTING record for a start under way in another gateway (or just done), READY once
+        its sandbox runs and its agent answers ``/ready`` (a runtime may say RUNNING before:
+        Docker does from ``docker start`` on); looked at every 0.1 s, at most a start timeout."""
         idle = handle.spec.idle_timeout or self._settings.idle_timeout
         phase = "starting (through another gateway)"
         record = Record(spec=handle.spec, status=ConversationStatus.STARTING, idle_timeout=idle, phase=phase)
@@ -120,7 +125,9 @@ class Reconciler(ConversationCore):
             await asyncio.sleep(_WATCH_INTERVAL)
             with contextlib.suppress(RuntimeFailure):
                 found = await self.runtime.find(record.id)
-                if found is None or found.state is not SandboxState.STARTING:
+                if found is None or found.state not in (SandboxState.STARTING, SandboxState.RUNNING):
+                    break
+                if found.state is SandboxState.RUNNING and await self._answers(found):
                     break
         if self._records.get(record.id) is not record or record.status is not ConversationStatus.STARTING:
             return
@@ -132,6 +139,24 @@ class Reconciler(ConversationCore):
             reason = (found.reason if found is not None else None) or "its start did not complete"
             self._fail(record, reason)
             self._forget(record)
+
+    async def _answers(self, handle: SandboxHandle) -> bool:
+        if not handle.base_url:
+            return False  # not reachable yet (Docker: the relay's port is not published yet)
+        try:
+            return (await self._http.get(f"{handle.base_url}/ready", timeout=2.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def _exited_or_removed(self, handle: SandboxHandle) -> SandboxHandle | None:
+        """An EXITED sandbox, looked at again a moment later: a removal by another gateway passes
+        through EXITED (Docker: killed, then removed; its relay removed first), and then it is
+        absent (``None``: it ended cleanly, no failure)."""
+        await asyncio.sleep(_REMOVAL_SETTLE)
+        try:
+            return await self.runtime.find(handle.conversation_id)
+        except RuntimeFailure:
+            return handle
 
     # --- the loops ------------------------------------------------------------------
 
@@ -158,18 +183,24 @@ class Reconciler(ConversationCore):
         if record is None:
             if self.closing:
                 return
-            if handle.state in _ADOPTABLE:
-                self._adopt(handle, fresh=self._synced)
-            elif handle.state is SandboxState.STARTING and self._synced:
-                self._watch_start(handle)  # so the firehose sees it start
+            if handle.state in _ADOPTABLE and not self._synced:
+                self._adopt(handle)  # at start: what ran before this gateway
+            elif handle.state is SandboxState.PAUSED:
+                self._adopt(handle, fresh=True)
+            elif handle.state in (SandboxState.STARTING, SandboxState.RUNNING):
+                self._watch_start(handle)  # new through another gateway: the firehose sees it start
             return
         if record.status not in RUNNING or self.pausing.busy(record.id):
             return  # being started, stopped, paused or resumed here right now
         if handle.state is SandboxState.EXITED:
+            again = await self._exited_or_removed(handle)
+            if again is None:
+                self._end_elsewhere(record, GONE_ELSEWHERE)
+                return
             with contextlib.suppress(RuntimeFailure):
                 await self.runtime.remove(handle.conversation_id)  # idempotent across gateways
             if self._records.get(handle.conversation_id) is record:
-                self._fail(record, handle.reason or "the sandbox exited unexpectedly")
+                self._fail(record, again.reason or handle.reason or "the sandbox exited unexpectedly")
         elif handle.state is SandboxState.PAUSED and record.status is ConversationStatus.READY:
             self._paused_elsewhere(record, handle)
         elif handle.state is SandboxState.RUNNING and record.status is ConversationStatus.PAUSED:

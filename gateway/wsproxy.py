@@ -93,7 +93,8 @@ async def connect_agent_socket(
             ping_interval=None,  # loopback or a private network: the agent's liveness is watched elsewhere
             proxy=None,
         )
-    except (OSError, TimeoutError, websockets.InvalidHandshake) as error:
+    except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as error:
+        # ConnectionClosed: the agent went away during the handshake (removed meanwhile).
         raise UpstreamUnavailable(f"the sandbox's event stream could not be opened: {error}") from None
 
 

@@ -269,6 +269,8 @@ class DockerSandboxes(DockerLifecycle):
 
     async def _handle(self, group: dict[str, dict[str, Any]]) -> SandboxHandle | None:
         sandbox, relay = group[cfg.SANDBOX], group.get(cfg.RELAY)
+        if sandbox.get("State") == "removing":
+            return None  # on its way to absent (a removal by this or another gateway)
         names = cfg.Names.of(self._install, UUID(sandbox["Labels"][cfg.CONVERSATION_ID]))
         state = _STATES.get(sandbox.get("State", ""), SandboxState.EXITED)
         spec = self._specs.get(sandbox["Id"])
