@@ -171,6 +171,9 @@ class ProcessRuntime(ProcessPausing, FolderSnapshots):
             raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
+            # Registered at once (STARTING, no agent yet): every gateway of the installation
+            # counts it against the limits from now on (gateway.limits).
+            await self._save_meta(folder, {"spec": files.spec_to_json(spec), "ready": False})
             try:
                 await self.seed_workspace(folder / "workspace", spec.seed)
             except (RuntimeFailure, OSError) as error:
