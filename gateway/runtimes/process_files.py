@@ -4,7 +4,8 @@
 "started": ..., "port": ..., "ready": ..., "paused": ...}`` (only the spec and
 ``"ready": false`` from the start's first step until its agent is launched:
 STARTING); ``<folder>/agent.log``: the agent's stdout and stderr;
-``<folder>/claim.json``: a claimed spare's claim, written by its agent (it wins over the metadata's spare spec). See :mod:`gateway.runtimes.process`.
+``<folder>/claim.json``: a claimed spare's claim, written by its agent (it
+wins over the metadata's spare spec). See :mod:`gateway.runtimes.process`.
 """
 
 from __future__ import annotations
