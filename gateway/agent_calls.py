@@ -12,9 +12,14 @@ from uuid import UUID
 import httpx
 
 from gateway.runtimes.base import SandboxHandle
-from sandbox_agent.protocol import TOKEN_HEADER
+from sandbox_agent.protocol import PASSIVE_HEADER, TOKEN_HEADER, Activity
 
 log = logging.getLogger("convoy.gateway")
+
+
+def _own(handle: SandboxHandle) -> dict[str, str]:
+    """Headers of a call of the gateway's own: no activity of the sandbox (sandbox_agent.activity)."""
+    return {TOKEN_HEADER: handle.token, PASSIVE_HEADER: "1"}
 
 
 async def announce_stopping(http: httpx.AsyncClient, handle: SandboxHandle, reason: str) -> None:
@@ -24,7 +29,7 @@ async def announce_stopping(http: httpx.AsyncClient, handle: SandboxHandle, reas
         await http.post(
             f"{handle.base_url}/status",
             json={"status": "STOPPING", "reason": reason},
-            headers={TOKEN_HEADER: handle.token},
+            headers=_own(handle),
             timeout=5.0,
         )
     except httpx.HTTPError as error:
@@ -37,12 +42,22 @@ async def has_unfinished_task(http: httpx.AsyncClient, handle: SandboxHandle) ->
         response = await http.get(
             f"{handle.base_url}/task",
             params=[("status", "RUNNING"), ("status", "PENDING"), ("status", "CANCELLING"), ("limit", "1")],
-            headers={TOKEN_HEADER: handle.token},
+            headers=_own(handle),
             timeout=5.0,
         )
         return response.status_code == 200 and bool(response.json().get("results"))
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
+
+
+async def agent_activity(http: httpx.AsyncClient, handle: SandboxHandle) -> Activity | None:
+    """What the agent served lately (every gateway's requests: ``GET /activity``); ``None``
+    when it does not say (an older agent, or one not answering)."""
+    try:
+        response = await http.get(f"{handle.base_url}/activity", headers=_own(handle), timeout=5.0)
+        return Activity.model_validate_json(response.content) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 # --- lifecycle: pause, resume and forks --------------------------------------------
@@ -56,7 +71,7 @@ async def announce_status(http: httpx.AsyncClient, handle: SandboxHandle, status
         response = await http.post(
             f"{handle.base_url}/status",
             json={"status": status},
-            headers={TOKEN_HEADER: handle.token},
+            headers=_own(handle),
             timeout=5.0,
         )
         return int(response.json()["seq"]) if response.status_code == 201 else None
@@ -68,9 +83,7 @@ async def announce_status(http: httpx.AsyncClient, handle: SandboxHandle, status
 async def last_seq(http: httpx.AsyncClient, handle: SandboxHandle) -> int:
     """The seq of the sandbox's newest event (0 when it cannot say)."""
     try:
-        response = await http.get(
-            f"{handle.base_url}/last-seq", headers={TOKEN_HEADER: handle.token}, timeout=5.0
-        )
+        response = await http.get(f"{handle.base_url}/last-seq", headers=_own(handle), timeout=5.0)
         return int(response.json()["seq"]) if response.status_code == 200 else 0
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return 0
@@ -82,7 +95,7 @@ async def announce_forked(http: httpx.AsyncClient, handle: SandboxHandle, origin
         await http.post(
             f"{handle.base_url}/forked",
             json={"type": "Forked", "from_conversation_id": str(origin), "from_seq": seq},
-            headers={TOKEN_HEADER: handle.token},
+            headers=_own(handle),
             timeout=5.0,
         )
     except httpx.HTTPError as error:

@@ -165,7 +165,7 @@ class Firehose:
         last = after_seq
         for attempt in range(_MAX_RECONNECTS + 1):
             try:
-                upstream = await connect_upstream(handle, last, self._settings)
+                upstream = await connect_upstream(handle, last, self._settings, passive=True)
             except UpstreamUnavailable as error:
                 log.info("firehose: %s", error)
             else:

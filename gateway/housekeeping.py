@@ -1,4 +1,4 @@
-"""The gateway's background loops: idle reaping and reconciliation, each on its interval.
+"""The gateway's background loops: idle reaping, syncing and reconciliation, each on its interval.
 
 A failing round is logged and the loop goes on: housekeeping must never stop
 because one sandbox misbehaved.
@@ -33,6 +33,10 @@ class Housekeeper:
             asyncio.create_task(self._every(self._settings.reap_interval, self._manager.reap, "reap")),
             asyncio.create_task(
                 self._every(self._settings.reconcile_interval, self._manager.reconcile, "reconcile")
+            ),
+            # What other gateways of the installation did, seen within sync_interval (gateway.reconciling).
+            asyncio.create_task(
+                self._every(self._settings.sync_interval, self._manager.sync_quietly, "sync")
             ),
         ]
 

@@ -58,6 +58,11 @@ class Pauser:
     def _lock(self, record: Record) -> asyncio.Lock:
         return self._locks.setdefault(record.id, asyncio.Lock())
 
+    def busy(self, conversation_id: UUID) -> bool:
+        """A pause or resume of it is under way here (what a listing says may be stale)."""
+        lock = self._locks.get(conversation_id)
+        return lock is not None and lock.locked()
+
     def forget(self, conversation_id: UUID) -> None:
         self._locks.pop(conversation_id, None)
 

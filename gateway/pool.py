@@ -269,7 +269,8 @@ class Pool:
             for handle in [handle for handle in ready if handle.conversation_id not in listed]:
                 # Not listed: vanished, or ready only since the listing was taken (then it is there).
                 with contextlib.suppress(RuntimeFailure):
-                    if await self._runtime.find(handle.conversation_id) is None:
+                    found = await self._runtime.find(handle.conversation_id)
+                    if found is None or found.spec.pool is None:  # gone, or claimed elsewhere
                         self._drop(handle.conversation_id)
         ready_ids = {handle.conversation_id for spares_ in self._ready.values() for handle in spares_}
         for handle in spares:
@@ -288,6 +289,14 @@ class Pool:
                 log.info("removing half-made spare sandbox %s", spare_id)
                 await self._remove(spare_id)
         self._wake.set()
+
+    def discard(self, conversation_id: UUID) -> None:
+        """A listing shows ``conversation_id`` as a conversation: if it was a ready spare here,
+        another gateway of the installation claimed it, and it is no spare any more."""
+        ready_ids = {handle.conversation_id for ready in self._ready.values() for handle in ready}
+        if conversation_id in ready_ids:
+            self._handed_out.add(conversation_id)
+            self._drop(conversation_id)
 
     def _drop(self, spare_id: UUID) -> None:
         for key, ready in self._ready.items():

@@ -117,7 +117,7 @@ class PreviewLayer:
             return
         manager = context.manager
         try:
-            admitted = admit(request, context, target)
+            admitted = await admit(request, context, target)
             record = admitted.record
             handle = await manager.ready_handle(record)
             manager.touch(record)
@@ -143,7 +143,7 @@ class PreviewLayer:
     async def _websocket(self, websocket: WebSocket, context: GatewayContext, target: Target) -> None:
         manager = context.manager
         try:
-            admitted = admit(websocket, context, target)
+            admitted = await admit(websocket, context, target)
             record = admitted.record
             handle = await manager.ready_handle(record)
         except (AuthError, GatewayError) as error:

@@ -99,12 +99,12 @@ class Admission:
     by_link: bool
 
 
-def admit(conn: HTTPConnection, context: GatewayContext, target: Target) -> Admission:
+async def admit(conn: HTTPConnection, context: GatewayContext, target: Target) -> Admission:
     """Who admitted ``conn`` to ``target``; raises :class:`AuthError` or a
     :class:`~gateway.errors.GatewayError` (the rules: :mod:`gateway.preview`)."""
     token = conn.query_params.get(LINK_PARAMETER)
     if token is not None:
-        record, left = _by_link(context, target, token)
+        record, left = await _by_link(context, target, token)
         secure = "; Secure" if conn.url.scheme in ("https", "wss") else ""
         cookie = (
             f"{LINK_PARAMETER}={token}; Path={target.cookie_path}; Max-Age={left}; HttpOnly; "
@@ -120,19 +120,20 @@ def admit(conn: HTTPConnection, context: GatewayContext, target: Target) -> Admi
         refusal: LinkRefused | None = None
         for candidate in tokens:
             try:
-                return Admission(_by_link(context, target, candidate)[0], None, by_link=True)
+                return Admission((await _by_link(context, target, candidate))[0], None, by_link=True)
             except LinkRefused as error:
                 refusal = error
         assert refusal is not None
         raise refusal from None
-    return Admission(context.manager.get(target.conversation_id, principal), None, by_link=False)
+    return Admission(await context.manager.get(target.conversation_id, principal), None, by_link=False)
 
 
-def _by_link(context: GatewayContext, target: Target, token: str) -> tuple[Record, int]:
+async def _by_link(context: GatewayContext, target: Target, token: str) -> tuple[Record, int]:
     """The conversation and the seconds the link has left. Checks the signature (403),
     then the conversation (404), then the expiry (403)."""
     expires_at = context.links.check(token, target.conversation_id, target.port)
-    record = context.manager.lookup(target.conversation_id)
+    found = context.manager.lookup(target.conversation_id)
+    record = found or await context.manager.discover(target.conversation_id)
     if record is None:
         raise NotFound(f"conversation {target.conversation_id} not found")
     return record, context.links.check_expiry(expires_at)

@@ -2,7 +2,8 @@
 
 A :class:`Record` is the runtime's metadata (the :class:`SandboxSpec`) plus what
 only this gateway process knows: the status and start phase, the reason of a
-failure, and activity (last request, open connections) for idle reaping.
+failure, and this gateway's view of activity (last request, open connections).
+Other gateways of the installation may hold records of the same conversation.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Record:
     forked_from: tuple[UUID, int] | None = None
     #: The pool: "warm" when a spare was claimed for it, else "cold" (started anew).
     start: Literal["warm", "cold"] = "cold"
+    #: Over a limit after its start was registered (gateway.limits): being undone, counts for nobody.
+    yielding: bool = False
 
     @property
     def id(self) -> UUID:

@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     max_idle_timeout: float = Field(7 * 24 * 3600.0, gt=0)
     reap_interval: float = Field(10.0, gt=0)
     reconcile_interval: float = Field(30.0, gt=0)
+    sync_interval: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between two listings of the runtime: how soon conversations created, "
+        "paused or removed through another gateway of the installation show here (firehose included).",
+    )
+    limit_clock_margin: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds the gateways of one installation's clocks may differ by; the limits hold "
+        "across gateways within it (gateway.limits).",
+    )
     start_timeout: float = Field(60.0, gt=0)
     error_retention: float = Field(600.0, ge=0, description="Seconds a failed conversation stays visible.")
     create_burst: int = Field(20, ge=1, description="Creates a principal may make at once (token bucket).")

@@ -77,7 +77,7 @@ class SnapshotManager:
     # --- snapshots ------------------------------------------------------------------
 
     async def create(self, principal: Principal, conversation_id: UUID, body: SnapshotCreate) -> Snapshot:
-        record = self._manager.get(conversation_id, principal)
+        record = await self._manager.get(conversation_id, principal)
         await self._manager.ready_handle(record)
         async with self._creating:
             mine = [info for info in await self._runtime.snapshots() if info.owner == principal.name]
@@ -132,7 +132,7 @@ class SnapshotManager:
     # --- forks ----------------------------------------------------------------------
 
     async def fork(self, principal: Principal, conversation_id: UUID, body: ForkCreate) -> Record:
-        original = self._manager.get(conversation_id, principal)
+        original = await self._manager.get(conversation_id, principal)
         seq = await last_seq(self._http, await self._manager.ready_handle(original))
         spec = original.spec
         options = ConversationCreate(
@@ -148,7 +148,7 @@ class SnapshotManager:
         )
         owner = principal if principal.name == spec.owner else Principal(name=spec.owner)
         seed = WorkspaceSeed(conversation_id=original.id)
-        fork = self._manager.create(owner, options, seed=seed, forked_from=(original.id, seq))
+        fork = await self._manager.create(owner, options, seed=seed, forked_from=(original.id, seq))
         # Answered once the copy is made (the fork READY, or ERROR): what the caller does to
         # the original after the answer never reaches the fork.
         if fork.start_task is not None:

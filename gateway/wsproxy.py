@@ -38,6 +38,7 @@ from gateway.runtimes.base import SandboxHandle
 from gateway.sendqueue import SendQueue
 from gateway.settings import Settings
 from sandbox_agent.protocol import (
+    PASSIVE_HEADER,
     TOKEN_HEADER,
     WS_CLOSE_CONVERSATION_ENDED,
     WS_CLOSE_TOO_SLOW,
@@ -66,18 +67,25 @@ def sendable(code: int | None) -> int:
     return code
 
 
-async def connect_upstream(handle: SandboxHandle, after_seq: int, settings: Settings) -> ClientConnection:
-    return await connect_agent_socket(handle, f"/ws?after_seq={after_seq}", settings)
+async def connect_upstream(
+    handle: SandboxHandle, after_seq: int, settings: Settings, passive: bool = False
+) -> ClientConnection:
+    """The agent's event stream after ``after_seq``; ``passive``: the gateway's own (the
+    firehose), which is no activity of the sandbox (see :mod:`sandbox_agent.activity`)."""
+    return await connect_agent_socket(handle, f"/ws?after_seq={after_seq}", settings, passive)
 
 
-async def connect_agent_socket(handle: SandboxHandle, path: str, settings: Settings) -> ClientConnection:
+async def connect_agent_socket(
+    handle: SandboxHandle, path: str, settings: Settings, passive: bool = False
+) -> ClientConnection:
     """The agent's WebSocket at ``path`` (with its query; built by the caller from validated
     parts only)."""
     url = f"ws{handle.base_url.removeprefix('http')}{path}"
+    headers = {TOKEN_HEADER: handle.token} | ({PASSIVE_HEADER: "1"} if passive else {})
     try:
         return await websockets.connect(
             url,
-            additional_headers={TOKEN_HEADER: handle.token},
+            additional_headers=headers,
             max_size=settings.ws_max_message_bytes,
             max_queue=UPSTREAM_MAX_QUEUE,
             compression=None,
@@ -85,7 +93,8 @@ async def connect_agent_socket(handle: SandboxHandle, path: str, settings: Setti
             ping_interval=None,  # loopback or a private network: the agent's liveness is watched elsewhere
             proxy=None,
         )
-    except (OSError, TimeoutError, websockets.InvalidHandshake) as error:
+    except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as error:
+        # ConnectionClosed: the agent went away during the handshake (removed meanwhile).
         raise UpstreamUnavailable(f"the sandbox's event stream could not be opened: {error}") from None
 
 

@@ -21,6 +21,7 @@ import logging
 from uuid import UUID, uuid4
 
 from sandbox_agent import __version__
+from sandbox_agent.activity import Meter
 from sandbox_agent.claim import Claim, read_claim, write_claim
 from sandbox_agent.errors import Conflict
 from sandbox_agent.events import EventLog, StoredEvent
@@ -71,6 +72,11 @@ class Agent:
         #: A claim read before the agent dropped its privileges (its file is root's then).
         self.kept_claim: Claim | None = None
         self._claim_lock = asyncio.Lock()
+        #: Requests and connections served (sandbox_agent.activity): asked by every gateway's reaper.
+        self.activity = Meter()
+        #: The STOPPING event once recorded: a second report (another gateway stopping it too)
+        #: records nothing more.
+        self.stopping_event: StoredEvent | None = None
 
     @property
     def conversation_id(self) -> UUID:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sandbox_agent import __version__, errors
+from sandbox_agent.activity import ActivityMeter
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
 from sandbox_agent.claim import Claim
@@ -64,4 +65,6 @@ def create_app(settings: AgentSettings, kept_claim: Claim | None = None) -> Fast
     errors.install(app)
     # Uploads stream to disk under their own cap; preview bodies stream to the sandbox's server.
     app.add_middleware(BodyLimit, max_bytes=settings.max_event_bytes, exempt=("/upload/", "/port/"))
+    # Outermost: what any gateway of the installation sent counts for every gateway's reaper.
+    app.add_middleware(ActivityMeter, meter=agent.activity)
     return app

@@ -24,6 +24,7 @@ __all__ = [
     "CONVERSATION_ID_ENV",
     "DEFAULT_PAGE_LIMIT",
     "MAX_PAGE_LIMIT",
+    "PASSIVE_HEADER",
     "RESERVED_ENV_PREFIX",
     "TASK_STREAM_MEDIA_TYPE",
     "TOKEN_HEADER",
@@ -60,6 +61,10 @@ CONVERSATION_ID_ENV: Final = f"{RESERVED_ENV_PREFIX}CONVERSATION_ID"
 
 #: Header carrying the per-conversation agent token (gateway -> agent only).
 TOKEN_HEADER: Final = "X-Convoy-Token"
+#: Set (to any value) on the gateway's own calls that are no use of the sandbox (the
+#: firehose's event stream, the reaper's questions): the agent does not count them as
+#: activity (``GET /activity``), so they never keep an idle conversation alive.
+PASSIVE_HEADER: Final = "X-Convoy-Passive"
 
 # --- media types ------------------------------------------------------------------
 

@@ -77,6 +77,15 @@ class AgentLimits(BaseModel):
     max_terminals: int = Field(description="Terminals that may run at once.")
 
 
+class Activity(BaseModel):
+    """``GET /activity`` (gateway only): how long the agent has served nobody, for idle reaping
+    by any gateway of the installation. Requests carrying :data:`PASSIVE_HEADER`, and the
+    agent's own probes (``/ready``, ``/health``, ``/activity``, ...), do not count."""
+
+    idle_seconds: float = Field(ge=0, description="Seconds since the last request or connection ended.")
+    connections: int = Field(ge=0, description="Requests and WebSockets open right now.")
+
+
 class AgentInfo(BaseModel):
     version: str
     conversation_id: UUID

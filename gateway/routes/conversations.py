@@ -50,8 +50,7 @@ async def create_conversation(
     context, body = context_of(request), body or ConversationCreate()
     body = await context.manager.checked(body)
     seed = await context.snapshots.seed(principal, body.snapshot)  # another's snapshot: 404
-    record = context.manager.create(principal, body, seed=seed)
-    await context.manager.until_claimed(record)
+    record = await context.manager.create(principal, body, seed=seed)
     return record.view()
 
 
@@ -84,7 +83,7 @@ async def count_conversations(request: Request, _: Principal = Depends(admin_pri
 async def get_conversation(
     request: Request, conversation_id: UUID, principal: Principal = Depends(current_principal)
 ) -> Conversation:
-    return context_of(request).manager.get(conversation_id, principal).view()
+    return (await context_of(request).manager.get(conversation_id, principal)).view()
 
 
 @router.delete(

@@ -41,7 +41,7 @@ async def pause_conversation(
     """Freezes the sandbox (its processes stop, memory kept): status PAUSED. Any request
     or WebSocket to it resumes it; it is removed ``CONVOY_PAUSED_TTL`` seconds later."""
     manager = context_of(request).manager
-    record = manager.get(conversation_id, principal)
+    record = await manager.get(conversation_id, principal)
     if record.status is ConversationStatus.STARTING:
         await manager.ready_handle(record)
     await manager.pausing.pause(record)
@@ -56,7 +56,7 @@ async def resume_conversation(
 ) -> Conversation:
     """Thaws a PAUSED conversation: READY again. A READY one stays so."""
     manager = context_of(request).manager
-    record = manager.get(conversation_id, principal)
+    record = await manager.get(conversation_id, principal)
     await manager.ready_handle(record)
     return record.view()
 

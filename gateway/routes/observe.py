@@ -74,7 +74,7 @@ async def conversation_usage(request: Request, conversation_id: UUID) -> Convers
     bytes in and out, processes: measured from the runtime (cgroup and engine stats on
     Docker, ``/proc`` on the process runtime), at the time of asking."""
     context = context_of(request)
-    record = context.manager.get(conversation_id, current_principal(request))
+    record = await context.manager.get(conversation_id, current_principal(request))
     await context.manager.ready_handle(record)
     runtime = context.manager.runtime
     found = await runtime.usage(conversation_id)

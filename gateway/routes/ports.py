@@ -66,7 +66,7 @@ async def create_port_link(
     longest = context.settings.preview_link_max_ttl
     if wanted > longest:
         raise InvalidInput(f"expires_in may be at most {longest} seconds")
-    record = context.manager.get(conversation_id, principal)
+    record = await context.manager.get(conversation_id, principal)
     expires_at = int(datetime.now(UTC).timestamp()) + wanted
     token = context.links.token(record.id, port, expires_at)
     return PortLink(

@@ -34,7 +34,7 @@ from fastapi.routing import APIRoute
 
 from gateway.auth import current_principal
 from gateway.context import context_of
-from gateway.errors import NotFound
+from gateway.errors import NotFound, UpstreamUnreachable
 from gateway.models import ErrorBody
 from gateway.upstream import UpstreamPath
 from sandbox_agent.routes import get_agent
@@ -65,16 +65,21 @@ async def forward_request(request: Request, upstream: UpstreamPath, download: bo
         conversation_id = UUID(raw_id)
     except ValueError:
         raise NotFound(f"conversation {raw_id} not found") from None
-    record = manager.get(conversation_id, principal)
+    record = await manager.get(conversation_id, principal)
     handle = await manager.ready_handle(record)
     manager.touch(record)
-    return await context.proxy.forward(
-        request,
-        handle,
-        path=upstream.build(request.path_params),
-        download=download,
-        activity=lambda: manager.connection(record),
-    )
+    try:
+        return await context.proxy.forward(
+            request,
+            handle,
+            path=upstream.build(request.path_params),
+            download=download,
+            activity=lambda: manager.connection(record),
+        )
+    except UpstreamUnreachable:
+        if await manager.gone_elsewhere(record):  # deleted through another gateway a moment ago
+            raise NotFound(f"conversation {conversation_id} not found") from None
+        raise
 
 
 class ProxyRoute(APIRoute):

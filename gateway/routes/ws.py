@@ -23,6 +23,7 @@ from gateway.context import GatewayContext, context_of
 from gateway.errors import GatewayError, LimitReached
 from gateway.following import error_frame, follow
 from gateway.models import ConversationCreate
+from gateway.status import StatusNotice
 from gateway.terminal_relay import relay_terminal
 from gateway.wsproxy import close_client
 from sandbox_agent.protocol import (
@@ -32,6 +33,7 @@ from sandbox_agent.protocol import (
     WS_CLOSE_LIMIT_REACHED,
     WS_CLOSE_NOT_FOUND,
     WS_CLOSE_UNAUTHORIZED,
+    ConversationStatus,
 )
 
 router = APIRouter()
@@ -68,7 +70,7 @@ async def follow_conversation(websocket: WebSocket, conversation_id: str) -> Non
         await _refuse(websocket, WS_CLOSE_BAD_QUERY, "after_seq must be an integer >= -1")
         return
     try:
-        record = context.manager.get(UUID(conversation_id), principal)
+        record = await context.manager.get(UUID(conversation_id), principal)
     except (ValueError, GatewayError):
         await _refuse(websocket, WS_CLOSE_NOT_FOUND, f"conversation {conversation_id} not found")
         return
@@ -95,14 +97,19 @@ async def create_and_follow(websocket: WebSocket) -> None:
     try:
         body = await context.manager.checked(body)
         seed = await context.snapshots.seed(principal, body.snapshot)
-        record = context.manager.create(principal, body, seed=seed)
+        record = await context.manager.create(principal, body, seed=seed)
     except GatewayError as error:
         await websocket.send_text(error_frame(None, error.detail))
         code = WS_CLOSE_LIMIT_REACHED if isinstance(error, LimitReached) else WS_CLOSE_BAD_QUERY
         await close_client(websocket, code, error.detail)
         return
-    # Subscribed in the same step as the creation: no status notice is missed.
+    # Subscribed in the same step as the create's answer: no status notice is missed.
     with context.bus.subscribe(record.id) as notices:
+        if record.status is not ConversationStatus.STARTING:
+            # A warm create answers once claimed: its client still sees it start, as the seed's does.
+            phase = "claimed a ready sandbox" if record.start == "warm" else None
+            starting = StatusNotice(record.id, ConversationStatus.STARTING, phase=phase)
+            await websocket.send_text(starting.frame())
         await follow(websocket, context, record, notices, 0)
 
 
@@ -138,7 +145,7 @@ async def attach_terminal(websocket: WebSocket, conversation_id: str, terminal_i
         await _refuse(websocket, WS_CLOSE_BAD_QUERY, "offset must be an integer >= 0")
         return
     try:
-        record = context.manager.get(UUID(conversation_id), principal)
+        record = await context.manager.get(UUID(conversation_id), principal)
         terminal = UUID(terminal_id)
     except (ValueError, GatewayError):
         await _refuse(

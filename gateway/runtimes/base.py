@@ -61,15 +61,18 @@ sandbox at that moment (a fork: files only, no process, no event log).
 Every handle carries the full spec (owner, title, token, idle timeout, ...)
 and ``base_url``, in every state.
 
-What :meth:`gateway.conversations.ConversationManager.reconcile` relies on:
-``list`` returns every sandbox of the installation with its spec (one without
+What :meth:`gateway.reconciling.Reconciler.reconcile` (and ``sync``, every few seconds)
+relies on: ``list`` returns every sandbox of the installation with its spec (one without
 a record is adopted as READY once RUNNING, a PAUSED one as PAUSED; a STARTING one is
 left to its start, here or in another gateway); an EXITED one
 is removed and its READY conversation fails with ``reason``; a READY
-conversation whose sandbox is absent from ``list`` fails ("the sandbox
-disappeared"); conversations it is starting or stopping itself are left to
+conversation whose sandbox is absent from ``list`` ends (removed by another
+gateway of the installation, or by hand); conversations it is starting or stopping itself are left to
 :meth:`Runtime.start` and :meth:`Runtime.remove`; :meth:`Runtime.cleanup_orphans`
-comes last and never touches a start under way in this runtime. A ``list``
+comes last and never touches a start under way in this runtime, nor, within its
+min-age guard, one under way in another runtime instance of the installation
+(another gateway). ``find`` answers for any sandbox of the installation, whoever
+started it: a gateway asks it for an id it holds no record of before a 404. A ``list``
 that raises (:class:`RuntimeUnavailable`) changes nothing: an engine that does
 not answer is no exit. ``tests/gateway/runtimes/test_contract.py`` checks these
 transitions on every runtime, ``test_docker_sandboxes.py`` the engine's absence.

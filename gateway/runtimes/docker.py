@@ -21,7 +21,8 @@ gateway keeps no database):
   init process, memory/CPU/pids limits, bounded logs, no Docker socket (each a
   setting). Its labels also carry the image version, idle timeout, internet
   flag, limits and the names of its extra env variables; the agent token is in
-  a root-only file of its volume, read back after a gateway restart (the agent
+  a root-only file of its volume, read back through the engine after a gateway
+  restart or by another gateway of the installation (the agent
   reads it as root, then drops to the sandbox user: see
   :mod:`gateway.runtimes.docker_token`);
 - the **relay** container (``images/sandbox/relay.py``, same image, same

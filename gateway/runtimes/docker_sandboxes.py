@@ -12,7 +12,7 @@ import asyncio
 import builtins
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
@@ -269,6 +269,8 @@ class DockerSandboxes(DockerLifecycle):
 
     async def _handle(self, group: dict[str, dict[str, Any]]) -> SandboxHandle | None:
         sandbox, relay = group[cfg.SANDBOX], group.get(cfg.RELAY)
+        if sandbox.get("State") == "removing":
+            return None  # on its way to absent (a removal by this or another gateway)
         names = cfg.Names.of(self._install, UUID(sandbox["Labels"][cfg.CONVERSATION_ID]))
         state = _STATES.get(sandbox.get("State", ""), SandboxState.EXITED)
         spec = self._specs.get(sandbox["Id"])
@@ -297,11 +299,23 @@ class DockerSandboxes(DockerLifecycle):
                 oom_killed=bool(status.get("OOMKilled")),
                 reason=reason,
             )
+        if self._relay_starting(sandbox, relay):
+            return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.STARTING)
         relay_gone = relay is None or relay.get("State") != "running"
         if state in (SandboxState.RUNNING, SandboxState.PAUSED) and relay_gone:
             gone = "its relay container is gone"
             return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.EXITED, reason=gone)
         return SandboxHandle(spec=spec, base_url=base_url or "", state=state)
+
+    def _relay_starting(self, sandbox: dict[str, Any], relay: dict[str, Any] | None) -> bool:
+        """The sandbox runs and its relay is created but not started yet: a start under way (in
+        any gateway of the installation: it starts the relay right after the sandbox)."""
+        return (
+            sandbox.get("State") == "running"
+            and relay is not None
+            and relay.get("State") == "created"
+            and young(relay.get("Created"), self.orphan_age)
+        )
 
     # --- the pool ---------------------------------------------------------------------
 
@@ -374,12 +388,8 @@ class DockerSandboxes(DockerLifecycle):
             if conversation in self._starting:
                 continue
             sandbox, relay = group.get(cfg.SANDBOX), group.get(cfg.RELAY)
-            if (
-                sandbox
-                and sandbox.get("State") == "created"
-                and young(sandbox.get("Created"), self.orphan_age)
-            ):
-                continue
+            if _under_way(group.values(), self.orphan_age):
+                continue  # a start of another gateway of the installation, half-way
             healthy = (
                 sandbox and relay and sandbox.get("State") in _LIVE_STATES and relay.get("State") == "running"
             )
@@ -432,6 +442,19 @@ class DockerSandboxes(DockerLifecycle):
             return await call
         except RuntimeFailure:
             return None
+
+
+def _under_way(containers: Iterable[dict[str, Any]], orphan_age: float) -> bool:
+    """A conversation's containers as a start leaves them half-way (in any gateway): each one
+    created (or running, but then another still only created), the newest younger than
+    ``orphan_age``. The sandbox and its relay are created together, then started one by one."""
+    states = [container.get("State") for container in containers]
+    newest = max((container.get("Created") or 0 for container in containers), default=0)
+    return (
+        "created" in states
+        and all(state in ("created", "running") for state in states)
+        and young(newest, orphan_age)
+    )
 
 
 async def _together(*calls: Awaitable[bool]) -> list[bool]:

@@ -18,6 +18,12 @@ holding
 - ``claim.json``: a claimed spare's claim, written by its agent; the metadata's
   spec is rewritten after the claim, and a claim file wins over a spare spec.
 
+Several gateways sharing one state dir are one installation: each lists and
+finds every folder; the metadata and token (0600, in folders 0700) are what
+each needs to reach an agent, readable by the user running the gateways only.
+Clean-up leaves a folder whose metadata is not written yet alone while it is
+younger than a start may take (another gateway's start in progress).
+
 The agent runs in a session of its own and is not a child of the gateway: a
 tiny launcher (an asyncio subprocess) starts it with ``start_new_session`` and
 exits. So a gateway stopped, or killed with SIGKILL, leaves its agents running
@@ -131,6 +137,9 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
             raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
         try:
+            # Registered at once (STARTING, no agent yet): every gateway of the installation
+            # counts it against the limits from now on (gateway.limits).
+            await self._save_meta(folder, {"spec": files.spec_to_json(spec), "ready": False})
             try:
                 await self.seed_workspace(folder / "workspace", spec.seed)
             except (RuntimeFailure, OSError) as error:
@@ -234,6 +243,8 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
                 continue  # not ours
             if conversation_id in self._starting:
                 continue
+            if data is None and await _io(self._young, folder):
+                continue  # another gateway's start, before its metadata is written
             handle = None if data is None else await _io(files.handle, folder, data)
             if handle is None or handle.state is SandboxState.EXITED or self._half_made(handle):
                 removed += await self.remove(conversation_id)
@@ -251,6 +262,15 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
         agent = procfs.ProcessId(int(data["pid"]), data.get("started"))
         found = await _io(usage_probes.agent_usage, agent, folder / "workspace")
         return None if found is None else self._peaks.update(conversation_id, found)
+
+    def _young(self, folder: Path) -> bool:
+        """Made less than a start timeout (and a margin) ago: a start of another gateway of the
+        installation (sharing this state dir) may be writing it (blocking)."""
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except FileNotFoundError:
+            return False  # removed meanwhile: nothing to spare
+        return age < self._settings.start_timeout + _HALF_MADE_MARGIN
 
     def _half_made(self, handle: SandboxHandle) -> bool:
         """STARTING for longer than any start may take: a gateway died during its start (it

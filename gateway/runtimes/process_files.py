@@ -1,9 +1,11 @@
 """What a process sandbox keeps on disk, and the handle it makes (blocking; run in threads).
 
 ``<folder>/meta.json`` (0600, replaced atomically): ``{"spec": ..., "pid": ...,
-"started": ..., "port": ..., "ready": ..., "paused": ...}``; ``<folder>/agent.log``: the
-agent's stdout and stderr; ``<folder>/claim.json``: a claimed spare's claim,
-written by its agent (it wins over the metadata's spare spec). See :mod:`gateway.runtimes.process`.
+"started": ..., "port": ..., "ready": ..., "paused": ...}`` (only the spec and
+``"ready": false`` from the start's first step until its agent is launched:
+STARTING); ``<folder>/agent.log``: the agent's stdout and stderr;
+``<folder>/claim.json``: a claimed spare's claim, written by its agent (it
+wins over the metadata's spare spec). See :mod:`gateway.runtimes.process`.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def handle(folder: Path, data: dict[str, Any]) -> SandboxHandle | None:
     output as the reason) once gone; ``None`` for metadata that is not ours."""
     try:
         spec = spec_from_json(data["spec"])
+        if "pid" not in data:  # registered by its start, agent not launched yet
+            return SandboxHandle(spec=spec, base_url="", state=SandboxState.STARTING)
         process = procfs.ProcessId(int(data["pid"]), data.get("started"))
         port = int(data["port"])
     except (KeyError, TypeError, ValueError):

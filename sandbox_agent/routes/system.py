@@ -2,7 +2,7 @@
 
 Three routers: ``public`` (no token: /health, /ready), ``proxied`` (what the
 gateway serves to users: /agent-info) and ``router`` (token; the gateway's own
-calls, never proxied: /status, /openapi.json).
+calls, never proxied: /status, /activity, /last-seq, /openapi.json).
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.errors import error_response
-from sandbox_agent.protocol import AgentInfo, ConversationStatus, ConversationStatusUpdate, Event, Forked
+from sandbox_agent.protocol import (
+    Activity,
+    AgentInfo,
+    ConversationStatus,
+    ConversationStatusUpdate,
+    Event,
+    Forked,
+)
 from sandbox_agent.routes import get_agent, json_raw, operation_id, token_router
 
 public = APIRouter(tags=["system"], generate_unique_id_function=operation_id)
@@ -67,12 +74,18 @@ async def openapi(request: Request) -> dict[str, Any]:
 
 @router.post("/status", status_code=201, response_model=Event)
 async def report_status(report: StatusReport, agent: Agent = Depends(get_agent)) -> Response:
-    """Gateway only (never proxied): record a ConversationStatusUpdate, e.g. STOPPING before a delete."""
+    """Gateway only (never proxied): record a ConversationStatusUpdate, e.g. STOPPING before a delete.
+    STOPPING is recorded once: a second report (two gateways reaping or deleting it at once)
+    answers 200 with the event already recorded, so followers see one end."""
+    if report.status is ConversationStatus.STOPPING and agent.stopping_event is not None:
+        return json_raw(agent.stopping_event.raw, 200)
     stored = agent.events.append(
         ConversationStatusUpdate(
             status=report.status, conversation_id=agent.conversation_id, reason=report.reason
         )
     )
+    if report.status is ConversationStatus.STOPPING:
+        agent.stopping_event = stored
     return json_raw(stored.raw, 201)
 
 
@@ -82,6 +95,13 @@ async def report_forked(origin: Forked, agent: Agent = Depends(get_agent)) -> Re
     event after READY: the gateway sends it before any client can reach the sandbox)."""
     stored = agent.events.append(origin)
     return json_raw(stored.raw, 201)
+
+
+@router.get("/activity", response_model=Activity)
+async def activity(agent: Agent = Depends(get_agent)) -> Activity:
+    """Gateway only (never proxied): how long this sandbox has served nobody (any gateway's
+    requests count; see sandbox_agent.activity), for every gateway's idle reaper."""
+    return agent.activity.report()
 
 
 @router.get("/last-seq")

@@ -71,3 +71,25 @@ async def test_a_failed_copy_leaves_no_snapshot_and_thaws_the_sandbox(
         await runtime.snapshot(spec.conversation_id, info)
     assert snapshot_volume("fake", info.id) not in engine.volumes_by_name
     await runtime.remove(spec.conversation_id)
+
+
+async def test_another_gateways_start_half_way_is_starting_and_spared_until_orphan_age(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Two runtimes (gateways) on one engine: what one is starting, the other's listing calls
+    STARTING and its clean-up leaves alone (the sandbox runs, its relay is created but not yet
+    started; or only the relay is made yet), until it is older than ``orphan_age``."""
+    starter, other = fake_sandboxes(engine, tmp_path), fake_sandboxes(engine, tmp_path)
+    spec = make_spec()
+    await starter.start(spec)
+    names = cfg.Names.of("fake", spec.conversation_id)
+    engine.containers_by_name[names.relay].status = "created"  # between the two starts
+    found = await other.find(spec.conversation_id)
+    assert found is not None and found.state is SandboxState.STARTING
+    assert await other.cleanup_orphans() == 0
+    engine.containers_by_name[names.sandbox].status = "exited"
+    await engine.remove_container(names.sandbox)  # as if only the relay were made yet
+    assert await other.cleanup_orphans() == 0 and names.relay in engine.names()
+    engine.age(names.relay, other.orphan_age + 1)  # a start that died half-way, long ago
+    assert await other.cleanup_orphans() >= 1
+    assert engine.names(str(spec.conversation_id)) == set()

@@ -102,10 +102,15 @@ async def test_exited_agents_are_reported_and_cleaned_up(runtime: ProcessRuntime
     assert handle is not None and handle.exit_code is None, "not our child: its exit code is unknown"
     assert handle.reason and f"agent process {agent.pid} ended" in handle.reason
     stray = runtime._root / str(uuid4())
-    stray.mkdir()  # a start that died before writing its metadata
+    stray.mkdir()  # a start that died before writing its metadata, long ago
+    os.utime(stray, (0, 0))
+    # Another gateway's start on the same state dir, before it wrote the metadata: left alone.
+    under_way = runtime._root / str(uuid4())
+    under_way.mkdir()
     assert await runtime.cleanup_orphans() == 2
     assert await runtime.list() == []
     assert not exists(stray)
+    assert exists(under_way)
 
 
 async def test_a_start_under_way_is_starting_for_every_gateway(runtime: ProcessRuntime) -> None:
