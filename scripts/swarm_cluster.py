@@ -5,9 +5,11 @@ session fixture (``tests/gateway/swarm_cluster.py``). Everything it makes is
 named after one prefix (default ``cvs``), so ``down`` finds it all again, even
 after a half-failed ``up`` or in another process:
 
-- a Linux bridge ``PREFIXbr`` with the host's address ``10.213.0.1/24``;
+- a Linux bridge ``PREFIXbr`` with the host's address ``SUBNET.1/24`` (``--subnet``;
+  by default ``10.213.0`` for the prefix ``cvs`` and a /24 of ``10.214.0.0/16`` chosen
+  by the prefix for any other, so two clusters side by side never share addresses);
 - per node K (1..N): a network namespace ``PREFIXnK``, a veth pair ``PREFIXvK``
-  (host side, on the bridge) / ``eth0`` (inside, ``10.213.0.1K``), and a dockerd
+  (host side, on the bridge) / ``eth0`` (inside, ``SUBNET.1K``), and a dockerd
   started with ``nsenter --net`` (not ``ip netns exec``: that remounts /sys and
   dockerd then finds no cgroups), its own ``--config-file`` (the machine's
   daemon.json sets a data-root), data/exec roots and socket under
@@ -47,13 +49,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SUBNET = "10.213.0"
+SUBNET = "10.213.0"  # the default prefix's; see subnet_for()
 HEARTBEAT = "2s"
 # Overlay networks get their subnets from here (Swarm's default 10.0.0.0/8 could
-# hand out the harness's own 10.213.0.0/24); /24 each, 4096 of them.
+# hand out the harness's own subnet); /24 each, 4096 of them. Overlays live in the
+# nodes' namespaces only, so two clusters may use the same pool (``--address-pool``).
 ADDRESS_POOL = "10.96.0.0/12"
 REQUIRED_TOOLS = ("ip", "nsenter", "iptables", "dockerd", "docker")
 
@@ -84,24 +88,33 @@ class Cluster:
     iptables: bool = True
     images: tuple[str, ...] = ()
     nodes: list[Node] = field(default_factory=list)
+    subnet: str = SUBNET  # the first three octets of the bridge's /24
+    address_pool: str = ADDRESS_POOL
 
     @classmethod
     def named(
-        cls, prefix: str = "cvs", size: int = 3, iptables: bool = True, images: tuple[str, ...] = ()
+        cls,
+        prefix: str = "cvs",
+        size: int = 3,
+        iptables: bool = True,
+        images: tuple[str, ...] = (),
+        subnet: str | None = None,
+        address_pool: str = ADDRESS_POOL,
     ) -> Cluster:
         base = Path(tempfile.gettempdir()) / f"{prefix}-swarm"
+        subnet = subnet or os.environ.get("CONVOY_SWARM_SUBNET") or subnet_for(prefix)
         nodes = [
             Node(
                 k,
                 f"{prefix}n{k}",
-                f"{SUBNET}.{10 + k}",
+                f"{subnet}.{10 + k}",
                 str(base / f"n{k}" / "docker.sock"),
                 str(base / f"n{k}"),
                 f"{prefix}v{k}",
             )
             for k in range(1, size + 1)
         ]
-        return cls(prefix, size, iptables, images, nodes)
+        return cls(prefix, size, iptables, images, nodes, subnet, address_pool)
 
     @property
     def base(self) -> Path:
@@ -113,7 +126,7 @@ class Cluster:
 
     @property
     def host_ip(self) -> str:
-        return f"{SUBNET}.1"
+        return f"{self.subnet}.1"
 
     @property
     def manager(self) -> Node:
@@ -128,9 +141,20 @@ class Cluster:
             "prefix": self.prefix,
             "bridge": self.bridge,
             "host_ip": self.host_ip,
+            "subnet": f"{self.subnet}.0/24",
+            "address_pool": self.address_pool,
             "manager": self.manager.host,
             "nodes": [asdict(n) | {"host": n.host} for n in self.nodes],
         }
+
+
+def subnet_for(prefix: str) -> str:
+    """The bridge's /24 (three octets) of a prefix: ``10.213.0`` for ``cvs``, else one of
+    ``10.214.1-250`` by a hash of the prefix (outside the Docker runtime's default
+    ``docker_subnet_pool`` 10.213.0.0/16 too, so its /29s never shadow a node's address)."""
+    if prefix == "cvs":
+        return SUBNET
+    return f"10.214.{zlib.crc32(prefix.encode()) % 250 + 1}"
 
 
 def sh(*args: str, check: bool = True, timeout: float = 120, stdin: object = None) -> str:
@@ -307,7 +331,7 @@ def _swarm(cluster: Cluster) -> None:
             "--dispatcher-heartbeat",
             HEARTBEAT,
             "--default-addr-pool",
-            ADDRESS_POOL,
+            cluster.address_pool,
             "--default-addr-pool-mask-length",
             "24",
         )
@@ -516,6 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--prefix", default="cvs")
     parser.add_argument(
+        "--subnet",
+        help="the bridge's /24 as three octets (default: $CONVOY_SWARM_SUBNET, else by the prefix)",
+    )
+    parser.add_argument("--address-pool", default=ADDRESS_POOL, help="where overlays get their subnets")
+    parser.add_argument(
         "--no-iptables",
         dest="iptables",
         action="store_false",
@@ -530,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     images = tuple(args.image) or default_images()
-    cluster = Cluster.named(args.prefix, args.nodes, args.iptables, images)
+    cluster = Cluster.named(args.prefix, args.nodes, args.iptables, images, args.subnet, args.address_pool)
     if args.action == "up":
         try:
             up(cluster)
