@@ -55,7 +55,6 @@ import asyncio
 import builtins
 import random
 import time
-from collections.abc import Awaitable
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -76,13 +75,12 @@ from gateway.runtimes.base import (
     SandboxHandle,
     SandboxSpec,
     SandboxState,
-    SnapshotInfo,
     wait_until_ready,
 )
 from gateway.runtimes.claiming import Claimer, claim_of
 from gateway.runtimes.docker import choose_reach
-from gateway.runtimes.docker_engine import conversation_of, young
 from gateway.runtimes.docker_sandboxes import container_policy
+from gateway.runtimes.swarm_cleanup import UNSUPPORTED, SwarmCleanup
 from gateway.runtimes.swarm_engine import SwarmEngine
 from gateway.runtimes.swarm_sandboxes import HandleReader, read_world
 from gateway.runtimes.template_catalog import DefaultTemplateOnly
@@ -91,14 +89,13 @@ from gateway.settings import Settings
 
 __all__ = ["SwarmRuntime"]
 _T = TypeVar("_T")
-_UNSUPPORTED = "the swarm runtime cannot {what}: {why}"
 
 
 async def _no_progress(phase: str) -> None:
     return None
 
 
-class SwarmRuntime(DefaultTemplateOnly):
+class SwarmRuntime(SwarmCleanup, DefaultTemplateOnly):
     """The Runtime protocol on a Docker Swarm; build it with :meth:`connect`."""
 
     name = "swarm"
@@ -115,6 +112,7 @@ class SwarmRuntime(DefaultTemplateOnly):
         self._image_version = image_version
         self._constraints = list(settings.swarm_constraints)
         self._reserve = settings.swarm_reservation
+        self._stop_grace = settings.docker_stop_grace
         low, _, high = settings.swarm_ports.partition("-")
         self._ports = range(int(low), int(high) + 1)
         self.reach = reach
@@ -127,6 +125,15 @@ class SwarmRuntime(DefaultTemplateOnly):
         #: Seconds a half-made conversation is given before cleanup_orphans() takes it for
         #: left behind (another gateway's start may be under way).
         self.orphan_age = 60.0
+
+    @property
+    def install(self) -> str:
+        return self._install
+
+    @property
+    def engine(self) -> SwarmEngine:
+        """The manager's API (the tests read what it holds)."""
+        return self._engine
 
     @classmethod
     async def connect(cls, settings: Settings) -> SwarmRuntime:
@@ -164,13 +171,13 @@ class SwarmRuntime(DefaultTemplateOnly):
             return await self._start(spec, names, progress or _no_progress)
         except SandboxStartError as error:
             reason = await self._failure_reason(spec.conversation_id, names, str(error))
-            await asyncio.shield(self._quietly(self._remove(names)))
+            await asyncio.shield(self._quietly(self._remove(spec.conversation_id)))
             raise SandboxStartError(reason) from None
         except EngineError as error:
-            await asyncio.shield(self._quietly(self._remove(names)))
+            await asyncio.shield(self._quietly(self._remove(spec.conversation_id)))
             raise SandboxStartError(f"the swarm refused to start the sandbox: {error}") from None
         except BaseException:
-            await asyncio.shield(self._quietly(self._remove(names)))
+            await asyncio.shield(self._quietly(self._remove(spec.conversation_id)))
             raise
         finally:
             self._starting.discard(spec.conversation_id)
@@ -179,7 +186,7 @@ class SwarmRuntime(DefaultTemplateOnly):
         began = time.monotonic()
         if spec.seed is not None:
             raise LifecycleUnsupported(
-                _UNSUPPORTED.format(
+                UNSUPPORTED.format(
                     what="start from a snapshot or a fork", why="a workspace lives on one node's volume"
                 )
             )
@@ -199,6 +206,7 @@ class SwarmRuntime(DefaultTemplateOnly):
                 token_config_id=token_id,
                 constraints=self._constraints,
                 reserve=self._reserve,
+                stop_grace=self._stop_grace,
             )
         )
         await progress("placing")
@@ -317,68 +325,6 @@ class SwarmRuntime(DefaultTemplateOnly):
         self._reader.claimed[spec.conversation_id] = handle.spec
         return handle
 
-    # --- remove / cleanup -------------------------------------------------------------
-
-    async def remove(self, conversation_id: UUID) -> bool:
-        self._reader.claimed.pop(conversation_id, None)
-        self._peaks.forget(conversation_id)
-        return await self._remove(scfg.Names.of(self._install, conversation_id))
-
-    async def _remove(self, names: scfg.Names) -> bool:
-        """Both services, then the configs and the network once no task holds them (the
-        manager refuses while a task still shuts down; bounded: cleanup_orphans() takes
-        what is left, e.g. while a lost node still holds a task)."""
-        services = await asyncio.gather(
-            self._engine.remove_service(names.sandbox), self._engine.remove_service(names.relay)
-        )
-        others = [False]
-        deadline = time.monotonic() + 20
-        for name, remover in (
-            (names.token_config, self._engine.remove_config),
-            (names.claim_config, self._engine.remove_config),
-            (names.network, self._engine.remove_network),
-        ):
-            while True:
-                try:
-                    others.append(await remover(name))
-                    break
-                except EngineError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-        return any(services) or any(others)
-
-    async def cleanup_orphans(self) -> int:
-        """Conversations whose sandbox ended, lost its relay or its node; configs and networks
-        of the installation no service owns. Leaves alone what is being started."""
-        removed = 0
-        world = await read_world(self._engine, cfg.install_filter(self._install))
-        for conversation in list(world.services):
-            if conversation in self._starting:
-                continue
-            handle = self._reader.handle(world, conversation, self._starting)
-            sandbox = world.services[conversation].get(cfg.SANDBOX)
-            half_made = handle is None and not young((sandbox or {}).get("CreatedAt"), self.orphan_age)
-            if half_made or (handle is not None and handle.state is SandboxState.EXITED):
-                await self._quietly(self._remove(scfg.Names.of(self._install, conversation)))
-                removed += 1
-        configs, networks = await asyncio.gather(
-            self._engine.configs(cfg.install_filter(self._install)),
-            self._engine.networks(cfg.install_filter(self._install)),
-        )
-        for item, remover in [
-            *((c, self._engine.remove_config) for c in configs),
-            *((n, self._engine.remove_network) for n in networks),
-        ]:
-            spec = item.get("Spec") or item
-            owner = conversation_of(spec.get("Labels"))
-            if owner is None or owner in world.services or owner in self._starting:
-                continue
-            if young(item.get("CreatedAt") or item.get("Created"), self.orphan_age):
-                continue
-            removed += int(bool(await self._quietly(remover(spec.get("Name") or item["Name"]))))
-        return removed
-
     # --- usage ------------------------------------------------------------------------
 
     async def usage(self, conversation_id: UUID) -> ResourceUsage | None:
@@ -394,36 +340,6 @@ class SwarmRuntime(DefaultTemplateOnly):
         stats = await self._engine.local.stats(container)
         return self._peaks.update(conversation_id, docker_usage.usage_of(stats, None, None))
 
-    # --- what a swarm cannot do -----------------------------------------------------------
-
-    async def pause(self, conversation_id: UUID) -> SandboxHandle:
-        raise LifecycleUnsupported(
-            _UNSUPPORTED.format(
-                what="pause", why="the manager cannot freeze a task, and stopping it would lose its memory"
-            )
-        )
-
-    async def resume(self, conversation_id: UUID) -> SandboxHandle:
-        raise LifecycleUnsupported(_UNSUPPORTED.format(what="resume", why="it never pauses"))
-
-    async def snapshot(self, conversation_id: UUID, info: SnapshotInfo) -> SnapshotInfo:
-        raise LifecycleUnsupported(
-            _UNSUPPORTED.format(what="take snapshots", why="a workspace lives on one node's volume")
-        )
-
-    async def snapshots(self) -> builtins.list[SnapshotInfo]:
-        return []
-
-    async def remove_snapshot(self, snapshot_id: UUID) -> bool:
-        return False
-
     async def close(self) -> None:
         await self._claimer.close()
         await self._engine.close()
-
-    @staticmethod
-    async def _quietly(call: Awaitable[_T]) -> _T | None:
-        try:
-            return await call
-        except RuntimeFailure:
-            return None

@@ -120,6 +120,7 @@ def sandbox_service(
     token_config_id: str,
     constraints: list[str],
     reserve: float,
+    stop_grace: float = 0.0,
 ) -> dict[str, Any]:
     """The sandbox: the agent, its workspace and event log on an anonymous volume at /data
     (node-local, removed with the task's container: nothing to clean up on the node), its
@@ -149,6 +150,7 @@ def sandbox_service(
         "Labels": labels,
         "Init": policy.init,
         "StopSignal": "SIGTERM",
+        "StopGracePeriod": int(stop_grace * 1e9),
         "Mounts": mounts,
         "Configs": [
             {
@@ -197,6 +199,7 @@ def relay_service(
         "User": policy.user,
         "Labels": labels | {cfg.ROLE: cfg.RELAY},
         "StopSignal": "SIGTERM",
+        "StopGracePeriod": 0,  # it holds no state: stopping it gracefully saves nothing
     }
     endpoint: dict[str, Any] = {"Mode": "dnsrr"}
     if port is not None:

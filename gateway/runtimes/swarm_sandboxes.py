@@ -1,6 +1,6 @@
 """Reading the swarm: the installation's services, their tasks, nodes and configs, as handles.
 
-One listing is four manager calls (services, tasks, nodes, configs), whatever the
+One listing is four concurrent manager calls (services, tasks, nodes, configs), whatever the
 number of conversations; specs are cached by service id (a service is never
 updated, so its spec never changes), claims by conversation once read.
 """
@@ -38,11 +38,13 @@ class World:
 
 
 async def read_world(engine: SwarmEngine, filters: dict[str, list[str]]) -> World:
-    services, nodes, configs = await asyncio.gather(
-        engine.services(filters), engine.nodes(), engine.configs(_config_filter(filters))
+    # Tasks match their service's labels: one call, and no race with a service removed meanwhile.
+    services, tasks, nodes, configs = await asyncio.gather(
+        engine.services(filters),
+        engine.tasks(filters),
+        engine.nodes(),
+        engine.configs(_config_filter(filters)),
     )
-    ids = [service["ID"] for service in services]
-    tasks = await engine.tasks({"service": ids}) if ids else []
     world = World({}, {}, {node["ID"]: node for node in nodes})
     for service in services:
         labels = (service.get("Spec") or {}).get("Labels") or {}

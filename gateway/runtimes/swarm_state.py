@@ -20,7 +20,7 @@ from typing import Any
 from gateway.runtimes.base import SandboxState
 
 _BEFORE_RUNNING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
-_ENDED = {"complete", "shutdown", "failed", "rejected", "remove", "orphaned"}
+ENDED = {"complete", "shutdown", "failed", "rejected", "remove", "orphaned"}
 _NODE_LOST = {"down", "disconnected", "unknown"}
 
 
@@ -73,7 +73,7 @@ def seen(
         return Seen(SandboxState.EXITED, lost, node_id=node_id)
     status = task.get("Status") or {}
     current = status.get("State", "")
-    if current in _ENDED or task.get("DesiredState") in ("shutdown", "remove"):
+    if current in ENDED or task.get("DesiredState") in ("shutdown", "remove"):
         return Seen(SandboxState.EXITED, _ended(task, nodes, "sandbox"), _exit_code(status), node_id)
     relay = latest(relay_tasks or [])
     if current in _BEFORE_RUNNING:
@@ -81,7 +81,7 @@ def seen(
     if relay_tasks is None:
         return Seen(SandboxState.EXITED, "its relay service is gone", node_id=node_id)
     relay_state = ((relay or {}).get("Status") or {}).get("State", "new")
-    if relay is not None and (relay_state in _ENDED or relay.get("DesiredState") in ("shutdown", "remove")):
+    if relay is not None and (relay_state in ENDED or relay.get("DesiredState") in ("shutdown", "remove")):
         return Seen(SandboxState.EXITED, "its relay ended: " + _ended(relay, nodes, "relay"), node_id=node_id)
     if relay_state != "running":
         return Seen(SandboxState.STARTING, node_id=node_id)

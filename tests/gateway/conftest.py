@@ -4,8 +4,10 @@
 and event loop: the fast default for everything above the seam);
 ``process_harness`` on the process runtime, for tests that need a real agent
 process (its environment, its process group, killing it, its files);
-``any_harness`` is parametrised over ``process`` and ``docker`` (the Docker one
-is marked ``docker`` and skipped where no engine or image is there). A harness serves as many gateways as a
+``any_harness`` is parametrised over ``process``, ``docker`` and ``swarm`` (the
+Docker one is marked ``docker`` and skipped where no engine or image is there; the
+Swarm one is marked ``swarm`` and runs on the session's three-node cluster,
+``tests/gateway/swarm_cluster.py``). A harness serves as many gateways as a
 test wants, one after the other, on the same runtime - a restarted gateway is
 just a second ``async with harness.serve()``. Teardown removes every sandbox
 the test left, and kills any agent process still alive under the state dir.
@@ -25,12 +27,21 @@ from gateway.runtimes.base import Runtime
 from gateway.runtimes.memory import MemoryRuntime
 from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
-from tests.gateway.swarm_cluster import swarm_cluster  # the session's Swarm, for tests marked swarm
+from tests.gateway.swarm_cluster import (  # the session's Swarm, for tests marked swarm
+    Cluster,
+    swarm_cluster,
+    swarm_settings,
+)
 
 __all__ = ["swarm_cluster"]
 
 
 async def _runtime(kind: str, settings: Settings) -> Runtime:
+    if kind == "swarm":
+        from gateway.runtimes.swarm import SwarmRuntime
+
+        swarm: Runtime = await SwarmRuntime.connect(settings)
+        return swarm
     if kind == "docker":
         from gateway.runtimes.docker import DockerRuntime
 
@@ -42,8 +53,13 @@ async def _runtime(kind: str, settings: Settings) -> Runtime:
 
 
 @asynccontextmanager
-async def _harness(kind: str, tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
-    settings = base_settings(tmp_path / "state", runtime=kind)
+async def _harness(
+    kind: str, tmp_path: Path, serve: Serve, cluster: Cluster | None = None
+) -> AsyncIterator[Harness]:
+    if cluster is not None:
+        settings = swarm_settings(cluster, tmp_path / "state", start_timeout=60.0, docker_stop_grace=2.0)
+    else:
+        settings = base_settings(tmp_path / "state", runtime=kind)
     runtime = await _runtime(kind, settings)
     try:
         yield Harness(settings, runtime, serve)
@@ -76,9 +92,24 @@ async def docker_harness(tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]
         yield made
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(
+    params=[
+        "process",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.swarm),
+    ]
+)
 async def any_harness(request: pytest.FixtureRequest, tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
-    async with _harness(str(request.param), tmp_path, serve) as made:
+    """Process, Docker and Swarm (the session's cluster). A test that needs what a swarm cannot
+    do (pause, snapshots, forks: LifecycleUnsupported) is marked ``no_swarm(reason)``."""
+    kind = str(request.param)
+    cluster = None
+    if kind == "swarm":
+        refused = request.node.get_closest_marker("no_swarm")
+        if refused is not None:
+            pytest.skip(f"not on swarm: {refused.args[0] if refused.args else 'unsupported there'}")
+        cluster = request.getfixturevalue("swarm_cluster")
+    async with _harness(kind, tmp_path, serve, cluster) as made:
         yield made
 
 

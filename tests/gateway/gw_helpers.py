@@ -145,7 +145,7 @@ class Harness:
 
     @property
     def kind(self) -> str:
-        """The runtime's name: ``memory``, ``process`` or ``docker``."""
+        """The runtime's name: ``memory``, ``process``, ``docker`` or ``swarm``."""
         return self.runtime.name
 
     @property
@@ -219,7 +219,19 @@ async def leftovers(
     """What the runtime still holds of a conversation, in words; ``[]`` when nothing.
     Process: its folder, ``agent`` (see :func:`agent_of`) and its descendants while alive.
     Memory: its folder and its entry in the runtime's registry.
-    Docker: every container, volume and network labelled with its id."""
+    Docker: every container, volume and network labelled with its id.
+    Swarm: every service, task still running, config and network labelled with its id
+    (containers and volumes on the nodes go with the tasks: tests/gateway/swarm checks them)."""
+    if harness.kind == "swarm":
+        from gateway.runtimes.swarm import SwarmRuntime
+
+        assert isinstance(harness.runtime, SwarmRuntime)
+        swarm = harness.runtime.engine
+        filters = install_filter(harness.settings.install, **{CONVERSATION_ID: conversation_id})
+        found = [f"service {s['Spec']['Name']}" for s in await swarm.services(filters)]
+        found += [f"task {t['ID']}" for t in await swarm.tasks(filters) if t["Status"]["State"] == "running"]
+        found += [f"config {c['Spec']['Name']}" for c in await swarm.configs(filters)]
+        return found + [f"network {n['Name']}" for n in await swarm.networks(filters)]
     if harness.kind == "docker":
         from gateway.runtimes.docker import DockerRuntime
 

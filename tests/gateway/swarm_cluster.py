@@ -11,6 +11,8 @@ skipped with the reason (:func:`skip_reason`, applied in ``tests/conftest.py``);
 ``CONVOY_REQUIRE_SWARM=1`` makes that an error, as ``CONVOY_REQUIRE_DOCKER``
 does for Docker. ``CONVOY_SWARM_PREFIX`` (default ``cvs``) names everything
 the cluster makes, so two sessions on one machine can each have their own.
+``CONVOY_SWARM_KEEP=1`` (for working on the runtime): reuse the cluster
+``scripts/swarm-cluster up`` built (or build it) and leave it up at the end.
 
 The API tests build on (all from :class:`scripts.swarm_cluster.Cluster`):
 
@@ -21,6 +23,10 @@ The API tests build on (all from :class:`scripts.swarm_cluster.Cluster`):
   ``convoy.harness-node``); ``node_id(node)`` its Swarm node ID;
 - ``cut(cluster, k)`` / ``restore(cluster, k)``: take node k off the bridge
   (``ip link set PREFIXvK down``) and back; its engine keeps running;
+- ``swarm_settings(cluster, state_dir, **overrides)``: gateway settings for the swarm
+  runtime on it (a fresh installation name, reach ``published``: tests run on the host);
+- ``node_of(cluster, install, conversation_id)``: the harness node running a
+  conversation's sandbox task, and ``kill_sandbox_task(...)`` kills its container there;
 - ``leftovers(cluster)``: what any node still holds (services, containers,
   non-default networks, volumes, configs, secrets), for "nothing left" checks.
 """
@@ -34,13 +40,20 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
+from typing import Any
+from uuid import UUID
 
 import pytest
 
+from gateway.runtimes.swarm_config import Names
+from gateway.settings import Settings
 from scripts.swarm_cluster import (
     Cluster,
+    Node,
     cut,
     default_images,
     docker,
@@ -51,9 +64,23 @@ from scripts.swarm_cluster import (
     up,
 )
 
-__all__ = ["Cluster", "cut", "docker", "leftovers", "node_id", "restore", "skip_reason", "swarm_cluster"]
+__all__ = [
+    "Cluster",
+    "cut",
+    "docker",
+    "kill_sandbox_task",
+    "leftovers",
+    "node_id",
+    "node_of",
+    "restore",
+    "skip_reason",
+    "swarm_cluster",
+    "swarm_settings",
+]
 
-_DEFAULT_NETWORKS = {"bridge", "host", "none", "ingress", "docker_gwbridge"}
+#: Every engine's own networks, and the swarm runtime's shared overlay (the default
+#: ``swarm_network``: installation-wide, like the Docker runtime's ``docker_network``).
+_DEFAULT_NETWORKS = {"bridge", "host", "none", "ingress", "docker_gwbridge", "convoy-swarm"}
 _lock = threading.Lock()
 _built: list[Cluster] = []
 
@@ -96,6 +123,10 @@ def swarm_cluster() -> Iterator[Cluster]:
             pytest.fail(f"swarm tests required but cannot run: {reason}")
         pytest.skip(reason)
     cluster = Cluster.named(os.environ.get("CONVOY_SWARM_PREFIX", "cvs"), 3, images=default_images())
+    if os.environ.get("CONVOY_SWARM_KEEP") == "1":  # reuse (or build) one that outlives the session
+        up(cluster)
+        yield cluster
+        return
     down(cluster)  # whatever an earlier, killed session left under this prefix
     with _lock:
         _built.append(cluster)
@@ -129,3 +160,41 @@ def leftovers(cluster: Cluster) -> dict[str, list[str]]:
         if things:
             found[node.name] = things
     return found
+
+
+def swarm_settings(cluster: Cluster, state_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a gateway on the cluster's manager, with an installation of its own."""
+    values: dict[str, Any] = {
+        "install": f"test-{uuid.uuid4().hex[:8]}",
+        "runtime": "swarm",
+        "docker_url": cluster.manager.host,
+        "docker_image": cluster.images[0],
+        "swarm_reach": "published",
+        "start_timeout": 120.0,
+        "state_dir": state_dir,
+        "pool_size": 0,
+    }
+    return Settings(**(values | overrides))
+
+
+def _task_of(cluster: Cluster, install: str, conversation_id: UUID) -> tuple[str, str]:
+    """(node id, container id) of the conversation's sandbox task."""
+    service = Names.of(install, conversation_id).sandbox
+    task = docker(cluster.manager, "service", "ps", "-q", "--no-trunc", service).split()[0]
+    found = docker(
+        cluster.manager, "inspect", "--format", "{{.NodeID}} {{.Status.ContainerStatus.ContainerID}}", task
+    ).split()
+    return found[0], found[1] if len(found) > 1 else ""
+
+
+def node_of(cluster: Cluster, install: str, conversation_id: UUID) -> Node:
+    """The harness node whose engine runs the conversation's sandbox."""
+    wanted, _ = _task_of(cluster, install, conversation_id)
+    return next(node for node in cluster.nodes if node_id(node) == wanted)
+
+
+def kill_sandbox_task(cluster: Cluster, install: str, conversation_id: UUID) -> None:
+    """SIGKILL the sandbox's container on its node (its agent ends behind the runtime's back)."""
+    wanted, container = _task_of(cluster, install, conversation_id)
+    node = next(node for node in cluster.nodes if node_id(node) == wanted)
+    docker(node, "kill", container)

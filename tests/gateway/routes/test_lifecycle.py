@@ -113,7 +113,7 @@ async def test_failed_start_stays_visible_as_error(any_harness: Harness) -> None
         # An agent that cannot start: the local subprocess reads PYTHONHOME; the container's
         # agent ignores PYTHON* (-I: see gateway.runtimes.docker_bundle) but not the smallest limit.
         breaking: dict[str, object] = {"env": {"PYTHONHOME": "/nonexistent"}}
-        if any_harness.kind == "docker":
+        if any_harness.kind in ("docker", "swarm"):
             breaking["limits"] = {"memory_bytes": 6 * 1024 * 1024}
         created = await client.post("/conversation", json=breaking)
         cid = created.json()["id"]

@@ -8,6 +8,7 @@ import asyncio
 import json
 from uuid import UUID
 
+import pytest
 from gw_helpers import (
     USER_KEYS,
     Harness,
@@ -24,6 +25,8 @@ from lifecycle_helpers import status_of, statuses
 
 from gateway.runtimes import procfs
 from tests.helpers import eventually
+
+pytestmark = pytest.mark.no_swarm("the manager cannot freeze a task (pause answers 409)")
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 

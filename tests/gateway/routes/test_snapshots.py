@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import pytest
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, auth, create_ready, keyed, leftovers
 from lifecycle_helpers import content, run, status_of
 
 from gateway.runtimes.docker_config import install_filter
+
+pytestmark = pytest.mark.no_swarm("a workspace lives on one node's volume (snapshots answer 409)")
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 

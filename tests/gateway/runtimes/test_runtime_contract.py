@@ -37,6 +37,7 @@ from gateway.runtimes.process import ProcessRuntime
 from gateway.settings import Settings
 from gateway.status import StatusBus
 from sandbox_agent.protocol import CLAIM_SECRET_HEADER, TOKEN_HEADER, ConversationStatus
+from tests.gateway.swarm_cluster import Cluster, kill_sandbox_task, swarm_settings
 
 
 @dataclass
@@ -91,12 +92,42 @@ async def _docker(settings: Settings) -> Subject:
     return Subject("docker", settings, runtime, end_agent, peer)
 
 
-@pytest.fixture(params=["memory", "process", pytest.param("docker", marks=pytest.mark.docker)])
+async def _swarm(settings: Settings, cluster: Cluster) -> Subject:
+    from gateway.runtimes.swarm import SwarmRuntime
+
+    runtime = await SwarmRuntime.connect(settings)
+
+    async def end_agent(conversation_id: UUID) -> None:
+        await asyncio.to_thread(kill_sandbox_task, cluster, settings.install, conversation_id)
+
+    @asynccontextmanager
+    async def peer() -> AsyncIterator[Runtime]:
+        other = await SwarmRuntime.connect(settings)
+        try:
+            yield other
+        finally:
+            await other.close()
+
+    return Subject("swarm", settings, runtime, end_agent, peer)
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "process",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.swarm),
+    ]
+)
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
     kind = str(request.param)
     if kind == "docker":
         settings: Settings = request.getfixturevalue("docker_settings")
         made = await _docker(settings)
+    elif kind == "swarm":
+        cluster = request.getfixturevalue("swarm_cluster")
+        settings = swarm_settings(cluster, tmp_path / "state")
+        made = await _swarm(settings, cluster)
     else:
         settings = base_settings(tmp_path / "state", runtime=kind, process_stop_grace=2.0)
         made = _memory(settings) if kind == "memory" else _process(settings)
@@ -179,7 +210,7 @@ async def test_an_ended_agent_is_exited_with_a_reason_until_cleaned_up(subject: 
     await eventually(exited)
     handle = await runtime.find(spec.conversation_id)
     assert handle is not None and handle.spec == spec and handle.reason, handle
-    if subject.kind == "docker":
+    if subject.kind in ("docker", "swarm"):
         assert handle.exit_code == 137 and not handle.oom_killed
     listed = [h for h in await runtime.list() if h.conversation_id == spec.conversation_id]
     assert [h.state for h in listed] == [SandboxState.EXITED], "stays listed until removed"
@@ -207,7 +238,8 @@ async def test_a_failed_start_leaves_the_sandbox_absent(subject: Subject) -> Non
         pytest.skip("the memory runtime applies no env: nothing here breaks its agent")
     # The process runtime's agent reads PYTHONHOME; a Docker agent ignores the image's and the
     # caller's PYTHON* (-I: templates set their own), but does not start in 6 MiB.
-    breaking = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)} if subject.kind == "docker" else {}
+    small = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)}
+    breaking = small if subject.kind in ("docker", "swarm") else {}
     runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"}, **breaking)
     with pytest.raises(SandboxStartError) as failed:
         await runtime.start(spec)
@@ -285,6 +317,8 @@ _BURN = (
 
 
 async def test_usage_moves_when_a_task_burns_cpu_and_memory(subject: Subject) -> None:
+    if subject.kind == "swarm":
+        pytest.skip("swarm measures usage on the manager's node only: tests/gateway/swarm has its test")
     runtime, spec = subject.runtime, make_spec()
     assert await runtime.usage(spec.conversation_id) is None  # absent
     handle = await runtime.start(spec)

@@ -1,0 +1,155 @@
+"""The swarm runtime's removal, orphan clean-up, and what a swarm cannot do (see
+:mod:`gateway.runtimes.swarm`): a mixin over the runtime's engine and caches."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+from uuid import UUID
+
+from gateway.errors import EngineError, LifecycleUnsupported, RuntimeFailure
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes import swarm_config as scfg
+from gateway.runtimes.base import SandboxHandle, SandboxState, SnapshotInfo
+from gateway.runtimes.docker_engine import conversation_of, young
+from gateway.runtimes.swarm_engine import SwarmEngine
+from gateway.runtimes.swarm_sandboxes import HandleReader, read_world
+from gateway.runtimes.swarm_state import ENDED
+from gateway.runtimes.usage_probes import PeakMemory
+
+_T = TypeVar("_T")
+UNSUPPORTED = "the swarm runtime cannot {what}: {why}"
+#: Seconds remove() waits for the manager to let go of a network or config a task still holds.
+RELEASE_WAIT = 20.0
+
+
+class SwarmCleanup:
+    """remove(), cleanup_orphans() and the unsupported lifecycle calls."""
+
+    _engine: SwarmEngine
+    _install: str
+    _starting: set[UUID]
+    _reader: HandleReader
+    _peaks: PeakMemory
+    orphan_age: float
+
+    # --- remove / cleanup -------------------------------------------------------------
+
+    async def remove(self, conversation_id: UUID) -> bool:
+        self._reader.claimed.pop(conversation_id, None)
+        self._peaks.forget(conversation_id)
+        return await self._remove(conversation_id)
+
+    async def _remove(self, conversation_id: UUID) -> bool:
+        """Both services, then the configs and the network once no task holds them (the
+        manager refuses while a task still shuts down; bounded: cleanup_orphans() takes
+        what is left, e.g. while a lost node still holds a task)."""
+        names = scfg.Names.of(self._install, conversation_id)
+        deadline = time.monotonic() + RELEASE_WAIT
+        running = await self._running_tasks(conversation_id)
+        services = await asyncio.gather(
+            self._engine.remove_service(names.sandbox), self._engine.remove_service(names.relay)
+        )
+        await self._stopped(running, deadline)
+        others = [False]
+        for name, remover in (
+            (names.token_config, self._engine.remove_config),
+            (names.claim_config, self._engine.remove_config),
+            (names.network, self._engine.remove_network),
+        ):
+            while True:
+                try:
+                    others.append(await remover(name))
+                    break
+                except EngineError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        return any(services) or any(others)
+
+    async def _running_tasks(self, conversation_id: UUID) -> builtins.list[str]:
+        """The ids of its tasks that run on a node the manager still hears from."""
+        filters = cfg.install_filter(self._install, **{cfg.CONVERSATION_ID: str(conversation_id)})
+        tasks, nodes = await asyncio.gather(self._engine.tasks(filters), self._engine.nodes())
+        ready = {node["ID"] for node in nodes if (node.get("Status") or {}).get("State") == "ready"}
+        return [
+            task["ID"]
+            for task in tasks
+            if task.get("NodeID") in ready and (task.get("Status") or {}).get("State") not in ENDED
+        ]
+
+    async def _stopped(self, task_ids: builtins.list[str], deadline: float) -> None:
+        """Until those tasks have stopped (so a removed sandbox's agent answers no more), or
+        ``deadline``: the node's agent stops them once the manager has removed the service."""
+        while task_ids and time.monotonic() < deadline:
+            try:
+                tasks = await self._engine.tasks({"id": task_ids})
+            except EngineError:
+                return
+            if all((task.get("Status") or {}).get("State") in ENDED for task in tasks):
+                return
+            await asyncio.sleep(0.1)
+
+    async def cleanup_orphans(self) -> int:
+        """Conversations whose sandbox ended, lost its relay or its node; configs and networks
+        of the installation no service owns. Leaves alone what is being started."""
+        removed = 0
+        world = await read_world(self._engine, cfg.install_filter(self._install))
+        for conversation in list(world.services):
+            if conversation in self._starting:
+                continue
+            handle = self._reader.handle(world, conversation, self._starting)
+            sandbox = world.services[conversation].get(cfg.SANDBOX)
+            half_made = handle is None and not young((sandbox or {}).get("CreatedAt"), self.orphan_age)
+            if half_made or (handle is not None and handle.state is SandboxState.EXITED):
+                await self._quietly(self._remove(conversation))
+                removed += 1
+        configs, networks = await asyncio.gather(
+            self._engine.configs(cfg.install_filter(self._install)),
+            self._engine.networks(cfg.install_filter(self._install)),
+        )
+        for item, remover in [
+            *((c, self._engine.remove_config) for c in configs),
+            *((n, self._engine.remove_network) for n in networks),
+        ]:
+            spec = item.get("Spec") or item
+            owner = conversation_of(spec.get("Labels"))
+            if owner is None or owner in world.services or owner in self._starting:
+                continue
+            if young(item.get("CreatedAt") or item.get("Created"), self.orphan_age):
+                continue
+            removed += int(bool(await self._quietly(remover(spec.get("Name") or item["Name"]))))
+        return removed
+
+    # --- what a swarm cannot do -----------------------------------------------------------
+
+    async def pause(self, conversation_id: UUID) -> SandboxHandle:
+        raise LifecycleUnsupported(
+            UNSUPPORTED.format(
+                what="pause", why="the manager cannot freeze a task, and stopping it would lose its memory"
+            )
+        )
+
+    async def resume(self, conversation_id: UUID) -> SandboxHandle:
+        raise LifecycleUnsupported(UNSUPPORTED.format(what="resume", why="it never pauses"))
+
+    async def snapshot(self, conversation_id: UUID, info: SnapshotInfo) -> SnapshotInfo:
+        raise LifecycleUnsupported(
+            UNSUPPORTED.format(what="take snapshots", why="a workspace lives on one node's volume")
+        )
+
+    async def snapshots(self) -> builtins.list[SnapshotInfo]:
+        return []
+
+    async def remove_snapshot(self, snapshot_id: UUID) -> bool:
+        return False
+
+    @staticmethod
+    async def _quietly(call: Awaitable[_T]) -> _T | None:
+        try:
+            return await call
+        except RuntimeFailure:
+            return None
