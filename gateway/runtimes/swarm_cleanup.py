@@ -104,7 +104,8 @@ class SwarmCleanup:
             handle = self._reader.handle(world, conversation, self._starting)
             sandbox = world.services[conversation].get(cfg.SANDBOX)
             half_made = handle is None and not young((sandbox or {}).get("CreatedAt"), self.orphan_age)
-            if half_made or (handle is not None and handle.state is SandboxState.EXITED):
+            ended = handle is not None and handle.state is SandboxState.EXITED
+            if half_made or (ended and conversation in self._reader.listed_exited):
                 await self._quietly(self._remove(conversation))
                 removed += 1
         configs, networks = await asyncio.gather(

@@ -75,10 +75,16 @@ class HandleReader:
         self.reach_network = reach_network
         self.specs: dict[str, SandboxSpec] = {}  # by sandbox service id
         self.claimed: dict[UUID, SandboxSpec] = {}  # claimed spares, by conversation
+        #: The conversations the last listing showed EXITED: the only ones cleanup_orphans()
+        #: removes as ended, so a caller always learns why one ended before it goes (a
+        #: sandbox whose node is lost between a listing and the clean-up stays for the next).
+        self.listed_exited: set[UUID] = set()
 
     def handles(self, world: World, starting: set[UUID]) -> list[SandboxHandle]:
         found = (self.handle(world, conversation, starting) for conversation in world.services)
-        return [handle for handle in found if handle is not None]
+        handles = [handle for handle in found if handle is not None]
+        self.listed_exited = {h.conversation_id for h in handles if h.state is SandboxState.EXITED}
+        return handles
 
     def handle(self, world: World, conversation: UUID, starting: set[UUID]) -> SandboxHandle | None:
         group = world.services.get(conversation) or {}

@@ -1,5 +1,5 @@
-"""Helpers of the swarm operations tests: a gateway on the session's cluster, where a
-conversation runs, commands through the gateway, and what a conversation left behind.
+"""Helpers of the swarm operations tests: a gateway on the session's cluster, commands
+through it, what a conversation left behind, a removed node put back.
 
 Everything here reads the cluster through the harness (:mod:`scripts.swarm_cluster`)
 and the gateway through its HTTP routes; nothing reaches into the runtime.
@@ -8,10 +8,8 @@ and the gateway through its HTTP routes; nothing reaches into the runtime.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -19,27 +17,9 @@ import httpx
 from gw_helpers import Harness, Serve
 
 from gateway.runtimes.swarm import SwarmRuntime
-from gateway.runtimes.swarm_config import Names
 from gateway.settings import Settings
-from scripts.swarm_cluster import Cluster, Node, docker, node_id, up
+from scripts.swarm_cluster import Cluster, Node, docker, up
 from tests.helpers import eventually
-
-
-def ops_settings(cluster: Cluster, state_dir: Path, **overrides: Any) -> Settings:
-    """A gateway of an installation of its own on the cluster's manager, reaching relays by
-    their host-mode ports (the test runs on the host, outside the cluster)."""
-    values: dict[str, Any] = {
-        "install": f"ops-{uuid.uuid4().hex[:8]}",
-        "runtime": "swarm",
-        "docker_url": cluster.manager.host,
-        "docker_image": cluster.images[0],
-        "swarm_reach": "published",
-        "start_timeout": 120.0,
-        "state_dir": state_dir,
-        "pool_size": 0,
-        "reconcile_interval": 1.0,  # the node-loss tests wait for reconcile
-    }
-    return Settings(**(values | overrides))
 
 
 @asynccontextmanager
@@ -55,14 +35,6 @@ async def swarm_harness(settings: Settings, serve: Serve) -> AsyncIterator[Harne
             await runtime.remove(handle.conversation_id)
         await runtime.cleanup_orphans()
         await runtime.close()
-
-
-def node_of(cluster: Cluster, install: str, conversation_id: UUID | str) -> Node:
-    """The harness node the conversation's sandbox task was placed on."""
-    service = Names.of(install, UUID(str(conversation_id))).sandbox
-    task = docker(cluster.manager, "service", "ps", "-q", "--no-trunc", service).split()[0]
-    wanted = docker(cluster.manager, "inspect", "--format", "{{.NodeID}}", task)
-    return next(node for node in cluster.nodes if node_id(node) == wanted)
 
 
 async def run_command(client: httpx.AsyncClient, conversation_id: str, command: str) -> dict[str, Any]:
