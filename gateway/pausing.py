@@ -97,11 +97,15 @@ class Pauser:
             await self.resume(record)
 
     async def paused_when_idle(self, record: Record, why: str) -> bool:
-        """Pause an idle conversation whose policy says so; ``False`` when it is to be removed."""
+        """Pause an idle conversation whose policy says so; ``False`` when it is to be removed
+        (its policy is "delete", or its runtime cannot pause: :class:`LifecycleUnsupported`)."""
         if record.spec.on_idle != "pause":
             return False
         try:
             await self.pause(record)
+        except LifecycleUnsupported as error:  # a runtime that never pauses (swarm) reaps it
+            log.info("idle conversation %s removed, not paused: %s", record.id, error)
+            return False
         except GatewayError as error:
             log.warning("pausing idle conversation %s failed (tried again): %s", record.id, error)
         else:

@@ -6,7 +6,7 @@ named after one prefix (default ``cvs``), so ``down`` finds it all again, even
 after a half-failed ``up`` or in another process:
 
 - a Linux bridge ``PREFIXbr`` with the host's address ``SUBNET.1/24`` (``--subnet``;
-  by default ``10.213.0`` for the prefix ``cvs`` and a /24 of ``10.214.0.0/16`` chosen
+  by default ``10.199.0`` for the prefix ``cvs`` and a /24 of ``10.214.0.0/16`` chosen
   by the prefix for any other, so two clusters side by side never share addresses);
 - per node K (1..N): a network namespace ``PREFIXnK``, a veth pair ``PREFIXvK``
   (host side, on the bridge) / ``eth0`` (inside, ``SUBNET.1K``), and a dockerd
@@ -40,145 +40,40 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import zlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SUBNET = "10.213.0"  # the default prefix's; see subnet_for()
-HEARTBEAT = "2s"
-# Overlay networks get their subnets from here (Swarm's default 10.0.0.0/8 could
-# hand out the harness's own subnet); /24 each, 4096 of them. Overlays live in the
-# nodes' namespaces only, so two clusters may use the same pool (``--address-pool``).
-ADDRESS_POOL = "10.96.0.0/12"
-REQUIRED_TOOLS = ("ip", "nsenter", "iptables", "dockerd", "docker")
+from scripts.swarm_nodes import (
+    ADDRESS_POOL,
+    HEARTBEAT,
+    Cluster,
+    Node,
+    accept_rule,
+    answers,
+    docker,
+    missing_prerequisite,
+    sh,
+    swarm_state,
+)
+from scripts.swarm_teardown import down
 
-
-@dataclass(frozen=True)
-class Node:
-    """One engine of the cluster: how to reach it and what it is called on the host."""
-
-    index: int
-    name: str  # the netns, the cgroup parent and the Swarm node's hostname label
-    ip: str
-    socket: str
-    root: str  # /tmp/PREFIX-swarm/nK: config, data, exec root, pidfile, log
-    veth: str  # the host side of its veth pair: `ip link set VETH down` cuts it off
-
-    @property
-    def host(self) -> str:
-        """The DOCKER_HOST that names this node's engine."""
-        return f"unix://{self.socket}"
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """The names of everything one prefix owns; ``up``/``down`` make and unmake them."""
-
-    prefix: str = "cvs"
-    size: int = 3
-    iptables: bool = True
-    images: tuple[str, ...] = ()
-    nodes: list[Node] = field(default_factory=list)
-    subnet: str = SUBNET  # the first three octets of the bridge's /24
-    address_pool: str = ADDRESS_POOL
-
-    @classmethod
-    def named(
-        cls,
-        prefix: str = "cvs",
-        size: int = 3,
-        iptables: bool = True,
-        images: tuple[str, ...] = (),
-        subnet: str | None = None,
-        address_pool: str = ADDRESS_POOL,
-    ) -> Cluster:
-        base = Path(tempfile.gettempdir()) / f"{prefix}-swarm"
-        subnet = subnet or os.environ.get("CONVOY_SWARM_SUBNET") or subnet_for(prefix)
-        nodes = [
-            Node(
-                k,
-                f"{prefix}n{k}",
-                f"{subnet}.{10 + k}",
-                str(base / f"n{k}" / "docker.sock"),
-                str(base / f"n{k}"),
-                f"{prefix}v{k}",
-            )
-            for k in range(1, size + 1)
-        ]
-        return cls(prefix, size, iptables, images, nodes, subnet, address_pool)
-
-    @property
-    def base(self) -> Path:
-        return Path(tempfile.gettempdir()) / f"{self.prefix}-swarm"
-
-    @property
-    def bridge(self) -> str:
-        return f"{self.prefix}br"
-
-    @property
-    def host_ip(self) -> str:
-        return f"{self.subnet}.1"
-
-    @property
-    def manager(self) -> Node:
-        return self.nodes[0]
-
-    @property
-    def comment(self) -> str:
-        return f"{self.prefix}-swarm"
-
-    def state(self) -> dict[str, object]:
-        return {
-            "prefix": self.prefix,
-            "bridge": self.bridge,
-            "host_ip": self.host_ip,
-            "subnet": f"{self.subnet}.0/24",
-            "address_pool": self.address_pool,
-            "manager": self.manager.host,
-            "nodes": [asdict(n) | {"host": n.host} for n in self.nodes],
-        }
-
-
-def subnet_for(prefix: str) -> str:
-    """The bridge's /24 (three octets) of a prefix: ``10.213.0`` for ``cvs``, else one of
-    ``10.214.1-250`` by a hash of the prefix (outside the Docker runtime's default
-    ``docker_subnet_pool`` 10.213.0.0/16 too, so its /29s never shadow a node's address)."""
-    if prefix == "cvs":
-        return SUBNET
-    return f"10.214.{zlib.crc32(prefix.encode()) % 250 + 1}"
-
-
-def sh(*args: str, check: bool = True, timeout: float = 120, stdin: object = None) -> str:
-    """Run one command; its stdout (stripped). A failed ``check`` raises with its stderr."""
-    done = subprocess.run(
-        list(args), capture_output=True, text=True, timeout=timeout, check=False, stdin=stdin
-    )  # type: ignore[call-overload]
-    if check and done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
-    return str(done.stdout).strip()
-
-
-def docker(node: Node, *args: str, check: bool = True, timeout: float = 120) -> str:
-    return sh("docker", "-H", node.host, *args, check=check, timeout=timeout)
-
-
-def missing_prerequisite() -> str | None:
-    """Why a cluster cannot be built here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, a bridge, iptables, dockerd)"
-    for tool in REQUIRED_TOOLS:
-        if shutil.which(tool) is None:
-            return f"no {tool} (scripts/lib.sh ensure_swarm_packages installs it)"
-    return None
+__all__ = [
+    "Cluster",
+    "Node",
+    "cut",
+    "default_images",
+    "docker",
+    "down",
+    "missing_prerequisite",
+    "node_id",
+    "restore",
+    "status",
+    "up",
+]
 
 
 # ---- up ---------------------------------------------------------------------------------------
@@ -211,25 +106,8 @@ def _bridge(cluster: Cluster) -> None:
     sh("ip", "link", "set", cluster.bridge, "up")
 
 
-def _rule(cluster: Cluster) -> list[str]:
-    chain = "DOCKER-USER" if sh("iptables", "-n", "-L", "DOCKER-USER", check=False) else "FORWARD"
-    return [
-        chain,
-        "-i",
-        cluster.bridge,
-        "-o",
-        cluster.bridge,
-        "-m",
-        "comment",
-        "--comment",
-        cluster.comment,
-        "-j",
-        "ACCEPT",
-    ]
-
-
 def _accept_rule(cluster: Cluster) -> None:
-    rule = _rule(cluster)
+    rule = accept_rule(cluster)
     if subprocess.run(["iptables", "-C", *rule], capture_output=True, check=False).returncode != 0:
         sh("iptables", "-I", *rule)
 
@@ -251,7 +129,7 @@ def _namespace(cluster: Cluster, node: Node) -> None:
 
 def _engine(cluster: Cluster, node: Node) -> None:
     root = Path(node.root)
-    if _answers(node):
+    if answers(node):
         return
     root.mkdir(parents=True, exist_ok=True)
     driver = sh("docker", "info", "--format", "{{.Driver}}", check=False) or "overlay2"
@@ -293,33 +171,18 @@ def _engine(cluster: Cluster, node: Node) -> None:
     )
 
 
-def _answers(node: Node) -> bool:
-    if not Path(node.socket).exists():
-        return False
-    return (
-        subprocess.run(
-            ["docker", "-H", node.host, "version"], capture_output=True, timeout=20, check=False
-        ).returncode
-        == 0
-    )
-
-
 def _wait_engine(node: Node, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    while not _answers(node):
+    while not answers(node):
         if time.monotonic() > deadline:
             tail = (Path(node.root) / "dockerd.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{node.name}: dockerd did not answer in {timeout:.0f}s:\n{tail}")
         time.sleep(0.3)
 
 
-def _swarm_state(node: Node) -> str:
-    return docker(node, "info", "--format", "{{.Swarm.LocalNodeState}}", check=False)
-
-
 def _swarm(cluster: Cluster) -> None:
     manager = cluster.manager
-    if _swarm_state(manager) != "active":
+    if swarm_state(manager) != "active":
         docker(
             manager,
             "swarm",
@@ -337,7 +200,7 @@ def _swarm(cluster: Cluster) -> None:
         )
     token = docker(manager, "swarm", "join-token", "-q", "worker")
     for node in cluster.nodes[1:]:
-        if _swarm_state(node) != "active":
+        if swarm_state(node) != "active":
             docker(
                 node,
                 "swarm",
@@ -386,112 +249,6 @@ def _load_images(cluster: Cluster) -> None:
             Path(archive).unlink(missing_ok=True)
 
 
-# ---- down -------------------------------------------------------------------------------------
-
-
-def down(cluster: Cluster) -> list[str]:
-    """Remove everything the prefix owns, whatever state it is in; returns what failed (best effort)."""
-    problems: list[str] = []
-
-    def attempt(what: str, *args: str) -> None:
-        try:
-            sh(*args, timeout=60)
-        except (RuntimeError, subprocess.SubprocessError, OSError) as error:
-            problems.append(f"{what}: {error}")
-
-    with concurrent.futures.ThreadPoolExecutor(len(cluster.nodes) or 1) as pool:
-        list(pool.map(lambda node: _stop_engine(node, problems), cluster.nodes))
-    for node in cluster.nodes:
-        _unmount_under(Path(node.root), problems)
-        if node.name in sh("ip", "netns", "list", check=False).split():
-            attempt(f"netns {node.name}", "ip", "netns", "del", node.name)
-        if sh("ip", "link", "show", node.veth, check=False):
-            attempt(f"veth {node.veth}", "ip", "link", "del", node.veth)
-        _remove_cgroups(node.name)
-    if sh("ip", "link", "show", cluster.bridge, check=False):
-        attempt(f"bridge {cluster.bridge}", "ip", "link", "del", cluster.bridge)
-    for chain in ("DOCKER-USER", "FORWARD"):
-        rule = [chain, *_rule(cluster)[1:]]
-        while subprocess.run(["iptables", "-C", *rule], capture_output=True, check=False).returncode == 0:
-            attempt("iptables rule", "iptables", "-D", *rule)
-            if problems and problems[-1].startswith("iptables"):
-                break
-    shutil.rmtree(cluster.base, ignore_errors=True)
-    if cluster.base.exists():
-        problems.append(f"{cluster.base} could not be removed")
-    return problems
-
-
-def _stop_engine(node: Node, problems: list[str]) -> None:
-    """Remove the node's containers, stop its dockerd, then kill whatever it left (shims)."""
-    if _answers(node):
-        ids = docker(node, "ps", "-aq", check=False).split()
-        if ids:
-            docker(node, "rm", "-f", *ids, check=False, timeout=120)
-    pidfile = Path(node.root) / "docker.pid"
-    if pidfile.exists():
-        try:
-            pid = int(pidfile.read_text().strip() or 0)
-        except ValueError:
-            pid = 0
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-    for pid in _processes_mentioning(node.root):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while _processes_mentioning(node.root) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = _processes_mentioning(node.root)
-    if left:
-        problems.append(f"{node.name}: processes left {left}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-
-
-def _processes_mentioning(root: str) -> list[int]:
-    """Processes whose command line names the node's root (its dockerd, containerd, shims)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if root in cmdline and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _unmount_under(root: Path, problems: list[str]) -> None:
-    prefix = str(root) + "/"
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        if subprocess.run(["umount", "-l", point], capture_output=True, check=False).returncode != 0:
-            problems.append(f"could not unmount {point}")
-
-
-def _remove_cgroups(name: str) -> None:
-    """The node's cgroup parent (cgroup v1: one per controller; v2: one), deepest first."""
-    for parent in Path("/sys/fs/cgroup").glob(f"**/{name}") if Path("/sys/fs/cgroup").exists() else []:
-        below = sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-        for path in [*below, parent]:
-            with contextlib.suppress(OSError):
-                path.rmdir()
-
-
 # ---- status, cut, restore ---------------------------------------------------------------------
 
 
@@ -500,19 +257,19 @@ def status(cluster: Cluster) -> dict[str, object]:
     state = cluster.state()
     nodes = []
     for node in cluster.nodes:
-        answers = _answers(node)
+        up_now = answers(node)
         nodes.append(
             {
                 "name": node.name,
                 "ip": node.ip,
                 "host": node.host,
-                "answers": answers,
-                "swarm": _swarm_state(node) if answers else None,
+                "answers": up_now,
+                "swarm": swarm_state(node) if up_now else None,
                 "link": "down" if "state DOWN" in sh("ip", "link", "show", node.veth, check=False) else "up",
             }
         )
     state["nodes"] = nodes
-    if _answers(cluster.manager):
+    if answers(cluster.manager):
         state["swarm_nodes"] = docker(
             cluster.manager,
             "node",

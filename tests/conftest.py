@@ -89,6 +89,9 @@ def _skip_swarm_where_it_cannot_run(items: list[pytest.Item]) -> None:
         return
     from tests.gateway.swarm_cluster import skip_reason
 
+    for item in swarm_items:  # the first one builds the session's cluster (minutes under load)
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(900))
     reason = _docker_skip_reason() or skip_reason()
     if reason is None:
         return

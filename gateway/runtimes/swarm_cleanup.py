@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -21,6 +22,7 @@ from gateway.runtimes.swarm_state import ENDED
 from gateway.runtimes.usage_probes import PeakMemory
 
 _T = TypeVar("_T")
+log = logging.getLogger("convoy.gateway")
 UNSUPPORTED = "the swarm runtime cannot {what}: {why}"
 #: Seconds remove() waits for the manager to let go of a network or config a task still holds.
 RELEASE_WAIT = 20.0
@@ -45,15 +47,17 @@ class SwarmCleanup:
 
     async def _remove(self, conversation_id: UUID) -> bool:
         """Both services, then the configs and the network once no task holds them (the
-        manager refuses while a task still shuts down; bounded: cleanup_orphans() takes
-        what is left, e.g. while a lost node still holds a task)."""
+        manager refuses while a task still shuts down). Bounded: what a task on a lost node
+        still holds is left to cleanup_orphans(), once the node is back or removed."""
         names = scfg.Names.of(self._install, conversation_id)
         deadline = time.monotonic() + RELEASE_WAIT
-        running = await self._running_tasks(conversation_id)
+        running, stranded = await self._tasks_of(conversation_id)
         services = await asyncio.gather(
             self._engine.remove_service(names.sandbox), self._engine.remove_service(names.relay)
         )
         await self._stopped(running, deadline)
+        if stranded:  # its node will not let go of the network before it is back: no waiting
+            deadline = time.monotonic()
         others = [False]
         for name, remover in (
             (names.token_config, self._engine.remove_config),
@@ -64,22 +68,22 @@ class SwarmCleanup:
                 try:
                     others.append(await remover(name))
                     break
-                except EngineError:
+                except EngineError as error:
                     if time.monotonic() > deadline:
-                        raise
+                        log.info("swarm: %s left to the orphan clean-up: %s", name, error)
+                        break
                     await asyncio.sleep(0.2)
         return any(services) or any(others)
 
-    async def _running_tasks(self, conversation_id: UUID) -> builtins.list[str]:
-        """The ids of its tasks that run on a node the manager still hears from."""
+    async def _tasks_of(self, conversation_id: UUID) -> tuple[builtins.list[str], bool]:
+        """The ids of its tasks that run on a node the manager still hears from, and whether
+        any is on a node it does not (down, disconnected, gone)."""
         filters = cfg.install_filter(self._install, **{cfg.CONVERSATION_ID: str(conversation_id)})
         tasks, nodes = await asyncio.gather(self._engine.tasks(filters), self._engine.nodes())
         ready = {node["ID"] for node in nodes if (node.get("Status") or {}).get("State") == "ready"}
-        return [
-            task["ID"]
-            for task in tasks
-            if task.get("NodeID") in ready and (task.get("Status") or {}).get("State") not in ENDED
-        ]
+        live = [task for task in tasks if (task.get("Status") or {}).get("State") not in ENDED]
+        running = [task["ID"] for task in live if task.get("NodeID") in ready]
+        return running, any(task.get("NodeID") and task["NodeID"] not in ready for task in live)
 
     async def _stopped(self, task_ids: builtins.list[str], deadline: float) -> None:
         """Until those tasks have stopped (so a removed sandbox's agent answers no more), or

@@ -24,6 +24,8 @@ TOKEN_PATH = "/run/convoy-agent/token"
 KIND = "convoy.swarm-kind"  # "token" or "claim" on configs
 _LOG_DRIVER = {"Name": "json-file", "Options": {"max-size": "1m", "max-file": "1"}}
 _RELAY_MEMORY = 64 * 1024 * 1024
+#: The smallest memory value Swarm takes (a reservation below it is none).
+_SMALLEST_MEMORY = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def _resources(memory: int, cpus: float, pids: int | None, reserve: float) -> di
     limits: dict[str, Any] = {"MemoryBytes": memory, "NanoCPUs": int(cpus * 1e9)}
     if pids is not None:
         limits["Pids"] = pids
-    reserved = {"MemoryBytes": int(memory * reserve)} if reserve > 0 else {}
+    reserved = {"MemoryBytes": int(memory * reserve)} if memory * reserve >= _SMALLEST_MEMORY else {}
     return {"Limits": limits, "Reservations": reserved}
 
 

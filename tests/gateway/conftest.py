@@ -57,7 +57,9 @@ async def _harness(
     kind: str, tmp_path: Path, serve: Serve, cluster: Cluster | None = None
 ) -> AsyncIterator[Harness]:
     if cluster is not None:
-        settings = swarm_settings(cluster, tmp_path / "state", start_timeout=60.0, docker_stop_grace=2.0)
+        # A start that fails on swarm fails at its timeout (a 6 MiB agent crawls, it is not killed):
+        # shorter than the tests' 60 s wait for its ERROR.
+        settings = swarm_settings(cluster, tmp_path / "state", start_timeout=40.0, docker_stop_grace=2.0)
     else:
         settings = base_settings(tmp_path / "state", runtime=kind)
     runtime = await _runtime(kind, settings)

@@ -18,7 +18,7 @@ The API tests build on (all from :class:`scripts.swarm_cluster.Cluster`):
 
 - ``cluster.manager.host``: the ``DOCKER_HOST`` of the manager (node 1);
 - ``cluster.nodes[k].host`` / ``.ip`` / ``.name``: each node's engine socket
-  (``unix://...``), its address on the harness bridge (``10.213.0.1K``, which
+  (``unix://...``), its address on the harness bridge (``10.199.0.1K``, which
   the host reaches) and its name (netns, cgroup parent and the Swarm node label
   ``convoy.harness-node``); ``node_id(node)`` its Swarm node ID;
 - ``cut(cluster, k)`` / ``restore(cluster, k)``: take node k off the bridge

@@ -12,7 +12,7 @@ from gw_helpers import Harness, create_ready
 MiB = 1024 * 1024
 #: Large enough to stream in many chunks both ways; smaller on Docker, where every
 #: byte also crosses the relay container (the whole suite runs on a shared 2-core machine).
-SIZES = {"process": 120 * MiB, "docker": 40 * MiB}
+SIZES = {"process": 120 * MiB, "docker": 40 * MiB, "swarm": 40 * MiB}
 
 
 def _make_file(path: Path, size: int) -> str:

@@ -100,7 +100,7 @@ async def test_a_node_without_the_image_fails_the_start_naming_node_and_image(
         with pytest.raises(SandboxStartError) as failed:
             await made.start(spec)
         assert "no image" in str(failed.value) and only_here in str(failed.value)
-        assert "node " in str(failed.value) and "10.213.0.1" in str(failed.value), str(failed.value)
+        assert "node " in str(failed.value) and swarm_cluster.subnet in str(failed.value), str(failed.value)
         assert await made.find(spec.conversation_id) is None
     finally:
         await made.close()
@@ -122,6 +122,14 @@ async def test_pause_and_snapshots_answer_409_with_a_reason(
                 assert "swarm runtime cannot" in answer.json()["detail"]
             assert (await client.get(f"/conversation/{cid}")).json()["status"] == "READY"
             assert (await client.delete(f"/conversation/{cid}")).status_code == 204
+        # Idle with on_idle=pause: a runtime that cannot pause removes it, as on_idle=delete would.
+        async with harness.client(reap_interval=0.2) as client:
+            idle = await create_ready(client, idle_timeout=1, on_idle="pause")
+
+            async def reaped() -> bool:
+                return (await client.get(f"/conversation/{idle}")).status_code == 404
+
+            await eventually(reaped, what="an idle conversation that cannot pause is removed")
     finally:
         for handle in await made.list():
             await made.remove(handle.conversation_id)
@@ -142,4 +150,38 @@ async def test_usage_is_measured_where_the_task_runs_on_the_manager(
         await made.remove(spec.conversation_id)
         assert await made.usage(spec.conversation_id) is None
     finally:
+        await made.close()
+
+
+async def test_a_container_on_the_reach_network_reaches_the_relay(
+    swarm_cluster: Cluster, tmp_path: Path
+) -> None:
+    """swarm_reach=network: what a gateway container attached to swarm_network is given works."""
+    settings = swarm_settings(swarm_cluster, tmp_path / "state")
+    made = await SwarmRuntime.connect(settings)
+    inside = await SwarmRuntime.connect(settings.model_copy(update={"swarm_reach": "network"}))
+    try:
+        spec = make_spec()
+        await made.start(spec)
+        found = await inside.find(spec.conversation_id)
+        assert found is not None and found.base_url.startswith("http://10.96.")
+        ready = f"{found.base_url}/ready"
+        probe = f"import urllib.request; print(urllib.request.urlopen('{ready}', timeout=10).status)"
+        answer = await asyncio.to_thread(
+            docker,
+            swarm_cluster.manager,
+            "run",
+            "--rm",
+            "--network",
+            settings.swarm_network,
+            "--entrypoint",
+            "python3",
+            settings.docker_image,
+            "-c",
+            probe,
+        )
+        assert answer.strip() == "200"
+        await made.remove(spec.conversation_id)
+    finally:
+        await inside.close()
         await made.close()
