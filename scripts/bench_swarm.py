@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 from bench_pool import pool_ready
 from benchtools import free_port
-from swarm_cluster import Cluster, default_images, docker, down, node_id, up
+
+from scripts.swarm_cluster import Cluster, default_images, docker, down, node_id, up
 
 INSTALL = f"bench-{secrets.token_hex(4)}"
 
