@@ -87,11 +87,26 @@ def _stack_gone(cluster: Cluster, stack: str, within: float = 60) -> list[str]:
         time.sleep(0.5)
 
 
+def _check_image() -> None:
+    """The gateway image must carry this tree's swarm runtime and balancer (else the stack's
+    gateways never answer, and the test would only time out)."""
+    probe = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", GATEWAY_IMAGE, "python3", "-c",
+         "import gateway.balancer, gateway.runtimes.swarm"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, (
+        f"{GATEWAY_IMAGE} has no swarm runtime or balancer: rebuild it (scripts/build-images): "
+        f"{probe.stderr.strip()[-300:]}"
+    )
+
+
 @contextmanager
 def deployed(cluster: Cluster, **settings: str) -> Iterator[Stack]:
     """The stack deployed (``settings``: more CONVOY_* variables, by their names without the
     prefix), serving; ``stack rm`` and a check that nothing of it is left on the way out."""
     manager = cluster.manager
+    _check_image()
     _load_images(dataclasses.replace(cluster, nodes=[manager], images=(GATEWAY_IMAGE,)))
     if not docker(manager, "network", "inspect", "--format", "{{.ID}}", "convoy-swarm", check=False):
         docker(
