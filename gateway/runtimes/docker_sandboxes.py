@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -39,6 +38,7 @@ from gateway.runtimes.docker_engine import (
     young,
 )
 from gateway.runtimes.docker_lifecycle import DockerLifecycle
+from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_templates import DockerTemplates
 from gateway.runtimes.usage_probes import PeakMemory
 from gateway.settings import Settings
@@ -86,6 +86,7 @@ class DockerSandboxes(DockerLifecycle):
         self._install = settings.install
         self._start_timeout = settings.start_timeout
         self._stop_grace = settings.docker_stop_grace
+        self._removals = Removals(engine, settings.docker_stop_grace)
         self._subnet_pool = settings.docker_subnet_pool
         self._policy = container_policy(settings)
         self._image_version = image_version
@@ -263,7 +264,11 @@ class DockerSandboxes(DockerLifecycle):
     async def _handles(self, filters: dict[str, builtins.list[str]]) -> builtins.list[SandboxHandle]:
         groups = by_conversation(await self._engine.containers(filters))
         found = await asyncio.gather(
-            *(self._handle(group) for group in groups.values() if cfg.SANDBOX in group)
+            *(
+                self._handle(group)
+                for conversation, group in groups.items()
+                if cfg.SANDBOX in group and not self._removals.pending(conversation)
+            )
         )
         return [handle for handle in found if handle is not None]
 
@@ -336,33 +341,13 @@ class DockerSandboxes(DockerLifecycle):
     # --- remove / cleanup -------------------------------------------------------------
 
     async def remove(self, conversation_id: UUID) -> bool:
+        """Returns once the sandbox can no longer run; the rest follows in the background
+        (see :mod:`gateway.runtimes.docker_removal`)."""
         self._claimed.pop(conversation_id, None)
-        return await self._remove(cfg.Names.of(self._install, conversation_id))
-
-    async def _remove(self, names: cfg.Names) -> bool:
-        """Stop (``docker_stop_grace``; none by default) and remove the sandbox while the relay
-        is removed, then the volume and the network together (each needs both containers
-        gone). Every step runs to its end even when another fails (the first error is raised
-        after): nothing is left half-done that a concurrent step could still have removed."""
-
-        async def sandbox() -> bool:
-            with contextlib.suppress(
-                EngineError
-            ):  # a paused sandbox is thawed first: it is stopped or killed
-                await self._engine.unpause(names.sandbox)
-            if self._stop_grace > 0:  # else the forced removal kills it at once
-                with contextlib.suppress(EngineError):  # gone, or refusing a stop: removed by force below
-                    await self._engine.stop(names.sandbox, self._stop_grace)
-            return await self._engine.remove_container(names.sandbox)
-
-        containers = await _together(sandbox(), self._engine.remove_container(names.relay))
-        others = await _together(
-            self._engine.remove_volume(names.volume), self._engine.remove_network(names.network)
-        )
-        return any(containers) or any(others)
+        return await self._removals.remove(conversation_id, cfg.Names.of(self._install, conversation_id))
 
     async def _remove_quietly(self, names: cfg.Names) -> None:
-        await self._quietly(self._remove(names))
+        await self._quietly(remove_all(self._engine, names, self._stop_grace))
 
     async def cleanup_orphans(self) -> int:
         """Remove conversations whose sandbox exited or lost its relay (call :meth:`list`
@@ -371,7 +356,7 @@ class DockerSandboxes(DockerLifecycle):
         removed = 0
         groups = by_conversation(await self._engine.containers(cfg.install_filter(self._install)))
         for conversation, group in groups.items():
-            if conversation in self._starting:
+            if conversation in self._starting or self._removals.pending(conversation):
                 continue
             sandbox, relay = group.get(cfg.SANDBOX), group.get(cfg.RELAY)
             if (
@@ -384,7 +369,7 @@ class DockerSandboxes(DockerLifecycle):
                 sandbox and relay and sandbox.get("State") in _LIVE_STATES and relay.get("State") == "running"
             )
             if not healthy:
-                await self._remove(cfg.Names.of(self._install, conversation))
+                await remove_all(self._engine, cfg.Names.of(self._install, conversation), self._stop_grace)
                 removed += 1
         removed += await self._remove_old_helpers(self.orphan_age)
         volumes, networks = await asyncio.gather(
@@ -395,6 +380,8 @@ class DockerSandboxes(DockerLifecycle):
             for item in items:
                 owner = conversation_of(item.get("Labels"))
                 if owner is None or owner in groups or owner in self._starting:
+                    continue
+                if self._removals.pending(owner):
                     continue
                 if young(item.get(key), self.orphan_age):
                     continue
@@ -423,6 +410,7 @@ class DockerSandboxes(DockerLifecycle):
         return await docker_usage.measure(self._engine, self._install, conversation_id, self._peaks)
 
     async def close(self) -> None:
+        await self._removals.close()
         await self._claimer.close()
         await self._engine.close()
 
@@ -432,12 +420,3 @@ class DockerSandboxes(DockerLifecycle):
             return await call
         except RuntimeFailure:
             return None
-
-
-async def _together(*calls: Awaitable[bool]) -> list[bool]:
-    """Run ``calls`` concurrently to their ends; their results, or the first one's error."""
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return [bool(outcome) for outcome in outcomes]
