@@ -54,6 +54,8 @@ _STATES = {
     "paused": SandboxState.PAUSED,
 }
 _LIVE_STATES = ("running", "paused")
+#: Seconds a listing of list() serves cleanup_orphans() (see _fresh_listing).
+_LISTING_REUSE = 2.0
 
 
 async def _no_progress(phase: str) -> None:
@@ -87,6 +89,7 @@ class DockerSandboxes(DockerLifecycle):
         self._start_timeout = settings.start_timeout
         self._stop_grace = settings.docker_stop_grace
         self._removals = Removals(engine, settings.docker_stop_grace)
+        self._listed: tuple[float, builtins.list[dict[str, Any]]] = (-_LISTING_REUSE, [])
         self._subnet_pool = settings.docker_subnet_pool
         self._policy = container_policy(settings)
         self._image_version = image_version
@@ -259,10 +262,15 @@ class DockerSandboxes(DockerLifecycle):
         return handles[0] if handles else None
 
     async def list(self) -> list[SandboxHandle]:
-        return await self._handles(cfg.install_filter(self._install))
+        summaries = await self._engine.containers(cfg.install_filter(self._install))
+        self._listed = (time.monotonic(), summaries)
+        return await self._handles_of(summaries)
 
     async def _handles(self, filters: dict[str, builtins.list[str]]) -> builtins.list[SandboxHandle]:
-        groups = by_conversation(await self._engine.containers(filters))
+        return await self._handles_of(await self._engine.containers(filters))
+
+    async def _handles_of(self, summaries: builtins.list[dict[str, Any]]) -> builtins.list[SandboxHandle]:
+        groups = by_conversation(summaries)
         found = await asyncio.gather(
             *(
                 self._handle(group)
@@ -354,7 +362,7 @@ class DockerSandboxes(DockerLifecycle):
         first to learn why they ended), and volumes and networks of this installation
         that no container uses. Leaves alone what is being started."""
         removed = 0
-        groups = by_conversation(await self._engine.containers(cfg.install_filter(self._install)))
+        groups = by_conversation(await self._fresh_listing())
         for conversation, group in groups.items():
             if conversation in self._starting or self._removals.pending(conversation):
                 continue
@@ -388,6 +396,16 @@ class DockerSandboxes(DockerLifecycle):
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
         return removed + await self._templates.remove_dangling(self.orphan_age)
+
+    async def _fresh_listing(self) -> builtins.list[dict[str, Any]]:
+        """This installation's containers: those :meth:`list` just read (the reconcile lists,
+        then cleans up: with hundreds of conversations each listing is megabytes of JSON
+        decoded on the event loop), else read now. Starts under way here are in
+        ``_starting``, those of other gateways young: neither is taken for an orphan."""
+        listed_at, summaries = self._listed
+        if time.monotonic() - listed_at < _LISTING_REUSE:
+            return summaries
+        return await self._engine.containers(cfg.install_filter(self._install))
 
     # --- templates (see gateway.runtimes.docker_templates) ----------------------------
 
