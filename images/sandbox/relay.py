@@ -227,10 +227,17 @@ def start_companion(command):
     actions = [(posix.POSIX_SPAWN_DUP2, write_end, 1), (posix.POSIX_SPAWN_CLOSE, read_end)]
     pidfd = posix.pidfd_open(posix.posix_spawn(command[0], command, posix.environ, file_actions=actions))
     posix.close(write_end)
-    readable, _, _ = select.select([read_end], [], [], COMPANION_TIMEOUT)
-    said = posix.read(read_end, 256) if readable else b""
+    said, deadline = b"", time.monotonic() + COMPANION_TIMEOUT
+    # Until a whole line: an unbuffered companion writes a line's text and its end apart.
+    while b"\n" not in said and (left := deadline - time.monotonic()) > 0:
+        if not select.select([read_end], [], [], left)[0]:
+            break
+        chunk = posix.read(read_end, 256)
+        if not chunk:
+            break  # it ended (or closed its stdout) first
+        said += chunk
     posix.close(read_end)
-    if not said.endswith(b"\n"):
+    if b"\n" not in said:
         sys.exit("relay: the companion did not get ready")
     return pidfd
 
