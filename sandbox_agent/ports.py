@@ -1,8 +1,8 @@
 """The hop to a server inside the sandbox: ``/port/{port}/{path}`` -> ``127.0.0.1:{port}/{path}``.
 
 The gateway cannot reach the sandbox's loopback; the agent can. :class:`PortForwarder`
-relays one request (any method) or one WebSocket to a port on the sandbox's own
-loopback and the answer back.
+relays one request (any method; :mod:`sandbox_agent.port_http`, loaded on the first)
+or one WebSocket to a port on the sandbox's own loopback and the answer back.
 
 Contracts:
 - Streamed both ways, never buffered whole: the request body goes on as it
@@ -30,34 +30,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import httpcore
 import websockets
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.asyncio.client import ClientConnection
 
-from sandbox_agent.errors import PortTimeout, PortUnreachable, error_response
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_UPSTREAM_UNAVAILABLE
 from sandbox_agent.race import race
 
+if TYPE_CHECKING:  # both loaded on first use (``websockets.connect`` loads its client)
+    from websockets.asyncio.client import ClientConnection
+
+    from sandbox_agent.port_http import LocalHTTP
+
 log = logging.getLogger(__name__)
 
-_HOP_BY_HOP = frozenset(
+HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}
     | {"transfer-encoding", "upgrade"}
 )
-_NOT_FORWARDED = _HOP_BY_HOP | {"host", TOKEN_HEADER.lower()}
+NOT_FORWARDED = HOP_BY_HOP | {"host", TOKEN_HEADER.lower()}
 #: What the WebSocket client library writes itself in the upstream handshake.
 _HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
-_NOT_FORWARDED_WS = _NOT_FORWARDED | _HANDSHAKE | {"sec-websocket-protocol", "origin"}
+NOT_FORWARDED_WS = NOT_FORWARDED | _HANDSHAKE | {"sec-websocket-protocol", "origin"}
 #: Frames the upstream WebSocket holds before it stops reading (the pump takes them at once).
 _WS_MAX_QUEUE = 4
-_UPSTREAM_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException)
 
 
 def local_target(port: int, path: str, query: bytes) -> str:
@@ -66,7 +66,7 @@ def local_target(port: int, path: str, query: bytes) -> str:
     return f"/{quoted}" + (f"?{query.decode('latin-1')}" if query else "")
 
 
-def _forwarded(headers: list[tuple[bytes, bytes]], dropped: frozenset[str]) -> list[tuple[bytes, bytes]]:
+def forwarded(headers: list[tuple[bytes, bytes]], dropped: frozenset[str]) -> list[tuple[bytes, bytes]]:
     named = {
         token.strip().lower()
         for name, value in headers
@@ -77,79 +77,21 @@ def _forwarded(headers: list[tuple[bytes, bytes]], dropped: frozenset[str]) -> l
     return [(n, v) for n, v in headers if n.decode("latin-1").lower() not in skip]
 
 
-class _StreamedAnswer(Response):
-    """The local server's answer, streamed to the client; the upstream always closed."""
-
-    def __init__(self, upstream: httpcore.Response, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status_code = upstream.status
-        self.raw_headers = headers
-        self.background = None
-        self._upstream = upstream
-
-    async def _stream(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        stream = self._upstream.stream
-        assert isinstance(stream, AsyncIterable)
-        try:
-            async for chunk in stream:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except _UPSTREAM_ERRORS as error:
-            log.info("the server in the sandbox broke off mid-answer: %r", error)
-            return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    @staticmethod
-    async def _disconnected(receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await race(self._stream(send), self._disconnected(receive))
-        finally:
-            await self._upstream.aclose()
-
-
 class PortForwarder:
     """One keep-alive pool to the sandbox's loopback servers; see the module docstring."""
 
     def __init__(self, timeout: float, max_message_bytes: int) -> None:
-        self._pool = httpcore.AsyncConnectionPool(max_keepalive_connections=16, keepalive_expiry=10.0)
+        self._http: LocalHTTP | None = None  # HTTP relaying, made on the first request
         self._timeout = timeout
-        self._timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._max_message_bytes = max_message_bytes
 
     async def forward(self, request: Request, port: int, path: str) -> Response:
         """Relay ``request`` to ``127.0.0.1:{port}/{path}`` and answer with its answer."""
-        raw: list[tuple[bytes, bytes]] = request.scope["headers"]
-        headers = _forwarded(raw, _NOT_FORWARDED)
-        headers.append((b"host", f"127.0.0.1:{port}".encode()))
-        length = any(n == b"content-length" for n, _ in raw)
-        chunked = not length and any(n == b"transfer-encoding" for n, _ in raw)
-        if chunked:
-            headers.append((b"transfer-encoding", b"chunked"))
-        target = local_target(port, path, request.scope.get("query_string", b""))
-        outgoing = httpcore.Request(
-            request.method,
-            f"http://127.0.0.1:{port}{target}",
-            headers=headers,
-            content=request.stream() if length or chunked else None,
-            extensions={"timeout": self._timeouts},
-        )
-        try:
-            upstream = await self._pool.handle_async_request(outgoing)
-        except httpcore.ConnectError:
-            raise PortUnreachable(f"nothing listens on port {port} in the sandbox") from None
-        except httpcore.TimeoutException:
-            raise PortTimeout(f"the server on port {port} did not answer within {self._timeout:g}s") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError) as error:
-            raise PortUnreachable(
-                f"the server on port {port} gave no valid answer: {error.__class__.__name__}"
-            ) from None
-        except ClientDisconnect:
-            return error_response(400, "the client went away during the request")
-        back = [(n.lower(), v) for n, v in _forwarded(upstream.headers, _HOP_BY_HOP)]
-        return _StreamedAnswer(upstream, back)
+        if self._http is None:
+            from sandbox_agent.port_http import LocalHTTP  # on first use: see its docstring
+
+            self._http = LocalHTTP(self._timeout)
+        return await self._http.forward(request, port, path)
 
     async def relay_websocket(self, websocket: WebSocket, port: int, path: str) -> None:
         """Open ``ws://127.0.0.1:{port}/{path}`` with the client's subprotocols, accept the
@@ -157,7 +99,7 @@ class PortForwarder:
         closes; the other gets the same close code."""
         scope = websocket.scope
         target = local_target(port, path, scope.get("query_string", b""))
-        headers = _forwarded(scope["headers"], _NOT_FORWARDED_WS)
+        headers = forwarded(scope["headers"], NOT_FORWARDED_WS)
         origin = websocket.headers.get("origin")
         try:
             upstream = await websockets.connect(
@@ -185,7 +127,8 @@ class PortForwarder:
             await upstream.close()
 
     async def close(self) -> None:
-        await self._pool.aclose()
+        if self._http is not None:
+            await self._http.close()
 
 
 async def _client_to_server(websocket: WebSocket, upstream: ClientConnection) -> int:

@@ -297,7 +297,11 @@ class Runtime(Protocol):
 
     async def remove(self, conversation_id: UUID) -> bool:
         """Stop the sandbox (with a grace period) and remove it and all it owns
-        (volume, network, workspace, state), in any state. Afterwards it is absent.
+        (volume, network, workspace, state), in any state. Afterwards it can no longer
+        run and this runtime's :meth:`find` and :meth:`list` no longer show it; a runtime
+        may finish removing what it owns in the background (Docker does), and then
+        :meth:`close` waits for that, and should the process die first, the next
+        :meth:`cleanup_orphans` of the installation removes what is left.
         Returns ``True`` when something was removed, ``False`` when there was
         nothing to remove. Idempotent."""
         ...

@@ -28,7 +28,7 @@ from gateway.runtimes.docker_token import AGENT_CAPABILITIES, CLAIM_FILE, DATA_D
 from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
 
 AGENT_PORT = 8080
-RELAY_SCRIPT = "/opt/convoy-relay/relay.py"
+RELAY_SCRIPT = "/opt/convoy-relay/relay.pyc"  # images/sandbox/relay.py, compiled in the image
 SUBNET_PREFIX = 29  # gateway address (unused), the sandbox, the relay
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
 _RELAY_MEMORY = 64 * 1024 * 1024

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar
@@ -39,6 +38,7 @@ from gateway.runtimes.docker_engine import (
     young,
 )
 from gateway.runtimes.docker_lifecycle import DockerLifecycle
+from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_templates import DockerTemplates
 from gateway.runtimes.usage_probes import PeakMemory
 from gateway.settings import Settings
@@ -54,6 +54,8 @@ _STATES = {
     "paused": SandboxState.PAUSED,
 }
 _LIVE_STATES = ("running", "paused")
+#: Seconds a listing of list() serves cleanup_orphans() (see _fresh_listing).
+_LISTING_REUSE = 2.0
 
 
 async def _no_progress(phase: str) -> None:
@@ -86,6 +88,8 @@ class DockerSandboxes(DockerLifecycle):
         self._install = settings.install
         self._start_timeout = settings.start_timeout
         self._stop_grace = settings.docker_stop_grace
+        self._removals = Removals(engine, settings.docker_stop_grace)
+        self._listed: tuple[float, builtins.list[dict[str, Any]]] = (-_LISTING_REUSE, [])
         self._subnet_pool = settings.docker_subnet_pool
         self._policy = container_policy(settings)
         self._image_version = image_version
@@ -258,12 +262,21 @@ class DockerSandboxes(DockerLifecycle):
         return handles[0] if handles else None
 
     async def list(self) -> list[SandboxHandle]:
-        return await self._handles(cfg.install_filter(self._install))
+        summaries = await self._engine.containers(cfg.install_filter(self._install))
+        self._listed = (time.monotonic(), summaries)
+        return await self._handles_of(summaries)
 
     async def _handles(self, filters: dict[str, builtins.list[str]]) -> builtins.list[SandboxHandle]:
-        groups = by_conversation(await self._engine.containers(filters))
+        return await self._handles_of(await self._engine.containers(filters))
+
+    async def _handles_of(self, summaries: builtins.list[dict[str, Any]]) -> builtins.list[SandboxHandle]:
+        groups = by_conversation(summaries)
         found = await asyncio.gather(
-            *(self._handle(group) for group in groups.values() if cfg.SANDBOX in group)
+            *(
+                self._handle(group)
+                for conversation, group in groups.items()
+                if cfg.SANDBOX in group and not self._removals.pending(conversation)
+            )
         )
         return [handle for handle in found if handle is not None]
 
@@ -350,42 +363,22 @@ class DockerSandboxes(DockerLifecycle):
     # --- remove / cleanup -------------------------------------------------------------
 
     async def remove(self, conversation_id: UUID) -> bool:
+        """Returns once the sandbox can no longer run; the rest follows in the background
+        (see :mod:`gateway.runtimes.docker_removal`)."""
         self._claimed.pop(conversation_id, None)
-        return await self._remove(cfg.Names.of(self._install, conversation_id))
-
-    async def _remove(self, names: cfg.Names) -> bool:
-        """Stop (``docker_stop_grace``; none by default) and remove the sandbox while the relay
-        is removed, then the volume and the network together (each needs both containers
-        gone). Every step runs to its end even when another fails (the first error is raised
-        after): nothing is left half-done that a concurrent step could still have removed."""
-
-        async def sandbox() -> bool:
-            with contextlib.suppress(
-                EngineError
-            ):  # a paused sandbox is thawed first: it is stopped or killed
-                await self._engine.unpause(names.sandbox)
-            if self._stop_grace > 0:  # else the forced removal kills it at once
-                with contextlib.suppress(EngineError):  # gone, or refusing a stop: removed by force below
-                    await self._engine.stop(names.sandbox, self._stop_grace)
-            return await self._engine.remove_container(names.sandbox)
-
-        containers = await _together(sandbox(), self._engine.remove_container(names.relay))
-        others = await _together(
-            self._engine.remove_volume(names.volume), self._engine.remove_network(names.network)
-        )
-        return any(containers) or any(others)
+        return await self._removals.remove(conversation_id, cfg.Names.of(self._install, conversation_id))
 
     async def _remove_quietly(self, names: cfg.Names) -> None:
-        await self._quietly(self._remove(names))
+        await self._quietly(remove_all(self._engine, names, self._stop_grace))
 
     async def cleanup_orphans(self) -> int:
         """Remove conversations whose sandbox exited or lost its relay (call :meth:`list`
         first to learn why they ended), and volumes and networks of this installation
         that no container uses. Leaves alone what is being started."""
         removed = 0
-        groups = by_conversation(await self._engine.containers(cfg.install_filter(self._install)))
+        groups = by_conversation(await self._fresh_listing())
         for conversation, group in groups.items():
-            if conversation in self._starting:
+            if conversation in self._starting or self._removals.pending(conversation):
                 continue
             sandbox, relay = group.get(cfg.SANDBOX), group.get(cfg.RELAY)
             if _under_way(group.values(), self.orphan_age):
@@ -394,7 +387,7 @@ class DockerSandboxes(DockerLifecycle):
                 sandbox and relay and sandbox.get("State") in _LIVE_STATES and relay.get("State") == "running"
             )
             if not healthy:
-                await self._remove(cfg.Names.of(self._install, conversation))
+                await remove_all(self._engine, cfg.Names.of(self._install, conversation), self._stop_grace)
                 removed += 1
         removed += await self._remove_old_helpers(self.orphan_age)
         volumes, networks = await asyncio.gather(
@@ -406,11 +399,23 @@ class DockerSandboxes(DockerLifecycle):
                 owner = conversation_of(item.get("Labels"))
                 if owner is None or owner in groups or owner in self._starting:
                     continue
+                if self._removals.pending(owner):
+                    continue
                 if young(item.get(key), self.orphan_age):
                     continue
                 remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
                 removed += int(await remover(item["Name"]))
         return removed + await self._templates.remove_dangling(self.orphan_age)
+
+    async def _fresh_listing(self) -> builtins.list[dict[str, Any]]:
+        """This installation's containers: those :meth:`list` just read (the reconcile lists,
+        then cleans up: with hundreds of conversations each listing is megabytes of JSON
+        decoded on the event loop), else read now. Starts under way here are in
+        ``_starting``, those of other gateways young: neither is taken for an orphan."""
+        listed_at, summaries = self._listed
+        if time.monotonic() - listed_at < _LISTING_REUSE:
+            return summaries
+        return await self._engine.containers(cfg.install_filter(self._install))
 
     # --- templates (see gateway.runtimes.docker_templates) ----------------------------
 
@@ -433,6 +438,7 @@ class DockerSandboxes(DockerLifecycle):
         return await docker_usage.measure(self._engine, self._install, conversation_id, self._peaks)
 
     async def close(self) -> None:
+        await self._removals.close()
         await self._claimer.close()
         await self._engine.close()
 
@@ -456,11 +462,3 @@ def _under_way(containers: Iterable[dict[str, Any]], orphan_age: float) -> bool:
         and young(newest, orphan_age)
     )
 
-
-async def _together(*calls: Awaitable[bool]) -> list[bool]:
-    """Run ``calls`` concurrently to their ends; their results, or the first one's error."""
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return [bool(outcome) for outcome in outcomes]

@@ -53,10 +53,13 @@ async def test_start_find_list_remove(docker_runtime: DockerRuntime) -> None:
         assert output.split() == ["hello", "10001", "/data/workspace"]
 
     assert await docker_runtime.remove(spec.conversation_id) is True
+    names = cfg.Names.of(docker_runtime._install, spec.conversation_id)
+    stopped = await docker_runtime.engine.inspect(names.sandbox)  # None: already removed
+    assert stopped is None or not stopped["State"]["Running"], "nothing runs in it once remove returns"
     assert await docker_runtime.find(spec.conversation_id) is None
+    assert await docker_runtime.remove(spec.conversation_id) is False  # waits for the rest
     left = await alabelled(f"convoy.conversation-id={spec.conversation_id}")
     assert not any(left.values()), left
-    assert await docker_runtime.remove(spec.conversation_id) is False
 
 
 async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime: DockerRuntime) -> None:
@@ -234,5 +237,6 @@ async def test_a_sandbox_whose_relay_is_gone_counts_as_exited(docker_runtime: Do
     assert found is not None and found.state is SandboxState.EXITED and found.spec == spec
     assert found.reason == "its relay container is gone"
     assert await docker_runtime.remove(spec.conversation_id) is True
+    assert await docker_runtime.remove(spec.conversation_id) is False  # waits for the rest
     left = await alabelled(f"convoy.conversation-id={spec.conversation_id}")
     assert not any(left.values()), left

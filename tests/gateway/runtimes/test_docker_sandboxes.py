@@ -1,6 +1,6 @@
 """The Docker runtime's own logic (gateway/runtimes/docker_sandboxes.py) on a FakeEngine:
-subnet retry, orphan clean-up, what list/find say without an engine, idempotent
-removal, and a failed start leaving nothing. No Docker needed."""
+subnet retry, orphan clean-up, what list/find say without an engine, and a failed
+start leaving nothing (removal: test_docker_removal.py). No Docker needed."""
 
 from __future__ import annotations
 
@@ -28,92 +28,6 @@ def _names(spec: SandboxSpec) -> cfg.Names:
 
 def _owned(engine: FakeEngine, spec: SandboxSpec) -> set[str]:
     return engine.names(str(spec.conversation_id))
-
-
-async def test_start_makes_four_objects_and_remove_is_idempotent(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = fake_sandboxes(engine, tmp_path)
-    spec = make_spec()
-    handle = await runtime.start(spec)
-    names = _names(spec)
-    assert handle.state is SandboxState.RUNNING and handle.base_url == f"http://127.0.0.1:{engine.ready_port}"
-    assert _owned(engine, spec) == {names.sandbox, names.relay}  # + the volume and network of the same name
-    assert names.volume in engine.volumes_by_name and names.network in engine.networks_by_name
-    assert engine.containers_by_name[names.relay].networks == {names.network}
-    assert await runtime.find(spec.conversation_id) == handle and await runtime.list() == [handle]
-
-    assert await runtime.remove(spec.conversation_id) is True
-    assert _owned(engine, spec) == set()
-    assert await runtime.remove(spec.conversation_id) is False
-    assert await runtime.find(spec.conversation_id) is None
-
-
-async def test_remove_takes_what_is_left_of_a_half_removed_conversation(
-    engine: FakeEngine, tmp_path: Path
-) -> None:
-    runtime = fake_sandboxes(engine, tmp_path)
-    spec = make_spec()
-    await runtime.start(spec)
-    names = _names(spec)
-    await engine.remove_container(names.sandbox)
-    await engine.remove_container(names.relay)
-    assert await runtime.find(spec.conversation_id) is None, "no sandbox container: absent"
-    assert await runtime.remove(spec.conversation_id) is True, "the volume and network were still there"
-    assert _owned(engine, spec) == set()
-    assert await runtime.remove(spec.conversation_id) is False
-
-
-Step = tuple[str, str]  # (method, name) of the fake engine's timeline
-
-
-def _overlapped(timeline: list[tuple[str, str, str]], first: Step, second: Step) -> bool:
-    """Whether ``second`` began before ``first`` ended (each a (method, name) of the timeline)."""
-    began = timeline.index(("begin", *second))
-    ended = timeline.index(("end", *first))
-    return began < ended
-
-
-async def test_remove_stops_the_sandbox_while_removing_the_relay_then_the_rest_together(
-    engine: FakeEngine, tmp_path: Path
-) -> None:
-    runtime = fake_sandboxes(engine, tmp_path)
-    spec = make_spec()
-    await runtime.start(spec)
-    names = _names(spec)
-    engine.removal_pause = 0.05
-    assert await runtime.remove(spec.conversation_id) is True
-    timeline = engine.timeline
-    assert _overlapped(timeline, ("stop", names.sandbox), ("remove_container", names.relay))
-    assert _overlapped(timeline, ("remove_volume", names.volume), ("remove_network", names.network))
-    # The volume and the network only once both containers are gone (Docker refuses otherwise).
-    ends = [timeline.index(("end", "remove_container", name)) for name in (names.sandbox, names.relay)]
-    containers_gone = max(ends)
-    assert timeline.index(("begin", "remove_volume", names.volume)) > containers_gone
-    assert timeline.index(("begin", "remove_network", names.network)) > containers_gone
-    assert _owned(engine, spec) == set()
-
-
-async def test_without_a_stop_grace_the_sandbox_is_removed_at_once(
-    engine: FakeEngine, tmp_path: Path
-) -> None:
-    runtime = fake_sandboxes(engine, tmp_path, docker_stop_grace=0.0)
-    spec = make_spec()
-    await runtime.start(spec)
-    assert await runtime.remove(spec.conversation_id) is True
-    assert ("stop", _names(spec).sandbox) not in engine.calls, "no graceful stop: the removal kills it"
-    assert _owned(engine, spec) == set()
-
-
-async def test_a_failing_step_of_remove_does_not_stop_the_others(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = fake_sandboxes(engine, tmp_path)
-    spec = make_spec()
-    await runtime.start(spec)
-    names = _names(spec)
-    engine.fail_next("remove_container", EngineError("relay stuck"), names.relay)
-    with pytest.raises(EngineError, match="relay stuck"):
-        await runtime.remove(spec.conversation_id)
-    assert names.sandbox not in engine.containers_by_name, "the sandbox went all the same"
-    assert await runtime.remove(spec.conversation_id) is True  # the next try takes the rest
-    assert _owned(engine, spec) == set()
 
 
 async def test_a_subnet_taken_meanwhile_is_retried_elsewhere(engine: FakeEngine, tmp_path: Path) -> None:
