@@ -244,7 +244,7 @@ async def test_events_follow_prints_live_events_until_interrupted(harness: Harne
 
 @pytest.mark.parametrize(
     ("args", "setting"),
-    [(("serve", "--port", "99999"), "port"), (("serve", "--runtime", "kubernetes"), "runtime")],
+    [(("serve", "--port", "99999"), "port"), (("serve", "--runtime", "nomad"), "runtime")],
 )
 async def test_a_bad_setting_is_a_usage_error(args: tuple[str, ...], setting: str) -> None:
     result = await run_cli(*args, url="http://127.0.0.1:9")
