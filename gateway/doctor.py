@@ -265,6 +265,7 @@ async def _cleanup(runtime: DockerRuntime | None, settings: Settings) -> Check:
     try:
         for handle in await runtime.list():
             await runtime.remove(handle.conversation_id)
+        await runtime.removals_done()
         runtime.orphan_age = 0.0
         await runtime.cleanup_orphans()
         where = cfg.install_filter(settings.install)

@@ -437,6 +437,11 @@ class DockerSandboxes(DockerLifecycle):
         """Engine stats, volume size and cgroup peak: see :mod:`gateway.runtimes.docker_usage`."""
         return await docker_usage.measure(self._engine, self._install, conversation_id, self._peaks)
 
+    async def removals_done(self) -> None:
+        """Return once the removals under way have ended (a DELETE answers before its
+        relay, volume and network are gone: :mod:`gateway.runtimes.docker_removal`)."""
+        await self._removals.close()
+
     async def close(self) -> None:
         await self._removals.close()
         await self._claimer.close()

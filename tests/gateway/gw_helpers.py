@@ -233,15 +233,7 @@ async def leftovers(
         found += [f"config {c['Spec']['Name']}" for c in await swarm.configs(filters)]
         return found + [f"network {n['Name']}" for n in await swarm.networks(filters)]
     if harness.kind == "docker":
-        from gateway.runtimes.docker import DockerRuntime
-
-        assert isinstance(harness.runtime, DockerRuntime)
-        engine = harness.runtime.engine
-        filters = install_filter(harness.settings.install, **{CONVERSATION_ID: conversation_id})
-        containers = [f"container {c['Names'][0]}" for c in await engine.containers(filters)]
-        volumes = [f"volume {v['Name']}" for v in await engine.volumes(filters)]
-        networks = [f"network {n['Name']}" for n in await engine.networks(filters)]
-        return containers + volumes + networks
+        return await _docker_leftovers(harness, conversation_id)
     if harness.kind == "memory":
         from gateway.runtimes.memory import MemoryRuntime
 
@@ -348,3 +340,23 @@ class RawHttp:
         except ConnectionError:
             pass
         return True
+
+
+async def _docker_leftovers(harness: Harness, conversation_id: str, within: float = 30.0) -> list[str]:
+    """Docker's part of :func:`leftovers`. A DELETE answers once the sandbox is stopped and
+    the rest goes in the background (gateway/runtimes/docker_removal.py), so this waits up
+    to ``within`` seconds for that removal to end before saying what is left."""
+    from gateway.runtimes.docker import DockerRuntime
+
+    assert isinstance(harness.runtime, DockerRuntime)
+    engine = harness.runtime.engine
+    filters = install_filter(harness.settings.install, **{CONVERSATION_ID: conversation_id})
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        containers = [f"container {c['Names'][0]}" for c in await engine.containers(filters)]
+        volumes = [f"volume {v['Name']}" for v in await engine.volumes(filters)]
+        networks = [f"network {n['Name']}" for n in await engine.networks(filters)]
+        found = containers + volumes + networks
+        if not found or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.1)
