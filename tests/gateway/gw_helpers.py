@@ -342,21 +342,17 @@ class RawHttp:
         return True
 
 
-async def _docker_leftovers(harness: Harness, conversation_id: str, within: float = 30.0) -> list[str]:
+async def _docker_leftovers(harness: Harness, conversation_id: str) -> list[str]:
     """Docker's part of :func:`leftovers`. A DELETE answers once the sandbox is stopped and
-    the rest goes in the background (gateway/runtimes/docker_removal.py), so this waits up
-    to ``within`` seconds for that removal to end before saying what is left."""
+    the rest goes in the background (gateway/runtimes/docker_removal.py), so this waits for
+    the harness runtime's removals under way before saying what is left."""
     from gateway.runtimes.docker import DockerRuntime
 
     assert isinstance(harness.runtime, DockerRuntime)
+    await harness.runtime.removals_done()
     engine = harness.runtime.engine
     filters = install_filter(harness.settings.install, **{CONVERSATION_ID: conversation_id})
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        containers = [f"container {c['Names'][0]}" for c in await engine.containers(filters)]
-        volumes = [f"volume {v['Name']}" for v in await engine.volumes(filters)]
-        networks = [f"network {n['Name']}" for n in await engine.networks(filters)]
-        found = containers + volumes + networks
-        if not found or asyncio.get_running_loop().time() > deadline:
-            return found
-        await asyncio.sleep(0.1)
+    containers = [f"container {c['Names'][0]}" for c in await engine.containers(filters)]
+    volumes = [f"volume {v['Name']}" for v in await engine.volumes(filters)]
+    networks = [f"network {n['Name']}" for n in await engine.networks(filters)]
+    return containers + volumes + networks
