@@ -207,6 +207,7 @@ async def test_unknown_templates_removal_in_use_and_nothing_left(
     assert (await gateway.client.delete(f"{gateway.base}/template/short")).status_code == 204
     assert (await gateway.client.delete(f"{gateway.base}/template/short")).status_code == 404
     assert (await gateway.client.delete(f"{gateway.base}/conversation/{conversation}")).status_code == 204
+    await gateway.runtime.removals_done()  # the 204 comes once the sandbox is stopped; the rest follows
     assert not any((await alabelled(f"convoy.conversation-id={conversation}")).values())
     # The image it left untagged goes with the next clean-up, once nothing uses it (and it is
     # older than orphan_age: a build's intermediate images are dangling too).
