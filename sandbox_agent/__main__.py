@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from sandbox_agent.app import create_app
+    from sandbox_agent.runnables.process import use_pidfd_exits
 
+    use_pidfd_exits()  # this process runs one event loop for its whole life
     app = create_app(settings, kept_claim)
     config = uvicorn.Config(
         app,

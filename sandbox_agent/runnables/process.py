@@ -164,14 +164,25 @@ async def _spawned(
 
 
 _pidfd_watcher_set = False
+_pidfd_watcher_wanted = False
+
+
+def use_pidfd_exits() -> None:
+    """Called by the agent's own process (``python -m sandbox_agent``), which runs one event
+    loop for its whole life. Agents served inside another program (the memory runtime, tests)
+    keep asyncio's default watcher: a pidfd watcher is bound to one loop, and a process-wide
+    one bound to the first would never hear of the children of any later loop."""
+    global _pidfd_watcher_wanted
+    _pidfd_watcher_wanted = True
 
 
 def _watch_exits_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
     """On Python 3.11, learn a child's exit from a pidfd in the event loop instead of the
     default watcher's thread per child (a thread start and a wake-up on every task). 3.12
-    does this by itself; a kernel or sandbox without ``pidfd_open`` keeps the default."""
+    does this by itself; a kernel or sandbox without ``pidfd_open`` keeps the default. Only
+    after :func:`use_pidfd_exits`."""
     global _pidfd_watcher_set
-    if _pidfd_watcher_set or sys.version_info >= (3, 12):
+    if not _pidfd_watcher_wanted or _pidfd_watcher_set or sys.version_info >= (3, 12):
         return
     _pidfd_watcher_set = True
     try:
