@@ -16,17 +16,14 @@ from uuid import UUID
 
 from gateway.errors import RuntimeFailure
 from gateway.runtimes.base import (
-    ProgressCallback,
     ResourceUsage,
     SandboxHandle,
     SnapshotInfo,
-    Template,
-    TemplateSource,
 )
 from gateway.runtimes.kubernetes_objects import CONVERSATION_ID, ROLE
 from gateway.runtimes.kubernetes_state import created
 from gateway.runtimes.kubernetes_watch import gone
-from gateway.runtimes.template_catalog import DefaultTemplateOnly
+from gateway.runtimes.template_catalog import CatalogueTemplates, DefaultTemplateOnly
 
 
 def age(obj: dict[str, Any]) -> float:
@@ -60,8 +57,9 @@ def left_over(
     return found
 
 
-class WithoutLifecycle:
-    """The blocks of the Runtime protocol the Kubernetes runtime does not have."""
+class WithoutLifecycle(CatalogueTemplates):
+    """The blocks of the Runtime protocol the Kubernetes runtime does not have (templates: the
+    default only, through the shared :class:`CatalogueTemplates` block)."""
 
     _templates: DefaultTemplateOnly
 
@@ -90,13 +88,3 @@ class WithoutLifecycle:
     async def remove_snapshot(self, snapshot_id: UUID) -> bool:
         return False
 
-    async def templates(self) -> builtins.list[Template]:
-        return await self._templates.templates()
-
-    async def build_template(
-        self, name: str, source: TemplateSource, progress: ProgressCallback | None = None
-    ) -> Template:
-        return await self._templates.build_template(name, source, progress)
-
-    async def remove_template(self, name: str) -> None:
-        await self._templates.remove_template(name)
