@@ -5,38 +5,15 @@ background, and nothing is left even when the gateway dies in between. No Docker
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import pytest
+from fake_docker import fake_sandboxes
 from fake_engine import FakeEngine
-from gw_helpers import Serve, base_settings, make_spec
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from gw_helpers import make_spec
 
 from gateway.errors import EngineError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import SandboxSpec, SandboxState
-from gateway.runtimes.docker_sandboxes import DockerSandboxes
-
-
-async def _ready(_: Request) -> PlainTextResponse:
-    return PlainTextResponse("ready")
-
-
-@pytest.fixture
-async def engine(serve: Serve) -> AsyncIterator[FakeEngine]:
-    """A FakeEngine whose relays publish the port of a server that answers /ready."""
-    async with serve(Starlette(routes=[Route("/ready", _ready)])) as url:
-        yield FakeEngine(ready_port=int(url.rsplit(":", 1)[1]))
-
-
-def _runtime(engine: FakeEngine, tmp_path: Path, **settings: Any) -> DockerSandboxes:
-    made = base_settings(tmp_path, runtime="docker", install="fake", start_timeout=5.0, **settings)
-    return DockerSandboxes(made, engine, image_version="test", reach="published")
 
 
 def _names(spec: SandboxSpec) -> cfg.Names:
@@ -54,7 +31,7 @@ def _owned(engine: FakeEngine, spec: SandboxSpec) -> set[str]:
 
 
 async def test_start_makes_four_objects_and_remove_is_idempotent(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     handle = await runtime.start(spec)
     names = _names(spec)
@@ -71,7 +48,7 @@ async def test_start_makes_four_objects_and_remove_is_idempotent(engine: FakeEng
 async def test_remove_answers_once_the_sandbox_is_stopped_and_takes_the_rest_after(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     names = _names(spec)
@@ -95,7 +72,7 @@ async def test_remove_answers_once_the_sandbox_is_stopped_and_takes_the_rest_aft
 
 
 async def test_a_paused_sandbox_is_thawed_then_stopped(engine: FakeEngine, tmp_path: Path) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     names = _names(spec)
@@ -111,7 +88,7 @@ async def test_a_paused_sandbox_is_thawed_then_stopped(engine: FakeEngine, tmp_p
 async def test_remove_takes_what_is_left_of_a_half_removed_conversation_at_once(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     names = _names(spec)
@@ -125,7 +102,7 @@ async def test_remove_takes_what_is_left_of_a_half_removed_conversation_at_once(
 async def test_a_failed_step_after_the_stop_is_left_to_the_orphan_clean_up(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     runtime.orphan_age = 0.0
     spec = make_spec()
     await runtime.start(spec)
@@ -142,7 +119,7 @@ async def test_a_failed_step_after_the_stop_is_left_to_the_orphan_clean_up(
 async def test_nothing_is_left_when_the_gateway_dies_right_after_remove_returns(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    runtime = _runtime(engine, tmp_path)
+    runtime = fake_sandboxes(engine, tmp_path)
     spec = make_spec()
     await runtime.start(spec)
     engine.removal_pause = 0.05
@@ -154,7 +131,7 @@ async def test_nothing_is_left_when_the_gateway_dies_right_after_remove_returns(
     await asyncio.gather(*dying, return_exceptions=True)
     assert _owned(engine, spec), "something was left to clean up"
 
-    restarted = _runtime(engine, tmp_path)
+    restarted = fake_sandboxes(engine, tmp_path)
     restarted.orphan_age = 0.0
     engine.removal_pause = 0.0
     listed = [handle for handle in await restarted.list() if handle.conversation_id == spec.conversation_id]
