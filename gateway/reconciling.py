@@ -55,6 +55,10 @@ GONE_ELSEWHERE = "the sandbox was removed outside this gateway (by another gatew
 class Reconciler(ConversationCore):
     #: Set after the first reconcile: what is adopted later is news (followed from its first event).
     _synced = False
+    #: One sync at a time: the sync loop and reconcile's sync would otherwise apply two
+    #: listings to one record at once (one fails it ERROR while the other, after its settle
+    #: wait, took the removal that followed for an end elsewhere and forgot it).
+    _sync_lock: asyncio.Lock | None = None
 
     # --- queries that ask the runtime ---------------------------------------------
 
@@ -162,6 +166,12 @@ class Reconciler(ConversationCore):
 
     async def sync(self) -> list[SandboxHandle]:
         """One listing applied to the records (see the module docstring); returns it."""
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            return await self._sync_once()
+
+    async def _sync_once(self) -> list[SandboxHandle]:
         began = time.monotonic()
         listed = await self.runtime.list()
         handles = {handle.conversation_id: handle for handle in listed if handle.spec.pool is None}
@@ -194,6 +204,8 @@ class Reconciler(ConversationCore):
             return  # being started, stopped, paused or resumed here right now
         if handle.state is SandboxState.EXITED:
             again = await self._exited_or_removed(handle)
+            if self._records.get(handle.conversation_id) is not record or record.status not in RUNNING:
+                return  # changed during the wait (failed, stopped or deleted by a request here)
             if again is None:
                 self._end_elsewhere(record, GONE_ELSEWHERE)
                 return

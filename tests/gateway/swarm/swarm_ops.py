@@ -8,6 +8,7 @@ and the gateway through its HTTP routes; nothing reaches into the runtime.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -84,9 +85,16 @@ def node_volumes(node: Node) -> list[str]:
 
 
 def rejoin(cluster: Cluster, node: Node) -> None:
-    """Puts a node that was removed from the swarm back (``swarm leave --force`` on its engine,
-    then the harness's idempotent ``up``: join, labels, images)."""
+    """Puts a node that was removed from the swarm back, as an operator would
+    (docs/swarm-operations.md): ``swarm leave --force`` on its engine, which drops the
+    containers of the tasks it still ran; once they are gone, ``network prune`` (a network
+    such a container was still attached to when the engine left stays behind as a local
+    one); then the harness's idempotent ``up`` (join, labels, images)."""
     docker(node, "swarm", "leave", "--force", check=False, timeout=60)
+    deadline = time.monotonic() + 60
+    while docker(node, "ps", "-aq", check=False).split() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    docker(node, "network", "prune", "--force", check=False, timeout=60)
     up(cluster)
 
 

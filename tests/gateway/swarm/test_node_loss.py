@@ -141,8 +141,8 @@ async def test_a_lost_node_removed_from_the_swarm_leaves_nothing_of_its_conversa
         finally:
             await in_thread(restore, swarm_cluster, victim.index)
             # The removed engine still runs the tasks it had (no manager tells it otherwise):
-            # leaving the swarm drops their containers; their anonymous volumes are the
-            # operator's to prune on a node that was removed (docs/swarm.md).
+            # leaving the swarm drops their containers; their anonymous volumes and a network
+            # still attached as it left are the operator's to prune (docs/swarm-operations.md).
             await in_thread(rejoin, swarm_cluster, victim)
         assert await in_thread(traces, swarm_cluster, lost) == []
         await in_thread(docker, victim, "volume", "prune", "--force")
