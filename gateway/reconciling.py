@@ -13,7 +13,14 @@ Three ways a gateway learns what the others did, all above the Runtime seam:
   event), pauses and resumes made elsewhere are taken over, an exited sandbox
   is removed (idempotent) and its conversation fails with the runtime's reason,
   and one whose sandbox is gone ends cleanly: its followers see the end
-  (STOPPING) and the id is 404 here too.
+  (STOPPING) and the id is 404 here too. One round at a time: the sync and the
+  reconcile loops overlap, and a second round that saw the EXITED sandbox the
+  first one removes would take the removal for a delete elsewhere.
+- An ERROR conversation stays ERROR with its reason until deleted or reaped
+  (``error_retention``): nothing here turns it into "gone elsewhere". An EXITED
+  sandbox that vanishes while looked at again (another gateway removed it) is a
+  failure when the runtime said it crashed (:func:`crashed`: killed for memory,
+  or a failing exit code), a delete elsewhere otherwise.
 - :meth:`Reconciler.reconcile`, every ``reconcile_interval`` (and at start):
   :meth:`sync`, then the pool's spares and :meth:`Runtime.cleanup_orphans`,
   whose min-age guards leave every gateway's start in progress alone.
@@ -52,9 +59,21 @@ _REMOVAL_SETTLE = 1.5
 GONE_ELSEWHERE = "the sandbox was removed outside this gateway (by another gateway, or by hand)"
 
 
+#: Exit codes of a sandbox stopped on purpose: a clean exit, SIGKILL (a removal), SIGTERM (a stop).
+_STOPPED_CODES = (None, 0, 128 + 9, 128 + 15)
+
+
+def crashed(handle: SandboxHandle) -> bool:
+    """Whether an EXITED ``handle`` ended by itself rather than by a removal (which kills it):
+    the kernel killed it for memory, or it exited with a failing code."""
+    return handle.oom_killed or handle.exit_code not in _STOPPED_CODES
+
+
 class Reconciler(ConversationCore):
     #: Set after the first reconcile: what is adopted later is news (followed from its first event).
     _synced = False
+    #: Held by a :meth:`sync` round (created on the first, in the loop that runs it).
+    _sync_lock: asyncio.Lock | None = None
 
     # --- queries that ask the runtime ---------------------------------------------
 
@@ -161,7 +180,14 @@ class Reconciler(ConversationCore):
     # --- the loops ------------------------------------------------------------------
 
     async def sync(self) -> list[SandboxHandle]:
-        """One listing applied to the records (see the module docstring); returns it."""
+        """One listing applied to the records (see the module docstring), one round at a time;
+        returns it."""
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            return await self._sync_once()
+
+    async def _sync_once(self) -> list[SandboxHandle]:
         began = time.monotonic()
         listed = await self.runtime.list()
         handles = {handle.conversation_id: handle for handle in listed if handle.spec.pool is None}
@@ -194,13 +220,16 @@ class Reconciler(ConversationCore):
             return  # being started, stopped, paused or resumed here right now
         if handle.state is SandboxState.EXITED:
             again = await self._exited_or_removed(handle)
-            if again is None:
+            if self._records.get(handle.conversation_id) is not record or record.status not in RUNNING:
+                return  # failed, stopped or ended meanwhile (by a request or a delete here)
+            if again is None and not crashed(handle):
                 self._end_elsewhere(record, GONE_ELSEWHERE)
                 return
             with contextlib.suppress(RuntimeFailure):
                 await self.runtime.remove(handle.conversation_id)  # idempotent across gateways
-            if self._records.get(handle.conversation_id) is record:
-                self._fail(record, again.reason or handle.reason or "the sandbox exited unexpectedly")
+            if self._records.get(handle.conversation_id) is record and record.status in RUNNING:
+                reason = (again.reason if again is not None else None) or handle.reason
+                self._fail(record, reason or "the sandbox exited unexpectedly")
         elif handle.state is SandboxState.PAUSED and record.status is ConversationStatus.READY:
             self._paused_elsewhere(record, handle)
         elif handle.state is SandboxState.RUNNING and record.status is ConversationStatus.PAUSED:
