@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from uuid import UUID
 
@@ -114,3 +115,63 @@ def test_a_crash_is_told_from_a_removal() -> None:
     assert reconciling.crashed(exited(exit_code=1))
     for stopped in (None, 0, 137, 143):
         assert not reconciling.crashed(exited(exit_code=stopped)), stopped
+
+
+def _crashing(runtime: MemoryRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime reports every EXITED sandbox as killed for memory (as Docker would)."""
+    real_list, real_find = runtime.list, runtime.find
+
+    def oom(handle: SandboxHandle) -> SandboxHandle:
+        if handle.state is not SandboxState.EXITED:
+            return handle
+        return replace(handle, oom_killed=True, exit_code=137, reason="the sandbox ran out of memory (OOM)")
+
+    async def listed() -> list[SandboxHandle]:
+        return [oom(handle) for handle in await real_list()]
+
+    async def found(conversation_id: UUID) -> SandboxHandle | None:
+        handle = await real_find(conversation_id)
+        return None if handle is None else oom(handle)
+
+    monkeypatch.setattr(runtime, "list", listed)
+    monkeypatch.setattr(runtime, "find", found)
+
+
+async def test_a_crash_is_an_error_on_every_gateway_until_reaped(
+    settings: Settings, runtime: MemoryRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One gateway fails it at once and leaves the sandbox to the next clean-up; the others'
+    listings see the crash meanwhile, a gateway that never knew it adopts it as ERROR, and
+    none of them takes the clean-up's removal for a delete elsewhere."""
+    monkeypatch.setattr(reconciling, "_REMOVAL_SETTLE", 3600.0)  # a crash needs no second look
+    spec = make_spec()
+    await runtime.start(spec)
+    async with httpx.AsyncClient() as http:
+        first, second = (ConversationManager(settings, runtime, StatusBus(), http) for _ in range(2))
+        for manager in (first, second):
+            await manager.reconcile()
+        await runtime.stop_agent(spec.conversation_id)
+        await _exited(runtime, spec.conversation_id)
+        _crashing(runtime, monkeypatch)
+
+        await asyncio.wait_for(first.sync(), 30)
+        assert await runtime.find(spec.conversation_id) is not None, "left for the clean-up"
+        await asyncio.wait_for(second.sync(), 30)
+        late = ConversationManager(settings, runtime, StatusBus(), http)  # a gateway started now
+        await asyncio.wait_for(late.sync(), 30)
+        asking = ConversationManager(settings, runtime, StatusBus(), http)
+        asked = await asking.discover(spec.conversation_id)  # a request to one that never listed it
+        await first.reconcile()
+        assert await runtime.find(spec.conversation_id) is None, "the clean-up removed it"
+        for manager in (first, second, late, asking):
+            await asyncio.wait_for(manager.sync(), 30)
+        records = [m.lookup(spec.conversation_id) for m in (first, second, late, asking)]
+        assert asked is records[-1]
+        for record in records:
+            assert record is not None and record.status is ConversationStatus.ERROR, record
+            assert record.reason is not None and "OOM" in record.reason
+
+        monkeypatch.setattr(settings, "error_retention", 0.0)
+        await second.reap()
+        await second.sync()
+        assert second.lookup(spec.conversation_id) is None, "reaped, and not adopted again"
