@@ -16,7 +16,8 @@ Contracts of this layer:
   the id is unknown (404) here, and in every other gateway once it sees it gone.
 - :meth:`ConversationCore._end_elsewhere`: a conversation ended by another gateway
   (or by hand) is forgotten cleanly: its followers are told (STOPPING, ended) and
-  the id is 404, never a 500.
+  the id is 404, never a 500. An ERROR one is never "ended elsewhere": it stays
+  visible, with its reason, until deleted or reaped.
 """
 
 from __future__ import annotations
@@ -171,9 +172,12 @@ class ConversationCore:
 
     def _end_elsewhere(self, record: Record, reason: str) -> None:
         """The sandbox was removed behind this gateway (by another gateway of the installation,
-        or by hand): forget it, and tell its followers it ended."""
-        if record.status is ConversationStatus.STOPPING or not self._forget(record):
-            return  # being stopped here: _stop tells
+        or by hand): forget it, and tell its followers it ended. A STOPPING record is left to
+        :meth:`_stop`, an ERROR one stays (with its reason) until deleted or reaped."""
+        if record.status in (ConversationStatus.STOPPING, ConversationStatus.ERROR):
+            return  # being stopped here (_stop tells), or failed: its sandbox is meant to be gone
+        if not self._forget(record):
+            return
         log.info("conversation %s ended elsewhere: %s", record.id, reason)
         record.status, record.reason, record.phase = ConversationStatus.STOPPING, reason, None
         self._bus.publish(StatusNotice(record.id, ConversationStatus.STOPPING, reason=reason, ended=True))

@@ -33,7 +33,7 @@ class Reaper(Reconciler):
         for record in list(self._records.values()):
             if record.status is ConversationStatus.ERROR:
                 if now - record.failed_at >= self._settings.error_retention:
-                    self._records.pop(record.id, None)
+                    self._forget(record)  # for good: a crashed sandbox still listed is not adopted again
                 continue
             if self.pausing.expired(record, now):
                 await self._stop(record, f"paused for {self._settings.paused_ttl:g}s (paused_ttl)")

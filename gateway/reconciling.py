@@ -13,10 +13,22 @@ Three ways a gateway learns what the others did, all above the Runtime seam:
   event), pauses and resumes made elsewhere are taken over, an exited sandbox
   is removed (idempotent) and its conversation fails with the runtime's reason,
   and one whose sandbox is gone ends cleanly: its followers see the end
-  (STOPPING) and the id is 404 here too.
+  (STOPPING) and the id is 404 here too. One round at a time: the sync and the
+  reconcile loops overlap, and a second round that saw the EXITED sandbox the
+  first one removes would take the removal for a delete elsewhere.
+- An ERROR conversation stays ERROR with its reason until deleted or reaped
+  (``error_retention``): nothing here turns it into "gone elsewhere". A sandbox
+  the runtime says crashed (:func:`crashed`: killed for memory, or a failing exit
+  code; no removal looks like that) fails at once and is left EXITED for the
+  next reconcile's clean-up, so every gateway's listing (every ``sync_interval``,
+  shorter than ``reconcile_interval`` by default) sees the crash and fails its
+  record too. Any other EXITED sandbox is looked at again a moment later: a
+  removal by another gateway passes through EXITED, so one gone by then was
+  deleted elsewhere; one still there is removed and its conversation fails.
 - :meth:`Reconciler.reconcile`, every ``reconcile_interval`` (and at start):
   :meth:`sync`, then the pool's spares and :meth:`Runtime.cleanup_orphans`,
-  whose min-age guards leave every gateway's start in progress alone.
+  whose min-age guards leave every gateway's start in progress alone; one round
+  with the sync's, never beside one.
 
 Conversations this gateway is starting or stopping itself are left to those
 tasks; a listing that raises (:class:`RuntimeUnavailable`) changes nothing.
@@ -52,12 +64,20 @@ _REMOVAL_SETTLE = 1.5
 GONE_ELSEWHERE = "the sandbox was removed outside this gateway (by another gateway, or by hand)"
 
 
+#: Exit codes of a sandbox stopped on purpose: a clean exit, SIGKILL (a removal), SIGTERM (a stop).
+_STOPPED_CODES = (None, 0, 128 + 9, 128 + 15)
+
+
+def crashed(handle: SandboxHandle) -> bool:
+    """Whether an EXITED ``handle`` ended by itself rather than by a removal (which kills it):
+    the kernel killed it for memory, or it exited with a failing code."""
+    return handle.oom_killed or handle.exit_code not in _STOPPED_CODES
+
+
 class Reconciler(ConversationCore):
     #: Set after the first reconcile: what is adopted later is news (followed from its first event).
     _synced = False
-    #: One sync at a time: the sync loop and reconcile's sync would otherwise apply two
-    #: listings to one record at once (one fails it ERROR while the other, after its settle
-    #: wait, took the removal that followed for an end elsewhere and forgot it).
+    #: Held by a :meth:`sync` round (created on the first, in the loop that runs it).
     _sync_lock: asyncio.Lock | None = None
 
     # --- queries that ask the runtime ---------------------------------------------
@@ -83,6 +103,8 @@ class Reconciler(ConversationCore):
             return self._adopt(handle, fresh=self._synced)
         if handle.state in (SandboxState.STARTING, SandboxState.RUNNING):
             return self._watch_start(handle)  # READY once its agent answers
+        if crashed(handle):
+            return self._adopt_failed(handle)  # another gateway holds it ERROR: so does this one
         return None  # EXITED: sync removes it
 
     async def gone_elsewhere(self, record: Record) -> bool:
@@ -108,6 +130,15 @@ class Reconciler(ConversationCore):
         self._records[record.id] = record
         log.info("adopted conversation %s of %s (%s)", record.id, record.spec.owner, status.value)
         self._bus.publish(StatusNotice(record.id, status, fresh=fresh and not paused))
+        return record
+
+    def _adopt_failed(self, handle: SandboxHandle) -> Record:
+        """An ERROR record for a crashed sandbox this gateway held no record of (its reason the
+        runtime's), kept ``error_retention`` seconds like any failure."""
+        idle = handle.spec.idle_timeout or self._settings.idle_timeout
+        record = Record(spec=handle.spec, status=ConversationStatus.STARTING, idle_timeout=idle)
+        self._records[record.id] = record
+        self._fail(record, handle.reason or "the sandbox exited unexpectedly")
         return record
 
     def _watch_start(self, handle: SandboxHandle) -> Record:
@@ -165,11 +196,15 @@ class Reconciler(ConversationCore):
     # --- the loops ------------------------------------------------------------------
 
     async def sync(self) -> list[SandboxHandle]:
-        """One listing applied to the records (see the module docstring); returns it."""
+        """One listing applied to the records (see the module docstring), one round at a time;
+        returns it."""
+        async with self._round():
+            return await self._sync_once()
+
+    def _round(self) -> asyncio.Lock:
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
-        async with self._sync_lock:
-            return await self._sync_once()
+        return self._sync_lock
 
     async def _sync_once(self) -> list[SandboxHandle]:
         began = time.monotonic()
@@ -199,20 +234,28 @@ class Reconciler(ConversationCore):
                 self._adopt(handle, fresh=True)
             elif handle.state in (SandboxState.STARTING, SandboxState.RUNNING):
                 self._watch_start(handle)  # new through another gateway: the firehose sees it start
+            elif handle.state is SandboxState.EXITED and crashed(handle):
+                self._adopt_failed(handle)  # crashed before this gateway knew it (or ran)
             return
         if record.status not in RUNNING or self.pausing.busy(record.id):
             return  # being started, stopped, paused or resumed here right now
         if handle.state is SandboxState.EXITED:
+            if crashed(handle):
+                # No removal looks like this: it fails at once. Its sandbox stays EXITED until the
+                # next reconcile's clean-up, so the other gateways' listings see the crash too.
+                self._fail(record, handle.reason or "the sandbox exited unexpectedly")
+                return
             again = await self._exited_or_removed(handle)
             if self._records.get(handle.conversation_id) is not record or record.status not in RUNNING:
-                return  # changed during the wait (failed, stopped or deleted by a request here)
+                return  # failed, stopped or ended meanwhile (by a request or a delete here)
             if again is None:
                 self._end_elsewhere(record, GONE_ELSEWHERE)
                 return
             with contextlib.suppress(RuntimeFailure):
                 await self.runtime.remove(handle.conversation_id)  # idempotent across gateways
-            if self._records.get(handle.conversation_id) is record:
-                self._fail(record, again.reason or handle.reason or "the sandbox exited unexpectedly")
+            if self._records.get(handle.conversation_id) is record and record.status in RUNNING:
+                reason = (again.reason if again is not None else None) or handle.reason
+                self._fail(record, reason or "the sandbox exited unexpectedly")
         elif handle.state is SandboxState.PAUSED and record.status is ConversationStatus.READY:
             self._paused_elsewhere(record, handle)
         elif handle.state is SandboxState.RUNNING and record.status is ConversationStatus.PAUSED:
@@ -221,12 +264,16 @@ class Reconciler(ConversationCore):
             self._bus.publish(StatusNotice(record.id, ConversationStatus.READY))
 
     async def reconcile(self) -> None:
-        """:meth:`sync`, then the pool's spares and the runtime's orphans (see the module docstring)."""
-        listed = await self.sync()
+        """:meth:`sync`, then the pool's spares and the runtime's orphans (see the module
+        docstring); the sync and the clean-up each in a round of their own (the clean-up removes
+        EXITED sandboxes, which must not happen while a sync round looks at one again)."""
+        async with self._round():
+            listed = await self._sync_once()
         spares = [handle for handle in listed if handle.spec.pool is not None]
         await self.pool.reconcile([spare for spare in spares if spare.conversation_id not in self._records])
-        with contextlib.suppress(RuntimeFailure):
-            await self.runtime.cleanup_orphans()
+        async with self._round():
+            with contextlib.suppress(RuntimeFailure):
+                await self.runtime.cleanup_orphans()
 
     async def sync_quietly(self) -> None:
         """:meth:`sync` for the housekeeping loop: an engine that does not answer changes nothing."""

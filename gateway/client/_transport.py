@@ -1,9 +1,12 @@
 """The client's one connection to a gateway: HTTP requests, paging, streams and WebSockets.
 
-This is the boundary where foreign errors become :mod:`gateway.client._exceptions` exceptions:
-httpx's and websockets' errors, socket ``OSError`` and timeouts, and pydantic's
+With :mod:`gateway.client._answers` (what is made of the answers: models, streamed bodies,
+:class:`Records`) and :mod:`gateway.client._websocket` (the one module that imports
+websockets), this is the boundary where foreign errors become :mod:`gateway.client._exceptions`
+exceptions: httpx's and websockets' errors, socket ``OSError`` and timeouts, and pydantic's
 ``ValidationError`` for an answer that is not what the gateway promises. No other client
-module imports websockets or catches a transport exception.
+module catches a transport exception. What those two modules define that the others use is
+importable from here too (its former home).
 
 HTTP goes through an ``httpx.AsyncClient`` whose transport can be replaced (``transport=``:
 ``httpx.MockTransport``, ``httpx.ASGITransport``); WebSockets always dial ``base_url``.
@@ -12,33 +15,45 @@ HTTP goes through an ``httpx.AsyncClient`` whose transport can be replaced (``tr
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncGenerator, Mapping
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import websockets
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from websockets.asyncio.client import ClientConnection
 
+from gateway.client._answers import (
+    M,
+    Records,
+    iter_bytes,
+    parse_frame,
+    parse_json,
+    parse_list,
+    parse_model,
+    why,
+)
 from gateway.client._exceptions import (
     ConvoyError,
     GatewayUnavailable,
     InvalidURL,
     UnexpectedResponse,
-    WebSocketClosed,
     error_for_status,
 )
-from sandbox_agent.contract import TASK_STREAM_MEDIA_TYPE
+from gateway.client._websocket import WebSocket, open_websocket
 
-M = TypeVar("M", bound=BaseModel)
+__all__ = [
+    "Connection",
+    "Query",
+    "QueryValue",
+    "Records",
+    "WebSocket",
+    "iter_bytes",
+    "parse_frame",
+    "parse_json",
+    "parse_list",
+    "parse_model",
+]
 
 QueryValue = str | int | float | bool | None | list[str]
 Query = Mapping[str, QueryValue]
-
-#: Largest WebSocket frame accepted (an event is bounded by the agent's max_event_bytes).
-WS_MAX_FRAME = 64 * 1024 * 1024
 
 
 def _clean(params: Query | None) -> dict[str, Any]:
@@ -191,25 +206,9 @@ class Connection:
     async def connect_ws(self, path: str, params: Query | None = None) -> WebSocket:
         """Open a WebSocket with the same credentials. Handshake refusals raise the mapped error;
         connection failures raise :class:`GatewayUnavailable`."""
-        url = self.ws_url(path, params)
-        try:
-            connection = await websockets.connect(
-                url,
-                additional_headers=self._headers,
-                max_size=WS_MAX_FRAME,
-                open_timeout=self.timeout,
-                close_timeout=5,
-            )
-        except websockets.InvalidStatus as exc:
-            response = exc.response
-            detail: Any = None
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                body = json.loads(response.body or b"null")
-                detail = body.get("detail") if isinstance(body, dict) else None
-            raise error_for_status(response.status_code, detail, f"WS {path}") from None
-        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            raise GatewayUnavailable(f"cannot open a WebSocket to {self.base_url}: {_why(exc)}") from None
-        return WebSocket(connection, f"WS {path}")
+        return await open_websocket(
+            self.ws_url(path, params), self._headers, self.timeout, path, self.base_url
+        )
 
     # --- error mapping ----------------------------------------------------------------
 
@@ -222,126 +221,10 @@ class Connection:
 
     def unreachable(self, exc: httpx.HTTPError) -> GatewayUnavailable:
         if isinstance(exc, httpx.TimeoutException):
-            return GatewayUnavailable(f"the gateway at {self.base_url} did not answer in time ({_why(exc)})")
+            return GatewayUnavailable(f"the gateway at {self.base_url} did not answer in time ({why(exc)})")
         if isinstance(exc, httpx.ConnectError):
-            return GatewayUnavailable(f"cannot reach the gateway at {self.base_url}: {_why(exc)}")
-        return GatewayUnavailable(f"lost the connection to the gateway at {self.base_url}: {_why(exc)}")
-
-
-class Records:
-    """An open answer of JSON lines (or a plain JSON answer, from a gateway without streams).
-    A transport failure while reading raises :class:`GatewayUnavailable`."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-
-    @property
-    def streamed(self) -> bool:
-        """Whether the answer is a stream of records (else one JSON document: :meth:`json`)."""
-        kind: str = self._response.headers.get("content-type", "")
-        return kind.split(";", 1)[0].strip() == TASK_STREAM_MEDIA_TYPE
-
-    async def json(self) -> Any:
-        try:
-            await self._response.aread()
-        except httpx.HTTPError as exc:
-            raise GatewayUnavailable(f"the answer broke off: {_why(exc)}") from None
-        return parse_json(self._response)
-
-    async def lines(self) -> AsyncGenerator[str, None]:
-        """The non-empty lines of the answer, as they arrive."""
-        try:
-            async for line in self._response.aiter_lines():
-                if line:
-                    yield line
-        except httpx.HTTPError as exc:
-            raise GatewayUnavailable(f"the stream broke off: {_why(exc)}") from None
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            await self._response.aclose()
-
-
-class WebSocket:
-    """One open WebSocket to the gateway: text or JSON frames out, frames in (a binary one as bytes).
-
-    A send or receive on a closed connection raises :class:`WebSocketClosed`; ``async for``
-    yields frames until the connection closes, however it closes, and then ends:
-    :attr:`close_code` and :attr:`close_reason` say why. Use as ``async with`` or call :meth:`close`.
-    """
-
-    def __init__(self, connection: ClientConnection, what: str) -> None:
-        self._ws = connection
-        self._what = what
-
-    @property
-    def close_code(self) -> int | None:
-        """The close code once closed (1006 when it dropped without one); ``None`` while open."""
-        return self._ws.close_code
-
-    @property
-    def close_reason(self) -> str:
-        return self._ws.close_reason or ""
-
-    async def __aenter__(self) -> WebSocket:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def send_text(self, text: str) -> None:
-        await self._send(text)
-
-    async def send_json(self, value: Any) -> None:
-        await self._send(json.dumps(value))
-
-    async def send_bytes(self, data: bytes) -> None:
-        """A binary frame."""
-        await self._send(data)
-
-    async def recv(self) -> str | bytes:
-        """The next frame: ``str`` for a text frame, ``bytes`` for a binary one."""
-        try:
-            return await self._ws.recv()
-        except websockets.ConnectionClosed:
-            raise self._closed() from None
-
-    async def recv_json(self) -> Any:
-        frame = await self.recv()
-        try:
-            return json.loads(frame)
-        except ValueError:
-            raise UnexpectedResponse(f"{self._what}: a frame that is not JSON") from None
-
-    def __aiter__(self) -> WebSocket:
-        return self
-
-    async def __anext__(self) -> str | bytes:
-        try:
-            return await self._ws.recv()
-        except websockets.ConnectionClosed:
-            raise StopAsyncIteration from None
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection (a no-op when it is closed already); never raises for a broken one."""
-        with contextlib.suppress(websockets.WebSocketException, OSError):
-            await self._ws.close(code, reason)
-
-    async def _send(self, message: str | bytes) -> None:
-        try:
-            await self._ws.send(message)
-        except websockets.ConnectionClosed:
-            raise self._closed() from None
-
-    def _closed(self) -> WebSocketClosed:
-        code, reason = self.close_code, self.close_reason
-        error = WebSocketClosed(
-            f"{self._what} closed ({code}{': ' + reason if reason else ''})", code=code, reason=reason
-        )
-        error.request = self._what
-        return error
+            return GatewayUnavailable(f"cannot reach the gateway at {self.base_url}: {why(exc)}")
+        return GatewayUnavailable(f"lost the connection to the gateway at {self.base_url}: {why(exc)}")
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -354,56 +237,3 @@ def _retryable(method: str, exc: httpx.HTTPError) -> bool:
         return True
     dropped = httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError
     return method.upper() in _IDEMPOTENT and isinstance(exc, dropped)
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
-
-
-# --- answers into models --------------------------------------------------------------
-
-
-def parse_json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise UnexpectedResponse(
-            f"the gateway answered {response.request.method} {response.request.url.path} "
-            "with something that is not JSON"
-        ) from None
-
-
-def parse_model(model: type[M], data: Any) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise UnexpectedResponse(
-            f"unexpected answer from the gateway (not a {model.__name__}): {exc}"
-        ) from None
-
-
-def parse_list(model: type[M], data: Any) -> list[M]:
-    try:
-        return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
-    except ValidationError as exc:
-        raise UnexpectedResponse(
-            f"unexpected answer from the gateway (not a list of {model.__name__}): {exc}"
-        ) from None
-
-
-def parse_frame(model: type[M], frame: str | bytes) -> M:
-    """A WebSocket frame (JSON text) as ``model``."""
-    try:
-        return model.model_validate_json(frame)
-    except ValidationError as exc:
-        raise UnexpectedResponse(f"the gateway sent a frame that is not a {model.__name__}: {exc}") from None
-
-
-async def iter_bytes(response: httpx.Response, chunk_size: int = 256 * 1024) -> AsyncGenerator[bytes, None]:
-    """The body of a streamed response, mapping transport errors mid-stream."""
-    try:
-        async for chunk in response.aiter_bytes(chunk_size):
-            yield chunk
-    except httpx.HTTPError as exc:
-        raise GatewayUnavailable(f"the download broke off: {_why(exc)}") from None

@@ -65,7 +65,9 @@ What :meth:`gateway.reconciling.Reconciler.reconcile` (and ``sync``, every few s
 relies on: ``list`` returns every sandbox of the installation with its spec (one without
 a record is adopted as READY once RUNNING, a PAUSED one as PAUSED; a STARTING one is
 left to its start, here or in another gateway); an EXITED one
-is removed and its READY conversation fails with ``reason``; a READY
+is removed and its READY conversation fails with ``reason`` (one that crashed, by
+``oom_killed`` or a failing ``exit_code``, fails at once and is left to
+:meth:`Runtime.cleanup_orphans`, so every gateway sees it fail); a READY
 conversation whose sandbox is absent from ``list`` ends (removed by another
 gateway of the installation, or by hand); conversations it is starting or stopping itself are left to
 :meth:`Runtime.start` and :meth:`Runtime.remove`; :meth:`Runtime.cleanup_orphans`

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar
@@ -60,6 +61,27 @@ _LISTING_REUSE = 2.0
 
 async def _no_progress(phase: str) -> None:
     return None
+
+
+async def _whole(call: Awaitable[_T]) -> _T:
+    """``call``'s result; a cancellation meanwhile waits for ``call`` to end (it is not
+    cancelled: what it asked the engine for is made anyway), then is raised."""
+    work = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # Its own failure is for the caller's clean-up to undo; a second cancel stops the wait only.
+        with contextlib.suppress(BaseException):
+            await asyncio.wait({work})
+        raise
+
+
+async def _together(*calls: Awaitable[None]) -> None:
+    """Run ``calls`` concurrently, each to its end even when another fails (so a clean-up
+    after the failure finds everything they made); the first failure is raised after."""
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def container_policy(settings: Settings) -> cfg.ContainerPolicy:
@@ -136,13 +158,16 @@ class DockerSandboxes(DockerLifecycle):
     async def _start(self, spec: SandboxSpec, names: cfg.Names, progress: ProgressCallback) -> SandboxHandle:
         began = time.monotonic()
         labels = cfg.common_labels(spec, self._install)
+        # Each create runs to its end even when the start is cancelled meanwhile (_whole): the
+        # engine makes what a cancelled request asked for all the same, and start()'s clean-up
+        # must come after it to find it (else it stays until orphan_age).
         await progress("creating volume")
-        await self._engine.create_volume(names.volume, labels)
+        await _whole(self._engine.create_volume(names.volume, labels))
         if spec.seed is not None:
             await progress("copying the workspace")
             await self._seed_volume(names.volume, spec.seed)
         await progress("creating network")
-        subnet = await self._create_network(names.network, labels, spec.internet)
+        subnet = await _whole(self._create_network(names.network, labels, spec.internet))
         await progress("creating container")
         template = await self._templates.run_of(spec.template)
         sandbox = cfg.sandbox_config(
@@ -160,9 +185,11 @@ class DockerSandboxes(DockerLifecycle):
         # The relay is made while the agent boots: the critical path is the sandbox's
         # own create + start + boot, as for a plain `docker run` (both containers
         # starting at once would slow the sandbox's start on a small machine).
-        await asyncio.gather(
-            self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
-            self._relay_made(names, relay, subnet),
+        await _whole(
+            _together(
+                self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
+                self._relay_made(names, relay, subnet),
+            )
         )
         await progress("starting container")
         await self._engine.start(names.sandbox)
@@ -466,4 +493,3 @@ def _under_way(containers: Iterable[dict[str, Any]], orphan_age: float) -> bool:
         and all(state in ("created", "running") for state in states)
         and young(newest, orphan_age)
     )
-

@@ -136,6 +136,7 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
             await asyncio.shield(self.remove(spec.conversation_id))
             raise SandboxStartError(f"the sandbox's folder could not be made: {error}") from None
         self._starting.add(spec.conversation_id)
+        launched: procfs.ProcessId | None = None  # the agent, before its metadata names it
         try:
             # Registered at once (STARTING, no agent yet): every gateway of the installation
             # counts it against the limits from now on (gateway.limits).
@@ -149,7 +150,7 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
                 port = free_port()
                 if progress:
                     await progress("starting the agent")
-                process = await launch(spec, folder, port)
+                process = launched = await launch(spec, folder, port)
                 meta = {"spec": files.spec_to_json(spec), "pid": process.pid, "started": process.started}
                 meta |= {"port": port, "ready": False}
                 await self._save_meta(folder, meta)
@@ -177,7 +178,10 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
                 return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
             raise SandboxStartError("no free port could be bound")  # pragma: no cover
         except BaseException:
-            # Cancelled or failed: leave nothing behind, then tell the caller.
+            # Cancelled or failed: leave nothing behind, then tell the caller. The agent is stopped
+            # by name: a cancelled metadata write may not have named it yet (or still be writing).
+            if launched is not None:
+                await asyncio.shield(self._stop(launched))
             await asyncio.shield(self.remove(spec.conversation_id))
             raise
         finally:
@@ -199,6 +203,7 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
         (folder / "state").mkdir(mode=0o700)
 
     async def _stop(self, process: procfs.ProcessId) -> None:
+        """SIGTERM, ``process_stop_grace``, SIGKILL; returns once the agent and its tasks are gone."""
         await stop(process, self._settings.process_stop_grace)
 
     async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:

@@ -69,22 +69,28 @@ def is_alive(process: ProcessId) -> bool:
 
 
 def descendants(pid: int) -> list[ProcessId]:
-    """Every live descendant of ``pid`` (children first), found through their parent pids."""
+    """Every live descendant of ``pid`` (children first), found through their parent pids.
+
+    One read of each ``/proc/<pid>/stat`` gives both a process's parent and its start time,
+    so a process that ends during the walk (and a pid the kernel hands to another meanwhile)
+    never shows up under a name that is not its own; zombies (ended, not reaped yet) are gone.
+    """
     if not _PROC.is_dir():
         return []
-    children: dict[int, list[int]] = {}
+    children: dict[int, list[ProcessId]] = {}
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         fields = _stat(int(entry.name))
-        if fields is not None and len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        if fields is None or len(fields) <= 19 or fields[0] in ("Z", "X", "x"):
+            continue
+        children.setdefault(int(fields[1]), []).append(ProcessId(int(entry.name), int(fields[19])))
     found: list[ProcessId] = []
     pending = list(children.get(pid, []))
     while pending:
         child = pending.pop(0)
-        found.append(identify(child))
-        pending.extend(children.get(child, []))
+        found.append(child)
+        pending.extend(children.get(child.pid, []))
     return found
 
 

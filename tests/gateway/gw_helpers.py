@@ -244,9 +244,8 @@ async def leftovers(
         return found + ([f"sandbox {entry}"] if entry is not None else [])
     folder = harness.settings.state_dir / harness.settings.install / conversation_id
     found = [f"folder {folder}"] if exists(folder) else []
-    if agent is not None:
-        found += [f"agent {agent.pid}"] if procfs.is_alive(agent) else []
-        found += [f"process {child.pid}" for child in procfs.descendants(agent.pid)]
+    if agent is not None and procfs.is_alive(agent):  # a dead one's pid may be another's now
+        found += [f"agent {agent.pid}"] + [f"process {child.pid}" for child in procfs.descendants(agent.pid)]
     return found
 
 
@@ -263,6 +262,28 @@ async def restarted_after_an_event(
         assert posted.status_code == 201
     async with harness.client() as again:
         yield again, cid
+
+
+def agent_processes(root: Path) -> dict[str, procfs.ProcessId]:
+    """Every live process-runtime agent whose workspace is under ``root``, by the name of its
+    sandbox's folder (its conversation id), from ``/proc``'s command lines: it finds agents no
+    ``meta.json`` names any more (a folder removed while its agent lived on)."""
+    found: dict[str, procfs.ProcessId] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "sandbox_agent" not in argv or "--workspace" not in argv[:-1]:
+            continue
+        workspace = Path(argv[argv.index("--workspace") + 1])
+        if workspace.is_relative_to(root):
+            process = procfs.identify(int(entry.name))
+            if procfs.is_alive(process):
+                found[workspace.parent.name] = process
+    return found
 
 
 def kill_agents(root: Path) -> None:

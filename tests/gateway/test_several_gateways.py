@@ -32,7 +32,7 @@ from gateway_pair import (
     trigger,
     until_status,
 )
-from gw_helpers import auth, close_code, kill_agents, recv_until, ws_connect
+from gw_helpers import agent_processes, auth, close_code, kill_agents, recv_until, ws_connect
 from gw_process import gateway_env
 from websockets.asyncio.client import ClientConnection
 
@@ -150,9 +150,12 @@ async def test_limits_hold_across_two_gateways_under_concurrent_creates(
         for gateway in (a, b):
             await eventually(lambda gateway=gateway: _lists(gateway, set(alices + bobs)))
         assert live_folders(install) == set(alices + bobs), "the refused left nothing running"
+        # Nor an agent whose folder is gone (a start cancelled as it yielded, during its launch).
+        assert set(agent_processes(install)) == set(alices + bobs), "a refused create left its agent"
         # With room and no contention, a create succeeds through either gateway.
         for cid in alices + bobs:
             assert (await a.client.delete(f"/conversation/{cid}", headers=auth(ADMIN))).status_code == 204
+        assert agent_processes(install) == {}, "a delete answered before its agent was gone"
         assert (await create(b, BOB)).status_code == 201
         assert (await create(a, ALICE)).status_code == 201
         no_tracebacks(a, b)

@@ -73,7 +73,7 @@ def _isolated_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
 
 
-def test_only_the_transport_module_imports_websockets() -> None:
+def test_only_the_websocket_module_imports_websockets() -> None:
     importers = []
     for module in sorted(CLIENT.glob("*.py")):
         for node in ast.walk(ast.parse(module.read_text())):
@@ -84,7 +84,7 @@ def test_only_the_transport_module_imports_websockets() -> None:
                 names = [node.module]
             if any(name == "websockets" or name.startswith("websockets.") for name in names):
                 importers.append(module.name)
-    assert sorted(set(importers)) == ["_transport.py"]
+    assert sorted(set(importers)) == ["_websocket.py"]
 
 
 def test_importing_the_client_loads_no_server_or_cli_module() -> None:

@@ -4,6 +4,7 @@ conversations."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from uuid import UUID
@@ -25,6 +26,7 @@ from gw_helpers import (
     ws_connect,
 )
 
+from gateway.runtimes import procfs
 from sandbox_agent.protocol import WS_CLOSE_CONVERSATION_ENDED, WS_CLOSE_LIMIT_REACHED, WS_CLOSE_NOT_FOUND
 from tests.helpers import eventually
 
@@ -93,8 +95,12 @@ async def test_delete_leaves_nothing(any_harness: Harness) -> None:
         )
         assert task.status_code == 201
         follower = await ws_connect(url, f"/conversation/{cid}?after_seq=-1")
+        # The task's processes, known while their agent is their parent (once it is gone they
+        # are nobody's descendants any more): the 204 comes once they are gone too.
+        family = [] if agent is None else await eventually(lambda: _family(agent), what="the task's process")
 
         assert (await client.delete(f"/conversation/{cid}")).status_code == 204
+        assert [process.pid for process in family if procfs.is_alive(process)] == []
         stopping = await recv_until(follower, is_status("STOPPING"))
         assert "deleted" in stopping[-1]["detail"]["reason"]
         assert await close_code(follower) == WS_CLOSE_CONVERSATION_ENDED
@@ -105,6 +111,10 @@ async def test_delete_leaves_nothing(any_harness: Harness) -> None:
             assert response.status_code == 404, (method, path)
         assert await close_code(await ws_connect(url, f"/conversation/{cid}")) == WS_CLOSE_NOT_FOUND
         assert await any_harness.runtime.find(UUID(cid)) is None
+
+
+async def _family(agent: procfs.ProcessId) -> list[procfs.ProcessId]:
+    return await asyncio.to_thread(procfs.descendants, agent.pid)
 
 
 async def test_failed_start_stays_visible_as_error(any_harness: Harness) -> None:

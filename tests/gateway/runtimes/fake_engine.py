@@ -17,6 +17,8 @@ or network still in use by a container. Tests steer it:
 - ``down``: the engine does not answer (every call raises ``RuntimeUnavailable``);
 - helper containers (``convoy.role=helper``) end as soon as they start, with
   ``helper_exit`` (exit code, output): nothing is copied in memory.
+- ``create_pause``: seconds each container create takes; as with Docker, a create whose
+  caller is cancelled meanwhile completes all the same (:meth:`settled` waits for those);
 - ``removal_pause``: seconds each stop and removal takes (the engine is busy), with
   ``timeline`` recording when each began and ended, so a test sees what overlapped.
 """
@@ -101,6 +103,8 @@ class FakeEngine:
         self.calls: list[tuple[str, str]] = []
         self.closed = False
         self.removal_pause = 0.0
+        self.create_pause = 0.0
+        self._creating: set[asyncio.Future[None]] = set()
         #: ("begin" | "end", method, name) of stops and removals, in the order they happened.
         self.timeline: list[tuple[str, str, str]] = []
         self._failures: list[tuple[str, str, Exception]] = []
@@ -203,6 +207,24 @@ class FakeEngine:
 
     async def create_container(self, name: str, config: dict[str, Any]) -> None:
         self._call("create_container", name)
+        if not self.create_pause:
+            self._create_container(name, config)
+            return
+        # The engine's side of it: not cancelled with the request.
+        work = asyncio.ensure_future(self._create_later(name, config))
+        self._creating.add(work)
+        work.add_done_callback(self._creating.discard)
+        await asyncio.shield(work)
+
+    async def _create_later(self, name: str, config: dict[str, Any]) -> None:
+        await asyncio.sleep(self.create_pause)
+        self._create_container(name, config)
+
+    async def settled(self) -> None:
+        """Waits for the creates under way (whoever is still waiting for them)."""
+        await asyncio.gather(*self._creating, return_exceptions=True)
+
+    def _create_container(self, name: str, config: dict[str, Any]) -> None:
         if name in self.containers_by_name:
             raise EngineError(f'Conflict. The container name "/{name}" is already in use')
         host = config.get("HostConfig") or {}

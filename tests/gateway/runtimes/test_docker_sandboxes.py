@@ -4,6 +4,7 @@ start leaving nothing (removal: test_docker_removal.py). No Docker needed."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from gateway.runtimes.base import SandboxSpec, SandboxState
 from gateway.runtimes.docker_sandboxes import DockerSandboxes
 from gateway.status import StatusBus
 from sandbox_agent.protocol import ConversationStatus
+from tests.helpers import eventually
 
 
 def _names(spec: SandboxSpec) -> cfg.Names:
@@ -94,6 +96,45 @@ async def test_a_start_failing_at_any_step_removes_what_it_created(
         await runtime.start(spec)
     assert _owned(engine, spec) == set()
     assert await runtime.list() == []
+
+
+async def test_a_start_cancelled_during_its_slow_creates_leaves_nothing(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Cancelled while the engine creates the sandbox and its relay (which it finishes anyway):
+    the start waits for them and removes both before it ends, not orphan_age later."""
+    runtime = fake_sandboxes(engine, tmp_path)
+    engine.create_pause = 0.3
+    spec = make_spec()
+    start = asyncio.create_task(runtime.start(spec))
+
+    async def creating() -> bool:
+        return ("create_container", _names(spec).relay) in engine.calls
+
+    await eventually(creating, what="the creates under way")
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert _owned(engine, spec) == set(), "the start ended before removing what it made"
+    await engine.settled()  # nothing was still being made behind its back either
+    assert _owned(engine, spec) == set()
+    assert await runtime.list() == []
+
+
+@pytest.mark.parametrize("fragment", ["-relay", ""])
+async def test_a_create_failing_while_the_other_is_slow_leaves_nothing(
+    engine: FakeEngine, tmp_path: Path, fragment: str
+) -> None:
+    """One of the two concurrent creates fails at once, the other takes its time: the clean-up
+    comes after both."""
+    runtime = fake_sandboxes(engine, tmp_path)
+    engine.create_pause = 0.3
+    engine.fail_next("create_container", EngineError("refused"), name=fragment)
+    spec = make_spec()
+    with pytest.raises(SandboxStartError, match="refused"):
+        await runtime.start(spec)
+    await engine.settled()
+    assert _owned(engine, spec) == set()
 
 
 async def test_a_sandbox_that_exits_while_starting_says_why_and_leaves_nothing(

@@ -16,6 +16,7 @@ from gw_helpers import (
     eventually,
     exists,
     make_spec,
+    read_text,
     restarted_after_an_event,
     ws_url,
 )
@@ -83,19 +84,30 @@ async def test_remove_closes_open_connections_instead_of_waiting_for_them(tmp_pa
 
 
 async def test_close_stops_the_agents_and_their_tasks(tmp_path: Path) -> None:
+    """The task's own process (it says its pid, and it is this test's descendant: the agent runs
+    in this process) is gone after close(); other processes of the session are no matter."""
     runtime, spec = MemoryRuntime(base_settings(tmp_path)), make_spec()
-    before = {child.pid for child in procfs.descendants(os.getpid())}
     handle = await runtime.start(spec)
     async with httpx.AsyncClient(base_url=handle.base_url, headers={TOKEN_HEADER: spec.token}) as client:
-        task = await client.post("/task", json={"runnable": {"type": "Shell", "command": "exec sleep 300"}})
+        command = "echo pid=$$; exec sleep 300"  # exec: the pid it says is the sleep's
+        task = await client.post("/task", json={"runnable": {"type": "Shell", "command": command}})
         assert task.status_code == 201
 
-        async def sleeping() -> bool:
-            return bool({child.pid for child in procfs.descendants(os.getpid())} - before)
+        async def said_pid() -> int | None:
+            events = (await client.get("/event", params={"type": "TaskOutput"})).json()["results"]
+            text = "".join(str(event["detail"]["data"]) for event in events)
+            return int(text.split("pid=")[1].split()[0]) if "pid=" in text and "\n" in text else None
 
-        await eventually(sleeping)
+        pid = await eventually(said_pid, what="the task's pid")
+
+        async def sleeping() -> procfs.ProcessId | None:
+            mine = {child.pid: child for child in procfs.descendants(os.getpid())}
+            found = mine.get(pid)
+            return found if found is not None and "sleep" in read_text(Path(f"/proc/{pid}/cmdline")) else None
+
+        sleeper = await eventually(sleeping, what="the task's sleep, a descendant of this process")
     await runtime.close()
     closed = await runtime.find(spec.conversation_id)
     assert closed is not None and closed.state is SandboxState.EXITED
-    assert {child.pid for child in procfs.descendants(os.getpid())} <= before, "its task ended with it"
+    assert not procfs.is_alive(sleeper), "its task ended with it"
     assert await runtime.remove(spec.conversation_id) is True

@@ -12,7 +12,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from gw_helpers import base_settings, exists, make_spec, read_text
+from gw_helpers import agent_processes, base_settings, exists, make_spec, read_text
 
 from gateway.runtimes import procfs
 from gateway.runtimes.base import SandboxSpec, SandboxStartError, SandboxState
@@ -151,3 +151,45 @@ async def test_the_token_is_in_no_environment_of_the_agent_or_its_tasks(runtime:
 
         seen = await eventually(output)
     assert spec.token not in seen and "CONVOY_AGENT_TOKEN=" not in seen, seen
+
+
+async def _until_an_agent_runs(root: Path) -> None:
+    async def launched() -> bool:
+        return bool(await asyncio.to_thread(agent_processes, root))
+
+    await eventually(launched, what="the agent's process")
+
+
+async def test_a_start_cancelled_as_its_agent_is_launched_leaves_no_agent(runtime: ProcessRuntime) -> None:
+    """Cancelled the moment its agent's process appears (the launcher still reporting it, or
+    its metadata not written yet): no agent lives on."""
+    root = runtime._root
+    for _ in range(3):
+        start = asyncio.create_task(runtime.start(make_spec()))
+        await _until_an_agent_runs(root)
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        assert await asyncio.to_thread(agent_processes, root) == {}
+
+
+async def test_stop_returns_once_the_agent_and_its_tasks_are_gone(tmp_path: Path) -> None:
+    """An agent deaf to SIGTERM (its grace runs out) and a task in a group of its own: both are
+    gone when remove() returns, not merely signalled."""
+    runtime = ProcessRuntime(base_settings(tmp_path / "state", process_stop_grace=0.2))
+    spec = make_spec()
+    handle = await runtime.start(spec)
+    async with httpx.AsyncClient(base_url=handle.base_url, headers={TOKEN_HEADER: spec.token}) as client:
+        task = await client.post("/task", json={"runnable": {"type": "Shell", "command": "sleep 600"}})
+        assert task.status_code == 201
+        agent = _agent(runtime, spec)
+
+        async def has_a_task() -> bool:
+            return bool(await asyncio.to_thread(procfs.descendants, agent.pid))
+
+        await eventually(has_a_task, what="the task's process")
+    family = await asyncio.to_thread(procfs.descendants, agent.pid)
+    os.kill(agent.pid, signal.SIGSTOP)  # stopped: SIGTERM waits; SIGKILL ends it all the same
+    assert await runtime.remove(spec.conversation_id)
+    assert not procfs.is_alive(agent)
+    assert [p.pid for p in family if procfs.is_alive(p)] == []

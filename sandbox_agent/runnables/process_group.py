@@ -1,0 +1,145 @@
+"""A task's processes as the agent handles them: spawned shielded from a racing cancel, their
+exits heard, and their process group ended (SIGTERM, a grace, SIGKILL).
+
+- :func:`spawned`: a spawn runs to its end; a caller cancelled meanwhile ends the new
+  group before the cancel goes on (no background child outlives its task).
+- :func:`use_pidfd_exits`: on Python 3.11, the agent's own process learns its children's
+  exits from pidfds in its one event loop (see the function).
+- :class:`ProcessGroup`: every member of a task's group, ended; only once none is left
+  (zombies aside) does :meth:`ProcessGroup.terminate` return early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+
+async def spawned(
+    spawn: Coroutine[Any, Any, tuple[asyncio.SubprocessTransport, _P]], grace: float
+) -> tuple[asyncio.SubprocessTransport, _P]:
+    """The spawned process, shielded from a cancel that races it.
+
+    A spawn cancelled once the process exists would kill the leader alone, and a
+    background child it had forked already would outlive the task. So the spawn
+    runs to its end; when the caller was cancelled meanwhile, the new process group
+    (the leader's session) is ended as any cancelled task's is, then the cancel goes on.
+    """
+    spawning = asyncio.ensure_future(spawn)
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        while not spawning.done():
+            with contextlib.suppress(asyncio.CancelledError):  # one cancel is enough: it goes on below
+                await asyncio.shield(spawning)
+        if spawning.cancelled() or spawning.exception() is not None:
+            raise  # no process was made
+        transport, _ = spawning.result()
+        try:
+            await ProcessGroup(transport.get_pid(), grace).terminate()
+        finally:
+            transport.close()
+        raise
+
+
+_pidfd_watcher_set = False
+_pidfd_watcher_wanted = False
+
+
+def use_pidfd_exits() -> None:
+    """Called by the agent's own process (``python -m sandbox_agent``), which runs one event
+    loop for its whole life. Agents served inside another program (the memory runtime, tests)
+    keep asyncio's default watcher: a pidfd watcher is bound to one loop, and a process-wide
+    one bound to the first would never hear of the children of any later loop."""
+    global _pidfd_watcher_wanted
+    _pidfd_watcher_wanted = True
+
+
+def watch_exits_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
+    """On Python 3.11, learn a child's exit from a pidfd in the event loop instead of the
+    default watcher's thread per child (a thread start and a wake-up on every task). 3.12
+    does this by itself; a kernel or sandbox without ``pidfd_open`` keeps the default. Only
+    after :func:`use_pidfd_exits`."""
+    global _pidfd_watcher_set
+    if not _pidfd_watcher_wanted or _pidfd_watcher_set or sys.version_info >= (3, 12):
+        return
+    _pidfd_watcher_set = True
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)  # the agent's one loop, for its whole life
+        asyncio.set_child_watcher(watcher)
+
+
+class ProcessGroup:
+    """The process group a task's leader created (pgid = leader pid)."""
+
+    def __init__(self, pgid: int, grace: float) -> None:
+        self.pgid = pgid
+        self.grace = grace
+
+    async def terminate(self) -> None:
+        """SIGTERM to every member; SIGKILL to whoever is left after the grace period."""
+        if self._empty() or not await asyncio.to_thread(self.alive):
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.grace
+            while loop.time() < deadline:
+                await asyncio.sleep(0.05)
+                if not await asyncio.to_thread(self.alive):
+                    return
+        finally:
+            # also when cancelled while waiting: nothing outlives its task
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signum)
+
+    def _empty(self) -> bool:
+        """Whether the group has no member at all (one signal-0 syscall: the common case of a
+        leader that exited alone is known without the worker thread that :meth:`alive` needs)."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def alive(self) -> bool:
+        """Whether a member that is not a zombie is left (zombies wait for their reaper)."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:
+            pids = [name for name in os.listdir("/proc") if name.isdigit()]
+        except OSError:
+            return True
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as file:
+                    fields = file.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # fields after "comm)": state, ppid, pgrp, ...
+            if len(fields) > 2 and int(fields[2]) == self.pgid and fields[0] != b"Z":
+                return True
+        return False
