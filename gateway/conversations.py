@@ -240,7 +240,7 @@ class ConversationManager(Reaper):
         id is not marked removed: it is the winner's conversation, looked up at once (a
         STARTING record watched until READY, or, while the runtime still shows a spare, found
         by the next sync). Holders of ``record`` see it STOPPING, with nothing published."""
-        if self.closing:
+        if self.closing:  # close() cancels the starts it saw: a new one would outlive it
             self._fail(record, "the gateway is shutting down")
             return
         spec = dataclasses.replace(record.spec, conversation_id=uuid4(), token=secrets.token_urlsafe(32))

@@ -1,5 +1,6 @@
-"""Several gateways over one installation, where they race: two in-process gateways (real uvicorn)
-on one runtime instance, each with its own settings.
+"""Several gateways over one installation, where they race: two in-process gateways (real uvicorn),
+each with its own settings and its own instance of the runtime (but on the memory runtime, whose
+registry is its instance: there they share one).
 
 - Both pools hold the same ready spare (the second gateway adopted the first's at its start, and
   neither lists again): the first claims it, the second's claim is refused (``SpareTaken``). The
@@ -36,6 +37,8 @@ from gw_helpers import (
 from websockets.asyncio.client import ClientConnection
 
 from gateway.context import GatewayContext
+from gateway.runtimes.base import Runtime
+from gateway.runtimes.process import ProcessRuntime
 from tests.helpers import eventually
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
@@ -51,13 +54,33 @@ def race_harness(request: pytest.FixtureRequest) -> Harness:
     return harness
 
 
+@contextlib.asynccontextmanager
+async def _another_instance(harness: Harness) -> AsyncIterator[Harness]:
+    """``harness``'s installation through a runtime instance of its own, as a second gateway
+    process would have it (the memory runtime's registry is its instance: the same one)."""
+    if harness.kind == "memory":
+        yield harness
+        return
+    runtime: Runtime
+    if harness.kind == "docker":
+        from gateway.runtimes.docker import DockerRuntime
+
+        runtime = await DockerRuntime.connect(harness.settings)
+    else:
+        runtime = ProcessRuntime(harness.settings)
+    try:
+        yield Harness(harness.settings, runtime, harness.run_uvicorn)
+    finally:
+        await runtime.close()
+
+
 async def _ready_spares(context: GatewayContext) -> set[UUID]:
     return {h.conversation_id for spares in context.manager.pool._ready.values() for h in spares}
 
 
 @pytest.fixture
-async def two_pools_one_spare(race_harness: Harness) -> AsyncIterator[tuple[str, str, GatewayContext, UUID]]:
-    """Gateways ``a`` and ``b`` (base URLs), ``b``'s context and the one spare both pools hold."""
+async def two_pools_one_spare(race_harness: Harness) -> AsyncIterator[tuple[str, str, Harness, UUID]]:
+    """Gateways ``a`` and ``b`` (base URLs), ``b``'s harness and the one spare both pools hold."""
     settings = keyed(pool_size=1, max_conversations=2, **QUIET)
     async with race_harness.serve(**settings) as a:
         context_a = context_of_app(race_harness.app)
@@ -66,10 +89,9 @@ async def two_pools_one_spare(race_harness: Harness) -> AsyncIterator[tuple[str,
             return spares if len(spares := await _ready_spares(context_a)) == 1 else None
 
         (spare,) = await eventually(a_has_one, what="a's spare ready")
-        async with race_harness.serve(**settings) as b:
-            context_b = context_of_app(race_harness.app)
-            assert await _ready_spares(context_b) == {spare}, "b adopted a's spare, and made none"
-            yield a, b, context_b, spare
+        async with _another_instance(race_harness) as other, other.serve(**settings) as b:
+            assert await _ready_spares(context_of_app(other.app)) == {spare}, "b adopted it, made none"
+            yield a, b, other, spare
 
 
 @contextlib.asynccontextmanager
@@ -95,9 +117,9 @@ async def _frames(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("flow", ["post", "ws"])
 async def test_the_gateway_that_loses_a_spare_starts_cold_under_a_new_id(
-    race_harness: Harness, two_pools_one_spare: tuple[str, str, GatewayContext, UUID], flow: str
+    race_harness: Harness, two_pools_one_spare: tuple[str, str, Harness, UUID], flow: str
 ) -> None:
-    a, b, context_b, spare = two_pools_one_spare
+    a, b, harness_b, spare = two_pools_one_spare
     firehose = await ws_connect(b, "/firehose/", ADMIN_KEY)
     async with _clients(a, b) as (ca, cb):
         won = (await ca.post("/conversation", json={"title": "won"}, headers=auth(ALICE))).json()
@@ -137,7 +159,7 @@ async def test_the_gateway_that_loses_a_spare_starts_cold_under_a_new_id(
             assert await _status(client, BOB, str(spare)) is None, "bob never owned the spare's id"
         theirs = (await ca.get(f"/conversation/{spare}/event", headers=auth(ALICE))).json()["results"]
         assert [e["seq"] for e in theirs] == [1]
-        held = context_b.manager.lookup(spare)
+        held = context_of_app(harness_b.app).manager.lookup(spare)
         assert held is None or held.spec.owner == "alice", "b holds no record of bob's under that id"
         # The limits (2) count both, once each: a third create is refused through either gateway.
         for client in (ca, cb):
@@ -156,8 +178,8 @@ async def test_the_gateway_that_loses_a_spare_starts_cold_under_a_new_id(
 
         for client, key, ended in ((ca, ALICE, str(spare)), (cb, BOB, cid)):
             assert (await client.delete(f"/conversation/{ended}", headers=auth(key))).status_code == 204
-        for ended in (str(spare), cid):
-            assert await leftovers(race_harness, ended) == [], ended
+        for harness, ended in ((race_harness, str(spare)), (harness_b, cid)):
+            assert await leftovers(harness, ended) == [], ended
         conversations = [h for h in await race_harness.runtime.list() if h.spec.pool is None]
         assert conversations == [], conversations
 
@@ -169,7 +191,12 @@ async def test_a_request_through_a_gateway_that_did_not_pause_it_resumes_it_and_
     Without the look at the runtime, ``b`` waits ``proxy_timeout`` (here 30 s) and answers 504."""
     harness = process_harness
     b_settings = keyed(proxy_timeout=30.0, **QUIET)
-    async with harness.serve(**keyed()) as a, harness.serve(**b_settings) as b, _clients(a, b) as (ca, cb):
+    async with (
+        harness.serve(**keyed()) as a,
+        _another_instance(harness) as other,
+        other.serve(**b_settings) as b,
+        _clients(a, b) as (ca, cb),
+    ):
         cid = await create_ready(ca, ALICE, title="paused through a")
 
         async def ready_in_b() -> bool:
