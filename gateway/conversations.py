@@ -26,12 +26,21 @@ Contracts:
   one (``start`` "warm"; READY once the claim's one call returns), else starts
   cold (and the pool refills). Spares are no conversations: they are never
   listed, counted or reaped.
+- Two gateways whose pools hold the same spare (each adopts what the other
+  made) may both take it; the runtime lets one claim win (:class:`SpareTaken`
+  for the other). The loser's create goes on as a cold start under a new id and
+  token (:meth:`ConversationManager._taken_elsewhere`): its client gets that id
+  (POST's 201 and ``WS /conversation/``'s frames name it), the loser keeps no
+  record of the spare's id (the winner's conversation, which it then finds as
+  any other: its firehose shows it starting and READY, never failed or ended),
+  and the limits count the create once throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -94,8 +103,7 @@ class ConversationManager(Reaper):
             raise refusal
         self._admission.admit(principal.name)
         record = self._register(principal, body, seed, forked_from)
-        await self._settle(record)
-        return record
+        return await self._settle(record)
 
     def _refuse_bad(self, body: ConversationCreate) -> None:
         if self.closing:
@@ -145,10 +153,11 @@ class ConversationManager(Reaper):
 
     # --- the check after the registration (gateway.limits) ----------------------------
 
-    async def _settle(self, record: Record) -> None:
+    async def _settle(self, record: Record) -> Record:
         """Waits until ``record``'s start is registered (a warm one: its claim made), then makes
-        the second limit check: :class:`LimitReached` after undoing its start when it yields."""
-        await self.until_claimed(record)
+        the second limit check: :class:`LimitReached` after undoing its start when it yields.
+        Returns the record its client gets (its successor when another gateway took its spare)."""
+        record = await self.until_claimed(record)
         task = record.start_task
         deadline = time.monotonic() + self._settings.start_timeout
         while task is not None and not task.done() and time.monotonic() < deadline:
@@ -159,23 +168,24 @@ class ConversationManager(Reaper):
         seen_at = datetime.now(UTC)
         for look in range(_LOOKS):
             if record.status not in LIVE or self._records.get(record.id) is not record:
-                return  # failed (its client sees the ERROR) or deleted meanwhile: nothing survives
+                return record  # failed (its client sees the ERROR) or deleted meanwhile: nothing survives
             try:
                 listed = await self.runtime.list()
             except RuntimeFailure as error:
                 log.warning("the limits could not be checked again for %s: %s", record.id, error)
-                return
+                return record
             live = [r for r in self._records.values() if r.status in LIVE]
             entries = limits.live_entries(listed, live).values()
             verdict = limits.verdict(self._settings, limits.Entry.of(record.spec), seen_at, entries)
             if verdict is None:
-                return
+                return record
             if verdict.final or look == _LOOKS - 1:
                 await self._withdraw(record, verdict.reason)
                 raise LimitReached(verdict.reason)
             # Only younger creates stand in the way, and they may yield: look again a little later
             # (jittered, so that two gateways do not look in step).
             await asyncio.sleep(_LOOK_AGAIN * (1 + random.random()))
+        return record  # not reached: the last look withdraws or returns
 
     async def _withdraw(self, record: Record, reason: str) -> None:
         """Undo a start that yields: no client has its id; the firehose sees it end (ERROR)."""
@@ -193,12 +203,14 @@ class ConversationManager(Reaper):
 
     # --- starting -----------------------------------------------------------------
 
-    async def until_claimed(self, record: Record) -> None:
+    async def until_claimed(self, record: Record) -> Record:
         """Waits for a warm create's claim (one call to the spare; a cold start after a failed
-        claim is not waited for beyond a few seconds): so ``POST`` answers READY."""
+        claim is not waited for beyond a few seconds): so ``POST`` answers READY. Returns the
+        record the create goes on with: ``record``, or its cold successor under a new id when
+        another gateway claimed the spare first."""
         task = record.start_task
         if record.start != "warm" or task is None:
-            return
+            return record
         try:
             await asyncio.wait_for(asyncio.shield(task), _CLAIM_WAIT)
         except asyncio.CancelledError:
@@ -206,19 +218,47 @@ class ConversationManager(Reaper):
                 raise
         except TimeoutError:
             pass  # a cold start after a failed claim: answered STARTING
+        return record.successor or record
 
     async def _claim(self, record: Record, spare: SandboxHandle) -> bool:
         """The warm start: READY once the spare is claimed (True); False to start cold."""
         try:
             handle = await self.pool.claim(spare, record.spec)
         except SpareTaken:  # another gateway of the installation took it: the id is its now
-            self._fail(record, "the ready sandbox was taken by another gateway; create again")
+            await self._taken_elsewhere(record)
             return True
         if handle is None:
             record.start, record.phase = "cold", "accepted"
             return False
         self._ready(record, handle)
         return True
+
+    async def _taken_elsewhere(self, record: Record) -> None:
+        """``record``'s spare was claimed through another gateway first: its create goes on cold
+        in a successor with a new id and token (the old token went to another's agent), in the
+        same step as the record is dropped (the limits here count the create once). The spare's
+        id is not marked removed: it is the winner's conversation, looked up at once (a
+        STARTING record watched until READY, or, while the runtime still shows a spare, found
+        by the next sync). Holders of ``record`` see it STOPPING, with nothing published."""
+        if self.closing:  # close() cancels the starts it saw: a new one would outlive it
+            self._fail(record, "the gateway is shutting down")
+            return
+        spec = dataclasses.replace(record.spec, conversation_id=uuid4(), token=secrets.token_urlsafe(32))
+        successor = Record(
+            spec=spec, status=ConversationStatus.STARTING, idle_timeout=record.idle_timeout, phase="accepted"
+        )
+        log.info("the spare %s was claimed through another gateway: %s starts cold", record.id, successor.id)
+        if self._records.get(record.id) is record:
+            del self._records[record.id]
+        self._records[successor.id] = successor
+        record.successor = successor
+        record.status, record.phase = ConversationStatus.STOPPING, None
+        record.reason = "its ready sandbox went to a conversation of another gateway"
+        record.gone.set()
+        self._bus.publish(StatusNotice(successor.id, ConversationStatus.STARTING, phase=successor.phase))
+        successor.start_task = asyncio.create_task(self._start(successor), name=f"start {successor.id}")
+        with contextlib.suppress(RuntimeFailure):
+            await self.discover(record.id)
 
     async def _start(self, record: Record, spare: SandboxHandle | None = None) -> None:
         async def progress(phase: str) -> None:

@@ -73,7 +73,8 @@ async def follow(
             await _ended(websocket, record)
             return
         try:
-            upstream = await connect_upstream(record.handle, after_seq, context.settings)
+            with manager.pausing.watching(record):  # paused through another gateway: resumed
+                upstream = await connect_upstream(record.handle, after_seq, context.settings)
         except UpstreamUnavailable as error:
             await _accept(websocket)
             await close_client(websocket, WS_CLOSE_UPSTREAM_UNAVAILABLE, str(error))

@@ -37,6 +37,14 @@ near the limit, two may still both yield where one could have stayed (the
 client retries); far from it, no create yields.
 ``tests/gateway/test_limits_rule.py`` plays random schedules against the rule.
 
+A warm create whose spare another gateway claimed first (``SpareTaken``) goes on
+cold under a new id, with the ``created_at`` of its request: it replaces its
+record in the same step (check 1 of a later create here counts it once), and
+check 2 is made for the new id once its cold start is registered, where the
+argument above holds as for any create. While the claim's one call is under
+way, this gateway's count sees the spare's id once, for both: a create here
+meanwhile may pass check 1 one place too early, and check 2 settles it.
+
 The create-rate and failed-start rules (:mod:`gateway.admission`) stay per gateway.
 """
 

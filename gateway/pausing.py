@@ -17,6 +17,15 @@ Contracts:
 - A runtime that fails to pause or resume: :class:`UpstreamUnreachable` (502)
   saying why (:class:`RuntimeUnavailable`, 503, when the engine does not answer);
   the record keeps the status it had.
+- Paused through another gateway: this one holds the record READY until its next
+  sync (``sync_interval``), and a frozen agent still accepts connections but
+  answers nothing, so a request sent meanwhile would wait for its timeout (504
+  after ``proxy_timeout``, a WebSocket's 4502). Every wait on an agent (a proxied
+  request until its answer's head, a WebSocket's handshake) is
+  :meth:`Pauser.watching`: past :data:`FROZEN_AFTER` seconds, one
+  :meth:`Runtime.find`; PAUSED there, the record takes it over (PAUSED) and
+  resumes it. The request is not sent again: the thawed agent answers the one
+  that waited (its effect may come before the READY event the resume records).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from uuid import UUID
 
 import httpx
@@ -39,12 +49,16 @@ from gateway.errors import (
     UpstreamUnreachable,
 )
 from gateway.records import Record
-from gateway.runtimes.base import Runtime
+from gateway.runtimes.base import Runtime, SandboxState
 from gateway.settings import Settings
 from gateway.status import StatusBus, StatusNotice
 from sandbox_agent.protocol import ConversationStatus
 
 log = logging.getLogger("convoy.gateway")
+
+#: Seconds a wait on an agent lasts before the runtime is asked whether it was paused through
+#: another gateway (an agent answers the requests it can within milliseconds).
+FROZEN_AFTER = 1.0
 
 
 class Pauser:
@@ -54,6 +68,7 @@ class Pauser:
         self._bus = bus
         self._http = http
         self._locks: dict[UUID, asyncio.Lock] = {}
+        self._looks: set[asyncio.Task[bool]] = set()
 
     def _lock(self, record: Record) -> asyncio.Lock:
         return self._locks.setdefault(record.id, asyncio.Lock())
@@ -84,17 +99,58 @@ class Pauser:
 
     async def resume(self, record: Record) -> None:
         async with self._lock(record):
-            if record.status is not ConversationStatus.PAUSED:
-                return
+            if record.status is ConversationStatus.PAUSED:
+                await self._resume(record)
+
+    async def _resume(self, record: Record) -> None:
+        try:
+            record.handle = await self._runtime.resume(record.id)
+        except RuntimeFailure as error:
+            raise _unreachable(record, "resumed", error) from None
+        seq = await announce_status(self._http, record.handle, ConversationStatus.READY.value)
+        record.status = ConversationStatus.READY
+        record.last_active = time.monotonic()
+        after = None if seq is None else seq - 1
+        self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, resumed_after=after))
+
+    @contextlib.contextmanager
+    def watching(self, record: Record) -> Iterator[None]:
+        """Around a wait on ``record``'s agent: past :data:`FROZEN_AFTER` seconds, one look at
+        the runtime in the background (:meth:`resume_if_paused_elsewhere`; see the module
+        docstring). A timer, not a task: the common request ends long before it fires."""
+        timer = asyncio.get_running_loop().call_later(FROZEN_AFTER, self._look, record)
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _look(self, record: Record) -> None:
+        task = asyncio.create_task(self.resume_if_paused_elsewhere(record), name=f"look at {record.id}")
+        self._looks.add(task)
+        task.add_done_callback(self._looks.discard)
+
+    async def resume_if_paused_elsewhere(self, record: Record) -> bool:
+        """Resumes ``record`` when this gateway holds it READY but the runtime says PAUSED
+        (paused through another gateway since the last sync); whether it did. Never raises:
+        a failure is logged, and the waiting request ends as it would have."""
+        async with self._lock(record):
+            if record.status is not ConversationStatus.READY:
+                return False
             try:
-                record.handle = await self._runtime.resume(record.id)
-            except RuntimeFailure as error:
-                raise _unreachable(record, "resumed", error) from None
-            seq = await announce_status(self._http, record.handle, ConversationStatus.READY.value)
-            record.status = ConversationStatus.READY
-            record.last_active = time.monotonic()
-            after = None if seq is None else seq - 1
-            self._bus.publish(StatusNotice(record.id, ConversationStatus.READY, resumed_after=after))
+                found = await self._runtime.find(record.id)
+            except RuntimeFailure:
+                return False
+            if found is None or found.state is not SandboxState.PAUSED:
+                return False
+            log.info("conversation %s was paused through another gateway: resumed for a request", record.id)
+            record.handle, record.status = found, ConversationStatus.PAUSED
+            record.paused_at = time.monotonic()
+            self._bus.publish(StatusNotice(record.id, ConversationStatus.PAUSED))
+            try:
+                await self._resume(record)
+            except GatewayError as error:
+                log.warning("resuming conversation %s failed: %s", record.id, error)
+            return True
 
     async def thaw_quietly(self, record: Record) -> None:
         """Resume a PAUSED one on its way out (so it records STOPPING and stops gracefully)."""

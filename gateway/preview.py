@@ -121,13 +121,14 @@ class PreviewLayer:
             record = admitted.record
             handle = await manager.ready_handle(record)
             manager.touch(record)
-            response = await context.proxy.forward(
-                request,
-                handle,
-                path=_UPSTREAM.build({"port": target.port, "path": target.path}),
-                activity=lambda: manager.connection(record),
-                passage=_passage(request, context, target, admitted.cookie),
-            )
+            with manager.pausing.watching(record):  # paused through another gateway: resumed
+                response = await context.proxy.forward(
+                    request,
+                    handle,
+                    path=_UPSTREAM.build({"port": target.port, "path": target.path}),
+                    activity=lambda: manager.connection(record),
+                    passage=_passage(request, context, target, admitted.cookie),
+                )
         except AuthError as error:
             headers = {"www-authenticate": "Bearer"} if error.status == 401 else {}
             response = error_response(error.status, error.detail, headers | _unread_body(scope))

@@ -1,6 +1,6 @@
 """Keeping a gateway's records in line with the runtime, which every gateway of the installation shares.
 
-Three ways a gateway learns what the others did, all above the Runtime seam:
+Four ways a gateway learns what the others did, all above the Runtime seam:
 
 - :meth:`Reconciler.get`: a request for an id this gateway holds no record of
   asks the runtime (:meth:`Runtime.find`) before answering 404, so a
@@ -29,6 +29,11 @@ Three ways a gateway learns what the others did, all above the Runtime seam:
   :meth:`sync`, then the pool's spares and :meth:`Runtime.cleanup_orphans`,
   whose min-age guards leave every gateway's start in progress alone; one round
   with the sync's, never beside one.
+- A request that waits on an agent for a second looks at the runtime
+  (:meth:`gateway.pausing.Pauser.watching`): a conversation paused through
+  another gateway since the last sync is resumed, and the request answered.
+  A spare claimed through another gateway first shows in the claim itself
+  (:class:`SpareTaken`: see :mod:`gateway.conversations`).
 
 Conversations this gateway is starting or stopping itself are left to those
 tasks; a listing that raises (:class:`RuntimeUnavailable`) changes nothing.

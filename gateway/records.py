@@ -55,6 +55,9 @@ class Record:
     start: Literal["warm", "cold"] = "cold"
     #: Over a limit after its start was registered (gateway.limits): being undone, counts for nobody.
     yielding: bool = False
+    #: A warm create whose spare another gateway claimed first: the record its create goes on
+    #: with, cold, under a new id (gateway.conversations); this one is dropped.
+    successor: Record | None = None
 
     @property
     def id(self) -> UUID:

@@ -40,9 +40,10 @@ async def relay_terminal(
             await _refuse(websocket, WS_CLOSE_CONVERSATION_ENDED, error.detail)
             return
         try:
-            upstream = await connect_agent_socket(
-                handle, f"/terminal/{terminal_id}?offset={offset}", context.settings
-            )
+            with manager.pausing.watching(record):  # paused through another gateway: resumed
+                upstream = await connect_agent_socket(
+                    handle, f"/terminal/{terminal_id}?offset={offset}", context.settings
+                )
         except UpstreamUnavailable as error:
             await _refuse(websocket, WS_CLOSE_UPSTREAM_UNAVAILABLE, str(error))
             return

@@ -69,13 +69,14 @@ async def forward_request(request: Request, upstream: UpstreamPath, download: bo
     handle = await manager.ready_handle(record)
     manager.touch(record)
     try:
-        return await context.proxy.forward(
-            request,
-            handle,
-            path=upstream.build(request.path_params),
-            download=download,
-            activity=lambda: manager.connection(record),
-        )
+        with manager.pausing.watching(record):  # paused through another gateway: resumed
+            return await context.proxy.forward(
+                request,
+                handle,
+                path=upstream.build(request.path_params),
+                download=download,
+                activity=lambda: manager.connection(record),
+            )
     except UpstreamUnreachable:
         if await manager.gone_elsewhere(record):  # deleted through another gateway a moment ago
             raise NotFound(f"conversation {conversation_id} not found") from None
