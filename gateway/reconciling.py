@@ -1,6 +1,6 @@
 """Keeping a gateway's records in line with the runtime, which every gateway of the installation shares.
 
-Four ways a gateway learns what the others did, all above the Runtime seam:
+What a gateway learns of what the others did, and how, all above the Runtime seam:
 
 - :meth:`Reconciler.get`: a request for an id this gateway holds no record of
   asks the runtime (:meth:`Runtime.find`) before answering 404, so a
