@@ -114,9 +114,9 @@ class KubernetesRuntime(KubeView):
 
     @classmethod
     async def connect(cls, settings: Settings) -> KubernetesRuntime:
-        """Connect, make the installation's NetworkPolicies, follow its objects, and delete the
-        pools' objects no pool wants. Raises :class:`RuntimeUnavailable` when the API does not
-        answer within a few seconds."""
+        """Connect, make the installation's NetworkPolicies, follow its objects, settle the claims
+        a gateway died in, and delete the pools' objects no pool wants. Raises
+        :class:`RuntimeUnavailable` when the API does not answer within a few seconds."""
         api = KubeApi.connect(settings.kubernetes_kubeconfig, settings.kubernetes_namespace)
         runtime = cls(settings, api)
         try:
@@ -130,6 +130,7 @@ class KubernetesRuntime(KubeView):
                         f"the Kubernetes API did not list {mirror.kind} within {_SYNC_TIMEOUT:g}s"
                         + (f": {mirror.error}" if mirror.error else "")
                     )
+            await runtime.claims.settle(runtime._spare_of)  # before the first listing adopts spares
             await runtime._prune_pools()
         except BaseException:
             await runtime.close()

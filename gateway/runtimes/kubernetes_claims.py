@@ -12,7 +12,8 @@ agent may or may not have the claim. Such a sandbox is listed neither as a spare
 nor as a conversation (:meth:`ClaimRecords.hidden`), and once the record is older
 than any claim may take (:attr:`ClaimRecords.settle_after`: a claim here is cut
 off after ``CLAIM_TIMEOUT``; the rest is the margin for the API server's clock),
-:meth:`ClaimRecords.settle` asks the agent (``GET /ready``) and:
+:meth:`ClaimRecords.settle` (at the runtime's connect, before the gateway's first
+reconcile lists the spares, and at every reconcile) asks the agent (``GET /ready``) and:
 
 - it is still a spare: the claim is **undone** (the record deleted). The create
   that made it never answered its caller (it answers after the claim), so nobody
@@ -50,14 +51,15 @@ _CLOCK_MARGIN = 20.0
 class ClaimRecords:
     """The claim records of one installation (in ``secrets``, the Secrets' mirror)."""
 
+    #: Seconds a pending record is left to the gateway making it (see the module docstring).
+    settle_after = CLAIM_TIMEOUT + _CLOCK_MARGIN
+
     def __init__(self, api: KubeApi, policy: objs.PodPolicy, secrets: Mirror) -> None:
         self._api, self._policy, self._secrets = api, policy, secrets
         self._claimer = Claimer()
         self._http: httpx.AsyncClient | None = None  # settle's looks at agents
         self._sending: set[UUID] = set()  # claims this gateway is making right now
         self._delivered: set[UUID] = set()  # delivered here (the mark may not have been written)
-        #: Seconds a pending record is left to the gateway making it (see the module docstring).
-        self.settle_after = CLAIM_TIMEOUT + _CLOCK_MARGIN
 
     def pending(self, conversation_id: UUID) -> bool:
         """Whether the conversation's claim is recorded but not known to be delivered."""

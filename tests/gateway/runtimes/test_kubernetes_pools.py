@@ -12,10 +12,12 @@ from fake_kube.harness import FakeKube
 from gw_helpers import make_spec
 from kube_helpers import held, kube_runtime, kube_settings
 
+from gateway.app import create_app
 from gateway.runtimes import kubernetes_objects as objs
 from gateway.runtimes.base import SandboxState
 from gateway.runtimes.claiming import claim_of
 from gateway.runtimes.kubernetes import KubernetesRuntime
+from gateway.runtimes.kubernetes_claims import ClaimRecords
 from sandbox_agent.protocol import CLAIM_SECRET_HEADER, TOKEN_HEADER
 from tests.helpers import eventually
 
@@ -159,3 +161,29 @@ async def test_a_claim_delivered_but_not_marked_is_finished(fake_kube: FakeKube,
             assert record["metadata"]["annotations"][objs.CLAIM_STATE] == "delivered"
             async with kube_runtime(settings) as third:  # any later gateway lists it at once
                 assert [h.conversation_id for h in await third.list()] == [spare.conversation_id]
+
+
+async def test_a_restarted_gateway_gets_back_the_spare_of_a_claim_it_never_sent(
+    fake_kube: FakeKube, tmp_path, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = kube_settings(fake_kube, tmp_path, pool_size=1)
+    dead = await KubernetesRuntime.connect(settings)
+    spare = await dead.start(_spare())  # the dead gateway's pool made it
+    await _record_claim(dead, make_spec(conversation_id=spare.conversation_id, owner="bob"))
+    await dead.close()
+    monkeypatch.setattr(ClaimRecords, "settle_after", 0.0)  # as if the gateway had been down a while
+    async with (
+        kube_runtime(settings) as runtime,
+        serve(create_app(settings, runtime=runtime)) as base,
+        httpx.AsyncClient(timeout=60) as client,
+    ):
+
+        async def adopted() -> bool:
+            return (await client.get(f"{base}/pool")).json()["ready"] == 1
+
+        await eventually(adopted, what="the spare back in the pool")
+        assert await _pods(fake_kube, settings.install) == 1  # that spare: none made instead of it
+        made = await client.post(f"{base}/conversation", json={"title": "warm"})
+        assert made.status_code == 201 and made.json()["start"] == "warm", made.text
+        assert made.json()["id"] == str(spare.conversation_id)
+        assert (await client.get(f"{base}/conversation")).json()["results"][0]["title"] == "warm"
