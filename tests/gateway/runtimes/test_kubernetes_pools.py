@@ -14,7 +14,7 @@ from kube_helpers import held, kube_runtime, kube_settings
 
 from gateway.app import create_app
 from gateway.runtimes import kubernetes_objects as objs
-from gateway.runtimes.base import SandboxState
+from gateway.runtimes.base import SandboxSpec, SandboxState
 from gateway.runtimes.claiming import claim_of
 from gateway.runtimes.kubernetes import KubernetesRuntime
 from gateway.runtimes.kubernetes_claims import ClaimRecords
@@ -22,7 +22,7 @@ from sandbox_agent.protocol import CLAIM_SECRET_HEADER, TOKEN_HEADER
 from tests.helpers import eventually
 
 
-def _spare():  # type: ignore[no-untyped-def]
+def _spare() -> SandboxSpec:
     return make_spec(owner="", title="", pool="default")
 
 
@@ -96,7 +96,7 @@ async def test_a_gateway_closing_deletes_the_warm_pool_no_spare_uses(fake_kube: 
     assert await held(fake_kube, "sandboxwarmpools", settings.install) == []
 
 
-async def _record_claim(runtime: KubernetesRuntime, conversation) -> None:  # type: ignore[no-untyped-def]
+async def _record_claim(runtime: KubernetesRuntime, conversation: SandboxSpec) -> None:
     """What a gateway does first in a claim (and then died): the claim record, pending."""
     body = objs.claim_record(runtime.policy, conversation, claim_of(conversation))
     await runtime._api.create("secrets", body)
