@@ -21,7 +21,9 @@ reconcile lists the spares, and at every reconcile) asks the agent (``GET /ready
   Finishing it instead would make a conversation nobody was told of, counted
   against its owner's limits until it is reaped, and would lose the spare.
 - it took the claim: the claim is **finished** (marked delivered): the
-  conversation is then listed, adopted and served like any other.
+  conversation is then listed, adopted and served like any other. (So is a
+  mark the claiming gateway could not write: until then only that gateway
+  serves the conversation, the others do not list it.)
 - it does not answer and its sandbox has ended: undone (the spare, EXITED, is removed
   by the pool's reconcile); otherwise it is looked at again at the next reconcile.
 """
