@@ -236,11 +236,12 @@ class Settings(BaseSettings):
     kubernetes_node_lost_after: int = Field(
         30, ge=0, description="Seconds a sandbox stays on an unreachable node before it is evicted (ERROR)."
     )
-    kubernetes_warm_replicas: int | None = Field(
-        None,
+    kubernetes_warm_replicas: int = Field(
+        0,
         ge=0,
-        description="Ready sandboxes each SandboxWarmPool keeps behind the pool's claimed-ahead spares; "
-        "unset: the pool's size.",
+        description="Ready sandboxes a SandboxWarmPool keeps behind each pool's claimed-ahead spares, "
+        "so a refill binds at once: each costs a pod beside the pool's own. 0: no SandboxWarmPool "
+        "(a pool of N costs N pods; a refill starts a pod).",
     )
 
     # --- swarm runtime (issue 13): docker_url/DOCKER_HOST names a manager; docker_* apply too ---

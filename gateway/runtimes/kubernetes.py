@@ -26,25 +26,37 @@ kubernetes-sigs/agent-sandbox ``api/v1alpha1`` and ``extensions/api/v1alpha1``):
   Deleting a claim deletes its sandbox (the claim owns it once adopted).
 
 How convoy maps onto it (``kubernetes_mode=sandboxes``, the default; objects
-in :mod:`gateway.runtimes.kubernetes_pods`, states in :mod:`gateway.runtimes.kubernetes_state`):
+in :mod:`gateway.runtimes.kubernetes_pods`, states in :mod:`gateway.runtimes.kubernetes_state`,
+the reads in :mod:`gateway.runtimes.kubernetes_listing`; this module writes):
 
 - A cold conversation is a ``Sandbox`` ``convoy-<id>`` and a ``Secret`` of the
   same name (its token, mounted root-only into the pod, and its task env,
   referenced by ``secretKeyRef``: the Sandbox object holds no secret value).
 - The pool: the *size* is convoy's (:mod:`gateway.pool`: ``pool_size`` /
   ``pool_sizes``, per gateway, as on every runtime). A spare is a
-  ``SandboxClaim`` made ahead on the pool's ``SandboxWarmPool`` (one
-  ``SandboxTemplate`` + ``SandboxWarmPool`` per installation and template,
-  made at the first spare), so the spare *is* a warm pool's sandbox, whose
-  agent waits as a spare; the warm pool keeps ``kubernetes_warm_replicas``
-  (default: the pool's size) more behind them, so a refill binds at once
-  instead of starting a pod. The conversation's secrets reach the agent after
-  the claim has bound: ``POST /claim`` (:mod:`sandbox_agent.claim`). Before
-  that, the claim is written to a Secret ``convoy-<id>-claim`` (created, never
-  replaced: another gateway's create of the same answers 409, so the spare was
-  taken), from which any gateway reads the claimed spec back. Every spare of
-  the installation shares one claim secret (the warm pool's pods are made from
-  one template), in the Secret ``convoy-<install>-claim``.
+  ``SandboxClaim`` made ahead on the pool's ``SandboxTemplate`` (one per
+  installation and template, made at the first spare; :mod:`gateway.runtimes.kubernetes_warm`),
+  whose agent waits as a spare; the conversation's secrets reach it after the
+  claim has bound: ``POST /claim`` (:mod:`sandbox_agent.claim`), recorded first
+  in a Secret ``convoy-<id>-claim`` from which any gateway reads the claimed
+  spec back, a two-step commit a restarted gateway finishes or undoes
+  (:mod:`gateway.runtimes.kubernetes_claims`). Every spare of the installation
+  shares one claim secret (they are made from one template), in the Secret
+  ``convoy-<install>-claim``.
+- What a pool costs: a pool of N is N pods by default. The claims are made
+  ahead so that the bind (a controller's round trip through the API) is never
+  in a user's wait, and a sandbox a claim adopts *leaves* its
+  ``SandboxWarmPool``, which then makes another: with claims ahead, a warm pool
+  of R replicas costs R pods more, whatever R is (a warm pool of N behind N
+  spares is 2N pods). So a ``SandboxWarmPool`` is made only when
+  ``kubernetes_warm_replicas`` (default 0) is set: R more pods per pool, so that a
+  refill binds a running pod at once instead of starting one. With none, a
+  spare's claim (``warmpool: default``) gets a sandbox made from the template:
+  the refill starts a pod, as on every other runtime. (The other way to N pods,
+  a warm pool of N and no claim before the create, would put the bind in every
+  warm create's wait.) A pool whose size goes to 0, or that leaves the
+  settings, has its warm pool (and its sandboxes) and then its template
+  deleted at the next reconcile or start (:meth:`WarmPools.prune`).
 - Labels (``convoy.install``, ``convoy.conversation-id``, ``convoy.role``) are
   the registry: a restarted gateway lists them; the rest of the spec is the
   ``convoy.spec`` annotation (owner and title are no label values).
@@ -72,31 +84,19 @@ claim secret); the pool is convoy's alone, claimed the same way.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import time
 from typing import Any
 from uuid import UUID
 
-from gateway.errors import ClaimFailed, RuntimeFailure, RuntimeUnavailable, SandboxStartError, SpareTaken
-from gateway.pool import pool_sizes
+from gateway.errors import ClaimFailed, RuntimeFailure, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import kubernetes_objects as objs
 from gateway.runtimes import kubernetes_pods as pods
-from gateway.runtimes.base import (
-    ProgressCallback,
-    ResourceLimits,
-    SandboxHandle,
-    SandboxSpec,
-    SandboxState,
-    wait_until_ready,
-)
-from gateway.runtimes.claiming import Claimer, claim_of
-from gateway.runtimes.kubernetes_api import Conflict, KubeApi
-from gateway.runtimes.kubernetes_orphans import WithoutLifecycle, left_over
-from gateway.runtimes.kubernetes_state import Observed, observe, pod_name
-from gateway.runtimes.kubernetes_warm import WarmPools
-from gateway.runtimes.kubernetes_watch import Changes, Mirror, gone
-from gateway.runtimes.template_catalog import DefaultTemplateOnly
+from gateway.runtimes.base import ProgressCallback, SandboxHandle, SandboxSpec, SandboxState, wait_until_ready
+from gateway.runtimes.kubernetes_api import KubeApi
+from gateway.runtimes.kubernetes_listing import KubeView
+from gateway.runtimes.kubernetes_orphans import left_over
+from gateway.runtimes.kubernetes_state import pod_name
 from gateway.settings import Settings
 
 __all__ = ["KubernetesRuntime"]
@@ -106,43 +106,16 @@ _HALF_MADE_MARGIN = 30.0
 _SYNC_TIMEOUT = 15.0
 
 
-class KubernetesRuntime(WithoutLifecycle):
-    """The Runtime protocol on a Kubernetes namespace; build it with :meth:`connect`."""
+class KubernetesRuntime(KubeView):
+    """The Runtime protocol on a Kubernetes namespace; build it with :meth:`connect`. What it
+    reads (:meth:`find`, :meth:`list`) is :class:`~gateway.runtimes.kubernetes_listing.KubeView`'s."""
 
-    name = "kubernetes"
     enforces_egress = False
-
-    def __init__(self, settings: Settings, api: KubeApi) -> None:
-        self._settings = settings
-        self._api = api
-        self._pods_mode = settings.kubernetes_mode == "pods"
-        self.policy = objs.PodPolicy(
-            install=settings.install,
-            namespace=api.namespace,
-            image=settings.kubernetes_image,
-            image_pull_policy=settings.kubernetes_image_pull_policy,
-            user=settings.docker_user,
-            default_limits=ResourceLimits(settings.kubernetes_memory, settings.kubernetes_cpus, None),
-            tmpfs_bytes=settings.docker_tmpfs_bytes,
-            node_lost_after=settings.kubernetes_node_lost_after,
-            gateway_labels=dict(part.split("=", 1) for part in settings.kubernetes_gateway_labels.split(",")),
-        )
-        self.changes = Changes()
-        labels = {objs.INSTALL: settings.install}
-        kinds = ["pods", "secrets"] if self._pods_mode else ["sandboxes", "sandboxclaims", "pods", "secrets"]
-        self.mirrors = {kind: Mirror(api, kind, labels, self.changes) for kind in kinds}
-        self._claimer = Claimer()
-        self._templates = DefaultTemplateOnly("kubernetes", f"the sandbox image {settings.kubernetes_image}")
-        self._starting: set[UUID] = set()
-        self._ended: dict[UUID, Observed] = {}  # EXITED once seen stays so (a lost node's pod)
-        replicas = settings.kubernetes_warm_replicas
-        sizes = pool_sizes(settings, self.name)
-        warm = {template: size if replicas is None else replicas for template, size in sizes.items()}
-        self.pools = WarmPools(api, self.policy, self.mirrors["secrets"], warm)
 
     @classmethod
     async def connect(cls, settings: Settings) -> KubernetesRuntime:
-        """Connect, make the installation's NetworkPolicies, and follow its objects. Raises
+        """Connect, make the installation's NetworkPolicies, follow its objects, settle the claims
+        a gateway died in, and delete the pools' objects no pool wants. Raises
         :class:`RuntimeUnavailable` when the API does not answer within a few seconds."""
         api = KubeApi.connect(settings.kubernetes_kubeconfig, settings.kubernetes_namespace)
         runtime = cls(settings, api)
@@ -157,73 +130,12 @@ class KubernetesRuntime(WithoutLifecycle):
                         f"the Kubernetes API did not list {mirror.kind} within {_SYNC_TIMEOUT:g}s"
                         + (f": {mirror.error}" if mirror.error else "")
                     )
+            await runtime.claims.settle(runtime._spare_of)  # before the first listing adopts spares
+            await runtime._prune_pools()
         except BaseException:
             await runtime.close()
             raise
         return runtime
-
-    # --- what the API holds -----------------------------------------------------------
-
-    def _carriers(self) -> list[tuple[str, dict[str, Any]]]:
-        kinds = ["pods"] if self._pods_mode else ["sandboxclaims", "sandboxes"]
-        return [
-            (kind, obj)
-            for kind in kinds
-            for obj in self.mirrors[kind].items.values()
-            if not gone(obj) and (obj["metadata"].get("labels") or {}).get(objs.CONVERSATION_ID)
-        ]
-
-    def _carrier(self, conversation_id: UUID) -> tuple[str, dict[str, Any]] | None:
-        name = objs.object_name(conversation_id)
-        for kind in ["pods"] if self._pods_mode else ["sandboxclaims", "sandboxes"]:
-            found = self.mirrors[kind].get(name)
-            if found is not None:
-                return kind, found
-        return None
-
-    def _secrets_of(self, conversation_id: UUID) -> dict[str, str]:
-        """The decoded data of the conversation's Secrets (token and env; the claim)."""
-        name = objs.object_name(conversation_id)
-        data = objs.decoded(self.mirrors["secrets"].get(name))
-        return data | objs.decoded(self.mirrors["secrets"].get(f"{name}-claim"))
-
-    def _handle(self, kind: str, obj: dict[str, Any]) -> SandboxHandle | None:
-        labels = obj["metadata"].get("labels") or {}
-        spare = labels.get(objs.ROLE) == "spare"
-        try:
-            data = self._secrets_of(UUID(labels[objs.CONVERSATION_ID]))
-        except ValueError:
-            return None
-        spec = objs.spec_of(obj, self.pools.claim_token() if spare else None, data)
-        if spec is None:
-            return None
-        # A pod being deleted still says why (an evicted one: its lost node), so it is looked at.
-        pod = self.mirrors["pods"].items.get(pod_name(kind, obj) or "") if kind != "pods" else obj
-        seen = observe(kind, obj, pod, self._settings.start_timeout)
-        if seen.state is SandboxState.EXITED:
-            self._ended.setdefault(spec.conversation_id, seen)
-        seen = self._ended.get(spec.conversation_id, seen)
-        return SandboxHandle(spec, seen.base_url, seen.state, seen.exit_code, seen.oom_killed, seen.reason)
-
-    async def _fresh(self) -> None:
-        """Make sure the mirrors are live; list for real where one is not (RuntimeUnavailable)."""
-        for mirror in self.mirrors.values():
-            if not mirror.live:
-                await mirror.refresh()
-
-    async def find(self, conversation_id: UUID) -> SandboxHandle | None:
-        await self._fresh()
-        found = self._carrier(conversation_id)
-        return None if found is None else self._handle(*found)
-
-    async def list(self) -> builtins.list[SandboxHandle]:
-        await self._fresh()
-        carriers = self._carriers()
-        handles = [handle for handle in (self._handle(kind, obj) for kind, obj in carriers) if handle]
-        listed = {handle.conversation_id for handle in handles}
-        for gone_id in [key for key in self._ended if key not in listed]:  # removed elsewhere
-            del self._ended[gone_id]
-        return handles
 
     # --- starting ---------------------------------------------------------------------
 
@@ -291,18 +203,12 @@ class KubernetesRuntime(WithoutLifecycle):
     # --- claiming a spare ---------------------------------------------------------------
 
     async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
-        """The claim is written to its Secret first (409: another gateway took the spare), then
-        sent to the agent; a claim the agent refuses leaves the Secret to :meth:`remove`."""
+        """The claim is recorded, sent to the agent, and marked delivered
+        (:mod:`gateway.runtimes.kubernetes_claims`); a claim the agent refuses leaves the
+        record to :meth:`remove`."""
         if self._carrier(spare.conversation_id) is None:
             raise ClaimFailed(f"the spare {spare.conversation_id} is gone")
-        body = objs.claim_record(self.policy, spec, claim_of(spec))
-        try:
-            self.mirrors["secrets"].put(await self._api.create("secrets", body))
-        except Conflict:
-            raise SpareTaken(f"sandbox {spare.conversation_id} was claimed already") from None
-        except RuntimeFailure as error:
-            raise ClaimFailed(f"the claim could not be recorded: {error}") from None
-        return await self._claimer.claim(spare, spec)
+        return await self.claims.claim(spare, spec)
 
     # --- removing -------------------------------------------------------------------------
 
@@ -311,17 +217,17 @@ class KubernetesRuntime(WithoutLifecycle):
         pod) and the Secrets, whatever the mirrors say: another gateway may have just made them."""
         name = objs.object_name(conversation_id)
         found = self._carrier(conversation_id)
-        kinds = ["pods"] if self._pods_mode else ["sandboxclaims", "sandboxes"]
         deleted = await asyncio.gather(
-            *(self._delete(kind, name) for kind in kinds),
+            *(self._delete(kind, name) for kind in self._kinds()),
             self._delete("secrets", name),
-            self._delete("secrets", f"{name}-claim"),
+            self._delete("secrets", objs.claim_record_name(conversation_id)),
         )
         if found is not None and found[0] == "sandboxclaims":
             adopted = pod_name("sandboxclaims", found[1])  # the claim's sandbox: its name is its pod's
             if adopted:
                 await self._delete("sandboxes", adopted)
         self._ended.pop(conversation_id, None)
+        self.claims.forget(conversation_id)
         return any(deleted)
 
     async def _delete(self, kind: str, name: str) -> bool:
@@ -334,23 +240,45 @@ class KubernetesRuntime(WithoutLifecycle):
             await self.remove(conversation_id)
 
     async def cleanup_orphans(self) -> int:
-        """EXITED sandboxes; carriers with no readable spec and conversation Secrets with no
-        carrier, once older than any start may take (another gateway may be making them)."""
+        """Abandoned claims finished or undone (:meth:`ClaimRecords.settle`: an undone one is a
+        spare again, for the pool); EXITED sandboxes; carriers with no readable spec and
+        conversation Secrets with no carrier, once older than any start may take (another
+        gateway may be making them); the pools' objects no pool wants."""
+        await self.claims.settle(self._spare_of)
         removed = 0
         handles = {handle.conversation_id: handle for handle in await self.list()}
         for conversation_id, handle in handles.items():
             if handle.state is SandboxState.EXITED and conversation_id not in self._starting:
                 removed += await self.remove(conversation_id)
-        kinds = ["pods"] if self._pods_mode else ["sandboxclaims", "sandboxes"]
-        found = [obj for kind in [*kinds, "secrets"] for obj in self.mirrors[kind].items.values()]
+        found = [obj for kind in [*self._kinds(), "secrets"] for obj in self.mirrors[kind].items.values()]
         carried = {obj["metadata"]["labels"][objs.CONVERSATION_ID] for _, obj in self._carriers()}
         cutoff = self._settings.start_timeout + _HALF_MADE_MARGIN
-        for conversation_id in left_over(found, set(handles) | self._starting, carried, cutoff):
+        kept = set(handles) | self._starting | self.claims.hidden()
+        for conversation_id in left_over(found, kept, carried, cutoff):
             removed += await self.remove(conversation_id)
-        return removed
+        return removed + await self._prune_pools()
+
+    async def _prune_pools(self) -> int:
+        if self._pods_mode:
+            return 0
+        return await self.pools.prune(self.mirrors["sandboxclaims"].items.values())
 
     async def close(self) -> None:
-        """The watches and the HTTP clients; the sandboxes keep running."""
+        """The watches and the HTTP clients; the sandboxes keep running. The warm pools no spare
+        claims from any more go (:meth:`WarmPools.close`: the gateway's spares were removed first)."""
+        if not self._pods_mode and all(mirror.live for mirror in self.mirrors.values()):
+            with contextlib.suppress(RuntimeFailure):
+                await self.pools.close(self._spare_claims())
         await asyncio.gather(*(mirror.close() for mirror in self.mirrors.values()))
-        await self._claimer.close()
+        await self.claims.close()
         await self._api.close()
+
+    def _spare_claims(self) -> list[dict[str, Any]]:
+        """The installation's SandboxClaims that are spares no claim was recorded for."""
+        return [
+            obj
+            for kind, obj in self._carriers()
+            if kind == "sandboxclaims"
+            and (handle := self._handle(kind, obj)) is not None
+            and handle.spec.pool is not None
+        ]

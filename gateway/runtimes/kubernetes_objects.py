@@ -36,6 +36,9 @@ CONVERSATION_ID = "convoy.conversation-id"
 ROLE = "convoy.role"
 INTERNET = "convoy.internet"  # on pods that may reach the internet ("true")
 SPEC = "convoy.spec"  # annotation: the spec's metadata, JSON (no token, no env values)
+#: Annotation of a claim record: "pending" from its create until the agent took the claim, then
+#: "delivered" (a record without it, from an older gateway, counts as delivered).
+CLAIM_STATE = "convoy.claim-state"
 
 DATA_DIR = "/data"
 TOKEN_DIR = "/run/convoy/secret"
@@ -214,14 +217,21 @@ def claim_secret(policy: PodPolicy, secret: str) -> dict[str, Any]:
     }
 
 
+def claim_record_name(conversation_id: UUID) -> str:
+    return f"{object_name(conversation_id)}-claim"
+
+
 def claim_record(policy: PodPolicy, spec: SandboxSpec, claim: Claim) -> dict[str, Any]:
     """A claimed spare's claim (its token included), ``convoy-<id>-claim``: created once, before
-    the claim is sent, so a second gateway's create of it fails (409) and no claim is lost."""
+    the claim is sent, so a second gateway's create of it fails (409) and no claim is lost.
+    It is made "pending" (:data:`CLAIM_STATE`), and marked "delivered" once the agent took it."""
     labels = {CONVERSATION_ID: str(spec.conversation_id), ROLE: "claim"}
+    meta = metadata(claim_record_name(spec.conversation_id), policy, labels)
+    meta["annotations"] = {CLAIM_STATE: "pending"}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata(f"{object_name(spec.conversation_id)}-claim", policy, labels),
+        "metadata": meta,
         "type": "Opaque",
         "data": _encoded({"claim": claim.model_dump_json()}),
     }

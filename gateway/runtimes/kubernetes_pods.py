@@ -236,8 +236,8 @@ def warm_pool(policy: PodPolicy, template: str, replicas: int) -> dict[str, Any]
 
 
 def sandbox_claim(policy: PodPolicy, spec: SandboxSpec) -> dict[str, Any]:
-    """A spare made ahead (``spec.pool`` set): a claim on its pool's warm sandboxes. No env:
-    env on a claim forces a cold start; the conversation's comes with ``POST /claim``."""
+    """A spare made ahead (``spec.pool`` set): a claim on its template ("default": a sandbox of
+    any warm pool of it, else one made from it). No env: env on a claim forces a cold start."""
     assert spec.pool is not None
     name = pool_name(policy.install, spec.pool)
     return {
@@ -249,7 +249,7 @@ def sandbox_claim(policy: PodPolicy, spec: SandboxSpec) -> dict[str, Any]:
             {CONVERSATION_ID: str(spec.conversation_id), ROLE: "spare"},
             spec,
         ),
-        "spec": {"sandboxTemplateRef": {"name": name}, "warmpool": name},
+        "spec": {"sandboxTemplateRef": {"name": name}, "warmpool": "default"},
     }
 
 

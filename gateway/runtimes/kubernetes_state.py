@@ -1,21 +1,25 @@
 """What the API's objects say of one sandbox: its state, address and, once ended, why. Pure.
 
+The runtime's half of the state contract (API objects -> :class:`SandboxState`,
+:mod:`gateway.runtimes.base`); the gateway's half (SandboxState -> a conversation's
+status, :mod:`gateway.reconciling`) and its notices (:mod:`gateway.status`) are above the seam.
+
 A conversation is carried by a ``Sandbox`` (cold), a ``SandboxClaim`` (from a
 pool) or, in the ``pods`` mode, a ``Pod``; its pod is found by name (a
 Sandbox's pod bears the Sandbox's name, or the one its
 ``agents.x-k8s.io/pod-name`` annotation gives; a claim's is its sandbox's,
 named in ``status.sandbox.name``). In this order:
 
-1. the pod's node is lost (``status.reason`` ``NodeLost``, or a
+1. the pod was made later than any start may take after the carrier (a
+   controller replaced a lost one: new pod, empty workspace): EXITED, never
+   the old sandbox silently moved;
+2. the pod's node is lost (``status.reason`` ``NodeLost``, or a
    ``DisruptionTarget`` condition, as the node lifecycle controller and the
    taint manager set them): EXITED, the reason naming the node;
-2. the agent's container has terminated (or the pod's phase is final, or the
+3. the agent's container has terminated (or the pod's phase is final, or the
    carrier's ``Finished`` condition is True): EXITED with the exit code, OOM
    when the kubelet says ``OOMKilled``, and the termination message (the last
    log lines: ``FallbackToLogsOnError``);
-3. the pod was made later than any start may take after the carrier (a
-   controller replaced a lost one: new pod, empty workspace): EXITED, never
-   the old sandbox silently moved;
 4. the carrier's ``Ready`` condition is True (the Sandbox's and claim's mirror
    the pod's, which follows the agent's ``/ready`` probe) and it has an IP: RUNNING;
 5. else STARTING.
@@ -170,8 +174,3 @@ def observe(kind: str, obj: dict[str, Any], pod: dict[str, Any] | None, within: 
 
 def _with_url(observed: Observed, url: str) -> Observed:
     return Observed(observed.state, url, observed.reason, observed.exit_code, observed.oom_killed)
-
-
-def start_failure(observed: Observed) -> str | None:
-    """Why a start under way cannot succeed any more (``None``: it still may)."""
-    return observed.reason if observed.state is SandboxState.EXITED else None

@@ -85,7 +85,7 @@ async def test_the_gateway_serves_a_conversation_on_kubernetes(fake_kube: FakeKu
 
 
 async def test_a_spare_is_a_warm_pool_sandbox_claimed_once(fake_kube: FakeKube, tmp_path) -> None:
-    settings = kube_settings(fake_kube, tmp_path, pool_size=1)
+    settings = kube_settings(fake_kube, tmp_path, pool_size=1, kubernetes_warm_replicas=1)
     async with kube_runtime(settings) as runtime, httpx.AsyncClient(timeout=30) as client:
         spare_spec = make_spec(owner="", title="", pool="default")
         spare = await runtime.start(spare_spec)
