@@ -213,7 +213,8 @@ async def test_a_gateway_killed_with_sigkill_loses_nothing(
         await a.process.wait()
         assert live_folders(install) == set(ids), "its conversations keep running"
         for cid in ids:
-            assert await status_of(b, ALICE, cid) == "READY"
+            # b may have seen it start (a sync during a's start) and watch it until its agent answers.
+            await until_status(b, ALICE, cid, "READY")
             assert await trigger(b, ALICE, cid, "after") == 201
             assert (await event_types(b, ALICE, cid))[1:] == ["before", "after"]
         assert await listed(b) == set(ids)
