@@ -16,13 +16,14 @@ from sandbox_agent.activity import ActivityMeter
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
 from sandbox_agent.claim import Claim
-from sandbox_agent.routes import claim, operation_id, ports, system, terminals, ws
+from sandbox_agent.routes import archive, claim, operation_id, ports, system, terminals, ws
 from sandbox_agent.routes.proxied import PREVIEW_ROUTER, PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 
 # In matching order: the token-protected routes, then /health, /ready and /claim, then the sockets.
 _ROUTERS = (
     system.router,
+    archive.router,
     *PROXIED_ROUTERS,
     PREVIEW_ROUTER,
     system.public,
