@@ -42,10 +42,13 @@ Pausing (the lifecycle block of the protocol)::
                                 +-- remove(), or the sandbox ends --> (absent) / EXITED
 
 - PAUSED: the sandbox is frozen (Docker: the cgroup freezer; process: SIGSTOP
-  to the agent's and its tasks' process groups; memory: recorded only, the
+  to the agent's and its tasks' process groups; swarm: the agent's ``POST
+  /freeze``, SIGSTOP to every process it started; memory: recorded only, the
   in-process agent keeps running), its memory and workspace kept. Its agent
-  does not answer until :meth:`Runtime.resume`; a connection opened meanwhile
-  waits. The state is the runtime's (the engine's, or the metadata file), so a
+  does not answer until :meth:`Runtime.resume` (swarm, memory: it answers, its
+  tasks make no progress); a connection opened meanwhile waits. A runtime that
+  cannot pause at all says so with a class attribute ``pauses = False`` (absent:
+  it can): the gateway then refuses before it records anything. The state is the runtime's (the engine's, or the metadata file), so a
   restarted gateway finds it PAUSED in :meth:`Runtime.list`. :meth:`Runtime.remove`
   removes a PAUSED sandbox like any other; :meth:`Runtime.cleanup_orphans`
   leaves it alone like a RUNNING one.
