@@ -48,7 +48,8 @@ Pausing (the lifecycle block of the protocol)::
   does not answer until :meth:`Runtime.resume` (swarm, memory: it answers, its
   tasks make no progress); a connection opened meanwhile waits. A runtime that
   cannot pause at all says so with a class attribute ``pauses = False`` (absent:
-  it can): the gateway then refuses before it records anything. The state is the runtime's (the engine's, or the metadata file), so a
+  it can): the gateway then refuses before it records anything. The state is
+  the runtime's (the engine's, the metadata file, swarm: a config), so a
   restarted gateway finds it PAUSED in :meth:`Runtime.list`. :meth:`Runtime.remove`
   removes a PAUSED sandbox like any other; :meth:`Runtime.cleanup_orphans`
   leaves it alone like a RUNNING one.
