@@ -114,7 +114,7 @@ class Pauser:
             return False
         try:
             await self.pause(record)
-        except LifecycleUnsupported as error:  # a runtime that never pauses (swarm) reaps it
+        except LifecycleUnsupported as error:  # a runtime that never pauses (pauses False) reaps it
             log.info("idle conversation %s removed, not paused: %s", record.id, error)
             return False
         except GatewayError as error:

@@ -56,7 +56,7 @@ Pausing (the lifecycle block of the protocol)::
 
 Snapshots (the snapshot block): a saved copy of one sandbox's workspace with
 its :class:`SnapshotInfo`, kept by the runtime (a labelled volume, a folder with
-a metadata file) apart from every sandbox: it outlives the sandbox it was taken
+a metadata file, a tar archive with one) apart from every sandbox: it outlives the sandbox it was taken
 of and the gateway, and only :meth:`Runtime.remove_snapshot` removes it (never
 :meth:`Runtime.remove` or :meth:`Runtime.cleanup_orphans`). A spec with a
 :class:`WorkspaceSeed` starts with the workspace of a snapshot, or of another

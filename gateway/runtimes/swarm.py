@@ -12,6 +12,9 @@ gateway of the installation lists, adopts and serves every conversation):
   root, then drops to ``docker_user``, as on Docker: :mod:`gateway.runtimes.docker_token`).
   A config's data is returned by ``config inspect``, so any gateway reaching the
   manager recovers the token, and nothing else does (not in any environment);
+- while it is paused, a **paused config** (``-p``): the PAUSED every gateway reads
+  (:mod:`gateway.runtimes.swarm_lifecycle`, which also keeps its snapshots, as tar
+  archives in ``swarm_snapshot_dir``, apart from every conversation);
 - the **sandbox service**: one replica, restart condition ``none`` (a lost task is
   an error, never a silent restart with an empty workspace), the Docker runtime's
   labels, limits (``Resources.Limits``: memory, CPUs, pids; a reservation of
