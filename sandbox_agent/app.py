@@ -64,8 +64,11 @@ def create_app(settings: AgentSettings, kept_claim: Claim | None = None) -> Fast
     )
     app.state.agent = agent
     errors.install(app)
-    # Uploads stream to disk under their own cap; preview bodies stream to the sandbox's server.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_event_bytes, exempt=("/upload/", "/port/"))
+    # Uploads stream to disk under their own cap (a workspace archive too: the upload cap);
+    # preview bodies stream to the sandbox's server.
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_event_bytes, exempt=("/upload/", "/port/", "/workspace-archive")
+    )
     # Outermost: what any gateway of the installation sent counts for every gateway's reaper.
     app.add_middleware(ActivityMeter, meter=agent.activity)
     return app

@@ -41,6 +41,7 @@ async def test_a_workspace_goes_out_and_into_another_agent_as_it_was(
     root = agent.settings.workspace
     (root / "src" / "deep").mkdir(parents=True)
     (root / "src" / "deep" / "a.txt").write_bytes(b"alpha")
+    (root / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))  # past the agent's body limit
     (root / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
     (root / "run.sh").chmod(0o755)
     (root / "empty").mkdir()
@@ -55,6 +56,7 @@ async def test_a_workspace_goes_out_and_into_another_agent_as_it_was(
         assert filled.status_code == 200, filled.text
         copy = other.settings.workspace
         assert (copy / "src" / "deep" / "a.txt").read_bytes() == b"alpha"
+        assert (copy / "big.bin").read_bytes() == (root / "big.bin").read_bytes()
         assert (copy / "run.sh").stat().st_mode & 0o777 == 0o755
         assert (copy / "hard.sh").read_bytes() == b"#!/bin/sh\necho hi\n"
         assert (copy / "empty").is_dir()
