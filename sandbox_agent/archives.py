@@ -36,9 +36,8 @@ CHUNK = 256 * 1024
 
 
 def _member(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """What goes in: files (hard links as copies), directories, symbolic links."""
-    if info.islnk():
-        info.type, info.linkname = tarfile.REGTYPE, ""
+    """What goes in: files (hard links are copies: :class:`_LinkFreeTar`), directories,
+    symbolic links; owners are left out (the agent that extracts it owns all)."""
     if not (info.isreg() or info.isdir() or info.issym()):
         return None
     info.uid = info.gid = 0
