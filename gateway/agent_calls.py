@@ -63,14 +63,17 @@ async def agent_activity(http: httpx.AsyncClient, handle: SandboxHandle) -> Acti
 # --- lifecycle: pause, resume and forks --------------------------------------------
 
 
-async def announce_status(http: httpx.AsyncClient, handle: SandboxHandle, status: str) -> int | None:
-    """Records PAUSED (before a freeze) or READY (after a thaw) in the sandbox's event log,
-    so followers and the firehose see it in order with everything else; its seq (``None``
-    when the agent did not record it)."""
+async def announce_status(
+    http: httpx.AsyncClient, handle: SandboxHandle, status: str, reason: str | None = None
+) -> int | None:
+    """Records PAUSED (before a freeze) or READY (after a thaw, or a freeze that failed:
+    ``reason`` says why) in the sandbox's event log, so followers and the firehose see it
+    in order with everything else; its seq (``None`` when the agent did not record it)."""
+    body = {"status": status} if reason is None else {"status": status, "reason": reason[:2000]}
     try:
         response = await http.post(
             f"{handle.base_url}/status",
-            json={"status": status},
+            json=body,
             headers=_own(handle),
             timeout=5.0,
         )

@@ -145,8 +145,8 @@ class EngineError(RuntimeFailure):
 
 
 class LifecycleUnsupported(RuntimeFailure):
-    """This runtime cannot do that to a sandbox (the swarm runtime: pause, resume,
-    snapshots and forks); the message says why."""
+    """This runtime cannot do that to a sandbox (one whose ``pauses`` is False cannot
+    pause); the message says why."""
 
     status = 409
 

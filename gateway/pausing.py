@@ -5,7 +5,9 @@ Contracts:
   so followers and the firehose see it in order), then freezes the sandbox
   (:meth:`Runtime.pause`), then sets the record PAUSED and publishes it on the
   :class:`StatusBus`. Only a READY conversation can be paused (409 otherwise);
-  pausing a PAUSED one does nothing.
+  pausing a PAUSED one does nothing. A runtime that cannot pause (``pauses``
+  False) is refused before anything is recorded (409); a freeze that fails
+  records READY with a ``reason`` saying it was not paused.
 - :meth:`Pauser.resume` thaws the sandbox, records READY in its log, sets the
   record READY (activity: now) and publishes it. Resuming one that is not
   PAUSED does nothing. :meth:`ConversationManager.ready_handle` calls it, so
@@ -87,12 +89,16 @@ class Pauser:
                 return
             if record.status is not ConversationStatus.READY or record.handle is None:
                 raise NotReady(f"conversation {record.id} is {record.status.value}: only READY can be paused")
+            if not getattr(self._runtime, "pauses", True):
+                raise LifecycleUnsupported(f"the {self._runtime.name} runtime cannot pause a sandbox")
             handle = record.handle
             await announce_status(self._http, handle, ConversationStatus.PAUSED.value)
             try:
                 record.handle = await self._runtime.pause(record.id)
             except RuntimeFailure as error:
-                await announce_status(self._http, handle, ConversationStatus.READY.value)  # it runs on
+                # It runs on, and its followers learn that the PAUSED just recorded did not happen.
+                why = f"not paused: {error}"
+                await announce_status(self._http, handle, ConversationStatus.READY.value, why)
                 raise _unreachable(record, "paused", error) from None
             record.status, record.paused_at = ConversationStatus.PAUSED, time.monotonic()
             self._bus.publish(StatusNotice(record.id, ConversationStatus.PAUSED))
@@ -164,7 +170,7 @@ class Pauser:
             return False
         try:
             await self.pause(record)
-        except LifecycleUnsupported as error:  # a runtime that never pauses (swarm) reaps it
+        except LifecycleUnsupported as error:  # a runtime that never pauses (pauses False) reaps it
             log.info("idle conversation %s removed, not paused: %s", record.id, error)
             return False
         except GatewayError as error:

@@ -269,6 +269,12 @@ class Settings(BaseSettings):
         le=1,
         description="Share of a sandbox's memory limit reserved on its node (the scheduler's spread).",
     )
+    swarm_snapshot_dir: Path | None = Field(
+        None,
+        description="Where swarm snapshots are kept (tar archives, one folder per installation); "
+        "unset: state_dir/swarm-snapshots. Several gateways of one installation must share it "
+        "(a volume), or each lists only the snapshots taken through it.",
+    )
 
     # --- observability (issue 14: metrics, usage, logs) --------------------------
     metrics_key: str = Field(

@@ -21,7 +21,20 @@ from sandbox_agent.protocol import PASSIVE_HEADER, Activity
 
 _PASSIVE = PASSIVE_HEADER.lower().encode()
 #: Paths of the gateway's and the engine's own questions: never activity.
-_PROBES = frozenset({"/ready", "/health", "/activity", "/status", "/last-seq", "/forked", "/claim"})
+_PROBES = frozenset(
+    {
+        "/ready",
+        "/health",
+        "/activity",
+        "/status",
+        "/last-seq",
+        "/forked",
+        "/claim",
+        "/freeze",
+        "/thaw",
+        "/workspace-archive",
+    }
+)
 
 
 class Meter:

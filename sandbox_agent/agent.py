@@ -26,6 +26,7 @@ from sandbox_agent.claim import Claim, read_claim, write_claim
 from sandbox_agent.errors import Conflict
 from sandbox_agent.events import EventLog, StoredEvent
 from sandbox_agent.files import Workspace
+from sandbox_agent.freezer import Freezer
 from sandbox_agent.ports import PortForwarder
 from sandbox_agent.protocol import (
     RUNNABLE_TYPES,
@@ -60,6 +61,9 @@ class Agent:
         self.tasks = TaskManager(settings, self.events, self.workspace)
         self.ports = PortForwarder(settings.port_timeout, settings.max_event_bytes)
         self.terminals = TerminalManager(settings, self.events)
+        #: Stops and continues every process it started (``POST /freeze``, ``/thaw``).
+        self.freezer = Freezer()
+        self.tasks.thawed = self.freezer.thawed
         self.ready = False
         #: Set when a stop was asked for (SIGTERM), before the server waits for its connections:
         #: open task streams end then, so the server's graceful wait is not spent on them.

@@ -16,13 +16,14 @@ from sandbox_agent.activity import ActivityMeter
 from sandbox_agent.agent import Agent
 from sandbox_agent.bodylimit import BodyLimit
 from sandbox_agent.claim import Claim
-from sandbox_agent.routes import claim, operation_id, ports, system, terminals, ws
+from sandbox_agent.routes import archive, claim, operation_id, ports, system, terminals, ws
 from sandbox_agent.routes.proxied import PREVIEW_ROUTER, PROXIED_ROUTERS
 from sandbox_agent.settings import AgentSettings
 
 # In matching order: the token-protected routes, then /health, /ready and /claim, then the sockets.
 _ROUTERS = (
     system.router,
+    archive.router,
     *PROXIED_ROUTERS,
     PREVIEW_ROUTER,
     system.public,
@@ -63,8 +64,11 @@ def create_app(settings: AgentSettings, kept_claim: Claim | None = None) -> Fast
     )
     app.state.agent = agent
     errors.install(app)
-    # Uploads stream to disk under their own cap; preview bodies stream to the sandbox's server.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_event_bytes, exempt=("/upload/", "/port/"))
+    # Uploads stream to disk under their own cap (a workspace archive too: the upload cap);
+    # preview bodies stream to the sandbox's server.
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_event_bytes, exempt=("/upload/", "/port/", "/workspace-archive")
+    )
     # Outermost: what any gateway of the installation sent counts for every gateway's reaper.
     app.add_middleware(ActivityMeter, meter=agent.activity)
     return app

@@ -59,6 +59,8 @@ class TaskManager:
         self._running: dict[UUID, asyncio.Task[Outcome]] = {}
         self._stdin: dict[UUID, TaskStdin] = {}
         self._closing = False
+        #: The agent's :attr:`Freezer.thawed <sandbox_agent.freezer.Freezer.thawed>`, handed to every task.
+        self.thawed: asyncio.Event | None = None
 
     async def open(self) -> None:
         """Reload finished tasks; mark those a previous run left unfinished as ERROR."""
@@ -147,6 +149,7 @@ class TaskManager:
             workspace_root=self._workspace.root,
             cwd=cwd,
             on_output=lambda size, truncated: self._on_output(task, size, truncated),
+            thawed=self.thawed,
         )
         if getattr(runnable, "stdin", False):
             context.stdin = self._stdin[task.id] = TaskStdin(task.id)

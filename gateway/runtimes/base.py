@@ -42,17 +42,21 @@ Pausing (the lifecycle block of the protocol)::
                                 +-- remove(), or the sandbox ends --> (absent) / EXITED
 
 - PAUSED: the sandbox is frozen (Docker: the cgroup freezer; process: SIGSTOP
-  to the agent's and its tasks' process groups; memory: recorded only, the
+  to the agent's and its tasks' process groups; swarm: the agent's ``POST
+  /freeze``, SIGSTOP to every process it started; memory: recorded only, the
   in-process agent keeps running), its memory and workspace kept. Its agent
-  does not answer until :meth:`Runtime.resume`; a connection opened meanwhile
-  waits. The state is the runtime's (the engine's, or the metadata file), so a
+  does not answer until :meth:`Runtime.resume` (swarm, memory: it answers, its
+  tasks make no progress); a connection opened meanwhile waits. A runtime that
+  cannot pause at all says so with a class attribute ``pauses = False`` (absent:
+  it can): the gateway then refuses before it records anything. The state is
+  the runtime's (the engine's, the metadata file, swarm: a config), so a
   restarted gateway finds it PAUSED in :meth:`Runtime.list`. :meth:`Runtime.remove`
   removes a PAUSED sandbox like any other; :meth:`Runtime.cleanup_orphans`
   leaves it alone like a RUNNING one.
 
 Snapshots (the snapshot block): a saved copy of one sandbox's workspace with
 its :class:`SnapshotInfo`, kept by the runtime (a labelled volume, a folder with
-a metadata file) apart from every sandbox: it outlives the sandbox it was taken
+a metadata file, a tar archive with one) apart from every sandbox: it outlives the sandbox it was taken
 of and the gateway, and only :meth:`Runtime.remove_snapshot` removes it (never
 :meth:`Runtime.remove` or :meth:`Runtime.cleanup_orphans`). A spec with a
 :class:`WorkspaceSeed` starts with the workspace of a snapshot, or of another

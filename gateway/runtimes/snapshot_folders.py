@@ -46,22 +46,32 @@ def save(snapshots: Path, workspace: Path, info: SnapshotInfo) -> SnapshotInfo:
         folder.mkdir(mode=0o700)
         shutil.copytree(workspace, folder / _WORKSPACE, symlinks=True)
         saved = SnapshotInfo(**{**info.__dict__, "size": size_of(folder / _WORKSPACE)})
-        data = {
-            "id": str(saved.id),
-            "owner": saved.owner,
-            "name": saved.name,
-            "created_at": saved.created_at.isoformat(),
-            "size": saved.size,
-            "conversation_id": str(saved.conversation_id),
-        }
-        fd = os.open(folder / f".{_META}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            json.dump(data, file)
-        (folder / f".{_META}.tmp").replace(folder / _META)
+        write_meta(folder, saved)
     except OSError as error:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeFailure(f"the snapshot could not be saved: {error}") from None
     return saved
+
+
+def write_meta(folder: Path, saved: SnapshotInfo) -> None:
+    """Record ``saved`` as the folder's ``meta.json`` (0600), atomically: the snapshot's last step."""
+    data = {
+        "id": str(saved.id),
+        "owner": saved.owner,
+        "name": saved.name,
+        "created_at": saved.created_at.isoformat(),
+        "size": saved.size,
+        "conversation_id": str(saved.conversation_id),
+    }
+    fd = os.open(folder / f".{_META}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(data, file)
+    (folder / f".{_META}.tmp").replace(folder / _META)
+
+
+def read_meta(folder: Path) -> SnapshotInfo | None:
+    """The folder's :class:`SnapshotInfo`; ``None`` when it has none (a copy that never finished)."""
+    return _read(folder)
 
 
 def _read(folder: Path) -> SnapshotInfo | None:

@@ -12,6 +12,9 @@ gateway of the installation lists, adopts and serves every conversation):
   root, then drops to ``docker_user``, as on Docker: :mod:`gateway.runtimes.docker_token`).
   A config's data is returned by ``config inspect``, so any gateway reaching the
   manager recovers the token, and nothing else does (not in any environment);
+- while it is paused, a **paused config** (``-p``): the PAUSED every gateway reads
+  (:mod:`gateway.runtimes.swarm_lifecycle`, which also keeps its snapshots, as tar
+  archives in ``swarm_snapshot_dir``, apart from every conversation);
 - the **sandbox service**: one replica, restart condition ``none`` (a lost task is
   an error, never a silent restart with an empty workspace), the Docker runtime's
   labels, limits (``Resources.Limits``: memory, CPUs, pids; a reservation of
@@ -36,10 +39,9 @@ the gateway runs in a container of the swarm, else ``published``. Measured here:
 the routing mesh and service VIPs do not work on these machines (no IPVS in the
 kernel), host-mode ports and overlays across nodes do.
 
-What it cannot do: pause/resume (the manager cannot freeze a task; scaling to
-zero would lose the agent's memory and tasks), snapshots and forks (a workspace
-is on one node's anonymous volume): :class:`~gateway.errors.LifecycleUnsupported`
-(409). Templates: the default only (a template's image would be needed on every
+Pause/resume, snapshots and forks go through the sandbox's agent (the manager can
+neither freeze a task nor reach another node's volume): :mod:`gateway.runtimes.swarm_lifecycle`.
+Templates: the default only (a template's image would be needed on every
 node: build it and load it on each, then use the docker runtime's images).
 Egress allow-lists are not enforced (``enforces_egress`` False: the gateway
 refuses them). Usage: the engine's stats where the task runs on the manager's own
@@ -53,15 +55,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import random
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from gateway.errors import (
     ClaimFailed,
     EngineError,
-    LifecycleUnsupported,
     RuntimeFailure,
     RuntimeUnavailable,
     SandboxStartError,
@@ -80,8 +80,11 @@ from gateway.runtimes.base import (
 from gateway.runtimes.claiming import Claimer, claim_of
 from gateway.runtimes.docker import choose_reach
 from gateway.runtimes.docker_sandboxes import container_policy
-from gateway.runtimes.swarm_cleanup import UNSUPPORTED, SwarmCleanup
+from gateway.runtimes.snapshot_archives import ArchiveStore
+from gateway.runtimes.swarm_cleanup import SwarmCleanup
 from gateway.runtimes.swarm_engine import SwarmEngine
+from gateway.runtimes.swarm_lifecycle import SwarmLifecycle
+from gateway.runtimes.swarm_placing import SwarmPlacing
 from gateway.runtimes.swarm_sandboxes import HandleReader, read_world
 from gateway.runtimes.template_catalog import DefaultTemplateOnly
 from gateway.runtimes.usage_probes import PeakMemory
@@ -95,7 +98,7 @@ async def _no_progress(phase: str) -> None:
     return None
 
 
-class SwarmRuntime(SwarmCleanup, DefaultTemplateOnly):
+class SwarmRuntime(SwarmLifecycle, SwarmPlacing, SwarmCleanup, DefaultTemplateOnly):
     """The Runtime protocol on a Docker Swarm; build it with :meth:`connect`."""
 
     name = "swarm"
@@ -122,6 +125,8 @@ class SwarmRuntime(SwarmCleanup, DefaultTemplateOnly):
         self._reader = HandleReader(reach, settings.swarm_network)
         self._claimer = Claimer()
         self._peaks = PeakMemory()
+        snapshot_dir = settings.swarm_snapshot_dir or settings.state_dir / "swarm-snapshots"
+        self._archives = ArchiveStore(snapshot_dir / settings.install)
         #: Seconds a half-made conversation is given before cleanup_orphans() takes it for
         #: left behind (another gateway's start may be under way).
         self.orphan_age = 60.0
@@ -184,12 +189,6 @@ class SwarmRuntime(SwarmCleanup, DefaultTemplateOnly):
 
     async def _start(self, spec: SandboxSpec, names: scfg.Names, progress: ProgressCallback) -> SandboxHandle:
         began = time.monotonic()
-        if spec.seed is not None:
-            raise LifecycleUnsupported(
-                UNSUPPORTED.format(
-                    what="start from a snapshot or a fork", why="a workspace lives on one node's volume"
-                )
-            )
         labels = cfg.common_labels(spec, self._install)
         await progress("creating network")
         await self._engine.create_network(scfg.network_config(names.network, labels, spec.internet))
@@ -229,73 +228,11 @@ class SwarmRuntime(SwarmCleanup, DefaultTemplateOnly):
         await wait_until_ready(
             base_url, within=remaining, interval=0.05, alive=self._alive(spec.conversation_id)
         )
-        return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
-
-    async def _placed(self, names: scfg.Names, began: float) -> tuple[str, str]:
-        """The node the scheduler placed the sandbox's task on, and its address on its network."""
-        while True:
-            tasks = await self._engine.tasks({"service": [names.sandbox]})
-            task = swarm_state.latest(tasks)
-            state = ((task or {}).get("Status") or {}).get("State")
-            address = scfg.task_address(task, names.network) if task else None
-            if task and task.get("NodeID") and address:
-                return str(task["NodeID"]), address
-            if state in ("failed", "rejected", "shutdown", "complete", "orphaned"):
-                raise SandboxStartError("the sandbox's task ended before it ran")
-            if time.monotonic() - began > self._start_timeout:
-                pending = ((task or {}).get("Status") or {}).get("Err") or state or "no task"
-                raise SandboxStartError(
-                    f"the scheduler did not place the sandbox within {self._start_timeout:g}s: {pending}"
-                )
-            await asyncio.sleep(0.05)
-
-    async def _free_port(self) -> int:
-        """A host port for the relay no other relay of the installation publishes."""
-        taken = {
-            scfg.published_port(service)
-            for service in await self._engine.services(
-                cfg.install_filter(self._install, **{cfg.ROLE: cfg.RELAY})
-            )
-        }
-        while True:
-            port = random.choice(self._ports)
-            if port not in taken:
-                return port
-
-    async def _wait_url(self, conversation_id: UUID, began: float) -> str:
-        while True:
-            handle = await self.find(conversation_id)
-            if handle is not None and handle.state is SandboxState.EXITED:
-                raise SandboxStartError(handle.reason or "the sandbox ended before it was ready")
-            if handle is not None and handle.base_url:
-                return handle.base_url
-            if time.monotonic() - began > self._start_timeout:
-                raise SandboxStartError(f"the relay got no address within {self._start_timeout:g}s")
-            await asyncio.sleep(0.05)
-
-    def _alive(self, conversation_id: UUID) -> Any:
-        asked_at, alive_now = 0.0, True
-
-        async def alive() -> bool:
-            nonlocal asked_at, alive_now
-            if time.monotonic() - asked_at >= 0.25:
-                handle = await self.find(conversation_id)
-                asked_at = time.monotonic()
-                alive_now = handle is not None and handle.state is not SandboxState.EXITED
-            return alive_now
-
-        return alive
-
-    async def _failure_reason(self, conversation_id: UUID, names: scfg.Names, error: str) -> str:
-        try:
-            handle = await self.find(conversation_id)
-            if handle is not None and handle.reason and handle.reason not in error:
-                error = f"{error}: {handle.reason}"
-            async with asyncio.timeout(5):
-                tail = (await self._engine.service_logs(names.sandbox, 20)).strip()
-        except (RuntimeFailure, TimeoutError):
-            tail = ""
-        return f"{error}\nlast log lines:\n{tail}" if tail else error
+        handle = SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
+        if spec.seed is not None:
+            await progress("filling workspace")
+            await self._seed(handle, spec.seed)
+        return handle
 
     # --- find / list ------------------------------------------------------------------
 
@@ -342,4 +279,5 @@ class SwarmRuntime(SwarmCleanup, DefaultTemplateOnly):
 
     async def close(self) -> None:
         await self._claimer.close()
+        await self._close_lifecycle()
         await self._engine.close()

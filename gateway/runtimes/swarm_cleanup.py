@@ -1,5 +1,5 @@
-"""The swarm runtime's removal, orphan clean-up, and what a swarm cannot do (see
-:mod:`gateway.runtimes.swarm`): a mixin over the runtime's engine and caches."""
+"""The swarm runtime's removal and orphan clean-up (see :mod:`gateway.runtimes.swarm`): a
+mixin over the runtime's engine and caches."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import Awaitable
 from typing import TypeVar
 from uuid import UUID
 
-from gateway.errors import EngineError, LifecycleUnsupported, RuntimeFailure
+from gateway.errors import EngineError, RuntimeFailure
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import swarm_config as scfg
-from gateway.runtimes.base import SandboxHandle, SandboxState, SnapshotInfo
+from gateway.runtimes.base import SandboxState
 from gateway.runtimes.docker_engine import conversation_of, young
 from gateway.runtimes.swarm_engine import SwarmEngine
 from gateway.runtimes.swarm_sandboxes import HandleReader, read_world
@@ -23,13 +23,12 @@ from gateway.runtimes.usage_probes import PeakMemory
 
 _T = TypeVar("_T")
 log = logging.getLogger("convoy.gateway")
-UNSUPPORTED = "the swarm runtime cannot {what}: {why}"
 #: Seconds remove() waits for the manager to let go of a network or config a task still holds.
 RELEASE_WAIT = 20.0
 
 
 class SwarmCleanup:
-    """remove(), cleanup_orphans() and the unsupported lifecycle calls."""
+    """remove() and cleanup_orphans()."""
 
     _engine: SwarmEngine
     _install: str
@@ -62,6 +61,7 @@ class SwarmCleanup:
         for name, remover in (
             (names.token_config, self._engine.remove_config),
             (names.claim_config, self._engine.remove_config),
+            (names.paused_config, self._engine.remove_config),
             (names.network, self._engine.remove_network),
         ):
             while True:
@@ -128,29 +128,6 @@ class SwarmCleanup:
                 continue
             removed += int(bool(await self._quietly(remover(spec.get("Name") or item["Name"]))))
         return removed
-
-    # --- what a swarm cannot do -----------------------------------------------------------
-
-    async def pause(self, conversation_id: UUID) -> SandboxHandle:
-        raise LifecycleUnsupported(
-            UNSUPPORTED.format(
-                what="pause", why="the manager cannot freeze a task, and stopping it would lose its memory"
-            )
-        )
-
-    async def resume(self, conversation_id: UUID) -> SandboxHandle:
-        raise LifecycleUnsupported(UNSUPPORTED.format(what="resume", why="it never pauses"))
-
-    async def snapshot(self, conversation_id: UUID, info: SnapshotInfo) -> SnapshotInfo:
-        raise LifecycleUnsupported(
-            UNSUPPORTED.format(what="take snapshots", why="a workspace lives on one node's volume")
-        )
-
-    async def snapshots(self) -> builtins.list[SnapshotInfo]:
-        return []
-
-    async def remove_snapshot(self, snapshot_id: UUID) -> bool:
-        return False
 
     @staticmethod
     async def _quietly(call: Awaitable[_T]) -> _T | None:

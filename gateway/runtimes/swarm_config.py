@@ -21,7 +21,7 @@ from sandbox_agent.protocol import CONVERSATION_ID_ENV
 #: Where the token config is mounted in the sandbox (root's, 0400; the agent reads it as root).
 TOKEN_PATH = "/run/convoy-agent/token"
 #: Label on a claim config: the conversation id it belongs to is in CONVERSATION_ID already.
-KIND = "convoy.swarm-kind"  # "token" or "claim" on configs
+KIND = "convoy.swarm-kind"  # "token", "claim" or "paused" on configs
 _LOG_DRIVER = {"Name": "json-file", "Options": {"max-size": "1m", "max-file": "1"}}
 _RELAY_MEMORY = 64 * 1024 * 1024
 #: The smallest memory value Swarm takes (a reservation below it is none).
@@ -55,6 +55,10 @@ class Names:
     @property
     def claim_config(self) -> str:
         return f"{self.sandbox}-c"
+
+    @property
+    def paused_config(self) -> str:
+        return f"{self.sandbox}-p"
 
 
 def network_config(name: str, labels: dict[str, str], internet: bool) -> dict[str, Any]:

@@ -102,6 +102,8 @@ class HandleReader:
         base_url = self.url(relay, world) or ""
         if seen.state is SandboxState.EXITED:
             return SandboxHandle(spec, base_url, seen.state, exit_code=seen.exit_code, reason=seen.reason)
+        if seen.state is SandboxState.RUNNING and "paused" in (world.configs.get(conversation) or {}):
+            return SandboxHandle(spec, base_url, SandboxState.PAUSED)  # swarm_lifecycle froze it
         return SandboxHandle(spec, base_url, seen.state)
 
     def _spec(self, sandbox: dict[str, Any], configs: dict[str, bytes]) -> SandboxSpec | None:

@@ -2,7 +2,7 @@
 
 Three routers: ``public`` (no token: /health, /ready), ``proxied`` (what the
 gateway serves to users: /agent-info) and ``router`` (token; the gateway's own
-calls, never proxied: /status, /activity, /last-seq, /openapi.json).
+calls, never proxied: /status, /activity, /last-seq, /freeze, /thaw, /openapi.json).
 """
 
 from __future__ import annotations
@@ -102,6 +102,30 @@ async def activity(agent: Agent = Depends(get_agent)) -> Activity:
     """Gateway only (never proxied): how long this sandbox has served nobody (any gateway's
     requests count; see sandbox_agent.activity), for every gateway's idle reaper."""
     return agent.activity.report()
+
+
+class Frozen(BaseModel):
+    """What ``POST /freeze`` or ``/thaw`` did: the processes it reached, those it could not stop."""
+
+    frozen: bool
+    processes: int
+    unstopped: int
+
+
+@router.post("/freeze", response_model=Frozen)
+async def freeze(agent: Agent = Depends(get_agent)) -> Frozen:
+    """Gateway only (never proxied): SIGSTOP every process the agent started (tasks, terminals,
+    what they started) and answer once they are stopped (sandbox_agent.freezer); the agent
+    itself answers on. For a runtime whose engine cannot freeze a sandbox (swarm)."""
+    report = await agent.freezer.freeze()
+    return Frozen(frozen=report.frozen, processes=report.processes, unstopped=report.unstopped)
+
+
+@router.post("/thaw", response_model=Frozen)
+async def thaw(agent: Agent = Depends(get_agent)) -> Frozen:
+    """Gateway only (never proxied): SIGCONT what ``/freeze`` stopped."""
+    report = await agent.freezer.thaw()
+    return Frozen(frozen=report.frozen, processes=report.processes, unstopped=report.unstopped)
 
 
 @router.get("/last-seq")

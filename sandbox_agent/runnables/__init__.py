@@ -8,6 +8,7 @@ emits its events through ``context.emit``; it returns an :class:`Outcome`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class TaskContext:
     #: The task's stdin, when it was started with ``"stdin": true``: the runner attaches the
     #: process's pipe once it runs and detaches it when it ends.
     stdin: TaskStdin | None = None
+    #: Set while the sandbox is not frozen (``POST /freeze``): in-process runners wait on it
+    #: between steps, as the processes of the others are stopped.
+    thawed: asyncio.Event | None = None
 
 
 Runner = Callable[[Any, TaskContext], Awaitable[Outcome]]

@@ -15,6 +15,8 @@ BURST = 64
 async def run(runnable: Ticker, context: TaskContext) -> Outcome:
     interval = runnable.interval
     for iteration in range(1, runnable.iterations + 1):
+        if context.thawed is not None:
+            await context.thawed.wait()  # a frozen sandbox's Ticker makes no progress either
         context.emit(Tick(task_id=context.task_id, message=runnable.message, iteration=iteration))
         if iteration == runnable.iterations:
             break

@@ -64,7 +64,7 @@ async def _harness(
         settings = base_settings(tmp_path / "state", runtime=kind)
     runtime = await _runtime(kind, settings)
     try:
-        yield Harness(settings, runtime, serve)
+        yield Harness(settings, runtime, serve, cluster=cluster)
     finally:
         for handle in await runtime.list():
             await runtime.remove(handle.conversation_id)
@@ -107,7 +107,7 @@ async def docker_harness(tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]
 )
 async def any_harness(request: pytest.FixtureRequest, tmp_path: Path, serve: Serve) -> AsyncIterator[Harness]:
     """Process, Docker and Swarm (the session's cluster). A test that needs what a swarm cannot
-    do (pause, snapshots, forks: LifecycleUnsupported) is marked ``no_swarm(reason)``."""
+    do is marked ``no_swarm(reason)``."""
     kind = str(request.param)
     cluster = None
     if kind == "swarm":

@@ -134,6 +134,8 @@ class Harness:
     runtime: Runtime
     run_uvicorn: Serve
     app: Any = None
+    #: The swarm harness's cluster (tests/gateway/swarm_cluster.Cluster); None elsewhere.
+    cluster: Any = None
 
     @asynccontextmanager
     async def serve(self, **overrides: Any) -> AsyncIterator[str]:

@@ -198,3 +198,29 @@ def kill_sandbox_task(cluster: Cluster, install: str, conversation_id: UUID) -> 
     wanted, container = _task_of(cluster, install, conversation_id)
     node = next(node for node in cluster.nodes if node_id(node) == wanted)
     docker(node, "kill", container)
+
+
+def sandbox_processes(cluster: Cluster, install: str, conversation_id: UUID) -> list[tuple[str, str]]:
+    """(command name, state letter) of every process the agent of the conversation's sandbox
+    started (its descendants), read from /proc inside its container on its node (blocking).
+    The agent is init's child; what ``docker exec`` runs has no parent in the container."""
+    wanted, container = _task_of(cluster, install, conversation_id)
+    node = next(node for node in cluster.nodes if node_id(node) == wanted)
+    stats = docker(node, "exec", container, "sh", "-c", "cat /proc/[0-9]*/stat", check=False)
+    table: dict[int, tuple[str, str, int]] = {}
+    for line in stats.splitlines():
+        if "(" in line and ")" in line:
+            fields = line[line.rindex(")") + 2 :].split()
+            table[int(line.split()[0])] = (
+                line[line.index("(") + 1 : line.rindex(")")],
+                fields[0],
+                int(fields[1]),
+            )
+    family = {pid for pid, (_, _, ppid) in table.items() if ppid == 1}
+    while True:
+        more = {pid for pid, (_, _, ppid) in table.items() if ppid in family} - family
+        if not more:
+            break
+        family |= more
+    agents = {pid for pid, (_, _, ppid) in table.items() if ppid == 1}
+    return [(table[pid][0], table[pid][1]) for pid in sorted(family - agents)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -23,17 +24,24 @@ from gw_helpers import (
 )
 from lifecycle_helpers import status_of, statuses
 
+from gateway.errors import RuntimeFailure
 from gateway.runtimes import procfs
+from tests.gateway.swarm_cluster import sandbox_processes
 from tests.helpers import eventually
-
-pytestmark = pytest.mark.no_swarm("the manager cannot freeze a task (pause answers 409)")
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 
 
 async def _frozen(harness: Harness, cid: str) -> bool:
-    """What the runtime's own witness says: the engine's State.Paused, or every process of
-    the agent stopped (state T in /proc)."""
+    """What the runtime's own witness says: the engine's State.Paused, every process of
+    the agent stopped (state T in /proc), or on swarm every task process in the sandbox's
+    container stopped (the agent's descendants; the agent itself answers on)."""
+    if harness.kind == "swarm":
+        found = await asyncio.to_thread(
+            sandbox_processes, harness.cluster, harness.settings.install, UUID(cid)
+        )
+        assert found, "the witness needs a process the agent started"
+        return all(state == "T" for _, state in found)
     if harness.kind == "docker":
         name = f"convoy-{harness.settings.install}-{cid}"
         docker = await asyncio.create_subprocess_exec(
@@ -51,6 +59,12 @@ def _ticks(harness: Harness, cid: str) -> int:
     """Tick events in the agent's journal on disk (read without asking the frozen agent)."""
     state = harness.settings.state_dir / harness.settings.install / cid / "state"
     return sum(path.read_bytes().count(b'"type":"Tick"') for path in state.rglob("*") if path.is_file())
+
+
+async def _terminal(client: Any, cid: str) -> None:
+    """A terminal's shell: a process for the swarm witness that, unlike a running task, does
+    not keep the conversation from being idle."""
+    assert (await client.post(f"/conversation/{cid}/terminal", json={})).status_code == 201
 
 
 async def test_pause_freezes_the_sandbox_and_a_request_resumes_it(any_harness: Harness) -> None:
@@ -132,6 +146,8 @@ async def test_idle_ones_are_paused_then_removed_after_the_paused_ttl(any_harnes
         created = await client.post("/conversation", json={"idle_timeout": 1, "on_idle": "pause"})
         assert created.status_code == 201 and created.json()["on_idle"] == "pause"
         kept = created.json()["id"]
+        if any_harness.kind == "swarm":  # the witness there: a process of the agent's stopped
+            await _terminal(client, kept)
         deleted = (await client.post("/conversation", json={"idle_timeout": 1})).json()["id"]
 
         async def paused() -> bool:
@@ -189,3 +205,32 @@ async def test_a_sandbox_that_cannot_be_resumed_is_a_502_that_says_so(harness: H
         answer = await client.get(f"/conversation/{cid}/agent-info")
         assert answer.status_code == 502 and "could not be resumed" in answer.json()["detail"], answer.text
         assert (await client.delete(f"/conversation/{cid}")).status_code == 204
+
+
+async def test_a_runtime_that_cannot_pause_is_refused_before_anything_is_recorded(harness: Harness) -> None:
+    harness.runtime.pauses = False  # type: ignore[attr-defined]
+    async with harness.client() as client:
+        cid = await create_ready(client)
+        before = await statuses(client, cid)
+        refused = await client.post(f"/conversation/{cid}/pause")
+        assert refused.status_code == 409 and "cannot pause" in refused.json()["detail"], refused.text
+        assert await statuses(client, cid) == before, "no PAUSED (nor READY) for a pause never made"
+        assert await status_of(client, cid) == "READY"
+
+
+async def test_a_freeze_that_fails_says_so_in_the_ready_it_records(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(conversation_id: UUID) -> None:
+        raise RuntimeFailure("the freezer is broken")
+
+    monkeypatch.setattr(harness.runtime, "pause", broken)
+    async with harness.client() as client:
+        cid = await create_ready(client)
+        failed = await client.post(f"/conversation/{cid}/pause")
+        assert failed.status_code == 502 and "the freezer is broken" in failed.json()["detail"], failed.text
+        events = (await client.get(f"/conversation/{cid}/event?type=ConversationStatusUpdate")).json()
+        paused, ready = [event["detail"] for event in events["results"]][-2:]
+        assert paused["status"] == "PAUSED" and ready["status"] == "READY"
+        assert "not paused" in ready["reason"] and "the freezer is broken" in ready["reason"]
+        assert await status_of(client, cid) == "READY"

@@ -7,13 +7,10 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import pytest
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, auth, create_ready, keyed, leftovers
 from lifecycle_helpers import content, run, status_of
 
 from gateway.runtimes.docker_config import install_filter
-
-pytestmark = pytest.mark.no_swarm("a workspace lives on one node's volume (snapshots answer 409)")
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 
@@ -85,7 +82,11 @@ async def test_fork_and_snapshot_copy_the_workspace_and_stay_independent(any_har
 
 
 async def _installation_objects(harness: Harness) -> list[str]:
-    """Docker: every container (helpers too) and volume (snapshots too) of the installation."""
+    """Docker: every container (helpers too) and volume (snapshots too) of the installation.
+    Swarm: every folder left in its snapshot store (a copy that never finished, too)."""
+    if harness.kind == "swarm":
+        store = harness.settings.state_dir / "swarm-snapshots" / harness.settings.install
+        return [str(path) for path in store.iterdir()] if store.is_dir() else []
     if harness.kind != "docker":
         return []
     from gateway.runtimes.docker import DockerRuntime

@@ -146,4 +146,6 @@ def deployed(cluster: Cluster, **settings: str) -> Iterator[Stack]:
     finally:
         docker(manager, "stack", "rm", stack.name, check=False)
         left = _stack_gone(cluster, stack.name)
+        # The gateways' snapshot volume: stack rm leaves volumes (once its containers are gone).
+        docker(manager, "volume", "rm", f"{stack.name}_convoy-snapshots", check=False)
         assert not left, f"stack {stack.name} left {left}"

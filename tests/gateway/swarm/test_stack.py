@@ -188,3 +188,45 @@ async def test_limits_hold_across_both_gateways_under_concurrent_creates(
     finally:
         for client in clients.values():
             await client.aclose()
+
+
+async def test_a_pause_and_a_snapshot_through_one_gateway_are_the_other_gateways_too(stack: Stack) -> None:
+    """PAUSED is the swarm's (a config), snapshots are in the store both gateways share."""
+    clients = _clients(stack)
+    a, b = clients["gateway-a"], clients["gateway-b"]
+    headers = stack.headers()
+    try:
+        cid = (await _create(a, stack)).json()["id"]
+        await eventually(lambda: _ready(a, stack, cid), what="READY")
+        written = await a.post(
+            f"/conversation/{cid}/task",
+            json={"runnable": {"type": "Shell", "command": "printf kept > note.txt"}},
+            headers=headers,
+        )
+        assert written.status_code == 201, written.text
+        await _command(a, stack, cid, "done")
+        assert (await a.post(f"/conversation/{cid}/pause", headers=headers)).json()["status"] == "PAUSED"
+
+        async def paused_for_b() -> bool:
+            return (await b.get(f"/conversation/{cid}", headers=headers)).json()["status"] == "PAUSED"
+
+        await eventually(paused_for_b, what="gateway-b sees it PAUSED")
+        await _command(b, stack, cid, "resumed")  # any request resumes it, through either gateway
+        snap = await a.post(f"/conversation/{cid}/snapshot", json={"name": "shared"}, headers=headers)
+        assert snap.status_code == 201, snap.text
+        snapshot_id = snap.json()["id"]
+        listed = (await b.get("/snapshot", headers=headers)).json()["results"]
+        assert [s["id"] for s in listed] == [snapshot_id]
+        started = await b.post("/conversation", json={"snapshot": snapshot_id}, headers=headers)
+        assert started.status_code == 201, started.text
+        again = started.json()["id"]
+        await eventually(lambda: _ready(b, stack, again), what="READY from the snapshot")
+        content = await b.get(f"/conversation/{again}/file-content/note.txt", headers=headers)
+        assert content.status_code == 200 and content.content == b"kept"
+        for conversation in (cid, again):
+            assert (await b.delete(f"/conversation/{conversation}", headers=headers)).status_code == 204
+        assert (await a.delete(f"/snapshot/{snapshot_id}", headers=headers)).status_code == 204
+        assert (await b.get("/snapshot", headers=headers)).json()["results"] == []
+    finally:
+        for client in clients.values():
+            await client.aclose()

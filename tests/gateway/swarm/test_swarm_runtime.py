@@ -2,7 +2,7 @@
 
 Conversations spread over the nodes and leave nothing on any of them; a node
 without the image fails a start naming the node and the image; the token is a
-root-only config and in no environment; what a swarm cannot do answers 409.
+root-only config and in no environment; a pause freezes through the agent and restarts no task.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gw_helpers import Harness, Serve, create_ready, eventually, make_spec
+from gw_helpers import eventually, make_spec
 
 from gateway.errors import SandboxStartError
 from gateway.runtimes import swarm_config as scfg
+from gateway.runtimes.base import SandboxState
 from gateway.runtimes.swarm import SwarmRuntime
 from sandbox_agent.protocol import TOKEN_HEADER
-from tests.gateway.swarm_cluster import Cluster, docker, leftovers, node_of, swarm_settings
+from tests.gateway.swarm_cluster import Cluster, docker, leftovers, node_of, sandbox_processes, swarm_settings
 
 pytestmark = pytest.mark.swarm
 
@@ -107,32 +108,58 @@ async def test_a_node_without_the_image_fails_the_start_naming_node_and_image(
         docker(swarm_cluster.manager, "rmi", only_here)
 
 
-async def test_pause_and_snapshots_answer_409_with_a_reason(
-    swarm_cluster: Cluster, tmp_path: Path, serve: Serve
+async def test_pause_freezes_through_the_agent_without_restarting_the_task(
+    swarm_cluster: Cluster, tmp_path: Path
 ) -> None:
     settings = swarm_settings(swarm_cluster, tmp_path / "state")
     made = await SwarmRuntime.connect(settings)
-    harness = Harness(settings, made, serve)
+    spec = make_spec()
+    names = scfg.Names.of(settings.install, spec.conversation_id)
     try:
-        async with harness.client() as client:
-            cid = await create_ready(client)
-            for action, body in (("pause", None), ("snapshot", {"name": "s"})):
-                answer = await client.post(f"/conversation/{cid}/{action}", json=body)
-                assert answer.status_code == 409, (action, answer.text)
-                assert "swarm runtime cannot" in answer.json()["detail"]
-            assert (await client.get(f"/conversation/{cid}")).json()["status"] == "READY"
-            assert (await client.delete(f"/conversation/{cid}")).status_code == 204
-        # Idle with on_idle=pause: a runtime that cannot pause removes it, as on_idle=delete would.
-        async with harness.client(reap_interval=0.2) as client:
-            idle = await create_ready(client, idle_timeout=1, on_idle="pause")
+        handle = await made.start(spec)
+        headers = {TOKEN_HEADER: spec.token}
+        async with httpx.AsyncClient(base_url=handle.base_url, headers=headers, timeout=30) as agent:
+            sleeper = {"runnable": {"type": "Shell", "command": "sleep 600"}}
+            assert (await agent.post("/task", json=sleeper)).status_code == 201
+            tasks_before = docker(swarm_cluster.manager, "service", "ps", "-q", names.sandbox).split()
 
-            async def reaped() -> bool:
-                return (await client.get(f"/conversation/{idle}")).status_code == 404
+            async def sleeping() -> bool:
+                found = await asyncio.to_thread(
+                    sandbox_processes, swarm_cluster, settings.install, spec.conversation_id
+                )
+                return any(name == "sleep" for name, _ in found)
 
-            await eventually(reaped, what="an idle conversation that cannot pause is removed")
+            await eventually(sleeping)
+            paused = await made.pause(spec.conversation_id)
+            assert paused.state is SandboxState.PAUSED
+            found = await asyncio.to_thread(
+                sandbox_processes, swarm_cluster, settings.install, spec.conversation_id
+            )
+            assert found and all(state == "T" for _, state in found), found
+            assert (await agent.get("/task")).status_code == 200, "the agent answers while paused"
+            # Another gateway (a restart) reads it PAUSED; the task was never restarted.
+            other = await SwarmRuntime.connect(settings)
+            try:
+                seen = await other.find(spec.conversation_id)
+                assert seen is not None and seen.state is SandboxState.PAUSED
+                assert (await other.pause(spec.conversation_id)).state is SandboxState.PAUSED
+                resumed = await other.resume(spec.conversation_id)
+                assert resumed.state is SandboxState.RUNNING
+            finally:
+                await other.close()
+            found = await asyncio.to_thread(
+                sandbox_processes, swarm_cluster, settings.install, spec.conversation_id
+            )
+            assert found and all(state != "T" for _, state in found), found
+            assert docker(swarm_cluster.manager, "service", "ps", "-q", names.sandbox).split() == tasks_before
+            assert (await made.find(spec.conversation_id)).state is SandboxState.RUNNING  # type: ignore[union-attr]
+        # Removal takes the paused marker too, even when removed while paused.
+        await made.pause(spec.conversation_id)
+        assert await made.remove(spec.conversation_id)
+        assert await made.engine.config_data(names.paused_config) is None
     finally:
-        for handle in await made.list():
-            await made.remove(handle.conversation_id)
+        for left in await made.list():
+            await made.remove(left.conversation_id)
         await made.close()
 
 
