@@ -30,39 +30,15 @@ import signal
 import time
 from dataclasses import dataclass
 
+from sandbox_agent.proctable import Proc, processes
+
 #: Seconds :meth:`Freezer.freeze` waits for the kernel to have stopped every process.
 STOP_WAIT = 5.0
 #: /proc states of a process that makes no progress: stopped, traced, zombie, dead.
 _STOPPED = frozenset({"T", "t", "Z", "X", "x"})
 
 
-@dataclass(frozen=True)
-class _Proc:
-    state: str
-    ppid: int
-    pgrp: int
-    sid: int
-
-
-def _table() -> dict[int, _Proc]:
-    """Every process this agent can see in ``/proc`` (blocking)."""
-    table: dict[int, _Proc] = {}
-    try:
-        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return table
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as file:
-                fields = file.read().rsplit(b")", 1)[1].split()
-            # fields after "comm)": state, ppid, pgrp, session, ...
-            table[pid] = _Proc(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]))
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
-
-
-def family(root: int, table: dict[int, _Proc]) -> dict[int, _Proc]:
+def family(root: int, table: dict[int, Proc]) -> dict[int, Proc]:
     """The processes of ``root``'s family (``root`` itself not included): see the module."""
     children: dict[int, list[int]] = {}
     for pid, proc in table.items():
@@ -94,7 +70,7 @@ def stop_family(root: int, wait: float = STOP_WAIT) -> tuple[int, int]:
     """SIGSTOP ``root``'s family until none of it runs; ``(stopped, still running)`` (blocking)."""
     deadline = time.monotonic() + wait
     while True:
-        members = family(root, _table())
+        members = family(root, processes())
         running = [pid for pid, proc in members.items() if proc.state not in _STOPPED]
         if not running or time.monotonic() >= deadline:
             return len(members) - len(running), len(running)
@@ -104,7 +80,7 @@ def stop_family(root: int, wait: float = STOP_WAIT) -> tuple[int, int]:
 
 def continue_family(root: int) -> int:
     """SIGCONT ``root``'s family; how many processes it has (blocking)."""
-    members = list(family(root, _table()))
+    members = list(family(root, processes()))
     _signal(members, signal.SIGCONT)
     return len(members)
 

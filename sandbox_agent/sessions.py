@@ -15,24 +15,12 @@ import contextlib
 import os
 import signal
 
+from sandbox_agent.proctable import processes
+
 
 def members(sid: int) -> list[int]:
     """The pids of the session's processes that are not zombies (blocking: reads /proc)."""
-    found = []
-    try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as file:
-                fields = file.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # fields after "comm)": state, ppid, pgrp, session, ...
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
-            found.append(int(pid))
-    return found
+    return [pid for pid, proc in processes().items() if proc.sid == sid and not proc.zombie]
 
 
 def _signal_all(sid: int, signum: int) -> int:

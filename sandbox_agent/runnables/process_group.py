@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from sandbox_agent.proctable import processes
+
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 
@@ -129,17 +131,4 @@ class ProcessGroup:
             return False
         except PermissionError:
             return True
-        try:
-            pids = [name for name in os.listdir("/proc") if name.isdigit()]
-        except OSError:
-            return True
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as file:
-                    fields = file.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            # fields after "comm)": state, ppid, pgrp, ...
-            if len(fields) > 2 and int(fields[2]) == self.pgid and fields[0] != b"Z":
-                return True
-        return False
+        return any(proc.pgrp == self.pgid and not proc.zombie for proc in processes().values())
