@@ -332,28 +332,6 @@ async def test_reconcile_adopts_the_running_fails_the_exited_and_ends_the_vanish
         assert manager.lookup(vanished.conversation_id) is None
 
 
-async def test_syncs_at_once_keep_an_exited_sandbox_error(subject: Subject) -> None:
-    """The sync loop and reconcile's sync run at once: the exited sandbox's conversation ends
-    ERROR with its reason, and is not taken for one removed elsewhere (404) by the other
-    sync, which sees it gone after its own wait."""
-    runtime, spec = subject.runtime, make_spec()
-    await runtime.start(spec)
-    async with httpx.AsyncClient() as http:
-        manager = ConversationManager(subject.settings, runtime, StatusBus(), http)
-        await manager.reconcile()
-        await subject.end_agent(spec.conversation_id)
-
-        async def exited() -> bool:
-            found = await runtime.find(spec.conversation_id)
-            return found is not None and found.state is SandboxState.EXITED
-
-        await eventually(exited)
-        await asyncio.gather(manager.sync(), manager.reconcile())
-        failed = manager.lookup(spec.conversation_id)
-        assert failed is not None and failed.status is ConversationStatus.ERROR, failed
-        assert await runtime.find(spec.conversation_id) is None, "an exited sandbox is removed"
-
-
 # --- usage (issue 14) ------------------------------------------------------------------
 
 #: Writes 300 kB into the workspace, burns CPU for a while, then holds 64 MiB resident.
