@@ -119,7 +119,7 @@ async def _body(request: Request) -> Any:
     except json.JSONDecodeError as error:
         detail = {"type": "json_invalid", "loc": ["body", error.pos], "msg": "JSON decode error"}
         raise RequestInvalid([{**detail, "input": {}, "ctx": {"error": error.msg}}]) from None
-    except ValueError:  # not UTF-8, UTF-16 or UTF-32
+    except Exception:  # not UTF-8 (nor UTF-16, UTF-32), nested too deeply to decode: FastAPI's 400
         raise HTTPException(400, "There was an error parsing the body") from None
 
 

@@ -38,6 +38,11 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/event", {"content": b"{bad", "headers": {"content-type": "application/json"}}),
     ("POST", "/event", {"content": b"{bad", "headers": {"content-type": "text/plain"}}),
     ("POST", "/event", {"content": b"\xff\xfe\xfa", "headers": {"content-type": "application/json"}}),
+    (
+        "POST",
+        "/event",
+        {"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"content-type": "application/json"}},
+    ),
     ("POST", "/event", {"json": []}),
     ("POST", "/event", {"json": {"detail": {"type": "ConversationStatusUpdate"}}}),
     ("POST", "/task", {"json": {"runnable": {"type": "Nope"}}}),
