@@ -88,13 +88,15 @@ def _bind(name: str, annotation: Any, default: Any, path_names: set[str]) -> _Bi
 
 
 def bindings(endpoint: Callable[..., Any], path: str) -> list[_Binding]:
-    """The bindings of ``endpoint``'s parameters, served at ``path``."""
+    """The bindings of ``endpoint``'s parameters, served at ``path``, in the order they are
+    resolved: the connection and dependencies first, then by source (:data:`_SOURCES`)."""
     path_names = set(_PATH_PARAM.findall(path))
     signature = inspect.signature(endpoint, eval_str=True)
-    return [
+    bound = [
         _bind(parameter.name, parameter.annotation, parameter.default, path_names)
         for parameter in signature.parameters.values()
     ]
+    return sorted(bound, key=lambda item: _SOURCES.index(item.source) if item.source in _SOURCES else -1)
 
 
 def _is_json(content_type: str) -> bool:
@@ -153,17 +155,15 @@ async def _arguments(bound: list[_Binding], connection: HTTPConnection) -> dict[
     """The endpoint's keyword arguments, or :class:`RequestInvalid` with every field error."""
     values: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
-    for binding in sorted(
-        bound, key=lambda item: _SOURCES.index(item.source) if item.source in _SOURCES else -1
-    ):
+    for binding in bound:
         if binding.source in ("request", "websocket"):
             values[binding.name] = connection
         elif binding.call is not None:
             values[binding.name] = await binding.call(connection)
+        elif binding.source == "body" and isinstance(connection, Request):
+            values[binding.name] = _validate(binding, await _body(connection), errors)
         else:
-            assert isinstance(connection, Request) or binding.source != "body"
-            raw = await _body(connection) if binding.source == "body" else _raw(binding, connection)  # type: ignore[arg-type]
-            values[binding.name] = _validate(binding, raw, errors)
+            values[binding.name] = _validate(binding, _raw(binding, connection), errors)
     if errors:
         raise RequestInvalid(errors)
     return values
