@@ -111,14 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    import uvicorn
+    from sandbox_agent import lean
 
+    config_class, server_class = lean.uvicorn_server()
     from sandbox_agent.app import create_app
     from sandbox_agent.runnables.process import use_pidfd_exits
 
     use_pidfd_exits()  # this process runs one event loop for its whole life
     app = create_app(settings, kept_claim)
-    config = uvicorn.Config(
+    config = config_class(
         app,
         host=args.host,
         port=args.port,
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.kill_grace_seconds) + 5,
         lifespan="on",
     )
-    server = _graceful_server(uvicorn, config, on_exit=app.state.agent.stopping.set)
+    server = _graceful_server(server_class, config, on_exit=app.state.agent.stopping.set)
     server.run()
     # uvicorn handles SIGTERM/SIGINT: stops accepting, runs the lifespan shutdown
     # (tasks cancelled, log flushed) and returns; a failed start-up leaves started False.
@@ -164,7 +165,7 @@ def _without_pydantic_v1() -> None:
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
-def _graceful_server(uvicorn: Any, config: Any, on_exit: Callable[[], object]) -> Any:
+def _graceful_server(server_class: Any, config: Any, on_exit: Callable[[], object]) -> Any:
     """A uvicorn server that exits 0 after a graceful SIGTERM/SIGINT shutdown, calling
     ``on_exit`` on its event loop as soon as the signal arrives.
 
@@ -172,7 +173,7 @@ def _graceful_server(uvicorn: Any, config: Any, on_exit: Callable[[], object]) -
     would end "killed by SIGTERM"; a clean shutdown is a success for the agent.
     """
 
-    class GracefulServer(uvicorn.Server):  # type: ignore[misc]
+    class GracefulServer(server_class):  # type: ignore[misc]
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import HTTPException, Request, WebSocket
-from starlette.requests import HTTPConnection
-from starlette.websockets import WebSocketState
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.websockets import WebSocket, WebSocketState
 
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_UNAUTHORIZED
 
@@ -29,7 +29,8 @@ def token_ok(connection: HTTPConnection) -> bool:
 
 
 async def require_token(request: Request) -> None:
-    """FastAPI dependency: 401 unless the request carries the agent token."""
+    """401 unless the request carries the agent token: every token route's first step
+    (a FastAPI dependency in the documents)."""
     if not token_ok(request):
         raise HTTPException(401, f"missing or wrong {TOKEN_HEADER}")
 

@@ -13,16 +13,22 @@ too long for the file system is 400, a permission the file system refuses 403.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import errno
 import logging
 import math
+from decimal import Decimal
+from pathlib import PurePath
 from typing import Any
+from uuid import UUID
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from sandbox_agent.events import LogClosed, UnencodableEvent
 from sandbox_agent.journal import JournalUnwritable
@@ -32,6 +38,18 @@ from sandbox_agent.protocol import RUNNABLE_TYPES
 log = logging.getLogger(__name__)
 
 KNOWN_RUNNABLES: list[str] = [str(model.model_fields["type"].default) for model in RUNNABLE_TYPES]
+
+
+class RequestInvalid(Exception):
+    """The request's parameters or body are not what the route declares: 422 with the
+    field errors (FastAPI's ``RequestValidationError``, raised by sandbox_agent.routes.serving)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors)
+        self._errors = errors
+
+    def errors(self) -> list[dict[str, Any]]:
+        return self._errors
 
 
 class AgentError(Exception):
@@ -159,16 +177,50 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types, the way FastAPI's ``jsonable_encoder`` gives pydantic's
+    errors (their inputs and ``ctx``): models dumped, bytes decoded, enums as their values,
+    dates ISO, any other object as its attributes (an exception in ``ctx`` becomes ``{}``)."""
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, dict):
+        return {jsonable(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(item) for item in value]
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value.as_tuple().exponent >= 0 else float(value)  # type: ignore[operator]
+    if isinstance(value, UUID | PurePath | datetime.timedelta):
+        return value.total_seconds() if isinstance(value, datetime.timedelta) else str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    try:
+        return jsonable(dict(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        return jsonable(vars(value))
+    except TypeError:
+        return str(value)
+
+
 def safe_errors(errors: list[Any]) -> list[Any]:
     """Validation errors as JSON can carry them (:func:`json_safe`); when an input nests
     too deeply to encode, the errors without their inputs."""
     try:
-        return list(json_safe(jsonable_encoder(errors)))
+        return list(json_safe(jsonable(errors)))
     except RecursionError:
         shallow = [
             {key: item for key, item in error.items() if key not in ("input", "ctx")} for error in errors
         ]
-        return list(json_safe(jsonable_encoder(shallow)))
+        return list(json_safe(jsonable(shallow)))
 
 
 def explain_validation(errors: list[Any]) -> list[Any]:
@@ -227,7 +279,7 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, RequestInvalid)
     return error_response(422, explain_validation(list(exc.errors())))
 
 
@@ -241,13 +293,13 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error")
 
 
-def install(app: FastAPI) -> None:
+def install(app: Starlette) -> None:
     app.add_exception_handler(AgentError, _agent_error)
     app.add_exception_handler(BadCursor, _bad_cursor)
     app.add_exception_handler(LogClosed, _log_closed)
     app.add_exception_handler(UnencodableEvent, _unencodable)
     app.add_exception_handler(JournalUnwritable, _journal_unwritable)
     app.add_exception_handler(OSError, _os_error)
-    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(RequestInvalid, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from gateway.auth import Principal, admin_principal, current_principal
 from gateway.context import context_of
 from gateway.models import Conversation, ConversationCreate, Count, ErrorBody, Page, PoolStatus
-from sandbox_agent.routes.params import Limit, PageId
+from sandbox_agent.routes.documented import Limit, PageId
 
 router = APIRouter(
     tags=["conversations"],

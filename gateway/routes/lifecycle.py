@@ -18,7 +18,7 @@ from gateway.models import (
     Snapshot,
     SnapshotCreate,
 )
-from sandbox_agent.routes.params import Limit, PageId
+from sandbox_agent.routes.documented import Limit, PageId
 
 router = APIRouter(
     tags=["lifecycle"],

@@ -29,7 +29,7 @@ from gateway.errors import BodyTooLarge, GatewayError, InvalidInput
 from gateway.models import ErrorBody, Page, TemplateInfo
 from gateway.runtimes.base import Template, TemplateSource
 from sandbox_agent import paging
-from sandbox_agent.routes.params import Limit, PageId
+from sandbox_agent.routes.documented import Limit, PageId
 
 
 class OwnBodyLimitRoute(APIRoute):

@@ -1,9 +1,10 @@
 """HTTP and WebSocket routes: thin wiring from the wire to the agent's components.
 
-Each module declares an ``APIRouter``; :func:`sandbox_agent.app.create_app`
-hands their routes to the app as they are (see there why not ``include_router``),
-so everything a route needs in the OpenAPI document (errors, operation ids) is
-set on its router or the route itself.
+Each module declares a :class:`~sandbox_agent.routes.decl.Router`, framework-free:
+:mod:`sandbox_agent.routes.serving` serves it with Starlette, and
+:mod:`sandbox_agent.routes.documented` gives FastAPI the same declarations for
+the OpenAPI documents. Everything a route needs in a document (errors, operation
+ids) is set on its router or the route itself.
 
 The per-conversation routes (:data:`sandbox_agent.routes.proxied.PROXIED_ROUTERS`)
 are also the gateway's declaration of them: their signatures, models, status
@@ -13,16 +14,18 @@ document shows (:mod:`gateway.routes.proxied`). Write them for the API's users.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sandbox_agent.agent import Agent
-from sandbox_agent.auth import require_token
 from sandbox_agent.protocol import TOKEN_HEADER, ErrorBody
+from sandbox_agent.routes.decl import Responses as Responses  # re-exported: the route modules use it
+from sandbox_agent.routes.decl import Router
 
-Responses = dict[int | str, dict[str, Any]]
+if TYPE_CHECKING:
+    from fastapi.routing import APIRoute
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -57,20 +60,15 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def token_router(tag: str) -> APIRouter:
-    """A router whose routes want the agent's token, document :data:`ERRORS` and are
-    named by :func:`operation_id`, under the OpenAPI tag ``tag``."""
-    return APIRouter(
-        tags=[tag],
-        dependencies=[Depends(require_token)],
-        responses=ERRORS,
-        generate_unique_id_function=operation_id,
-    )
+def token_router(tag: str) -> Router:
+    """A router whose routes want the agent's token and document :data:`ERRORS`, under the
+    OpenAPI tag ``tag`` (every route is named by :func:`operation_id`)."""
+    return Router(tags=[tag], token=True, responses=ERRORS)
 
 
 async def get_agent(request: Request) -> Agent:
-    # async: FastAPI would run a plain ``def`` dependency on a worker thread (one more
-    # thread and its malloc arena, idle for the process's life) for a mere attribute read.
+    # async: FastAPI (documents, the gateway's declarations) would run a plain ``def``
+    # dependency on a worker thread for a mere attribute read.
     agent: Agent = request.app.state.agent
     return agent
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.archives import archive_stream, fill
 from sandbox_agent.routes import ERRORS, _error, get_agent, token_router
+from sandbox_agent.routes.decl import Depends
 
 router = token_router("system")
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import APIRouter, Depends, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.claim import Claim
 from sandbox_agent.errors import AgentError, Conflict
 from sandbox_agent.protocol import CLAIM_SECRET_HEADER, Event
-from sandbox_agent.routes import ERRORS, get_agent, json_raw, operation_id
+from sandbox_agent.routes import ERRORS, get_agent, json_raw
+from sandbox_agent.routes.decl import Depends, Router
 
-router = APIRouter(tags=["system"], responses=ERRORS, generate_unique_id_function=operation_id)
+router = Router(tags=["system"], responses=ERRORS)
 
 
 class WrongClaimSecret(AgentError):

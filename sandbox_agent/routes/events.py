@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import Depends, Query, Response
+from starlette.responses import Response
 
 from sandbox_agent import paging
 from sandbox_agent.agent import Agent
 from sandbox_agent.errors import NotFound
 from sandbox_agent.protocol import Event, EventTrigger, Page
 from sandbox_agent.routes import STORAGE_ERRORS, get_agent, json_page, json_raw, token_router
+from sandbox_agent.routes.decl import Depends, Query
 from sandbox_agent.routes.params import Limit, PageId
 
 router = token_router("events")

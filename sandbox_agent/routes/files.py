@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Depends, Header, Query, Request, Response
-from fastapi.types import DecoratedCallable
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sandbox_agent import paging, search
 from sandbox_agent.agent import Agent
 from sandbox_agent.downloads import file_response
 from sandbox_agent.protocol import Count, ErrorBody, FileInfo, Page
 from sandbox_agent.routes import PATH_ERRORS, Responses, get_agent, token_router
+from sandbox_agent.routes.decl import Depends, Endpoint, Header, Query
 from sandbox_agent.routes.params import Limit, PageId
 from sandbox_agent.uploads import Upload
 
@@ -44,7 +45,7 @@ _Under = Query("", description="Only inside this directory")
 _UNDER_ERRORS: Responses = {code: PATH_ERRORS[code] for code in (400, 403)}
 
 
-def _creates(path: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+def _creates(path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
     """Declares a route that creates one workspace entry: 201 with its FileInfo, 409 when it exists."""
     return router.post(path, status_code=201, response_model=FileInfo, responses=PATH_ERRORS, summary=summary)
 

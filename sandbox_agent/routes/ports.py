@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.auth import websocket_authorized
 from sandbox_agent.protocol import ErrorBody
 from sandbox_agent.routes import Responses, get_agent, token_router
+from sandbox_agent.routes.decl import Depends, Path, Router
 
 router = token_router("ports")
-sockets = APIRouter()
+sockets = Router()
 
 TEMPLATE = "/port/{port}/{path:path}"
 #: The methods a preview answers, each declared as its own operation.

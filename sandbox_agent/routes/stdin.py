@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import Depends, Query, Request
+from starlette.requests import Request
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.protocol import ErrorBody, StdinWritten
 from sandbox_agent.routes import get_agent, token_router
+from sandbox_agent.routes.decl import Depends, Query
 
 router = token_router("tasks")
 

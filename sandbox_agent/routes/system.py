@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.errors import error_response
@@ -22,9 +23,10 @@ from sandbox_agent.protocol import (
     Event,
     Forked,
 )
-from sandbox_agent.routes import get_agent, json_raw, operation_id, token_router
+from sandbox_agent.routes import get_agent, json_raw, token_router
+from sandbox_agent.routes.decl import Depends, Router
 
-public = APIRouter(tags=["system"], generate_unique_id_function=operation_id)
+public = Router(tags=["system"])
 proxied = token_router("agent")
 router = token_router("system")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import Depends, Query, Response
+from starlette.responses import Response
 
 from sandbox_agent import paging
 from sandbox_agent.agent import Agent
 from sandbox_agent.protocol import TASK_STREAM_MEDIA_TYPE, Page, Task, TaskCreate, TaskStatus
 from sandbox_agent.routes import STORAGE_ERRORS, Responses, get_agent, token_router
+from sandbox_agent.routes.decl import Depends, Query
 from sandbox_agent.routes.params import Limit, PageId
 from sandbox_agent.task_stream import stream_task
 

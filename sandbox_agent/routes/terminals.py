@@ -22,9 +22,8 @@ import asyncio
 import contextlib
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, WebSocket
 from pydantic import ValidationError
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sandbox_agent import paging
 from sandbox_agent.agent import Agent
@@ -45,11 +44,12 @@ from sandbox_agent.protocol import (
 )
 from sandbox_agent.race import race
 from sandbox_agent.routes import get_agent, token_router
+from sandbox_agent.routes.decl import Depends, Router
 from sandbox_agent.routes.params import Limit, PageId
 from sandbox_agent.terminals import RunningTerminal
 
 router = token_router("terminals")
-sockets = APIRouter(tags=["terminals"])
+sockets = Router(tags=["terminals"])
 
 #: Largest binary frame sent to a viewer.
 READ_LIMIT = 256 * 1024

@@ -26,9 +26,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.auth import websocket_authorized
@@ -47,8 +46,9 @@ from sandbox_agent.protocol import (
     TaskCreate,
 )
 from sandbox_agent.race import finished, race
+from sandbox_agent.routes.decl import Router
 
-router = APIRouter(tags=["events"])
+router = Router(tags=["events"])
 
 _EXPECTED = (
     'expected {"runnable": {...}, "title": ...}, {"detail": {...}} or {"stdin": "...", "task_id": ...}'
