@@ -29,6 +29,7 @@ from uuid import uuid4
 import httpx
 
 from gateway import doctor_probes as probes
+from gateway.agent_transport import AgentTransport
 from gateway.doctor_probes import Check
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, RuntimeFailure, SandboxHandle, SandboxSpec
@@ -119,7 +120,7 @@ async def _sandbox_checks(runtime: DockerRuntime, settings: Settings) -> list[Ch
     names = cfg.Names.of(settings.install, probe.conversation_id)
     info = await runtime.engine.inspect(names.sandbox) or {}
     targets = await _targets(runtime, settings, probe, neighbour)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=AgentTransport()) as client:
         agent = _Agent(client, probe)
         every = sorted({address for addresses in targets.values() for address in addresses})
         facts = await agent.answer(_python(probes.INSIDE, json.dumps(every), timeout=60))
