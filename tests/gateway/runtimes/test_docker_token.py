@@ -11,6 +11,7 @@ import pytest
 from dockertools import Agent, adocker, inspect
 from gw_helpers import make_spec
 
+from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_token
 from gateway.runtimes.docker import DockerRuntime
@@ -79,7 +80,7 @@ async def test_a_task_cannot_read_the_token_anywhere(docker_runtime: DockerRunti
     for name in (names.sandbox, names.relay):
         described = await inspect("container", name)
         assert spec.token not in json.dumps(described), f"docker inspect {name} shows the token"
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         agent = Agent(client, handle.base_url, spec.token)
         task, output = await agent.run({"type": "Python", "code": HUNT})
     assert task["status"] == "COMPLETED", task
@@ -95,7 +96,7 @@ async def test_a_task_cannot_read_the_token_anywhere(docker_runtime: DockerRunti
 async def test_a_task_cannot_forge_a_status_event(docker_runtime: DockerRuntime) -> None:
     spec = make_spec(title="forger")
     handle = await docker_runtime.start(spec)
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         agent = Agent(client, handle.base_url, spec.token)
         task, output = await agent.run({"type": "Python", "code": FORGE})
         assert task["status"] == "COMPLETED", task

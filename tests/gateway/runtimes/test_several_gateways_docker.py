@@ -42,6 +42,7 @@ def docker_env(settings: Settings, state: Path, port: int) -> dict[str, str]:
         "docker_image": settings.docker_image,
         "docker_reach": "published",
         "state_dir": str(state),
+        "docker_socket_dir": os.environ["CONVOY_DOCKER_SOCKET_DIR"],  # tests/conftest.py: a short one
         "start_timeout": "120",
         "pool_size": "0",  # spares are the pool's tests'; these count conversations
         "max_conversations": "2",
