@@ -204,7 +204,8 @@ class DockerHandles(DockerLifecycle):
                 and (relay.get("State") == "running" if relay is not None else without_network(sandbox))
             )
             if not healthy:
-                await remove_all(self._engine, cfg.Names.of(self._install, conversation), self._stop_grace)
+                names = cfg.Names.of(self._install, conversation)
+                await remove_all(self._engine, names, self._stop_grace, self._sockets)
                 removed += 1
         removed += await self._remove_old_helpers(self.orphan_age)
         volumes, networks = await asyncio.gather(

@@ -297,6 +297,11 @@ class DockerSandboxes(DockerHandles):
         """Engine stats, volume size and cgroup peak: see :mod:`gateway.runtimes.docker_usage`."""
         return await docker_usage.measure(self._engine, self._install, conversation_id, self._peaks)
 
+    async def forget_socket_dirs(self) -> int:
+        """For an installation that is done (the doctor's, once all is removed): remove its socket
+        directories; how many conversations' directories were still there."""
+        return await self._sockets.forget()
+
     async def removals_done(self) -> None:
         """Return once the removals under way have ended (a DELETE answers before its
         relay, volume and network are gone: :mod:`gateway.runtimes.docker_removal`)."""

@@ -87,6 +87,19 @@ class SocketDirs:
         shutil.rmtree(directory, ignore_errors=True)
         return True
 
+    async def forget(self) -> int:
+        """Remove the installation's directory and all in it (an installation that is done: the
+        doctor's); how many conversations' directories were still there."""
+        return await asyncio.to_thread(self._forget)
+
+    def _forget(self) -> int:
+        try:
+            left = len(os.listdir(self._base))
+        except FileNotFoundError:
+            return 0
+        shutil.rmtree(self._base, ignore_errors=True)
+        return left
+
     async def orphans(self, owned: set[UUID], age: float) -> list[UUID]:
         """Conversations of this installation with a directory, none in ``owned``, older than ``age`` s."""
         return await asyncio.to_thread(self._orphans, owned, age)

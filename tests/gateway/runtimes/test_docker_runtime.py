@@ -225,7 +225,8 @@ async def test_volumes_and_networks_without_a_sandbox_are_removed(docker_runtime
     assert not any(left.values()), left
 
 
-async def test_a_sandbox_whose_relay_is_gone_counts_as_exited(docker_runtime: DockerRuntime) -> None:
+async def test_a_sandbox_whose_relay_is_gone_counts_as_exited(relayed_runtime: DockerRuntime) -> None:
+    docker_runtime = relayed_runtime
     spec = make_spec()
     await docker_runtime.start(spec)
     names = cfg.Names.of(docker_runtime._install, spec.conversation_id)
