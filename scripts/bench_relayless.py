@@ -13,7 +13,8 @@ of its own, it prints:
    the engine holds nothing of it (relay, volume, network, socket directory), median.
 
 Everything it starts carries an installation name of its own and is removed at the end.
-Run: ``python scripts/bench_relayless.py [--runs N] [--requests N]``.
+The machine's load drifts: the designs alternate, each first in every other round (``--rounds``).
+Run: ``scripts/bench relayless`` (or ``python scripts/bench_relayless.py [--runs N] [--requests N]``).
 """
 
 from __future__ import annotations
@@ -140,15 +141,17 @@ async def design(relayless: bool, runs: int, requests: int, engine: AiodockerEng
           f" {statistics.median(teardowns) * 1000:6.0f} ms (median)")  # fmt: skip
 
 
-async def main(runs: int, requests: int) -> None:
+async def main(runs: int, requests: int, rounds: int) -> None:
     load = (await asyncio.to_thread(Path("/proc/loadavg").read_text)).split()[:3]
     print(f"image {bench_docker.IMAGE}, install {bench_docker.INSTALL}, {os.cpu_count()} cores, load {load}")
     engine = await AiodockerEngine.open(None)
     with tempfile.TemporaryDirectory(prefix="cvb-") as sockets:
         os.environ["CONVOY_DOCKER_SOCKET_DIR"] = sockets
         try:
-            for relayless in (False, True):
-                await design(relayless, runs, requests, engine)
+            # ABBA...: the machine's load drifts; each design goes first in every other round.
+            for round_ in range(rounds):
+                for relayless in (False, True) if round_ % 2 == 0 else (True, False):
+                    await design(relayless, runs, requests, engine)
         finally:
             await engine.close()
             await docker_cleanup()
@@ -161,5 +164,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--runs", type=int, default=5, help="conversations per design")
     parser.add_argument("--requests", type=int, default=300, help="small requests per side")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of both designs, alternating first")
     arguments = parser.parse_args()
-    sys.exit(asyncio.run(main(arguments.runs, arguments.requests)))
+    sys.exit(asyncio.run(main(arguments.runs, arguments.requests, arguments.rounds)))
