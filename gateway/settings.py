@@ -217,7 +217,8 @@ class Settings(BaseSettings):
         None,
         description="Host directory holding one directory per network-less sandbox (its agent's "
         "socket, mounted into that sandbox only); made 0700. Unset: state_dir/sockets. A gateway in "
-        "a container mounts it at the same path (the engine resolves it on the host).",
+        "a container mounts it at the same path (the engine resolves it on the host); every gateway of "
+        "an installation uses the same one.",
     )
     docker_subnet_pool: str = Field(
         "10.213.0.0/16",

@@ -53,6 +53,7 @@ POOL = "convoy.pool"  # on a spare's sandbox: the pool it was made for (labels s
 TEMPLATE = "convoy.template"  # on sandboxes: the template they run; on images: the template they are
 NETWORK = "convoy.network"  # on sandboxes with no network at all: "none" (reached over a socket, no relay)
 NO_NETWORK = "none"
+AGENT_SOCKET_PATH = "convoy.agent-socket"  # on those: the host path of the agent's socket
 #: Where a sandbox with no network finds its socket directory (mounted from the host), and its socket.
 SOCKET_DIR = "/run/convoy-agent"
 AGENT_SOCKET = f"{SOCKET_DIR}/agent.sock"
@@ -312,7 +313,8 @@ def sandbox_config(
     }
     if subnet is None:
         del config["ExposedPorts"]
-        config["Labels"] = labels | {NETWORK: NO_NETWORK}
+        host_socket = f"{socket_dir}/{AGENT_SOCKET.rsplit('/', 1)[1]}"
+        config["Labels"] = labels | {NETWORK: NO_NETWORK, AGENT_SOCKET_PATH: host_socket}
     else:
         config["NetworkingConfig"] = {
             "EndpointsConfig": {names.network: {"IPAMConfig": {"IPv4Address": subnet.sandbox_ip}}}

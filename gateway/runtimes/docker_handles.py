@@ -110,8 +110,9 @@ class DockerHandles(DockerLifecycle):
         if spec.pool is not None:
             spec = await self._claimed_spec(sandbox["Id"], spec)
         relayless = without_network(sandbox)
-        if relayless:
-            base_url: str | None = unix_url(self._sockets.socket(names))
+        if relayless:  # the socket where the gateway that started it made it
+            socket = (sandbox.get("Labels") or {}).get(cfg.AGENT_SOCKET_PATH) or self._sockets.socket(names)
+            base_url: str | None = unix_url(socket)
         elif self.reach == "published":
             base_url = summary_url(relay)
         else:
