@@ -111,7 +111,10 @@ class AgentTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (its error mapping included), with one connection pool for
     agents on TCP and on Unix sockets alike; never a proxy from the environment."""
 
-    def __init__(self, limits: httpx.Limits = httpx.Limits(max_connections=None)) -> None:
+    #: httpx's own defaults (what a client without this transport would get).
+    DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
         super().__init__(trust_env=False, limits=limits)
         # The pool httpx made, rebuilt with a network backend that knows socket addresses.
         self._pool = httpcore.AsyncConnectionPool(
