@@ -311,11 +311,11 @@ def sandbox_config(
         "Healthcheck": {"Test": ["NONE"]},  # the runtime polls /ready itself
         "HostConfig": host,
     }
-    if subnet is None:
+    if socket_dir is not None:
         del config["ExposedPorts"]
         host_socket = f"{socket_dir}/{AGENT_SOCKET.rsplit('/', 1)[1]}"
         config["Labels"] = labels | {NETWORK: NO_NETWORK, AGENT_SOCKET_PATH: host_socket}
-    else:
+    elif subnet is not None:
         config["NetworkingConfig"] = {
             "EndpointsConfig": {names.network: {"IPAMConfig": {"IPv4Address": subnet.sandbox_ip}}}
         }
