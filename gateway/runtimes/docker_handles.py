@@ -32,7 +32,7 @@ from sandbox_agent.claim import Claim
 
 Reach = Literal["published", "network"]
 _T = TypeVar("_T")
-_LOG_TAIL_LINES = 20
+LOG_TAIL_LINES = 20
 _STATES = {
     "created": SandboxState.STARTING,
     "running": SandboxState.RUNNING,
@@ -41,7 +41,7 @@ _STATES = {
 }
 _LIVE_STATES = ("running", "paused")
 #: Seconds a listing of list() serves cleanup_orphans() (see _fresh_listing).
-_LISTING_REUSE = 2.0
+LISTING_REUSE = 2.0
 
 
 def without_network(summary: dict[str, Any]) -> bool:
@@ -119,7 +119,7 @@ class DockerHandles(DockerLifecycle):
             base_url = f"http://{names.relay}:{cfg.AGENT_PORT}"
         if state is SandboxState.EXITED:
             status = (info or {}).get("State") or {}
-            tail = await self._quietly(self._engine.logs(sandbox["Id"], _LOG_TAIL_LINES)) or ""
+            tail = await self._quietly(self._engine.logs(sandbox["Id"], LOG_TAIL_LINES)) or ""
             reason = cfg.exit_reason(status) + (f"\nlast log lines:\n{tail.strip()}" if tail.strip() else "")
             return SandboxHandle(
                 spec=spec,
@@ -236,7 +236,7 @@ class DockerHandles(DockerLifecycle):
         decoded on the event loop), else read now. Starts under way here are in
         ``_starting``, those of other gateways young: neither is taken for an orphan."""
         listed_at, summaries = self._listed
-        if time.monotonic() - listed_at < _LISTING_REUSE:
+        if time.monotonic() - listed_at < LISTING_REUSE:
             return summaries
         return await self._engine.containers(cfg.install_filter(self._install))
 

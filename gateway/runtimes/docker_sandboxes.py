@@ -33,7 +33,7 @@ from gateway.runtimes.base import (
 )
 from gateway.runtimes.claiming import Claimer
 from gateway.runtimes.docker_engine import Engine
-from gateway.runtimes.docker_handles import _LISTING_REUSE, _LOG_TAIL_LINES, DockerHandles, Reach
+from gateway.runtimes.docker_handles import LISTING_REUSE, LOG_TAIL_LINES, DockerHandles, Reach
 from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_sockets import SocketDirs
 from gateway.runtimes.docker_templates import DockerTemplates
@@ -77,7 +77,7 @@ class DockerSandboxes(DockerHandles):
         socket_root = settings.docker_socket_dir or settings.state_dir / "sockets"
         self._sockets = SocketDirs(socket_root, self._install)
         self._removals = Removals(engine, settings.docker_stop_grace, self._sockets)
-        self._listed: tuple[float, builtins.list[dict[str, Any]]] = (-_LISTING_REUSE, [])
+        self._listed: tuple[float, builtins.list[dict[str, Any]]] = (-LISTING_REUSE, [])
         self._subnet_pool = settings.docker_subnet_pool
         self._policy = container_policy(settings)
         self._image_version = image_version
@@ -261,7 +261,7 @@ class DockerSandboxes(DockerHandles):
             state = (info or {}).get("State") or {}
             if state and not state.get("Running") and state.get("Status") != "created":
                 error = f"{error}: {cfg.exit_reason(state)}"
-            tail = (await self._engine.logs(names.sandbox, _LOG_TAIL_LINES)).strip()
+            tail = (await self._engine.logs(names.sandbox, LOG_TAIL_LINES)).strip()
         except RuntimeFailure:
             tail = ""
         return f"{error}\nlast log lines:\n{tail}" if tail else error
