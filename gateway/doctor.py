@@ -6,8 +6,10 @@ name of their own (``doctor-<random>``) so no gateway ever adopts them, and
 checks from inside one of them (tasks, see :mod:`gateway.doctor_probes`) and
 from the engine's side that: its code runs as non-root with no capability; its
 root is read-only; its pids and memory limits stop a fork bomb and a memory hog;
-it reaches neither the host, nor the gateway, nor the other sandbox, nor the
-cloud metadata address, nor the internet; no Docker socket is inside. Last, it
+it has no network interface but loopback (with neither internet nor egress: no
+relay); it reaches neither the host, nor the gateway, nor the other sandbox (its
+address, or its agent's Unix socket), nor the cloud metadata address, nor the
+internet; no Docker socket is inside. Last, it
 removes everything labelled with its installation name and checks nothing is
 left. Nothing is sent from the host to any address; every probe runs inside.
 
@@ -18,6 +20,7 @@ depend on fails, those are reported as failed with the reason they did not run.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import secrets
 import socket
@@ -29,6 +32,7 @@ from uuid import uuid4
 import httpx
 
 from gateway import doctor_probes as probes
+from gateway.agent_transport import AgentTransport, socket_of
 from gateway.doctor_probes import Check
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, RuntimeFailure, SandboxHandle, SandboxSpec
@@ -41,7 +45,8 @@ MiB = 1024 * 1024
 LIMITS = ResourceLimits(memory_bytes=192 * MiB, cpus=None, pids=64)
 CHECKS = (
     "engine", "image", "sandbox", "non-root", "read-only-root", "pids-limit", "memory-limit",
-    "no-host", "no-gateway", "no-other-sandbox", "no-metadata", "no-internet", "no-docker-socket",
+    "loopback-only", "no-host", "no-gateway", "no-other-sandbox", "no-metadata", "no-internet",
+    "no-docker-socket",
 )  # fmt: skip
 METADATA = ("169.254.169.254", 80)
 UNROUTABLE = ("192.0.2.1", 443)  # TEST-NET-1: routed nowhere, answered by no one
@@ -119,13 +124,14 @@ async def _sandbox_checks(runtime: DockerRuntime, settings: Settings) -> list[Ch
     names = cfg.Names.of(settings.install, probe.conversation_id)
     info = await runtime.engine.inspect(names.sandbox) or {}
     targets = await _targets(runtime, settings, probe, neighbour)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=AgentTransport()) as client:
         agent = _Agent(client, probe)
         every = sorted({address for addresses in targets.values() for address in addresses})
         facts = await agent.answer(_python(probes.INSIDE, json.dumps(every), timeout=60))
         checks += [probes.non_root(facts, info), probes.read_only(facts, info)]
         checks.append(await _pids(agent, info))
         checks.append(await _memory(agent, info))
+    checks.append(probes.loopback_only(facts, info))
     checks += probes.network(facts, targets)
     checks.append(probes.docker_socket(facts, info))
     return checks
@@ -218,10 +224,8 @@ async def _targets(
     for name in (own.sandbox, own.relay):
         networks = ((await engine.inspect(name) or {}).get("NetworkSettings") or {}).get("Networks") or {}
         host_ips |= {net["Gateway"] for net in networks.values() if net.get("Gateway")}
-    for network in await engine.networks({"name": [own.network]}):
-        host_ips |= {
-            ipam["Gateway"] for ipam in (network.get("IPAM") or {}).get("Config") or [] if ipam.get("Gateway")
-        }
+    for network in await engine.networks({"name": [own.network, "bridge"]}):
+        host_ips |= {_gateway_of(ipam) for ipam in (network.get("IPAM") or {}).get("Config") or []}
     host_ips.discard("")
     gateway = [(ip, settings.port) for ip in sorted(host_ips)]
     # A gateway in a container: the members of the shared network but relays.
@@ -232,6 +236,9 @@ async def _targets(
     neighbours: list[tuple[str, int]] = []
     for name in (other.sandbox, other.relay):
         neighbours += [(ip, cfg.AGENT_PORT) for ip in await _addresses(runtime, name)]
+    socket = socket_of(neighbour.base_url)
+    if socket is not None:  # a sandbox with no network: its agent's socket, at the host's path
+        neighbours.append((socket, 0))
     return {
         "no-host": [(ip, 22) for ip in sorted(host_ips)],
         "no-gateway": gateway,
@@ -239,6 +246,18 @@ async def _targets(
         "no-metadata": [METADATA],
         "no-internet": [UNROUTABLE],
     }
+
+
+def _gateway_of(ipam: dict[str, Any]) -> str:
+    """The host's address on a network (the engine may leave it out of the default bridge's
+    configuration: then the first of its subnet)."""
+    if ipam.get("Gateway"):
+        return str(ipam["Gateway"])
+    try:
+        subnet = ipaddress.ip_network(ipam.get("Subnet", ""))
+    except ValueError:
+        return ""
+    return str(subnet.network_address + 1) if subnet.version == 4 else ""
 
 
 async def _addresses(runtime: DockerRuntime, container: str) -> list[str]:
@@ -271,6 +290,7 @@ async def _cleanup(runtime: DockerRuntime | None, settings: Settings) -> Check:
         where = cfg.install_filter(settings.install)
         left = len(await runtime.engine.containers(where)) + len(await runtime.engine.volumes(where))
         left += len(await runtime.engine.networks(where))
+        left += await runtime.forget_socket_dirs()
     except RuntimeFailure as error:
         return Check("cleanup", False, f"could not clean up convoy.install={settings.install}: {error}")
     finally:

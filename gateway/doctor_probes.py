@@ -53,12 +53,14 @@ routes = [line.split() for line in open("/proc/net/route").readlines()[1:]]
 # The next hop of every default route (little-endian hex in /proc/net/route).
 hops = [socket.inet_ntoa(bytes.fromhex(r[2])[::-1]) for r in routes if r[1] == "00000000"]
 facts["first_hops"] = hops
+facts["interfaces"] = sorted(os.listdir("/sys/class/net"))
 facts["reach"] = {}
 def connect(host, port):
-    sock = socket.socket()
+    unix = host.startswith("/")  # a Unix socket's path (another sandbox's agent, as the host sees it)
+    sock = socket.socket(socket.AF_UNIX if unix else socket.AF_INET)
     sock.settimeout(6)  # longer than a failed ARP resolution (3 s): no answer from a hop says "unreachable"
     try:
-        sock.connect((host, port))
+        sock.connect(host if unix else (host, port))
         verdict = "connected"
     except ConnectionRefusedError:
         verdict = "refused"
@@ -167,6 +169,17 @@ def network(facts: dict[str, Any], targets: dict[str, list[tuple[str, int]]]) ->
             shown += f" (next hops of the default routes: {', '.join(facts['first_hops']) or 'none'})"
         checks.append(Check(name, ok, shown or "no address to probe"))
     return checks
+
+
+def loopback_only(facts: dict[str, Any], info: dict[str, Any]) -> Check:
+    """A sandbox with no network (the default, with neither internet nor egress) has ``lo`` alone;
+    one of the relay design (``docker_relayless`` off) has its own network's interface too."""
+    interfaces: list[str] = facts["interfaces"]
+    mode = (info.get("HostConfig") or {}).get("NetworkMode")
+    if mode == "none":
+        return Check("loopback-only", interfaces == ["lo"], f"NetworkMode none; interfaces: {interfaces}")
+    detail = f"the relay design (NetworkMode {mode}, a network of its own); interfaces: {interfaces}"
+    return Check("loopback-only", len(interfaces) <= 2 and "lo" in interfaces, detail)
 
 
 def docker_socket(facts: dict[str, Any], info: dict[str, Any]) -> Check:

@@ -49,6 +49,7 @@ from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from gateway.agent_transport import connect_websocket
 from gateway.auth import AuthError
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError, NotReady, error_response
@@ -179,7 +180,7 @@ class PreviewLayer:
         manager = context.manager
         query = without_link(upstream_query(websocket))
         path = _UPSTREAM.build({"port": target.port, "path": target.path})
-        url = f"ws{handle.base_url.removeprefix('http')}{path}" + (f"?{query}" if query else "")
+        target_path = path + (f"?{query}" if query else "")
         headers = {TOKEN_HEADER: handle.token}
         cookies = app_cookies(websocket.scope, context.settings, target)
         if cookies:
@@ -187,8 +188,9 @@ class PreviewLayer:
         origin = websocket.headers.get("origin")
         settings = context.settings
         try:
-            upstream = await websockets.connect(
-                url,
+            upstream = await connect_websocket(
+                handle.base_url,
+                target_path,
                 additional_headers=headers,
                 subprotocols=[websockets.Subprotocol(p) for p in websocket.scope.get("subprotocols", [])]
                 or None,

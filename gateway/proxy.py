@@ -56,6 +56,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
+from gateway.agent_transport import AgentConnector, AgentTransport, host_header
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
@@ -250,7 +251,7 @@ class Proxy:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=timeout)
         self._download_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=None)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, enable_cleanup_closed=False),
+            connector=AgentConnector(limit=0, keepalive_timeout=30.0, enable_cleanup_closed=False),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,  # a proxy from the environment must never see loopback traffic or tokens
@@ -260,6 +261,7 @@ class Proxy:
             timeout=httpx.Timeout(timeout, connect=connect),
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             trust_env=False,
+            transport=AgentTransport(),
         )
 
     async def forward(
@@ -289,7 +291,7 @@ class Proxy:
         if len(target) > self._settings.proxy_max_url_bytes:
             limit = self._settings.proxy_max_url_bytes
             return error_response(414, f"the path and query exceed {limit} bytes")
-        host = handle.base_url.split("://", 1)[1]
+        host = host_header(handle.base_url)
         sent = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
         sent += [("Host", host), (TOKEN_HEADER, handle.token)]
         length = any(n == b"content-length" for n, _ in raw_headers)

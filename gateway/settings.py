@@ -206,6 +206,20 @@ class Settings(BaseSettings):
         "removed at once. Its volume goes with it, so a graceful stop saves nothing, and it was "
         "most of DELETE's time (its tasks get the same kill either way).",
     )
+    # --- docker: sandboxes with no network (issue 15) ----------------------------------
+    docker_relayless: bool = Field(
+        True,
+        description="A sandbox with neither internet nor an egress list (pool spares too) runs with no "
+        "network at all (only loopback), its agent reached over a Unix socket in docker_socket_dir: "
+        "no relay container. False: every sandbox gets a network of its own and a relay.",
+    )
+    docker_socket_dir: Path | None = Field(
+        None,
+        description="Host directory holding one directory per network-less sandbox (its agent's "
+        "socket, mounted into that sandbox only); made 0700. Unset: state_dir/sockets. A gateway in "
+        "a container mounts it at the same path (the engine resolves it on the host); every gateway of "
+        "an installation uses the same one.",
+    )
     docker_subnet_pool: str = Field(
         "10.213.0.0/16",
         description="IPv4 range the per-conversation networks (a /29 each) are carved from; "

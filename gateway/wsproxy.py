@@ -33,6 +33,7 @@ import websockets
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection
 
+from gateway.agent_transport import connect_websocket
 from gateway.heap import give_back_soon
 from gateway.runtimes.base import SandboxHandle
 from gateway.sendqueue import SendQueue
@@ -80,11 +81,11 @@ async def connect_agent_socket(
 ) -> ClientConnection:
     """The agent's WebSocket at ``path`` (with its query; built by the caller from validated
     parts only)."""
-    url = f"ws{handle.base_url.removeprefix('http')}{path}"
     headers = {TOKEN_HEADER: handle.token} | ({PASSIVE_HEADER: "1"} if passive else {})
     try:
-        return await websockets.connect(
-            url,
+        return await connect_websocket(
+            handle.base_url,
+            path,
             additional_headers=headers,
             max_size=settings.ws_max_message_bytes,
             max_queue=UPSTREAM_MAX_QUEUE,

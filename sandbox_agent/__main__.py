@@ -1,6 +1,7 @@
 """``convoy-agent`` / ``python -m sandbox_agent``: run one conversation's agent under uvicorn.
 
     convoy-agent --host H --port P --workspace DIR --state-dir DIR
+    convoy-agent --uds PATH ...      (a Unix socket instead of TCP: a sandbox with no network)
                  [--token-file FILE] [--run-as UID:GID] [--unprotected]
                  [--spare] [--claim-file FILE]
                  [--template NAME] [--task-python PYTHON]
@@ -26,6 +27,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convoy-agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--uds", type=Path, help="listen on this Unix socket instead of --host/--port (made before --run-as)"
+    )
     parser.add_argument("--workspace", type=Path, help="workspace root (default: CONVOY_AGENT_WORKSPACE)")
     parser.add_argument(
         "--state-dir", type=Path, help="event log directory (default: CONVOY_AGENT_STATE_DIR)"
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [name for name in os.environ if name.upper() == AGENT_TOKEN_ENV]:
         del os.environ[name]  # tasks inherit the agent's environment; the token is not theirs
     try:
+        listening = _unix_socket(args.uds) if args.uds is not None else None
         kept_claim = _take_token_and_drop(settings)
     except (OSError, ValueError) as error:
         print(f"convoy-agent: {error}", file=sys.stderr)
@@ -135,10 +142,31 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
     )
     server = _graceful_server(server_class, config, on_exit=app.state.agent.stopping.set)
-    server.run()
+    server.run(sockets=[listening] if listening is not None else None)
     # uvicorn handles SIGTERM/SIGINT: stops accepting, runs the lifespan shutdown
     # (tasks cancelled, log flushed) and returns; a failed start-up leaves started False.
     return 0 if server.started else 1
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    """The agent's Unix socket at ``path``, bound now, by whoever the agent starts as.
+
+    Made before :func:`_take_token_and_drop`: started as root (as the runtimes do), the socket
+    is root's, so the sandbox user the tasks run as can neither unlink nor replace it (nor chmod
+    it), even where the directory is writable. Anyone may connect (0o666): who reaches the
+    directory is the runtime's to decide (the Docker runtime mounts it into this sandbox only).
+    A socket left by an earlier run is replaced."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(str(path))
+        path.chmod(0o666)
+    except OSError:
+        listening.close()
+        raise
+    return listening
 
 
 def _take_token_and_drop(settings: AgentSettings) -> Claim | None:

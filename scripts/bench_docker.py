@@ -168,7 +168,7 @@ async def idle_memory(engine: AiodockerEngine, conversation_id: str) -> str:
     """One line: what the engine charges the sandbox and its relay, and the agent's RSS."""
     names = cfg.Names.of(INSTALL, UUID(conversation_id))
     sandbox = memory(await engine.stats(names.sandbox))
-    relay = memory(await engine.stats(names.relay))
+    relay = await relay_memory(engine, names)
     info = await engine.inspect(names.sandbox)
     status = agent_status(int(((info or {}).get("State") or {}).get("Pid") or 0))
     agent = (
@@ -182,12 +182,17 @@ async def idle_memory(engine: AiodockerEngine, conversation_id: str) -> str:
     )
 
 
+async def relay_memory(engine: AiodockerEngine, names: cfg.Names) -> float:
+    """What the engine charges the relay; 0 for a sandbox with no network (it has none)."""
+    return memory(await engine.stats(names.relay)) if await engine.inspect(names.relay) else 0.0
+
+
 async def engine_memory(engine: AiodockerEngine, conversation_ids: list[str]) -> float:
     """What the engine charges a conversation (sandbox + relay), on average over ``conversation_ids``."""
     total = 0.0
     for conversation_id in conversation_ids:
         names = cfg.Names.of(INSTALL, UUID(conversation_id))
-        total += memory(await engine.stats(names.sandbox)) + memory(await engine.stats(names.relay))
+        total += memory(await engine.stats(names.sandbox)) + await relay_memory(engine, names)
     return total / len(conversation_ids)
 
 

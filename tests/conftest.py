@@ -12,10 +12,12 @@ reason. CI has both, so they run there.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -26,6 +28,13 @@ import uvicorn
 from tests.helpers import free_port
 
 SANDBOX_IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
+
+# The Docker runtime's agent sockets (gateway.runtimes.docker_sockets): a socket's path has at
+# most 107 bytes and pytest's temporary directories are too long for one, so every gateway of
+# the session (its subprocesses too, through the environment) keeps them in one short directory.
+if "CONVOY_DOCKER_SOCKET_DIR" not in os.environ:
+    os.environ["CONVOY_DOCKER_SOCKET_DIR"] = tempfile.mkdtemp(prefix="cv-")
+    atexit.register(shutil.rmtree, os.environ["CONVOY_DOCKER_SOCKET_DIR"], ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

@@ -113,6 +113,7 @@ from uuid import UUID
 
 import httpx
 
+from gateway.agent_transport import AgentTransport
 from gateway.errors import (
     ClaimFailed,
     InvalidTemplate,
@@ -462,7 +463,7 @@ async def wait_until_ready(
     ``alive`` (when given) says the sandbox process is gone.
     """
     deadline = time.monotonic() + within
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    async with httpx.AsyncClient(timeout=2.0, transport=AgentTransport()) as client:
         while True:
             try:
                 response = await client.get(f"{base_url}/ready")

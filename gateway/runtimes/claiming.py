@@ -10,6 +10,7 @@ import dataclasses
 
 import httpx
 
+from gateway.agent_transport import AgentTransport
 from gateway.errors import ClaimFailed, SpareTaken
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
 from sandbox_agent.claim import Claim
@@ -65,7 +66,7 @@ class Claimer:
         if spec.conversation_id != spare.conversation_id:
             raise ClaimFailed("a spare is claimed for the conversation id it was made for")
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=CLAIM_TIMEOUT)
+            self._client = httpx.AsyncClient(timeout=CLAIM_TIMEOUT, transport=AgentTransport())
         body = claim_of(spec).model_dump_json().encode()
         headers = {CLAIM_SECRET_HEADER: spare.spec.token, "Content-Type": "application/json"}
         try:

@@ -7,6 +7,12 @@ gateway keeps no database):
 
 - a **volume** mounted at ``/data``: ``/data/workspace`` and ``/data/state``
   (the agent's event log), so a restarted sandbox keeps both;
+- with neither internet nor an egress list (the default, pool spares included; setting
+  ``docker_relayless``): **no network at all** (``NetworkMode: none``, only loopback: no
+  route to the host, the internet or another sandbox) and no relay; its agent listens on
+  a Unix socket in a host directory of its own, mounted into it alone, which the gateway
+  connects to (:mod:`gateway.runtimes.docker_sockets`; the handle's ``base_url`` is
+  ``http+unix://...``, see :mod:`gateway.agent_transport`). Otherwise:
 - a **network** of its own: a bridge with a /29 from ``docker_subnet_pool``.
   By default it is ``internal`` (no route out) *and* the host has no address
   on it (``com.docker.network.bridge.inhibit_ipv4``), so the sandbox cannot
@@ -40,7 +46,7 @@ secret). Labels cannot change, so after the claim a spare's labels still say
 the token: see :mod:`gateway.runtimes.docker_token`), and the runtime reads it
 back (after a restart, or a claim by another gateway) for the claimed spec.
 
-Why a relay: Docker 20.10 does not publish ports of containers on internal
+Why a relay (where the sandbox has a network): Docker 20.10 does not publish ports of containers on internal
 networks, and any network where the host has an address lets a container reach
 the host's services (Docker filters forwarded traffic, never the host's own
 input). A gateway reaching container addresses directly would also fail on
@@ -59,8 +65,8 @@ bridge, also reach the host's address on that bridge. Other sandboxes stay out
 of reach (separate bridges). Firewall the host (DOCKER-USER does not cover
 input) where that matters.
 
-Start-up phases reported: "creating volume", "creating network", "creating
-container", "starting container", "waiting for agent". Every aiodocker/aiohttp
+Start-up phases reported: "creating volume", "creating network" (not without a
+network), "creating container", "starting container", "waiting for agent". Every aiodocker/aiohttp
 error is mapped here, once, to :mod:`gateway.errors` (``EngineError``,
 ``EngineNotFound``, ``RuntimeUnavailable``).
 """

@@ -51,6 +51,12 @@ ENV_KEYS = "convoy.env-keys"
 ON_IDLE = "convoy.on-idle"  # what the gateway does with it once idle
 POOL = "convoy.pool"  # on a spare's sandbox: the pool it was made for (labels stay: see claim_spec)
 TEMPLATE = "convoy.template"  # on sandboxes: the template they run; on images: the template they are
+NETWORK = "convoy.network"  # on sandboxes with no network at all: "none" (reached over a socket, no relay)
+NO_NETWORK = "none"
+AGENT_SOCKET_PATH = "convoy.agent-socket"  # on those: the host path of the agent's socket
+#: Where a sandbox with no network finds its socket directory (mounted from the host), and its socket.
+SOCKET_DIR = "/run/convoy-agent"
+AGENT_SOCKET = f"{SOCKET_DIR}/agent.sock"
 SANDBOX, RELAY = "sandbox", "relay"
 
 
@@ -255,37 +261,43 @@ def sandbox_config(
     spec: SandboxSpec,
     labels: dict[str, str],
     names: Names,
-    subnet: Subnet,
+    subnet: Subnet | None,
     template: TemplateRun | None = None,
+    socket_dir: str | None = None,
 ) -> dict[str, Any]:
-    """The sandbox container; ``template``: of a template other than the default."""
+    """The sandbox container; ``template``: of a template other than the default. With
+    ``socket_dir`` (a host directory; ``subnet`` is then ``None``): no network at all, only
+    loopback; the agent listens on :data:`AGENT_SOCKET` in that directory, mounted."""
     limits = effective_limits(policy.default_limits, spec.limits)
     assert limits.memory_bytes is not None and limits.cpus is not None
     env = (
         (template.env if template else {}) | task_env(spec) | {CONVERSATION_ID_ENV: str(spec.conversation_id)}
     )
-    if spec.egress is not None:
+    if spec.egress is not None and subnet is not None:
         env |= docker_egress.sandbox_env(subnet.relay_ip)
+    socket_mount = {"Type": "bind", "Source": socket_dir, "Target": SOCKET_DIR}
     host = _hardening(policy) | {
         "CapAdd": AGENT_CAPABILITIES,
         "Init": policy.init,
         "Mounts": [
             {"Type": "volume", "Source": names.volume, "Target": DATA_DIR},
             *([bundle_mount(template.bundle_volume)] if template else []),
+            *([socket_mount] if socket_dir is not None else []),
         ],
-        "NetworkMode": names.network,
+        "NetworkMode": names.network if socket_dir is None else NO_NETWORK,
         "Memory": limits.memory_bytes,
         "MemorySwap": limits.memory_bytes,  # no swap: the limit is the limit
         "NanoCpus": int(limits.cpus * 1e9),
         "PidsLimit": limits.pids,
         "RestartPolicy": {"Name": "no"},
     }
-    if spec.egress is not None:
+    if spec.egress is not None and subnet is not None:
         host |= docker_egress.sandbox_host_config(subnet.relay_ip)
     if policy.read_only:
         host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={policy.tmpfs_bytes},mode=1777"}
-    entrypoint, command = agent_argv(agent_arguments(policy, spec, templated=template is not None))
-    return {
+    uds = AGENT_SOCKET if socket_dir is not None else None
+    entrypoint, command = agent_argv(agent_arguments(policy, spec, templated=template is not None, uds=uds))
+    config: dict[str, Any] = {
         "Image": template.image if template else policy.image,
         "Entrypoint": entrypoint,  # the image's own ENTRYPOINT and CMD are not the agent
         "Cmd": command,
@@ -298,19 +310,32 @@ def sandbox_config(
         "ExposedPorts": {f"{AGENT_PORT}/tcp": {}},
         "Healthcheck": {"Test": ["NONE"]},  # the runtime polls /ready itself
         "HostConfig": host,
-        "NetworkingConfig": {
-            "EndpointsConfig": {names.network: {"IPAMConfig": {"IPv4Address": subnet.sandbox_ip}}}
-        },
     }
+    if socket_dir is not None:
+        del config["ExposedPorts"]
+        host_socket = f"{socket_dir}/{AGENT_SOCKET.rsplit('/', 1)[1]}"
+        config["Labels"] = labels | {NETWORK: NO_NETWORK, AGENT_SOCKET_PATH: host_socket}
+    elif subnet is not None:
+        config["NetworkingConfig"] = {
+            "EndpointsConfig": {names.network: {"IPAMConfig": {"IPv4Address": subnet.sandbox_ip}}}
+        }
+    return config
 
 
 def agent_arguments(
-    policy: ContainerPolicy, spec: SandboxSpec, *, templated: bool = False, token_file: str = TOKEN_FILE
+    policy: ContainerPolicy,
+    spec: SandboxSpec,
+    *,
+    templated: bool = False,
+    token_file: str = TOKEN_FILE,
+    uds: str | None = None,
 ) -> list[str]:
-    """The agent's command-line arguments in a sandbox (Docker's and Swarm's): where its
-    workspace, state, token and claim are, the user its tasks run as."""
+    """The agent's command-line arguments in a sandbox (Docker's and Swarm's): where it listens
+    (``uds``: that Unix socket, else TCP on every address), where its workspace, state, token and
+    claim are, the user its tasks run as."""
+    listen = ("--uds", uds) if uds is not None else ("--host", "0.0.0.0", "--port", str(AGENT_PORT))
     return [
-        *("--host", "0.0.0.0", "--port", str(AGENT_PORT)),
+        *listen,
         *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
         *("--token-file", token_file, "--run-as", policy.user, "--template", spec.template),
         *("--claim-file", CLAIM_FILE, *(["--spare"] if spec.pool is not None else [])),

@@ -8,7 +8,8 @@ Contract of :class:`Removals`:
   containers gone) is removed by a background task, every step run to its end even when
   another fails. Most of a teardown's time is the engine's: its kill of a container
   returns only after it has released the container's network and file system, and the
-  relay, on two networks with a published port, takes the longest.
+  relay, on two networks with a published port, takes the longest (a sandbox with no
+  network has no relay: :mod:`gateway.runtimes.docker_sockets`).
 - Until that task ends, :meth:`pending` names the conversation: the runtime lists it as
   absent and leaves it to the task; a second :meth:`remove` waits for the task and
   answers ``False``. :meth:`close` waits for every task.
@@ -29,6 +30,7 @@ from uuid import UUID
 from gateway.errors import EngineError, EngineNotFound
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker_engine import Engine
+from gateway.runtimes.docker_sockets import SocketDirs
 
 log = logging.getLogger("convoy.docker")
 
@@ -36,9 +38,10 @@ log = logging.getLogger("convoy.docker")
 class Removals:
     """The removals under way in one runtime, each a background task."""
 
-    def __init__(self, engine: Engine, stop_grace: float) -> None:
+    def __init__(self, engine: Engine, stop_grace: float, sockets: SocketDirs | None = None) -> None:
         self._engine = engine
         self._stop_grace = stop_grace
+        self._sockets = sockets
         self._tasks: dict[UUID, asyncio.Task[bool]] = {}
 
     def pending(self, conversation_id: UUID) -> bool:
@@ -53,7 +56,8 @@ class Removals:
             await asyncio.shield(under_way)
             return False
         if not await self._end(names.sandbox):
-            return await remove_all(self._engine, names, self._stop_grace)  # half-removed: at once
+            # half-removed: at once
+            return await remove_all(self._engine, names, self._stop_grace, self._sockets)
         task = asyncio.create_task(self._rest(names), name=f"remove {names.sandbox}")
         self._tasks[conversation_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(conversation_id, None))
@@ -73,7 +77,7 @@ class Removals:
 
     async def _rest(self, names: cfg.Names) -> bool:
         try:
-            return await remove_all(self._engine, names, stop_grace=0.0)
+            return await remove_all(self._engine, names, stop_grace=0.0, sockets=self._sockets)
         except Exception as error:  # the gateway's reconcile (cleanup_orphans) retries
             log.warning("removing what is left of %s failed: %s", names.sandbox, error)
             return False
@@ -83,11 +87,13 @@ class Removals:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
 
-async def remove_all(engine: Engine, names: cfg.Names, stop_grace: float) -> bool:
+async def remove_all(
+    engine: Engine, names: cfg.Names, stop_grace: float, sockets: SocketDirs | None = None
+) -> bool:
     """Remove everything of a conversation now: the sandbox (stopped with ``stop_grace``
-    first when over 0, else killed by the forced removal) while the relay is removed, then
-    the volume and the network together. Every step runs to its end even when another
-    fails (the first error is raised after)."""
+    first when over 0, else killed by the forced removal) while the relay (if any) is removed,
+    then the volume, the network (if any) and the socket directory (``sockets``: if any)
+    together. Every step runs to its end even when another fails (the first error is raised after)."""
 
     async def sandbox() -> bool:
         with contextlib.suppress(EngineError):  # a paused sandbox is thawed first: it is stopped or killed
@@ -98,7 +104,10 @@ async def remove_all(engine: Engine, names: cfg.Names, stop_grace: float) -> boo
         return await engine.remove_container(names.sandbox)
 
     containers = await together(sandbox(), engine.remove_container(names.relay))
-    others = await together(engine.remove_volume(names.volume), engine.remove_network(names.network))
+    leftovers = [engine.remove_volume(names.volume), engine.remove_network(names.network)]
+    if sockets is not None:
+        leftovers.append(sockets.remove(names))
+    others = await together(*leftovers)
     return any(containers) or any(others)
 
 

@@ -5,7 +5,8 @@ waiting for a second), the size of its volume's workspace, and its cgroup's peak
 - Memory: ``memory_stats.usage`` less the inactive page cache (what ``docker stats``
   shows); peak: cgroup v1's ``max_usage``, or cgroup v2's ``memory.peak`` where the
   gateway can read the host's cgroup tree, else the highest value sampled.
-- Network: the container's interfaces (``networks``), bytes in and out.
+- Network: the container's interfaces (``networks``), bytes in and out; 0 for a sandbox
+  with no network (``NetworkMode: none``, whose stats list none: nothing goes in or out).
 - PIDs: ``pids_stats.current``.
 - Disk: the files under ``workspace/`` of the volume's mount point, walked in a
   thread (bounded, :mod:`gateway.runtimes.usage_probes`); ``None`` where the gateway
@@ -15,6 +16,7 @@ waiting for a second), the size of its volume's workspace, and its cgroup's peak
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -94,4 +96,7 @@ async def measure(
     mountpoint = volumes[0].get("Mountpoint") if volumes else None
     disk = await asyncio.to_thread(tree_bytes, Path(mountpoint) / "workspace") if mountpoint else None
     peak = await asyncio.to_thread(_cgroup_v2_peak, str(info.get("Id", "")))
-    return peaks.update(names.sandbox, usage_of(stats, disk, peak))
+    usage = usage_of(stats, disk, peak)
+    if (info.get("HostConfig") or {}).get("NetworkMode") == cfg.NO_NETWORK:
+        usage = dataclasses.replace(usage, network_rx_bytes=0, network_tx_bytes=0)  # no interface but lo
+    return peaks.update(names.sandbox, usage)

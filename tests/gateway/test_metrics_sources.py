@@ -36,7 +36,7 @@ def value(metrics: GatewayMetrics, name: str, **labels: str) -> float:
 
 async def test_runtime_failures_are_counted_by_runtime_operation_and_class(tmp_path: Path) -> None:
     engine = FakeEngine()
-    settings = base_settings(tmp_path, runtime="docker", install="fake")
+    settings = base_settings(tmp_path, runtime="docker", install="fake", docker_relayless=False)
     metrics = GatewayMetrics()
     runtime = CountedRuntime(DockerSandboxes(settings, engine, image_version="t", reach="published"), metrics)
     assert runtime.name == "docker" and runtime.enforces_egress

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket as socketlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -187,3 +188,38 @@ async def test_sigterm_ends_open_task_streams_and_the_agent_exits(tmp_path: Path
     assert all(line["type"] == "event" for line in rest)
     last = json.loads((tmp_path / "state" / "events.jsonl").read_bytes().splitlines()[-1])
     assert last["detail"]["type"] == "TaskStatusUpdate" and last["detail"]["status"] == "CANCELLED"
+
+
+async def test_it_serves_on_a_unix_socket_made_before_it_drops_replacing_a_stale_one(tmp_path: Path) -> None:
+    socket_dir = Path(os.environ["CONVOY_DOCKER_SOCKET_DIR"]) / uuid4().hex[:8]  # short: a socket's path
+    await asyncio.to_thread(socket_dir.mkdir)
+    socket = socket_dir / "agent.sock"
+    # A socket left by an earlier run: binding over it would fail (EADDRINUSE) were it not replaced.
+    await asyncio.to_thread(_bound_and_closed, socket)
+    env = clean_env(CONVOY_AGENT_TOKEN=TOKEN)
+    command = [AGENT, "--uds", str(socket), "--workspace", str(tmp_path / "ws"), "--state-dir", str(tmp_path)]
+    process = await asyncio.create_subprocess_exec(*command, env=env, stderr=asyncio.subprocess.PIPE)
+    try:
+        url, transport = "http://agent", httpx.AsyncHTTPTransport(uds=str(socket))
+        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+
+            async def ready() -> bool:
+                assert process.returncode is None, "agent exited before it was ready"
+                try:
+                    return (await client.get(f"{url}/ready")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, within=60)
+            assert (await client.get(f"{url}/agent-info")).status_code == 401
+            assert (await client.get(f"{url}/agent-info", headers={TOKEN_HEADER: TOKEN})).status_code == 200
+        assert (await asyncio.to_thread(socket.stat)).st_mode & 0o777 == 0o666
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+
+
+def _bound_and_closed(path: Path) -> None:
+    """Bind a Unix socket at ``path`` and close it, leaving the file behind."""
+    with socketlib.socket(socketlib.AF_UNIX) as sock:
+        sock.bind(str(path))

@@ -56,6 +56,15 @@ async def docker_runtime(docker_settings: Settings) -> AsyncIterator[DockerRunti
 
 
 @pytest.fixture
+async def relayed_runtime(docker_settings: Settings) -> AsyncIterator[DockerRuntime]:
+    """As ``docker_runtime``, but every sandbox on a network of its own with a relay (the design of
+    conversations with internet or an egress list), whatever its spec."""
+    relayed = docker_settings.model_copy(update={"docker_relayless": False})
+    async with docker_runtime_of(relayed, sweep_orphans=True) as runtime:
+        yield runtime
+
+
+@pytest.fixture
 async def engine(serve: Serve) -> AsyncIterator[FakeEngine]:
     """A FakeEngine (no Docker) whose sandboxes become ready at once (see fake_docker.py)."""
     async with ready_engine(serve) as fake:

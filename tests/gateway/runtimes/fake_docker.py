@@ -37,5 +37,6 @@ def fake_sandboxes(
     """The Docker runtime's sandboxes of installation ``install`` on ``engine``, reached on
     published ports; ``settings`` override :func:`gw_helpers.base_settings` (a 5 s start)."""
     settings.setdefault("start_timeout", 5.0)
+    settings.setdefault("docker_relayless", False)  # the fake engine's sandboxes answer through relays
     made = base_settings(tmp_path, runtime="docker", install=install, **settings)
     return DockerSandboxes(made, engine, image_version=image_version, reach="published")

@@ -237,9 +237,13 @@ async def test_a_conversation_whose_delete_the_gateway_did_not_finish_is_removed
             with contextlib.suppress(httpx.HTTPError):
                 await deleting
         # The killed gateway left the conversation half-deleted (its sandbox stopping or
-        # stopped, relay, volume and network still there); the next gateway removes it.
+        # stopped, volume and socket directory still there: no internet, so no network or
+        # relay); the next gateway removes it.
         left = await alabelled(f"convoy.conversation-id={doomed}")
-        assert left["volumes"] and left["networks"], left
+        assert left["volumes"] and not left["networks"], left
+        assert docker_settings.docker_socket_dir is not None  # tests/conftest.py sets one
+        directory = docker_settings.docker_socket_dir / docker_settings.install / doomed
+        assert await asyncio.to_thread(directory.exists)
         names = cfg.Names.of(docker_settings.install, UUID(doomed))
         with contextlib.suppress(AssertionError):
             await adocker("stop", "-t", "1", names.sandbox)
@@ -250,3 +254,4 @@ async def test_a_conversation_whose_delete_the_gateway_did_not_finish_is_removed
 
             await eventually(removed, within=120, what="the orphaned sandbox is removed")
             assert await status(client, base, doomed) != "READY"
+            assert not await asyncio.to_thread(directory.exists)

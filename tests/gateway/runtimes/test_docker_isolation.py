@@ -15,6 +15,7 @@ import pytest
 from dockertools import Agent, inspect
 from gw_helpers import make_spec
 
+from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import SandboxHandle
 from gateway.runtimes.docker import DockerRuntime
@@ -82,8 +83,9 @@ async def probe(
 
 
 async def test_a_sandbox_reaches_no_other_sandbox_nor_the_host_nor_the_internet(
-    docker_runtime: DockerRuntime, host_server: HostServer
+    relayed_runtime: DockerRuntime, host_server: HostServer
 ) -> None:
+    docker_runtime = relayed_runtime  # the relay design (no network at all: test_docker_networkless.py)
     mine, other = make_spec(title="prober"), make_spec(title="target")
     handle, _ = await asyncio.gather(docker_runtime.start(mine), docker_runtime.start(other))
     install = docker_runtime._install
@@ -110,7 +112,7 @@ async def test_a_sandbox_reaches_no_other_sandbox_nor_the_host_nor_the_internet(
         "host's own address": (host_primary_ip(), port),
         "the internet": ("1.1.1.1", 443),
     }
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         results = await probe(client, handle, list(targets.values()))
     verdicts = {what: results[f"{host}:{port}"] for what, (host, port) in targets.items()}
     assert verdicts.pop("own agent (control)") == "CONNECTED"
@@ -128,7 +130,7 @@ async def test_internet_opt_in_gives_the_sandbox_a_route_out(
     assert network["Internal"] is False
     assert (await inspect("container", names.sandbox))["Config"]["Labels"][cfg.INTERNET] == "true"
     gateway_ip = network["IPAM"]["Config"][0]["Gateway"]
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         results = await probe(client, handle, [(gateway_ip, host_server.port)])
     # Our own server on the host stands in for "out there": the route exists.
     assert results == {f"{gateway_ip}:{host_server.port}": "CONNECTED"}

@@ -9,6 +9,7 @@ import pytest
 from dockertools import Agent, adocker, alabelled, inspect, volunteer_agent_for_oom
 from gw_helpers import make_spec
 
+from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, SandboxStartError, SandboxState
 from gateway.runtimes.docker import DockerRuntime
@@ -29,19 +30,14 @@ async def test_start_find_list_remove(docker_runtime: DockerRuntime) -> None:
         phases.append(phase)
 
     handle = await docker_runtime.start(spec, progress)
-    assert phases == [
-        "creating volume",
-        "creating network",
-        "creating container",
-        "starting container",
-        "waiting for agent",
-    ]
+    # No internet, no egress: no network, no relay (see test_docker_networkless.py).
+    assert phases == ["creating volume", "creating container", "starting container", "waiting for agent"]
     assert handle.state is SandboxState.RUNNING and handle.spec == spec
-    assert handle.base_url.startswith("http://127.0.0.1:")
+    assert handle.base_url.startswith("http+unix://")
     assert await docker_runtime.find(spec.conversation_id) == handle
     assert handle in await docker_runtime.list()
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=AgentTransport()) as client:
         assert (await client.get(f"{handle.base_url}/health")).status_code == 200
         refused = await client.get(f"{handle.base_url}/agent-info")
         assert refused.status_code in (401, 403)
@@ -62,7 +58,8 @@ async def test_start_find_list_remove(docker_runtime: DockerRuntime) -> None:
     assert not any(left.values()), left
 
 
-async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime: DockerRuntime) -> None:
+async def test_labels_hardening_and_limits_as_docker_reports_them(relayed_runtime: DockerRuntime) -> None:
+    docker_runtime = relayed_runtime  # the relay's hardening too
     limits = ResourceLimits(memory_bytes=200 * MiB, cpus=0.5, pids=100)
     spec = make_spec(title="hardened", limits=limits, idle_timeout=600.0, env={"A": "1"})
     await docker_runtime.start(spec)
@@ -112,7 +109,7 @@ async def test_labels_hardening_and_limits_as_docker_reports_them(docker_runtime
     # The same, as seen from inside.
     handle = await docker_runtime.find(spec.conversation_id)
     assert handle is not None
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=AgentTransport()) as client:
         agent = Agent(client, handle.base_url, spec.token)
         probe = (
             "grep -E '^(Uid|Gid|Groups|CapPrm|CapEff|NoNewPrivs)' /proc/self/status; "
@@ -180,7 +177,7 @@ async def test_an_agent_killed_for_memory_is_reported_as_oom(docker_runtime: Doc
         "while True:\n"
         "    chunks.append(bytearray(4 << 20))\n"
     )
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=AgentTransport()) as client:
         await Agent(client, handle.base_url, spec.token).start_task({"type": "Python", "code": hog})
 
     async def exited() -> bool:
@@ -228,7 +225,8 @@ async def test_volumes_and_networks_without_a_sandbox_are_removed(docker_runtime
     assert not any(left.values()), left
 
 
-async def test_a_sandbox_whose_relay_is_gone_counts_as_exited(docker_runtime: DockerRuntime) -> None:
+async def test_a_sandbox_whose_relay_is_gone_counts_as_exited(relayed_runtime: DockerRuntime) -> None:
+    docker_runtime = relayed_runtime
     spec = make_spec()
     await docker_runtime.start(spec)
     names = cfg.Names.of(docker_runtime._install, spec.conversation_id)

@@ -227,7 +227,9 @@ async def test_cleanup_leaves_a_start_under_way_alone(engine: FakeEngine, tmp_pa
 async def test_list_and_find_without_an_engine_raise_and_reconcile_keeps_its_records(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    settings = base_settings(tmp_path, runtime="docker", install="fake", start_timeout=5.0)
+    settings = base_settings(
+        tmp_path, runtime="docker", install="fake", start_timeout=5.0, docker_relayless=False
+    )
     runtime = DockerSandboxes(settings, engine, image_version="test", reach="published")
     spec = make_spec()
     await runtime.start(spec)

@@ -11,6 +11,7 @@ import pytest
 from dockertools import Agent, adocker, inspect
 from gw_helpers import make_spec
 
+from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_token
 from gateway.runtimes.docker import DockerRuntime
@@ -49,9 +50,10 @@ except OSError:
 """.replace("TOKEN_FILE", docker_token.TOKEN_FILE)
 
 # A task trying to tell the agent, as the gateway would, that the conversation failed:
-# with nothing, and with every token-like value it can find in the environments it can read.
+# with nothing, and with every token-like value it can find in the environments it can read;
+# at the agent's socket where it has one (a sandbox with no network), else its TCP port.
 FORGE = """
-import glob, json, os, urllib.error, urllib.request
+import glob, http.client, json, os, socket
 candidates = {"", "guess"}
 for path in glob.glob("/proc/[0-9]*/environ") + ["/proc/self/environ"]:
     try:
@@ -62,14 +64,17 @@ for path in glob.glob("/proc/[0-9]*/environ") + ["/proc/self/environ"]:
     except OSError:
         pass
 body = json.dumps({"status": "ERROR", "reason": "forged by a task"}).encode()
+class Agent(http.client.HTTPConnection):
+    def connect(self):
+        if not os.path.exists("AGENT_SOCKET"):
+            return super().connect()
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("AGENT_SOCKET")
 for token in sorted(candidates):
-    request = urllib.request.Request("http://127.0.0.1:8080/status", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "TOKEN_HEADER": token})
-    try:
-        print("STATUS", urllib.request.urlopen(request, timeout=10).status)
-    except urllib.error.HTTPError as error:
-        print("STATUS", error.code)
-""".replace("TOKEN_HEADER", TOKEN_HEADER)
+    agent = Agent("127.0.0.1", 8080, timeout=10)
+    agent.request("POST", "/status", body, {"Content-Type": "application/json", "TOKEN_HEADER": token})
+    print("STATUS", agent.getresponse().status)
+""".replace("TOKEN_HEADER", TOKEN_HEADER).replace("AGENT_SOCKET", cfg.AGENT_SOCKET)
 
 
 async def test_a_task_cannot_read_the_token_anywhere(docker_runtime: DockerRuntime) -> None:
@@ -77,9 +82,11 @@ async def test_a_task_cannot_read_the_token_anywhere(docker_runtime: DockerRunti
     handle = await docker_runtime.start(spec)
     names = cfg.Names.of(docker_runtime._install, spec.conversation_id)
     for name in (names.sandbox, names.relay):
+        if name == names.relay and await docker_runtime.engine.inspect(name) is None:
+            continue  # a sandbox with no network has no relay
         described = await inspect("container", name)
         assert spec.token not in json.dumps(described), f"docker inspect {name} shows the token"
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         agent = Agent(client, handle.base_url, spec.token)
         task, output = await agent.run({"type": "Python", "code": HUNT})
     assert task["status"] == "COMPLETED", task
@@ -95,7 +102,7 @@ async def test_a_task_cannot_read_the_token_anywhere(docker_runtime: DockerRunti
 async def test_a_task_cannot_forge_a_status_event(docker_runtime: DockerRuntime) -> None:
     spec = make_spec(title="forger")
     handle = await docker_runtime.start(spec)
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         agent = Agent(client, handle.base_url, spec.token)
         task, output = await agent.run({"type": "Python", "code": FORGE})
         assert task["status"] == "COMPLETED", task

@@ -22,6 +22,7 @@ import pytest
 from dockertools import adocker
 from gw_helpers import base_settings, eventually, kill_agents, make_spec, read_text
 
+from gateway.agent_transport import AgentTransport
 from gateway.conversations import ConversationManager
 from gateway.errors import (
     ClaimFailed,
@@ -211,7 +212,7 @@ async def test_starting_then_running_then_removed(subject: Subject) -> None:
         handle.base_url,
     )
     assert [h.spec for h in await runtime.list() if h.conversation_id == spec.conversation_id] == [spec]
-    async with httpx.AsyncClient(base_url=handle.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=handle.base_url, timeout=30, transport=AgentTransport()) as client:
         assert (await client.get("/ready")).status_code == 200
         info = await client.get("/agent-info", headers={TOKEN_HEADER: spec.token})
         assert info.status_code == 200 and info.json()["conversation_id"] == str(spec.conversation_id)
@@ -302,7 +303,7 @@ async def test_reconcile_adopts_the_running_fails_the_exited_and_ends_the_vanish
     for spec in (kept, ended, vanished):
         await runtime.start(spec)
     bus = StatusBus()
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(transport=AgentTransport()) as http:
         manager = ConversationManager(subject.settings, runtime, bus, http)
         await manager.reconcile()  # a gateway started on a runtime that already runs three
         for spec in (kept, ended, vanished):
@@ -358,7 +359,7 @@ async def test_usage_moves_when_a_task_burns_cpu_and_memory(subject: Subject) ->
     handle = await runtime.start(spec)
     idle = await runtime.usage(spec.conversation_id)
     assert idle is not None and idle.disk_bytes == 0 and idle.disk_complete
-    async with httpx.AsyncClient(base_url=handle.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=handle.base_url, timeout=30, transport=AgentTransport()) as client:
         task = {"runnable": {"type": "Python", "code": _BURN}, "title": "burn"}
         created = await client.post("/task", json=task, headers={TOKEN_HEADER: spec.token})
         assert created.status_code == 201, created.text
@@ -379,7 +380,8 @@ async def test_usage_moves_when_a_task_burns_cpu_and_memory(subject: Subject) ->
     assert used.memory_peak_bytes >= used.memory_bytes
     if subject.kind == "docker":
         assert used.network_rx_bytes is not None and used.network_tx_bytes is not None
-        assert used.network_rx_bytes > 0  # the task's request came in over its network
+        # No internet, no egress: no network at all; the request came over the agent's socket.
+        assert used.network_rx_bytes == 0 and used.network_tx_bytes == 0
     else:
         assert used.network_rx_bytes is None and used.network_tx_bytes is None  # unknowable: host's netns
     await runtime.remove(spec.conversation_id)
@@ -398,7 +400,7 @@ async def test_a_spare_answers_only_its_claim_and_is_claimed_once(subject: Subje
     conversation = make_spec(
         conversation_id=spare_spec.conversation_id, env={"GREETING": "hi"}, on_idle="pause"
     )
-    async with httpx.AsyncClient(base_url=spare.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=spare.base_url, timeout=30, transport=AgentTransport()) as client:
         assert (await client.get("/ready")).status_code == 200
         # Nothing but /ready and /claim, whatever it is sent: the secret is no token.
         for headers in ({}, {TOKEN_HEADER: secret}, {CLAIM_SECRET_HEADER: secret}):
@@ -450,7 +452,7 @@ async def test_reconcile_adopts_no_start_under_way(subject: Subject) -> None:
     """A sandbox STARTING (here, or in another gateway) is not adopted as READY."""
     runtime, spec = subject.runtime, make_spec()
     states: list[SandboxState | None] = []
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(transport=AgentTransport()) as http:
         manager = ConversationManager(subject.settings, runtime, StatusBus(), http)
 
         async def progress(phase: str) -> None:

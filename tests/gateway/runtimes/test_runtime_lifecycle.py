@@ -17,6 +17,7 @@ import pytest
 from dockertools import Agent
 from gw_helpers import base_settings, kill_agents, make_spec
 
+from gateway.agent_transport import AgentTransport
 from gateway.errors import EngineNotFound, SandboxStartError
 from gateway.runtimes.base import Runtime, SandboxHandle, SandboxState, SnapshotInfo, WorkspaceSeed
 from gateway.runtimes.memory import MemoryRuntime
@@ -55,14 +56,14 @@ def _another(runtime: Runtime) -> Runtime:
 
 
 async def _shell(handle: SandboxHandle, command: str) -> None:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         agent = Agent(client, handle.base_url, handle.token)
         task = await agent.start_task({"type": "Shell", "command": command})
         assert (await agent.wait_task(task["id"]))["status"] == "COMPLETED"
 
 
 async def _read(handle: SandboxHandle, path: str) -> bytes | None:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
         response = await Agent(client, handle.base_url, handle.token).get(f"/file-content/{path}")
         return response.content if response.status_code == 200 else None
 
@@ -87,7 +88,7 @@ async def test_pause_and_resume(runtime: Runtime) -> None:
 
     resumed = await runtime.resume(spec.conversation_id)
     assert resumed.state is SandboxState.RUNNING
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=AgentTransport()) as client:
         assert (await client.get(f"{resumed.base_url}/ready")).status_code == 200
 
     await runtime.pause(spec.conversation_id)

@@ -1,0 +1,261 @@
+"""How the Docker runtime reads its sandboxes back from the engine, and finds what is left over.
+
+:class:`DockerHandles` answers :meth:`find` and :meth:`list` from the containers' labels
+(one handle per conversation: its sandbox, and its relay where it has one) and removes
+orphans; :class:`~gateway.runtimes.docker_sandboxes.DockerSandboxes` adds starting and
+removing. A sandbox labelled :data:`~gateway.runtimes.docker_config.NETWORK` ``none`` has no
+relay: its agent is at its socket (:mod:`gateway.runtimes.docker_sockets`), and it is whole
+with its container alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+from gateway.agent_transport import unix_url
+from gateway.errors import EngineError, RuntimeFailure
+from gateway.runtimes import docker_config as cfg
+from gateway.runtimes import docker_token
+from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
+from gateway.runtimes.claiming import Claimer, claimed_spec
+from gateway.runtimes.docker_engine import by_conversation, conversation_of, summary_url, young
+from gateway.runtimes.docker_lifecycle import DockerLifecycle
+from gateway.runtimes.docker_removal import Removals, remove_all
+from gateway.runtimes.docker_sockets import SocketDirs
+from gateway.runtimes.docker_templates import DockerTemplates
+from sandbox_agent.claim import Claim
+
+Reach = Literal["published", "network"]
+_T = TypeVar("_T")
+LOG_TAIL_LINES = 20
+_STATES = {
+    "created": SandboxState.STARTING,
+    "running": SandboxState.RUNNING,
+    "restarting": SandboxState.RUNNING,
+    "paused": SandboxState.PAUSED,
+}
+_LIVE_STATES = ("running", "paused")
+#: Seconds a listing of list() serves cleanup_orphans() (see _fresh_listing).
+LISTING_REUSE = 2.0
+
+
+def without_network(summary: dict[str, Any]) -> bool:
+    """Whether a sandbox container (summary or inspect ``Config``) runs with no network (no relay)."""
+    labels = summary.get("Labels") or (summary.get("Config") or {}).get("Labels") or {}
+    return bool(labels.get(cfg.NETWORK) == cfg.NO_NETWORK)
+
+
+class DockerHandles(DockerLifecycle):
+    """find, list, claim and cleanup_orphans of the Runtime protocol on Docker."""
+
+    _install: str
+    _removals: Removals
+    _sockets: SocketDirs
+    _specs: dict[str, SandboxSpec]
+    _claimed: dict[UUID, SandboxSpec]
+    _claimer: Claimer
+    _templates: DockerTemplates
+    _starting: set[UUID]
+    _stop_grace: float
+    _listed: tuple[float, builtins.list[dict[str, Any]]]
+    reach: Reach
+    orphan_age: float
+
+    # --- find / list ------------------------------------------------------------------
+
+    async def find(self, conversation_id: UUID) -> SandboxHandle | None:
+        filters = cfg.install_filter(self._install, **{cfg.CONVERSATION_ID: str(conversation_id)})
+        handles = await self._handles(filters)
+        return handles[0] if handles else None
+
+    async def list(self) -> list[SandboxHandle]:
+        summaries = await self._engine.containers(cfg.install_filter(self._install))
+        self._listed = (time.monotonic(), summaries)
+        return await self._handles_of(summaries)
+
+    async def _handles(self, filters: dict[str, builtins.list[str]]) -> builtins.list[SandboxHandle]:
+        return await self._handles_of(await self._engine.containers(filters))
+
+    async def _handles_of(self, summaries: builtins.list[dict[str, Any]]) -> builtins.list[SandboxHandle]:
+        groups = by_conversation(summaries)
+        found = await asyncio.gather(
+            *(
+                self._handle(group)
+                for conversation, group in groups.items()
+                if cfg.SANDBOX in group and not self._removals.pending(conversation)
+            )
+        )
+        return [handle for handle in found if handle is not None]
+
+    async def _handle(self, group: dict[str, dict[str, Any]]) -> SandboxHandle | None:
+        sandbox, relay = group[cfg.SANDBOX], group.get(cfg.RELAY)
+        if sandbox.get("State") == "removing":
+            return None  # on its way to absent (a removal by this or another gateway)
+        names = cfg.Names.of(self._install, UUID(sandbox["Labels"][cfg.CONVERSATION_ID]))
+        state = _STATES.get(sandbox.get("State", ""), SandboxState.EXITED)
+        spec = self._specs.get(sandbox["Id"])
+        info: dict[str, Any] | None = None
+        if spec is None or state is SandboxState.EXITED:
+            info = await self._engine.inspect(sandbox["Id"])
+            token = spec.token if spec is not None else await self._token(sandbox["Id"])
+            spec = cfg.spec_from_container(info, token) if info else None
+            if spec is None:
+                return None
+            self._specs[sandbox["Id"]] = spec
+        if spec.pool is not None:
+            spec = await self._claimed_spec(sandbox["Id"], spec)
+        relayless = without_network(sandbox)
+        if relayless:  # the socket where the gateway that started it made it
+            socket = (sandbox.get("Labels") or {}).get(cfg.AGENT_SOCKET_PATH) or self._sockets.socket(names)
+            base_url: str | None = unix_url(socket)
+        elif self.reach == "published":
+            base_url = summary_url(relay)
+        else:
+            base_url = f"http://{names.relay}:{cfg.AGENT_PORT}"
+        if state is SandboxState.EXITED:
+            status = (info or {}).get("State") or {}
+            tail = await self._quietly(self._engine.logs(sandbox["Id"], LOG_TAIL_LINES)) or ""
+            reason = cfg.exit_reason(status) + (f"\nlast log lines:\n{tail.strip()}" if tail.strip() else "")
+            return SandboxHandle(
+                spec=spec,
+                base_url=base_url or "",
+                state=state,
+                exit_code=status.get("ExitCode"),
+                oom_killed=bool(status.get("OOMKilled")),
+                reason=reason,
+            )
+        if relayless:
+            return SandboxHandle(spec=spec, base_url=base_url or "", state=state)
+        if self._relay_starting(sandbox, relay):
+            return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.STARTING)
+        relay_gone = relay is None or relay.get("State") != "running"
+        if state in (SandboxState.RUNNING, SandboxState.PAUSED) and relay_gone:
+            gone = "its relay container is gone"
+            return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.EXITED, reason=gone)
+        return SandboxHandle(spec=spec, base_url=base_url or "", state=state)
+
+    def _relay_starting(self, sandbox: dict[str, Any], relay: dict[str, Any] | None) -> bool:
+        """The sandbox runs and its relay is created but not started yet: a start under way (in
+        any gateway of the installation: it starts the relay right after the sandbox)."""
+        return (
+            sandbox.get("State") == "running"
+            and relay is not None
+            and relay.get("State") == "created"
+            and young(relay.get("Created"), self.orphan_age)
+        )
+
+    # --- the pool ---------------------------------------------------------------------
+
+    async def claim(self, spare: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        handle = await self._claimer.claim(spare, spec)
+        self._claimed[spec.conversation_id] = handle.spec
+        return handle
+
+    async def _claimed_spec(self, container: str, spare: SandboxSpec) -> SandboxSpec:
+        """The spec of a spare's container: the conversation's once claimed (here, by another
+        gateway, or before a restart: the agent's claim file says), else the spare's."""
+        known = self._claimed.get(spare.conversation_id)
+        if known is not None:
+            return known
+        # An engine that does not answer fails the listing (which changes nothing) rather than
+        # make a claimed sandbox look like a spare; a refusal (a container being removed) reads as
+        # no claim: the pool adopts or removes only agents that answer as spares themselves.
+        try:
+            data = await self._engine.read_file(container, docker_token.CLAIM_FILE)
+        except EngineError:
+            data = None
+        try:
+            claim = Claim.model_validate_json(data) if data else None
+        except ValueError:
+            claim = None
+        if claim is None or claim.conversation_id != spare.conversation_id:
+            return spare
+        spec = claimed_spec(spare, claim)
+        self._claimed[spare.conversation_id] = spec
+        return spec
+
+    async def _token(self, container: str) -> str | None:
+        """The token in ``container``'s volume (read by the engine, whatever the file's owner)."""
+        data = await self._quietly(self._engine.read_file(container, docker_token.TOKEN_FILE))
+        token = data.decode(errors="replace").strip() if data else ""
+        return token or None  # None: a sandbox of an older gateway, whose token is in its environment
+
+    # --- orphans ----------------------------------------------------------------------
+
+    async def cleanup_orphans(self) -> int:
+        """Remove conversations whose sandbox exited or lost its relay (call :meth:`list`
+        first to learn why they ended), and volumes, networks and socket directories of this
+        installation that no container uses. Leaves alone what is being started."""
+        removed = 0
+        groups = by_conversation(await self._fresh_listing())
+        for conversation, group in groups.items():
+            if conversation in self._starting or self._removals.pending(conversation):
+                continue
+            sandbox, relay = group.get(cfg.SANDBOX), group.get(cfg.RELAY)
+            if _under_way(group.values(), self.orphan_age):
+                continue  # a start of another gateway of the installation, half-way
+            healthy = (
+                sandbox is not None
+                and sandbox.get("State") in _LIVE_STATES
+                and (relay.get("State") == "running" if relay is not None else without_network(sandbox))
+            )
+            if not healthy:
+                names = cfg.Names.of(self._install, conversation)
+                await remove_all(self._engine, names, self._stop_grace, self._sockets)
+                removed += 1
+        removed += await self._remove_old_helpers(self.orphan_age)
+        volumes, networks = await asyncio.gather(
+            self._engine.volumes(cfg.install_filter(self._install)),
+            self._engine.networks(cfg.install_filter(self._install)),
+        )
+        for kind, items, key in (("volume", volumes, "CreatedAt"), ("network", networks, "Created")):
+            for item in items:
+                owner = conversation_of(item.get("Labels"))
+                if owner is None or owner in groups or owner in self._starting:
+                    continue
+                if self._removals.pending(owner):
+                    continue
+                if young(item.get(key), self.orphan_age):
+                    continue
+                remover = self._engine.remove_volume if kind == "volume" else self._engine.remove_network
+                removed += int(await remover(item["Name"]))
+        owned = set(groups) | self._starting
+        for conversation in await self._sockets.orphans(owned, self.orphan_age):
+            if not self._removals.pending(conversation):
+                removed += int(await self._sockets.remove(cfg.Names.of(self._install, conversation)))
+        return removed + await self._templates.remove_dangling(self.orphan_age)
+
+    async def _fresh_listing(self) -> builtins.list[dict[str, Any]]:
+        """This installation's containers: those :meth:`list` just read (the reconcile lists,
+        then cleans up: with hundreds of conversations each listing is megabytes of JSON
+        decoded on the event loop), else read now. Starts under way here are in
+        ``_starting``, those of other gateways young: neither is taken for an orphan."""
+        listed_at, summaries = self._listed
+        if time.monotonic() - listed_at < LISTING_REUSE:
+            return summaries
+        return await self._engine.containers(cfg.install_filter(self._install))
+
+    @staticmethod
+    async def _quietly(call: Awaitable[_T]) -> _T | None:
+        try:
+            return await call
+        except RuntimeFailure:
+            return None
+
+
+def _under_way(containers: Iterable[dict[str, Any]], orphan_age: float) -> bool:
+    """A conversation's containers as a start leaves them half-way (in any gateway): each one
+    created (or running, but then another still only created), the newest younger than
+    ``orphan_age``. The sandbox and its relay are created together, then started one by one."""
+    states = [container.get("State") for container in containers]
+    newest = max((container.get("Created") or 0 for container in containers), default=0)
+    return (
+        "created" in states
+        and all(state in ("created", "running") for state in states)
+        and young(newest, orphan_age)
+    )
