@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -123,6 +124,31 @@ def swarm_cluster() -> Iterator[Cluster]:
             pytest.fail(f"swarm tests required but cannot run: {reason}")
         pytest.skip(reason)
     cluster = Cluster.named(os.environ.get("CONVOY_SWARM_PREFIX", "cvs"), 3, images=default_images())
+    with _prefix_held(cluster):
+        yield from _session_cluster(cluster)
+
+
+@contextlib.contextmanager
+def _prefix_held(cluster: Cluster) -> Iterator[None]:
+    """The prefix for this session alone: another test session (a second pytest on the same
+    machine) would otherwise tear down and rebuild the cluster this one is using. Held through
+    an exclusive lock on ``/tmp/PREFIX-swarm.lock``, released by the kernel when the session ends."""
+    path = cluster.base.with_name(cluster.base.name + ".lock")
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = (
+                f"the swarm prefix {cluster.prefix!r} is in use by another test session "
+                "(set CONVOY_SWARM_PREFIX and CONVOY_SWARM_SUBNET to run beside it)"
+            )
+            if os.environ.get("CONVOY_REQUIRE_SWARM") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        yield
+
+
+def _session_cluster(cluster: Cluster) -> Iterator[Cluster]:
     if os.environ.get("CONVOY_SWARM_KEEP") == "1":  # reuse (or build) one that outlives the session
         up(cluster)
         yield cluster
