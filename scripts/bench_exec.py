@@ -4,7 +4,7 @@ A real gateway (process runtime) runs as a subprocess with one conversation; the
 client runs ``Conversation.run("echo hi")`` N times and reads the CPU time (user + system,
 from /proc) of the client, the gateway, the agent and the agent's reaped children (the
 shell), before and after: CPU per command is robust to a loaded machine; the wall median
-is printed too. Run: ``python scripts/bench_exec.py [--runs N]``.
+is printed too. Run: ``scripts/bench exec`` (or this file: ``--runs N``, ``--profile FILE``).
 """
 
 from __future__ import annotations
