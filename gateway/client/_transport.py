@@ -71,6 +71,10 @@ def _gateway_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+#: URLs :meth:`Connection.url` keeps parsed.
+_URLS_KEPT = 256
+
+
 class Connection:
     """An ``httpx.AsyncClient`` and WebSocket connections to one gateway, with one API key."""
 
@@ -91,6 +95,20 @@ class Connection:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
         )
+        self._urls: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
+
+    def url(self, path: str, params: Query | None = None) -> httpx.URL:
+        """The absolute URL of ``path`` with ``params``, parsed once per (path, params): httpx
+        parses a relative URL three times per request (merge with the base, copy, add the
+        query), a measurable share of a short command's CPU in the client."""
+        clean = _clean(params)
+        key = (path, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in clean.items()))
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()  # a bound, not an LRU: paths carry ids, most are used once
+            url = self._urls[key] = httpx.URL(self.base_url + path, params=clean or None)
+        return url
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -178,7 +196,7 @@ class Connection:
         """Send a request whose answer may be a stream of JSON lines (2xx guaranteed, else the
         mapped error); the answer's body is read with no read timeout (a command may be silent
         for long). Close the :class:`Records` when done."""
-        request = self.http.build_request(method, path, params=_clean(params), json=json_body)
+        request = self.http.build_request(method, self.url(path, params), json=json_body)
         request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
         try:
             response = await self.http.send(request, stream=True)
