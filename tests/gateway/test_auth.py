@@ -195,6 +195,16 @@ def test_loopback_host_names() -> None:
         assert not is_loopback_host(host), host
 
 
+def test_loopback_verdicts_survive_the_cache() -> None:
+    """The verdicts are cached by header value: asked again, after enough other names to
+    evict them, they are the same."""
+    for _ in range(2):
+        assert is_loopback_host("localhost:8000")
+        assert not is_loopback_host("127.0.0.1.nip.io")
+        for number in range(1000):  # more distinct names than the cache keeps
+            assert not is_loopback_host(f"name{number}.example")
+
+
 @pytest.mark.parametrize("host", ["localhost:8000", "convoy.localhost", "127.0.0.2", "[::1]:8000"])
 async def test_local_mode_answers_exact_loopback_names(harness: Harness, host: str) -> None:
     async with harness.client() as client:
