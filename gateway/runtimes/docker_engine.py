@@ -10,12 +10,12 @@ functions read container, volume and network summaries as the engine lists them.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable
+from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable
 from gateway.runtimes import docker_config as cfg
 
 __all__ = ["Engine", "EngineError", "EngineNotFound", "RuntimeUnavailable"]
@@ -97,3 +97,15 @@ def young(created: int | str | None, seconds: float) -> bool:
         except ValueError:
             return False
     return datetime.now(UTC).timestamp() - stamp < seconds
+
+
+_T = TypeVar("_T")
+
+
+async def quietly(call: Awaitable[_T]) -> _T | None:
+    """``call``'s result, or ``None`` when it fails with a :class:`RuntimeFailure` (best-effort
+    engine calls: clean-ups the next round retries, a log tail for a reason)."""
+    try:
+        return await call
+    except RuntimeFailure:
+        return None

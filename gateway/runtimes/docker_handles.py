@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Awaitable, Iterable
-from typing import Any, Literal, TypeVar
+from collections.abc import Iterable
+from typing import Any, Literal
 from uuid import UUID
 
 from gateway.agent_transport import unix_url
-from gateway.errors import EngineError, RuntimeFailure
+from gateway.errors import EngineError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_token
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
 from gateway.runtimes.claiming import Claimer, claimed_spec
-from gateway.runtimes.docker_engine import by_conversation, conversation_of, summary_url, young
+from gateway.runtimes.docker_engine import by_conversation, conversation_of, quietly, summary_url, young
 from gateway.runtimes.docker_lifecycle import DockerLifecycle
 from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_sockets import SocketDirs
@@ -31,7 +31,6 @@ from gateway.runtimes.docker_templates import DockerTemplates
 from sandbox_agent.claim import Claim
 
 Reach = Literal["published", "network"]
-_T = TypeVar("_T")
 LOG_TAIL_LINES = 20
 _STATES = {
     "created": SandboxState.STARTING,
@@ -119,7 +118,7 @@ class DockerHandles(DockerLifecycle):
             base_url = f"http://{names.relay}:{cfg.AGENT_PORT}"
         if state is SandboxState.EXITED:
             status = (info or {}).get("State") or {}
-            tail = await self._quietly(self._engine.logs(sandbox["Id"], LOG_TAIL_LINES)) or ""
+            tail = await quietly(self._engine.logs(sandbox["Id"], LOG_TAIL_LINES)) or ""
             reason = cfg.exit_reason(status) + (f"\nlast log lines:\n{tail.strip()}" if tail.strip() else "")
             return SandboxHandle(
                 spec=spec,
@@ -181,7 +180,7 @@ class DockerHandles(DockerLifecycle):
 
     async def _token(self, container: str) -> str | None:
         """The token in ``container``'s volume (read by the engine, whatever the file's owner)."""
-        data = await self._quietly(self._engine.read_file(container, docker_token.TOKEN_FILE))
+        data = await quietly(self._engine.read_file(container, docker_token.TOKEN_FILE))
         token = data.decode(errors="replace").strip() if data else ""
         return token or None  # None: a sandbox of an older gateway, whose token is in its environment
 
@@ -239,13 +238,6 @@ class DockerHandles(DockerLifecycle):
         if time.monotonic() - listed_at < LISTING_REUSE:
             return summaries
         return await self._engine.containers(cfg.install_filter(self._install))
-
-    @staticmethod
-    async def _quietly(call: Awaitable[_T]) -> _T | None:
-        try:
-            return await call
-        except RuntimeFailure:
-            return None
 
 
 def _under_way(containers: Iterable[dict[str, Any]], orphan_age: float) -> bool:

@@ -33,7 +33,7 @@ from gateway.runtimes.base import (
     wait_until_ready,
 )
 from gateway.runtimes.claiming import Claimer
-from gateway.runtimes.docker_engine import Engine
+from gateway.runtimes.docker_engine import Engine, quietly
 from gateway.runtimes.docker_handles import LISTING_REUSE, LOG_TAIL_LINES, DockerHandles, Reach
 from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_sockets import SocketDirs
@@ -304,7 +304,7 @@ class DockerSandboxes(DockerHandles):
         return await self._removals.remove(conversation_id, cfg.Names.of(self._install, conversation_id))
 
     async def _remove_quietly(self, names: cfg.Names) -> None:
-        await self._quietly(remove_all(self._engine, names, self._stop_grace, self._sockets))
+        await quietly(remove_all(self._engine, names, self._stop_grace, self._sockets))
 
     # --- templates (see gateway.runtimes.docker_templates) ----------------------------
 

@@ -79,6 +79,7 @@ from gateway.runtimes.base import (
 )
 from gateway.runtimes.claiming import Claimer, claim_of
 from gateway.runtimes.docker import choose_reach
+from gateway.runtimes.docker_engine import quietly
 from gateway.runtimes.docker_sandboxes import container_policy
 from gateway.runtimes.snapshot_archives import ArchiveStore
 from gateway.runtimes.swarm_cleanup import SwarmCleanup
@@ -176,13 +177,13 @@ class SwarmRuntime(SwarmLifecycle, SwarmPlacing, SwarmCleanup, DefaultTemplateOn
             return await self._start(spec, names, progress or _no_progress)
         except SandboxStartError as error:
             reason = await self._failure_reason(spec.conversation_id, names, str(error))
-            await asyncio.shield(self._quietly(self._remove(spec.conversation_id)))
+            await asyncio.shield(quietly(self._remove(spec.conversation_id)))
             raise SandboxStartError(reason) from None
         except EngineError as error:
-            await asyncio.shield(self._quietly(self._remove(spec.conversation_id)))
+            await asyncio.shield(quietly(self._remove(spec.conversation_id)))
             raise SandboxStartError(f"the swarm refused to start the sandbox: {error}") from None
         except BaseException:
-            await asyncio.shield(self._quietly(self._remove(spec.conversation_id)))
+            await asyncio.shield(quietly(self._remove(spec.conversation_id)))
             raise
         finally:
             self._starting.discard(spec.conversation_id)

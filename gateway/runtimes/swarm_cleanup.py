@@ -7,21 +7,18 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
 from uuid import UUID
 
-from gateway.errors import EngineError, RuntimeFailure
+from gateway.errors import EngineError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import swarm_config as scfg
 from gateway.runtimes.base import SandboxState
-from gateway.runtimes.docker_engine import conversation_of, young
+from gateway.runtimes.docker_engine import conversation_of, quietly, young
 from gateway.runtimes.swarm_engine import SwarmEngine
 from gateway.runtimes.swarm_sandboxes import HandleReader, read_world
 from gateway.runtimes.swarm_state import ENDED
 from gateway.runtimes.usage_probes import PeakMemory
 
-_T = TypeVar("_T")
 log = logging.getLogger("convoy.gateway")
 #: Seconds remove() waits for the manager to let go of a network or config a task still holds.
 RELEASE_WAIT = 20.0
@@ -110,7 +107,7 @@ class SwarmCleanup:
             half_made = handle is None and not young((sandbox or {}).get("CreatedAt"), self.orphan_age)
             ended = handle is not None and handle.state is SandboxState.EXITED
             if half_made or (ended and conversation in self._reader.listed_exited):
-                await self._quietly(self._remove(conversation))
+                await quietly(self._remove(conversation))
                 removed += 1
         configs, networks = await asyncio.gather(
             self._engine.configs(cfg.install_filter(self._install)),
@@ -126,12 +123,5 @@ class SwarmCleanup:
                 continue
             if young(item.get("CreatedAt") or item.get("Created"), self.orphan_age):
                 continue
-            removed += int(bool(await self._quietly(remover(spec.get("Name") or item["Name"]))))
+            removed += int(bool(await quietly(remover(spec.get("Name") or item["Name"]))))
         return removed
-
-    @staticmethod
-    async def _quietly(call: Awaitable[_T]) -> _T | None:
-        try:
-            return await call
-        except RuntimeFailure:
-            return None
