@@ -45,6 +45,10 @@ argument above holds as for any create. While the claim's one call is under
 way, this gateway's count sees the spare's id once, for both: a create here
 meanwhile may pass check 1 one place too early, and check 2 settles it.
 
+A conversation deleted through another gateway still counts here until this
+gateway's next sync (``sync_interval``, 2 s by default) ends its record: for that
+moment check 1 errs toward a 429, never toward more than the limit.
+
 The create-rate and failed-start rules (:mod:`gateway.admission`) stay per gateway.
 """
 

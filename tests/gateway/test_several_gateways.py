@@ -156,6 +156,8 @@ async def test_limits_hold_across_two_gateways_under_concurrent_creates(
         for cid in alices + bobs:
             assert (await a.client.delete(f"/conversation/{cid}", headers=auth(ADMIN))).status_code == 204
         assert agent_processes(install) == {}, "a delete answered before its agent was gone"
+        # b counts what a deleted until its next sync ends those records (gateway.limits).
+        await eventually(lambda: _lists(b, set()))
         assert (await create(b, BOB)).status_code == 201
         assert (await create(a, ALICE)).status_code == 201
         no_tracebacks(a, b)
