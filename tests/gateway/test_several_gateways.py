@@ -60,6 +60,8 @@ def live_folders(install: Path) -> set[str]:
     found = set()
     for meta in install.glob("*/meta.json"):
         data = json.loads(meta.read_text())
+        if "pid" not in data:
+            continue  # a start before its agent is launched: nothing runs yet
         if data["spec"].get("pool") is None and procfs.is_alive(
             procfs.ProcessId(data["pid"], data["started"])
         ):
@@ -149,6 +151,10 @@ async def test_limits_hold_across_two_gateways_under_concurrent_creates(
         assert len(alices) + len(bobs) <= 3, "never more than the installation's limit"
         for gateway in (a, b):
             await eventually(lambda gateway=gateway: _lists(gateway, set(alices + bobs)))
+        # A 201 may come while its agent is still launching (the start is registered first).
+        for key, ids in ((ALICE, alices), (BOB, bobs)):
+            for cid in ids:
+                await until_status(a, key, cid, "READY")
         assert live_folders(install) == set(alices + bobs), "the refused left nothing running"
         # Nor an agent whose folder is gone (a start cancelled as it yielded, during its launch).
         assert set(agent_processes(install)) == set(alices + bobs), "a refused create left its agent"
