@@ -37,7 +37,7 @@ from bench_docker import cleanup as docker_cleanup
 from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import AiodockerEngine
-from gateway.runtimes.docker_config import Names
+from gateway.runtimes.docker_labels import Names
 from gateway.runtimes.docker_token import TOKEN_FILE
 from sandbox_agent.protocol import TOKEN_HEADER
 

@@ -60,7 +60,7 @@ from gateway.runtimes.base import (
     check_template_name,
 )
 from gateway.runtimes.docker_bundle import BundleVolumes, TemplateRun
-from gateway.runtimes.docker_config import INSTALL, TEMPLATE
+from gateway.runtimes.docker_labels import INSTALL, TEMPLATE
 
 BUILT_FROM = "convoy.template.built-from"
 CREATED = "convoy.template.created"

@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.runtimes import procfs
 from gateway.runtimes.base import ResourceLimits, Runtime, SandboxSpec
-from gateway.runtimes.docker_config import CONVERSATION_ID, install_filter
+from gateway.runtimes.docker_labels import CONVERSATION_ID, install_filter
 from gateway.server import uvicorn_options
 from gateway.settings import Settings
 from tests.helpers import eventually
