@@ -17,7 +17,6 @@ through its own gateway, so two builds are compared side by side in one run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -31,7 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from benchtools import free_port
+from benchtools import bench_arguments, free_port
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import AiodockerEngine
@@ -301,10 +300,7 @@ async def cleanup() -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=5, help="cold starts measured on each side")
+    parser = bench_arguments(__doc__, runs=5, runs_help="cold starts measured on each side")
     parser.add_argument(
         "--max", "--cap", dest="cap", type=int, default=500, help="most idle conversations to try"
     )

@@ -12,7 +12,6 @@ Targets (ARCHITECTURE.md): warm create -> READY under 50 ms, create -> first com
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
@@ -20,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import bench_docker as dockerbench
 import httpx
+from benchtools import bench_arguments
 
 from gateway.client import AsyncConvoyClient
 
@@ -101,8 +101,5 @@ async def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=10, help="measurements of each figure (median)")
+    parser = bench_arguments(__doc__, runs=10, runs_help="measurements of each figure (median)")
     asyncio.run(main(parser.parse_args().runs))

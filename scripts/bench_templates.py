@@ -12,7 +12,6 @@ it starts carries an installation name of its own and is removed at the end, the
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
 import statistics
@@ -21,6 +20,7 @@ import time
 import httpx
 import template_images
 from bench_docker import IMAGE, INSTALL, Gateway, cleanup, idle_memory, poll, sh
+from benchtools import bench_arguments
 
 from gateway.runtimes.docker import AiodockerEngine
 from gateway.runtimes.docker_bundle import BUNDLE_DIR, agent_argv, bundle_volume_name
@@ -90,8 +90,5 @@ async def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=5, help="cold starts measured on each side")
+    parser = bench_arguments(__doc__, runs=5, runs_help="cold starts measured on each side")
     asyncio.run(main(parser.parse_args().runs))
