@@ -1,6 +1,6 @@
 """What the Docker runtime needs of an engine, and how it reads the engine's answers.
 
-:class:`Engine` is the small typed protocol :mod:`gateway.runtimes.docker`
+:class:`Engine` is the small typed protocol :mod:`gateway.runtimes.docker_aiodocker`
 implements over aiodocker (whose errors it maps to
 :class:`~gateway.errors.EngineError` / :class:`~gateway.errors.EngineNotFound`;
 a fake in ``tests/gateway/runtimes/fake_engine.py`` implements it in memory); the
@@ -18,11 +18,25 @@ from uuid import UUID
 from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable
 from gateway.runtimes import docker_config as cfg
 
-__all__ = ["Engine", "EngineError", "EngineNotFound", "RuntimeUnavailable"]
+__all__ = ["Engine", "EngineError", "EngineNotFound", "ImageCalls", "RuntimeUnavailable"]
 
 
-class Engine(Protocol):
-    """The engine calls the runtime makes; implemented over aiodocker in :mod:`gateway.runtimes.docker`.
+class ImageCalls(Protocol):
+    """The engine's image calls, for templates (:mod:`gateway.runtimes.docker_templates`); they
+    raise as :class:`Engine`'s do."""
+
+    async def image(self, name: str) -> dict[str, Any] | None: ...
+    async def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
+    def build_image(
+        self, context: bytes, tag: str, labels: dict[str, str], dockerfile: str
+    ) -> AsyncIterator[dict[str, Any]]: ...
+    async def pull_image(self, reference: str) -> None: ...
+    async def remove_image(self, name: str) -> bool: ...
+
+
+class Engine(ImageCalls, Protocol):
+    """The engine calls the runtime makes; implemented over aiodocker in
+    :mod:`gateway.runtimes.docker_aiodocker`.
     Every method raises only :class:`EngineError` (:class:`EngineNotFound` for a 404) or
     :class:`RuntimeUnavailable`."""
 
@@ -49,15 +63,6 @@ class Engine(Protocol):
     async def pause(self, name: str) -> None: ...
     async def unpause(self, name: str) -> None: ...
     async def wait(self, name: str) -> int: ...
-
-    # --- images, for templates (gateway.runtimes.docker_templates) --------------------
-    async def image(self, name: str) -> dict[str, Any] | None: ...
-    async def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
-    def build_image(
-        self, context: bytes, tag: str, labels: dict[str, str], dockerfile: str
-    ) -> AsyncIterator[dict[str, Any]]: ...
-    async def pull_image(self, reference: str) -> None: ...
-    async def remove_image(self, name: str) -> bool: ...
 
 
 def conversation_of(labels: dict[str, str] | None) -> UUID | None:
