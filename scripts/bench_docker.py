@@ -62,12 +62,14 @@ async def poll(client: httpx.AsyncClient, url: str, within: float = 120.0) -> No
     raise TimeoutError(url)
 
 
-async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
+async def run_until_healthy(client: httpx.AsyncClient, *arguments: str) -> float:
+    """Seconds from ``docker run -d ARGUMENTS`` (the agent's port published on loopback, the
+    container labelled for :func:`cleanup`) until its agent's /health answers; then removed."""
     name = f"convoy-{INSTALL}-floor-{secrets.token_hex(3)}"
     began = time.monotonic()
     await sh(
         "docker", "run", "-d", "--name", name, "--label", f"convoy.install={INSTALL}",
-        "-p", "127.0.0.1::8080", "-e", f"CONVOY_AGENT_TOKEN={secrets.token_hex(8)}", image,
+        "-p", "127.0.0.1::8080", *arguments,
     )  # fmt: skip
     try:
         port = (await sh("docker", "port", name, "8080/tcp")).splitlines()[0].rsplit(":", 1)[1]
@@ -75,6 +77,11 @@ async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
         return time.monotonic() - began
     finally:
         await sh("docker", "rm", "-f", name)
+
+
+async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
+    """``docker run`` of the sandbox image, until its agent's /health answers."""
+    return await run_until_healthy(client, "-e", f"CONVOY_AGENT_TOKEN={secrets.token_hex(8)}", image)
 
 
 class Gateway:
