@@ -36,8 +36,7 @@ from gateway.agent_transport import AgentTransport, socket_of
 from gateway.doctor_probes import Check
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.base import ResourceLimits, RuntimeFailure, SandboxHandle, SandboxSpec
-from gateway.runtimes.docker import DockerRuntime
-from gateway.runtimes.docker_aiodocker import AiodockerEngine
+from gateway.runtimes.docker import AiodockerEngine, DockerRuntime
 from gateway.settings import Settings
 from sandbox_agent.protocol import TOKEN_HEADER
 

@@ -33,7 +33,7 @@ import httpx
 from benchtools import bench_arguments, free_port
 
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.docker_aiodocker import AiodockerEngine
+from gateway.runtimes.docker import AiodockerEngine
 
 IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
 INSTALL = f"bench-{secrets.token_hex(4)}"

@@ -36,7 +36,7 @@ from benchtools import bench_arguments
 
 from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.docker_aiodocker import AiodockerEngine
+from gateway.runtimes.docker import AiodockerEngine
 from gateway.runtimes.docker_labels import Names
 from gateway.runtimes.docker_token import TOKEN_FILE
 from sandbox_agent.protocol import TOKEN_HEADER

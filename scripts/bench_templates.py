@@ -20,7 +20,7 @@ import template_images
 from bench_docker import IMAGE, INSTALL, Gateway, cleanup, idle_memory, run_until_healthy, sh
 from benchtools import bench_arguments
 
-from gateway.runtimes.docker_aiodocker import AiodockerEngine
+from gateway.runtimes.docker import AiodockerEngine
 from gateway.runtimes.docker_bundle import BUNDLE_DIR, agent_argv, bundle_volume_name
 
 TEMPLATE = "bench-busybox"
