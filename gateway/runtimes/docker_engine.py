@@ -1,6 +1,6 @@
 """What the Docker runtime needs of an engine, and how it reads the engine's answers.
 
-:class:`Engine` is the small typed protocol :mod:`gateway.runtimes.docker_aiodocker`
+:class:`Engine` is the small typed protocol :mod:`gateway.runtimes.docker`
 implements over aiodocker (whose errors it maps to
 :class:`~gateway.errors.EngineError` / :class:`~gateway.errors.EngineNotFound`;
 a fake in ``tests/gateway/runtimes/fake_engine.py`` implements it in memory); the
@@ -35,8 +35,7 @@ class ImageCalls(Protocol):
 
 
 class Engine(ImageCalls, Protocol):
-    """The engine calls the runtime makes; implemented over aiodocker in
-    :mod:`gateway.runtimes.docker_aiodocker`.
+    """The engine calls the runtime makes; implemented over aiodocker in :mod:`gateway.runtimes.docker`.
     Every method raises only :class:`EngineError` (:class:`EngineNotFound` for a 404) or
     :class:`RuntimeUnavailable`."""
 
