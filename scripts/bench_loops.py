@@ -29,6 +29,8 @@ import httpx
 from benchtools import free_port
 
 _HERE = Path(__file__).resolve().parent
+#: Seconds with no request over which the gateway's own CPU is measured.
+_IDLE = 20.0
 #: Runs ``convoy serve`` with the loop's slow-step threshold (seconds, argv[1]) set first.
 #: With a file name in argv[2] (else ""), profiles the whole run into it.
 _RUNNER = """
@@ -111,6 +113,12 @@ async def _latencies(client: httpx.AsyncClient, base: str, ids: list[str], secon
     return took
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def one(count: int, seconds: float, profile: Path | None, slow_ms: float | None) -> None:
     install = f"loops-{secrets.token_hex(3)}"
     folder = Path(tempfile.mkdtemp(prefix="convoy-loops-"))
@@ -146,6 +154,9 @@ async def one(count: int, seconds: float, profile: Path | None, slow_ms: float |
                 before = (await engine.get("http://stub/stub/calls")).json()
                 took = await _latencies(client, base, ids, seconds)
                 after = (await engine.get("http://stub/stub/calls")).json()
+            used = cpu_seconds(gateway.pid)
+            await asyncio.sleep(_IDLE)  # no request: what the loops alone cost
+            idle_cpu = (cpu_seconds(gateway.pid) - used) / _IDLE
         ms = sorted(t * 1000 for t in took)
         p99 = statistics.quantiles(ms, n=100)[98]
         p50 = statistics.median(ms)
@@ -156,6 +167,7 @@ async def one(count: int, seconds: float, profile: Path | None, slow_ms: float |
         calls = {k: (after.get(k, 0) - before.get(k, 0)) / seconds for k in after}
         shown = ", ".join(f"{k} {v:.2f}/s" for k, v in sorted(calls.items()) if v and "stub" not in k)
         print(f"{'':18}engine calls: {shown}")
+        print(f"{'':18}gateway CPU with no request: {idle_cpu * 100:.1f}% of a core (over {_IDLE:g} s)")
     finally:
         await _stop(gateway)
         stub.terminate()
