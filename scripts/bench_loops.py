@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import sys
@@ -172,6 +173,7 @@ async def one(count: int, seconds: float, profile: Path | None, slow_ms: float |
         await _stop(gateway)
         stub.terminate()
         await stub.wait()
+        await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
 async def main(counts: list[int], seconds: float, profile: Path | None, slow_ms: float | None) -> None:
