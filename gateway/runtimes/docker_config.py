@@ -111,6 +111,7 @@ _RELAY_MEMORY = 64 * 1024 * 1024
 #: relay as next hop) would be routed between the two. ``default`` covers the interface of
 #: the sandbox's network, which may come up after the first.
 RELAY_SYSCTLS = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.default.forwarding": "0"}
+
 #: Where a sandbox with no network finds its socket directory (mounted from the host), and its socket.
 SOCKET_DIR = "/run/convoy-agent"
 AGENT_SOCKET = f"{SOCKET_DIR}/agent.sock"
