@@ -33,7 +33,8 @@ gateway keeps no database):
   :mod:`gateway.runtimes.docker_token`);
 - the **relay** container (``images/sandbox/relay.py``, same image, same
   hardening): the only other member of that network, and the gateway's way in.
-  It forwards TCP to the agent, and sits on the gateway's side: a port
+  It forwards TCP to the agent (its own connections only: its namespace routes
+  nothing between its two networks, ``docker_config.RELAY_SYSCTLS``), and sits on the gateway's side: a port
   published on 127.0.0.1 (``docker_reach=published``: a gateway on the host,
   Linux or Docker Desktop alike) or ``docker_network`` by name
   (``network``: a gateway in a container; ``auto`` picks ``network`` when

@@ -75,6 +75,7 @@ __all__ = [
     "POOL",
     "RELAY",
     "RELAY_SCRIPT",
+    "RELAY_SYSCTLS",
     "ROLE",
     "SANDBOX",
     "SOCKET_DIR",
@@ -103,6 +104,14 @@ AGENT_PORT = 8080
 RELAY_SCRIPT = "/opt/convoy-relay/relay.pyc"  # images/sandbox/relay.py, compiled in the image
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
 _RELAY_MEMORY = 64 * 1024 * 1024
+#: The relay's network namespace routes nothing. A new namespace inherits the host's
+#: ``ip_forward=1`` (Docker's), and the relay is the one member of both the sandbox's network
+#: and the front network: with forwarding on, a frame sent to its address with another
+#: destination (by anything on the front network, or by the sandbox were it ever given the
+#: relay as next hop) would be routed between the two. ``default`` covers the interface of
+#: the sandbox's network, which may come up after the first.
+RELAY_SYSCTLS = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.default.forwarding": "0"}
+
 #: Where a sandbox with no network finds its socket directory (mounted from the host), and its socket.
 SOCKET_DIR = "/run/convoy-agent"
 AGENT_SOCKET = f"{SOCKET_DIR}/agent.sock"
@@ -250,10 +259,12 @@ def relay_config(
         "NanoCpus": int(cpus * 1e9),
         "PidsLimit": 16,
         "RestartPolicy": {"Name": "no"},
+        "Sysctls": dict(RELAY_SYSCTLS),
     }
     command = ["python3", "-I", "-S", RELAY_SCRIPT, str(AGENT_PORT), subnet.sandbox_ip, str(AGENT_PORT)]
     if spec is not None and spec.egress is not None:
-        host |= docker_egress.relay_host_config()
+        egress = docker_egress.relay_host_config()
+        host |= egress | {"Sysctls": host["Sysctls"] | egress["Sysctls"]}
         resolver = policy.egress_resolver
         command += ["--", *docker_egress.relay_companion(resolver, spec, subnet.relay_ip, subnet.sandbox_ip)]
     if publish:
