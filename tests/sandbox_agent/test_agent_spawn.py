@@ -184,3 +184,17 @@ async def test_output_past_the_budget_goes_to_the_overflow_file(tmp_path: Path) 
     assert task.output() == "y" * 1000
     overflow = task.settings.workspace / task.settings.output_dir_name / f"{task.context.task_id}.log"
     assert overflow.read_bytes() == b"y" * 199_000
+
+
+async def test_without_pidfds_the_exit_is_heard_from_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pidfds(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    task = Recorder(tmp_path)
+    assert await task.run(["/bin/sh", "-c", "echo hi; exit 4"]) == Outcome(
+        exit_code=4, error="exited with code 4"
+    )
+    assert task.output() == "hi\n"
