@@ -3,7 +3,8 @@
 Contract:
 - :meth:`Journal.append` never blocks: it assigns the line its byte offset and
   queues it; one background writer hands everything queued since its last
-  write to the file in a single ``write`` (in a worker thread). So a burst of
+  write (and in the loop turn after it was woken) to the file in a single
+  ``write`` (in a worker thread). So a burst of
   appends costs one system call, not one per line, and the file is never
   fsynced per line (it is at :meth:`close`).
 - A line is ``b"<json>\\n"``; readers must not read a byte at or past
@@ -158,6 +159,9 @@ class Journal:
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.retry_seconds)
+            # One more loop turn before writing: what the same burst appends on the next turn
+            # (a task's PENDING then RUNNING records) goes in the same write and worker thread.
+            await asyncio.sleep(0)
             self._wake.clear()
             if self._pending:
                 batch, self._pending = b"".join(self._pending), []

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sandbox_agent.privileges import task_uid
 from sandbox_agent.runnables.process import child_env
+from sandbox_agent.runnables.process_group import watch_exits_with_pidfds
 
 #: Shells that mean "this user may not log in": a terminal falls back to /bin/sh.
 _NO_SHELL = ("nologin", "false")
@@ -79,6 +80,7 @@ async def spawn(
         os.set_blocking(master, False)
         set_size(master, cols, rows)
         loop = asyncio.get_running_loop()
+        watch_exits_with_pidfds(loop)
         transport, protocol = await loop.subprocess_exec(
             lambda: PtyExit(loop),
             *argv,

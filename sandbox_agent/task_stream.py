@@ -98,10 +98,11 @@ class _Reader:
         task_id = str(task.id)
         self._follower = self._agent.events.follow(self._after_seq)
         final = asyncio.ensure_future(self._agent.tasks.wait_final(task.id))
+        stopping = asyncio.ensure_future(self._agent.stopping.wait())  # one for the whole stream
         try:
             yield first
             while True:
-                batch, ended = await self._next(final)
+                batch, ended = await self._next(final, stopping)
                 lines = b"".join(_EVENT_HEAD + raw + b"}\n" for raw in batch if _of_task(raw, task_id))
                 if ended and self._drained:  # the task's last events and its final state: one write
                     yield _LastLine(lines + _task_line(final.result()))
@@ -113,17 +114,18 @@ class _Reader:
         finally:
             self.close()
             final.cancel()
+            stopping.cancel()
 
-    async def _next(self, final: asyncio.Future[Task]) -> tuple[list[bytes], bool]:
+    async def _next(
+        self, final: asyncio.Future[Task], stopping: asyncio.Future[Any]
+    ) -> tuple[list[bytes], bool]:
         """The next batch of the log (possibly empty) and whether the task is final by then.
         Once it is, its last events are in the log already: they are read without waiting."""
         if final.done():
             return ([] if self._drained else await self._batch()), True
         reading = asyncio.ensure_future(self._batch())
-        stopping = asyncio.ensure_future(self._agent.stopping.wait())
         either: list[asyncio.Future[Any]] = [reading, final, stopping]
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
         if self._agent.stopping.is_set() and not final.done():
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -46,6 +46,17 @@ class OutputSink:
         self._fd: int | None = None
         self._dropping = False
 
+    def write_nowait(self, stream: Stream, data: bytes) -> bool:
+        """Take ``data`` at once when all of it fits in the budget (no file to write);
+        ``False``: nothing was taken, :meth:`write` it."""
+        if self.truncated or len(data) > self._budget - self._emitted:
+            return False
+        self.total += len(data)
+        self._emitted += len(data)
+        self._emit(stream, self._decoders[stream].decode(data))
+        self._context.on_output(self.total, self.truncated)
+        return True
+
     async def write(self, stream: Stream, data: bytes) -> None:
         self.total += len(data)
         rest = data

@@ -21,7 +21,8 @@ Contract of :func:`run_process`:
   that the memory cgroup counts as an OOM kill is reported as "out of memory"
   (see :mod:`sandbox_agent.runnables.oom`).
 
-How the process is spawned and its group ended: :mod:`sandbox_agent.runnables.process_group`.
+How the process is started, read and reaped: :mod:`sandbox_agent.runnables.child`; how its
+group is ended: :mod:`sandbox_agent.runnables.process_group`.
 """
 
 from __future__ import annotations
@@ -29,19 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
+from collections.abc import Awaitable, Callable
 
-from sandbox_agent.privileges import task_uid
 from sandbox_agent.protocol import AGENT_TOKEN_ENV
 from sandbox_agent.runnables import Outcome, TaskContext
+from sandbox_agent.runnables.child import Child, Pump, start
 from sandbox_agent.runnables.oom import KILLED_CODES, oom_error, oom_kills
 from sandbox_agent.runnables.output import OutputSink, Stream
-from sandbox_agent.runnables.process_group import (
-    ProcessGroup,
-    spawned,
-    use_pidfd_exits,
-    watch_exits_with_pidfds,
-)
+from sandbox_agent.runnables.process_group import ProcessGroup, use_pidfd_exits
 
 __all__ = ["HIDDEN_ENV", "ProcessGroup", "child_env", "run_process", "use_pidfd_exits"]
 
@@ -67,23 +63,16 @@ async def run_process(
 ) -> Outcome:
     loop = asyncio.get_running_loop()
     open_stdin = context.stdin
-    watch_exits_with_pidfds(loop)
     try:
         oom_before = oom_kills(context.settings)
-        spawn = loop.subprocess_exec(
-            lambda: _Protocol(loop),
-            *argv,
-            cwd=context.cwd,
+        child, out_fd, err_fd = start(
+            argv,
+            cwd=str(context.cwd),
             env=child_env(context.settings.task_env | env),
-            stdin=subprocess.PIPE if stdin_data is not None or open_stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            user=task_uid(),
+            stdin_pipe=stdin_data is not None or open_stdin is not None,
             pass_fds=pass_fds,
         )
-        transport, protocol = await spawned(spawn, context.settings.kill_grace_seconds)
-    except BaseException as error:  # cannot start, or cancelled (its process already ended)
+    except BaseException as error:  # cannot start (or a bad argv or env: an internal error)
         if open_stdin is not None:
             open_stdin.detach()  # a writer waiting for the process learns it will not run
         if not isinstance(error, OSError):
@@ -92,41 +81,77 @@ async def run_process(
     finally:
         for fd in pass_fds:
             os.close(fd)
-    proc = asyncio.subprocess.Process(transport, protocol, loop)
-    if open_stdin is not None and proc.stdin is not None:
-        open_stdin.attach(proc.stdin)
-    group = ProcessGroup(proc.pid, context.settings.kill_grace_seconds)
+    # From here on the process exists: every way out ends its group (no await came before).
+    group = ProcessGroup(child.pid, context.settings.kill_grace_seconds)
     sink = OutputSink(context)
     last_output = [loop.time()]
     chunk = context.settings.output_chunk_bytes
-    assert proc.stdout is not None and proc.stderr is not None
     pumps = [
-        asyncio.create_task(_pump(proc.stdout, "stdout", sink, last_output, chunk)),
-        asyncio.create_task(_pump(proc.stderr, "stderr", sink, last_output, chunk)),
+        Pump(out_fd, chunk, _consumer("stdout", sink, last_output)),
+        Pump(err_fd, chunk, _consumer("stderr", sink, last_output)),
     ]
+    stdin_writer: asyncio.StreamWriter | None = None
     feeder = None
-    if stdin_data is not None and proc.stdin is not None:
-        feeder = asyncio.create_task(_feed(proc.stdin, stdin_data))
+    reason = None
     try:
-        reason = await _supervise(protocol.exited, timeout, idle_timeout, last_output)
+        stdin_writer = await _stdin_writer(child)
+        if open_stdin is not None and stdin_writer is not None:
+            open_stdin.attach(stdin_writer)
+        if stdin_data is not None and stdin_writer is not None:
+            feeder = asyncio.create_task(_feed(stdin_writer, stdin_data))
+        reason = await _supervise(child.exited, timeout, idle_timeout, last_output)
         if reason is not None:
             await group.terminate()
-        await protocol.exited
+        await child.exited
         await group.terminate()  # leftovers of a leader that exited
         # Output still in the pipes is read to the end; a process that escaped the
         # group (setsid) and holds them open does not keep the task alive.
-        await asyncio.wait(pumps, timeout=context.settings.kill_grace_seconds + 1.0)
+        await asyncio.wait([pump.done for pump in pumps], timeout=context.settings.kill_grace_seconds + 1.0)
     except asyncio.CancelledError:
         await group.terminate()
         raise
     finally:
         if open_stdin is not None:
             open_stdin.detach()
-        for helper in [*pumps, *([feeder] if feeder else [])]:
-            helper.cancel()
-        transport.close()
+        if feeder is not None:
+            feeder.cancel()
+        for pump in pumps:
+            pump.close()
+        if stdin_writer is not None:
+            stdin_writer.close()
         await sink.close()
-    returncode = transport.get_returncode()
+    return _outcome(child, reason, oom_before, context)
+
+
+def _consumer(
+    stream: Stream, sink: OutputSink, last_output: list[float]
+) -> Callable[[bytes], Awaitable[None] | None]:
+    """What a pump hands its chunks to: the sink, at once while they fit in its budget."""
+    loop = asyncio.get_running_loop()
+
+    def consume(data: bytes) -> Awaitable[None] | None:
+        last_output[0] = loop.time()
+        return None if sink.write_nowait(stream, data) else sink.write(stream, data)
+
+    return consume
+
+
+async def _stdin_writer(child: Child) -> asyncio.StreamWriter | None:
+    """The child's stdin pipe as a stream writer (``None``: its stdin is ``/dev/null``)."""
+    if child.stdin is None:
+        return None
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(child.stdin, "wb", buffering=0)
+    try:
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def _outcome(child: Child, reason: str | None, oom_before: int | None, context: TaskContext) -> Outcome:
+    returncode = child.returncode
     assert returncode is not None
     if reason is not None:
         return Outcome(exit_code=returncode, error=reason)
@@ -168,34 +193,8 @@ async def _supervise(
             return None
 
 
-async def _pump(
-    reader: asyncio.StreamReader, stream: Stream, sink: OutputSink, last_output: list[float], chunk: int
-) -> None:
-    loop = asyncio.get_running_loop()
-    while data := await reader.read(chunk):
-        last_output[0] = loop.time()
-        await sink.write(stream, data)
-
-
 async def _feed(writer: asyncio.StreamWriter, data: bytes) -> None:
     with contextlib.suppress(ConnectionError, BrokenPipeError):
         writer.write(data)
         await writer.drain()
         writer.close()
-
-
-class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """Stream protocol that also says when the process exits.
-
-    ``Process.wait()`` (Python 3.11) answers only once every pipe is closed, which a
-    background child holding stdout can delay forever; ``exited`` does not wait for that.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=2**16, loop=loop)
-        self.exited: asyncio.Future[None] = loop.create_future()
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        if not self.exited.done():
-            self.exited.set_result(None)

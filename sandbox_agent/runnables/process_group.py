@@ -1,10 +1,9 @@
-"""A task's processes as the agent handles them: spawned shielded from a racing cancel, their
-exits heard, and their process group ended (SIGTERM, a grace, SIGKILL).
+"""A task's processes as the agent handles them: their process group ended (SIGTERM, a grace,
+SIGKILL), and the exits of the children asyncio spawns (terminals) heard from pidfds.
 
-- :func:`spawned`: a spawn runs to its end; a caller cancelled meanwhile ends the new
-  group before the cancel goes on (no background child outlives its task).
-- :func:`use_pidfd_exits`: on Python 3.11, the agent's own process learns its children's
-  exits from pidfds in its one event loop (see the function).
+- :func:`use_pidfd_exits`: on Python 3.11, the agent's own process learns the exits of the
+  children asyncio spawns from pidfds in its one event loop (see the function). Tasks' own
+  processes are reaped by :mod:`sandbox_agent.runnables.child`, with pidfds of its own.
 - :class:`ProcessGroup`: every member of a task's group, ended; only once none is left
   (zombies aside) does :meth:`ProcessGroup.terminate` return early.
 """
@@ -17,40 +16,8 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 from sandbox_agent.proctable import processes
-
-_P = TypeVar("_P", bound=asyncio.BaseProtocol)
-
-
-async def spawned(
-    spawn: Coroutine[Any, Any, tuple[asyncio.SubprocessTransport, _P]], grace: float
-) -> tuple[asyncio.SubprocessTransport, _P]:
-    """The spawned process, shielded from a cancel that races it.
-
-    A spawn cancelled once the process exists would kill the leader alone, and a
-    background child it had forked already would outlive the task. So the spawn
-    runs to its end; when the caller was cancelled meanwhile, the new process group
-    (the leader's session) is ended as any cancelled task's is, then the cancel goes on.
-    """
-    spawning = asyncio.ensure_future(spawn)
-    try:
-        return await asyncio.shield(spawning)
-    except asyncio.CancelledError:
-        while not spawning.done():
-            with contextlib.suppress(asyncio.CancelledError):  # one cancel is enough: it goes on below
-                await asyncio.shield(spawning)
-        if spawning.cancelled() or spawning.exception() is not None:
-            raise  # no process was made
-        transport, _ = spawning.result()
-        try:
-            await ProcessGroup(transport.get_pid(), grace).terminate()
-        finally:
-            transport.close()
-        raise
-
 
 _pidfd_watcher_set = False
 _pidfd_watcher_wanted = False

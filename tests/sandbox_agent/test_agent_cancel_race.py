@@ -1,10 +1,10 @@
 """A task cancelled while its process is being spawned (the cancel races the spawn) still ends
 its whole process group: nothing it started in the background outlives it.
 
-On an idle machine the window between the fork and ``loop.subprocess_exec`` returning is a
-few loop iterations wide, too narrow to hit on purpose; a busy agent widens it. Here the
-spawn is the loop's own, held open once the process exists; cancelled there, it does what
-asyncio does with a spawn cancelled at that point: it kills the leader alone, and raises.
+The spawn is one synchronous call (``sandbox_agent.runnables.child.start``); a cancel that
+comes meanwhile lands at the first ``await`` after it. Here the spawn is the real one, held
+until the process has started its background child, and the cancel is requested from inside
+it: the moment a racing cancel would land.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -21,6 +22,8 @@ import pytest
 from agent_helpers import make_settings, process_gone
 
 from sandbox_agent.runnables import TaskContext
+from sandbox_agent.runnables import child as child_module
+from sandbox_agent.runnables import process as process_module
 from sandbox_agent.runnables.process import run_process
 from tests.helpers import eventually
 
@@ -35,38 +38,27 @@ async def test_a_cancel_that_races_the_spawn_ends_the_whole_group(
         task_id=uuid4(), emit=lambda event: None, settings=settings, workspace_root=settings.workspace,
         cwd=settings.workspace,
     )  # fmt: skip
-    loop = asyncio.get_running_loop()
-    spawn = loop.subprocess_exec
-    spawned, release = asyncio.Event(), asyncio.Event()
-
-    async def held_spawn(*args: Any, **kwargs: Any) -> Any:
-        transport, protocol = await spawn(*args, **kwargs)
-        spawned.set()
-        try:
-            await release.wait()
-        except asyncio.CancelledError:
-            transport.close()  # asyncio's answer to a spawn cancelled once the process exists
-            raise
-        return transport, protocol
-
-    monkeypatch.setattr(loop, "subprocess_exec", held_spawn)
     pidfile = settings.workspace / "background.pid"
     script = f"sleep 1000 & echo $! > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; wait"
+
+    def held_start(*args: Any, **kwargs: Any) -> Any:
+        started = child_module.start(*args, **kwargs)
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # holds the loop, as a busy agent would
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()  # the racing cancel: it lands at the first await after the spawn
+        return started
+
+    monkeypatch.setattr(process_module, "start", held_start)
     running = asyncio.create_task(
         run_process(["/bin/sh", "-c", script], context, env={}, timeout=None, idle_timeout=None)
     )
-    await spawned.wait()
-
-    async def background() -> int | None:
-        text = await asyncio.to_thread(lambda: pidfile.read_text() if pidfile.exists() else "")
-        return int(text) if text.strip() else None
-
-    child = await eventually(background, within=30, what="the background child started")
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    child = int(pidfile.read_text())
     try:
-        running.cancel()
-        release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await running
 
         async def gone() -> bool:
             return process_gone(child)
