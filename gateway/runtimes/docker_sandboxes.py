@@ -175,13 +175,16 @@ class DockerSandboxes(DockerHandles):
     async def _started_without_network(
         self, spec: SandboxSpec, names: cfg.Names, progress: ProgressCallback
     ) -> str:
-        """Create and start a sandbox with no network; the agent's address (its socket)."""
-        socket_dir = await self._sockets.make(names)
-        await progress("creating container")
+        """Create and start a sandbox with no network; the agent's address (its socket). The
+        default image's is handed its token in its socket directory (no engine call: see
+        :mod:`gateway.runtimes.docker_sockets`), a template's through the engine."""
         template = await self._templates.run_of(spec.template)
+        socket_dir = await self._sockets.make(names, token=spec.token if template is None else None)
+        await progress("creating container")
         labels = cfg.sandbox_labels(spec, self._install, self._image_version)
         sandbox = cfg.sandbox_config(self._policy, spec, labels, names, None, template, socket_dir=socket_dir)
-        await _whole(self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None))
+        token = spec.token if template is not None else None
+        await _whole(self._sandbox_made(names, sandbox, token, owns_data=template is not None))
         await progress("starting container")
         await self._engine.start(names.sandbox)
         return unix_url(self._sockets.socket(names))
@@ -251,11 +254,14 @@ class DockerSandboxes(DockerHandles):
         }
 
     async def _sandbox_made(
-        self, names: cfg.Names, config: dict[str, Any], token: str, owns_data: bool
+        self, names: cfg.Names, config: dict[str, Any], token: str | None, owns_data: bool
     ) -> None:
-        """Create the sandbox and put its token in its volume (never in its environment); with
-        ``owns_data`` (a template's image, which has no /data to copy) the workspace and state too."""
+        """Create the sandbox and put its ``token`` in its volume (never in its environment; ``None``:
+        it was handed over otherwise); with ``owns_data`` (a template's image, which has no /data
+        to copy) the workspace and state too."""
         await self._engine.create_container(names.sandbox, config)
+        if token is None:
+            return
         archive = docker_token.token_archive(token, owner=self._policy.user if owns_data else None)
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
 
