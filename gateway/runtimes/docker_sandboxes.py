@@ -2,7 +2,8 @@
 
 What one conversation owns, and how it is started, found, listed and removed,
 is described in :mod:`gateway.runtimes.docker`; this module starts and removes
-(:mod:`gateway.runtimes.docker_handles` finds, lists and cleans up), with every
+(:mod:`gateway.runtimes.docker_handles` finds, lists and cleans up; :mod:`gateway.runtimes.docker_relays`
+makes the relay design's networks and relays), with every
 engine call behind the small typed :class:`~gateway.runtimes.docker_engine.Engine`
 protocol, whose errors are already mapped (so nothing here imports aiodocker).
 """
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from gateway.agent_transport import unix_url
-from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable, SandboxStartError
+from gateway.errors import EngineError, RuntimeFailure, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_token, docker_usage
 from gateway.runtimes.base import (
@@ -35,6 +36,7 @@ from gateway.runtimes.base import (
 from gateway.runtimes.claiming import Claimer
 from gateway.runtimes.docker_engine import Engine, quietly
 from gateway.runtimes.docker_handles import LISTING_REUSE, LOG_TAIL_LINES, DockerHandles, Reach
+from gateway.runtimes.docker_relays import RelayNetworks
 from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_sockets import SocketDirs
 from gateway.runtimes.docker_templates import DockerTemplates
@@ -102,14 +104,12 @@ class DockerSandboxes(DockerHandles):
         self._sockets = SocketDirs(socket_root, self._install)
         self._removals = Removals(engine, settings.docker_stop_grace, self._sockets)
         self._listed: tuple[float, builtins.list[dict[str, Any]]] = (-LISTING_REUSE, [])
-        self._subnet_pool = settings.docker_subnet_pool
         self._policy = container_policy(settings)
         self._image_version = image_version
         self.reach: Reach = reach
         self._front_network = "bridge" if reach == "published" else settings.docker_network
         self._starting: set[UUID] = set()
-        self._subnet_lock = asyncio.Lock()
-        self._used_subnets: set[str] | None = None
+        self._relays = RelayNetworks(engine, settings.docker_subnet_pool, reach)
         self._specs: dict[str, SandboxSpec] = {}  # by container id: spares an inspect per list()
         #: Claimed spares, by conversation id: their labels still say "spare" (labels are
         #: immutable); after a restart the claim is read back from the agent's claim file.
@@ -194,7 +194,7 @@ class DockerSandboxes(DockerHandles):
     ) -> str:
         """Create and start a sandbox on a network of its own and its relay; the relay's address."""
         await progress("creating network")
-        subnet = await _whole(self._create_network(names.network, labels, spec.internet))
+        subnet = await _whole(self._relays.create_network(names.network, labels, spec.internet))
         await progress("creating container")
         template = await self._templates.run_of(spec.template)
         sandbox = cfg.sandbox_config(
@@ -215,43 +215,13 @@ class DockerSandboxes(DockerHandles):
         await _whole(
             _together(
                 self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
-                self._relay_made(names, relay, subnet),
+                self._relays.relay_made(names, relay, subnet),
             )
         )
         await progress("starting container")
         await self._engine.start(names.sandbox)
         await self._engine.start(names.relay)
-        return await self._relay_url(names)
-
-    async def _create_network(self, name: str, labels: dict[str, str], internet: bool) -> cfg.Subnet:
-        # Docker's default address pools hold ~30 networks; ours come from a pool of
-        # their own. The lock keeps this gateway's picks apart; the subnets in use are
-        # cached, and read again from the engine when a create fails because another
-        # gateway on the same engine took one meanwhile (or when the cache runs dry).
-        async with self._subnet_lock:
-            for attempt in range(8):
-                if self._used_subnets is None or attempt > 0:
-                    self._used_subnets = await self._subnets_in_use()
-                subnet = next(cfg.free_subnets(self._subnet_pool, self._used_subnets), None)
-                if subnet is None:
-                    break
-                try:
-                    await self._engine.create_network(cfg.network_config(name, labels, subnet, internet))
-                except EngineError as error:
-                    if isinstance(error, EngineNotFound) or "overlap" not in str(error).lower():
-                        raise
-                    continue
-                self._used_subnets.add(str(subnet.network))
-                return subnet
-        raise SandboxStartError(f"no free /29 left in docker_subnet_pool {self._subnet_pool}")
-
-    async def _subnets_in_use(self) -> set[str]:
-        return {
-            ipam["Subnet"]
-            for network in await self._engine.networks()
-            for ipam in ((network.get("IPAM") or {}).get("Config") or [])
-            if ipam.get("Subnet")
-        }
+        return await self._relays.relay_url(names)
 
     async def _sandbox_made(
         self, names: cfg.Names, config: dict[str, Any], token: str | None, owns_data: bool
@@ -264,18 +234,6 @@ class DockerSandboxes(DockerHandles):
             return
         archive = docker_token.token_archive(token, owner=self._policy.user if owns_data else None)
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
-
-    async def _relay_made(self, names: cfg.Names, config: dict[str, Any], subnet: cfg.Subnet) -> None:
-        await self._engine.create_container(names.relay, config)
-        await self._engine.connect_network(names.network, names.relay, subnet.relay_ip)
-
-    async def _relay_url(self, names: cfg.Names) -> str:
-        if self.reach == "network":
-            return f"http://{names.relay}:{cfg.AGENT_PORT}"
-        url = cfg.published_url(await self._engine.inspect(names.relay) or {})
-        if url is None:
-            raise SandboxStartError("the relay container has no published port")
-        return url
 
     def _alive_check(self, names: cfg.Names) -> Callable[[], Awaitable[bool]]:
         """Whether the sandbox still runs, asking the engine at most every 0.25 s."""
