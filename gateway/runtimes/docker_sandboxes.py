@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from gateway.agent_transport import unix_url
@@ -34,7 +33,7 @@ from gateway.runtimes.base import (
     wait_until_ready,
 )
 from gateway.runtimes.claiming import Claimer
-from gateway.runtimes.docker_engine import Engine, quietly
+from gateway.runtimes.docker_engine import Engine, quietly, together, whole
 from gateway.runtimes.docker_handles import LISTING_REUSE, LOG_TAIL_LINES, DockerHandles, Reach
 from gateway.runtimes.docker_relays import RelayNetworks
 from gateway.runtimes.docker_removal import Removals, remove_all
@@ -45,32 +44,9 @@ from gateway.settings import Settings
 
 __all__ = ["DockerSandboxes", "Reach", "container_policy"]
 
-_T = TypeVar("_T")
-
 
 async def _no_progress(phase: str) -> None:
     return None
-
-
-async def _whole(call: Awaitable[_T]) -> _T:
-    """``call``'s result; a cancellation meanwhile waits for ``call`` to end (it is not
-    cancelled: what it asked the engine for is made anyway), then is raised."""
-    work = asyncio.ensure_future(call)
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        # Its own failure is for the caller's clean-up to undo; a second cancel stops the wait only.
-        with contextlib.suppress(BaseException):
-            await asyncio.wait({work})
-        raise
-
-
-async def _together(*calls: Awaitable[None]) -> None:
-    """Run ``calls`` concurrently, each to its end even when another fails (so a clean-up
-    after the failure finds everything they made); the first failure is raised after."""
-    for outcome in await asyncio.gather(*calls, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
 
 
 def container_policy(settings: Settings) -> cfg.ContainerPolicy:
@@ -152,7 +128,7 @@ class DockerSandboxes(DockerHandles):
         # engine makes what a cancelled request asked for all the same, and start()'s clean-up
         # must come after it to find it (else it stays until orphan_age).
         await progress("creating volume")
-        await _whole(self._engine.create_volume(names.volume, labels))
+        await whole(self._engine.create_volume(names.volume, labels))
         if spec.seed is not None:
             await progress("copying the workspace")
             await self._seed_volume(names.volume, spec.seed)
@@ -163,7 +139,10 @@ class DockerSandboxes(DockerHandles):
             base_url = await self._started_with_relay(spec, names, labels, progress)
         await progress("waiting for agent")
         remaining = max(self._start_timeout - (time.monotonic() - began), 5.0)
-        await wait_until_ready(base_url, within=remaining, interval=0.02, alive=self._alive_check(names))
+        # A socket not made yet fails a try at once: it is tried as often as the bench polls
+        # `docker run`'s floor (a relay's port, which takes the connection first, less often).
+        interval = 0.01 if networkless else 0.02
+        await wait_until_ready(base_url, within=remaining, interval=interval, alive=self._alive_check(names))
         if networkless:
             await self._sockets.seal(names)
         return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
@@ -184,7 +163,7 @@ class DockerSandboxes(DockerHandles):
         labels = cfg.sandbox_labels(spec, self._install, self._image_version)
         sandbox = cfg.sandbox_config(self._policy, spec, labels, names, None, template, socket_dir=socket_dir)
         token = spec.token if template is not None else None
-        await _whole(self._sandbox_made(names, sandbox, token, owns_data=template is not None))
+        await whole(self._sandbox_made(names, sandbox, token, owns_data=template is not None))
         await progress("starting container")
         await self._engine.start(names.sandbox)
         return unix_url(self._sockets.socket(names))
@@ -194,7 +173,7 @@ class DockerSandboxes(DockerHandles):
     ) -> str:
         """Create and start a sandbox on a network of its own and its relay; the relay's address."""
         await progress("creating network")
-        subnet = await _whole(self._relays.create_network(names.network, labels, spec.internet))
+        subnet = await whole(self._relays.create_network(names.network, labels, spec.internet))
         await progress("creating container")
         template = await self._templates.run_of(spec.template)
         sandbox = cfg.sandbox_config(
@@ -212,8 +191,8 @@ class DockerSandboxes(DockerHandles):
         # The relay is made while the agent boots: the critical path is the sandbox's
         # own create + start + boot, as for a plain `docker run` (both containers
         # starting at once would slow the sandbox's start on a small machine).
-        await _whole(
-            _together(
+        await whole(
+            together(
                 self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
                 self._relays.relay_made(names, relay, subnet),
             )
