@@ -95,6 +95,19 @@ class SocketDirs:
             os.chmod(handed, 0o644)  # whatever the umask said
         return directory
 
+    async def handed_token(self, names: cfg.Names) -> str | None:
+        """The token handed over in the directory and not yet kept by its agent (a first boot
+        under way), or ``None``. Read before the volume's: the agent keeps it there before it
+        removes it here, so one of the two always has it."""
+        return await asyncio.to_thread(self._handed, self.directory(names) / _TOKEN_NAME)
+
+    @staticmethod
+    def _handed(path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
     async def seal(self, names: cfg.Names) -> None:
         """The agent's socket is there: nothing in the sandbox may change the directory any more,
         and no token handed over is left in it (its agent has it)."""

@@ -47,8 +47,10 @@ async def test_a_token_handed_over_is_in_the_directory_until_sealed() -> None:
     made = Path(await sockets.make(names, token="secret-token"))
     handed = made / Path(cfg.HANDED_TOKEN).name
     assert handed.read_text() == "secret-token" and handed.stat().st_mode & 0o777 == 0o644
+    assert await sockets.handed_token(names) == "secret-token"  # a listing during the first boot
     await sockets.seal(names)
     assert not handed.exists() and os.listdir(made) == []
+    assert await sockets.handed_token(names) is None
     await sockets.forget()
 
 
