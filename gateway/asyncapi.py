@@ -18,39 +18,20 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
+from gateway.asyncapi_objects import TOKEN, message, ws_binding
+from gateway.asyncapi_terminal import TERMINAL_OUT, terminal_channel, terminal_messages, terminal_operations
 from sandbox_agent.protocol import (
     AFTER_SEQ_LIVE,
-    WS_CLOSE_BAD_QUERY,
     WS_CLOSE_CODES,
-    WS_CLOSE_NORMAL,
-    WS_CLOSE_NOT_FOUND,
     Event,
     EventTrigger,
     StdinFrame,
     TaskCreate,
-    TerminalError,
-    TerminalExit,
     TerminalResize,
-    TerminalSkipped,
 )
 
 #: The contract's table, keyed by the code as text (JSON object keys).
 _CLOSE_CODES = {str(code): meaning for code, meaning in sorted(WS_CLOSE_CODES.items())}
-_TOKEN = {"type": "string", "description": "API key, for browsers (or the convoy_key cookie)"}
-#: The key without a URL (gateway.wsauth): what browsers should use.
-_SUBPROTOCOLS = {
-    "type": "object",
-    "properties": {
-        "Sec-WebSocket-Protocol": {
-            "type": "string",
-            "description": "`convoy, convoy.key.<base64url of the API key>`: the key for browsers, "
-            "kept out of URLs and logs; the gateway answers the subprotocol `convoy`",
-        }
-    },
-}
-#: Text frames a terminal's viewer receives, besides its binary output.
-_TERMINAL_OUT: tuple[type[BaseModel], ...] = (TerminalSkipped, TerminalExit, TerminalError)
-_BYTES = {"type": "string", "format": "binary"}
 
 
 def _schemas() -> dict[str, Any]:
@@ -59,7 +40,7 @@ def _schemas() -> dict[str, Any]:
         (TaskCreate, "validation"),
         (EventTrigger, "validation"),
         (StdinFrame, "validation"),
-        *((model, "serialization") for model in _TERMINAL_OUT),
+        *((model, "serialization") for model in TERMINAL_OUT),
         (TerminalResize, "validation"),
     ]
     _, document = models_json_schema(models, ref_template="#/components/schemas/{model}")
@@ -79,26 +60,6 @@ def _asyncapi_schema(node: Any) -> Any:
     return adapted
 
 
-def _message(name: str, summary: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "title": name,
-        "summary": summary,
-        "contentType": "application/json",
-        "payload": {"$ref": f"#/components/schemas/{name}"},
-    }
-
-
-def _query(properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "ws": {
-            "method": "GET",
-            "query": {"type": "object", "properties": properties},
-            "headers": _SUBPROTOCOLS,
-        }
-    }
-
-
 def _channel(address: str, description: str, query: dict[str, Any], inbound: bool) -> dict[str, Any]:
     messages: dict[str, Any] = {"event": {"$ref": "#/components/messages/Event"}}
     if inbound:
@@ -109,7 +70,7 @@ def _channel(address: str, description: str, query: dict[str, Any], inbound: boo
         "address": address,
         "description": description,
         "messages": messages,
-        "bindings": _query({**query, "token": _TOKEN}),
+        "bindings": ws_binding({**query, "token": TOKEN}),
     }
     if "{conversation_id}" in address:
         channel["parameters"] = {"conversation_id": {"description": "The conversation's UUID"}}
@@ -156,7 +117,7 @@ def _preview_channel() -> tuple[dict[str, Any], dict[str, Any]]:
             "path": {"description": "The path on the sandbox's server"},
         },
         "messages": {"frame": {"$ref": "#/components/messages/PreviewFrame"}},
-        "bindings": _query({"token": _TOKEN, "convoy_preview": {"type": "string"}}),
+        "bindings": ws_binding({"token": TOKEN, "convoy_preview": {"type": "string"}}),
     }
     operations = {
         f"preview{action.title()}Frames": {
@@ -168,88 +129,6 @@ def _preview_channel() -> tuple[dict[str, Any], dict[str, Any]]:
         for action in ("send", "receive")
     }
     return channel, operations
-
-
-def _terminal_channel() -> dict[str, Any]:
-    out = {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"} for model in _TERMINAL_OUT}
-    return {
-        "address": "/conversation/{conversation_id}/terminal/{terminal_id}",
-        "description": "A terminal (PTY) of the conversation: its output from byte offset on, exactly "
-        "(no gap, no duplicate; history then live), then live. Several viewers may watch, each from "
-        "its own offset; the terminal outlives them all. After its exit: the exit frame, then a close "
-        f"with {WS_CLOSE_NORMAL}. Unknown terminal (or conversation, or another user's): "
-        f"{WS_CLOSE_NOT_FOUND}.",
-        "parameters": {
-            "conversation_id": {"description": "The conversation's UUID"},
-            "terminal_id": {"description": "The terminal's UUID (POST /conversation/{id}/terminal)"},
-        },
-        "messages": {
-            "output": {"$ref": "#/components/messages/TerminalOutput"},
-            "input": {"$ref": "#/components/messages/TerminalInput"},
-            "resize": {"$ref": "#/components/messages/TerminalResize"},
-            **out,
-        },
-        "bindings": _query(
-            {
-                "offset": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "default": 0,
-                    "description": "Replay from this byte (0: the start). Older than what is kept: a "
-                    f"skipped frame says where the replay starts. Past the end: close {WS_CLOSE_BAD_QUERY}.",
-                },
-                "token": _TOKEN,
-            }
-        ),
-    }
-
-
-def _terminal_operations() -> dict[str, Any]:
-    channel = {"$ref": "#/channels/terminal"}
-    return {
-        "terminalSendOutput": {
-            "action": "send",
-            "channel": channel,
-            "summary": "Binary frames: the terminal's raw bytes. Text frames: JSON control frames.",
-            "messages": [
-                {"$ref": "#/channels/terminal/messages/output"},
-                *({"$ref": f"#/channels/terminal/messages/{model.__name__}"} for model in _TERMINAL_OUT),
-            ],
-        },
-        "terminalReceiveInput": {
-            "action": "receive",
-            "channel": channel,
-            "summary": "Binary frames are typed into the terminal as they are; a resize text frame "
-            "resizes the PTY.",
-            "messages": [
-                {"$ref": "#/channels/terminal/messages/input"},
-                {"$ref": "#/channels/terminal/messages/resize"},
-            ],
-        },
-    }
-
-
-def _terminal_messages() -> dict[str, Any]:
-    messages: dict[str, Any] = {
-        "TerminalOutput": {
-            "name": "TerminalOutput",
-            "title": "TerminalOutput",
-            "summary": "Raw bytes the terminal wrote (binary frame)",
-            "contentType": "application/octet-stream",
-            "payload": _BYTES,
-        },
-        "TerminalInput": {
-            "name": "TerminalInput",
-            "title": "TerminalInput",
-            "summary": "Raw bytes typed into the terminal (binary frame)",
-            "contentType": "application/octet-stream",
-            "payload": _BYTES,
-        },
-        "TerminalResize": _message("TerminalResize", "Resize the PTY (text frame)"),
-    }
-    for model in _TERMINAL_OUT:
-        messages[model.__name__] = _message(model.__name__, (model.__doc__ or "").strip().split("\n")[0])
-    return messages
 
 
 def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str, Any]:
@@ -285,14 +164,14 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
         "firehose": _channel(
             "/firehose/", "Admins: every event of every conversation, each once.", {}, False
         ),
-        "terminal": _terminal_channel(),
+        "terminal": terminal_channel(),
     }
     operations: dict[str, Any] = {}
     for name, inbound in (("conversation", True), ("conversationCreate", True), ("firehose", False)):
         operations.update(_operations(name, inbound))
     channels["preview"], preview_operations = _preview_channel()
     operations.update(preview_operations)
-    operations.update(_terminal_operations())
+    operations.update(terminal_operations())
     document: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": {
@@ -308,9 +187,9 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
         "components": {
             "schemas": _schemas(),
             "messages": {
-                "Event": _message("Event", "An event envelope"),
-                "TaskCreate": _message("TaskCreate", "Create a task"),
-                "EventTrigger": _message("EventTrigger", "Trigger a client event"),
+                "Event": message("Event", "An event envelope"),
+                "TaskCreate": message("TaskCreate", "Create a task"),
+                "EventTrigger": message("EventTrigger", "Trigger a client event"),
                 "PreviewFrame": {
                     "name": "PreviewFrame",
                     "title": "PreviewFrame",
@@ -318,8 +197,8 @@ def asyncapi_document(host: str | None = None, secure: bool = False) -> dict[str
                     "contentType": "application/octet-stream",
                     "payload": {"description": "Any text or bytes"},
                 },
-                "StdinFrame": _message("StdinFrame", "Write to a task's open stdin"),
-                **_terminal_messages(),
+                "StdinFrame": message("StdinFrame", "Write to a task's open stdin"),
+                **terminal_messages(),
             },
         },
     }

@@ -65,6 +65,9 @@ _ADOPTABLE = (SandboxState.RUNNING, SandboxState.PAUSED)
 _WATCH_INTERVAL = 0.1
 #: Seconds an EXITED sandbox is given to vanish (removed by another gateway) before it fails.
 _REMOVAL_SETTLE = 1.5
+#: Listed conversations a sync round applies between two turns of the event loop: a listing of
+#: hundreds is applied in slices, so requests are served in between (not after the whole round).
+_SLICE = 100
 #: Why a conversation ended behind this gateway's back.
 GONE_ELSEWHERE = "the sandbox was removed outside this gateway (by another gateway, or by hand)"
 
@@ -218,7 +221,9 @@ class Reconciler(ConversationCore):
         # A spare a listing still shows as a spare (claimed a moment ago) is no vanished conversation.
         spare_ids = {handle.conversation_id for handle in listed if handle.spec.pool is not None}
         self._removed_at = {key: at for key, at in self._removed_at.items() if began - at < 600}
-        for conversation_id, handle in handles.items():
+        for index, (conversation_id, handle) in enumerate(handles.items()):
+            if index % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)
             self.pool.discard(conversation_id)  # claimed through another gateway: no spare any more
             if conversation_id not in self._removed_at:
                 await self._apply(handle)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import re
@@ -29,6 +28,7 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.addresses import is_loopback
 from gateway.app import create_app
 from gateway.requestlog import JsonLines
 from gateway.settings import Settings
@@ -41,15 +41,6 @@ _LINGER_SECONDS = 2.0
 _TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"']+")
 #: uvicorn's exit status when it could not start.
 STARTUP_FAILURE = 3
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class RedactTokens(logging.Filter):

@@ -9,7 +9,8 @@ groups), then writes and fsyncs the logs.
 
 A spare (the ``spare`` setting, see :mod:`sandbox_agent.claim`) starts with no
 conversation and records nothing: :attr:`Agent.spare` is true, every route but
-``/ready`` and ``/claim`` refuses, and :meth:`Agent.claim` makes it the agent of
+``/ready`` and ``/claim`` refuses (it answers ready once it has warmed its first command's
+paths: :mod:`sandbox_agent.warming`), and :meth:`Agent.claim` makes it the agent of
 the claimed conversation, whose READY is then event 1. An agent that finds a
 claim kept in its ``claim_file`` at start is that conversation's agent again.
 """
@@ -20,7 +21,7 @@ import asyncio
 import logging
 from uuid import UUID, uuid4
 
-from sandbox_agent import __version__
+from sandbox_agent import __version__, warming
 from sandbox_agent.activity import Meter
 from sandbox_agent.claim import Claim, read_claim, write_claim
 from sandbox_agent.errors import Conflict
@@ -100,6 +101,7 @@ class Agent:
                 )
             self.spare, self.claim_secret, self.settings.token = True, self.settings.token, None
             await self.tasks.open()
+            await warming.warm()  # the claimed conversation's first command pays no first use
             self.ready = True
             log.info("spare agent ready, waiting for a claim")
             return

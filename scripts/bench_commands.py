@@ -15,7 +15,6 @@ Run: ``scripts/bench docker`` (or this file; ``--runs N``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
@@ -25,6 +24,7 @@ from uuid import UUID
 
 import httpx
 from bench_docker import IMAGE, INSTALL, Gateway, cleanup, sh
+from benchtools import bench_arguments
 
 from gateway.client import AsyncConversationHandle, AsyncConvoyClient, shell
 from gateway.runtimes import docker_config as cfg
@@ -133,10 +133,7 @@ async def main(runs: int, deletes: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=50, help="warm commands measured each way")
+    parser = bench_arguments(__doc__, runs=50, runs_help="warm commands measured each way")
     parser.add_argument(
         "--deletes", type=int, default=10, help="conversations created, then deleted one by one"
     )

@@ -17,28 +17,35 @@ through its own gateway, so two builds are compared side by side in one run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
+import random
 import secrets
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
-from benchtools import free_port
+from benchtools import bench_arguments, free_port
 
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import AiodockerEngine
 
 IMAGE = os.environ.get("CONVOY_DOCKER_IMAGE", "convoy-sandbox:latest")
 INSTALL = f"bench-{secrets.token_hex(4)}"
+#: The agents' socket directories (network-less sandboxes) of this run only, removed at the end.
+SOCKETS = Path(tempfile.gettempdir()) / f"convoy-{INSTALL}"
 MiB = 1024 * 1024
+#: The target: the gateway's p99 for GET /conversation/{id}, in seconds.
+TARGET_P99 = 0.100
 
 
 async def sh(*argv: str) -> str:
@@ -63,12 +70,14 @@ async def poll(client: httpx.AsyncClient, url: str, within: float = 120.0) -> No
     raise TimeoutError(url)
 
 
-async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
+async def run_until_healthy(client: httpx.AsyncClient, *arguments: str) -> float:
+    """Seconds from ``docker run -d ARGUMENTS`` (the agent's port published on loopback, the
+    container labelled for :func:`cleanup`) until its agent's /health answers; then removed."""
     name = f"convoy-{INSTALL}-floor-{secrets.token_hex(3)}"
     began = time.monotonic()
     await sh(
         "docker", "run", "-d", "--name", name, "--label", f"convoy.install={INSTALL}",
-        "-p", "127.0.0.1::8080", "-e", f"CONVOY_AGENT_TOKEN={secrets.token_hex(8)}", image,
+        "-p", "127.0.0.1::8080", *arguments,
     )  # fmt: skip
     try:
         port = (await sh("docker", "port", name, "8080/tcp")).splitlines()[0].rsplit(":", 1)[1]
@@ -76,6 +85,11 @@ async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
         return time.monotonic() - began
     finally:
         await sh("docker", "rm", "-f", name)
+
+
+async def floor_once(client: httpx.AsyncClient, image: str = IMAGE) -> float:
+    """``docker run`` of the sandbox image, until its agent's /health answers."""
+    return await run_until_healthy(client, "-e", f"CONVOY_AGENT_TOKEN={secrets.token_hex(8)}", image)
 
 
 class Gateway:
@@ -95,6 +109,7 @@ class Gateway:
             "CONVOY_CREATE_BURST": "1000",  # the bench creates hundreds at once
             "CONVOY_START_TIMEOUT": "300",
             "CONVOY_POOL_SIZE": str(self.pool_size),
+            "CONVOY_DOCKER_SOCKET_DIR": str(SOCKETS),
         }
         convoy = Path(sys.executable).with_name("convoy")
         self.process = await asyncio.create_subprocess_exec(
@@ -132,11 +147,19 @@ class Gateway:
                 raise RuntimeError(f"conversation failed: {state.get('reason')}")
             await asyncio.sleep(0.01)
 
-    async def p99(self, client: httpx.AsyncClient, ids: list[str], samples: int = 300) -> float:
-        latencies = []
-        for n in range(samples):
+    async def p99(
+        self, client: httpx.AsyncClient, ids: list[str], samples: int = 300, window: float = 10.0
+    ) -> float:
+        """The p99 of ``GET /conversation/{id}`` over random ``ids``, asked back to back (one at a
+        time: what one client sees) for at least ``samples`` requests and ``window`` seconds, so
+        that the gateway's periodic loops (its sync every 2 s) run several times meanwhile. A
+        first request, not counted, opens the connection."""
+        (await client.get(f"{self.base}/conversation/{ids[0]}")).raise_for_status()
+        latencies: list[float] = []
+        ends = time.monotonic() + window
+        while len(latencies) < samples or time.monotonic() < ends:
             began = time.perf_counter()
-            response = await client.get(f"{self.base}/conversation/{ids[n % len(ids)]}")
+            response = await client.get(f"{self.base}/conversation/{random.choice(ids)}")
             latencies.append(time.perf_counter() - began)
             response.raise_for_status()
         return statistics.quantiles(latencies, n=100)[98]
@@ -187,13 +210,16 @@ async def relay_memory(engine: AiodockerEngine, names: cfg.Names) -> float:
     return memory(await engine.stats(names.relay)) if await engine.inspect(names.relay) else 0.0
 
 
-async def engine_memory(engine: AiodockerEngine, conversation_ids: list[str]) -> float:
-    """What the engine charges a conversation (sandbox + relay), on average over ``conversation_ids``."""
+async def engine_memory(engine: AiodockerEngine, conversation_ids: list[str], sample: int = 5) -> float:
+    """What the engine charges a conversation (sandbox + relay), on average over ``sample`` of
+    ``conversation_ids`` spread over all of them (the oldest have settled to idle, the newest not yet)."""
+    step = max(1, len(conversation_ids) // sample)
+    chosen = conversation_ids[::step][:sample]
     total = 0.0
-    for conversation_id in conversation_ids:
+    for conversation_id in chosen:
         names = cfg.Names.of(INSTALL, UUID(conversation_id))
         total += memory(await engine.stats(names.sandbox)) + await relay_memory(engine, names)
-    return total / len(conversation_ids)
+    return total / len(chosen)
 
 
 def host_available() -> int:
@@ -223,16 +249,15 @@ async def memory_only(images: list[str], samples: int) -> None:
                 finally:
                     await gateway.stop()
         finally:
-            await engine.close()
-            await cleanup()
+            await asyncio.shield(teardown(Gateway(), engine))
 
 
-async def main(runs: int, cap: int, step: int) -> None:
+async def main(runs: int, cap: int, step: int, window: float) -> None:
     engine = await AiodockerEngine.open(None)
     gateway = Gateway()
     async with httpx.AsyncClient(timeout=120) as client:
         try:
-            print(f"image {IMAGE}, install {INSTALL}, {os.cpu_count()} cores")
+            print(f"image {IMAGE}, install {INSTALL}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
             await floor_once(client)  # warm the page cache for both sides
             floors, starts = [], []
             await gateway.start(client)
@@ -249,27 +274,7 @@ async def main(runs: int, cap: int, step: int) -> None:
 
             await asyncio.sleep(5)  # let the agents settle to idle
             print(f"idle memory (engine):      {await idle_memory(engine, ids[0])}")
-
-            gate = asyncio.Semaphore(4)  # starts in flight: 2 cores
-            fitted = len(ids) if await gateway.p99(client, ids) <= 0.100 else 0
-            available = host_available()
-            print(f"density ladder up to {cap} (host memory available {available / 2**30:.1f} GiB):")
-            while len(ids) < cap:  # every step is printed: the p99 past 100 ms stops nothing
-                batch = min(step, cap - len(ids))
-                created = await asyncio.gather(*(gateway.create(client, gate) for _ in range(batch)))
-                ids += [conversation_id for conversation_id, _ in created]
-                last_p99 = await gateway.p99(client, ids)
-                p99_ms = last_p99 * 1000
-                engine_mib = await engine_memory(engine, ids[-3:]) / MiB
-                host_mib = (available - host_available()) / (len(ids) - runs) / MiB
-                print(
-                    f"  {len(ids):4d} idle conversations: p99 GET /conversation/{{id}} {p99_ms:6.1f} ms,"
-                    f" per conversation: engine {engine_mib:5.1f} MiB, host {host_mib:5.1f} MiB"
-                )
-                if last_p99 <= 0.100 and fitted == len(ids) - batch:
-                    fitted = len(ids)
-            verdict = "every step" if fitted >= cap else "then the p99 passed 100 ms"
-            print(f"idle conversations with p99 <= 100 ms: {fitted} ({verdict}, max {cap})")
+            await ladder(engine, gateway, client, ids, cap, step, window)
 
             removed = time.monotonic()
             for chunk in range(0, len(ids), 20):
@@ -278,9 +283,56 @@ async def main(runs: int, cap: int, step: int) -> None:
                 )
             print(f"deleted {len(ids)} conversations in {time.monotonic() - removed:.1f} s")
         finally:
-            await gateway.stop()
-            await engine.close()
-            await cleanup()
+            await asyncio.shield(teardown(gateway, engine))
+
+
+async def ladder(
+    engine: AiodockerEngine,
+    gateway: Gateway,
+    client: httpx.AsyncClient,
+    ids: list[str],
+    cap: int,
+    step: int,
+    window: float,
+) -> None:
+    """The density ladder: ``step`` more idle conversations at a time up to ``cap``; at each
+    step the p99 of GET /conversation/{id} (over ``window`` seconds), what the engine and the
+    host give each conversation, and the step's verdict. Every step runs: a p99 past the
+    target stops nothing, it only ends the run of steps that fitted."""
+    gate = asyncio.Semaphore(4)  # starts in flight: 2 cores
+    fitted = len(ids) if await gateway.p99(client, ids, window=window) <= TARGET_P99 else 0
+    base_count, available = len(ids), host_available()
+    print(
+        f"density ladder up to {cap}, {step} a step, p99 over {window:g} s a step "
+        f"(host memory available {available / 2**30:.1f} GiB; target p99 {TARGET_P99 * 1000:.0f} ms):"
+    )
+    while len(ids) < cap:
+        batch = min(step, cap - len(ids))
+        created = await asyncio.gather(*(gateway.create(client, gate) for _ in range(batch)))
+        ids += [conversation_id for conversation_id, _ in created]
+        p99 = await gateway.p99(client, ids, window=window)
+        engine_mib = await engine_memory(engine, ids) / MiB
+        host_mib = (available - host_available()) / (len(ids) - base_count) / MiB
+        verdict = "ok" if p99 <= TARGET_P99 else "OVER"
+        print(
+            f"  {len(ids):4d} idle conversations: p99 GET /conversation/{{id}}"
+            f" {p99 * 1000:6.1f} ms {verdict:<4}"
+            f" | per conversation: engine {engine_mib:5.1f} MiB, host {host_mib:5.1f} MiB"
+            f" | load {os.getloadavg()[0]:.1f}"
+        )
+        if p99 <= TARGET_P99 and fitted == len(ids) - batch:
+            fitted = len(ids)
+    verdict = "every step" if fitted >= cap else "then the p99 passed 100 ms"
+    print(f"idle conversations with p99 <= {TARGET_P99 * 1000:.0f} ms: {fitted} ({verdict}, max {cap})")
+
+
+async def teardown(gateway: Gateway, engine: AiodockerEngine) -> None:
+    """Stop the gateway and remove everything of this run, whatever ended it."""
+    try:
+        await gateway.stop()
+        await engine.close()
+    finally:
+        await cleanup()
 
 
 async def cleanup() -> None:
@@ -296,23 +348,48 @@ async def cleanup() -> None:
                 with contextlib.suppress(RuntimeError):  # already being removed: look again
                     await sh("docker", *remove, *found)
         if not left:
-            return
+            break
         await asyncio.sleep(2)
+    await asyncio.to_thread(shutil.rmtree, SOCKETS, True)
+
+
+async def interruptible(run: Coroutine[Any, Any, None]) -> int:
+    """``run``, cancelled by SIGINT, SIGTERM or SIGHUP (its ``finally`` blocks clean up); the
+    exit status: 0, or 128 + the signal."""
+    task = asyncio.ensure_future(run)
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        print(f"interrupted (signal {received[0]}): everything of {INSTALL} removed", file=sys.stderr)
+        return 128 + received[0]
+    return 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=5, help="cold starts measured on each side")
+    parser = bench_arguments(__doc__, runs=5, runs_help="cold starts measured on each side")
     parser.add_argument(
         "--max", "--cap", dest="cap", type=int, default=500, help="most idle conversations to try"
     )
     parser.add_argument("--step", type=int, default=20, help="conversations added per step")
+    parser.add_argument(
+        "--window", type=float, default=10.0, help="seconds of GET /conversation/{id} per step"
+    )
     parser.add_argument("--memory-only", action="store_true", help="only the idle memory, per --image")
     parser.add_argument("--image", action="append", help=f"sandbox image (repeatable; default {IMAGE})")
     arguments = parser.parse_args()
     if arguments.memory_only:
-        asyncio.run(memory_only(arguments.image or [IMAGE], arguments.runs))
+        run = memory_only(arguments.image or [IMAGE], arguments.runs)
     else:
-        asyncio.run(main(arguments.runs, arguments.cap, arguments.step))
+        run = main(arguments.runs, arguments.cap, arguments.step, arguments.window)
+    sys.exit(asyncio.run(interruptible(run)))

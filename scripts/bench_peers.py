@@ -18,7 +18,6 @@ Run: ``scripts/bench peers`` (or this file; ``--runs N --rounds N``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchtools import bench_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".bench"
@@ -231,10 +232,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--swerex-child"]:
         asyncio.run(_swerex_child(sys.argv[2], sys.argv[3]))
         sys.exit(0)
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=50, help="warm commands per round and side")
+    parser = bench_arguments(__doc__, runs=50, runs_help="warm commands per round and side")
     parser.add_argument("--rounds", type=int, default=5, help="create/teardown rounds per side")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.runs, arguments.rounds))

@@ -4,7 +4,10 @@
 2. cold create -> READY: POST /conversation through a gateway with no pool, polled to READY;
 3. warm create -> READY: the client's ``create()`` through a gateway whose pool has a spare
    (the pool is let refill between runs: the figure is that of a pool that keeps up);
-4. warm create -> ``echo hi`` done: ``create()`` then ``run("echo hi")`` through the client.
+4. warm create -> ``echo hi`` done: ``create()`` then ``run("echo hi")`` through the client;
+5. where the time of (4) goes, step by step (scripts/bench_pool_steps.py): through the
+   gateway as the client sees it, and straight to the agents with no gateway (with the
+   agent's CPU time), side by side with the medians above.
 
 Targets (ARCHITECTURE.md): warm create -> READY under 50 ms, create -> first command under
 100 ms. Everything it starts carries an installation name of its own and is removed at the end.
@@ -12,7 +15,6 @@ Targets (ARCHITECTURE.md): warm create -> READY under 50 ms, create -> first com
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
@@ -20,6 +22,8 @@ from collections.abc import Awaitable, Callable
 
 import bench_docker as dockerbench
 import httpx
+from bench_pool_steps import Steps, command_steps, direct_steps, loaded
+from benchtools import bench_arguments
 
 from gateway.client import AsyncConvoyClient
 
@@ -43,11 +47,11 @@ async def timed(call: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - began
 
 
-async def warm_runs(runs: int, client: httpx.AsyncClient) -> tuple[list[float], list[float], int]:
-    """(create -> READY, create -> echo hi done) of ``runs`` warm creates each, and how many
-    of them were served warm."""
+async def warm_runs(runs: int, client: httpx.AsyncClient) -> tuple[list[float], Steps, int]:
+    """create -> READY of ``runs`` warm creates, the steps of ``runs`` more each followed by
+    two ``echo hi`` (scripts/bench_pool_steps.py), and how many creates were served warm."""
     gateway = dockerbench.Gateway(pool_size=POOL_SIZE)
-    ready, first_command, warm = [], [], 0
+    ready, steps, warm = [], Steps(), 0
     try:
         await gateway.start(client)
         async with AsyncConvoyClient(gateway.base, timeout=120) as convoy:
@@ -56,16 +60,14 @@ async def warm_runs(runs: int, client: httpx.AsyncClient) -> tuple[list[float], 
                 began = time.perf_counter()
                 handle = await convoy.create(title="bench")
                 if measure_command:
-                    result = await handle.run("echo hi")
-                    assert result.stdout.strip() == "hi", result
-                    first_command.append(time.perf_counter() - began)
+                    await command_steps(handle, steps, began)
                 else:
                     ready.append(time.perf_counter() - began)
                 warm += handle.info.start == "warm"
                 await handle.delete()
     finally:
         await gateway.stop()
-    return ready, first_command, warm
+    return ready, steps, warm
 
 
 async def main(runs: int) -> None:
@@ -84,9 +86,11 @@ async def main(runs: int) -> None:
                     await client.delete(f"{cold.base}/conversation/{conversation_id}")
             finally:
                 await cold.stop()
-            ready, first_command, warm = await warm_runs(runs, client)
+            ready, steps, warm = await warm_runs(runs, client)
+            direct_wall, direct_cpu = await direct_steps(runs)
             floor = statistics.median(floors)
-            print(f"medians of {runs}:")
+            first_command = steps.samples["create -> first echo done"]
+            print(f"medians of {runs} ({loaded()}):")
             print(f"  docker run -> /health (floor)   {floor * 1000:7.1f} ms")
             for name, samples in (
                 ("cold create -> READY", colds),
@@ -96,13 +100,16 @@ async def main(runs: int) -> None:
                 median = statistics.median(samples)
                 print(f"  {name:<32}{median * 1000:7.1f} ms   {median / floor:5.2f}x the floor")
             print(f"  served warm: {warm} of {2 * runs} creates")
+            print("  warm create -> `echo hi` done, step by step:")
+            print("   through the gateway, as the client sees it:")
+            print("\n".join(steps.lines()))
+            print("   straight to the agent, no gateway (the runtime in this process):")
+            print("\n".join(direct_wall.lines()))
+            print("\n".join(direct_cpu.lines()))
         finally:
             await dockerbench.cleanup()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=10, help="measurements of each figure (median)")
+    parser = bench_arguments(__doc__, runs=10, runs_help="measurements of each figure (median)")
     asyncio.run(main(parser.parse_args().runs))

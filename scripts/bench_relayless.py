@@ -19,7 +19,6 @@ Run: ``scripts/bench relayless`` (or ``python scripts/bench_relayless.py [--runs
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -33,11 +32,12 @@ import bench_docker
 import httpx
 from bench_docker import Gateway, MiB, host_available, memory
 from bench_docker import cleanup as docker_cleanup
+from benchtools import bench_arguments
 
 from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes.docker import AiodockerEngine
-from gateway.runtimes.docker_config import Names
+from gateway.runtimes.docker_labels import Names
 from gateway.runtimes.docker_token import TOKEN_FILE
 from sandbox_agent.protocol import TOKEN_HEADER
 
@@ -159,10 +159,7 @@ async def main(runs: int, requests: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=5, help="conversations per design")
+    parser = bench_arguments(__doc__, runs=5, runs_help="conversations per design")
     parser.add_argument("--requests", type=int, default=300, help="small requests per side")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of both designs, alternating first")
     arguments = parser.parse_args()

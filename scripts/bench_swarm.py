@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 from bench_pool import pool_ready
-from benchtools import free_port
+from benchtools import bench_arguments, free_port
 
 from scripts.swarm_cluster import Cluster, default_images, docker, down, node_id, up
 
@@ -182,10 +182,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=10, help="measurements of each figure (median)")
+    parser = bench_arguments(__doc__, runs=10, runs_help="measurements of each figure (median)")
     parser.add_argument("--burst", type=int, default=6, help="cold creates at once")
     parser.add_argument("--prefix", default="cvb", help="the harness cluster's prefix (its own by default)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster up at the end")

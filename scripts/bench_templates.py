@@ -12,15 +12,13 @@ it starts carries an installation name of its own and is removed at the end, the
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import secrets
 import statistics
-import time
 
 import httpx
 import template_images
-from bench_docker import IMAGE, INSTALL, Gateway, cleanup, idle_memory, poll, sh
+from bench_docker import IMAGE, INSTALL, Gateway, cleanup, idle_memory, run_until_healthy, sh
+from benchtools import bench_arguments
 
 from gateway.runtimes.docker import AiodockerEngine
 from gateway.runtimes.docker_bundle import BUNDLE_DIR, agent_argv, bundle_volume_name
@@ -30,21 +28,10 @@ TEMPLATE = "bench-busybox"
 
 async def floor_once(client: httpx.AsyncClient, image: str, bundle: str | None) -> float:
     """``docker run`` of ``image`` with the agent as a sandbox starts it, until /health answers."""
-    name = f"convoy-{INSTALL}-floor-{secrets.token_hex(3)}"
     entrypoint, command = agent_argv(["--host", "0.0.0.0", "--port", "8080", "--unprotected"])
     mount = ["-v", f"{bundle}:{BUNDLE_DIR}:ro,nocopy"] if bundle else []
-    began = time.monotonic()
-    await sh(
-        "docker", "run", "-d", "--name", name, "--label", f"convoy.install={INSTALL}", "--read-only",
-        "--tmpfs", "/tmp", "-w", "/tmp", "-p", "127.0.0.1::8080", *mount, "--entrypoint", entrypoint[0],
-        image, *command,
-    )  # fmt: skip
-    try:
-        port = (await sh("docker", "port", name, "8080/tcp")).splitlines()[0].rsplit(":", 1)[1]
-        await poll(client, f"http://127.0.0.1:{port}/health")
-        return time.monotonic() - began
-    finally:
-        await sh("docker", "rm", "-f", name)
+    sandbox_like = ["--read-only", "--tmpfs", "/tmp", "-w", "/tmp", *mount]
+    return await run_until_healthy(client, *sandbox_like, "--entrypoint", entrypoint[0], image, *command)
 
 
 async def main(runs: int) -> None:
@@ -90,8 +77,5 @@ async def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=5, help="cold starts measured on each side")
+    parser = bench_arguments(__doc__, runs=5, runs_help="cold starts measured on each side")
     asyncio.run(main(parser.parse_args().runs))

@@ -4,11 +4,11 @@ MCP client starts ``convoy mcp`` itself), or over streamable HTTP with ``--http`
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 
 import typer
 
+from gateway.addresses import is_loopback
 from gateway.cli._state import state
 
 
@@ -26,7 +26,7 @@ def mcp(
 ) -> None:
     """Run an MCP server whose tools create sandboxes, run commands and move files in them."""
     options = state(ctx)
-    if http and not _is_loopback(host):
+    if http and not is_loopback(host):
         # The MCP endpoint asks nothing of its callers and acts with this key: loopback only.
         typer.echo(
             f"convoy: refusing to serve MCP on {host}: it has no authentication; use 127.0.0.1", err=True
@@ -41,12 +41,3 @@ def mcp(
         mcp_server.serve_http(options.url, options.key, host, port)
     else:
         mcp_server.serve_stdio(options.url, options.key)
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -100,20 +100,10 @@ mapped once, at the runtime's boundary.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import re
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
-import httpx
-
-from gateway.agent_transport import AgentTransport
 from gateway.errors import (
     ClaimFailed,
     InvalidTemplate,
@@ -126,7 +116,21 @@ from gateway.errors import (
     TemplateNotFound,
     TemplatesUnsupported,
 )
+from gateway.runtimes.readiness import wait_until_ready
+from gateway.runtimes.sandbox import (
+    ProgressCallback,
+    ResourceLimits,
+    ResourceUsage,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+    SnapshotInfo,
+    WorkspaceSeed,
+)
+from gateway.runtimes.templates import DEFAULT_TEMPLATE, Template, TemplateSource, check_template_name
 
+# The seam's public surface: the protocol, and (re-exported, one definition each) the values
+# it speaks of (gateway.runtimes.sandbox, .templates), its errors and its readiness wait.
 __all__ = [
     "DEFAULT_TEMPLATE",
     "ClaimFailed",
@@ -153,122 +157,6 @@ __all__ = [
     "check_template_name",
     "wait_until_ready",
 ]
-
-#: Called by :meth:`Runtime.start` with a short phase name ("creating volume", ...).
-ProgressCallback = Callable[[str], Awaitable[None]]
-
-
-class SandboxState(StrEnum):
-    """What a runtime can say of one sandbox."""
-
-    STARTING = "STARTING"  # created, agent not answering yet
-    RUNNING = "RUNNING"  # process/container alive
-    EXITED = "EXITED"  # process/container ended; exit_code/oom say how
-    PAUSED = "PAUSED"  # frozen by pause(), memory kept, until resume()
-
-
-@dataclass(frozen=True)
-class ResourceLimits:
-    memory_bytes: int | None = None
-    cpus: float | None = None
-    pids: int | None = None
-
-
-@dataclass(frozen=True)
-class SandboxSpec:
-    """Everything a runtime needs to start a sandbox, and keeps as its metadata."""
-
-    conversation_id: UUID
-    owner: str
-    title: str
-    token: str
-    created_at: datetime
-    env: dict[str, str] = field(default_factory=dict)
-    limits: ResourceLimits = field(default_factory=ResourceLimits)
-    internet: bool = False
-    idle_timeout: float | None = None
-    #: The egress allow-list (normalised entries, see :mod:`gateway.egress`); ``None``: no egress
-    #: beyond ``internet``. Only runtimes with ``enforces_egress`` start a spec that has one.
-    egress: tuple[str, ...] | None = None
-    # --- lifecycle: idle policy and workspace seed ---
-    #: What the gateway does with it once idle: "delete" or "pause" (kept as metadata).
-    on_idle: str = "delete"
-    #: Where the workspace comes from at start; only :meth:`Runtime.start` reads it (not kept).
-    seed: WorkspaceSeed | None = None
-    # --- the pool ---
-    #: Set for a spare (see the module docstring): the pool it was made for. ``owner`` is then
-    #: empty and ``token`` the claim secret. ``None``: a conversation's sandbox.
-    pool: str | None = None
-    #: The template (see the templates block below) the sandbox runs; the runtime's own image by default.
-    template: str = "default"
-
-
-@dataclass(frozen=True)
-class WorkspaceSeed:
-    """The workspace a new sandbox starts with: a snapshot's, or (a fork) another
-    sandbox's at the moment of the start. Exactly one is set."""
-
-    snapshot_id: UUID | None = None
-    conversation_id: UUID | None = None
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """One snapshot as the runtime keeps it. ``size``: bytes of the copied workspace (its
-    files' sizes; Docker counts what ``du -sb`` does, directories included)."""
-
-    id: UUID
-    owner: str
-    name: str
-    created_at: datetime
-    size: int
-    #: The conversation it was taken of (which may be gone by now).
-    conversation_id: UUID
-
-
-@dataclass(frozen=True)
-class SandboxHandle:
-    """One sandbox as the runtime sees it. ``base_url`` has no trailing slash."""
-
-    spec: SandboxSpec
-    base_url: str
-    state: SandboxState
-    exit_code: int | None = None
-    oom_killed: bool = False
-    #: For EXITED: why, in words ("ran out of memory (OOM) ...", the last log lines); else None.
-    reason: str | None = None
-
-    @property
-    def conversation_id(self) -> UUID:
-        return self.spec.conversation_id
-
-    @property
-    def token(self) -> str:
-        return self.spec.token
-
-
-# --- usage (issue 14: what a sandbox uses) ------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResourceUsage:
-    """What one sandbox uses now, as its runtime can measure it; ``None``: this runtime
-    cannot know it (each runtime's :meth:`Runtime.usage` says which it leaves out).
-
-    ``cpu_seconds`` is cumulative (user + system, of every process it ran that the
-    runtime can still account for); memory is resident bytes; ``disk_bytes`` the size
-    of the files in the workspace (``disk_complete`` False: the walk stopped at its
-    bound, the true size is larger); network bytes are cumulative, in and out of the
-    sandbox; ``pids`` the processes (and threads, where the runtime counts them) now."""
-
-    cpu_seconds: float | None = None
-    memory_bytes: int | None = None
-    memory_peak_bytes: int | None = None
-    disk_bytes: int | None = None
-    disk_complete: bool = True
-    network_rx_bytes: int | None = None
-    network_tx_bytes: int | None = None
-    pids: int | None = None
 
 
 class Runtime(Protocol):
@@ -406,73 +294,3 @@ class Runtime(Protocol):
         (in any state) runs it, :class:`TemplateNotFound` when there is none,
         :class:`InvalidTemplate` for the default."""
         ...
-
-
-#: The name of the template every runtime has: the sandbox it starts when none is asked for.
-DEFAULT_TEMPLATE = "default"
-#: What a template may be called (it is part of an image reference on docker: lower case).
-TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-
-def check_template_name(name: str) -> None:
-    """:class:`InvalidTemplate` unless ``name`` may name a template that is built."""
-    if name == DEFAULT_TEMPLATE:
-        raise InvalidTemplate(
-            f"{DEFAULT_TEMPLATE!r} is the runtime's own sandbox: it is not built or removed"
-        )
-    if not TEMPLATE_NAME.match(name):
-        raise InvalidTemplate(
-            f"{name!r} is not a template name: lower-case letters, digits, '_', '.', '-' (at most 63)"
-        )
-
-
-@dataclass(frozen=True)
-class Template:
-    """One template as :meth:`Runtime.templates` lists it."""
-
-    name: str
-    #: What it was built from: an image reference, or ``"Dockerfile"``.
-    built_from: str
-    description: str = ""
-    created_at: datetime | None = None
-    #: Bytes of its image (``None`` where the runtime cannot know).
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class TemplateSource:
-    """What :meth:`Runtime.build_template` builds from: an ``image`` (a local one; a pullable
-    reference where a registry answers), or a ``context`` (a tar) holding the ``dockerfile``."""
-
-    image: str | None = None
-    context: bytes | None = None
-    dockerfile: str = "Dockerfile"
-    description: str = ""
-
-
-async def wait_until_ready(
-    base_url: str,
-    *,
-    within: float,
-    interval: float = 0.02,
-    alive: Callable[[], Awaitable[bool]] | None = None,
-) -> None:
-    """Poll ``GET {base_url}/ready`` until it answers 200.
-
-    Raises :class:`SandboxStartError` after ``within`` seconds, or as soon as
-    ``alive`` (when given) says the sandbox process is gone.
-    """
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(timeout=2.0, transport=AgentTransport()) as client:
-        while True:
-            try:
-                response = await client.get(f"{base_url}/ready")
-                if response.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if alive is not None and not await alive():
-                raise SandboxStartError("the sandbox exited before its agent was ready")
-            if time.monotonic() >= deadline:
-                raise SandboxStartError(f"the agent did not answer /ready within {within:g}s")
-            await asyncio.sleep(interval)

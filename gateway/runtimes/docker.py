@@ -33,7 +33,8 @@ gateway keeps no database):
   :mod:`gateway.runtimes.docker_token`);
 - the **relay** container (``images/sandbox/relay.py``, same image, same
   hardening): the only other member of that network, and the gateway's way in.
-  It forwards TCP to the agent, and sits on the gateway's side: a port
+  It forwards TCP to the agent (its own connections only: its namespace routes
+  nothing between its two networks, ``docker_config.RELAY_SYSCTLS``), and sits on the gateway's side: a port
   published on 127.0.0.1 (``docker_reach=published``: a gateway on the host,
   Linux or Docker Desktop alike) or ``docker_network`` by name
   (``network``: a gateway in a container; ``auto`` picks ``network`` when
@@ -76,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import math
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -93,8 +95,6 @@ from gateway.runtimes.docker_sandboxes import DockerSandboxes, Reach
 from gateway.settings import DockerReach, Settings
 
 __all__ = ["AiodockerEngine", "DockerRuntime", "choose_reach", "mapped_errors"]
-
-_SUMMARY_KEYS = ("Id", "Names", "Labels", "State", "Ports", "Created", "Image")
 
 
 @contextlib.contextmanager
@@ -149,9 +149,18 @@ class AiodockerEngine:
             return None
 
     async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        # The engine's summaries as it sent them: aiodocker's containers.list() wraps each in an
+        # object of its own, and a copy of each would be one more; with hundreds of sandboxes,
+        # every sync's listing paid both on the event loop (and in garbage collections).
         with mapped_errors("list containers"):
-            found = await self._docker.containers.list(all=True, filters=filters)
-        return [{key: container[key] for key in _SUMMARY_KEYS if key in container} for container in found]
+            found = await self._docker._query_json(
+                "containers/json", params={"all": "1", "filters": json.dumps(filters)}
+            )
+        return (
+            [container for container in found if isinstance(container, dict)]
+            if isinstance(found, list)
+            else []
+        )
 
     async def inspect(self, name: str) -> dict[str, Any] | None:
         try:

@@ -1,226 +1,122 @@
 """What the Docker runtime asks the engine for, as plain data.
 
-Names, labels, the network/volume/container configurations of one
-conversation, and the :class:`SandboxSpec` read back from a container: pure
-functions of a :class:`ContainerPolicy` (what the settings say every container
-gets) and the spec, with no engine calls (and no aiodocker), so they are
-checked without Docker. The labels are the registry: everything a restarted
-gateway needs is on the containers, except the token.
+The container configurations of one conversation (its sandbox and its relay): pure
+functions of a :class:`ContainerPolicy` (what the settings say every container gets) and
+the spec, with no engine calls (and no aiodocker), so they are checked without Docker.
+The names and labels (the registry) are :mod:`gateway.runtimes.docker_labels`, the
+conversation's network :mod:`gateway.runtimes.docker_networks`; both are re-exported here.
 
 The token is in no environment: see :mod:`gateway.runtimes.docker_token`.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import random
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from gateway.runtimes import docker_egress
-from gateway.runtimes.base import DEFAULT_TEMPLATE, ResourceLimits, SandboxSpec
+from gateway.runtimes.base import ResourceLimits, SandboxSpec
 from gateway.runtimes.docker_bundle import TemplateRun, agent_argv, bundle_mount
+from gateway.runtimes.docker_labels import (
+    AGENT_SOCKET_PATH,
+    CONVERSATION_ID,
+    CPUS,
+    CREATED_AT,
+    EGRESS,
+    ENV_KEYS,
+    IDLE_TIMEOUT,
+    IMAGE_VERSION,
+    INSTALL,
+    INTERNET,
+    MEMORY,
+    NETWORK,
+    NO_NETWORK,
+    ON_IDLE,
+    OWNER,
+    PIDS,
+    POOL,
+    RELAY,
+    ROLE,
+    SANDBOX,
+    TEMPLATE,
+    TITLE,
+    Names,
+    common_labels,
+    install_filter,
+    sandbox_labels,
+    spec_from_container,
+    task_env,
+)
+from gateway.runtimes.docker_networks import SUBNET_PREFIX, Subnet, free_subnets, network_config
 from gateway.runtimes.docker_token import AGENT_CAPABILITIES, CLAIM_FILE, DATA_DIR, TOKEN_FILE
-from sandbox_agent.protocol import AGENT_TOKEN_ENV, CONVERSATION_ID_ENV, RESERVED_ENV_PREFIX
+from sandbox_agent.protocol import CONVERSATION_ID_ENV
+
+# One namespace for the runtimes that speak to the engine (``docker_config as cfg``): the
+# containers are defined here, the labels and the network (re-exported) in their own modules.
+__all__ = [
+    "AGENT_PORT",
+    "AGENT_SOCKET",
+    "AGENT_SOCKET_PATH",
+    "CONVERSATION_ID",
+    "CPUS",
+    "CREATED_AT",
+    "EGRESS",
+    "ENV_KEYS",
+    "IDLE_TIMEOUT",
+    "IMAGE_VERSION",
+    "INSTALL",
+    "INTERNET",
+    "MEMORY",
+    "NETWORK",
+    "NO_NETWORK",
+    "ON_IDLE",
+    "OWNER",
+    "PIDS",
+    "POOL",
+    "RELAY",
+    "RELAY_SCRIPT",
+    "RELAY_SYSCTLS",
+    "ROLE",
+    "SANDBOX",
+    "SOCKET_DIR",
+    "SUBNET_PREFIX",
+    "TEMPLATE",
+    "TITLE",
+    "ContainerPolicy",
+    "Names",
+    "Subnet",
+    "agent_arguments",
+    "common_labels",
+    "effective_limits",
+    "exit_reason",
+    "free_subnets",
+    "install_filter",
+    "network_config",
+    "published_url",
+    "relay_config",
+    "sandbox_config",
+    "sandbox_labels",
+    "spec_from_container",
+    "task_env",
+]
 
 AGENT_PORT = 8080
 RELAY_SCRIPT = "/opt/convoy-relay/relay.pyc"  # images/sandbox/relay.py, compiled in the image
-SUBNET_PREFIX = 29  # gateway address (unused), the sandbox, the relay
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
 _RELAY_MEMORY = 64 * 1024 * 1024
+#: The relay's network namespace routes nothing. A new namespace inherits the host's
+#: ``ip_forward=1`` (Docker's), and the relay is the one member of both the sandbox's network
+#: and the front network: with forwarding on, a frame sent to its address with another
+#: destination (by anything on the front network, or by the sandbox were it ever given the
+#: relay as next hop) would be routed between the two. ``default`` covers the interface of
+#: the sandbox's network, which may come up after the first.
+RELAY_SYSCTLS = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.default.forwarding": "0"}
 
-# Labels: every object of a conversation carries the first five.
-INSTALL = "convoy.install"
-CONVERSATION_ID = "convoy.conversation-id"
-OWNER = "convoy.owner"
-CREATED_AT = "convoy.created-at"
-TITLE = "convoy.title"
-IMAGE_VERSION = "convoy.image-version"
-ROLE = "convoy.role"  # on containers: "sandbox" or "relay"
-INTERNET = "convoy.internet"
-EGRESS = "convoy.egress"  # the allow-list, JSON; absent: none
-IDLE_TIMEOUT = "convoy.idle-timeout"
-MEMORY = "convoy.limits.memory-bytes"
-CPUS = "convoy.limits.cpus"
-PIDS = "convoy.limits.pids"
-ENV_KEYS = "convoy.env-keys"
-ON_IDLE = "convoy.on-idle"  # what the gateway does with it once idle
-POOL = "convoy.pool"  # on a spare's sandbox: the pool it was made for (labels stay: see claim_spec)
-TEMPLATE = "convoy.template"  # on sandboxes: the template they run; on images: the template they are
-NETWORK = "convoy.network"  # on sandboxes with no network at all: "none" (reached over a socket, no relay)
-NO_NETWORK = "none"
-AGENT_SOCKET_PATH = "convoy.agent-socket"  # on those: the host path of the agent's socket
 #: Where a sandbox with no network finds its socket directory (mounted from the host), and its socket.
 SOCKET_DIR = "/run/convoy-agent"
 AGENT_SOCKET = f"{SOCKET_DIR}/agent.sock"
 #: Where a sandbox with no network is handed its token (see gateway.runtimes.docker_sockets).
 HANDED_TOKEN = f"{SOCKET_DIR}/token"
-SANDBOX, RELAY = "sandbox", "relay"
-
-
-@dataclass(frozen=True)
-class Names:
-    """Engine names of one conversation's objects; the volume and network share the sandbox's."""
-
-    sandbox: str
-    relay: str
-
-    @classmethod
-    def of(cls, install: str, conversation_id: UUID) -> Names:
-        base = f"convoy-{install}-{conversation_id}"
-        return cls(sandbox=base, relay=f"{base}-relay")
-
-    @property
-    def volume(self) -> str:
-        return self.sandbox
-
-    @property
-    def network(self) -> str:
-        return self.sandbox
-
-
-def install_filter(install: str, **extra: str) -> dict[str, list[str]]:
-    """Engine list filters: objects of ``install`` (and ``extra`` labels)."""
-    return {"label": [f"{INSTALL}={install}", *(f"{key}={value}" for key, value in extra.items())]}
-
-
-def common_labels(spec: SandboxSpec, install: str) -> dict[str, str]:
-    return {
-        INSTALL: install,
-        CONVERSATION_ID: str(spec.conversation_id),
-        OWNER: spec.owner,
-        CREATED_AT: spec.created_at.isoformat(),
-        TITLE: spec.title,
-    }
-
-
-def sandbox_labels(spec: SandboxSpec, install: str, image_version: str) -> dict[str, str]:
-    """Everything :func:`spec_from_container` needs to rebuild ``spec`` (but the token)."""
-    labels = common_labels(spec, install)
-    labels |= {
-        ROLE: SANDBOX,
-        IMAGE_VERSION: image_version,
-        INTERNET: "true" if spec.internet else "false",
-        ENV_KEYS: json.dumps(sorted(task_env(spec))),
-        ON_IDLE: spec.on_idle,
-        TEMPLATE: spec.template,
-    }
-    optional = {
-        IDLE_TIMEOUT: spec.idle_timeout,
-        MEMORY: spec.limits.memory_bytes,
-        CPUS: spec.limits.cpus,
-        PIDS: spec.limits.pids,
-    }
-    labels |= {key: str(value) for key, value in optional.items() if value is not None}
-    if spec.egress is not None:
-        labels[EGRESS] = json.dumps(list(spec.egress))
-    if spec.pool is not None:
-        labels[POOL] = spec.pool
-    return labels
-
-
-def spec_from_container(info: dict[str, Any], token: str | None) -> SandboxSpec | None:
-    """The spec of a sandbox container (``inspect`` output) with its ``token`` (read from
-    :data:`TOKEN_FILE`); ``None`` when its labels are not ours or no token is known."""
-    config = info.get("Config") or {}
-    labels: dict[str, str] = config.get("Labels") or {}
-    env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
-    try:
-        keys: list[str] = json.loads(labels.get(ENV_KEYS, "[]"))
-        egress: list[str] | None = json.loads(labels[EGRESS]) if EGRESS in labels else None
-        return SandboxSpec(
-            conversation_id=UUID(labels[CONVERSATION_ID]),
-            owner=labels[OWNER],
-            title=labels.get(TITLE, ""),
-            token=token or env[AGENT_TOKEN_ENV],  # the Env: sandboxes of older gateways only
-            created_at=datetime.fromisoformat(labels[CREATED_AT]),
-            env={key: env[key] for key in keys if key in env},
-            limits=ResourceLimits(
-                memory_bytes=_int(labels.get(MEMORY)),
-                cpus=_float(labels.get(CPUS)),
-                pids=_int(labels.get(PIDS)),
-            ),
-            internet=labels.get(INTERNET) == "true",
-            idle_timeout=_float(labels.get(IDLE_TIMEOUT)),
-            egress=None if egress is None else tuple(str(entry) for entry in egress),
-            on_idle=labels.get(ON_IDLE, "delete"),
-            pool=labels.get(POOL),
-            template=labels.get(TEMPLATE, DEFAULT_TEMPLATE),
-        )
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
-def _int(text: str | None) -> int | None:
-    return None if text is None else int(text)
-
-
-def _float(text: str | None) -> float | None:
-    return None if text is None else float(text)
-
-
-def task_env(spec: SandboxSpec) -> dict[str, str]:
-    """The spec's env for the tasks (the swarm runtime sets it the same way)."""
-    # The agent's own variables are the runtime's to set, never the caller's.
-    return {key: value for key, value in spec.env.items() if not key.upper().startswith(RESERVED_ENV_PREFIX)}
-
-
-# --- the conversation's network ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Subnet:
-    network: ipaddress.IPv4Network
-
-    @property
-    def sandbox_ip(self) -> str:
-        return str(self.network.network_address + 2)
-
-    @property
-    def relay_ip(self) -> str:
-        return str(self.network.network_address + 3)
-
-
-def free_subnets(pool: str, used: Iterable[str]) -> Iterator[Subnet]:
-    """The /29 subnets of ``pool`` that overlap none of ``used``, in random order
-    (so gateways sharing an engine rarely race for the same one)."""
-    whole = ipaddress.IPv4Network(pool)
-    taken = [net for net in (ipaddress.ip_network(text, strict=False) for text in used) if net.version == 4]
-    taken = [net for net in taken if net.overlaps(whole)]
-    count = 2 ** (SUBNET_PREFIX - whole.prefixlen)
-    step = 2 ** (32 - SUBNET_PREFIX)
-    for index in random.sample(range(count), count):
-        candidate = ipaddress.IPv4Network((int(whole.network_address) + index * step, SUBNET_PREFIX))
-        if not any(candidate.overlaps(net) for net in taken):
-            yield Subnet(candidate)
-
-
-def network_config(name: str, labels: dict[str, str], subnet: Subnet, internet: bool) -> dict[str, Any]:
-    """The conversation's own bridge. Without internet: internal (no route out) and
-    with no host address on the bridge, so neither the host nor anything beyond
-    it can be reached; only the sandbox and its relay live there."""
-    options = {"com.docker.network.bridge.enable_icc": "true"}
-    if not internet:
-        options["com.docker.network.bridge.inhibit_ipv4"] = "true"
-    return {
-        "Name": name,
-        "Driver": "bridge",
-        "Internal": not internet,
-        "CheckDuplicate": True,
-        "Labels": labels,
-        "Options": options,
-        "IPAM": {
-            "Driver": "default",
-            "Config": [{"Subnet": str(subnet.network), "Gateway": str(subnet.network.network_address + 1)}],
-        },
-    }
-
-
-# --- containers ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -372,10 +268,12 @@ def relay_config(
         "NanoCpus": int(cpus * 1e9),
         "PidsLimit": 16,
         "RestartPolicy": {"Name": "no"},
+        "Sysctls": dict(RELAY_SYSCTLS),
     }
     command = ["python3", "-I", "-S", RELAY_SCRIPT, str(AGENT_PORT), subnet.sandbox_ip, str(AGENT_PORT)]
     if spec is not None and spec.egress is not None:
-        host |= docker_egress.relay_host_config()
+        egress = docker_egress.relay_host_config()
+        host |= egress | {"Sysctls": host["Sysctls"] | egress["Sysctls"]}
         resolver = policy.egress_resolver
         command += ["--", *docker_egress.relay_companion(resolver, spec, subnet.relay_ip, subnet.sandbox_ip)]
     if publish:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -41,6 +42,10 @@ _STATES = {
 _LIVE_STATES = ("running", "paused")
 #: Seconds a listing of list() serves cleanup_orphans() (see _fresh_listing).
 LISTING_REUSE = 2.0
+#: Handles built between two turns of the event loop.
+_SLICE = 200
+#: A socket's URL, encoded once per path rather than at every listing (one per sandbox).
+_socket_url = functools.lru_cache(maxsize=8192)(unix_url)
 
 
 def without_network(summary: dict[str, Any]) -> bool:
@@ -81,26 +86,55 @@ class DockerHandles(DockerLifecycle):
         return await self._handles_of(await self._engine.containers(filters))
 
     async def _handles_of(self, summaries: builtins.list[dict[str, Any]]) -> builtins.list[SandboxHandle]:
-        groups = by_conversation(summaries)
-        found = await asyncio.gather(
-            *(
-                self._handle(group)
-                for conversation, group in groups.items()
-                if cfg.SANDBOX in group and not self._removals.pending(conversation)
-            )
-        )
+        """The handles of ``summaries``, in their order. Most are of known, running sandboxes:
+        built here at once, with no engine call and no task of their own (a listing of hundreds
+        of sandboxes every ``sync_interval`` would otherwise make hundreds of tasks that hold the
+        event loop together); only those the engine must be asked about are looked at concurrently."""
+        groups = [
+            group
+            for conversation, group in by_conversation(summaries).items()
+            if cfg.SANDBOX in group and not self._removals.pending(conversation)
+        ]
+        asked = {index: group for index, group in enumerate(groups) if self._needs_engine(group[cfg.SANDBOX])}
+        looked = await asyncio.gather(*(self._handle(group) for group in asked.values()))
+        answers = dict(zip(asked, looked, strict=True))
+        found: builtins.list[SandboxHandle | None] = []
+        for index, group in enumerate(groups):
+            if index % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)  # requests are served between two slices of a long listing
+            found.append(answers[index] if index in asked else self._known(group))
         return [handle for handle in found if handle is not None]
 
-    async def _handle(self, group: dict[str, dict[str, Any]]) -> SandboxHandle | None:
-        sandbox, relay = group[cfg.SANDBOX], group.get(cfg.RELAY)
+    def _needs_engine(self, sandbox: dict[str, Any]) -> bool:
+        """Whether a sandbox's handle needs an engine call: its spec is not known yet, it exited
+        (its state and logs say why), or it is a spare whose claim is not known here."""
+        if sandbox.get("State") == "removing":
+            return False
+        spec = self._specs.get(sandbox["Id"])
+        if spec is None or _STATES.get(sandbox.get("State", ""), SandboxState.EXITED) is SandboxState.EXITED:
+            return True
+        return spec.pool is not None and spec.conversation_id not in self._claimed
+
+    def _known(self, group: dict[str, dict[str, Any]]) -> SandboxHandle | None:
+        """The handle of a sandbox :meth:`_needs_engine` says needs no engine call."""
+        sandbox = group[cfg.SANDBOX]
         if sandbox.get("State") == "removing":
             return None  # on its way to absent (a removal by this or another gateway)
-        names = cfg.Names.of(self._install, UUID(sandbox["Labels"][cfg.CONVERSATION_ID]))
+        spec = self._specs[sandbox["Id"]]
+        if spec.pool is not None:
+            spec = self._claimed[spec.conversation_id]
+        return self._built(group, spec, None, "")
+
+    async def _handle(self, group: dict[str, dict[str, Any]]) -> SandboxHandle | None:
+        sandbox = group[cfg.SANDBOX]
+        if sandbox.get("State") == "removing":
+            return None  # on its way to absent (a removal by this or another gateway)
         state = _STATES.get(sandbox.get("State", ""), SandboxState.EXITED)
         spec = self._specs.get(sandbox["Id"])
         info: dict[str, Any] | None = None
         if spec is None or state is SandboxState.EXITED:
             info = await self._engine.inspect(sandbox["Id"])
+            names = cfg.Names.of(self._install, UUID(sandbox["Labels"][cfg.CONVERSATION_ID]))
             token = spec.token if spec is not None else await self._token(sandbox, names)
             spec = cfg.spec_from_container(info, token) if info else None
             if spec is None:
@@ -108,17 +142,29 @@ class DockerHandles(DockerLifecycle):
             self._specs[sandbox["Id"]] = spec
         if spec.pool is not None:
             spec = await self._claimed_spec(sandbox["Id"], spec)
+        tail = ""
+        if state is SandboxState.EXITED:
+            tail = await quietly(self._engine.logs(sandbox["Id"], LOG_TAIL_LINES)) or ""
+        return self._built(group, spec, info, tail)
+
+    def _built(
+        self, group: dict[str, dict[str, Any]], spec: SandboxSpec, info: dict[str, Any] | None, tail: str
+    ) -> SandboxHandle:
+        """The handle of one conversation's containers: ``info`` (an EXITED sandbox's inspect)
+        and ``tail`` (its last log lines) say why it ended."""
+        sandbox, relay = group[cfg.SANDBOX], group.get(cfg.RELAY)
+        names = cfg.Names.of(self._install, spec.conversation_id)  # a claimed spare keeps its id
+        state = _STATES.get(sandbox.get("State", ""), SandboxState.EXITED)
         relayless = without_network(sandbox)
         if relayless:  # the socket where the gateway that started it made it
             socket = (sandbox.get("Labels") or {}).get(cfg.AGENT_SOCKET_PATH) or self._sockets.socket(names)
-            base_url: str | None = unix_url(socket)
+            base_url: str | None = _socket_url(socket)
         elif self.reach == "published":
             base_url = summary_url(relay)
         else:
             base_url = f"http://{names.relay}:{cfg.AGENT_PORT}"
         if state is SandboxState.EXITED:
             status = (info or {}).get("State") or {}
-            tail = await quietly(self._engine.logs(sandbox["Id"], LOG_TAIL_LINES)) or ""
             reason = cfg.exit_reason(status) + (f"\nlast log lines:\n{tail.strip()}" if tail.strip() else "")
             return SandboxHandle(
                 spec=spec,

@@ -44,7 +44,6 @@ import io
 import re
 import tarfile
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -60,7 +59,8 @@ from gateway.runtimes.base import (
     check_template_name,
 )
 from gateway.runtimes.docker_bundle import BundleVolumes, TemplateRun
-from gateway.runtimes.docker_config import INSTALL, TEMPLATE
+from gateway.runtimes.docker_engine import ImageCalls
+from gateway.runtimes.docker_labels import INSTALL, TEMPLATE
 
 BUILT_FROM = "convoy.template.built-from"
 CREATED = "convoy.template.created"
@@ -68,16 +68,9 @@ DESCRIPTION = "convoy.template.description"
 _PULL_TIMEOUT = 120.0
 
 
-class TemplateEngine(Protocol):
+class TemplateEngine(ImageCalls, Protocol):
     """The engine calls templates need (implemented by ``AiodockerEngine`` and the tests' fake)."""
 
-    async def image(self, name: str) -> dict[str, Any] | None: ...
-    async def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
-    def build_image(
-        self, context: bytes, tag: str, labels: dict[str, str], dockerfile: str
-    ) -> AsyncIterator[dict[str, Any]]: ...
-    async def pull_image(self, reference: str) -> None: ...
-    async def remove_image(self, name: str) -> bool: ...
     async def inspect(self, name: str) -> dict[str, Any] | None: ...
     async def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
     async def create_container(self, name: str, config: dict[str, Any]) -> None: ...

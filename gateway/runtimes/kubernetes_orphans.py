@@ -87,4 +87,3 @@ class WithoutLifecycle(CatalogueTemplates):
 
     async def remove_snapshot(self, snapshot_id: UUID) -> bool:
         return False
-

@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.runtimes import procfs
 from gateway.runtimes.base import ResourceLimits, Runtime, SandboxSpec
-from gateway.runtimes.docker_config import CONVERSATION_ID, install_filter
+from gateway.runtimes.docker_labels import CONVERSATION_ID, install_filter
 from gateway.server import uvicorn_options
 from gateway.settings import Settings
 from tests.helpers import eventually
@@ -288,17 +288,37 @@ def agent_processes(root: Path) -> dict[str, procfs.ProcessId]:
     return found
 
 
-def kill_agents(root: Path) -> None:
-    """Safety net: no agent process outlives its test, whatever the test did."""
+def _recorded_agents(root: Path) -> list[procfs.ProcessId]:
+    """The agents the process runtime's ``meta.json`` files under ``root`` name."""
+    found = []
     for meta in root.glob("*/*/meta.json"):
         try:
             data = json.loads(meta.read_text())
-            process = procfs.ProcessId(int(data["pid"]), data.get("started"))
+            found.append(procfs.ProcessId(int(data["pid"]), data.get("started")))
         except (OSError, ValueError, KeyError):
-            continue
-        for child in procfs.descendants(process.pid):
-            procfs.signal_group(child, signal.SIGKILL)
-        procfs.signal_group(process, signal.SIGKILL)
+            continue  # no pid yet: a start cut short (agent_processes() finds its agent)
+    return found
+
+
+def kill_agents(root: Path, within: float = 10.0) -> None:
+    """Safety net: no agent process outlives its test, whatever the test did. Kills (with their
+    process groups and descendants) the agents the metadata under ``root`` names and every agent
+    (or its launcher) whose workspace is under ``root`` by its command line: a gateway killed
+    between an agent's launch and the write of its pid leaves one no ``meta.json`` names. Repeats
+    until none is left (a launcher orphaned by such a gateway may still be starting its agent);
+    AssertionError if one still runs after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [p for p in [*_recorded_agents(root), *agent_processes(root).values()] if procfs.is_alive(p)]
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"agents under {root} outlived SIGKILL: {alive}")
+        for process in alive:
+            for child in procfs.descendants(process.pid):
+                procfs.signal_group(child, signal.SIGKILL)
+            procfs.signal_group(process, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 @dataclass

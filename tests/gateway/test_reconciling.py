@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from uuid import UUID
@@ -44,35 +45,43 @@ async def _exited(runtime: MemoryRuntime, conversation_id: UUID) -> SandboxHandl
     return await eventually(check, what="the sandbox EXITED")
 
 
-async def test_an_exited_sandbox_fails_once_whatever_rounds_overlap(
-    settings: Settings, runtime: MemoryRuntime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two rounds at once: the second lists the EXITED sandbox, the first removes it while the
-    second looks again. The second must not take that removal for a delete elsewhere."""
-    monkeypatch.setattr(reconciling, "_REMOVAL_SETTLE", 0.0)
+@asynccontextmanager
+async def _exited_under_a_manager(
+    settings: Settings, runtime: MemoryRuntime
+) -> AsyncIterator[tuple[ConversationManager, UUID, SandboxHandle]]:
+    """A READY conversation known to a manager whose sandbox has just EXITED (not yet seen by a
+    sync): the manager, the conversation's id and the EXITED handle."""
     spec = make_spec()
     await runtime.start(spec)
     async with httpx.AsyncClient() as http:
         manager = ConversationManager(settings, runtime, StatusBus(), http)
         await manager.reconcile()
         await runtime.stop_agent(spec.conversation_id)
-        reason = (await _exited(runtime, spec.conversation_id)).reason
+        yield manager, spec.conversation_id, await _exited(runtime, spec.conversation_id)
 
+
+async def test_an_exited_sandbox_fails_once_whatever_rounds_overlap(
+    settings: Settings, runtime: MemoryRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rounds at once: the second lists the EXITED sandbox, the first removes it while the
+    second looks again. The second must not take that removal for a delete elsewhere."""
+    monkeypatch.setattr(reconciling, "_REMOVAL_SETTLE", 0.0)
+    async with _exited_under_a_manager(settings, runtime) as (manager, conversation_id, exited):
         # The second settle look waits for the first round's removal: the order the race needs.
         removed = asyncio.Event()
         looks = 0
         real_find, real_remove = runtime.find, runtime.remove
 
-        async def find(conversation_id: UUID) -> SandboxHandle | None:
+        async def find(wanted: UUID) -> SandboxHandle | None:
             nonlocal looks
             looks += 1
             if looks == 2:
                 await removed.wait()
-            return await real_find(conversation_id)
+            return await real_find(wanted)
 
-        async def remove(conversation_id: UUID) -> bool:
+        async def remove(wanted: UUID) -> bool:
             try:
-                return await real_remove(conversation_id)
+                return await real_remove(wanted)
             finally:
                 removed.set()
 
@@ -80,29 +89,23 @@ async def test_an_exited_sandbox_fails_once_whatever_rounds_overlap(
         monkeypatch.setattr(runtime, "remove", remove)
         await asyncio.wait_for(asyncio.gather(manager.sync(), manager.sync()), 30)
 
-        record = manager.lookup(spec.conversation_id)
+        record = manager.lookup(conversation_id)
         assert record is not None, "the ERROR conversation was taken for one deleted elsewhere"
-        assert record.status is ConversationStatus.ERROR and record.reason == reason
-        assert await real_find(spec.conversation_id) is None, "the exited sandbox is removed"
+        assert record.status is ConversationStatus.ERROR and record.reason == exited.reason
+        assert await real_find(conversation_id) is None, "the exited sandbox is removed"
 
 
 async def test_a_failed_conversation_is_not_ended_by_a_later_round(
     settings: Settings, runtime: MemoryRuntime
 ) -> None:
     """Once ERROR (its sandbox removed), later rounds and a peer's view leave it ERROR."""
-    spec = make_spec()
-    await runtime.start(spec)
-    async with httpx.AsyncClient() as http:
-        manager = ConversationManager(settings, runtime, StatusBus(), http)
-        await manager.reconcile()
-        await runtime.stop_agent(spec.conversation_id)
-        await _exited(runtime, spec.conversation_id)
+    async with _exited_under_a_manager(settings, runtime) as (manager, conversation_id, _):
         await manager.sync()
-        record = manager.lookup(spec.conversation_id)
+        record = manager.lookup(conversation_id)
         assert record is not None and record.status is ConversationStatus.ERROR
         manager._end_elsewhere(record, reconciling.GONE_ELSEWHERE)  # what a vanished sandbox triggers
         await manager.sync()
-        assert manager.lookup(spec.conversation_id) is record and record.status is ConversationStatus.ERROR
+        assert manager.lookup(conversation_id) is record and record.status is ConversationStatus.ERROR
 
 
 def test_a_crash_is_told_from_a_removal() -> None:

@@ -30,7 +30,8 @@ from gw_helpers import (
 from gw_process import gateway_env, gateway_process, gateway_up
 from websockets.asyncio.client import ClientConnection
 
-from gateway.server import is_loopback, run_server
+from gateway.addresses import is_loopback
+from gateway.server import run_server
 from gateway.settings import Settings
 from tests.helpers import eventually, free_port
 

@@ -75,7 +75,7 @@ async def _another_instance(harness: Harness) -> AsyncIterator[Harness]:
 
 
 async def _ready_spares(context: GatewayContext) -> set[UUID]:
-    return {h.conversation_id for spares in context.manager.pool._ready.values() for h in spares}
+    return context.manager.pool.ready_ids()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from uuid import UUID
 from gw_helpers import ADMIN_KEY, USER_KEYS, Harness, auth, create_ready, keyed, leftovers
 from lifecycle_helpers import content, run, status_of
 
-from gateway.runtimes.docker_config import install_filter
+from gateway.runtimes.docker_labels import install_filter
 
 ALICE, BOB = USER_KEYS["alice"], USER_KEYS["bob"]
 

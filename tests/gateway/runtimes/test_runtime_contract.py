@@ -62,6 +62,22 @@ def _memory(settings: Settings) -> Subject:
     return Subject("memory", settings, runtime, runtime.stop_agent, lambda: nullcontext(runtime))
 
 
+def _peers(
+    connect: Callable[[Settings], Awaitable[Runtime]], settings: Settings
+) -> Callable[[], AbstractAsyncContextManager[Runtime]]:
+    """Another gateway's runtime: a new connection to the same installation, closed after."""
+
+    @asynccontextmanager
+    async def peer() -> AsyncIterator[Runtime]:
+        other = await connect(settings)
+        try:
+            yield other
+        finally:
+            await other.close()
+
+    return peer
+
+
 def _process(settings: Settings) -> Subject:
     runtime = ProcessRuntime(settings)
 
@@ -84,15 +100,7 @@ async def _docker(settings: Settings) -> Subject:
     async def end_agent(conversation_id: UUID) -> None:
         await adocker("kill", cfg.Names.of(settings.install, conversation_id).sandbox)
 
-    @asynccontextmanager
-    async def peer() -> AsyncIterator[Runtime]:
-        other = await DockerRuntime.connect(settings)
-        try:
-            yield other
-        finally:
-            await other.close()
-
-    return Subject("docker", settings, runtime, end_agent, peer)
+    return Subject("docker", settings, runtime, end_agent, _peers(DockerRuntime.connect, settings))
 
 
 async def _kubernetes(settings: Settings, kube: Any) -> Subject:
@@ -103,15 +111,7 @@ async def _kubernetes(settings: Settings, kube: Any) -> Subject:
     async def end_agent(conversation_id: UUID) -> None:
         await kube.kill_agent(kube.namespace, f"convoy-{conversation_id}")
 
-    @asynccontextmanager
-    async def peer() -> AsyncIterator[Runtime]:
-        other = await KubernetesRuntime.connect(settings)
-        try:
-            yield other
-        finally:
-            await other.close()
-
-    return Subject("kubernetes", settings, runtime, end_agent, peer)
+    return Subject("kubernetes", settings, runtime, end_agent, _peers(KubernetesRuntime.connect, settings))
 
 
 async def _swarm(settings: Settings, cluster: Cluster) -> Subject:
@@ -122,15 +122,7 @@ async def _swarm(settings: Settings, cluster: Cluster) -> Subject:
     async def end_agent(conversation_id: UUID) -> None:
         await asyncio.to_thread(kill_sandbox_task, cluster, settings.install, conversation_id)
 
-    @asynccontextmanager
-    async def peer() -> AsyncIterator[Runtime]:
-        other = await SwarmRuntime.connect(settings)
-        try:
-            yield other
-        finally:
-            await other.close()
-
-    return Subject("swarm", settings, runtime, end_agent, peer)
+    return Subject("swarm", settings, runtime, end_agent, _peers(SwarmRuntime.connect, settings))
 
 
 @pytest.fixture(

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from scripts.swarm_cluster import Cluster, _load_images, docker
+from scripts.swarm_cluster import Cluster, docker
+from scripts.swarm_up import load_images
 
 STACK_FILE = Path(__file__).parents[3] / "deploy" / "swarm" / "convoy-stack.yml"
 GATEWAY_IMAGE = os.environ.get("CONVOY_GATEWAY_IMAGE", "convoy-gateway:latest")
@@ -107,7 +108,7 @@ def deployed(cluster: Cluster, **settings: str) -> Iterator[Stack]:
     prefix), serving; ``stack rm`` and a check that nothing of it is left on the way out."""
     manager = cluster.manager
     _check_image()
-    _load_images(dataclasses.replace(cluster, nodes=[manager], images=(GATEWAY_IMAGE,)))
+    load_images(dataclasses.replace(cluster, nodes=[manager], images=(GATEWAY_IMAGE,)))
     if not docker(manager, "network", "inspect", "--format", "{{.ID}}", "convoy-swarm", check=False):
         docker(
             manager, "network", "create", "--driver", "overlay", "--attachable",
