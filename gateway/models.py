@@ -172,8 +172,19 @@ class ConversationUsage(BaseModel):
     memory_peak_bytes: int | None = Field(None, description="The highest resident memory seen.")
     disk_bytes: int | None = Field(None, description="Bytes of the files in the workspace.")
     disk_complete: bool = Field(True, description="False: the workspace is larger than was walked.")
-    network_rx_bytes: int | None = Field(None, description="Bytes received by the sandbox so far.")
-    network_tx_bytes: int | None = Field(None, description="Bytes sent by the sandbox so far.")
+    network_rx_bytes: int | None = Field(
+        None,
+        description=(
+            "Bytes received over the sandbox's network interfaces so far (loopback aside). A sandbox "
+            "with no network (Docker's default: no internet, no egress list) has none: 0, whatever "
+            "the gateway exchanged with its agent over the agent's Unix socket (that traffic is not "
+            "network; the gateway counts it in convoy_proxied_bytes_total). Through a relay that "
+            "traffic crosses the sandbox's interface and is counted."
+        ),
+    )
+    network_tx_bytes: int | None = Field(
+        None, description="Bytes sent over the sandbox's network interfaces so far (as network_rx_bytes)."
+    )
     pids: int | None = Field(None, description="Processes (Docker: and threads) now.")
 
 

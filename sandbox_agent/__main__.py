@@ -2,13 +2,15 @@
 
     convoy-agent --host H --port P --workspace DIR --state-dir DIR
     convoy-agent --uds PATH ...      (a Unix socket instead of TCP: a sandbox with no network)
-                 [--token-file FILE] [--run-as UID:GID] [--unprotected]
+                 [--token-file FILE] [--handed-token FILE] [--run-as UID:GID] [--unprotected]
                  [--spare] [--claim-file FILE]
                  [--template NAME] [--task-python PYTHON]
 
 The token comes from ``--token-file`` (``CONVOY_AGENT_TOKEN_FILE``), else
 ``CONVOY_AGENT_TOKEN``; either way that variable is removed from the agent's
-environment (its tasks inherit the rest). Without a token the agent refuses
+environment (its tasks inherit the rest). ``--handed-token``: a file the runtime put the
+token in for this start (faster than writing it through the engine); its token is kept in
+``--token-file`` and the file removed, before anything else is read. Without a token the agent refuses
 to start (exit 2) unless ``--unprotected`` or ``CONVOY_AGENT_UNPROTECTED=1``.
 ``--run-as``: started as root, the agent reads the token, then works as that
 user and runs its tasks as it (see :mod:`sandbox_agent.privileges`).
@@ -54,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         "--state-dir", type=Path, help="event log directory (default: CONVOY_AGENT_STATE_DIR)"
     )
     parser.add_argument("--token-file", type=Path, help="file holding the token (CONVOY_AGENT_TOKEN_FILE)")
+    parser.add_argument(
+        "--handed-token", type=Path, help="a token handed over here: kept in --token-file, this removed"
+    )
     parser.add_argument("--run-as", help="UID:GID to work and run tasks as, when started as root")
     parser.add_argument("--unprotected", action="store_true", help="serve without a token (development only)")
     parser.add_argument("--spare", action="store_true", help="no conversation until claimed (POST /claim)")
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         del os.environ[name]  # tasks inherit the agent's environment; the token is not theirs
     try:
         listening = _unix_socket(args.uds) if args.uds is not None else None
-        kept_claim = _take_token_and_drop(settings)
+        kept_claim = _take_token_and_drop(settings, args.handed_token)
     except (OSError, ValueError) as error:
         print(f"convoy-agent: {error}", file=sys.stderr)
         return 2
@@ -171,13 +176,16 @@ def _unix_socket(path: Path) -> socket.socket:
     return listening
 
 
-def _take_token_and_drop(settings: AgentSettings) -> Claim | None:
-    """Read the token file and the claim kept, if any (while still root, where the runtime
-    starts the agent as root), then switch to ``run_as``; both are read before, never after."""
+def _take_token_and_drop(settings: AgentSettings, handed: Path | None = None) -> Claim | None:
+    """Read the token file (first keeping there a token ``handed`` over, if any) and the claim
+    kept, if any (while still root, where the runtime starts the agent as root), then switch
+    to ``run_as``; all are read before, never after."""
     from sandbox_agent import privileges
     from sandbox_agent.claim import read_claim
 
     if settings.token_file is not None:
+        if handed is not None:
+            privileges.keep_handed_token(handed, settings.token_file)
         settings.token = privileges.read_token(settings.token_file)
     kept = read_claim(settings.claim_file)
     if settings.run_as is not None:

@@ -26,6 +26,8 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from sandbox_agent.zerocopy import SENDFILE, FileSender
+
 #: Bytes held before a write goes out without waiting for the end of the loop turn.
 HOLD_LIMIT = 64 * 1024
 
@@ -82,8 +84,19 @@ class CoalescingTransport:
 
 
 class CoalescingH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol writing through a :class:`CoalescingTransport`."""
+    """uvicorn's h11 protocol writing through a :class:`CoalescingTransport`, offering each
+    HTTP request the :data:`~sandbox_agent.zerocopy.SENDFILE` extension."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        coalescing = CoalescingTransport(transport, loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
+        self._sender = FileSender(self.conn, coalescing, loop)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        # A request's scope is made here and its application task only scheduled: the
+        # extension is in the scope before the application first sees it.
+        scope = self.scope if self.cycle is not None else None
+        if scope is not None and scope.get("type") == "http":
+            scope.setdefault("extensions", {})[SENDFILE] = self._sender  # type: ignore[assignment]

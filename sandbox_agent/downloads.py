@@ -4,8 +4,10 @@ Contract: 200 with the whole file, or 206 with ``Content-Range`` for one
 ``bytes=`` range (``a-b``, ``a-``, ``-n``); 416 with ``Content-Range: bytes */size``
 when the range starts past the end. Several ranges or a malformed header are
 ignored (the whole file is sent), as RFC 9110 allows. ``If-Range`` with a
-stale validator also sends the whole file. Reads are ``pread`` calls in a
-worker thread, one chunk ahead of the send: memory stays flat whatever the size.
+stale validator also sends the whole file. Served by the agent's own protocol, a GET's body
+goes with ``sendfile`` (:mod:`sandbox_agent.zerocopy`: no copy through Python); elsewhere
+(another ASGI server, HEAD) reads are ``pread`` calls in a worker thread, one chunk ahead
+of the send. Memory stays flat whatever the size.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from sandbox_agent.errors import BadPath, NotFound, error_response
 from sandbox_agent.files import Workspace
+from sandbox_agent.zerocopy import SENDFILE
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -81,6 +84,20 @@ class FileRangeResponse(Response):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender = scope.get("extensions", {}).get(SENDFILE)
+        if sender is not None and scope.get("method") == "GET" and self.end > self.start:
+            try:
+                await send(
+                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+                )
+                await sender(self.fd, self.start, self.end - self.start)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                os.close(self.fd)
+            return
+        await self._chunked(send)
+
+    async def _chunked(self, send: Send) -> None:
         ahead: asyncio.Future[bytes] | None = None
         try:
             await send(

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sandbox_agent.fdio import write_all
+
 
 def parse_user(text: str) -> tuple[int, int]:
     """``UID[:GID]`` (numeric, non-root) as ``(uid, gid)``; the gid defaults to the uid."""
@@ -43,6 +45,30 @@ def read_token(path: Path) -> str:
     if not token:
         raise ValueError(f"the token file {path} is empty")
     return token
+
+
+def keep_handed_token(handed: Path, kept: Path) -> None:
+    """A token handed over in ``handed`` (a runtime's, for a first start: see
+    ``gateway.runtimes.docker_sockets``) kept in ``kept`` as the runtime would have put it
+    there (mode 0400 in a 0700 directory, this user's: root's before the switch), then
+    ``handed`` removed. Nothing when ``handed`` is not there (a later start: ``kept`` holds it).
+    Written aside and renamed: ``kept`` is whole or absent, never half-written."""
+    try:
+        token = read_token(handed)
+    except FileNotFoundError:
+        return
+    kept.parent.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(kept.parent, 0o700)  # whatever the umask said
+    aside = kept.with_name(f"{kept.name}.new")
+    aside.unlink(missing_ok=True)  # left by a start that died here (0400: not opened for writing)
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    try:
+        write_all(fd, token.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(aside, kept)
+    handed.unlink(missing_ok=True)
 
 
 def drop_to(uid: int, gid: int) -> None:

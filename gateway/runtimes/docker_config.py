@@ -115,6 +115,8 @@ RELAY_SYSCTLS = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.default.forwarding":
 #: Where a sandbox with no network finds its socket directory (mounted from the host), and its socket.
 SOCKET_DIR = "/run/convoy-agent"
 AGENT_SOCKET = f"{SOCKET_DIR}/agent.sock"
+#: Where a sandbox with no network is handed its token (see gateway.runtimes.docker_sockets).
+HANDED_TOKEN = f"{SOCKET_DIR}/token"
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,11 @@ def sandbox_config(
     if policy.read_only:
         host["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={policy.tmpfs_bytes},mode=1777"}
     uds = AGENT_SOCKET if socket_dir is not None else None
-    entrypoint, command = agent_argv(agent_arguments(policy, spec, templated=template is not None, uds=uds))
+    # The default image's sandbox with no network is handed its token in its socket directory;
+    # a template's gets it (and its /data) through the engine.
+    handed = HANDED_TOKEN if uds is not None and template is None else None
+    arguments = agent_arguments(policy, spec, templated=template is not None, uds=uds, handed=handed)
+    entrypoint, command = agent_argv(arguments)
     config: dict[str, Any] = {
         "Image": template.image if template else policy.image,
         "Entrypoint": entrypoint,  # the image's own ENTRYPOINT and CMD are not the agent
@@ -225,15 +231,18 @@ def agent_arguments(
     templated: bool = False,
     token_file: str = TOKEN_FILE,
     uds: str | None = None,
+    handed: str | None = None,
 ) -> list[str]:
     """The agent's command-line arguments in a sandbox (Docker's and Swarm's): where it listens
-    (``uds``: that Unix socket, else TCP on every address), where its workspace, state, token and
-    claim are, the user its tasks run as."""
+    (``uds``: that Unix socket, else TCP on every address), where its workspace, state, token
+    (``handed``: where it is handed over for its first start) and claim are, the user its tasks
+    run as."""
     listen = ("--uds", uds) if uds is not None else ("--host", "0.0.0.0", "--port", str(AGENT_PORT))
     return [
         *listen,
         *("--workspace", f"{DATA_DIR}/workspace", "--state-dir", f"{DATA_DIR}/state"),
-        *("--token-file", token_file, "--run-as", policy.user, "--template", spec.template),
+        *("--token-file", token_file, *(("--handed-token", handed) if handed else ())),
+        *("--run-as", policy.user, "--template", spec.template),
         *("--claim-file", CLAIM_FILE, *(["--spare"] if spec.pool is not None else [])),
         # In a template the agent's interpreter is not the tasks': theirs is the image's.
         *(("--task-python", "python3") if templated else ()),

@@ -9,6 +9,8 @@ functions read container, volume and network summaries as the engine lists them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
@@ -113,3 +115,24 @@ async def quietly(call: Awaitable[_T]) -> _T | None:
         return await call
     except RuntimeFailure:
         return None
+
+
+async def whole(call: Awaitable[_T]) -> _T:
+    """``call``'s result; a cancellation meanwhile waits for ``call`` to end (it is not
+    cancelled: what it asked the engine for is made anyway), then is raised."""
+    work = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # Its own failure is for the caller's clean-up to undo; a second cancel stops the wait only.
+        with contextlib.suppress(BaseException):
+            await asyncio.wait({work})
+        raise
+
+
+async def together(*calls: Awaitable[None]) -> None:
+    """Run ``calls`` concurrently, each to its end even when another fails (so a clean-up
+    after the failure finds everything they made); the first failure is raised after."""
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome

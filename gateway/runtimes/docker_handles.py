@@ -134,7 +134,8 @@ class DockerHandles(DockerLifecycle):
         info: dict[str, Any] | None = None
         if spec is None or state is SandboxState.EXITED:
             info = await self._engine.inspect(sandbox["Id"])
-            token = spec.token if spec is not None else await self._token(sandbox["Id"])
+            names = cfg.Names.of(self._install, UUID(sandbox["Labels"][cfg.CONVERSATION_ID]))
+            token = spec.token if spec is not None else await self._token(sandbox, names)
             spec = cfg.spec_from_container(info, token) if info else None
             if spec is None:
                 return None
@@ -223,9 +224,15 @@ class DockerHandles(DockerLifecycle):
         self._claimed[spare.conversation_id] = spec
         return spec
 
-    async def _token(self, container: str) -> str | None:
-        """The token in ``container``'s volume (read by the engine, whatever the file's owner)."""
-        data = await quietly(self._engine.read_file(container, docker_token.TOKEN_FILE))
+    async def _token(self, sandbox: dict[str, Any], names: cfg.Names) -> str | None:
+        """The token of ``sandbox``: handed over in its socket directory while its first boot is
+        under way (one with no network), else in its volume (read by the engine, whatever the
+        file's owner)."""
+        if without_network(sandbox):
+            handed = await self._sockets.handed_token(names)
+            if handed is not None:
+                return handed
+        data = await quietly(self._engine.read_file(sandbox["Id"], docker_token.TOKEN_FILE))
         token = data.decode(errors="replace").strip() if data else ""
         return token or None  # None: a sandbox of an older gateway, whose token is in its environment
 

@@ -2,7 +2,8 @@
 
 What one conversation owns, and how it is started, found, listed and removed,
 is described in :mod:`gateway.runtimes.docker`; this module starts and removes
-(:mod:`gateway.runtimes.docker_handles` finds, lists and cleans up), with every
+(:mod:`gateway.runtimes.docker_handles` finds, lists and cleans up; :mod:`gateway.runtimes.docker_relays`
+makes the relay design's networks and relays), with every
 engine call behind the small typed :class:`~gateway.runtimes.docker_engine.Engine`
 protocol, whose errors are already mapped (so nothing here imports aiodocker).
 """
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from gateway.agent_transport import unix_url
-from gateway.errors import EngineError, EngineNotFound, RuntimeFailure, RuntimeUnavailable, SandboxStartError
+from gateway.errors import EngineError, RuntimeFailure, RuntimeUnavailable, SandboxStartError
 from gateway.runtimes import docker_config as cfg
 from gateway.runtimes import docker_token, docker_usage
 from gateway.runtimes.base import (
@@ -33,8 +33,9 @@ from gateway.runtimes.base import (
     wait_until_ready,
 )
 from gateway.runtimes.claiming import Claimer
-from gateway.runtimes.docker_engine import Engine, quietly
+from gateway.runtimes.docker_engine import Engine, quietly, together, whole
 from gateway.runtimes.docker_handles import LISTING_REUSE, LOG_TAIL_LINES, DockerHandles, Reach
+from gateway.runtimes.docker_relays import RelayNetworks
 from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_sockets import SocketDirs
 from gateway.runtimes.docker_templates import DockerTemplates
@@ -43,32 +44,9 @@ from gateway.settings import Settings
 
 __all__ = ["DockerSandboxes", "Reach", "container_policy"]
 
-_T = TypeVar("_T")
-
 
 async def _no_progress(phase: str) -> None:
     return None
-
-
-async def _whole(call: Awaitable[_T]) -> _T:
-    """``call``'s result; a cancellation meanwhile waits for ``call`` to end (it is not
-    cancelled: what it asked the engine for is made anyway), then is raised."""
-    work = asyncio.ensure_future(call)
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        # Its own failure is for the caller's clean-up to undo; a second cancel stops the wait only.
-        with contextlib.suppress(BaseException):
-            await asyncio.wait({work})
-        raise
-
-
-async def _together(*calls: Awaitable[None]) -> None:
-    """Run ``calls`` concurrently, each to its end even when another fails (so a clean-up
-    after the failure finds everything they made); the first failure is raised after."""
-    for outcome in await asyncio.gather(*calls, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
 
 
 def container_policy(settings: Settings) -> cfg.ContainerPolicy:
@@ -102,14 +80,12 @@ class DockerSandboxes(DockerHandles):
         self._sockets = SocketDirs(socket_root, self._install)
         self._removals = Removals(engine, settings.docker_stop_grace, self._sockets)
         self._listed: tuple[float, builtins.list[dict[str, Any]]] = (-LISTING_REUSE, [])
-        self._subnet_pool = settings.docker_subnet_pool
         self._policy = container_policy(settings)
         self._image_version = image_version
         self.reach: Reach = reach
         self._front_network = "bridge" if reach == "published" else settings.docker_network
         self._starting: set[UUID] = set()
-        self._subnet_lock = asyncio.Lock()
-        self._used_subnets: set[str] | None = None
+        self._relays = RelayNetworks(engine, settings.docker_subnet_pool, reach)
         self._specs: dict[str, SandboxSpec] = {}  # by container id: spares an inspect per list()
         #: Claimed spares, by conversation id: their labels still say "spare" (labels are
         #: immutable); after a restart the claim is read back from the agent's claim file.
@@ -152,7 +128,7 @@ class DockerSandboxes(DockerHandles):
         # engine makes what a cancelled request asked for all the same, and start()'s clean-up
         # must come after it to find it (else it stays until orphan_age).
         await progress("creating volume")
-        await _whole(self._engine.create_volume(names.volume, labels))
+        await whole(self._engine.create_volume(names.volume, labels))
         if spec.seed is not None:
             await progress("copying the workspace")
             await self._seed_volume(names.volume, spec.seed)
@@ -163,7 +139,10 @@ class DockerSandboxes(DockerHandles):
             base_url = await self._started_with_relay(spec, names, labels, progress)
         await progress("waiting for agent")
         remaining = max(self._start_timeout - (time.monotonic() - began), 5.0)
-        await wait_until_ready(base_url, within=remaining, interval=0.02, alive=self._alive_check(names))
+        # A socket not made yet fails a try at once: it is tried as often as the bench polls
+        # `docker run`'s floor (a relay's port, which takes the connection first, less often).
+        interval = 0.01 if networkless else 0.02
+        await wait_until_ready(base_url, within=remaining, interval=interval, alive=self._alive_check(names))
         if networkless:
             await self._sockets.seal(names)
         return SandboxHandle(spec=spec, base_url=base_url, state=SandboxState.RUNNING)
@@ -175,13 +154,16 @@ class DockerSandboxes(DockerHandles):
     async def _started_without_network(
         self, spec: SandboxSpec, names: cfg.Names, progress: ProgressCallback
     ) -> str:
-        """Create and start a sandbox with no network; the agent's address (its socket)."""
-        socket_dir = await self._sockets.make(names)
-        await progress("creating container")
+        """Create and start a sandbox with no network; the agent's address (its socket). The
+        default image's is handed its token in its socket directory (no engine call: see
+        :mod:`gateway.runtimes.docker_sockets`), a template's through the engine."""
         template = await self._templates.run_of(spec.template)
+        socket_dir = await self._sockets.make(names, token=spec.token if template is None else None)
+        await progress("creating container")
         labels = cfg.sandbox_labels(spec, self._install, self._image_version)
         sandbox = cfg.sandbox_config(self._policy, spec, labels, names, None, template, socket_dir=socket_dir)
-        await _whole(self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None))
+        token = spec.token if template is not None else None
+        await whole(self._sandbox_made(names, sandbox, token, owns_data=template is not None))
         await progress("starting container")
         await self._engine.start(names.sandbox)
         return unix_url(self._sockets.socket(names))
@@ -191,7 +173,7 @@ class DockerSandboxes(DockerHandles):
     ) -> str:
         """Create and start a sandbox on a network of its own and its relay; the relay's address."""
         await progress("creating network")
-        subnet = await _whole(self._create_network(names.network, labels, spec.internet))
+        subnet = await whole(self._relays.create_network(names.network, labels, spec.internet))
         await progress("creating container")
         template = await self._templates.run_of(spec.template)
         sandbox = cfg.sandbox_config(
@@ -209,67 +191,28 @@ class DockerSandboxes(DockerHandles):
         # The relay is made while the agent boots: the critical path is the sandbox's
         # own create + start + boot, as for a plain `docker run` (both containers
         # starting at once would slow the sandbox's start on a small machine).
-        await _whole(
-            _together(
+        await whole(
+            together(
                 self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
-                self._relay_made(names, relay, subnet),
+                self._relays.relay_made(names, relay, subnet),
             )
         )
         await progress("starting container")
         await self._engine.start(names.sandbox)
         await self._engine.start(names.relay)
-        return await self._relay_url(names)
-
-    async def _create_network(self, name: str, labels: dict[str, str], internet: bool) -> cfg.Subnet:
-        # Docker's default address pools hold ~30 networks; ours come from a pool of
-        # their own. The lock keeps this gateway's picks apart; the subnets in use are
-        # cached, and read again from the engine when a create fails because another
-        # gateway on the same engine took one meanwhile (or when the cache runs dry).
-        async with self._subnet_lock:
-            for attempt in range(8):
-                if self._used_subnets is None or attempt > 0:
-                    self._used_subnets = await self._subnets_in_use()
-                subnet = next(cfg.free_subnets(self._subnet_pool, self._used_subnets), None)
-                if subnet is None:
-                    break
-                try:
-                    await self._engine.create_network(cfg.network_config(name, labels, subnet, internet))
-                except EngineError as error:
-                    if isinstance(error, EngineNotFound) or "overlap" not in str(error).lower():
-                        raise
-                    continue
-                self._used_subnets.add(str(subnet.network))
-                return subnet
-        raise SandboxStartError(f"no free /29 left in docker_subnet_pool {self._subnet_pool}")
-
-    async def _subnets_in_use(self) -> set[str]:
-        return {
-            ipam["Subnet"]
-            for network in await self._engine.networks()
-            for ipam in ((network.get("IPAM") or {}).get("Config") or [])
-            if ipam.get("Subnet")
-        }
+        return await self._relays.relay_url(names)
 
     async def _sandbox_made(
-        self, names: cfg.Names, config: dict[str, Any], token: str, owns_data: bool
+        self, names: cfg.Names, config: dict[str, Any], token: str | None, owns_data: bool
     ) -> None:
-        """Create the sandbox and put its token in its volume (never in its environment); with
-        ``owns_data`` (a template's image, which has no /data to copy) the workspace and state too."""
+        """Create the sandbox and put its ``token`` in its volume (never in its environment; ``None``:
+        it was handed over otherwise); with ``owns_data`` (a template's image, which has no /data
+        to copy) the workspace and state too."""
         await self._engine.create_container(names.sandbox, config)
+        if token is None:
+            return
         archive = docker_token.token_archive(token, owner=self._policy.user if owns_data else None)
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
-
-    async def _relay_made(self, names: cfg.Names, config: dict[str, Any], subnet: cfg.Subnet) -> None:
-        await self._engine.create_container(names.relay, config)
-        await self._engine.connect_network(names.network, names.relay, subnet.relay_ip)
-
-    async def _relay_url(self, names: cfg.Names) -> str:
-        if self.reach == "network":
-            return f"http://{names.relay}:{cfg.AGENT_PORT}"
-        url = cfg.published_url(await self._engine.inspect(names.relay) or {})
-        if url is None:
-            raise SandboxStartError("the relay container has no published port")
-        return url
 
     def _alive_check(self, names: cfg.Names) -> Callable[[], Awaitable[bool]]:
         """Whether the sandbox still runs, asking the engine at most every 0.25 s."""

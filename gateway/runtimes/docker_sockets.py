@@ -18,6 +18,17 @@ Permissions (contract of :class:`SocketDirs`):
   filling the host's disk), while the gateway (its owner) still removes it;
 - no other sandbox has it mounted, so none can reach that socket.
 
+The token (default image only; a template's goes through the engine): :meth:`make` can put it
+in the directory as ``token`` (:data:`~gateway.runtimes.docker_config.HANDED_TOKEN` inside),
+a plain file write where writing it into the volume through the engine (a tar upload into
+the created container) was the one step a cold start had beyond ``docker run`` (a median
+163 ms of 3 s under load). The agent, as root and before anything else, keeps it in the
+volume where the engine's copy used to be (root's, 0400: a restart and a restarted gateway
+read it there as before) and removes it here; :meth:`seal` removes it too, before any task
+can run. It is readable by all (0644): the sandbox's root need not be the gateway's user
+(another uid, a user namespace), no host user reaches the directory (the installation's is
+0700), and in the sandbox only the agent runs until it is gone.
+
 Layout: ``<docker_socket_dir>/<install>/<conversation id>/agent.sock`` (kept short: a socket's
 path has at most 107 bytes); a directory no container owns is an orphan (:meth:`orphans`).
 Every file system call runs in a thread.
@@ -34,10 +45,12 @@ from uuid import UUID
 
 from gateway.errors import SandboxStartError
 from gateway.runtimes import docker_config as cfg
+from sandbox_agent.fdio import write_all
 
 #: A Unix socket path's limit (sun_path) on Linux, less its final NUL.
 _SUN_PATH_MAX = 107
 _SOCKET_NAME = Path(cfg.AGENT_SOCKET).name
+_TOKEN_NAME = Path(cfg.HANDED_TOKEN).name
 
 
 class SocketDirs:
@@ -54,27 +67,56 @@ class SocketDirs:
         """The host path of the agent's socket (what the gateway connects to)."""
         return str(self.directory(names) / _SOCKET_NAME)
 
-    async def make(self, names: cfg.Names) -> str:
-        """Make the conversation's directory (writable for its agent until :meth:`seal`); its path.
-        :class:`SandboxStartError` when the socket's path would be too long for the kernel."""
+    async def make(self, names: cfg.Names, token: str | None = None) -> str:
+        """Make the conversation's directory (writable for its agent until :meth:`seal`), with
+        ``token`` handed over in it if given; its path. :class:`SandboxStartError` when the
+        socket's path would be too long for the kernel."""
         if len(self.socket(names).encode()) > _SUN_PATH_MAX:
             raise SandboxStartError(
                 f"docker_socket_dir {self._root} is too long: a socket's path may have {_SUN_PATH_MAX} bytes"
             )
-        return str(await asyncio.to_thread(self._make, self.directory(names)))
+        return str(await asyncio.to_thread(self._make, self.directory(names), token))
 
-    def _make(self, directory: Path) -> Path:
+    def _make(self, directory: Path, token: str | None) -> Path:
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for private in (self._root, self._base):
             private.mkdir(mode=0o700, exist_ok=True)
             os.chmod(private, 0o700)  # whatever the umask, or an older mode, said
         directory.mkdir(exist_ok=True)
         os.chmod(directory, 0o777)
+        if token is not None:
+            handed = directory / _TOKEN_NAME
+            handed.unlink(missing_ok=True)
+            fd = os.open(handed, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                write_all(fd, token.encode())
+            finally:
+                os.close(fd)
+            os.chmod(handed, 0o644)  # whatever the umask said
         return directory
 
+    async def handed_token(self, names: cfg.Names) -> str | None:
+        """The token handed over in the directory and not yet kept by its agent (a first boot
+        under way), or ``None``. Read before the volume's: the agent keeps it there before it
+        removes it here, so one of the two always has it."""
+        return await asyncio.to_thread(self._handed, self.directory(names) / _TOKEN_NAME)
+
+    @staticmethod
+    def _handed(path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
     async def seal(self, names: cfg.Names) -> None:
-        """The agent's socket is there: nothing in the sandbox may change the directory any more."""
-        await asyncio.to_thread(os.chmod, self.directory(names), 0o755)
+        """The agent's socket is there: nothing in the sandbox may change the directory any more,
+        and no token handed over is left in it (its agent has it)."""
+        await asyncio.to_thread(self._seal, self.directory(names))
+
+    @staticmethod
+    def _seal(directory: Path) -> None:
+        os.chmod(directory, 0o755)
+        (directory / _TOKEN_NAME).unlink(missing_ok=True)
 
     async def remove(self, names: cfg.Names) -> bool:
         """Remove the conversation's directory; ``False`` when there was none."""

@@ -1,10 +1,12 @@
 """How a sandbox gets its agent token, and how a gateway reads it back. No aiodocker here.
 
 The token is in no environment (a task could read ``/proc/1/environ``, anyone
-with the engine ``docker inspect``). The runtime writes it into the volume
-after creating the sandbox and before starting it (:func:`token_archive`:
-``/data/agent/token``, owned by root, mode 0400, in a root-only directory), and
-a restarted gateway reads it back from there.
+with the engine ``docker inspect``). It is kept in the volume (``/data/agent/token``,
+owned by root, mode 0400, in a root-only directory), and a restarted gateway reads it
+back from there. The runtime writes it there after creating the sandbox and before
+starting it (:func:`token_archive`), except in a default-image sandbox with no network:
+that one is handed it in its socket directory and its agent keeps it there itself
+(:mod:`gateway.runtimes.docker_sockets`).
 
 The sandbox starts as root holding only CAP_SETUID and CAP_SETGID (Docker
 20.10 gives added capabilities to root alone: a non-root user gets them in its

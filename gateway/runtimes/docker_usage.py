@@ -5,8 +5,13 @@ waiting for a second), the size of its volume's workspace, and its cgroup's peak
 - Memory: ``memory_stats.usage`` less the inactive page cache (what ``docker stats``
   shows); peak: cgroup v1's ``max_usage``, or cgroup v2's ``memory.peak`` where the
   gateway can read the host's cgroup tree, else the highest value sampled.
-- Network: the container's interfaces (``networks``), bytes in and out; 0 for a sandbox
-  with no network (``NetworkMode: none``, whose stats list none: nothing goes in or out).
+- Network: the container's interfaces (``networks``), bytes in and out, loopback aside.
+  A sandbox with no network (``NetworkMode: none``) has no interface but loopback: 0,
+  read as a fact, not as "unknown" (``None``). The gateway's own exchange with its agent
+  goes over a Unix socket there, which is not network and is not counted (the gateway's
+  ``convoy_proxied_bytes_total`` counts it); through a relay the same exchange crosses
+  the sandbox's interface and is. The engine's stats of such a sandbox may list nothing or
+  a stray entry: it is 0 either way.
 - PIDs: ``pids_stats.current``.
 - Disk: the files under ``workspace/`` of the volume's mount point, walked in a
   thread (bounded, :mod:`gateway.runtimes.usage_probes`); ``None`` where the gateway

@@ -157,6 +157,20 @@ async def test_the_token_file_wins_and_no_token_stays_in_the_environment(tmp_pat
             assert (await eventually(output)).strip() == "token=none"
 
 
+async def test_a_handed_token_is_kept_in_the_token_file_and_removed(tmp_path: Path) -> None:
+    handed, kept = tmp_path / "handed", tmp_path / "agent" / "token"
+    handed.write_text("handed-over\n")
+    args = ("--token-file", str(kept), "--handed-token", str(handed))
+    for start in ("first", "later"):  # a later start finds no handed file: the kept one serves
+        async with agent_process(tmp_path, clean_env(), *args) as (process, url):
+            await wait_ready(url, process)
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                answer = await client.get("/agent-info", headers={TOKEN_HEADER: "handed-over"})
+                assert answer.status_code == 200, start
+        assert not handed.exists() and kept.read_text() == "handed-over"
+        assert (kept.stat().st_mode & 0o777, kept.parent.stat().st_mode & 0o777) == (0o400, 0o700)
+
+
 @pytest.mark.parametrize(
     ("content", "args"), [("", ()), ("t", ("--run-as", "0:0")), ("t", ("--run-as", "x"))]
 )

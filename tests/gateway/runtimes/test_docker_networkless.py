@@ -6,6 +6,7 @@ started again adopts it, and nothing of it is left once removed, its directory i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import json
 import os
@@ -177,3 +178,24 @@ async def test_a_sandbox_whose_container_is_removed_behind_its_back_is_absent(
     await docker_runtime.cleanup_orphans()
     directory = docker_runtime._sockets.directory(cfg.Names.of(docker_runtime._install, spec.conversation_id))
     assert not await asyncio.to_thread(directory.exists)
+
+
+async def test_its_usage_counts_no_network_for_what_went_over_its_socket(
+    docker_runtime: DockerRuntime,
+) -> None:
+    """Usage's network is the sandbox's interfaces: it has none but loopback, so 0 (a fact,
+    not unknown), however much the gateway exchanged with its agent over the socket; the
+    download itself (sendfile over the socket) comes byte-exact."""
+    spec = make_spec(title="usage")
+    handle = await docker_runtime.start(spec)
+    async with httpx.AsyncClient(timeout=60, transport=AgentTransport()) as client:
+        agent = Agent(client, handle.base_url, handle.token)
+        task, output = await agent.shell(
+            ["sh", "-c", "head -c 6000000 /dev/urandom > big.bin && sha256sum big.bin"]
+        )
+        assert task["status"] == "COMPLETED", (task, output)
+        download = await agent.get("/file-content/big.bin")
+    assert len(download.content) == 6_000_000
+    assert hashlib.sha256(download.content).hexdigest() == output.split()[0]
+    used = await docker_runtime.usage(spec.conversation_id)
+    assert used is not None and (used.network_rx_bytes, used.network_tx_bytes) == (0, 0)

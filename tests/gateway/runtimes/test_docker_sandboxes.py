@@ -42,7 +42,7 @@ async def test_a_subnet_taken_meanwhile_is_retried_elsewhere(engine: FakeEngine,
     assert len(stolen) == 2
     mine = engine.networks_by_name[_names(spec).network].subnets[0]
     assert all(not mine.overlaps(theirs) for net in stolen for theirs in net.subnets)
-    assert mine.subnet_of(ipaddress.IPv4Network(runtime._subnet_pool))
+    assert mine.subnet_of(ipaddress.IPv4Network(runtime._relays._subnet_pool))
 
 
 async def test_an_exhausted_subnet_pool_fails_the_start_and_leaves_nothing(

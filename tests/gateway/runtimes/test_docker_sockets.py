@@ -36,6 +36,22 @@ def test_a_sandbox_with_a_socket_directory_has_no_network_and_listens_on_its_soc
     relayed = cfg.sandbox_config(policy, spec, labels, names, subnet)
     assert relayed["HostConfig"]["NetworkMode"] == names.network and "--uds" not in relayed["Cmd"]
     assert cfg.NETWORK not in relayed["Labels"]
+    assert command[command.index("--handed-token") + 1] == cfg.HANDED_TOKEN  # the default image's
+    assert "--handed-token" not in relayed["Cmd"]  # a relayed one's token comes through the engine
+
+
+async def test_a_token_handed_over_is_in_the_directory_until_sealed() -> None:
+    root = Path(os.environ["CONVOY_DOCKER_SOCKET_DIR"]) / uuid4().hex[:8]
+    sockets = SocketDirs(root, "inst")
+    names = cfg.Names.of("inst", uuid4())
+    made = Path(await sockets.make(names, token="secret-token"))
+    handed = made / Path(cfg.HANDED_TOKEN).name
+    assert handed.read_text() == "secret-token" and handed.stat().st_mode & 0o777 == 0o644
+    assert await sockets.handed_token(names) == "secret-token"  # a listing during the first boot
+    await sockets.seal(names)
+    assert not handed.exists() and os.listdir(made) == []
+    assert await sockets.handed_token(names) is None
+    await sockets.forget()
 
 
 async def test_directories_are_private_sealed_once_ready_and_orphans_found_by_age() -> None:
