@@ -12,7 +12,8 @@ Contracts:
   a request on a reused connection that the agent closed while it lay idle, before
   one byte of an answer came, is sent once more on a new connection (what aiohttp
   does for these methods). ``HEAD`` is not among them (its answer's length header
-  describes no body: the parser would wait for one).
+  describes no body: the parser would wait for one). Informational answers
+  (``100 Continue``) are skipped.
 - The caller builds the head (:func:`request_head`); names and values come from an
   already parsed request (no CR or LF can be in them) and the gateway's own.
 - ``connect_timeout`` bounds the connection; ``read_timeout`` bounds each wait for
@@ -92,6 +93,9 @@ class _Exchange(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._parser.get_status_code() < 200:  # informational (100 Continue): the answer follows
+            self.headers = []
+            return
         self.status = self._parser.get_status_code()
         self.keep_alive = self._parser.should_keep_alive()  # read here: the parser resets at the end
         self.head_done = True
@@ -106,8 +110,9 @@ class _Exchange(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        self.complete = True
-        self._wake()
+        if self.head_done:  # not the end of an informational answer
+            self.complete = True
+            self._wake()
 
     # --- the exchange ------------------------------------------------------------------
 

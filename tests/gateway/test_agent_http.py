@@ -117,6 +117,20 @@ async def test_a_connection_closed_while_idle_is_replaced() -> None:
     assert connections == 3
 
 
+async def test_an_informational_answer_is_skipped() -> None:
+    async def continue_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + _OK)
+        await writer.drain()
+
+    client = AgentHttp(connect_timeout=5)
+    async with _raw_server(continue_first) as url:
+        answer = await client.request(url, _head("/x", ("Expect", "100-continue")), 5)
+        assert answer.status == 200 and await answer.read() == b"ok"
+        answer.close()
+    client.close()
+
+
 @pytest.mark.parametrize(
     "reply",
     [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"],
