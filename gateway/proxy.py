@@ -1,11 +1,15 @@
 """HTTP proxying of one request to one sandbox agent, streamed both ways.
 
 Contracts:
-- One pool of keep-alive connections, through aiohttp's client: its C parser
-  costs the gateway about a third of httpcore's CPU per small request and a
-  quarter per GiB streamed (measured side by side: scripts/bench_gateway.py
-  and the report of issue 15). Redirects are never followed, bodies never
-  decompressed, no header is added but ``Host`` and the agent token.
+- Keep-alive connections, pooled per agent, through two clients: bodiless
+  ``GET`` and ``DELETE`` of the API's routes (most small requests) through the
+  lean one (:mod:`gateway.agent_http`: a written head and httptools, well under
+  half of aiohttp's CPU per request), everything else (bodies, downloads,
+  previews) through aiohttp's (its C parser costs about a third of httpcore's
+  CPU per small request and a quarter per GiB streamed; measured side by side:
+  scripts/bench_gateway.py and the report of issue 15). Redirects are never
+  followed, bodies never decompressed, no header is added but ``Host`` and the
+  agent token; both read answers alike (:mod:`gateway.proxy_answer`).
 - The request body is streamed upstream as it arrives (``request.stream()``),
   the response body streamed back as it arrives: a 1 GiB upload or download
   never sits in gateway memory. Small answers with a known length are read
@@ -41,7 +45,6 @@ Contracts:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -53,16 +56,16 @@ import aiohttp
 import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 from yarl import URL
 
+from gateway.agent_http import LEAN_METHODS, AgentHttp, request_head
 from gateway.agent_transport import AgentConnector, AgentTransport, host_header
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
+from gateway.proxy_answer import UPSTREAM_ERRORS, AiohttpAnswer, UpstreamAnswer, UpstreamResponse
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
 from gateway.upstream import upstream_query
 from sandbox_agent.protocol import TASK_STREAM_MEDIA_TYPE, TOKEN_HEADER
-from sandbox_agent.race import race
 
 log = logging.getLogger("convoy.gateway")
 
@@ -147,97 +150,6 @@ def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
     return sum(len(name) + len(value) + 4 for name, value in headers)  # "name: value\r\n"
 
 
-class UpstreamResponse(Response):
-    """Streams an open upstream response to the client and always closes it,
-    also when the client goes away (watched for concurrently: a server that does
-    not raise on a write to a gone client must not keep us reading upstream), and
-    when one write waits ``stall_timeout`` seconds or more for a client that does
-    not read (the answer is then cut short, like an upstream that broke off). A
-    watchdog checks a time stamp: a timeout around every write would cost more
-    than the write itself."""
-
-    def __init__(
-        self,
-        upstream: aiohttp.ClientResponse,
-        headers: list[tuple[bytes, bytes]],
-        activity: AbstractContextManager[None],
-        stall_timeout: float,
-    ) -> None:
-        self.status_code = upstream.status
-        self.raw_headers = headers
-        self.background = None
-        self._upstream = upstream
-        self._activity = activity
-        self._stall_timeout = stall_timeout
-        self._writing_since: float | None = None  # loop time the pending write began
-
-    async def _stream(self, send: Send) -> None:
-        clock = asyncio.get_running_loop().time
-        self._writing_since = clock()
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        self._writing_since = None
-        try:
-            content = self._upstream.content
-            async for chunk in content.iter_any():
-                # A chunk that came with the answer's end goes out with it (one write, and the
-                # client knows at once that the connection is free for its next request).
-                last = content.at_eof()
-                self._writing_since = clock()
-                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-                self._writing_since = None
-                if last:
-                    return
-        except _UPSTREAM_ERRORS as error:
-            log.info("upstream broke off mid-answer: %r", error)
-            return  # the server ends the connection: the client sees an incomplete answer
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _stalled(self) -> None:
-        """Returns once a write has waited ``stall_timeout`` (noticed within twice that)."""
-        clock = asyncio.get_running_loop().time
-        while True:
-            since, now = self._writing_since, clock()
-            if since is not None and now - since >= self._stall_timeout:
-                log.info("the client read nothing for %gs: answer cut short", now - since)
-                return
-            await asyncio.sleep(self._stall_timeout if since is None else since + self._stall_timeout - now)
-
-    @staticmethod
-    async def _disconnected(receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with self._activity:
-            try:
-                streamed, _, _ = await race(self._stream(send), self._disconnected(receive), self._stalled())
-            finally:
-                _close(self._upstream)
-        if isinstance(streamed, Exception) and not isinstance(streamed, OSError):
-            log.warning("streaming an answer failed: %r", streamed)
-
-
-def _close(upstream: aiohttp.ClientResponse) -> None:
-    """Give the connection back to the pool when the answer was read to its end, else close it
-    (an answer left half-read cannot carry another request)."""
-    if upstream.content.at_eof():
-        upstream.release()
-    else:
-        upstream.close()
-
-
-def _no_read_timeout(upstream: aiohttp.ClientResponse) -> None:
-    """Lift the read timeout of this answer's body (the connection's next request sets its own)."""
-    protocol = upstream.connection.protocol if upstream.connection is not None else None
-    if protocol is not None:
-        protocol.read_timeout = None
-        protocol.start_timeout()  # drops the wait already scheduled
-
-
-#: An answer that broke off (the connection dropped, a malformed body, no byte for too long).
-_UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
-
-
 class Proxy:
     """Forwards requests to agents over one connection pool (keep-alive, no
     cookies, no proxy from the environment). ``client`` is an httpx client for
@@ -257,6 +169,7 @@ class Proxy:
             trust_env=False,  # a proxy from the environment must never see loopback traffic or tokens
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
+        self._lean = AgentHttp(connect)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect),
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
@@ -291,24 +204,11 @@ class Proxy:
         if len(target) > self._settings.proxy_max_url_bytes:
             limit = self._settings.proxy_max_url_bytes
             return error_response(414, f"the path and query exceed {limit} bytes")
-        host = host_header(handle.base_url)
         sent = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-        sent += [("Host", host), (TOKEN_HEADER, handle.token)]
-        length = any(n == b"content-length" for n, _ in raw_headers)
-        chunked = not length and any(n == b"transfer-encoding" for n, _ in raw_headers)
-        # Sent as built (encoded=True): yarl would otherwise decode %2E and friends in the path.
-        url = URL(f"{handle.base_url}{target}", encoded=True)
+        sent += [("Host", host_header(handle.base_url)), (TOKEN_HEADER, handle.token)]
         try:
             with activity():
-                upstream = await self._session.request(
-                    request.method,
-                    url,
-                    headers=sent,
-                    data=request.stream() if length or chunked else None,
-                    chunked=True if chunked else None,
-                    allow_redirects=False,
-                    timeout=self._download_timeout if download else self._timeout,
-                )
+                upstream = await self._send(request, handle.base_url, target, sent, download, passage)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"the sandbox did not answer within {self._settings.proxy_timeout:g}s"
@@ -319,6 +219,46 @@ class Proxy:
             ) from None
         except ClientDisconnect:
             return error_response(400, "the client went away during the request")
+        return await self._answer(upstream, path, download, activity, passage)
+
+    async def _send(
+        self,
+        request: Request,
+        base_url: str,
+        target: str,
+        sent: list[tuple[str, str]],
+        download: bool,
+        passage: Passage | None,
+    ) -> UpstreamAnswer:
+        """The agent's answer, its head arrived: bodiless API requests through the lean client
+        (:mod:`gateway.agent_http`), the rest (bodies, downloads, previews) through aiohttp."""
+        raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+        length = any(n == b"content-length" for n, _ in raw_headers)
+        chunked = not length and any(n == b"transfer-encoding" for n, _ in raw_headers)
+        if not (length or chunked or download) and passage is None and request.method in LEAN_METHODS:
+            head = request_head(request.method, target, sent)
+            return await self._lean.request(base_url, head, self._settings.proxy_timeout)
+        # Sent as built (encoded=True): yarl would otherwise decode %2E and friends in the path.
+        upstream = await self._session.request(
+            request.method,
+            URL(f"{base_url}{target}", encoded=True),
+            headers=sent,
+            data=request.stream() if length or chunked else None,
+            chunked=True if chunked else None,
+            allow_redirects=False,
+            timeout=self._download_timeout if download else self._timeout,
+        )
+        return AiohttpAnswer(upstream)
+
+    async def _answer(
+        self,
+        upstream: UpstreamAnswer,
+        path: str,
+        download: bool,
+        activity: Callable[[], AbstractContextManager[None]],
+        passage: Passage | None,
+    ) -> Response:
+        """The client's answer to ``upstream``: read whole when small, else streamed."""
         upstream_headers = list(upstream.raw_headers)
         dropped = _dropped(upstream_headers, _NOT_RETURNED_FROM_DOWNLOADS if download else _NOT_RETURNED)
         back = [(n.lower(), v) for n, v in upstream_headers if n.decode("latin-1").lower() not in dropped]
@@ -326,24 +266,25 @@ class Proxy:
             back += _download_headers(path, upstream.status)
         elif _streamed(back):
             # A stream of records: no read timeout once its head arrived (see the module docstring).
-            _no_read_timeout(upstream)
+            upstream.no_read_timeout()
         if passage is not None:
             back = passage.answer_headers(upstream_headers, back)
         size = next((v for n, v in back if n == b"content-length"), None)
         if not download and size is not None and size.isdigit() and int(size) < _READ_WHOLE_BELOW:
             try:
                 body = await upstream.read()
-            except _UPSTREAM_ERRORS as error:
+            except UPSTREAM_ERRORS as error:
                 raise UpstreamUnreachable(
                     f"the sandbox's answer broke off: {error.__class__.__name__}"
                 ) from None
             finally:
-                _close(upstream)
+                upstream.close()
             response = Response(body, status_code=upstream.status)
             response.raw_headers = back
             return response
         return UpstreamResponse(upstream, back, activity(), self._settings.proxy_stall_timeout)
 
     async def close(self) -> None:
+        self._lean.close()
         await self._session.close()
         await self.client.aclose()

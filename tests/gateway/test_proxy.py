@@ -19,6 +19,7 @@ from gw_helpers import (
     auth,
     base_settings,
     close_code,
+    context_of_app,
     create_ready,
     keyed,
     recv_json,
@@ -35,6 +36,9 @@ from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState, Temp
 from gateway.runtimes.template_catalog import DefaultTemplateOnly
 from gateway.upstream import UpstreamPath
 from sandbox_agent.protocol import TOKEN_HEADER, WS_CLOSE_TOO_SLOW, WS_CLOSE_UPSTREAM_UNAVAILABLE
+
+#: The size of the stand-in's chunked file listing (more than the proxy reads whole).
+LISTING = 4 * 1024 * 1024
 
 
 @dataclass
@@ -75,6 +79,19 @@ class StandIn:
 
             return StreamingResponse(chunks(), media_type="application/octet-stream")
 
+        async def listing(request: Request) -> Response:
+            self.seen = {
+                "method": request.method,
+                "token_ok": request.headers.get(TOKEN_HEADER) == self.token,
+            }
+
+            async def pieces() -> AsyncIterator[bytes]:
+                for _ in range(LISTING // 65536):
+                    yield b"z" * 65536
+
+            headers = {"Keep-Alive": "timeout=5", "X-Agent": "kept"}
+            return StreamingResponse(pieces(), media_type="application/json", headers=headers)
+
         async def status(_: Request) -> Response:
             return JSONResponse({}, status_code=201)
 
@@ -94,6 +111,7 @@ class StandIn:
                 Route("/agent-info", agent_info),
                 Route("/event", slow),
                 Route("/file-content/{path:path}", endless),
+                Route("/file/{path:path}", listing, methods=["GET", "DELETE"]),
                 Route("/status", status, methods=["POST"]),
                 WebSocketRoute("/ws", ws),
             ]
@@ -109,6 +127,7 @@ class StandInRuntime:
         self.base_url = base_url
         self.stand_in = stand_in
         self.handles: dict[UUID, SandboxHandle] = {}
+        self.app: Any = None  # the gateway serving it (white-box assertions)
 
     async def start(self, spec: SandboxSpec, progress: Any = None) -> SandboxHandle:
         self.stand_in.token = spec.token
@@ -158,7 +177,8 @@ def gateway_to(stand_in: tuple[StandIn, str], serve: Serve, tmp_path: Any) -> Ga
 
     def make(**settings: Any) -> tuple[Any, StandInRuntime]:
         runtime = StandInRuntime(upstream, agent)
-        return serve(create_app(base_settings(tmp_path, **settings), runtime)), runtime  # type: ignore[arg-type]
+        runtime.app = create_app(base_settings(tmp_path, **settings), runtime)  # type: ignore[arg-type]
+        return serve(runtime.app), runtime
 
     return make
 
@@ -190,6 +210,29 @@ async def test_forwarded_and_returned_headers(agent: StandIn, gateway_to: Gatewa
         assert agent.token not in response.text and agent.token not in str(response.headers)
         info = await client.get(f"/conversation/{cid}", headers=auth(ADMIN_KEY))
         assert agent.token not in info.text
+
+
+async def test_bodiless_requests_stream_through_the_lean_client(
+    agent: StandIn, gateway_to: GatewayTo
+) -> None:
+    gateway, runtime = gateway_to(**keyed())
+    async with gateway as url, httpx.AsyncClient(base_url=url) as client:
+        cid = (await client.post("/conversation", json={}, headers=auth(ADMIN_KEY))).json()["id"]
+        assert (await client.get(f"/conversation/{cid}/file/x")).status_code == 401  # no key, no agent
+        assert agent.seen == {}
+        for method in ("GET", "DELETE", "GET"):
+            received = 0
+            async with client.stream(
+                method, f"/conversation/{cid}/file/x", headers=auth(ADMIN_KEY)
+            ) as answer:
+                assert answer.status_code == 200 and answer.headers["x-agent"] == "kept"
+                assert "keep-alive" not in answer.headers and TOKEN_HEADER.lower() not in answer.headers
+                async for chunk in answer.aiter_raw():
+                    received += len(chunk)
+            assert received == LISTING
+            assert agent.seen == {"method": method, "token_ok": True}
+        lean = context_of_app(runtime.app).proxy._lean  # white box: one connection, kept
+        assert sum(len(idle) for idle in lean._idle.values()) == 1
 
 
 async def test_upstream_failures_are_json_502_504(agent: StandIn, gateway_to: GatewayTo) -> None:

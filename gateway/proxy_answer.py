@@ -1,0 +1,134 @@
+"""What the proxy reads an agent's answer through, and how it streams one to the client.
+
+- :class:`AiohttpAnswer` gives an aiohttp answer the surface of the lean client's
+  (:class:`gateway.agent_http.Answer`): ``status``, ``raw_headers``, ``read``,
+  ``iter_any``, ``at_eof``, ``close`` (back to the pool when read to its end, else
+  closed) and ``no_read_timeout``; :data:`UpstreamAnswer` is either.
+- :class:`UpstreamResponse` streams one to the client (see its docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
+
+import aiohttp
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.agent_http import Answer
+from sandbox_agent.race import race
+
+log = logging.getLogger("convoy.gateway")
+
+#: An answer that broke off (the connection dropped, a malformed body, no byte for too long).
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+class AiohttpAnswer:
+    """An aiohttp answer as the proxy reads it (the surface of :class:`gateway.agent_http.Answer`)."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse) -> None:
+        self.status = upstream.status
+        self.raw_headers = upstream.raw_headers
+        self._upstream = upstream
+
+    def at_eof(self) -> bool:
+        return self._upstream.content.at_eof()
+
+    def iter_any(self) -> AsyncIterator[bytes]:
+        return self._upstream.content.iter_any()
+
+    async def read(self) -> bytes:
+        return await self._upstream.read()
+
+    def close(self) -> None:
+        """Give the connection back to the pool when the answer was read to its end, else close
+        it (an answer left half-read cannot carry another request)."""
+        if self._upstream.content.at_eof():
+            self._upstream.release()
+        else:
+            self._upstream.close()
+
+    def no_read_timeout(self) -> None:
+        """Lift the read timeout of this answer's body (the connection's next request sets its own)."""
+        connection = self._upstream.connection
+        protocol = connection.protocol if connection is not None else None
+        if protocol is not None:
+            protocol.read_timeout = None
+            protocol.start_timeout()  # drops the wait already scheduled
+
+
+UpstreamAnswer = Answer | AiohttpAnswer
+
+
+class UpstreamResponse(Response):
+    """Streams an open upstream response to the client and always closes it,
+    also when the client goes away (watched for concurrently: a server that does
+    not raise on a write to a gone client must not keep us reading upstream), and
+    when one write waits ``stall_timeout`` seconds or more for a client that does
+    not read (the answer is then cut short, like an upstream that broke off). A
+    watchdog checks a time stamp: a timeout around every write would cost more
+    than the write itself."""
+
+    def __init__(
+        self,
+        upstream: UpstreamAnswer,
+        headers: list[tuple[bytes, bytes]],
+        activity: AbstractContextManager[None],
+        stall_timeout: float,
+    ) -> None:
+        self.status_code = upstream.status
+        self.raw_headers = headers
+        self.background = None
+        self._upstream = upstream
+        self._activity = activity
+        self._stall_timeout = stall_timeout
+        self._writing_since: float | None = None  # loop time the pending write began
+
+    async def _stream(self, send: Send) -> None:
+        clock = asyncio.get_running_loop().time
+        self._writing_since = clock()
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self._writing_since = None
+        try:
+            upstream = self._upstream
+            async for chunk in upstream.iter_any():
+                # A chunk that came with the answer's end goes out with it (one write, and the
+                # client knows at once that the connection is free for its next request).
+                last = upstream.at_eof()
+                self._writing_since = clock()
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                self._writing_since = None
+                if last:
+                    return
+        except UPSTREAM_ERRORS as error:
+            log.info("upstream broke off mid-answer: %r", error)
+            return  # the server ends the connection: the client sees an incomplete answer
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stalled(self) -> None:
+        """Returns once a write has waited ``stall_timeout`` (noticed within twice that)."""
+        clock = asyncio.get_running_loop().time
+        while True:
+            since, now = self._writing_since, clock()
+            if since is not None and now - since >= self._stall_timeout:
+                log.info("the client read nothing for %gs: answer cut short", now - since)
+                return
+            await asyncio.sleep(self._stall_timeout if since is None else since + self._stall_timeout - now)
+
+    @staticmethod
+    async def _disconnected(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self._activity:
+            try:
+                streamed, _, _ = await race(self._stream(send), self._disconnected(receive), self._stalled())
+            finally:
+                self._upstream.close()
+        if isinstance(streamed, Exception) and not isinstance(streamed, OSError):
+            log.warning("streaming an answer failed: %r", streamed)
