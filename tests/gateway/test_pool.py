@@ -98,7 +98,8 @@ async def test_options_a_spare_cannot_take_start_cold_and_limits_are_the_pools_o
         await full(client, 2)
         limited = await client.post("/conversation", json={"limits": {"pids": 64}}, headers=auth(ALICE))
         assert limited.status_code == 201
-        assert limited.json()["start"] == "cold" and limited.json()["status"] == "STARTING"
+        # A cold start answers once registered: still STARTING, or READY if it was that quick.
+        assert limited.json()["start"] == "cold" and limited.json()["status"] in ("STARTING", "READY")
         # Two spares are ready, yet alice is at her maximum: 429, and no spare is spent.
         refused = await client.post("/conversation", json={}, headers=auth(ALICE))
         assert refused.status_code == 429
