@@ -233,6 +233,9 @@ class ProcessRuntime(CatalogueTemplates, ProcessPausing, FolderSnapshots):
         data = await _io(files.read_meta, folder)
         if data is not None and "pid" in data:
             await self._stop(procfs.ProcessId(int(data["pid"]), data.get("started")))
+        else:  # a launch whose gateway died before it wrote the pid: found by its command line
+            for process in await asyncio.to_thread(procfs.agents_of, folder / "state"):
+                await self._stop(process)
         self._peaks.forget(conversation_id)
         if not await asyncio.to_thread(folder.exists):
             return False

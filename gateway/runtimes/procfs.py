@@ -8,6 +8,7 @@ that the kernel reused for an unrelated process is never mistaken for an agent
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from dataclasses import dataclass
@@ -112,3 +113,22 @@ def kill(processes: list[ProcessId]) -> None:
     """SIGKILL each still-living process of ``processes`` and its group."""
     for process in processes:
         signal_group(process, signal.SIGKILL)
+
+
+def agents_of(state_dir: Path) -> list[ProcessId]:
+    """The processes of this user whose command line says ``--state-dir <state_dir>``: the
+    agent of that folder and a launcher still starting it. How a sandbox whose metadata never
+    got its pid (a gateway killed during the launch) is still found and stopped."""
+    wanted = {os.fsencode(state_dir), os.fsencode(state_dir.absolute())}
+    found = []
+    uid = os.getuid()
+    for entry in _PROC.glob("[0-9]*"):
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(flag == b"--state-dir" and value in wanted for flag, value in itertools.pairwise(argv)):
+            found.append(identify(int(entry.name)))
+    return [process for process in found if process.pid != os.getpid()]

@@ -193,3 +193,19 @@ async def test_stop_returns_once_the_agent_and_its_tasks_are_gone(tmp_path: Path
     assert await runtime.remove(spec.conversation_id)
     assert not procfs.is_alive(agent)
     assert [p.pid for p in family if procfs.is_alive(p)] == []
+
+
+async def test_an_agent_its_metadata_never_named_is_found_and_removed(runtime: ProcessRuntime) -> None:
+    """A gateway killed during a launch leaves an agent whose pid never reached ``meta.json``:
+    the clean-up of that half-made folder still stops the agent, found by its command line."""
+    spec = make_spec()
+    await runtime.start(spec)
+    agent = _agent(runtime, spec)
+    meta = runtime._dir(spec.conversation_id) / "meta.json"
+    written = json.loads(read_text(meta))
+    meta.write_text(
+        json.dumps({key: value for key, value in written.items() if key not in ("pid", "started")})
+    )
+    assert await runtime.remove(spec.conversation_id)
+    assert not procfs.is_alive(agent)
+    assert await asyncio.to_thread(agent_processes, runtime._root) == {}
