@@ -23,17 +23,16 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
 
 import bench_docker as dockerbench
 import httpx
 
 from gateway.agent_transport import AgentTransport
 from gateway.client import AsyncConversationHandle, shell
+from gateway.pool_refill import spare_spec
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes.base import SandboxHandle, SandboxSpec
+from gateway.runtimes.base import SandboxHandle
 from gateway.runtimes.docker import DockerRuntime
 from gateway.settings import Settings
 from sandbox_agent.protocol import TOKEN_HEADER
@@ -114,7 +113,7 @@ async def direct_steps(runs: int) -> tuple[Steps, Steps]:
 
 
 async def _one_direct(runtime: DockerRuntime, client: httpx.AsyncClient, wall: Steps, cpu: Steps) -> None:
-    spares = [await runtime.start(_spare_spec()) for _ in range(2)]  # the bench's pool size
+    spares = [await runtime.start(spare_spec("default")) for _ in range(2)]  # the bench's pool size
     try:
         spare = spares[0]
         names = cfg.Names.of(dockerbench.INSTALL, spare.conversation_id)
@@ -140,18 +139,6 @@ async def _one_direct(runtime: DockerRuntime, client: httpx.AsyncClient, wall: S
     finally:
         for each in spares:
             await runtime.remove(each.conversation_id)
-
-
-def _spare_spec() -> SandboxSpec:
-    return SandboxSpec(
-        conversation_id=uuid4(),
-        owner="",
-        title="",
-        token=secrets.token_urlsafe(32),
-        created_at=datetime.now(UTC),
-        pool="default",
-        template="default",
-    )
 
 
 def loaded() -> str:
