@@ -258,9 +258,14 @@ async def test_a_failed_start_leaves_the_sandbox_absent(subject: Subject) -> Non
     if subject.kind == "memory":
         pytest.skip("the memory runtime applies no env: nothing here breaks its agent")
     # The process runtime's agent reads PYTHONHOME; a Docker agent ignores the image's and the
-    # caller's PYTHON* (-I: templates set their own), but does not start in 6 MiB.
-    small = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)}
-    breaking = small if subject.kind in ("docker", "swarm") else {}
+    # caller's PYTHON* (-I: templates set their own), but cannot start with one pid (the init
+    # holds it). Not a tiny memory limit there: an agent at its limit may thrash for a minute
+    # instead of being killed. A swarm task does not start in 6 MiB.
+    breaking: dict[str, ResourceLimits] = {}
+    if subject.kind == "docker":
+        breaking = {"limits": ResourceLimits(pids=1)}
+    elif subject.kind == "swarm":
+        breaking = {"limits": ResourceLimits(memory_bytes=6 * 1024 * 1024)}
     runtime, spec = subject.runtime, make_spec(env={"PYTHONHOME": "/nonexistent"}, **breaking)
     with pytest.raises(SandboxStartError) as failed:
         await runtime.start(spec)
