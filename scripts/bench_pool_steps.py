@@ -15,10 +15,12 @@ The difference between the two views is the gateway's and the client's share.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
 import secrets
+import shutil
 import statistics
 import tempfile
 import time
@@ -91,11 +93,12 @@ async def _echo(client: httpx.AsyncClient, handle: SandboxHandle) -> None:
 
 async def direct_steps(runs: int) -> tuple[Steps, Steps]:
     """Wall times and the agent's CPU times of each step, straight to spares (module docstring)."""
+    state_dir = Path(tempfile.mkdtemp(prefix="convoy-bench-"))
     settings = Settings(
         install=dockerbench.INSTALL,
         runtime="docker",
         docker_image=dockerbench.IMAGE,
-        state_dir=Path(tempfile.mkdtemp(prefix="convoy-bench-")),
+        state_dir=state_dir,
         pool_size=0,
         start_timeout=300,
     )
@@ -109,6 +112,7 @@ async def direct_steps(runs: int) -> tuple[Steps, Steps]:
         for handle in await runtime.list():
             await runtime.remove(handle.conversation_id)
         await runtime.close()
+        await asyncio.to_thread(shutil.rmtree, state_dir, True)  # its sockets' folders too
     return wall, cpu
 
 
