@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,20 +116,32 @@ def kill(processes: list[ProcessId]) -> None:
         signal_group(process, signal.SIGKILL)
 
 
+def command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """``(pid, argv)`` of every process whose command line can be read (gone ones skipped)."""
+    for entry in _PROC.glob("[0-9]*"):
+        try:
+            yield int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+
+
 def agents_of(state_dir: Path) -> list[ProcessId]:
     """The processes of this user whose command line says ``--state-dir <state_dir>``: the
     agent of that folder and a launcher still starting it. How a sandbox whose metadata never
     got its pid (a gateway killed during the launch) is still found and stopped."""
     wanted = {os.fsencode(state_dir), os.fsencode(state_dir.absolute())}
     found = []
-    uid = os.getuid()
-    for entry in _PROC.glob("[0-9]*"):
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+    for pid, argv in command_lines():
+        if pid == os.getpid() or not _owned(pid):
             continue
         if any(flag == b"--state-dir" and value in wanted for flag, value in itertools.pairwise(argv)):
-            found.append(identify(int(entry.name)))
-    return [process for process in found if process.pid != os.getpid()]
+            found.append(identify(pid))
+    return found
+
+
+def _owned(pid: int) -> bool:
+    """Whether ``pid`` runs as this process's user."""
+    try:
+        return (_PROC / str(pid)).stat().st_uid == os.getuid()
+    except OSError:
+        return False

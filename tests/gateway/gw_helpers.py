@@ -271,18 +271,13 @@ def agent_processes(root: Path) -> dict[str, procfs.ProcessId]:
     sandbox's folder (its conversation id), from ``/proc``'s command lines: it finds agents no
     ``meta.json`` names any more (a folder removed while its agent lived on)."""
     found: dict[str, procfs.ProcessId] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
+    for pid, raw in procfs.command_lines():
+        argv = [arg.decode(errors="replace") for arg in raw]
         if "sandbox_agent" not in argv or "--workspace" not in argv[:-1]:
             continue
         workspace = Path(argv[argv.index("--workspace") + 1])
         if workspace.is_relative_to(root):
-            process = procfs.identify(int(entry.name))
+            process = procfs.identify(pid)
             if procfs.is_alive(process):
                 found[workspace.parent.name] = process
     return found
