@@ -3,25 +3,15 @@ handed out, and bounded in all by ``pool_max_spares``."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import UTC, datetime
 from uuid import uuid4
 
+from gateway.pool_refill import spare_spec
 from gateway.pool_spares import Spares
-from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
+from gateway.runtimes.base import SandboxHandle, SandboxState
 
 
 def spare(key: str = "default") -> SandboxHandle:
-    spec = SandboxSpec(
-        conversation_id=uuid4(),
-        owner="",
-        title="",
-        token=secrets.token_urlsafe(16),
-        created_at=datetime.now(UTC),
-        pool=key,
-        template=key,
-    )
-    return SandboxHandle(spec=spec, base_url="http://127.0.0.1:1", state=SandboxState.RUNNING)
+    return SandboxHandle(spec=spare_spec(key), base_url="http://127.0.0.1:1", state=SandboxState.RUNNING)
 
 
 def test_a_spare_is_taken_once_in_the_order_it_was_made() -> None:
