@@ -165,13 +165,13 @@ class Reconciler(ConversationCore):
         deadline = time.monotonic() + self._settings.start_timeout + START_WAIT_MARGIN
         found: SandboxHandle | None = None
         while time.monotonic() < deadline:
-            await asyncio.sleep(_WATCH_INTERVAL)
-            with contextlib.suppress(RuntimeFailure):
+            with contextlib.suppress(RuntimeFailure):  # the first look at once: it may be READY
                 found = await self.runtime.find(record.id)
                 if found is None or found.state not in (SandboxState.STARTING, SandboxState.RUNNING):
                     break
                 if found.state is SandboxState.RUNNING and await self._answers(found):
                     break
+            await asyncio.sleep(_WATCH_INTERVAL)
         if self._records.get(record.id) is not record or record.status is not ConversationStatus.STARTING:
             return
         if found is not None and found.state is SandboxState.RUNNING:

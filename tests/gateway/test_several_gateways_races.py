@@ -153,9 +153,15 @@ async def test_the_gateway_that_loses_a_spare_starts_cold_under_a_new_id(
         assert [e["detail"]["type"] for e in events] == ["ConversationStatusUpdate", "mine"]
         assert (await cb.get(f"/conversation/{cid}", headers=auth(BOB))).json()["start"] == "cold"
 
-        # The winner's is untouched: READY, alice's, its log its own, through either gateway.
+        # The winner's is untouched: READY, alice's, its log its own, through either gateway
+        # (b found it when its claim lost: STARTING until its watch sees the agent answer).
+        assert await _status(ca, ALICE, str(spare)) == "READY"
+
+        async def ready_through_b() -> bool:
+            return await _status(cb, ALICE, str(spare)) == "READY"
+
+        await eventually(ready_through_b, what="the winner's conversation READY through b")
         for client in (ca, cb):
-            assert await _status(client, ALICE, str(spare)) == "READY"
             assert await _status(client, BOB, str(spare)) is None, "bob never owned the spare's id"
         theirs = (await ca.get(f"/conversation/{spare}/event", headers=auth(ALICE))).json()["results"]
         assert [e["seq"] for e in theirs] == [1]
