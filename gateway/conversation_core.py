@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from uuid import UUID
 
 import httpx
@@ -101,12 +102,13 @@ class ConversationCore:
         return [r for r in self._records.values() if r.status is ConversationStatus.READY and r.handle]
 
     def page(self, page_id: str | None, limit: int) -> Page[Conversation]:
-        records = sorted(self._records.values(), key=sort_key)
+        records: Iterable[Record] = self._records.values()
         if page_id:
             after = parse_cursor(page_id)
-            records = [r for r in records if sort_key(r) > after]
-        chunk = records[:limit]
-        more = len(records) > limit
+            records = (r for r in records if sort_key(r) > after)
+        # The page's records and one more (is there a next page?), not a sort of every record.
+        first = heapq.nsmallest(limit + 1, records, key=sort_key)
+        chunk, more = first[:limit], len(first) > limit
         return Page[Conversation](
             results=[r.view() for r in chunk], next_page_id=cursor_of(chunk[-1]) if more and chunk else None
         )
