@@ -19,14 +19,8 @@ from uuid import UUID
 from gateway.client._events import follow_events, history
 from gateway.client._exceptions import ConvoyError, GatewayUnavailable, NotFound, SandboxFailed
 from gateway.client._files import AsyncFiles
-from gateway.client._tasks import (
-    AsyncTaskRun,
-    TaskResult,
-    python,
-    shell,
-    start_streamed_task,
-    start_task,
-)
+from gateway.client._runnables import python, shell
+from gateway.client._tasks import AsyncTaskRun, TaskResult, start_streamed_task, start_task
 from gateway.client._terminals import AsyncTerminal, create_terminal, write_stdin
 from gateway.client._transport import Connection, parse_frame, parse_json, parse_model
 from gateway.models import (
