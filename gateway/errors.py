@@ -49,7 +49,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sandbox_agent.errors import safe_errors
+from sandbox_agent.encoding import safe_errors
 
 log = logging.getLogger("convoy.gateway")
 

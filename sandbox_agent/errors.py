@@ -3,7 +3,8 @@
 Domain code raises :class:`AgentError` subclasses (they carry their HTTP
 status); the handlers installed by :func:`install` turn those, validation
 errors, bad cursors and anything unexpected into JSON. Unexpected exceptions
-are logged and answered 500 - bad input never reaches that path.
+are logged and answered 500 - bad input never reaches that path. Every body
+is made JSON-safe first (:mod:`sandbox_agent.encoding`).
 
 Storage: an event log or task record that cannot be written
 (:class:`~sandbox_agent.journal.JournalUnwritable`) and any ``OSError`` of a
@@ -13,23 +14,16 @@ too long for the file system is 400, a permission the file system refuses 403.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import enum
 import errno
 import logging
-import math
-from decimal import Decimal
-from pathlib import PurePath
 from typing import Any
-from uuid import UUID
 
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from sandbox_agent.encoding import json_safe, safe_errors
 from sandbox_agent.events import LogClosed, UnencodableEvent
 from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.paging import BadCursor
@@ -157,70 +151,6 @@ class PortTimeout(AgentError):
     """The server on the port inside the sandbox did not answer in time."""
 
     status_code = 504
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with what JSON cannot carry replaced: non-finite floats become None, lone
-    surrogates (valid in a JSON escape, not in UTF-8) are backslash-escaped."""
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode()
-        return value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {json_safe(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types, the way FastAPI's ``jsonable_encoder`` gives pydantic's
-    errors (their inputs and ``ctx``): models dumped, bytes decoded, enums as their values,
-    dates ISO, any other object as its attributes (an exception in ``ctx`` becomes ``{}``)."""
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value)
-    if value is None or isinstance(value, str | int | float):
-        return value
-    if isinstance(value, dict):
-        return {jsonable(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(item) for item in value]
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value.as_tuple().exponent >= 0 else float(value)  # type: ignore[operator]
-    if isinstance(value, UUID | PurePath | datetime.timedelta):
-        return value.total_seconds() if isinstance(value, datetime.timedelta) else str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
-    try:
-        return jsonable(dict(value))
-    except (TypeError, ValueError):
-        pass
-    try:
-        return jsonable(vars(value))
-    except TypeError:
-        return str(value)
-
-
-def safe_errors(errors: list[Any]) -> list[Any]:
-    """Validation errors as JSON can carry them (:func:`json_safe`); when an input nests
-    too deeply to encode, the errors without their inputs."""
-    try:
-        return list(json_safe(jsonable(errors)))
-    except RecursionError:
-        shallow = [
-            {key: item for key, item in error.items() if key not in ("input", "ctx")} for error in errors
-        ]
-        return list(json_safe(jsonable(shallow)))
 
 
 def explain_validation(errors: list[Any]) -> list[Any]:

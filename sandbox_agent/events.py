@@ -14,13 +14,14 @@ Contract:
 - In memory the log keeps only indexes (8-byte offset and 8-byte id key per
   event; per-type and per-task seq lists) plus a byte-bounded tail of recent
   envelopes, so paging is O(page) and followers read live events from memory.
-- A :class:`Follower` reads from ``after_seq`` onwards, history then live, in
-  seq order: no gap, no duplicate, in batches of at most about
-  :data:`FOLLOW_BATCH_BYTES` (at least one event), so what a follower holds
-  is bounded in bytes. Once caught up, it may lag at most ``max_lag`` events
-  and ``max_lag_bytes`` bytes behind the head; past either it is marked too
-  slow (and its ``overflowed`` event set) and must be dropped by its owner,
-  which never slows the writer or other followers.
+- A :class:`~sandbox_agent.followers.Follower` reads from ``after_seq``
+  onwards, history then live, in seq order: no gap, no duplicate, in batches
+  of at most about :data:`~sandbox_agent.followers.FOLLOW_BATCH_BYTES` (at
+  least one event), so what a follower holds is bounded in bytes. Once caught
+  up, it may lag at most ``max_lag`` events and ``max_lag_bytes`` bytes behind
+  the head; past either it is marked too slow (and its ``overflowed`` event
+  set) and must be dropped by its owner, which never slows the writer or
+  other followers.
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel
 
 from sandbox_agent.event_index import EventIndex, runs
+from sandbox_agent.followers import Follower
 from sandbox_agent.journal import Journal
 
 JSONL_NAME = "events.jsonl"
-#: A follower reads at most about this much per batch (from disk or memory).
-FOLLOW_BATCH_BYTES = 1024 * 1024
 
 
 class StoredEvent(NamedTuple):
@@ -55,10 +55,6 @@ class LogClosed(RuntimeError):
 
 class UnencodableEvent(ValueError):
     """A detail that cannot be written as UTF-8 JSON (a lone surrogate, say): refused, not stored."""
-
-
-class FollowerTooSlow(Exception):
-    """This follower fell more than ``max_lag`` events behind the head."""
 
 
 def _envelope(event_id: UUID, seq: int, conversation_id: UUID, detail_json: bytes) -> bytes:
@@ -277,40 +273,14 @@ class EventLog:
         self._followers.add(follower)
         return follower
 
-    async def _wait_beyond(self, seq: int) -> None:
+    def unfollow(self, follower: Follower) -> None:
+        """Stop checking ``follower``'s lag (it is closed, or marked too slow)."""
+        self._followers.discard(follower)
+
+    async def wait_beyond(self, seq: int) -> None:
+        """Return once ``seq`` is in the log; raise :class:`LogClosed` if the log closes first."""
         while self.last_seq < seq and not self._closed:
             self._changed.clear()
             await self._changed.wait()
         if self._closed and self.last_seq < seq:
             raise LogClosed("the event log is closed")
-
-
-class Follower:
-    """One reader of the log from a seq onwards; see :class:`EventLog`."""
-
-    def __init__(self, log: EventLog, next_seq: int) -> None:
-        self._log = log
-        self.next_seq = next_seq
-        self.caught_up = next_seq > log.last_seq
-        self.overflowed = asyncio.Event()
-
-    def mark_too_slow(self) -> None:
-        self.overflowed.set()
-        self._log._followers.discard(self)
-
-    async def next_batch(self, max_events: int = 512) -> list[bytes]:
-        """The next events (at least one); raises FollowerTooSlow or LogClosed."""
-        if self.overflowed.is_set():
-            raise FollowerTooSlow()
-        await self._log._wait_beyond(self.next_seq)
-        if self.overflowed.is_set():
-            raise FollowerTooSlow()
-        first, last = self.next_seq, self.next_seq + max_events - 1
-        batch = await self._log.read(first, last, max_bytes=FOLLOW_BATCH_BYTES)
-        self.next_seq += len(batch)
-        if self.next_seq > self._log.last_seq:
-            self.caught_up = True
-        return batch
-
-    def close(self) -> None:
-        self._log._followers.discard(self)

@@ -32,7 +32,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Send
 
 from sandbox_agent.agent import Agent
-from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed
+from sandbox_agent.events import LogClosed
+from sandbox_agent.followers import Follower, FollowerTooSlow
 from sandbox_agent.protocol import RESERVED_TYPES, TASK_STREAM_MEDIA_TYPE, Task, TaskCreate
 
 _EVENT_HEAD = b'{"type":"event","event":'

@@ -23,8 +23,8 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from bench_docker import IMAGE, INSTALL, Gateway, cleanup, sh
 from benchtools import bench_arguments
+from docker_installation import IMAGE, INSTALL, Gateway, cleanup, sh
 
 from gateway.client import AsyncConversationHandle, AsyncConvoyClient, shell
 from gateway.runtimes import docker_config as cfg

@@ -178,7 +178,7 @@ def _row(name: str, convoy: list[float], swerex: list[float]) -> str:
 
 
 async def main(runs: int, rounds: int) -> None:
-    import bench_docker as dockerbench
+    import docker_installation as installation
     import httpx
     from bench_pool import POOL_SIZE, pool_ready
 
@@ -188,14 +188,15 @@ async def main(runs: int, rounds: int) -> None:
     if why is not None:
         print(f"== bench peers skipped: {why}")
         return
-    gateway = dockerbench.Gateway(pool_size=POOL_SIZE)
-    swerex = await SweRex.start(dockerbench.INSTALL)
+    gateway = installation.Gateway(pool_size=POOL_SIZE)
+    swerex = await SweRex.start(installation.INSTALL)
     figures: dict[str, tuple[list[float], list[float]]] = {
         name: ([], []) for name in ("create -> echo hi done", "warm echo hi", "teardown")
     }
     async with httpx.AsyncClient(timeout=120) as http:
         try:
-            print(f"convoy {dockerbench.IMAGE} (pool {POOL_SIZE}); SWE-ReX {SWEREX_VERSION} ({SWEREX_IMAGE})")
+            peer = f"SWE-ReX {SWEREX_VERSION} ({SWEREX_IMAGE})"
+            print(f"convoy {installation.IMAGE} (pool {POOL_SIZE}); {peer}")
             await gateway.start(http)
             async with AsyncConvoyClient(gateway.base, timeout=120) as client:
                 for _ in range(rounds):
@@ -225,7 +226,7 @@ async def main(runs: int, rounds: int) -> None:
         finally:
             await swerex.close()
             await gateway.stop()
-            await dockerbench.cleanup()
+            await installation.cleanup()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-import bench_docker as dockerbench
+import docker_installation as installation
 import httpx
 from bench_pool_steps import Steps, command_steps, direct_steps, loaded
 from benchtools import bench_arguments
@@ -50,7 +50,7 @@ async def timed(call: Callable[[], Awaitable[object]]) -> float:
 async def warm_runs(runs: int, client: httpx.AsyncClient) -> tuple[list[float], Steps, int]:
     """create -> READY of ``runs`` warm creates, the steps of ``runs`` more each followed by
     two ``echo hi`` (scripts/bench_pool_steps.py), and how many creates were served warm."""
-    gateway = dockerbench.Gateway(pool_size=POOL_SIZE)
+    gateway = installation.Gateway(pool_size=POOL_SIZE)
     ready, steps, warm = [], Steps(), 0
     try:
         await gateway.start(client)
@@ -73,14 +73,14 @@ async def warm_runs(runs: int, client: httpx.AsyncClient) -> tuple[list[float], 
 async def main(runs: int) -> None:
     async with httpx.AsyncClient(timeout=120) as client:
         try:
-            print(f"image {dockerbench.IMAGE}, install {dockerbench.INSTALL}, pool size {POOL_SIZE}")
-            await dockerbench.floor_once(client)  # warm the page cache for every side
+            print(f"image {installation.IMAGE}, install {installation.INSTALL}, pool size {POOL_SIZE}")
+            await installation.floor_once(client)  # warm the page cache for every side
             floors, colds = [], []
-            cold = dockerbench.Gateway(pool_size=0)
+            cold = installation.Gateway(pool_size=0)
             try:
                 await cold.start(client)
                 for _ in range(runs):
-                    floors.append(await dockerbench.floor_once(client))
+                    floors.append(await installation.floor_once(client))
                     conversation_id, took = await cold.create(client)
                     colds.append(took)
                     await client.delete(f"{cold.base}/conversation/{conversation_id}")
@@ -107,7 +107,7 @@ async def main(runs: int) -> None:
             print("\n".join(direct_wall.lines()))
             print("\n".join(direct_cpu.lines()))
         finally:
-            await dockerbench.cleanup()
+            await installation.cleanup()
 
 
 if __name__ == "__main__":

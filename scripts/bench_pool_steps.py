@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import bench_docker as dockerbench
+import docker_installation as installation
 import httpx
 
 from gateway.agent_transport import AgentTransport
@@ -95,9 +95,9 @@ async def direct_steps(runs: int) -> tuple[Steps, Steps]:
     """Wall times and the agent's CPU times of each step, straight to spares (module docstring)."""
     state_dir = Path(tempfile.mkdtemp(prefix="convoy-bench-"))
     settings = Settings(
-        install=dockerbench.INSTALL,
+        install=installation.INSTALL,
         runtime="docker",
-        docker_image=dockerbench.IMAGE,
+        docker_image=installation.IMAGE,
         state_dir=state_dir,
         pool_size=0,
         start_timeout=300,
@@ -120,8 +120,8 @@ async def _one_direct(runtime: DockerRuntime, client: httpx.AsyncClient, wall: S
     spares = [await runtime.start(spare_spec("default")) for _ in range(2)]  # the bench's pool size
     try:
         spare = spares[0]
-        names = cfg.Names.of(dockerbench.INSTALL, spare.conversation_id)
-        pid = int(await dockerbench.sh("docker", "inspect", "-f", "{{.State.Pid}}", names.sandbox))
+        names = cfg.Names.of(installation.INSTALL, spare.conversation_id)
+        pid = int(await installation.sh("docker", "inspect", "-f", "{{.State.Pid}}", names.sandbox))
 
         @contextlib.contextmanager
         def measured(name: str) -> Iterator[None]:

@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 from uuid import UUID
 
-import bench_docker
+import docker_installation as installation
 import httpx
-from bench_docker import Gateway, MiB, host_available, memory
-from bench_docker import cleanup as docker_cleanup
 from benchtools import bench_arguments
+from docker_installation import Gateway
+from docker_installation import cleanup as docker_cleanup
+from docker_memory import MiB, host_available, memory
 
 from gateway.agent_transport import AgentTransport
 from gateway.runtimes import docker_config as cfg
@@ -55,14 +56,14 @@ async def agent_address(engine: AiodockerEngine, gateway: Gateway, names: Names)
     from gateway.settings import Settings
 
     settings = Settings(
-        install=bench_docker.INSTALL,
+        install=installation.INSTALL,
         docker_image=gateway.image,
         docker_reach="published",
         docker_socket_dir=Path(os.environ["CONVOY_DOCKER_SOCKET_DIR"]),
     )
     runtime = await DockerRuntime.connect(settings)
     try:
-        conversation = names.sandbox.removeprefix(f"convoy-{bench_docker.INSTALL}-")
+        conversation = names.sandbox.removeprefix(f"convoy-{installation.INSTALL}-")
         handle = next(h for h in await runtime.list() if str(h.conversation_id) == conversation)
     finally:
         await runtime.close()
@@ -90,11 +91,11 @@ async def small_requests(direct: str, token: str, through: str, count: int) -> t
 
 async def gone(engine: AiodockerEngine, names: Names, socket_dir: Path) -> None:
     """Until the engine holds nothing of the conversation (and its socket directory is gone)."""
-    conversation = names.sandbox.removeprefix(f"convoy-{bench_docker.INSTALL}-")
+    conversation = names.sandbox.removeprefix(f"convoy-{installation.INSTALL}-")
     while True:
         label = {"label": [f"{cfg.CONVERSATION_ID}={conversation}"]}
         left = await engine.containers(label) + await engine.volumes(label) + await engine.networks(label)
-        directory = socket_dir / bench_docker.INSTALL / conversation
+        directory = socket_dir / installation.INSTALL / conversation
         if not left and not await asyncio.to_thread(directory.exists):
             return
         await asyncio.sleep(0.01)
@@ -113,11 +114,11 @@ async def design(relayless: bool, runs: int, requests: int, engine: AiodockerEng
             await asyncio.sleep(8)  # let the agents settle to idle
             host_mib = (before - host_available()) / runs / MiB
             charged = [
-                await conversation_memory(engine, Names.of(bench_docker.INSTALL, UUID(i))) for i in ids
+                await conversation_memory(engine, Names.of(installation.INSTALL, UUID(i))) for i in ids
             ]
             sandbox = statistics.median(s for s, _ in charged) / MiB
             relay = statistics.median(r for _, r in charged) / MiB
-            names = Names.of(bench_docker.INSTALL, UUID(ids[0]))
+            names = Names.of(installation.INSTALL, UUID(ids[0]))
             direct, token = await agent_address(engine, gateway, names)
             p50_direct, p50_gateway = await small_requests(
                 direct, token, f"{gateway.base}/conversation/{ids[0]}", requests
@@ -127,7 +128,7 @@ async def design(relayless: bool, runs: int, requests: int, engine: AiodockerEng
                 began = time.monotonic()
                 (await client.delete(f"{gateway.base}/conversation/{conversation_id}")).raise_for_status()
                 deletes.append(time.monotonic() - began)
-                await gone(engine, Names.of(bench_docker.INSTALL, UUID(conversation_id)), socket_dir)
+                await gone(engine, Names.of(installation.INSTALL, UUID(conversation_id)), socket_dir)
                 teardowns.append(time.monotonic() - began)
         finally:
             await gateway.stop()
@@ -143,7 +144,7 @@ async def design(relayless: bool, runs: int, requests: int, engine: AiodockerEng
 
 async def main(runs: int, requests: int, rounds: int) -> None:
     load = (await asyncio.to_thread(Path("/proc/loadavg").read_text)).split()[:3]
-    print(f"image {bench_docker.IMAGE}, install {bench_docker.INSTALL}, {os.cpu_count()} cores, load {load}")
+    print(f"image {installation.IMAGE}, install {installation.INSTALL}, {os.cpu_count()} cores, load {load}")
     engine = await AiodockerEngine.open(None)
     with tempfile.TemporaryDirectory(prefix="cvb-") as sockets:
         os.environ["CONVOY_DOCKER_SOCKET_DIR"] = sockets

@@ -17,8 +17,9 @@ import statistics
 
 import httpx
 import template_images
-from bench_docker import IMAGE, INSTALL, Gateway, cleanup, idle_memory, run_until_healthy, sh
 from benchtools import bench_arguments
+from docker_installation import IMAGE, INSTALL, Gateway, cleanup, run_until_healthy, sh
+from docker_memory import idle_memory
 
 from gateway.runtimes.docker import AiodockerEngine
 from gateway.runtimes.docker_bundle import BUNDLE_DIR, agent_argv, bundle_volume_name

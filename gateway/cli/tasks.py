@@ -33,7 +33,8 @@ from gateway.cli.conversations import (
 )
 from gateway.client._conversation import AsyncConversationHandle
 from gateway.client._exceptions import Conflict
-from gateway.client._tasks import AsyncTaskRun, TaskResult, shell
+from gateway.client._runnables import shell
+from gateway.client._tasks import AsyncTaskRun, TaskResult
 from sandbox_agent.protocol import OutputTruncated, Runnable, TaskOutput, TaskStatus
 
 CommandArgument = Annotated[

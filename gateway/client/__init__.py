@@ -15,7 +15,7 @@ Each asyncio class has a blocking twin of the same name without ``Async``: ``Asy
 Every failure is a :class:`ConvoyError`; the subclasses say which kind
 (the tree is in ``gateway.client._exceptions``). ``transport=`` takes an ``httpx.AsyncBaseTransport``
 (``httpx.MockTransport`` in tests). The pieces live in private ``gateway.client._*`` modules (http
-transport, events, tasks, files, the sync wrapper); import them from here.
+transport, events, runnables, tasks, files, the sync wrapper); import them from here.
 
 This package needs only the core dependencies (httpx, websockets, pydantic): ``pip install convoy``.
 The gateway needs ``convoy[server]``, the command line ``convoy[cli]``.
@@ -42,8 +42,9 @@ from gateway.client._exceptions import (
     WebSocketClosed,
 )
 from gateway.client._files import AsyncFiles
+from gateway.client._runnables import python, shell
 from gateway.client._sync import ConversationHandle, ConvoyClient, Files, TaskRun, Terminal
-from gateway.client._tasks import AsyncTaskRun, TaskResult, python, shell
+from gateway.client._tasks import AsyncTaskRun, TaskResult
 from gateway.client._terminals import AsyncTerminal
 from gateway.models import Conversation, ConversationLimits, ConversationStatus, Snapshot
 from sandbox_agent.protocol import Event, FileInfo, Task, TaskOutput, TaskStatus

@@ -6,10 +6,7 @@ is already gone is fine).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -17,18 +14,13 @@ from typing import Any
 from uuid import UUID
 
 from gateway.client._events import follow_events, history
-from gateway.client._exceptions import ConvoyError, GatewayUnavailable, NotFound, SandboxFailed
+from gateway.client._exceptions import NotFound, SandboxFailed
 from gateway.client._files import AsyncFiles
-from gateway.client._tasks import (
-    AsyncTaskRun,
-    TaskResult,
-    python,
-    shell,
-    start_streamed_task,
-    start_task,
-)
+from gateway.client._readiness import wait_ready
+from gateway.client._runnables import python, shell
+from gateway.client._tasks import AsyncTaskRun, TaskResult, start_streamed_task, start_task
 from gateway.client._terminals import AsyncTerminal, create_terminal, write_stdin
-from gateway.client._transport import Connection, parse_frame, parse_json, parse_model
+from gateway.client._transport import Connection, parse_json, parse_model
 from gateway.models import (
     Conversation,
     ConversationStatus,
@@ -39,7 +31,6 @@ from gateway.models import (
 )
 from sandbox_agent.protocol import (
     AgentInfo,
-    ConversationStatusUpdate,
     Event,
     FileInfo,
     Runnable,
@@ -95,48 +86,7 @@ class AsyncConversationHandle:
 
         A STARTING conversation is followed over its WebSocket, so READY is seen when it
         happens; where no WebSocket can be opened (a replaced ``transport``), it is polled."""
-        deadline = time.monotonic() + timeout
-        if self.info.status is ConversationStatus.STARTING:
-            await self._follow_start(deadline, on_status)
-        delay = 0.05
-        while True:
-            info = self.info if self.info.status is not ConversationStatus.STARTING else await self.refresh()
-            if on_status is not None:
-                on_status(info)
-            if info.status in (ConversationStatus.READY, ConversationStatus.PAUSED):
-                return info
-            if info.status in (ConversationStatus.ERROR, ConversationStatus.STOPPING):
-                why = info.reason or "no reason given"
-                raise SandboxFailed(f"conversation {self.id} failed to start: {why}", reason=info.reason)
-            if time.monotonic() > deadline:
-                raise GatewayUnavailable(f"conversation {self.id} was not ready after {timeout:g}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-
-    async def _follow_start(self, deadline: float, on_status: Callable[[Conversation], None] | None) -> None:
-        """Follow ``WS /conversation/{id}`` until the conversation leaves STARTING (``info``
-        then says how) or the socket ends or the deadline passes (``info`` is left STARTING:
-        the caller polls). STARTING phases are shown to ``on_status`` as they come."""
-        try:
-            ws = await self._conn.connect_ws(f"/conversation/{self.id}", {"after_seq": 0})
-        except (GatewayUnavailable, ConvoyError):
-            return
-        async with ws:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(
-                    asyncio.get_running_loop().time() + deadline - time.monotonic()
-                ):
-                    async for frame in ws:
-                        detail = parse_frame(Event, frame).detail
-                        if not isinstance(detail, ConversationStatusUpdate):
-                            continue
-                        self.info = self.info.model_copy(
-                            update={"status": detail.status, "phase": detail.phase, "reason": detail.reason}
-                        )
-                        if detail.status is not ConversationStatus.STARTING:
-                            return
-                        if on_status is not None:
-                            on_status(self.info)
+        return await wait_ready(self._conn, self, timeout, on_status)
 
     async def delete(self, *, missing_ok: bool = False) -> None:
         """Finish the conversation: its tasks stop, its sandbox and files are removed."""

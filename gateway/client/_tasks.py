@@ -12,7 +12,7 @@ seq it carried, so the result is the same either way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from uuid import UUID
@@ -26,9 +26,7 @@ from gateway.client._transport import Connection, Records, parse_frame, parse_js
 from sandbox_agent.protocol import (
     Event,
     OutputTruncated,
-    Python,
     Runnable,
-    Shell,
     StdinWritten,
     Task,
     TaskOutput,
@@ -41,39 +39,6 @@ from sandbox_agent.protocol import (
 
 class _Record(RootModel[TaskStreamRecord]):
     """One line of a ``?wait=true`` answer."""
-
-
-def shell(
-    command: str | Sequence[str],
-    *,
-    cwd: str = ".",
-    env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
-    idle_timeout: float | None = None,
-    stdin: bool = False,
-) -> Shell:
-    """A ``Shell`` runnable: a string runs under ``/bin/sh -c``, a sequence is an argv.
-    ``stdin`` keeps its stdin open for :meth:`AsyncTaskRun.write_stdin`."""
-    argv: str | list[str] = command if isinstance(command, str) else list(command)
-    return Shell(
-        command=argv, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout, stdin=stdin
-    )
-
-
-def python(
-    code: str,
-    *,
-    cwd: str = ".",
-    env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
-    idle_timeout: float | None = None,
-    stdin: bool = False,
-) -> Python:
-    """A ``Python`` runnable: ``code`` run by a separate interpreter in the sandbox.
-    ``stdin`` keeps its stdin open for :meth:`AsyncTaskRun.write_stdin`."""
-    return Python(
-        code=code, cwd=cwd, env=dict(env or {}), timeout=timeout, idle_timeout=idle_timeout, stdin=stdin
-    )
 
 
 @dataclass(frozen=True)

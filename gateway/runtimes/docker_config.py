@@ -3,19 +3,19 @@
 The container configurations of one conversation (its sandbox and its relay): pure
 functions of a :class:`ContainerPolicy` (what the settings say every container gets) and
 the spec, with no engine calls (and no aiodocker), so they are checked without Docker.
-The names and labels (the registry) are :mod:`gateway.runtimes.docker_labels`, the
-conversation's network :mod:`gateway.runtimes.docker_networks`; both are re-exported here.
+The policy itself is :mod:`gateway.runtimes.docker_policy`, the names and labels (the
+registry) :mod:`gateway.runtimes.docker_labels`, the conversation's network
+:mod:`gateway.runtimes.docker_networks`; all three are re-exported here.
 
 The token is in no environment: see :mod:`gateway.runtimes.docker_token`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.runtimes import docker_egress
-from gateway.runtimes.base import ResourceLimits, SandboxSpec
+from gateway.runtimes.base import SandboxSpec
 from gateway.runtimes.docker_bundle import TemplateRun, agent_argv, bundle_mount
 from gateway.runtimes.docker_labels import (
     AGENT_SOCKET_PATH,
@@ -48,11 +48,12 @@ from gateway.runtimes.docker_labels import (
     task_env,
 )
 from gateway.runtimes.docker_networks import SUBNET_PREFIX, Subnet, free_subnets, network_config
+from gateway.runtimes.docker_policy import ContainerPolicy, effective_limits, hardening
 from gateway.runtimes.docker_token import AGENT_CAPABILITIES, CLAIM_FILE, DATA_DIR, TOKEN_FILE
 from sandbox_agent.protocol import CONVERSATION_ID_ENV
 
 # One namespace for the runtimes that speak to the engine (``docker_config as cfg``): the
-# containers are defined here, the labels and the network (re-exported) in their own modules.
+# containers are defined here, the policy, the labels and the network (re-exported) in their own modules.
 __all__ = [
     "AGENT_PORT",
     "AGENT_SOCKET",
@@ -102,7 +103,6 @@ __all__ = [
 
 AGENT_PORT = 8080
 RELAY_SCRIPT = "/opt/convoy-relay/relay.pyc"  # images/sandbox/relay.py, compiled in the image
-_LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}
 _RELAY_MEMORY = 64 * 1024 * 1024
 #: The relay's network namespace routes nothing. A new namespace inherits the host's
 #: ``ip_forward=1`` (Docker's), and the relay is the one member of both the sandbox's network
@@ -117,41 +117,6 @@ SOCKET_DIR = "/run/convoy-agent"
 AGENT_SOCKET = f"{SOCKET_DIR}/agent.sock"
 #: Where a sandbox with no network is handed its token (see gateway.runtimes.docker_sockets).
 HANDED_TOKEN = f"{SOCKET_DIR}/token"
-
-
-@dataclass(frozen=True)
-class ContainerPolicy:
-    """What every container of the installation gets (the ``docker_*`` settings)."""
-
-    image: str
-    user: str
-    #: Limits of a sandbox whose spec sets none (and the relay's CPU share).
-    default_limits: ResourceLimits
-    read_only: bool = True
-    tmpfs_bytes: int = 64 * 1024 * 1024
-    init: bool = True
-    drop_capabilities: bool = True
-    no_new_privileges: bool = True
-    #: Where the egress enforcer resolves allowed names (``host:port``; empty: the relay's own resolver).
-    egress_resolver: str = ""
-
-
-def effective_limits(defaults: ResourceLimits, requested: ResourceLimits) -> ResourceLimits:
-    """``requested``, with ``defaults`` for what it leaves unset."""
-    return ResourceLimits(
-        memory_bytes=requested.memory_bytes or defaults.memory_bytes,
-        cpus=requested.cpus or defaults.cpus,
-        pids=requested.pids or defaults.pids,
-    )
-
-
-def _hardening(policy: ContainerPolicy) -> dict[str, Any]:
-    host: dict[str, Any] = {"ReadonlyRootfs": policy.read_only, "LogConfig": _LOG_CONFIG}
-    if policy.drop_capabilities:
-        host["CapDrop"] = ["ALL"]
-    if policy.no_new_privileges:
-        host["SecurityOpt"] = ["no-new-privileges"]
-    return host
 
 
 def sandbox_config(
@@ -174,7 +139,7 @@ def sandbox_config(
     if spec.egress is not None and subnet is not None:
         env |= docker_egress.sandbox_env(subnet.relay_ip)
     socket_mount = {"Type": "bind", "Source": socket_dir, "Target": SOCKET_DIR}
-    host = _hardening(policy) | {
+    host = hardening(policy) | {
         "CapAdd": AGENT_CAPABILITIES,
         "Init": policy.init,
         "Mounts": [
@@ -261,7 +226,7 @@ def relay_config(
     runtime then connects it to the conversation's network at ``subnet.relay_ip``.
     With an egress allow-list in ``spec``, it also runs the enforcer (its companion)."""
     cpus = policy.default_limits.cpus or 1.0
-    host = _hardening(policy) | {
+    host = hardening(policy) | {
         "NetworkMode": front_network,
         "Memory": _RELAY_MEMORY,
         "MemorySwap": _RELAY_MEMORY,

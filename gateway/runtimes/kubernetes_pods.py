@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.runtimes.base import SandboxSpec
 from gateway.runtimes.docker_bundle import agent_argv
-from gateway.runtimes.docker_config import effective_limits
+from gateway.runtimes.docker_policy import effective_limits
 from gateway.runtimes.kubernetes_objects import (
     AGENT_PORT,
     CLAIM_FILE,

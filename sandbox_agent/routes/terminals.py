@@ -46,7 +46,7 @@ from sandbox_agent.race import race
 from sandbox_agent.routes import get_agent, token_router
 from sandbox_agent.routes.decl import Depends, Router
 from sandbox_agent.routes.params import Limit, PageId
-from sandbox_agent.terminals import RunningTerminal
+from sandbox_agent.running_terminal import RunningTerminal
 
 router = token_router("terminals")
 sockets = Router(tags=["terminals"])

@@ -5,7 +5,7 @@ Contract:
   socket with 4401.
 - Events after ``after_seq`` (default 0: all history; -1: live only) are sent
   in seq order, history then live, with no gap and no duplicate (one
-  :class:`~sandbox_agent.events.Follower` reads both).
+  :class:`~sandbox_agent.followers.Follower` reads both).
 - A frame ``{"runnable": ..., "title": ...}`` creates a task; ``{"detail": ...}``
   triggers an event; ``{"stdin": "...", "task_id": ..., "eof": false}`` writes to
   the stdin of a task started with ``"stdin": true`` (``eof`` closes it); anything
@@ -17,7 +17,7 @@ Contract:
   with 1001. A subscriber that does not read may never take the close frame:
   after :data:`CLOSE_TIMEOUT` seconds it is left to the server, which closes
   the connection once it reads or goes. What it holds meanwhile is one batch
-  (about 1 MiB, see :class:`~sandbox_agent.events.Follower`).
+  (about 1 MiB, see :class:`~sandbox_agent.followers.Follower`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from sandbox_agent.agent import Agent
 from sandbox_agent.auth import websocket_authorized
 from sandbox_agent.errors import AgentError, explain_validation, unwritable_detail
-from sandbox_agent.events import Follower, FollowerTooSlow, LogClosed, UnencodableEvent, ephemeral
+from sandbox_agent.events import LogClosed, UnencodableEvent, ephemeral
+from sandbox_agent.followers import Follower, FollowerTooSlow
 from sandbox_agent.frames import BadFrame, parse_frame
 from sandbox_agent.journal import JournalUnwritable
 from sandbox_agent.protocol import (

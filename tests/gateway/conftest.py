@@ -21,7 +21,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from gw_helpers import Harness, Serve, base_settings, kill_agents
+from gw_helpers import Harness, Serve, base_settings
+from process_agents import kill_agents
 
 from gateway.runtimes.base import Runtime
 from gateway.runtimes.memory import MemoryRuntime

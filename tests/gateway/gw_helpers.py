@@ -1,12 +1,12 @@
 """Helpers for the gateway tests: polling, WebSocket frames, conversations that are READY,
-what a runtime still holds of a conversation."""
+what a runtime still holds of a conversation. HTTP on a plain socket is raw_http.py; the
+process runtime's agent processes (finding, killing) are process_agents.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -264,120 +264,6 @@ async def restarted_after_an_event(
         assert posted.status_code == 201
     async with harness.client() as again:
         yield again, cid
-
-
-def agent_processes(root: Path) -> dict[str, procfs.ProcessId]:
-    """Every live process-runtime agent whose workspace is under ``root``, by the name of its
-    sandbox's folder (its conversation id), from ``/proc``'s command lines: it finds agents no
-    ``meta.json`` names any more (a folder removed while its agent lived on)."""
-    found: dict[str, procfs.ProcessId] = {}
-    for pid, raw in procfs.command_lines():
-        argv = [arg.decode(errors="replace") for arg in raw]
-        if "sandbox_agent" not in argv or "--workspace" not in argv[:-1]:
-            continue
-        workspace = Path(argv[argv.index("--workspace") + 1])
-        if workspace.is_relative_to(root):
-            process = procfs.identify(pid)
-            if procfs.is_alive(process):
-                found[workspace.parent.name] = process
-    return found
-
-
-def _recorded_agents(root: Path) -> list[procfs.ProcessId]:
-    """The agents the process runtime's ``meta.json`` files under ``root`` name."""
-    found = []
-    for meta in root.glob("*/*/meta.json"):
-        try:
-            data = json.loads(meta.read_text())
-            found.append(procfs.ProcessId(int(data["pid"]), data.get("started")))
-        except (OSError, ValueError, KeyError):
-            continue  # no pid yet: a start cut short (agent_processes() finds its agent)
-    return found
-
-
-def kill_agents(root: Path, within: float = 10.0) -> None:
-    """Safety net: no agent process outlives its test, whatever the test did. Kills (with their
-    process groups and descendants) the agents the metadata under ``root`` names and every agent
-    (or its launcher) whose workspace is under ``root`` by its command line: a gateway killed
-    between an agent's launch and the write of its pid leaves one no ``meta.json`` names. Repeats
-    until none is left (a launcher orphaned by such a gateway may still be starting its agent);
-    AssertionError if one still runs after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        alive = [p for p in [*_recorded_agents(root), *agent_processes(root).values()] if procfs.is_alive(p)]
-        if not alive:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"agents under {root} outlived SIGKILL: {alive}")
-        for process in alive:
-            for child in procfs.descendants(process.pid):
-                procfs.signal_group(child, signal.SIGKILL)
-            procfs.signal_group(process, signal.SIGKILL)
-        time.sleep(0.1)
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class RawHttp:
-    """One HTTP/1.1 connection on a plain socket: requests exactly as written (bad
-    headers, huge ones, a body never sent), answers read as they come. Reusing one
-    shows whether the server kept the connection."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    @asynccontextmanager
-    async def connect(cls, base_url: str) -> AsyncIterator[RawHttp]:
-        port = int(base_url.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-        try:
-            yield cls(reader, writer)
-        finally:
-            writer.close()
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def request(
-        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
-    ) -> RawResponse:
-        head = {"Host": "127.0.0.1", "Content-Length": str(len(body)), **(headers or {})}
-        lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
-        await self.send(f"{method} {path} HTTP/1.1\r\n{lines}\r\n".encode() + body)
-        return await self.response()
-
-    async def response(self, within: float = TIMEOUT) -> RawResponse:
-        async with asyncio.timeout(within):
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-            headers = {}
-            for line in lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        return RawResponse(int(status_line.split()[1]), headers, body)
-
-    async def closed(self, within: float = TIMEOUT) -> bool:
-        """Reads until the server closes the connection (True), or ``within`` passes (False)."""
-        try:
-            async with asyncio.timeout(within):
-                while await self.reader.read(1 << 16):
-                    pass
-        except TimeoutError:
-            return False
-        except ConnectionError:
-            pass
-        return True
 
 
 async def _docker_leftovers(harness: Harness, conversation_id: str) -> list[str]:

@@ -13,7 +13,6 @@ from gw_helpers import (
     ADMIN_KEY,
     USER_KEYS,
     Harness,
-    RawHttp,
     auth,
     close_code,
     create_ready,
@@ -21,6 +20,7 @@ from gw_helpers import (
     recv_json,
     ws_connect,
 )
+from raw_http import RawHttp
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.auth import is_loopback_host

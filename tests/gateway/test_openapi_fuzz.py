@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gw_helpers import kill_agents
+from process_agents import kill_agents
 
 from tests.helpers import TIMEOUT, eventually, free_port
 

@@ -14,8 +14,9 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
-from gw_helpers import TIMEOUT, exists, kill_agents, make_spec, read_text
+from gw_helpers import TIMEOUT, exists, make_spec, read_text
 from gw_process import gateway_env, gateway_process, gateway_up
+from process_agents import kill_agents
 
 from gateway.runtimes import procfs
 from gateway.runtimes.process_files import spec_to_json, write_meta

@@ -18,16 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from gw_helpers import (
-    TIMEOUT,
-    RawHttp,
-    create_ready,
-    exists,
-    kill_agents,
-    read_text,
-    ws_connect,
-)
+from gw_helpers import TIMEOUT, create_ready, exists, read_text, ws_connect
 from gw_process import gateway_env, gateway_process, gateway_up
+from process_agents import kill_agents
+from raw_http import RawHttp
 from websockets.asyncio.client import ClientConnection
 
 from gateway.addresses import is_loopback

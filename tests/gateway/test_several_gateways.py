@@ -32,8 +32,9 @@ from gateway_pair import (
     trigger,
     until_status,
 )
-from gw_helpers import agent_processes, auth, close_code, kill_agents, recv_until, ws_connect
+from gw_helpers import auth, close_code, recv_until, ws_connect
 from gw_process import gateway_env
+from process_agents import agent_processes, kill_agents
 from websockets.asyncio.client import ClientConnection
 
 from gateway.runtimes import procfs

@@ -22,13 +22,13 @@ from gw_helpers import (
     create_ready,
     eventually,
     keyed,
-    kill_agents,
     recv_json,
     recv_until,
     ws_connect,
 )
 from gw_process import gateway_env, gateway_process, gateway_up
 from gw_stalled import stalled_frames, stalled_websocket
+from process_agents import kill_agents
 
 from sandbox_agent.protocol import WS_CLOSE_LIMIT_REACHED, WS_CLOSE_TOO_SLOW
 from tests.conftest import free_port

@@ -11,7 +11,8 @@ from uuid import UUID, uuid4
 import pytest
 from agent_helpers import append_bytes
 
-from sandbox_agent.events import FOLLOW_BATCH_BYTES, JSONL_NAME, EventLog, FollowerTooSlow, LogClosed
+from sandbox_agent.events import JSONL_NAME, EventLog, LogClosed
+from sandbox_agent.followers import FOLLOW_BATCH_BYTES, FollowerTooSlow
 from sandbox_agent.protocol import ClientEvent, Tick
 
 CID = UUID("12345678-1234-5678-1234-567812345678")

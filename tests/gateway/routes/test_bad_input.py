@@ -6,16 +6,8 @@ import json
 import uuid
 
 import pytest
-from gw_helpers import (
-    Harness,
-    RawHttp,
-    close_code,
-    create_ready,
-    is_status,
-    recv_json,
-    recv_until,
-    ws_connect,
-)
+from gw_helpers import Harness, close_code, create_ready, is_status, recv_json, recv_until, ws_connect
+from raw_http import RawHttp
 
 ROUTES = [
     ("GET", "/conversation/{id}"),

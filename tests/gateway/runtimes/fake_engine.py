@@ -1,9 +1,9 @@
 """FakeEngine: the Docker runtime's :class:`~gateway.runtimes.docker_engine.Engine`, in memory.
 
 It keeps containers, volumes and networks as the engine would report them
-(summaries, ``inspect`` output, label and name filters) and refuses what Docker
-refuses: a name taken twice, a subnet that overlaps another network's, a volume
-or network still in use by a container. Tests steer it:
+(summaries, ``inspect`` output, label and name filters: engine_objects.py) and
+refuses what Docker refuses: a name taken twice, a subnet that overlaps another
+network's, a volume or network still in use by a container. Tests steer it:
 
 - ``ready_port``: the host port every relay publishes (point it at a server
   answering ``/ready``, or at nothing);
@@ -26,68 +26,14 @@ or network still in use by a container. Tests steer it:
 from __future__ import annotations
 
 import asyncio
-import io
-import ipaddress
 import itertools
-import posixpath
-import tarfile
 import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import EngineError, EngineNotFound, RuntimeUnavailable
 from gateway.runtimes import docker_config as cfg
-
-
-@dataclass
-class _Container:
-    name: str
-    config: dict[str, Any]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    created: float = field(default_factory=time.time)
-    status: str = "created"
-    exit_code: int = 0
-    oom_killed: bool = False
-    logs: str = ""
-    networks: set[str] = field(default_factory=set)
-    host_port: int | None = None
-    #: What ``put_archive`` put into the container: path -> content.
-    files: dict[str, bytes] = field(default_factory=dict)
-    #: What ``stats`` answers while it runs (tests set it; the engine's shape).
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.config.get("Labels") or {})
-
-
-@dataclass
-class _Network:
-    config: dict[str, Any]
-    created: float = field(default_factory=time.time)
-    foreign: bool = False
-
-    @property
-    def subnets(self) -> list[ipaddress.IPv4Network]:
-        found = ((self.config.get("IPAM") or {}).get("Config")) or []
-        return [ipaddress.IPv4Network(item["Subnet"]) for item in found if item.get("Subnet")]
-
-
-def _rfc3339(stamp: float) -> str:
-    """As the engine writes times: RFC 3339 with nanoseconds."""
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
-
-
-def _matches(labels: dict[str, str], name: str, filters: dict[str, list[str]] | None) -> bool:
-    for wanted in (filters or {}).get("label", []):
-        key, _, value = wanted.partition("=")
-        if key not in labels or (value and labels[key] != value):
-            return False
-    names = (filters or {}).get("name")
-    return not names or any(part in name for part in names)
+from tests.gateway.runtimes.engine_objects import FakeContainer, FakeNetwork, matches, volume_summary
 
 
 class FakeEngine:
@@ -97,9 +43,9 @@ class FakeEngine:
         self.ready_port = ready_port
         self.down = False
         self.crash_on_start: tuple[int, str] | None = None
-        self.containers_by_name: dict[str, _Container] = {}
+        self.containers_by_name: dict[str, FakeContainer] = {}
         self.volumes_by_name: dict[str, dict[str, Any]] = {}
-        self.networks_by_name: dict[str, _Network] = {}
+        self.networks_by_name: dict[str, FakeNetwork] = {}
         self.calls: list[tuple[str, str]] = []
         self.closed = False
         self.removal_pause = 0.0
@@ -121,9 +67,7 @@ class FakeEngine:
         self._steal += count
 
     def exit(self, name: str, code: int, *, oom: bool = False, logs: str = "") -> None:
-        container = self._container(name)
-        container.status, container.exit_code, container.oom_killed = "exited", code, oom
-        container.logs += logs
+        self._container(name).end(code, oom, logs)
 
     def age(self, name: str, seconds: float) -> None:
         """Make the container, volume or network ``name`` ``seconds`` older."""
@@ -154,7 +98,7 @@ class FakeEngine:
         await asyncio.sleep(self.removal_pause)
         self.timeline.append(("end", method, name))
 
-    def _container(self, name: str) -> _Container:
+    def _container(self, name: str) -> FakeContainer:
         for container in self.containers_by_name.values():
             if name in (container.name, container.id):
                 return container
@@ -164,46 +108,14 @@ class FakeEngine:
 
     async def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         self._call("containers")
-        return [
-            {
-                "Id": c.id,
-                "Names": [f"/{c.name}"],
-                "Labels": c.labels,
-                "State": c.status,
-                "Created": int(c.created),
-                "Image": c.config.get("Image"),
-                "Ports": (
-                    [{"PrivatePort": cfg.AGENT_PORT, "PublicPort": c.host_port, "IP": "127.0.0.1"}]
-                    if c.host_port and c.status == "running"
-                    else []
-                ),
-            }
-            for c in self.containers_by_name.values()
-            if _matches(c.labels, c.name, filters)
-        ]
+        return [c.summary() for c in self.containers_by_name.values() if matches(c.labels, c.name, filters)]
 
     async def inspect(self, name: str) -> dict[str, Any] | None:
         self._call("inspect", name)
         try:
-            c = self._container(name)
+            return self._container(name).inspected()
         except EngineNotFound:
             return None
-        ports = [{"HostIp": "127.0.0.1", "HostPort": str(c.host_port)}] if c.host_port else []
-        env = list(c.config.get("Env") or [])
-        return {
-            "Id": c.id,
-            "Name": f"/{c.name}",
-            "Config": {"Labels": c.labels, "Env": env, "Image": c.config.get("Image")},
-            "HostConfig": c.config.get("HostConfig") or {},
-            "State": {
-                "Status": c.status,
-                "Running": c.status == "running",
-                "ExitCode": c.exit_code,
-                "OOMKilled": c.oom_killed,
-                "Error": "",
-            },
-            "NetworkSettings": {"Ports": {f"{cfg.AGENT_PORT}/tcp": ports}, "Networks": sorted(c.networks)},
-        }
 
     async def create_container(self, name: str, config: dict[str, Any]) -> None:
         self._call("create_container", name)
@@ -231,7 +143,7 @@ class FakeEngine:
         for mount in host.get("Mounts") or []:
             if mount["Source"] not in self.volumes_by_name:  # Docker would create it; ours never do
                 raise EngineError(f"volume {mount['Source']} missing")
-        container = _Container(name, config)
+        container = FakeContainer(name, config)
         mode = host.get("NetworkMode")
         if mode and mode not in ("bridge", "none"):
             if mode not in self.networks_by_name:
@@ -255,23 +167,17 @@ class FakeEngine:
     async def stop(self, name: str, grace: float) -> None:
         self._call("stop", name)
         await self._busy("stop", name)
-        container = self._container(name)
-        if container.status == "running":
-            container.status = "exited"
+        self._container(name).transition("running", "exited")
 
     async def pause(self, name: str) -> None:
         self._call("pause", name)
-        container = self._container(name)
-        if container.status != "running":
+        if not self._container(name).transition("running", "paused"):
             raise EngineError(f"Container {name} is not running")
-        container.status = "paused"
 
     async def unpause(self, name: str) -> None:
         self._call("unpause", name)
-        container = self._container(name)
-        if container.status != "paused":
+        if not self._container(name).transition("paused", "running"):
             raise EngineError(f"Container {name} is not paused")
-        container.status = "running"
 
     async def wait(self, name: str) -> int:
         self._call("wait", name)
@@ -289,12 +195,7 @@ class FakeEngine:
 
     async def put_archive(self, name: str, path: str, archive: bytes) -> None:
         self._call("put_archive", name)
-        container = self._container(name)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            for member in tar.getmembers():
-                extracted = tar.extractfile(member) if member.isfile() else None
-                if extracted is not None:
-                    container.files[posixpath.join(path, member.name)] = extracted.read()
+        self._container(name).extract(path, archive)
 
     async def read_file(self, name: str, path: str) -> bytes | None:
         self._call("read_file", name)
@@ -313,14 +214,9 @@ class FakeEngine:
     async def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         self._call("volumes")
         return [
-            {
-                "Name": name,
-                "Labels": volume["labels"],
-                "CreatedAt": _rfc3339(volume["created"]),
-                "Mountpoint": volume.get("mountpoint", f"/nonexistent/volumes/{name}/_data"),
-            }
+            volume_summary(name, volume)
             for name, volume in self.volumes_by_name.items()
-            if _matches(volume["labels"], name, filters)
+            if matches(volume["labels"], name, filters)
         ]
 
     async def create_volume(self, name: str, labels: dict[str, str]) -> None:
@@ -333,8 +229,7 @@ class FakeEngine:
         if name not in self.volumes_by_name:
             return False
         for container in self.containers_by_name.values():
-            mounts = (container.config.get("HostConfig") or {}).get("Mounts") or []
-            if any(mount["Source"] == name for mount in mounts):
+            if container.mounts(name):
                 raise EngineError(f"remove {name}: volume is in use - [{container.id}]")
         del self.volumes_by_name[name]
         return True
@@ -344,14 +239,9 @@ class FakeEngine:
     async def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         self._call("networks")
         return [
-            {
-                "Name": name,
-                "Labels": dict(network.config.get("Labels") or {}),
-                "Created": _rfc3339(network.created),
-                "IPAM": network.config.get("IPAM") or {},
-            }
+            network.summary(name)
             for name, network in self.networks_by_name.items()
-            if _matches(dict(network.config.get("Labels") or {}), name, filters)
+            if matches(network.labels, name, filters)
         ]
 
     async def create_network(self, config: dict[str, Any]) -> None:
@@ -359,14 +249,13 @@ class FakeEngine:
         self._call("create_network", name)
         if name in self.networks_by_name:
             raise EngineError(f"network with name {name} already exists")
-        wanted = _Network(config)
+        wanted = FakeNetwork(config)
         if self._steal and wanted.subnets:
             self._steal -= 1
             thief = f"other-gateway-{next(self._foreign)}"
-            self.networks_by_name[thief] = _Network(config | {"Name": thief, "Labels": {}}, foreign=True)
-        for other in self.networks_by_name.values():
-            if any(mine.overlaps(theirs) for mine in wanted.subnets for theirs in other.subnets):
-                raise EngineError("Pool overlaps with other one on this address space")
+            self.networks_by_name[thief] = FakeNetwork(config | {"Name": thief, "Labels": {}}, foreign=True)
+        if any(wanted.overlaps(other) for other in self.networks_by_name.values()):
+            raise EngineError("Pool overlaps with other one on this address space")
         self.networks_by_name[name] = wanted
 
     async def connect_network(self, network: str, container: str, ip: str) -> None:

@@ -12,7 +12,8 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from gw_helpers import agent_processes, base_settings, exists, make_spec, read_text
+from gw_helpers import base_settings, exists, make_spec, read_text
+from process_agents import agent_processes
 
 from gateway.runtimes import procfs
 from gateway.runtimes.base import SandboxSpec, SandboxStartError, SandboxState

@@ -20,7 +20,8 @@ from uuid import UUID
 import httpx
 import pytest
 from dockertools import adocker
-from gw_helpers import base_settings, eventually, kill_agents, make_spec, read_text
+from gw_helpers import base_settings, eventually, make_spec, read_text
+from process_agents import kill_agents
 
 from gateway.agent_transport import AgentTransport
 from gateway.conversations import ConversationManager

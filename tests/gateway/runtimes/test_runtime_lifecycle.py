@@ -15,7 +15,8 @@ from uuid import uuid4
 import httpx
 import pytest
 from dockertools import Agent
-from gw_helpers import base_settings, kill_agents, make_spec
+from gw_helpers import base_settings, make_spec
+from process_agents import kill_agents
 
 from gateway.agent_transport import AgentTransport
 from gateway.errors import EngineNotFound, SandboxStartError

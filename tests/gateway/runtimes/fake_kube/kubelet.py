@@ -1,8 +1,9 @@
 """The simulated scheduler and kubelet: every pod becomes a local agent process.
 
 A new pod is bound to the reachable node with the fewest pods (``spec.nodeName``,
-a MODIFIED event), gets a loopback address of its own (``status.podIP``) and
-its first container started (:mod:`fake_kube.pod_process`): phase Running, and
+a MODIFIED event: :mod:`fake_kube.scheduler`), gets a loopback address of its
+own (``status.podIP``) and its first container started
+(:mod:`fake_kube.pod_process`): phase Running, and
 condition Ready once its readiness probe (``readinessProbe.httpGet``, or
 ``GET /ready`` on the agent's port) answers 200; probed every
 ``probe_interval`` seconds, so an agent that stops answering goes unready.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fake_kube import pod_process, pod_status, probes
+from fake_kube import pod_process, pod_status, probes, scheduler
 from fake_kube.pod_process import ConfigError, NotAnAgent, PodFiles, Running
 from fake_kube.pod_status import PODS, Gone, container_status, set_condition
 from fake_kube.resources import BY_KIND, Resource
@@ -117,38 +118,13 @@ class Kubelet:
 
     # --- the pod's life -----------------------------------------------------------
     async def _lifecycle(self, run: PodRun) -> None:
-        await self._schedule(run)
+        await scheduler.schedule(self.store, self.nodes, self.runs, run)
         while await self._start(run):
             code = await self._serve(run)
             if run.terminating or not await self._exited(run, code):
                 return
             await asyncio.sleep(0.5)  # the back-off before a restart
             run.restarts += 1
-
-    async def _schedule(self, run: PodRun) -> None:
-        while not (reachable := [node for node, up in self.nodes.items() if up]):
-            pod_status.write(
-                self.store,
-                run.namespace,
-                run.name,
-                run.uid,
-                lambda _, status: set_condition(
-                    status, "PodScheduled", "False", "Unschedulable", "0 nodes are available"
-                ),
-            )
-            await asyncio.sleep(0.2)
-        load = {node: 0 for node in reachable}
-        for other in self.runs.values():
-            if other.node in load:
-                load[other.node] += 1
-        run.node = min(reachable, key=lambda node: (load[node], node))
-        pod = self.store.find(PODS, run.namespace, run.name)
-        if pod is None or pod["metadata"]["uid"] != run.uid:
-            raise Gone(run.name)
-        pod["spec"]["nodeName"] = run.node
-        self.store.update(PODS, run.namespace, run.name, pod)
-
-        pod_status.write(self.store, run.namespace, run.name, run.uid, pod_status.pending)
 
     def _lookup(self, namespace: str) -> pod_process.Lookup:
         return lambda kind, name: self.store.find(BY_KIND[kind], namespace, name)
