@@ -8,18 +8,20 @@ Contract of :func:`start`:
   no window in which a cancel could leave a started process unowned); ``OSError`` when it
   cannot be started (nothing is left open then).
 - The spawn is :class:`subprocess.Popen`'s: ``vfork`` + exec where no uid change is needed (the
-  process runtime), ``fork`` where the task must become the sandbox user (a Docker sandbox:
-  ``user=task_uid()``, see :mod:`sandbox_agent.privileges`); the child starts a new session,
+  process runtime); where the task must become the sandbox user (a Docker sandbox:
+  ``user=task_uid()``, see :mod:`sandbox_agent.privileges`), ``vfork`` + exec of the bundle's
+  uid-dropping helper, which execs the task (:mod:`sandbox_agent.runnables.drop`), or Popen's
+  ``fork`` path where the helper is missing. The child starts a new session,
   changes to ``cwd``, gets ``pass_fds`` and nothing else of the agent's descriptors, and the
   program is looked up on the ``PATH`` of ``env`` (as asyncio's subprocess did: it is Popen too).
   Why not ``os.posix_spawn``: it cannot change the directory (Python 3.11 has no chdir file
   action, and a ``chdir`` of the agent itself would move every worker thread's relative paths
-  too), and it measured within 0.07 ms of Popen's vfork path. Why ``fork`` for the uid change:
-  ``vfork`` cannot change uids safely (glibc's setuid signals every thread of the parent,
-  whose memory a vfork child shares), and the other correct way, exec'ing a uid-dropping
-  helper such as ``setpriv`` with vfork, measured no cheaper in a sandbox (0.4 ms less in the
-  agent, 2 ms more in the helper, which the kernel runs in secure mode, so it would also strip
-  ``LD_*``, ``TMPDIR`` and the like from the task's environment).
+  too), and it measured within 0.07 ms of Popen's vfork path. Why not ``vfork`` with Popen's
+  ``user=``: glibc's setuid signals every thread of the parent, whose memory a vfork child
+  shares. Why not ``setpriv`` as the helper: it measured no cheaper than ``fork`` (the kernel
+  runs it in secure mode, glibc's start-up and its libraries cost 2 ms more, and secure mode
+  strips ``LD_*``, ``TMPDIR`` and the like from the task's environment); the bundle's helper
+  has no C library, so neither applies.
 - stdout and stderr are pipes read here (:class:`Pump`); stdin is ``/dev/null`` or a pipe whose
   write end the caller gets.
 - :attr:`Child.exited` resolves once the process has exited and been reaped; then
@@ -36,6 +38,7 @@ import threading
 from collections.abc import Awaitable, Callable
 
 from sandbox_agent.privileges import task_uid
+from sandbox_agent.runnables import drop
 
 #: ``Pump`` hands each chunk here; a returned awaitable pauses reading until it is done.
 Consumer = Callable[[bytes], Awaitable[None] | None]
@@ -85,16 +88,16 @@ def start(
         out_r, out_w = _pipe(fds)
         err_r, err_w = _pipe(fds)
         in_r, in_w = _pipe(fds) if stdin_pipe else (subprocess.DEVNULL, None)
-        popen = subprocess.Popen(
+        popen = drop.popen(
             argv,
+            user=task_uid(),
+            pass_fds=pass_fds,
             stdin=in_r,
             stdout=out_w,
             stderr=err_w,
             cwd=cwd,
             env=env,
             start_new_session=True,
-            user=task_uid(),
-            pass_fds=pass_fds,
         )
     except BaseException:
         for fd in fds:

@@ -65,7 +65,8 @@ async def test_a_busybox_only_template_runs_tasks_moves_files_streams_and_cancel
 
     # The image's own tools and environment; not root; no capability; read-only root; no token.
     task, out = await agent.shell(
-        "busybox | head -n 1; id -u; id -g; echo PATH=$PATH; env; grep CapEff /proc/self/status; "
+        "busybox | head -n 1; id -u; id -g; echo PATH=$PATH; env; "
+        "grep -E '^(Uid|Gid|CapPrm|CapEff)' /proc/self/status; "
         "touch /etc/x 2>&1; cat /data/agent/token 2>&1; echo HOME=$HOME"
     )
     assert task["status"] == "COMPLETED", (task, out)
@@ -73,7 +74,9 @@ async def test_a_busybox_only_template_runs_tasks_moves_files_streams_and_cancel
     assert "\n10001\n10001\n" in out
     assert "PATH=/bin:/usr/bin:/sbin:/usr/sbin\n" in out
     assert "PYTHON" not in out and "/opt/convoy" not in out and "LD_" not in out
-    assert "CapEff:\t0000000000000000" in out
+    assert "CapEff:\t0000000000000000" in out and "CapPrm:\t0000000000000000" in out
+    # Every uid and gid the user's (the bundle's helper set them all; none is left root).
+    assert "Uid:\t10001\t10001\t10001\t10001\n" in out and "Gid:\t10001\t10001\t10001\t10001\n" in out
     assert "Read-only file system" in out and "Permission denied" in out and "HOME=/tmp" in out
 
     # The same hardening as the default sandbox's, and the agent's bundle read-only.
