@@ -143,7 +143,9 @@ class UpstreamResponse(Response):
             return
         try:
             if body:
+                self._writing_since = asyncio.get_running_loop().time()
                 await send({"type": "http.response.body", "body": body[:length], "more_body": True})
+                self._writing_since = None
             rest = max(length - len(body), 0)
             sent = await relay(source, rest, self._stall_timeout)
         finally:
