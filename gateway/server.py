@@ -32,7 +32,7 @@ from gateway.addresses import is_loopback
 from gateway.app import create_app
 from gateway.requestlog import JsonLines
 from gateway.settings import Settings
-from gateway.splice import SPLICE, ClientSplice
+from gateway.splice import offer_splice
 
 log = logging.getLogger("convoy.gateway")
 
@@ -106,7 +106,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
       Idle keep-alive connections close after uvicorn's ``timeout_keep_alive`` as before.
 
     Each request's scope offers the :data:`gateway.splice.SPLICE` extension (a body relayed
-    from another socket straight to this connection's), but on TLS (the socket carries records).
+    from another socket straight to this connection's).
     """
 
     max_connections = 2048
@@ -119,13 +119,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self.body_unread = False
-        self._spliceable = False
         self.lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._real_transport = cast(asyncio.Transport, transport)
-        self._spliceable = transport.get_extra_info("ssl_object") is None  # plain bytes on the socket
         super().connection_made(_LingeringTransport(self._real_transport, self))  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             self._refuse(503, "the gateway has too many open connections; try again later")
@@ -172,10 +170,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head, self.body_unread = False, True
         self._cancel_head_timer()
         super().on_headers_complete()
-        cycle = self.cycle
-        if self._spliceable and cycle is not None and cycle.scope is self.scope:  # not an upgrade
-            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
-            extensions[SPLICE] = ClientSplice(self._real_transport, cycle)
+        offer_splice(self.scope, self._real_transport, self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -99,6 +99,14 @@ async def pipe_relay(source: int, sink: int, count: int, stall_timeout: float) -
     return sent
 
 
+def offer_splice(scope: Any, transport: Any, cycle: Any) -> None:
+    """Offers :class:`ClientSplice` in ``scope`` (a request's, just parsed) when ``cycle`` is its
+    request-response cycle (not an upgrade's) and the connection is not TLS (its socket carries
+    records, not the answer's bytes)."""
+    if cycle is not None and cycle.scope is scope and transport.get_extra_info("ssl_object") is None:
+        scope.setdefault("extensions", {})[SPLICE] = ClientSplice(transport, cycle)
+
+
 class ClientSplice:
     """The :data:`SPLICE` extension of one request (module docstring). ``transport`` is the
     client connection's real transport, ``cycle`` the server's request-response cycle

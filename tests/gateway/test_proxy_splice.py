@@ -175,3 +175,27 @@ async def test_pipe_relay_moves_exactly_count_bytes_and_stops_at_an_early_end() 
     finally:
         for end in (source, sink, sink_in):
             end.close()
+
+
+class _Transport:
+    def __init__(self, ssl_object: object) -> None:
+        self.ssl_object = ssl_object
+
+    def get_extra_info(self, name: str) -> object:
+        return self.ssl_object if name == "ssl_object" else None
+
+
+class _Cycle:
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scope = scope
+
+
+def test_splice_is_offered_to_plain_requests_only() -> None:
+    plain: dict[str, Any] = {}
+    tls: dict[str, Any] = {}
+    upgrade: dict[str, Any] = {}
+    splice.offer_splice(plain, _Transport(None), _Cycle(plain))
+    splice.offer_splice(tls, _Transport(object()), _Cycle(tls))  # the socket carries TLS records
+    splice.offer_splice(upgrade, _Transport(None), _Cycle({}))  # the cycle is an earlier request's
+    assert isinstance(plain["extensions"][splice.SPLICE], splice.ClientSplice)
+    assert tls == {} and upgrade == {}
