@@ -177,6 +177,24 @@ async def test_pipe_relay_moves_exactly_count_bytes_and_stops_at_an_early_end() 
             end.close()
 
 
+async def test_a_cancelled_relay_leaves_no_descriptor_or_reader_behind() -> None:
+    source_out, source = _pair()
+    sink, sink_in = _pair()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        relay = asyncio.create_task(splice.pipe_relay(source.fileno(), sink.fileno(), 1000, 5.0))
+        await asyncio.sleep(0.1)  # it waits for the source, its pipe open
+        assert len(os.listdir("/proc/self/fd")) == before + 2
+        relay.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await relay
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert not asyncio.get_running_loop().remove_reader(source.fileno())
+    finally:
+        for end in (source_out, source, sink, sink_in):
+            end.close()
+
+
 class _Transport:
     def __init__(self, ssl_object: object) -> None:
         self.ssl_object = ssl_object
