@@ -21,7 +21,8 @@ Contracts:
   :meth:`Answer.no_read_timeout` lifts it. A timeout raises :class:`TimeoutError`;
   a refused connection or a broken or malformed answer an :class:`OSError`.
 - The body is buffered up to :data:`_HIGH_WATER` bytes, then the socket stops being
-  read until the consumer caught up: a large answer never sits in memory.
+  read until the consumer caught up: a large answer never sits in memory. Or the
+  consumer reads the rest from the socket itself (:meth:`Answer.detach`).
 - :meth:`Answer.close` gives the connection back to the pool when the answer was
   read to its end and the agent keeps the connection, and closes it otherwise.
   Idle connections are dropped after :data:`IDLE_SECONDS` (the agent's server closes
@@ -31,6 +32,7 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import cast
@@ -192,6 +194,24 @@ class Answer:
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.iter_any()])
+
+    def detach(self) -> tuple[bytes, int]:
+        """For a relay of the rest of the body straight from the connection (:mod:`gateway.splice`):
+        stops reading it and returns the body already read and a duplicate of the connection's
+        descriptor (the caller closes it). :meth:`close` then closes the connection."""
+        exchange = self._exchange
+        transport = exchange.transport
+        if exchange.error is not None:
+            raise exchange.error
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the agent closed the connection")
+        if not exchange._paused:
+            exchange._paused = True
+            transport.pause_reading()
+        body = b"".join(exchange.chunks)
+        exchange.chunks, exchange.buffered = [], 0
+        exchange.complete = False  # never back to the pool: its parser saw only part of the body
+        return body, os.dup(transport.get_extra_info("socket").fileno())
 
     def close(self) -> None:
         """Back to the pool when read to its end (and kept alive by the agent), else closed."""

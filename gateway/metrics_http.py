@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.metrics import HTTP_METHODS, GatewayMetrics
 from gateway.routes.proxied import ProxyRoute
+from gateway.splice import SPLICED
 
 #: WebSocket route templates by kind (anything else is ``other``, or ``terminal`` by its path).
 _WEBSOCKET_KINDS = {
@@ -86,7 +87,7 @@ class TrafficMetrics:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
             elif message["type"] == "http.response.body" and is_proxied():
-                down.inc(len(message.get("body", b"")))
+                down.inc(len(message.get("body", b"")) + message.get(SPLICED, 0))
             await send(message)
 
         try:

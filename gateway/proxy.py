@@ -2,12 +2,15 @@
 
 Contracts:
 - Keep-alive connections, pooled per agent, through two clients: bodiless
-  ``GET`` and ``DELETE`` of the API's routes (most small requests) through the
-  lean one (:mod:`gateway.agent_http`: a written head and httptools, well under
-  half of aiohttp's CPU per request), everything else (bodies, downloads,
+  ``GET`` and ``DELETE`` of the API's routes (most small requests, and downloads)
+  through the lean one (:mod:`gateway.agent_http`: a written head and httptools,
+  well under half of aiohttp's CPU per request), everything else (bodies,
   previews) through aiohttp's (its C parser costs about a third of httpcore's
   CPU per small request and a quarter per GiB streamed; measured side by side:
-  scripts/bench_gateway.py and the report of issue 15). Redirects are never
+  scripts/bench_gateway.py and the report of issue 15). A large answer of a
+  known length from the lean client goes from the agent's socket to the
+  client's with ``splice`` when the server offers it (:mod:`gateway.splice`:
+  no copy in the gateway; about a third of the CPU per GiB). Redirects are never
   followed, bodies never decompressed, no header is added but ``Host`` and the
   agent token; both read answers alike (:mod:`gateway.proxy_answer`).
 - The request body is streamed upstream as it arrives (``request.stream()``),
@@ -230,14 +233,16 @@ class Proxy:
         download: bool,
         passage: Passage | None,
     ) -> UpstreamAnswer:
-        """The agent's answer, its head arrived: bodiless API requests through the lean client
-        (:mod:`gateway.agent_http`), the rest (bodies, downloads, previews) through aiohttp."""
+        """The agent's answer, its head arrived: bodiless API requests (downloads too) through the
+        lean client (:mod:`gateway.agent_http`), the rest (bodies, previews) through aiohttp."""
         raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
         length = any(n == b"content-length" for n, _ in raw_headers)
         chunked = not length and any(n == b"transfer-encoding" for n, _ in raw_headers)
-        if not (length or chunked or download) and passage is None and request.method in LEAN_METHODS:
+        if not (length or chunked) and passage is None and request.method in LEAN_METHODS:
             head = request_head(request.method, target, sent)
-            return await self._lean.request(base_url, head, self._settings.proxy_timeout)
+            # A download has no read timeout: a large file may take its time (module docstring).
+            timeout = None if download else self._settings.proxy_timeout
+            return await self._lean.request(base_url, head, timeout)
         # Sent as built (encoded=True): yarl would otherwise decode %2E and friends in the path.
         upstream = await self._session.request(
             request.method,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 
@@ -19,12 +20,15 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.agent_http import Answer
+from gateway.splice import SPLICE, SPLICED, ClientSplice
 from sandbox_agent.race import race
 
 log = logging.getLogger("convoy.gateway")
 
 #: An answer that broke off (the connection dropped, a malformed body, no byte for too long).
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+#: Bodies of at least this many bytes are relayed with ``splice`` when they can be (see above).
+SPLICE_FROM = 1 << 20
 
 
 class AiohttpAnswer:
@@ -88,11 +92,15 @@ class UpstreamResponse(Response):
         self._stall_timeout = stall_timeout
         self._writing_since: float | None = None  # loop time the pending write began
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, scope: Scope, send: Send) -> None:
         clock = asyncio.get_running_loop().time
         self._writing_since = clock()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         self._writing_since = None
+        length = self._spliceable(scope)
+        if length is not None:
+            await self._splice(scope["extensions"][SPLICE], send, length)
+            return
         try:
             upstream = self._upstream
             async for chunk in upstream.iter_any():
@@ -108,6 +116,44 @@ class UpstreamResponse(Response):
             log.info("upstream broke off mid-answer: %r", error)
             return  # the server ends the connection: the client sees an incomplete answer
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _spliceable(self, scope: Scope) -> int | None:
+        """The body's length when it is relayed with ``splice`` (:mod:`gateway.splice`): a GET's
+        answer of a known length, large enough, from the lean client, with a server offering it."""
+        upstream = self._upstream
+        if (
+            scope["method"] != "GET"
+            or not isinstance(upstream, Answer)
+            or SPLICE not in scope.get("extensions", {})
+            or any(n.lower() == b"transfer-encoding" for n, _ in upstream.raw_headers)
+        ):
+            return None
+        size = next((v for n, v in self.raw_headers if n == b"content-length"), b"")
+        return int(size) if size.isdigit() and int(size) >= SPLICE_FROM else None
+
+    async def _splice(self, relay: ClientSplice, send: Send, length: int) -> None:
+        """The body of ``length`` bytes: what the lean client read already, then the rest straight
+        from the agent's socket to the client's. An answer cut short leaves the client's
+        connection closed (the relay closes it), as when a copied stream breaks off."""
+        assert isinstance(self._upstream, Answer)
+        try:
+            body, source = self._upstream.detach()
+        except OSError as error:
+            log.info("upstream broke off mid-answer: %r", error)
+            return
+        try:
+            if body:
+                self._writing_since = asyncio.get_running_loop().time()
+                await send({"type": "http.response.body", "body": body[:length], "more_body": True})
+                self._writing_since = None
+            rest = max(length - len(body), 0)
+            sent = await relay(source, rest, self._stall_timeout)
+        finally:
+            os.close(source)
+        if sent < rest:
+            log.info("the spliced answer broke off after %d of %d bytes", length - rest + sent, length)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False, SPLICED: sent})
 
     async def _stalled(self) -> None:
         """Returns once a write has waited ``stall_timeout`` (noticed within twice that)."""
@@ -127,7 +173,9 @@ class UpstreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self._activity:
             try:
-                streamed, _, _ = await race(self._stream(send), self._disconnected(receive), self._stalled())
+                streamed, _, _ = await race(
+                    self._stream(scope, send), self._disconnected(receive), self._stalled()
+                )
             finally:
                 self._upstream.close()
         if isinstance(streamed, Exception) and not isinstance(streamed, OSError):

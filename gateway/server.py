@@ -32,6 +32,7 @@ from gateway.addresses import is_loopback
 from gateway.app import create_app
 from gateway.requestlog import JsonLines
 from gateway.settings import Settings
+from gateway.splice import offer_splice
 
 log = logging.getLogger("convoy.gateway")
 
@@ -103,6 +104,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
       ``header_timeout`` seconds of the connection or of the previous request: 408
       when part of it came (a trickle), a plain close when nothing did (silent).
       Idle keep-alive connections close after uvicorn's ``timeout_keep_alive`` as before.
+
+    Each request's scope offers the :data:`gateway.splice.SPLICE` extension (a body relayed
+    from another socket straight to this connection's).
     """
 
     max_connections = 2048
@@ -166,6 +170,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head, self.body_unread = False, True
         self._cancel_head_timer()
         super().on_headers_complete()
+        offer_splice(self.scope, self._real_transport, self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
