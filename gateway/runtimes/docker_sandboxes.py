@@ -86,9 +86,10 @@ class DockerSandboxes(DockerHandles):
         self._front_network = "bridge" if reach == "published" else settings.docker_network
         self._starting: set[UUID] = set()
         self._relays = RelayNetworks(engine, settings.docker_subnet_pool, reach)
-        self._specs: dict[str, SandboxSpec] = {}  # by container id: spares an inspect per list()
+        #: By container id, from its create here or its first listing: spares an inspect per list().
+        self._specs: dict[str, SandboxSpec] = {}
         #: Claimed spares, by conversation id: their labels still say "spare" (labels are
-        #: immutable); after a restart the claim is read back from the agent's claim file.
+        #: immutable); claims made elsewhere are learned from the agents (docker_claims).
         self._claimed: dict[UUID, SandboxSpec] = {}
         self._claimer = Claimer()
         self._templates = DockerTemplates(engine, self._install, settings.docker_image)
