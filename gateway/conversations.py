@@ -57,6 +57,7 @@ from gateway.models import ConversationCreate
 from gateway.reaping import Reaper
 from gateway.records import Record
 from gateway.runtimes.base import ResourceLimits, SandboxHandle, SandboxSpec, WorkspaceSeed
+from gateway.runtimes.templates import DEFAULT_TEMPLATE
 from gateway.status import StatusNotice
 from sandbox_agent.protocol import ConversationStatus
 
@@ -74,8 +75,12 @@ _LOOK_AGAIN = 0.25
 class ConversationManager(Reaper):
     async def checked(self, body: ConversationCreate) -> ConversationCreate:
         """``body`` naming its template (the default one when it names none); :class:`InvalidInput`
-        (422, listing the known ones) when the runtime has no template of that name."""
+        (422, listing the known ones) when the runtime has no template of that name. The
+        runtime's own, :data:`DEFAULT_TEMPLATE`, is always there: no engine is asked for it
+        (on Docker, two calls every create would pay, as much as a warm create's claim)."""
         wanted = body.template or self._settings.default_template
+        if wanted == DEFAULT_TEMPLATE:
+            return body.model_copy(update={"template": wanted})
         known = [template.name for template in await self.runtime.templates()]
         if wanted not in known:
             raise InvalidInput(f"unknown template {wanted!r}; known templates: {', '.join(known)}")

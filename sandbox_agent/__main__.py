@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"convoy-agent: {error}", file=sys.stderr)
         return 2
+    pool_secret = settings.token if settings.spare and kept_claim is not None else None
     if kept_claim is not None:
         settings.token = kept_claim.token  # the claimed conversation's, not the spare's secret
     if not settings.token and not settings.unprotected:
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox_agent.runnables.process import use_pidfd_exits
 
     use_pidfd_exits()  # this process runs one event loop for its whole life
-    app = create_app(settings, kept_claim)
+    app = create_app(settings, kept_claim, pool_secret)
     config = config_class(
         app,
         host=args.host,

@@ -13,6 +13,8 @@ conversation and records nothing: :attr:`Agent.spare` is true, every route but
 paths: :mod:`sandbox_agent.warming`), and :meth:`Agent.claim` makes it the agent of
 the claimed conversation, whose READY is then event 1. An agent that finds a
 claim kept in its ``claim_file`` at start is that conversation's agent again.
+An agent started as a spare keeps its claim secret (:attr:`Agent.pool_secret`), claimed
+or not, to answer ``GET /claim`` (:meth:`Agent.claim_state`) for the runtime.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ class Agent:
         self.claim_secret: str | None = None
         #: A claim read before the agent dropped its privileges (its file is root's then).
         self.kept_claim: Claim | None = None
+        #: The claim secret of an agent started as a spare, kept once claimed: it answers
+        #: ``GET /claim`` to it alone (the claim holds the conversation's token). None for
+        #: an agent started as no spare. Set by the CLI where it replaced the token already.
+        self.pool_secret: str | None = None
+        #: The claim this agent serves (None while a spare, and for an agent never one).
+        self.current_claim: Claim | None = None
         self._claim_lock = asyncio.Lock()
         #: Requests and connections served (sandbox_agent.activity): asked by every gateway's reaper.
         self.activity = Meter()
@@ -93,6 +101,8 @@ class Agent:
         found = await self.events.open()
         kept = self.kept_claim or await asyncio.to_thread(read_claim, self.settings.claim_file)
         if kept is not None:
+            if self.settings.spare and self.pool_secret is None:
+                self.pool_secret = self.settings.token  # the token file's: the spare's secret
             self._take(kept)
         elif self.settings.spare:
             if found:
@@ -100,6 +110,7 @@ class Agent:
                     f"a spare's state dir {self.settings.state_dir} holds events, but no claim"
                 )
             self.spare, self.claim_secret, self.settings.token = True, self.settings.token, None
+            self.pool_secret = self.claim_secret
             await self.tasks.open()
             await warming.warm()  # the claimed conversation's first command pays no first use
             self.ready = True
@@ -150,6 +161,12 @@ class Agent:
             log.info("claimed for conversation %s", claim.conversation_id)
             return stored
 
+    async def claim_state(self) -> Claim | None:
+        """The claim this agent serves, ``None`` while it is a spare. A claim under way is
+        waited for: once a claim has begun, no answer says "spare" any more."""
+        async with self._claim_lock:
+            return self.current_claim
+
     def _take(self, claim: Claim) -> None:
         stored = self.events.conversation_id
         if stored is not None and stored != claim.conversation_id:
@@ -158,6 +175,7 @@ class Agent:
         self.settings.token, self.settings.unprotected = claim.token, False
         self.settings.task_env = claim.task_env()
         self.settings.conversation_id = claim.conversation_id
+        self.current_claim = claim
         self._info_json = None
 
     async def stop(self) -> None:

@@ -54,10 +54,14 @@ class AgentApp(Starlette):
         return self._document
 
 
-def create_app(settings: AgentSettings, kept_claim: Claim | None = None) -> AgentApp:
-    """``kept_claim``: the claim the agent's CLI read before dropping root (see sandbox_agent.claim)."""
+def create_app(
+    settings: AgentSettings, kept_claim: Claim | None = None, pool_secret: str | None = None
+) -> AgentApp:
+    """``kept_claim``: the claim the agent's CLI read before dropping root (see sandbox_agent.claim);
+    ``pool_secret``: then, the spare's claim secret the CLI read (the token is the claim's)."""
     agent = Agent(settings)
     agent.kept_claim = kept_claim
+    agent.pool_secret = pool_secret
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -8,8 +8,10 @@ can read the token in it: see :mod:`sandbox_agent.privileges`), then serves
 that conversation. At every later start the agent reloads the file and is that
 conversation's agent again, never a spare: a claimed agent takes no second claim.
 
-The runtime that made the spare reads the same file back to know what the
-sandbox became (owner, title, token, ...) after a gateway restart.
+The runtime that made the spare learns what the sandbox became (owner, title,
+token, ...) from ``GET /claim`` (:class:`ClaimState`, authenticated with the same
+claim secret, which the agent keeps after the claim for this question alone), and
+reads the same file back where the agent does not answer (stopped, paused, booting).
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ class Claim(BaseModel):
         return {
             key: value for key, value in self.env.items() if not key.upper().startswith(RESERVED_ENV_PREFIX)
         }
+
+
+class ClaimState(BaseModel):
+    """Answer of ``GET /claim``: what the agent is now."""
+
+    model_config = ConfigDict(extra="forbid")
+    claim: Claim | None = Field(
+        ..., description="The claim the agent serves; null while it is a spare, waiting for one."
+    )
 
 
 def read_claim(path: Path | None) -> Claim | None:

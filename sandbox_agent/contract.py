@@ -74,13 +74,15 @@ TASK_STREAM_MEDIA_TYPE: Final = "application/jsonl"
 
 # --- spares (the gateway's pool, gateway/pool.py) -----------------------------------
 # A spare agent (``CONVOY_AGENT_SPARE=1``, its ``spare`` setting) serves no conversation
-# yet: it answers only ``GET /ready`` and ``POST /claim``. The claim carries this header
+# yet: it answers only ``GET /ready`` and ``/claim``. The claim carries this header
 # with the spare's claim secret (delivered like a token: ``CONVOY_AGENT_TOKEN_FILE``), and
 # hands the agent its conversation, task environment and real token in one call. The agent
 # keeps the claim in ``CONVOY_AGENT_CLAIM_FILE`` (out of its tasks' reach where it starts as
 # root) and reloads it when it starts again: a claimed agent never takes another claim.
+# ``GET /claim`` with the same header answers what the agent is (a spare, or the claim it
+# serves), claimed or not: the runtime's listing asks it rather than read the claim file.
 
-#: Header carrying a spare's claim secret (gateway -> agent, ``POST /claim`` only).
+#: Header carrying a spare's claim secret (gateway -> agent, ``/claim`` only).
 CLAIM_SECRET_HEADER: Final = "X-Convoy-Claim-Secret"
 
 # --- WebSocket close codes --------------------------------------------------------

@@ -169,9 +169,11 @@ class AiodockerEngine:
         except EngineNotFound:
             return None
 
-    async def create_container(self, name: str, config: dict[str, Any]) -> None:
+    async def create_container(self, name: str, config: dict[str, Any]) -> str:
+        """Create the container ``name``; its id."""
         with mapped_errors(f"create container {name}"):
-            await self._docker.containers.create(config, name=name)
+            container = await self._docker.containers.create(config, name=name)
+        return str(container.id)
 
     async def put_archive(self, name: str, path: str, archive: bytes) -> None:
         """Unpack the tar ``archive`` at ``path`` in the container (created or running)."""

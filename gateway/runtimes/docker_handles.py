@@ -5,7 +5,8 @@
 orphans; :class:`~gateway.runtimes.docker_sandboxes.DockerSandboxes` adds starting and
 removing. A sandbox labelled :data:`~gateway.runtimes.docker_config.NETWORK` ``none`` has no
 relay: its agent is at its socket (:mod:`gateway.runtimes.docker_sockets`), and it is whole
-with its container alone.
+with its container alone. What a spare became is its agent's to say
+(:mod:`gateway.runtimes.docker_claims`).
 """
 
 from __future__ import annotations
@@ -19,17 +20,15 @@ from typing import Any, Literal
 from uuid import UUID
 
 from gateway.agent_transport import unix_url
-from gateway.errors import EngineError
 from gateway.runtimes import docker_config as cfg
-from gateway.runtimes import docker_token
 from gateway.runtimes.base import SandboxHandle, SandboxSpec, SandboxState
-from gateway.runtimes.claiming import Claimer, claimed_spec
+from gateway.runtimes.claiming import Claimer
+from gateway.runtimes.docker_claims import DockerClaims, without_network
 from gateway.runtimes.docker_engine import by_conversation, conversation_of, quietly, summary_url, young
 from gateway.runtimes.docker_lifecycle import DockerLifecycle
 from gateway.runtimes.docker_removal import Removals, remove_all
 from gateway.runtimes.docker_sockets import SocketDirs
 from gateway.runtimes.docker_templates import DockerTemplates
-from sandbox_agent.claim import Claim
 
 Reach = Literal["published", "network"]
 LOG_TAIL_LINES = 20
@@ -48,13 +47,7 @@ _SLICE = 200
 _socket_url = functools.lru_cache(maxsize=8192)(unix_url)
 
 
-def without_network(summary: dict[str, Any]) -> bool:
-    """Whether a sandbox container (summary or inspect ``Config``) runs with no network (no relay)."""
-    labels = summary.get("Labels") or (summary.get("Config") or {}).get("Labels") or {}
-    return bool(labels.get(cfg.NETWORK) == cfg.NO_NETWORK)
-
-
-class DockerHandles(DockerLifecycle):
+class DockerHandles(DockerClaims, DockerLifecycle):
     """find, list, claim and cleanup_orphans of the Runtime protocol on Docker."""
 
     _install: str
@@ -141,7 +134,8 @@ class DockerHandles(DockerLifecycle):
                 return None
             self._specs[sandbox["Id"]] = spec
         if spec.pool is not None:
-            spec = await self._claimed_spec(sandbox["Id"], spec)
+            url = self._agent_url(group, cfg.Names.of(self._install, spec.conversation_id))
+            spec = await self._claimed_spec(sandbox, spec, url)
         tail = ""
         if state is SandboxState.EXITED:
             tail = await quietly(self._engine.logs(sandbox["Id"], LOG_TAIL_LINES)) or ""
@@ -156,13 +150,7 @@ class DockerHandles(DockerLifecycle):
         names = cfg.Names.of(self._install, spec.conversation_id)  # a claimed spare keeps its id
         state = _STATES.get(sandbox.get("State", ""), SandboxState.EXITED)
         relayless = without_network(sandbox)
-        if relayless:  # the socket where the gateway that started it made it
-            socket = (sandbox.get("Labels") or {}).get(cfg.AGENT_SOCKET_PATH) or self._sockets.socket(names)
-            base_url: str | None = _socket_url(socket)
-        elif self.reach == "published":
-            base_url = summary_url(relay)
-        else:
-            base_url = f"http://{names.relay}:{cfg.AGENT_PORT}"
+        base_url = self._agent_url(group, names)
         if state is SandboxState.EXITED:
             status = (info or {}).get("State") or {}
             reason = cfg.exit_reason(status) + (f"\nlast log lines:\n{tail.strip()}" if tail.strip() else "")
@@ -184,6 +172,16 @@ class DockerHandles(DockerLifecycle):
             return SandboxHandle(spec=spec, base_url=base_url or "", state=SandboxState.EXITED, reason=gone)
         return SandboxHandle(spec=spec, base_url=base_url or "", state=state)
 
+    def _agent_url(self, group: dict[str, dict[str, Any]], names: cfg.Names) -> str | None:
+        """Where a conversation's agent answers: its socket (no relay), else its relay's."""
+        sandbox, relay = group[cfg.SANDBOX], group.get(cfg.RELAY)
+        if without_network(sandbox):  # the socket where the gateway that started it made it
+            socket = (sandbox.get("Labels") or {}).get(cfg.AGENT_SOCKET_PATH) or self._sockets.socket(names)
+            return _socket_url(socket)
+        if self.reach == "published":
+            return summary_url(relay)
+        return f"http://{names.relay}:{cfg.AGENT_PORT}"
+
     def _relay_starting(self, sandbox: dict[str, Any], relay: dict[str, Any] | None) -> bool:
         """The sandbox runs and its relay is created but not started yet: a start under way (in
         any gateway of the installation: it starts the relay right after the sandbox)."""
@@ -200,41 +198,6 @@ class DockerHandles(DockerLifecycle):
         handle = await self._claimer.claim(spare, spec)
         self._claimed[spec.conversation_id] = handle.spec
         return handle
-
-    async def _claimed_spec(self, container: str, spare: SandboxSpec) -> SandboxSpec:
-        """The spec of a spare's container: the conversation's once claimed (here, by another
-        gateway, or before a restart: the agent's claim file says), else the spare's."""
-        known = self._claimed.get(spare.conversation_id)
-        if known is not None:
-            return known
-        # An engine that does not answer fails the listing (which changes nothing) rather than
-        # make a claimed sandbox look like a spare; a refusal (a container being removed) reads as
-        # no claim: the pool adopts or removes only agents that answer as spares themselves.
-        try:
-            data = await self._engine.read_file(container, docker_token.CLAIM_FILE)
-        except EngineError:
-            data = None
-        try:
-            claim = Claim.model_validate_json(data) if data else None
-        except ValueError:
-            claim = None
-        if claim is None or claim.conversation_id != spare.conversation_id:
-            return spare
-        spec = claimed_spec(spare, claim)
-        self._claimed[spare.conversation_id] = spec
-        return spec
-
-    async def _token(self, sandbox: dict[str, Any], names: cfg.Names) -> str | None:
-        """The token of ``sandbox``: handed over in its socket directory while its first boot is
-        under way (one with no network), else in its volume (read by the engine, whatever the
-        file's owner)."""
-        if without_network(sandbox):
-            handed = await self._sockets.handed_token(names)
-            if handed is not None:
-                return handed
-        data = await quietly(self._engine.read_file(sandbox["Id"], docker_token.TOKEN_FILE))
-        token = data.decode(errors="replace").strip() if data else ""
-        return token or None  # None: a sandbox of an older gateway, whose token is in its environment
 
     # --- orphans ----------------------------------------------------------------------
 

@@ -86,9 +86,10 @@ class DockerSandboxes(DockerHandles):
         self._front_network = "bridge" if reach == "published" else settings.docker_network
         self._starting: set[UUID] = set()
         self._relays = RelayNetworks(engine, settings.docker_subnet_pool, reach)
-        self._specs: dict[str, SandboxSpec] = {}  # by container id: spares an inspect per list()
+        #: By container id, from its create here or its first listing: spares an inspect per list().
+        self._specs: dict[str, SandboxSpec] = {}
         #: Claimed spares, by conversation id: their labels still say "spare" (labels are
-        #: immutable); after a restart the claim is read back from the agent's claim file.
+        #: immutable); claims made elsewhere are learned from the agents (docker_claims).
         self._claimed: dict[UUID, SandboxSpec] = {}
         self._claimer = Claimer()
         self._templates = DockerTemplates(engine, self._install, settings.docker_image)
@@ -162,8 +163,8 @@ class DockerSandboxes(DockerHandles):
         await progress("creating container")
         labels = cfg.sandbox_labels(spec, self._install, self._image_version)
         sandbox = cfg.sandbox_config(self._policy, spec, labels, names, None, template, socket_dir=socket_dir)
-        token = spec.token if template is not None else None
-        await whole(self._sandbox_made(names, sandbox, token, owns_data=template is not None))
+        own = template is not None  # a template's image: its token and /data through the engine
+        await whole(self._sandbox_made(names, sandbox, spec, put_token=own, owns_data=own))
         await progress("starting container")
         await self._engine.start(names.sandbox)
         return unix_url(self._sockets.socket(names))
@@ -193,7 +194,7 @@ class DockerSandboxes(DockerHandles):
         # starting at once would slow the sandbox's start on a small machine).
         await whole(
             together(
-                self._sandbox_made(names, sandbox, spec.token, owns_data=template is not None),
+                self._sandbox_made(names, sandbox, spec, put_token=True, owns_data=template is not None),
                 self._relays.relay_made(names, relay, subnet),
             )
         )
@@ -203,15 +204,22 @@ class DockerSandboxes(DockerHandles):
         return await self._relays.relay_url(names)
 
     async def _sandbox_made(
-        self, names: cfg.Names, config: dict[str, Any], token: str | None, owns_data: bool
+        self, names: cfg.Names, config: dict[str, Any], spec: SandboxSpec, *, put_token: bool, owns_data: bool
     ) -> None:
-        """Create the sandbox and put its ``token`` in its volume (never in its environment; ``None``:
-        it was handed over otherwise); with ``owns_data`` (a template's image, which has no /data
-        to copy) the workspace and state too."""
-        await self._engine.create_container(names.sandbox, config)
-        if token is None:
+        """Create the sandbox of ``spec`` and, with ``put_token``, put its token in its volume
+        (never in its environment; else it was handed over otherwise); with ``owns_data`` (a
+        template's image, which has no /data to copy) the workspace and state too.
+
+        Its spec is known from here as a listing would read it back from the engine (labels and
+        environment are the config's): its first listing needs no inspect and no token read,
+        tens of milliseconds each on a busy engine, paid by the create that claims a spare."""
+        container = await self._engine.create_container(names.sandbox, config)
+        known = cfg.spec_from_container({"Config": config}, spec.token)
+        if known is not None:
+            self._specs[container] = known
+        if not put_token:
             return
-        archive = docker_token.token_archive(token, owner=self._policy.user if owns_data else None)
+        archive = docker_token.token_archive(spec.token, owner=self._policy.user if owns_data else None)
         await self._engine.put_archive(names.sandbox, docker_token.DATA_DIR, archive)
 
     def _alive_check(self, names: cfg.Names) -> Callable[[], Awaitable[bool]]:

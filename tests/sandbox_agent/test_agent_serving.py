@@ -50,6 +50,8 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/status", {"json": {"status": "NOPE", "extra": 1}}),
     ("POST", "/forked", {"json": {}}),
     ("POST", "/claim", {"json": {}}),
+    ("GET", "/claim", {}),
+    ("DELETE", "/claim", {}),
     ("POST", f"/task/{ZERO}/stdin?eof=maybe", {}),
     ("POST", "/upload/x?overwrite=maybe", {}),
     ("PATCH", "/event", {}),

@@ -6,8 +6,11 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from gw_helpers import ADMIN_KEY, Harness, auth, create_ready, keyed
 
+from gateway.errors import RuntimeUnavailable
+from gateway.runtimes.templates import Template
 from tests.helpers import tar_of
 
 
@@ -58,6 +61,22 @@ async def test_an_unknown_template_is_a_422_naming_the_known_ones(harness: Harne
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert "'nope'" in detail and "default" in detail and "ci" in detail
+
+
+async def test_a_create_of_the_default_template_needs_no_template_listing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default is always there: a runtime that cannot list its templates still starts it."""
+
+    async def unlisted() -> list[Template]:
+        raise RuntimeUnavailable("the template catalogue does not answer")
+
+    monkeypatch.setattr(harness.runtime, "templates", unlisted)
+    async with harness.client() as client:
+        conversation = await create_ready(client)
+        assert (await client.get(f"/conversation/{conversation}")).json()["template"] == "default"
+        named = await client.post("/conversation", json={"template": "ci"})
+        assert named.status_code == 503, named.text
 
 
 async def test_the_default_template_setting_picks_the_template_of_a_bare_create(harness: Harness) -> None:

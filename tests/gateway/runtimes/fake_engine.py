@@ -50,7 +50,7 @@ class FakeEngine:
         self.closed = False
         self.removal_pause = 0.0
         self.create_pause = 0.0
-        self._creating: set[asyncio.Future[None]] = set()
+        self._creating: set[asyncio.Future[str]] = set()
         #: ("begin" | "end", method, name) of stops and removals, in the order they happened.
         self.timeline: list[tuple[str, str, str]] = []
         self._failures: list[tuple[str, str, Exception]] = []
@@ -117,26 +117,25 @@ class FakeEngine:
         except EngineNotFound:
             return None
 
-    async def create_container(self, name: str, config: dict[str, Any]) -> None:
+    async def create_container(self, name: str, config: dict[str, Any]) -> str:
         self._call("create_container", name)
         if not self.create_pause:
-            self._create_container(name, config)
-            return
+            return self._create_container(name, config)
         # The engine's side of it: not cancelled with the request.
         work = asyncio.ensure_future(self._create_later(name, config))
         self._creating.add(work)
         work.add_done_callback(self._creating.discard)
-        await asyncio.shield(work)
+        return await asyncio.shield(work)
 
-    async def _create_later(self, name: str, config: dict[str, Any]) -> None:
+    async def _create_later(self, name: str, config: dict[str, Any]) -> str:
         await asyncio.sleep(self.create_pause)
-        self._create_container(name, config)
+        return self._create_container(name, config)
 
     async def settled(self) -> None:
         """Waits for the creates under way (whoever is still waiting for them)."""
         await asyncio.gather(*self._creating, return_exceptions=True)
 
-    def _create_container(self, name: str, config: dict[str, Any]) -> None:
+    def _create_container(self, name: str, config: dict[str, Any]) -> str:
         if name in self.containers_by_name:
             raise EngineError(f'Conflict. The container name "/{name}" is already in use')
         host = config.get("HostConfig") or {}
@@ -150,6 +149,7 @@ class FakeEngine:
                 raise EngineError(f"network {mode} not found")
             container.networks.add(mode)
         self.containers_by_name[name] = container
+        return container.id
 
     async def start(self, name: str) -> None:
         self._call("start", name)
