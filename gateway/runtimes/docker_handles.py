@@ -71,8 +71,11 @@ class DockerHandles(DockerClaims, DockerLifecycle):
         return handles[0] if handles else None
 
     async def list(self) -> list[SandboxHandle]:
+        known_before = set(self._specs)  # a spec learned while the engine answers is kept
         summaries = await self._engine.containers(cfg.install_filter(self._install))
         self._listed = (time.monotonic(), summaries)
+        for gone in known_before - {summary["Id"] for summary in summaries}:
+            self._specs.pop(gone, None)  # a removed container's spec (else kept for the gateway's life)
         return await self._handles_of(summaries)
 
     async def _handles(self, filters: dict[str, builtins.list[str]]) -> builtins.list[SandboxHandle]:
