@@ -36,6 +36,7 @@ from gateway.preview import PreviewLayer
 from gateway.preview_links import PreviewLinks
 from gateway.proxy import Proxy
 from gateway.proxy_dispatch import install_proxy_dispatch
+from gateway.proxy_fastlane import install_fast_lane
 from gateway.requestlog import RequestLog
 from gateway.routes.conversations import router as conversations_router
 from gateway.routes.lifecycle import router as lifecycle_router
@@ -160,5 +161,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return asyncapi_document(host, secure=request.url.scheme == "https")
 
     # Proxied routes are found without FastAPI's route-by-route search (gateway.proxy_dispatch).
-    install_proxy_dispatch(app, [route for route in proxy_router.routes if isinstance(route, ProxyRoute)])
+    dispatch = install_proxy_dispatch(
+        app, [route for route in proxy_router.routes if isinstance(route, ProxyRoute)]
+    )
+    # Last, once every layer is added: a bodiless proxied request skips them (gateway.proxy_fastlane).
+    install_fast_lane(app, dispatch, auth, metrics, log_requests=settings.log_format == "json")
     return app

@@ -46,15 +46,35 @@ def websocket_kind(template: str) -> str:
     return "terminal" if "/terminal" in template else "other"
 
 
+class HttpSeries:
+    """The request count and duration series of ``metrics``, by (route, method, status)."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+        # The series of each (route, method, status) seen, looked up once: labels() costs more
+        # than the increment. Bounded, as the label values are.
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """One answered request of ``scope`` (its route matched or not), ``seconds`` long."""
+        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+        labels = (route_template(scope), method, str(status))
+        series = self._series.get(labels)
+        if series is None:
+            metrics = self.metrics
+            series = metrics.http_requests.labels(*labels), metrics.http_seconds.labels(*labels)
+            self._series[labels] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+
 class TrafficMetrics:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
         self._up = metrics.proxied_bytes.labels("up")
         self._down = metrics.proxied_bytes.labels("down")
-        # The series of each (route, method, status) seen, looked up once: labels() costs more
-        # than the increment. Bounded, as the label values are.
-        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._http_series = HttpSeries(metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -93,15 +113,7 @@ class TrafficMetrics:
         try:
             await self.app(scope, counted_receive, counted_send)
         finally:
-            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
-            labels = (route_template(scope), method, str(status))
-            series = self._series.get(labels)
-            if series is None:
-                metrics = self.metrics
-                series = metrics.http_requests.labels(*labels), metrics.http_seconds.labels(*labels)
-                self._series[labels] = series
-            series[0].inc()
-            series[1].observe(time.perf_counter() - began)
+            self._http_series.observe(scope, status, time.perf_counter() - began)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind: str | None = None

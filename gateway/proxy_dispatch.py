@@ -53,7 +53,7 @@ class ProxyDispatch:
 
     def __init__(self, app: ASGIApp, routes: Iterable[ProxyRoute], router: object = None) -> None:
         self.app = app
-        self._router = router
+        self.router = router
         self._by_segment: dict[str, list[ProxyRoute]] = {}
         for route in routes:
             segment = first_segment(route.path)
@@ -91,7 +91,7 @@ class ProxyDispatch:
         if route is None:
             await self.app(scope, receive, send)
             return
-        scope.setdefault("router", self._router)  # as the router would (url_for reads it)
+        scope.setdefault("router", self.router)  # as the router would (url_for reads it)
         request = Request(scope, receive, send)
         response = await forward_request(request, route.upstream, route.download)
         await response(scope, receive, send)

@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gateway.addresses import is_loopback
 from gateway.app import create_app
 from gateway.requestlog import JsonLines
+from gateway.server_transport import ServerTransport
 from gateway.settings import Settings
 from gateway.splice import offer_splice
 
@@ -60,36 +61,6 @@ def _redact(text: str) -> str:
     return _TOKEN_IN_QUERY.sub("[redacted]", text) if "token=" in text else text
 
 
-class _LingeringTransport:
-    """The connection's transport as uvicorn sees it: closing it while the request body
-    is still arriving lingers instead (:meth:`GuardedHttpProtocol.linger`), so a client
-    refused mid-upload reads its answer instead of a connection reset."""
-
-    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
-        self._transport = transport
-        self._protocol = protocol
-        # The hot paths, bound once: no delegation cost per write.
-        self.write = transport.write
-        self.is_closing = transport.is_closing
-        self.get_extra_info = transport.get_extra_info
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-    def close(self) -> None:
-        protocol = self._protocol
-        transport = self._transport
-        if (
-            protocol.body_unread
-            and not protocol.lingering
-            and not transport.is_closing()
-            and transport.get_protocol() is protocol
-        ):
-            protocol.linger()
-        else:
-            transport.close()
-
-
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits uvicorn lacks for it; subclassed
     per settings by :func:`guarded_http_protocol`. Every refusal is a JSON body,
@@ -99,7 +70,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     - a request line and headers over ``max_header_bytes``: 431 as soon as they pass it
       (nothing beyond the cap is parsed or kept);
     - (not a refusal) a connection closed while its request body still arrives is
-      half-closed and drained for a moment first, so the client reads the answer.
+      half-closed and drained for a moment first, so the client reads the answer;
+      an answer's head goes out with its body (:mod:`gateway.server_transport`).
     - a request head (request line and headers) that does not arrive within
       ``header_timeout`` seconds of the connection or of the previous request: 408
       when part of it came (a trickle), a plain close when nothing did (silent).
@@ -124,7 +96,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._real_transport = cast(asyncio.Transport, transport)
-        super().connection_made(_LingeringTransport(self._real_transport, self))  # type: ignore[arg-type]
+        self._served = ServerTransport(self._real_transport, self, self.loop)
+        super().connection_made(self._served)  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             self._refuse(503, "the gateway has too many open connections; try again later")
             return
@@ -170,7 +143,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head, self.body_unread = False, True
         self._cancel_head_timer()
         super().on_headers_complete()
-        offer_splice(self.scope, self._real_transport, self.cycle)
+        offer_splice(self.scope, self._real_transport, self.cycle, self._served.flush)
+        if self.transport is not self._real_transport:  # not upgraded: an answer's head and body in one write
+            self._served.hold_next()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

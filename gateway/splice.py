@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+from collections.abc import Callable
 from typing import Any
 
 #: The key of the extension in ``scope["extensions"]``.
@@ -99,22 +100,25 @@ async def pipe_relay(source: int, sink: int, count: int, stall_timeout: float) -
     return sent
 
 
-def offer_splice(scope: Any, transport: Any, cycle: Any) -> None:
+def offer_splice(scope: Any, transport: Any, cycle: Any, flush: Callable[[], None] = lambda: None) -> None:
     """Offers :class:`ClientSplice` in ``scope`` (a request's, just parsed) when ``cycle`` is its
     request-response cycle (not an upgrade's) and the connection is not TLS (its socket carries
-    records, not the answer's bytes)."""
+    records, not the answer's bytes). ``flush`` hands ``transport`` what the server holds back
+    for it (:class:`gateway.server_transport.ServerTransport` holds an answer's head)."""
     if cycle is not None and cycle.scope is scope and transport.get_extra_info("ssl_object") is None:
-        scope.setdefault("extensions", {})[SPLICE] = ClientSplice(transport, cycle)
+        scope.setdefault("extensions", {})[SPLICE] = ClientSplice(transport, cycle, flush)
 
 
 class ClientSplice:
     """The :data:`SPLICE` extension of one request (module docstring). ``transport`` is the
     client connection's real transport, ``cycle`` the server's request-response cycle
-    (uvicorn's: its ``expected_content_length`` is told of the bytes relayed)."""
+    (uvicorn's: its ``expected_content_length`` is told of the bytes relayed), ``flush`` what
+    hands ``transport`` the bytes the server still holds (the head), before any is spliced."""
 
-    def __init__(self, transport: Any, cycle: Any) -> None:
+    def __init__(self, transport: Any, cycle: Any, flush: Callable[[], None] = lambda: None) -> None:
         self._transport = transport
         self._cycle = cycle
+        self._flush = flush
 
     async def __call__(self, source: int, count: int, stall_timeout: float) -> int:
         cycle, transport = self._cycle, self._transport
@@ -125,6 +129,7 @@ class ClientSplice:
         socket = transport.get_extra_info("socket")
         if socket is None or transport.is_closing():
             return 0
+        self._flush()  # the head, if the server held it back to send with the body
         sink = os.dup(socket.fileno())  # ours: the transport may close its own meanwhile
         sent = 0
         try:
