@@ -28,7 +28,7 @@
 
 Runtimes raise only :class:`RuntimeFailure` subclasses: foreign errors
 (aiodocker, aiohttp, OSError, httpx) are mapped once, where they arise
-(``AiodockerEngine`` in :mod:`gateway.runtimes.docker`, the process and memory
+(``AiodockerEngine`` in :mod:`gateway.runtimes.docker_aiodocker`, the process and memory
 runtimes). The :class:`~gateway.conversations.ConversationManager` turns them
 into a conversation's ERROR reason; one that escapes to a handler still
 answers JSON with its status. Handlers also turn any unexpected exception into

@@ -4,7 +4,7 @@ Swarm whose manager ``DOCKER_HOST`` names), ``kubernetes``, ``memory``
 engine answers, else the local process runtime).
 
 The Docker and Kubernetes runtimes are imported lazily so that nothing outside
-``gateway/runtimes/docker.py`` imports aiodocker (nor outside
+them (``docker_aiodocker.py``, ``swarm_engine.py``) imports aiodocker (nor outside
 ``gateway/runtimes/kubernetes_api.py`` lightkube), and a machine without them
 still runs the process runtime.
 """

@@ -2,9 +2,9 @@
 
 aiodocker 0.27 has no typed calls for services, tasks, nodes or configs, so they go
 through its raw ``_query_json``; every error is mapped once, here, by
-:func:`gateway.runtimes.docker.mapped_errors` (the Docker runtime's mapping) to
+:func:`gateway.runtimes.docker_aiodocker.mapped_errors` (the Docker runtime's mapping) to
 :mod:`gateway.errors`. The manager's own containers and networks are the Docker
-runtime's :class:`~gateway.runtimes.docker.AiodockerEngine` calls (``local``).
+runtime's :class:`~gateway.runtimes.docker_aiodocker.AiodockerEngine` calls (``local``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import aiodocker
 
 from gateway.errors import EngineNotFound
-from gateway.runtimes.docker import AiodockerEngine, mapped_errors
+from gateway.runtimes.docker_aiodocker import AiodockerEngine, mapped_errors
 
 __all__ = ["SwarmEngine"]
 
