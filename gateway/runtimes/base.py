@@ -20,7 +20,11 @@ exit status once ended, and no answer at all for what is not there)::
 
 - *absent*: ``find`` answers ``None`` and ``list`` leaves it out: never
   started, removed, a start that failed (nothing is left of it), or vanished
-  (removed behind this runtime's back, by another gateway or by hand).
+  (removed behind this runtime's back, by another gateway or by hand). A runtime
+  that follows its backend's watch rather than asking it on every call
+  (kubernetes) shows a vanished sandbox absent once the watch has told it: a
+  moment after the removal, not necessarily by the time another instance's
+  :meth:`Runtime.remove` returns (a gateway's next sync round then ends its conversation).
 - STARTING: :meth:`Runtime.start` is under way (here or in another gateway of
   the installation) and the agent is not known to answer yet. A runtime may go
   to RUNNING as soon as the sandbox's process runs (Docker does, from

@@ -2,7 +2,8 @@
 
 :class:`KubeView` holds the runtime's state (the watched mirrors, the claim
 records, the pools' objects) and answers :meth:`find` and :meth:`list` from the
-mirrors alone (listing for real only where a watch is down); the runtime
+mirrors alone (listing for real only where a watch is down: what another gateway
+did shows once its watch event has arrived, a moment later); the runtime
 (:mod:`gateway.runtimes.kubernetes`) adds what writes. A conversation is
 carried by a SandboxClaim (a spare, claimed or not), a Sandbox (cold) or, in the
 ``pods`` mode, a Pod; its spec is the carrier's annotation with its Secrets'
