@@ -74,13 +74,12 @@ class Agent:
         self._info_json: bytes | None = None
         #: No conversation yet: the agent waits for a claim (see the module docstring).
         self.spare = False
-        #: The claim secret while :attr:`spare` (the spare's token); then None.
-        self.claim_secret: str | None = None
         #: A claim read before the agent dropped its privileges (its file is root's then).
         self.kept_claim: Claim | None = None
-        #: The claim secret of an agent started as a spare, kept once claimed: it answers
-        #: ``GET /claim`` to it alone (the claim holds the conversation's token). None for
-        #: an agent started as no spare. Set by the CLI where it replaced the token already.
+        #: The claim secret of an agent started as a spare (the spare's token): ``POST /claim``
+        #: takes it while :attr:`spare`; kept once claimed, ``GET /claim`` answers it alone (the
+        #: claim holds the conversation's token). None for an agent started as no spare. Set
+        #: by the CLI where it replaced the token already.
         self.pool_secret: str | None = None
         #: The claim this agent serves (None while a spare, and for an agent never one).
         self.current_claim: Claim | None = None
@@ -109,8 +108,7 @@ class Agent:
                 raise StateMismatch(
                     f"a spare's state dir {self.settings.state_dir} holds events, but no claim"
                 )
-            self.spare, self.claim_secret, self.settings.token = True, self.settings.token, None
-            self.pool_secret = self.claim_secret
+            self.spare, self.pool_secret, self.settings.token = True, self.settings.token, None
             await self.tasks.open()
             await warming.warm()  # the claimed conversation's first command pays no first use
             self.ready = True
@@ -152,7 +150,7 @@ class Agent:
                 except FileExistsError:
                     raise Conflict("this sandbox was claimed already") from None
             self._take(claim)
-            self.spare, self.claim_secret = False, None
+            self.spare = False
             stored = self.events.append(
                 ConversationStatusUpdate(
                     status=ConversationStatus.READY, conversation_id=claim.conversation_id

@@ -41,7 +41,7 @@ class WrongClaimSecret(AgentError):
     summary="Hand a spare its conversation (the gateway's pool only)",
 )
 async def claim(body: Claim, request: Request, agent: Agent = Depends(get_agent)) -> Response:
-    secret = agent.claim_secret
+    secret = agent.pool_secret
     given = request.headers.get(CLAIM_SECRET_HEADER)
     if not agent.spare:
         raise Conflict("this sandbox was claimed already")
