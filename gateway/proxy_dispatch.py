@@ -53,7 +53,7 @@ class ProxyDispatch:
 
     def __init__(self, app: ASGIApp, routes: Iterable[ProxyRoute], router: object = None) -> None:
         self.app = app
-        self.router = router
+        self._router = router
         self._by_segment: dict[str, list[ProxyRoute]] = {}
         for route in routes:
             segment = first_segment(route.path)
@@ -91,7 +91,11 @@ class ProxyDispatch:
         if route is None:
             await self.app(scope, receive, send)
             return
-        scope.setdefault("router", self.router)  # as the router would (url_for reads it)
+        await self.forward(route, scope, receive, send)
+
+    async def forward(self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers the request of ``scope`` (which :meth:`match` found ``route`` for) with the agent's."""
+        scope.setdefault("router", self._router)  # as the router would (url_for reads it)
         request = Request(scope, receive, send)
         response = await forward_request(request, route.upstream, route.download)
         await response(scope, receive, send)

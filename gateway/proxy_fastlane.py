@@ -58,7 +58,7 @@ from gateway.metrics_http import HttpSeries
 from gateway.preview_admission import find_target
 from gateway.proxy_dispatch import ProxyDispatch
 from gateway.requestlog import incoming_id, log_access, request_id
-from gateway.routes.proxied import ProxyRoute, forward_request
+from gateway.routes.proxied import ProxyRoute
 from gateway.splice import SPLICED
 
 _REQUEST_ID = b"x-request-id"
@@ -129,15 +129,13 @@ class ProxyFastLane:
                 down.inc(len(message.get("body", b"")) + message.get(SPLICED, 0))
             await send(message)
 
-        scope.setdefault("router", self._dispatch.router)  # as the router would (url_for reads it)
-        request = Request(scope, receive, lane_send)
         try:
-            response = await forward_request(request, route.upstream, route.download)
-            await response(scope, receive, lane_send)
+            await self._dispatch.forward(route, scope, receive, lane_send)
         except Exception as error:
             handler = None if started else self._handler(error)
             if handler is None:
                 raise
+            request = Request(scope, receive, lane_send)
             await (await _answer(handler, request, error))(scope, receive, lane_send)
             if handler is self._handlers.get(Exception):
                 raise  # unhandled: the server hears of it, as behind Starlette's server error layer

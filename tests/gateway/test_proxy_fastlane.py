@@ -16,7 +16,7 @@ from test_metrics import scrape, value
 from test_proxy import StandIn, StandInRuntime
 from test_requestlog import access_lines, json_lines
 
-from gateway import proxy_fastlane
+from gateway import proxy_dispatch
 from gateway.app import create_app
 from gateway.proxy_fastlane import ProxyFastLane
 from gateway.requestlog import HEADER
@@ -135,7 +135,7 @@ async def test_an_unexpected_error_is_a_json_500(
 
     async with httpx.AsyncClient(base_url=url) as client:
         cid = (await client.post("/conversation", json={}, headers=ALICE)).json()["id"]
-        monkeypatch.setattr(proxy_fastlane, "forward_request", broken)
+        monkeypatch.setattr(proxy_dispatch, "forward_request", broken)  # what the lane forwards with
         answer = await client.get(f"/conversation/{cid}/agent-info", headers=ALICE)
         assert answer.status_code == 500 and answer.json() == {"detail": "internal error in the gateway"}
         monkeypatch.undo()
