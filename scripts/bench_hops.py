@@ -27,7 +27,7 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
-from bench_docker import IMAGE, INSTALL, SOCKETS, Gateway, cleanup, sh
+from docker_installation import IMAGE, INSTALL, SOCKETS, Gateway, cleanup, sh
 from benchtools import bench_arguments
 
 from gateway.client import AsyncConvoyClient
