@@ -2,11 +2,16 @@
 
 Contract:
 - :meth:`Journal.append` never blocks: it assigns the line its byte offset and
-  queues it; one background writer hands everything queued since its last
-  write (and in the loop turn after it was woken) to the file in a single
-  ``write`` (in a worker thread). So a burst of
-  appends costs one system call, not one per line, and the file is never
-  fsynced per line (it is at :meth:`close`).
+  queues it; two loop turns later everything queued meanwhile goes to the
+  file in a single ``write`` (the writer is a chain of loop callbacks, not a
+  task: no wake-up of its own per batch). So a burst of appends costs one system call, not one per line, and
+  the file is never fsynced per line (it is at :meth:`close`). A batch of at
+  most :data:`INLINE_WRITE_BYTES` is written on the event loop: an append to a
+  file is a copy into the page cache (nothing to wait for), and a worker
+  thread's round trip (its wake-up, the GIL handed back and forth, the loop's
+  wake-up) cost several times the write on every task. A larger batch (a burst
+  of output) is written in a worker thread, where copying it cannot hold the
+  loop up.
 - A line is ``b"<json>\\n"``; readers must not read a byte at or past
   :attr:`Journal.flushed` from the file - the owner keeps unflushed lines in
   memory.
@@ -24,7 +29,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -35,6 +40,8 @@ from sandbox_agent.fdio import write_all
 log = logging.getLogger(__name__)
 
 _READ_BLOCK = 1024 * 1024
+#: Batches up to this size are written on the event loop, larger ones in a worker thread.
+INLINE_WRITE_BYTES = 64 * 1024
 
 
 class JournalUnwritable(RuntimeError):
@@ -63,8 +70,13 @@ class Journal:
         self._pending: list[bytes] = []
         self._end = 0  # offset after the last appended (maybe unflushed) line
         self.flushed = 0  # offset after the last line written to the file
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The writer is a chain of loop callbacks, not a task: a write is due (a callback, a
+        # retry timer or a worker thread's write is pending) exactly while ``_due`` is true.
+        self._due = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._in_thread: asyncio.Future[None] | None = None
+        self._stopped = False  # closed, or a torn write that could not be undone
         self._drained: list[asyncio.Future[None]] = []
         self._failed: OSError | None = None
 
@@ -113,9 +125,11 @@ class Journal:
         return count
 
     def start(self) -> None:
-        """Open for appending and start the background writer (on the running loop)."""
+        """Open for appending; from now on queued lines are written (on the running loop)."""
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._writer = asyncio.create_task(self._write_loop(), name=f"journal:{self.path.name}")
+        self._loop = asyncio.get_running_loop()
+        if self._pending:
+            self._schedule()
 
     # --- appending ------------------------------------------------------------
 
@@ -138,53 +152,80 @@ class Journal:
         self._pending.append(line)
         self._pending.append(b"\n")
         self._end += len(line) + 1
-        self._wake.set()
+        if not self._due and self._loop is not None:
+            self._schedule()
         return offset
 
     async def flush(self) -> None:
         """Return once everything appended so far is in the file, or a write failed."""
-        if self.flushed == self._end or self._writer is None or self._writer.done():
+        if self.flushed == self._end or self._stopped or self._loop is None:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._drained.append(waiter)
-        self._wake.set()
+        if self._retry is not None:  # a failed batch waits for its retry: try it now
+            self._retry.cancel()
+            self._retry = None
+            self._loop.call_soon(self._write)
         await waiter
 
-    async def _write_loop(self) -> None:
-        assert self._fd is not None
-        fd = self._fd
-        while True:
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._due = True
+        # One more loop turn before writing: what the same burst appends on the next turn
+        # (a task's PENDING then RUNNING records) goes in the same write.
+        self._loop.call_soon(self._loop.call_soon, self._write)
+
+    def _write(self) -> None:
+        """Write everything queued: here when it is small, else in a worker thread."""
+        self._retry = None
+        if self._stopped or self._fd is None:
+            self._due = False
+            return
+        if not self._pending:
+            self._due = False
+            self._release_waiters()
+            return
+        batch, self._pending = b"".join(self._pending), []
+        if len(batch) > INLINE_WRITE_BYTES:
+            writing = asyncio.ensure_future(asyncio.to_thread(_append_or_undo, self._fd, batch, self.flushed))
+            writing.add_done_callback(lambda done: self._written(batch, _failure(done)))
+            self._in_thread = writing
+            return
+        try:
+            _append_or_undo(self._fd, batch, self.flushed)
+        except OSError as error:  # _Torn too
+            self._written(batch, error)
+            return
+        self._written(batch, None)
+
+    def _written(self, batch: bytes, error: BaseException | None) -> None:
+        """After the write of ``batch``: account for it, or keep it for a retry."""
+        self._in_thread = None
+        assert self._loop is not None
+        if isinstance(error, _Torn) or (error is not None and not isinstance(error, OSError)):
+            log.error("journal %s: write failed and cannot be undone: %s", self.path, error)
+            self._failed = error.error if isinstance(error, _Torn) else OSError(errno.EIO, str(error))
+            self._stopped = True
+            self._due = False
+            self._release_waiters()
+            return
+        if error is not None:  # disk full, I/O error: keep serving, retry later
             if self._failed is None:
-                await self._wake.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.retry_seconds)
-            # One more loop turn before writing: what the same burst appends on the next turn
-            # (a task's PENDING then RUNNING records) goes in the same write and worker thread.
-            await asyncio.sleep(0)
-            self._wake.clear()
-            if self._pending:
-                batch, self._pending = b"".join(self._pending), []
-                try:
-                    await asyncio.to_thread(_append_or_undo, fd, batch, self.flushed)
-                except _Torn as torn:
-                    log.error("journal %s: write failed and cannot be undone: %s", self.path, torn.error)
-                    self._failed = torn.error
-                    self._release_waiters()
-                    return
-                except OSError as error:  # disk full, I/O error: keep serving, retry later
-                    if self._failed is None:
-                        log.error("journal %s: write failed, retrying: %s", self.path, error)
-                    self._failed = error
-                    self._pending.insert(0, batch)  # lines appended meanwhile follow it
-                    self._release_waiters()
-                    continue
-                self.flushed += len(batch)
-                if self._failed is not None:
-                    log.warning("journal %s: writing again", self.path)
-                    self._failed = None
-            if not self._pending:
-                self._release_waiters()
+                log.error("journal %s: write failed, retrying: %s", self.path, error)
+            self._failed = error
+            self._pending.insert(0, batch)  # lines appended meanwhile follow it
+            self._release_waiters()
+            self._retry = self._loop.call_later(self.retry_seconds, self._write)
+            return
+        self.flushed += len(batch)
+        if self._failed is not None:
+            log.warning("journal %s: writing again", self.path)
+            self._failed = None
+        if self._pending:  # appended while the thread wrote
+            self._loop.call_soon(self._write)
+            return
+        self._due = False
+        self._release_waiters()
 
     def _release_waiters(self) -> None:
         waiters, self._drained = self._drained, []
@@ -193,12 +234,14 @@ class Journal:
                 waiter.set_result(None)
 
     async def close(self) -> None:
-        """Write what is queued, fsync, stop the writer, close the file."""
-        if self._writer is not None and not self._writer.done():
+        """Write what is queued, fsync, stop writing, close the file."""
+        if not self._stopped:
             await self.flush()
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            self._stopped = True
+            if self._retry is not None:
+                self._retry.cancel()
+            if self._in_thread is not None:
+                await asyncio.wait({self._in_thread})
         if self._fd is not None:
             fd, self._fd = self._fd, None
             await asyncio.to_thread(_sync_and_close, fd)
@@ -221,6 +264,13 @@ def _append_or_undo(fd: int, data: bytes, size: int) -> None:
         except OSError:
             raise _Torn(error) from error
         raise
+
+
+def _failure(done: asyncio.Future[None]) -> BaseException | None:
+    """What a worker thread's write raised (a cancelled write: the loop is going away)."""
+    if done.cancelled():
+        return asyncio.CancelledError()
+    return done.exception()
 
 
 def _sync_and_close(fd: int) -> None:
