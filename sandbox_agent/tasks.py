@@ -126,22 +126,22 @@ class TaskManager:
             raise Stopping("the agent is stopping and starts no new tasks")
         self._events.check_writable()
         self._journal.check_writable()
+        runnable = request.runnable
+        task = Task(
+            id=uuid4(), title=request.title, runnable=runnable, status=TaskStatus.PENDING, created_at=_now()
+        )
         try:  # JSON lets a lone surrogate through; our records and events are UTF-8
-            request.model_dump_json()
+            record = task.model_dump_json().encode()  # also the PENDING record, written below
         except ValueError:
             raise Unprocessable(
                 "the task contains text that is not valid UTF-8 (a lone surrogate?)"
             ) from None
-        runnable = request.runnable
-        cwd = self._workspace.root
-        if not isinstance(runnable, Ticker):
+        cwd = self._workspace.root  # the default cwd: the root, which the agent made and keeps
+        if not isinstance(runnable, Ticker) and runnable.cwd not in (".", ""):
             cwd = (await self._workspace.directory(runnable.cwd)).real
-        task = Task(
-            id=uuid4(), title=request.title, runnable=runnable, status=TaskStatus.PENDING, created_at=_now()
-        )
         self._tasks[task.id] = task
         self._order.append(task.id)
-        self._set(task, TaskStatus.PENDING)
+        self._set(task, TaskStatus.PENDING, record=record)
         context = TaskContext(
             task_id=task.id,
             emit=self._events.append,
@@ -224,7 +224,9 @@ class TaskManager:
         task.output_bytes = size
         task.output_truncated = truncated
 
-    def _set(self, task: Task, status: TaskStatus, **fields: Any) -> None:
+    def _set(self, task: Task, status: TaskStatus, record: bytes | None = None, **fields: Any) -> None:
+        """Move ``task`` to ``status`` (and ``fields``): its event, then its snapshot line
+        (``record``: that line already made)."""
         task.status = status
         for name, value in fields.items():
             setattr(task, name, value)
@@ -233,4 +235,4 @@ class TaskManager:
                 TaskStatusUpdate(task_id=task.id, status=status, exit_code=task.exit_code, error=task.error)
             )
         with contextlib.suppress(RuntimeError):
-            self._journal.append(task.model_dump_json().encode())
+            self._journal.append(record if record is not None else task.model_dump_json().encode())

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import threading
@@ -87,7 +88,7 @@ def start(
     try:
         out_r, out_w = _pipe(fds)
         err_r, err_w = _pipe(fds)
-        in_r, in_w = _pipe(fds) if stdin_pipe else (subprocess.DEVNULL, None)
+        in_r, in_w = _pipe(fds) if stdin_pipe else (_devnull(), None)
         popen = drop.popen(
             argv,
             user=task_uid(),
@@ -108,6 +109,13 @@ def start(
     os.set_blocking(out_r, False)
     os.set_blocking(err_r, False)
     return Child(popen, in_w), out_r, err_r
+
+
+@functools.cache
+def _devnull() -> int:
+    """``/dev/null``, opened once for every task's stdin (Popen's ``DEVNULL`` opens and closes
+    it on every start); close-on-exec here, a child gets it as its stdin only."""
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
 
 def _pipe(opened: list[int]) -> tuple[int, int]:

@@ -29,6 +29,8 @@ from sandbox_agent.runnables import TaskContext
 log = logging.getLogger(__name__)
 
 Stream = Literal["stdout", "stderr"]
+_STREAMS: tuple[Stream, ...] = ("stdout", "stderr")
+_UTF8 = codecs.getincrementaldecoder("utf-8")
 
 
 class OutputSink:
@@ -38,10 +40,8 @@ class OutputSink:
         self._emitted = 0
         self.total = 0
         self.truncated = False
-        self._decoders = {
-            "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
-            "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
-        }
+        # One per stream, made when the stream first has output (most tasks write to one).
+        self._decoders: dict[Stream, codecs.IncrementalDecoder] = {}
         self.rel_path = f"{context.settings.output_dir_name}/{context.task_id}.log"
         self._fd: int | None = None
         self._dropping = False
@@ -53,7 +53,7 @@ class OutputSink:
             return False
         self.total += len(data)
         self._emitted += len(data)
-        self._emit(stream, self._decoders[stream].decode(data))
+        self._emit(stream, self._decoder(stream).decode(data))
         self._context.on_output(self.total, self.truncated)
         return True
 
@@ -65,7 +65,7 @@ class OutputSink:
             head, rest = data[:room], data[room:]
             if head:
                 self._emitted += len(head)
-                self._emit(stream, self._decoders[stream].decode(head, final=bool(rest)))
+                self._emit(stream, self._decoder(stream).decode(head, final=bool(rest)))
             if rest:
                 await self._start_overflow()
         if rest and self._fd is not None:
@@ -78,8 +78,7 @@ class OutputSink:
 
     async def _start_overflow(self) -> None:
         self.truncated = True
-        for stream, decoder in self._decoders.items():
-            self._emit(stream, decoder.decode(b"", final=True))  # type: ignore[arg-type]
+        self._flush_decoders()
         try:
             self._fd = await asyncio.to_thread(_open_overflow, self._context.workspace_root, self.rel_path)
         except OSError as error:
@@ -87,6 +86,19 @@ class OutputSink:
         self._record(
             OutputTruncated(task_id=self._context.task_id, limit_bytes=self._budget, path=self.rel_path)
         )
+
+    def _decoder(self, stream: Stream) -> codecs.IncrementalDecoder:
+        decoder = self._decoders.get(stream)
+        if decoder is None:
+            decoder = self._decoders[stream] = _UTF8(errors="replace")
+        return decoder
+
+    def _flush_decoders(self) -> None:
+        """Emit what the decoders still hold (stdout's first, as ever)."""
+        for stream in _STREAMS:
+            decoder = self._decoders.get(stream)
+            if decoder is not None:
+                self._emit(stream, decoder.decode(b"", final=True))
 
     def _emit(self, stream: Stream, text: str) -> None:
         if text:
@@ -103,8 +115,7 @@ class OutputSink:
     async def close(self) -> None:
         """Emit what the decoders still hold; close the overflow file."""
         if not self.truncated:
-            for stream, decoder in self._decoders.items():
-                self._emit(stream, decoder.decode(b"", final=True))  # type: ignore[arg-type]
+            self._flush_decoders()
         await self._close_overflow()
 
     async def _close_overflow(self) -> None:

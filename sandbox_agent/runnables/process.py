@@ -46,9 +46,27 @@ HIDDEN_ENV = (AGENT_TOKEN_ENV,)
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in HIDDEN_ENV}
-    env.update(extra)
-    return env
+    """The agent's environment without :data:`HIDDEN_ENV`, plus ``extra``."""
+    return _inherited() | extra
+
+
+#: (the raw environment it was made from, the inherited environment).
+_inherited_cache: tuple[tuple[tuple[bytes, bytes], ...], dict[str, str]] | None = None
+
+
+def _inherited() -> dict[str, str]:
+    """The agent's environment without :data:`HIDDEN_ENV`, made again only when the environment
+    changed: decoding ``os.environ`` item by item cost some 50 us on every task's start, while
+    a snapshot of its raw ``bytes`` items, to compare with the last one, is a copy in C."""
+    global _inherited_cache
+    raw = getattr(os.environ, "_data", None)  # CPython's bytes -> bytes store behind os.environ
+    if not isinstance(raw, dict):
+        return {key: value for key, value in os.environ.items() if key not in HIDDEN_ENV}
+    snapshot = tuple(raw.items())
+    if _inherited_cache is None or _inherited_cache[0] != snapshot:
+        env = {key: value for key, value in os.environ.items() if key not in HIDDEN_ENV}
+        _inherited_cache = (snapshot, env)
+    return _inherited_cache[1]
 
 
 async def run_process(
@@ -105,8 +123,12 @@ async def run_process(
         await child.exited
         await group.terminate()  # leftovers of a leader that exited
         # Output still in the pipes is read to the end; a process that escaped the
-        # group (setsid) and holds them open does not keep the task alive.
-        await asyncio.wait([pump.done for pump in pumps], timeout=context.settings.kill_grace_seconds + 1.0)
+        # group (setsid) and holds them open does not keep the task alive. (Mostly the
+        # pipes' ends were read with the exit, in the same loop turn: no wait then.)
+        if not all(pump.done.done() for pump in pumps):
+            await asyncio.wait(
+                [pump.done for pump in pumps], timeout=context.settings.kill_grace_seconds + 1.0
+            )
     except asyncio.CancelledError:
         await group.terminate()
         raise
@@ -183,7 +205,9 @@ async def _supervise(
         if idle_timeout is not None:
             limits.append((last_output[0] + idle_timeout - now, f"no output for {idle_timeout:g}s"))
         if not limits:
-            await asyncio.wait({exited})
+            # Awaited directly (no asyncio.wait): a cancel cancels ``exited`` too, which
+            # only the run being cancelled waits for (the exit itself is still reaped).
+            await exited
             return None
         delay, why = min(limits)
         if delay <= 0:
