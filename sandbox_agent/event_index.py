@@ -29,12 +29,16 @@ class EventIndex:
 
     def add(self, offset: int, event_id: UUID, kind: str, task_id: str | None) -> int:
         """Index the next event; returns its seq."""
+        return self.add_key(offset, event_id.int >> 64, kind, task_id)
+
+    def add_key(self, offset: int, key: int, kind: str, task_id: str | None) -> int:
+        """:meth:`add` given the id's key (its top 64 bits) rather than the id."""
         self.offsets.append(offset)
-        self._id_keys.append(event_id.int >> 64)
+        self._id_keys.append(key)
         seq = len(self.offsets)
-        self._by_type.setdefault(kind, array("Q")).append(seq)
+        _seqs(self._by_type, kind).append(seq)
         if task_id is not None:
-            self._by_task.setdefault(task_id, array("Q")).append(seq)
+            _seqs(self._by_task, task_id).append(seq)
         return seq
 
     def candidates(self, event_id: UUID) -> Iterator[int]:
@@ -62,6 +66,14 @@ class EventIndex:
         if types:
             candidates = (seq for seq in candidates if any(_contains(s, seq) for s in type_lists))
         return list(itertools.islice(candidates, limit))
+
+
+def _seqs(lists: dict[str, array[int]], name: str) -> array[int]:
+    """The seq list of ``name`` in ``lists``, made when first needed."""
+    seqs = lists.get(name)
+    if seqs is None:
+        seqs = lists[name] = array("Q")
+    return seqs
 
 
 def runs(seqs: Iterable[int]) -> Iterator[list[int]]:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from bisect import bisect_right
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -57,20 +58,35 @@ class UnencodableEvent(ValueError):
     """A detail that cannot be written as UTF-8 JSON (a lone surrogate, say): refused, not stored."""
 
 
-def _envelope(event_id: UUID, seq: int, conversation_id: UUID, detail_json: bytes) -> bytes:
+def _envelope(event_id: bytes, seq: int, conversation_id: bytes, detail_json: bytes) -> bytes:
+    """The stored line of an event; ids as their canonical text, in ASCII."""
     created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return b'{"id":"%s","seq":%d,"conversation_id":"%s","created_at":"%s","detail":%s}' % (
-        str(event_id).encode(),
+        event_id,
         seq,
-        str(conversation_id).encode(),
+        conversation_id,
         created.encode(),
         detail_json,
     )
 
 
+def new_event_id() -> tuple[bytes, int]:
+    """A random (version 4) UUID as its canonical text in ASCII, and its top 64 bits (the
+    index's key): what ``uuid4()`` gives, without making a :class:`UUID` and printing it
+    on every event."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = raw.hex().encode()
+    return b"%s-%s-%s-%s-%s" % (text[:8], text[8:12], text[12:16], text[16:20], text[20:]), int.from_bytes(
+        raw[:8], "big"
+    )
+
+
 def ephemeral(conversation_id: UUID, detail: BaseModel) -> bytes:
     """An envelope with seq 0 that is not part of the log (an ``Error`` to one client)."""
-    return _envelope(uuid4(), 0, conversation_id, detail.model_dump_json().encode())
+    event_id, _ = new_event_id()
+    return _envelope(event_id, 0, str(conversation_id).encode(), detail.model_dump_json().encode())
 
 
 class EventLog:
@@ -87,6 +103,8 @@ class EventLog:
         self.max_lag = max_lag
         self.max_lag_bytes = max_lag_bytes
         self.conversation_id: UUID | None = None
+        #: The conversation id and its text in the envelopes (made again if the id changes).
+        self._conversation_text: tuple[UUID | None, bytes] = (None, b"")
         self._index = EventIndex()
         self._offsets = self._index.offsets
         # Recent envelopes: self._tail[self._tail_head] has seq self._tail_first. A list with a
@@ -156,12 +174,14 @@ class EventLog:
         except ValueError as error:  # serialization error, UnicodeEncodeError
             raise UnencodableEvent(f"the event cannot be stored as UTF-8 JSON: {error}") from None
         seq = len(self._offsets) + 1
-        event_id = uuid4()
-        raw = _envelope(event_id, seq, self.conversation_id, detail_json)
+        event_id, key = new_event_id()
+        if self._conversation_text[0] != self.conversation_id:
+            self._conversation_text = (self.conversation_id, str(self.conversation_id).encode())
+        raw = _envelope(event_id, seq, self._conversation_text[1], detail_json)
         offset = self._journal.append(raw)
         task_id = getattr(detail, "task_id", None)
         kind = getattr(detail, "type", "")
-        self._index.add(offset, event_id, kind, str(task_id) if task_id is not None else None)
+        self._index.add_key(offset, key, kind, str(task_id) if task_id is not None else None)
         self._tail.append(raw)
         self._tail_size += len(raw)
         self._evict()

@@ -222,7 +222,8 @@ class TaskManager:
 
     def _on_output(self, task: Task, size: int, truncated: bool) -> None:
         task.output_bytes = size
-        task.output_truncated = truncated
+        if truncated is not task.output_truncated:  # once per task at most: a model's setattr costs
+            task.output_truncated = truncated
 
     def _set(self, task: Task, status: TaskStatus, record: bytes | None = None, **fields: Any) -> None:
         """Move ``task`` to ``status`` (and ``fields``): its event, then its snapshot line
