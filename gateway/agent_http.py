@@ -8,8 +8,9 @@ one buffer and parses the answer with httptools (the C parser uvicorn uses), on
 keep-alive connections pooled per agent.
 
 Contracts:
-- Requests without a body only, and idempotent methods only (:data:`LEAN_METHODS`):
-  a request on a reused connection that the agent closed while it lay idle, before
+- Bodiless requests of idempotent methods (:data:`LEAN_METHODS`), and small bodies the
+  caller read whole and sends with the head (``retry=False``: never sent twice). For the
+  former, a request on a reused connection that the agent closed while it lay idle, before
   one byte of an answer came, is sent once more on a new connection (what aiohttp
   does for these methods). ``HEAD`` is not among them (its answer's length header
   describes no body: the parser would wait for one). Informational answers
@@ -233,14 +234,17 @@ class AgentHttp:
         self._connect_timeout = connect_timeout
         self._idle: dict[str, list[_Exchange]] = {}
 
-    async def request(self, base_url: str, head: bytes, read_timeout: float | None) -> Answer:
-        """Send ``head`` to the agent at ``base_url``; the answer once its head arrived."""
+    async def request(
+        self, base_url: str, head: bytes, read_timeout: float | None, retry: bool = True
+    ) -> Answer:
+        """Send ``head`` (with its body, if any) to the agent at ``base_url``; the answer once its
+        head arrived. ``retry=False`` (a request that is not idempotent): never sent twice."""
         exchange = self._reused(base_url)
         if exchange is not None:
             try:
                 return await self._exchange(exchange, base_url, head, read_timeout)
             except OSError:
-                if exchange.received:
+                if exchange.received or not retry:
                     raise
                 # Closed by the agent while idle, before it read the request: sent once more.
         exchange = await self._connect(base_url)

@@ -2,8 +2,9 @@
 
 Contracts:
 - Keep-alive connections, pooled per agent, through two clients: bodiless
-  ``GET`` and ``DELETE`` of the API's routes (most small requests, and downloads)
-  through the lean one (:mod:`gateway.agent_http`: a written head and httptools,
+  ``GET`` and ``DELETE`` of the API's routes (most small requests, and downloads),
+  and bodies of a declared length up to :data:`LEAN_BODY_BYTES` (read whole first,
+  e.g. a task's creation), through the lean one (:mod:`gateway.agent_http`: a written head and httptools,
   well under half of aiohttp's CPU per request), everything else (bodies,
   previews) through aiohttp's (its C parser costs about a third of httpcore's
   CPU per small request and a quarter per GiB streamed; measured side by side:
@@ -13,7 +14,7 @@ Contracts:
   no copy in the gateway; about a third of the CPU per GiB). Redirects are never
   followed, bodies never decompressed, no header is added but ``Host`` and the
   agent token; both read answers alike (:mod:`gateway.proxy_answer`).
-- The request body is streamed upstream as it arrives (``request.stream()``),
+- A larger (or chunked) request body is streamed upstream as it arrives (``request.stream()``),
   the response body streamed back as it arrives: a 1 GiB upload or download
   never sits in gateway memory. Small answers with a known length are read
   whole (one write instead of a stream: faster for the common case).
@@ -91,6 +92,8 @@ _NOT_RETURNED_FROM_DOWNLOADS = _NOT_RETURNED | {
     *(name.decode() for name, _ in _DOWNLOAD_HEADERS),
 }
 _READ_WHOLE_BELOW = 256 * 1024
+#: Request bodies up to this size (declared) go through the lean client, read whole first.
+LEAN_BODY_BYTES = 64 * 1024
 #: Answers streamed as records arrive: no read timeout on their body (see the module docstring).
 STREAMED_MEDIA_TYPES = frozenset({TASK_STREAM_MEDIA_TYPE.encode()})
 
@@ -147,6 +150,18 @@ def _download_headers(path: str, status: int) -> list[tuple[bytes, bytes]]:
 def _streamed(headers: list[tuple[bytes, bytes]]) -> bool:
     kind = next((v for n, v in headers if n == b"content-type"), b"")
     return kind.split(b";", 1)[0].strip().lower() in STREAMED_MEDIA_TYPES
+
+
+def _small_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A body of a declared length up to :data:`LEAN_BODY_BYTES`, not chunked, no ``Expect``:
+    read whole and sent through the lean client with its head."""
+    length = b""
+    for name, value in headers:
+        if name in (b"transfer-encoding", b"expect"):
+            return False
+        if name == b"content-length":
+            length = value
+    return length.isdigit() and int(length) <= LEAN_BODY_BYTES
 
 
 def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
@@ -243,6 +258,12 @@ class Proxy:
             # A download has no read timeout: a large file may take its time (module docstring).
             timeout = None if download else self._settings.proxy_timeout
             return await self._lean.request(base_url, head, timeout)
+        if passage is None and _small_body(raw_headers):
+            # Read whole first (a slow client never holds an agent's connection), sent in one write;
+            # not sent twice (a POST is not idempotent). ClientDisconnect: the caller's 400.
+            body = await request.body()
+            head = request_head(request.method, target, sent)
+            return await self._lean.request(base_url, head + body, self._settings.proxy_timeout, retry=False)
         # Sent as built (encoded=True): yarl would otherwise decode %2E and friends in the path.
         upstream = await self._session.request(
             request.method,
