@@ -27,8 +27,8 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
-from docker_installation import IMAGE, INSTALL, SOCKETS, Gateway, cleanup, sh
 from benchtools import bench_arguments
+from docker_installation import IMAGE, INSTALL, SOCKETS, Gateway, cleanup, sh
 
 from gateway.client import AsyncConvoyClient
 from gateway.runtimes import docker_bundle
