@@ -21,6 +21,7 @@ from pydantic import RootModel
 
 from gateway.client._events import follow_events, history
 from gateway.client._exceptions import GatewayUnavailable, SandboxFailed, TaskFailed, UnexpectedResponse
+from gateway.client._lane import LaneAnswer
 from gateway.client._terminals import write_stdin
 from gateway.client._transport import Connection, Records, parse_frame, parse_json, parse_model
 from sandbox_agent.protocol import (
@@ -266,7 +267,7 @@ async def start_streamed_task(
     return AsyncTaskRun(conn, conversation_id, first, None, records)
 
 
-async def _records(answer: Records) -> AsyncGenerator[Task | Event, None]:
+async def _records(answer: Records | LaneAnswer) -> AsyncGenerator[Task | Event, None]:
     """The answer's records as tasks and events; closes the answer when closed."""
     try:
         async with aclosing(answer.lines()) as lines:

@@ -15,6 +15,8 @@ HTTP goes through an ``httpx.AsyncClient`` whose transport can be replaced (``tr
 from __future__ import annotations
 
 import contextlib
+import json
+import urllib.request
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -37,6 +39,7 @@ from gateway.client._exceptions import (
     UnexpectedResponse,
     error_for_status,
 )
+from gateway.client._lane import Lane, LaneAnswer, frame_request
 from gateway.client._websocket import WebSocket, open_websocket
 
 __all__ = [
@@ -96,6 +99,7 @@ class Connection:
             transport=transport,
         )
         self._urls: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
+        self._lane = _lane_for(self.base_url, transport, min(timeout, 10.0))
 
     def url(self, path: str, params: Query | None = None) -> httpx.URL:
         """The absolute URL of ``path`` with ``params``, parsed once per (path, params): httpx
@@ -111,6 +115,8 @@ class Connection:
         return url
 
     async def aclose(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
         await self.http.aclose()
 
     # --- plain requests ---------------------------------------------------------------
@@ -192,10 +198,15 @@ class Connection:
         except httpx.HTTPError as exc:
             raise self.unreachable(exc) from None
 
-    async def open_records(self, method: str, path: str, *, params: Query | None, json_body: Any) -> Records:
+    async def open_records(
+        self, method: str, path: str, *, params: Query | None, json_body: Any
+    ) -> Records | LaneAnswer:
         """Send a request whose answer may be a stream of JSON lines (2xx guaranteed, else the
         mapped error); the answer's body is read with no read timeout (a command may be silent
-        for long). Close the :class:`Records` when done."""
+        for long). Close the answer when done. Plain http goes through the lean lane
+        (:mod:`gateway.client._lane`) unless the cookie jar holds cookies to send."""
+        if self._lane is not None and not self.http.cookies:
+            return await self._open_lane(method, path, params, json_body)
         request = self.http.build_request(method, self.url(path, params), json=json_body)
         request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
         try:
@@ -211,6 +222,24 @@ class Connection:
                 await response.aclose()
             raise self.error(response, f"{method} {path}")
         return Records(response)
+
+    async def _open_lane(self, method: str, path: str, params: Query | None, json_body: Any) -> LaneAnswer:
+        assert self._lane is not None
+        url = self.url(path, params)
+        body = json.dumps(json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        # The client's own headers (API key, user agent, any set on it), as httpx would send them.
+        head = [(b"host", url.netloc), *((n, v) for n, v in self.http.headers.raw if n.lower() not in _OWN)]
+        head += _LANE_HEADERS
+        wire = await self._lane.send(frame_request(method, url.raw_path, head, body))
+        answer = LaneAnswer(self._lane, wire, method, url)
+        try:
+            await answer.head(self.http.cookies)
+            if answer.status >= 400:
+                raise self.error(await answer.read(), f"{method} {path}")
+        except BaseException:
+            await answer.aclose()
+            raise
+        return answer
 
     # --- websockets -------------------------------------------------------------------
 
@@ -243,6 +272,23 @@ class Connection:
         if isinstance(exc, httpx.ConnectError):
             return GatewayUnavailable(f"cannot reach the gateway at {self.base_url}: {why(exc)}")
         return GatewayUnavailable(f"lost the connection to the gateway at {self.base_url}: {why(exc)}")
+
+
+#: Headers the lane sets itself (the body's, and no compression of a live stream).
+_OWN = frozenset({b"host", b"accept-encoding", b"content-length", b"content-type", b"transfer-encoding"})
+_LANE_HEADERS = [(b"accept-encoding", b"identity"), (b"content-type", b"application/json")]
+
+
+def _lane_for(
+    base_url: str, transport: httpx.AsyncBaseTransport | None, connect_timeout: float
+) -> Lane | None:
+    """The lean lane for plain http to the gateway itself; None (the httpx path) for https, a
+    custom transport or a proxy in the environment (httpx's ``trust_env``)."""
+    url = httpx.URL(base_url)
+    proxies = urllib.request.getproxies()
+    if transport is not None or url.scheme != "http" or "http" in proxies or "all" in proxies:
+        return None
+    return Lane(url.host, url.port or 80, connect_timeout)
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})

@@ -22,7 +22,6 @@ EXTRAS_DISTRIBUTIONS = [
     "starlette",
     "uvicorn",
     "uvloop",
-    "httptools",
     "aiodocker",
     "pydantic-settings",
     "python-multipart",
