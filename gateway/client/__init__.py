@@ -17,7 +17,8 @@ Every failure is a :class:`ConvoyError`; the subclasses say which kind
 (``httpx.MockTransport`` in tests). The pieces live in private ``gateway.client._*`` modules (http
 transport, events, runnables, tasks, files, the sync wrapper); import them from here.
 
-This package needs only the core dependencies (httpx, httptools, websockets, pydantic): ``pip install convoy``.
+This package needs only the core dependencies (httpx, httptools, websockets, pydantic):
+``pip install convoy``.
 The gateway needs ``convoy[server]``, the command line ``convoy[cli]``.
 """
 

@@ -21,6 +21,8 @@ from starlette.routing import Route
 from gateway.client import AsyncConvoyClient, NotFound, Unauthorized
 from gateway.client._transport import Connection
 
+WAIT = {"wait": "true"}
+
 
 def _wires(client: AsyncConvoyClient) -> set[Any]:
     lane = client._conn._lane
@@ -29,7 +31,11 @@ def _wires(client: AsyncConvoyClient) -> set[Any]:
 
 
 async def test_run_goes_through_the_lane_and_reuses_its_connection(process_harness: Harness) -> None:
-    async with process_harness.serve() as url, AsyncConvoyClient(url) as client, await client.create() as convo:
+    async with (
+        process_harness.serve() as url,
+        AsyncConvoyClient(url) as client,
+        await client.create() as convo,
+    ):
         first = await convo.run("echo hi; echo oops >&2; exit 3")
         assert (first.exit_code, first.stdout, first.stderr) == (3, "hi\n", "oops\n")
         wires = _wires(client)
@@ -62,7 +68,7 @@ async def test_errors_map_as_on_the_httpx_path(harness: Harness) -> None:
         for transport in (None, httpx.AsyncHTTPTransport()):
             conn = Connection(url, None, 30, transport)
             with pytest.raises(NotFound) as caught:
-                await conn.open_records("POST", f"/conversation/{missing}/task", params={"wait": "true"}, json_body={})
+                await conn.open_records("POST", f"/conversation/{missing}/task", params=WAIT, json_body={})
             errors.append((type(caught.value), str(caught.value)))
             await conn.aclose()
         assert errors[0] == errors[1]
@@ -81,7 +87,7 @@ async def test_headers_a_plain_json_answer_and_a_non_2xx(serve: Any) -> None:
     app = Starlette(routes=[Route("/conversation/x/task", task, methods=["POST"])])
     async with serve(app) as url:
         conn = Connection(url, "k", 30)
-        answer = await conn.open_records("POST", "/conversation/x/task", params={"wait": "true"}, json_body={"a": "é"})
+        answer = await conn.open_records("POST", "/conversation/x/task", params=WAIT, json_body={"a": "é"})
         assert not answer.streamed
         assert await answer.json() == {"echo": {"a": "é"}, "query": "wait=true"}
         assert seen[-1]["authorization"] == "Bearer k"
@@ -98,7 +104,11 @@ async def test_headers_a_plain_json_answer_and_a_non_2xx(serve: Any) -> None:
 
 
 async def test_cancelled_mid_stream_the_connection_is_not_reused(process_harness: Harness) -> None:
-    async with process_harness.serve() as url, AsyncConvoyClient(url) as client, await client.create() as convo:
+    async with (
+        process_harness.serve() as url,
+        AsyncConvoyClient(url) as client,
+        await client.create() as convo,
+    ):
         await convo.run("true")
         (wire,) = _wires(client)
         with pytest.raises(TimeoutError):
