@@ -33,6 +33,9 @@ from sandbox_agent.contract import TASK_STREAM_MEDIA_TYPE
 #: Body bytes buffered unread before the socket stops being read (a large output's back pressure).
 _HIGH_WATER = 1 << 20
 
+#: Headers that frame an answer's body (without either, the connection's close ends it).
+_FRAMED = frozenset({b"content-length", b"transfer-encoding"})
+
 
 class LaneBroken(Exception):
     """The connection failed or closed before the answer ended."""
@@ -75,11 +78,20 @@ class _Wire(asyncio.Protocol):
             self._fail(f"a malformed answer ({exc})")
 
     def eof_received(self) -> bool:
+        self._close_ends_body()
         self._fail("the gateway closed the connection")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._close_ends_body()
         self._fail(f"the connection was lost ({exc})" if exc else "the gateway closed the connection")
+
+    def _close_ends_body(self) -> None:
+        """An answer with neither a length nor chunks (HTTP/1.0 style) ends when the connection
+        closes (httptools has no end-of-input call for it)."""
+        if self.busy and self.head_done and not self.done:
+            self.done = not any(name.lower() in _FRAMED for name, _ in self.headers)
 
     # --- httptools callbacks ------------------------------------------------------------
 

@@ -135,3 +135,37 @@ async def test_https_custom_transports_and_proxies_keep_httpx(monkeypatch: pytes
     assert Connection("http://gw.test", None, 5)._lane is not None
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
     assert Connection("http://gw.test", None, 5)._lane is None
+
+
+async def test_raw_answers_close_delimited_and_closed_while_idle() -> None:
+    """A bare server: the first answer is framed by the connection's close; the others carry
+    their length and keep-alive, then the server closes the connection while it is idle: the
+    next request takes a new connection and succeeds."""
+    accepted: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readuntil(b"}")  # the small JSON body
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        n = len(accepted)
+        if n == 1:
+            writer.write(head + b'connection: close\r\n\r\n{"n": 1}')
+        else:
+            writer.write(head + b'content-length: 8\r\n\r\n{"n": %d}' % n)
+        await writer.drain()
+        writer.close()  # a graceful close (FIN), after the answer
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    conn = Connection(url, None, 5)
+    try:
+        for n in (1, 2, 3):
+            got = await conn.open_records("POST", "/t", params=None, json_body={})
+            assert await got.json() == {"n": n}
+            await asyncio.sleep(0.1)  # the FIN reaches the idle connection
+        assert len(accepted) == 3
+    finally:
+        await conn.aclose()
+        server.close()
+        await server.wait_closed()
