@@ -180,8 +180,9 @@ class _Wire(asyncio.Protocol):
 class Lane:
     """Kept-alive connections to one ``host:port``, each carrying one request at a time."""
 
-    def __init__(self, host: str, port: int, connect_timeout: float) -> None:
-        self._host, self._port, self._connect_timeout = host, port, connect_timeout
+    def __init__(self, base_url: str, host: str, port: int, connect_timeout: float) -> None:
+        """``base_url``: named in errors, as the httpx path names it."""
+        self.base_url, self._host, self._port, self._connect_timeout = base_url, host, port, connect_timeout
         self._idle: list[_Wire] = []
         self._all: set[_Wire] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,10 +208,11 @@ class Lane:
             async with asyncio.timeout(self._connect_timeout):
                 _, wire = await loop.create_connection(_Wire, self._host, self._port)
         except TimeoutError:
-            raise GatewayUnavailable(f"connecting to {self._host}:{self._port} timed out") from None
+            raise GatewayUnavailable(
+                f"the gateway at {self.base_url} did not answer in time (connect timed out)"
+            ) from None
         except OSError as exc:
-            where = f"{self._host}:{self._port}"
-            raise GatewayUnavailable(f"cannot reach the gateway at {where}: {exc}") from None
+            raise GatewayUnavailable(f"cannot reach the gateway at {self.base_url}: {exc}") from None
         self._all.add(wire)
         return wire
 
@@ -265,7 +267,8 @@ class LaneAnswer:
         try:
             await self._wire.head()
         except LaneBroken as exc:
-            raise GatewayUnavailable(f"lost the connection to the gateway: {exc}") from None
+            where = self._lane.base_url
+            raise GatewayUnavailable(f"lost the connection to the gateway at {where}: {exc}") from None
         if any(name.lower() == b"set-cookie" for name, _ in self._wire.headers):
             cookies.extract_cookies(self._response(b""))
 

@@ -288,7 +288,7 @@ def _lane_for(
     proxies = urllib.request.getproxies()
     if transport is not None or url.scheme != "http" or "http" in proxies or "all" in proxies:
         return None
-    return Lane(url.host, url.port or 80, connect_timeout)
+    return Lane(base_url, url.host, url.port or 80, connect_timeout)
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})

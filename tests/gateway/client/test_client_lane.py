@@ -6,6 +6,7 @@ a plain JSON answer, cancellation mid-stream, and https / custom transports keep
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.client import AsyncConvoyClient, NotFound, Unauthorized
+from gateway.client import AsyncConvoyClient, GatewayUnavailable, NotFound, Unauthorized
 from gateway.client._transport import Connection
 
 WAIT = {"wait": "true"}
@@ -169,3 +170,14 @@ async def test_raw_answers_close_delimited_and_closed_while_idle() -> None:
         await conn.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_an_unreachable_gateway_raises_as_on_the_httpx_path() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}"  # bound, not listening: refused
+        for transport in (None, httpx.AsyncHTTPTransport()):
+            conn = Connection(url, None, 5, transport)
+            with pytest.raises(GatewayUnavailable, match=f"cannot reach the gateway at {url}"):
+                await conn.open_records("POST", "/t", params=None, json_body={})
+            await conn.aclose()
