@@ -65,6 +65,7 @@ from yarl import URL
 from gateway.agent_http import LEAN_METHODS, AgentHttp, request_head
 from gateway.agent_transport import AgentConnector, AgentTransport, host_header
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
+from gateway.framing import SMALL_BODY_BYTES, framing_of
 from gateway.proxy_answer import UPSTREAM_ERRORS, AiohttpAnswer, UpstreamAnswer, UpstreamResponse
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
@@ -93,7 +94,7 @@ _NOT_RETURNED_FROM_DOWNLOADS = _NOT_RETURNED | {
 }
 _READ_WHOLE_BELOW = 256 * 1024
 #: Request bodies up to this size (declared) go through the lean client, read whole first.
-LEAN_BODY_BYTES = 64 * 1024
+LEAN_BODY_BYTES = SMALL_BODY_BYTES
 #: Answers streamed as records arrive: no read timeout on their body (see the module docstring).
 STREAMED_MEDIA_TYPES = frozenset({TASK_STREAM_MEDIA_TYPE.encode()})
 
@@ -150,18 +151,6 @@ def _download_headers(path: str, status: int) -> list[tuple[bytes, bytes]]:
 def _streamed(headers: list[tuple[bytes, bytes]]) -> bool:
     kind = next((v for n, v in headers if n == b"content-type"), b"")
     return kind.split(b";", 1)[0].strip().lower() in STREAMED_MEDIA_TYPES
-
-
-def _small_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A body of a declared length up to :data:`LEAN_BODY_BYTES`, not chunked, no ``Expect``:
-    read whole and sent through the lean client with its head."""
-    length = b""
-    for name, value in headers:
-        if name in (b"transfer-encoding", b"expect"):
-            return False
-        if name == b"content-length":
-            length = value
-    return length.isdigit() and int(length) <= LEAN_BODY_BYTES
 
 
 def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
@@ -250,15 +239,15 @@ class Proxy:
     ) -> UpstreamAnswer:
         """The agent's answer, its head arrived: bodiless API requests (downloads too) through the
         lean client (:mod:`gateway.agent_http`), the rest (bodies, previews) through aiohttp."""
-        raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
-        length = any(n == b"content-length" for n, _ in raw_headers)
-        chunked = not length and any(n == b"transfer-encoding" for n, _ in raw_headers)
+        framing = framing_of(request.scope)
+        length = framing.length is not None
+        chunked = not length and framing.chunked
         if not (length or chunked) and passage is None and request.method in LEAN_METHODS:
             head = request_head(request.method, target, sent)
             # A download has no read timeout: a large file may take its time (module docstring).
             timeout = None if download else self._settings.proxy_timeout
             return await self._lean.request(base_url, head, timeout)
-        if passage is None and _small_body(raw_headers):
+        if passage is None and framing.small:
             # Read whole first (a slow client never holds an agent's connection), sent in one write;
             # not sent twice (a POST is not idempotent). ClientDisconnect: the caller's 400.
             body = await request.body()
