@@ -62,7 +62,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from yarl import URL
 
-from gateway.agent_http import LEAN_METHODS, AgentHttp, request_head
+from gateway.agent_http import LEAN_METHODS, AgentHttp, raw_request_head
 from gateway.agent_transport import AgentConnector, AgentTransport, host_header
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
 from gateway.framing import SMALL_BODY_BYTES, framing_of
@@ -93,6 +93,7 @@ _NOT_RETURNED_FROM_DOWNLOADS = _NOT_RETURNED | {
     *(name.decode() for name, _ in _DOWNLOAD_HEADERS),
 }
 _READ_WHOLE_BELOW = 256 * 1024
+_TOKEN = TOKEN_HEADER.encode()
 #: Request bodies up to this size (declared) go through the lean client, read whole first.
 LEAN_BODY_BYTES = SMALL_BODY_BYTES
 #: Answers streamed as records arrive: no read timeout on their body (see the module docstring).
@@ -211,8 +212,9 @@ class Proxy:
         if len(target) > self._settings.proxy_max_url_bytes:
             limit = self._settings.proxy_max_url_bytes
             return error_response(414, f"the path and query exceed {limit} bytes")
-        sent = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-        sent += [("Host", host_header(handle.base_url)), (TOKEN_HEADER, handle.token)]
+        # As bytes: the lean client writes them as they came (aiohttp's path decodes them).
+        sent = [*headers, (b"Host", host_header(handle.base_url).encode("latin-1"))]
+        sent.append((_TOKEN, handle.token.encode("latin-1")))
         try:
             with activity():
                 upstream = await self._send(request, handle.base_url, target, sent, download, passage)
@@ -233,7 +235,7 @@ class Proxy:
         request: Request,
         base_url: str,
         target: str,
-        sent: list[tuple[str, str]],
+        sent: list[tuple[bytes, bytes]],
         download: bool,
         passage: Passage | None,
     ) -> UpstreamAnswer:
@@ -243,7 +245,7 @@ class Proxy:
         length = framing.length is not None
         chunked = not length and framing.chunked
         if not (length or chunked) and passage is None and request.method in LEAN_METHODS:
-            head = request_head(request.method, target, sent)
+            head = raw_request_head(request.method, target, sent)
             # A download has no read timeout: a large file may take its time (module docstring).
             timeout = None if download else self._settings.proxy_timeout
             return await self._lean.request(base_url, head, timeout)
@@ -251,13 +253,13 @@ class Proxy:
             # Read whole first (a slow client never holds an agent's connection), sent in one write;
             # not sent twice (a POST is not idempotent). ClientDisconnect: the caller's 400.
             body = await request.body()
-            head = request_head(request.method, target, sent)
+            head = raw_request_head(request.method, target, sent)
             return await self._lean.request(base_url, head + body, self._settings.proxy_timeout, retry=False)
         # Sent as built (encoded=True): yarl would otherwise decode %2E and friends in the path.
         upstream = await self._session.request(
             request.method,
             URL(f"{base_url}{target}", encoded=True),
-            headers=sent,
+            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in sent],
             data=request.stream() if length or chunked else None,
             chunked=True if chunked else None,
             allow_redirects=False,
