@@ -60,6 +60,7 @@ import aiohttp
 import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 from yarl import URL
 
 from gateway.agent_http import LEAN_METHODS, AgentHttp, raw_request_head
@@ -152,6 +153,19 @@ def _download_headers(path: str, status: int) -> list[tuple[bytes, bytes]]:
 def _streamed(headers: list[tuple[bytes, bytes]]) -> bool:
     kind = next((v for n, v in headers if n == b"content-type"), b"")
     return kind.split(b";", 1)[0].strip().lower() in STREAMED_MEDIA_TYPES
+
+
+async def _whole_body(receive: Receive) -> bytes:
+    """The request's body, read whole from ``receive`` (what ``Request.body()`` reads, without its
+    stream's layers); raises :class:`ClientDisconnect` when the client goes away meanwhile."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
@@ -252,7 +266,7 @@ class Proxy:
         if passage is None and framing.small:
             # Read whole first (a slow client never holds an agent's connection), sent in one write;
             # not sent twice (a POST is not idempotent). ClientDisconnect: the caller's 400.
-            body = await request.body()
+            body = await _whole_body(request.receive)
             head = raw_request_head(request.method, target, sent)
             return await self._lean.request(base_url, head + body, self._settings.proxy_timeout, retry=False)
         # Sent as built (encoded=True): yarl would otherwise decode %2E and friends in the path.

@@ -76,7 +76,12 @@ class UpstreamResponse(Response):
     when one write waits ``stall_timeout`` seconds or more for a client that does
     not read (the answer is then cut short, like an upstream that broke off). A
     watchdog checks a time stamp: a timeout around every write would cost more
-    than the write itself."""
+    than the write itself.
+
+    On the gateway's own server (:data:`gateway.client_gone.CLIENT_GONE` offered) an answer of
+    the lean client streams in the request's task, the watchdog a timer (:meth:`_watched`);
+    elsewhere (aiohttp's answers, other servers) the stream, a watch of ``receive`` and the
+    watchdog race in three tasks."""
 
     def __init__(
         self,
