@@ -54,6 +54,20 @@ def request_head(method: str, target: str, headers: list[tuple[str, str]]) -> by
     return "\r\n".join(lines).encode("latin-1")
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+def raw_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """:func:`request_head` of headers already as bytes (a request's own: not decoded and encoded)."""
+    lines = [
+        f"{method} {target} HTTP/1.1".encode("latin-1"),
+        *(name + b": " + value for name, value in headers),
+    ]
+    return b"\r\n".join([*lines, b"", b""])
+
+
 class _Exchange(asyncio.Protocol):
     """One connection to an agent, carrying one request at a time."""
 
@@ -141,12 +155,16 @@ class _Exchange(asyncio.Protocol):
 
     async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109 (a per-wait bound)
         """Until something new happened (head, body, end, error), at most ``timeout`` seconds."""
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # A bare timer, not asyncio.timeout(): this runs for every piece of every answer.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await self._waiter
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def take(self) -> bytes:
         """The body buffered so far (reading resumes if it had stopped)."""

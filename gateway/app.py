@@ -165,5 +165,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app, [route for route in proxy_router.routes if isinstance(route, ProxyRoute)]
     )
     # Last, once every layer is added: a bodiless proxied request skips them (gateway.proxy_fastlane).
-    install_fast_lane(app, dispatch, auth, metrics, log_requests=settings.log_format == "json")
+    log_requests = settings.log_format == "json"
+    install_fast_lane(app, dispatch, auth, metrics, log_requests, settings.max_body_bytes)
     return app

@@ -171,7 +171,8 @@ class Authenticator:
         return principal
 
 
-def _http_error(error: AuthError) -> HTTPException:
+def http_error(error: AuthError) -> HTTPException:
+    """The HTTP error that answers ``error`` on a route (what :func:`current_principal` raises)."""
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return HTTPException(error.status, error.detail, headers=headers)
 
@@ -182,7 +183,7 @@ def current_principal(request: Request) -> Principal:
     try:
         return authenticator.authenticate(request)
     except AuthError as error:
-        raise _http_error(error) from None
+        raise http_error(error) from None
 
 
 def admin_principal(principal: Principal = Depends(current_principal)) -> Principal:

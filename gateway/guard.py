@@ -30,34 +30,29 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Authenticator, AuthError
 from gateway.errors import error_response
+from gateway.framing import framing_of
 from gateway.routes.proxied import ProxyRoute
 
 _CLOSE = {"connection": "close"}
 
 
-def _header(scope: Scope, wanted: bytes) -> bytes | None:
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for name, value in headers:
-        if name == wanted:
-            return value
-    return None
-
-
-def _declared_length(scope: Scope) -> int | None:
-    """The ``Content-Length`` of the request, ``None`` when it declares none."""
-    value = _header(scope, b"content-length")
-    return int(value) if value is not None and value.isdigit() else None
-
-
-def _has_body(scope: Scope) -> bool:
-    if _header(scope, b"transfer-encoding") is not None:
-        return True
-    length = _header(scope, b"content-length")
-    return length is not None and length != b"0"
+def refusal(scope: Scope, error: AuthError, max_body_bytes: int) -> Response:
+    """The answer to the sender of a body who failed authentication (``error``): its JSON 401
+    or 403, closing the connection unless the server can cheaply read past the unread body
+    (a declared length up to ``max_body_bytes``, no ``Expect: 100-continue``). The fast lane
+    (:mod:`gateway.proxy_fastlane`) answers with it too."""
+    framing = framing_of(scope)
+    declared = framing.declared
+    droppable = declared is not None and declared <= max_body_bytes and not framing.continues
+    headers = {} if droppable else dict(_CLOSE)
+    if error.status == 401:
+        headers["www-authenticate"] = "Bearer"
+    return error_response(error.status, error.detail, headers)
 
 
 class RequestGuard:
@@ -69,16 +64,13 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
+        if scope["type"] != "http" or not framing_of(scope).has_body:
             await self.app(scope, receive, send)
             return
         try:
             self.authenticator.authenticate(HTTPConnection(scope))
         except AuthError as error:
-            headers = {} if self._droppable(scope) else dict(_CLOSE)
-            if error.status == 401:
-                headers["www-authenticate"] = "Bearer"
-            await error_response(error.status, error.detail, headers)(scope, receive, send)
+            await refusal(scope, error, self.max_body_bytes)(scope, receive, send)
             return
         await self.app(scope, self._capped(scope, receive), send)
 
@@ -94,7 +86,7 @@ class RequestGuard:
                 route = scope.get("route")
                 # Proxied bodies stream to the agent (its limits); some routes bound their own.
                 streams = isinstance(route, ProxyRoute) or getattr(route, "own_body_limit", False)
-                declared = _declared_length(scope)
+                declared = framing_of(scope).declared
                 if not streams and declared is not None and declared > limit:
                     raise too_large
             message = await receive()
@@ -105,9 +97,3 @@ class RequestGuard:
             return message
 
         return receive_capped
-
-    def _droppable(self, scope: Scope) -> bool:
-        """Whether the server can cheaply read past the unread body and serve on."""
-        declared = _declared_length(scope)
-        expects = (_header(scope, b"expect") or b"").lower() == b"100-continue"
-        return declared is not None and declared <= self.max_body_bytes and not expects

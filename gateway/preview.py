@@ -53,7 +53,8 @@ from gateway.agent_transport import connect_websocket
 from gateway.auth import AuthError
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError, NotReady, error_response
-from gateway.preview_admission import Target, admit, app_cookies, find_target, header_value, without_link
+from gateway.framing import framing_of
+from gateway.preview_admission import Target, admit, app_cookies, find_target, without_link
 from gateway.preview_links import LINK_PARAMETER
 from gateway.proxy import Passage
 from gateway.records import Record
@@ -240,9 +241,7 @@ def _passage(request: Request, context: GatewayContext, target: Target, cookie: 
 
 def _unread_body(scope: Scope) -> dict[str, str]:
     """A refused request's body is never read: the connection closes after the answer."""
-    length = header_value(scope, b"content-length")
-    has_body = header_value(scope, b"transfer-encoding") or length not in ("", "0")
-    return {"connection": "close"} if has_body else {}
+    return {"connection": "close"} if framing_of(scope).has_body else {}
 
 
 async def _refuse(websocket: WebSocket, error: AuthError | GatewayError) -> None:

@@ -60,11 +60,13 @@ import aiohttp
 import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 from yarl import URL
 
-from gateway.agent_http import LEAN_METHODS, AgentHttp, request_head
+from gateway.agent_http import LEAN_METHODS, AgentHttp, raw_request_head
 from gateway.agent_transport import AgentConnector, AgentTransport, host_header
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable, error_response
+from gateway.framing import SMALL_BODY_BYTES, framing_of
 from gateway.proxy_answer import UPSTREAM_ERRORS, AiohttpAnswer, UpstreamAnswer, UpstreamResponse
 from gateway.runtimes.base import SandboxHandle
 from gateway.settings import Settings
@@ -92,8 +94,9 @@ _NOT_RETURNED_FROM_DOWNLOADS = _NOT_RETURNED | {
     *(name.decode() for name, _ in _DOWNLOAD_HEADERS),
 }
 _READ_WHOLE_BELOW = 256 * 1024
+_TOKEN = TOKEN_HEADER.encode()
 #: Request bodies up to this size (declared) go through the lean client, read whole first.
-LEAN_BODY_BYTES = 64 * 1024
+LEAN_BODY_BYTES = SMALL_BODY_BYTES
 #: Answers streamed as records arrive: no read timeout on their body (see the module docstring).
 STREAMED_MEDIA_TYPES = frozenset({TASK_STREAM_MEDIA_TYPE.encode()})
 
@@ -152,16 +155,17 @@ def _streamed(headers: list[tuple[bytes, bytes]]) -> bool:
     return kind.split(b";", 1)[0].strip().lower() in STREAMED_MEDIA_TYPES
 
 
-def _small_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A body of a declared length up to :data:`LEAN_BODY_BYTES`, not chunked, no ``Expect``:
-    read whole and sent through the lean client with its head."""
-    length = b""
-    for name, value in headers:
-        if name in (b"transfer-encoding", b"expect"):
-            return False
-        if name == b"content-length":
-            length = value
-    return length.isdigit() and int(length) <= LEAN_BODY_BYTES
+async def _whole_body(receive: Receive) -> bytes:
+    """The request's body, read whole from ``receive`` (what ``Request.body()`` reads, without its
+    stream's layers); raises :class:`ClientDisconnect` when the client goes away meanwhile."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
@@ -222,8 +226,9 @@ class Proxy:
         if len(target) > self._settings.proxy_max_url_bytes:
             limit = self._settings.proxy_max_url_bytes
             return error_response(414, f"the path and query exceed {limit} bytes")
-        sent = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-        sent += [("Host", host_header(handle.base_url)), (TOKEN_HEADER, handle.token)]
+        # As bytes: the lean client writes them as they came (aiohttp's path decodes them).
+        sent = [*headers, (b"Host", host_header(handle.base_url).encode("latin-1"))]
+        sent.append((_TOKEN, handle.token.encode("latin-1")))
         try:
             with activity():
                 upstream = await self._send(request, handle.base_url, target, sent, download, passage)
@@ -244,31 +249,31 @@ class Proxy:
         request: Request,
         base_url: str,
         target: str,
-        sent: list[tuple[str, str]],
+        sent: list[tuple[bytes, bytes]],
         download: bool,
         passage: Passage | None,
     ) -> UpstreamAnswer:
         """The agent's answer, its head arrived: bodiless API requests (downloads too) through the
         lean client (:mod:`gateway.agent_http`), the rest (bodies, previews) through aiohttp."""
-        raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
-        length = any(n == b"content-length" for n, _ in raw_headers)
-        chunked = not length and any(n == b"transfer-encoding" for n, _ in raw_headers)
+        framing = framing_of(request.scope)
+        length = framing.length is not None
+        chunked = not length and framing.chunked
         if not (length or chunked) and passage is None and request.method in LEAN_METHODS:
-            head = request_head(request.method, target, sent)
+            head = raw_request_head(request.method, target, sent)
             # A download has no read timeout: a large file may take its time (module docstring).
             timeout = None if download else self._settings.proxy_timeout
             return await self._lean.request(base_url, head, timeout)
-        if passage is None and _small_body(raw_headers):
+        if passage is None and framing.small:
             # Read whole first (a slow client never holds an agent's connection), sent in one write;
             # not sent twice (a POST is not idempotent). ClientDisconnect: the caller's 400.
-            body = await request.body()
-            head = request_head(request.method, target, sent)
+            body = await _whole_body(request.receive)
+            head = raw_request_head(request.method, target, sent)
             return await self._lean.request(base_url, head + body, self._settings.proxy_timeout, retry=False)
         # Sent as built (encoded=True): yarl would otherwise decode %2E and friends in the path.
         upstream = await self._session.request(
             request.method,
             URL(f"{base_url}{target}", encoded=True),
-            headers=sent,
+            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in sent],
             data=request.stream() if length or chunked else None,
             chunked=True if chunked else None,
             allow_redirects=False,

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.agent_http import Answer
+from gateway.client_gone import CLIENT_GONE, ClientGone
 from gateway.splice import SPLICE, SPLICED, ClientSplice
 from sandbox_agent.race import race
 
@@ -75,7 +76,12 @@ class UpstreamResponse(Response):
     when one write waits ``stall_timeout`` seconds or more for a client that does
     not read (the answer is then cut short, like an upstream that broke off). A
     watchdog checks a time stamp: a timeout around every write would cost more
-    than the write itself."""
+    than the write itself.
+
+    On the gateway's own server (:data:`gateway.client_gone.CLIENT_GONE` offered) an answer of
+    the lean client streams in the request's task, the watchdog a timer (:meth:`_watched`);
+    elsewhere (aiohttp's answers, other servers) the stream, a watch of ``receive`` and the
+    watchdog race in three tasks."""
 
     def __init__(
         self,
@@ -171,12 +177,55 @@ class UpstreamResponse(Response):
             pass
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = scope.get("extensions", {}).get(CLIENT_GONE)
         with self._activity:
             try:
-                streamed, _, _ = await race(
-                    self._stream(scope, send), self._disconnected(receive), self._stalled()
-                )
+                if isinstance(gone, ClientGone) and isinstance(self._upstream, Answer):
+                    streamed = await self._watched(scope, send, gone)
+                else:
+                    streamed, _, _ = await race(
+                        self._stream(scope, send), self._disconnected(receive), self._stalled()
+                    )
             finally:
                 self._upstream.close()
         if isinstance(streamed, Exception) and not isinstance(streamed, OSError):
             log.warning("streaming an answer failed: %r", streamed)
+
+    async def _watched(self, scope: Scope, send: Send, gone: ClientGone) -> BaseException | None:
+        """:meth:`_stream` in this task, ended as :func:`race` would end it (cancelled where it
+        waits) when the server tells of the client's going (``gone``) or a write stalls (a
+        timer checks the time stamp): no task per answer. Answers what ``race`` would."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        ended: list[str] = []  # why this answer was cut short, if it was
+        timer: asyncio.TimerHandle
+
+        def cut(reason: str) -> None:
+            if not ended:
+                ended.append(reason)
+                task.cancel()
+
+        def check() -> None:
+            nonlocal timer
+            since, now = self._writing_since, loop.time()
+            if since is not None and now - since >= self._stall_timeout:
+                log.info("the client read nothing for %gs: answer cut short", now - since)
+                cut("stalled")
+                return
+            timer = loop.call_at((now if since is None else since) + self._stall_timeout, check)
+
+        timer = loop.call_at(loop.time() + self._stall_timeout, check)
+        gone.watch(lambda: cut("gone"))
+        try:
+            await self._stream(scope, send)
+        except asyncio.CancelledError as error:
+            if not ended or task.uncancel() > 0:
+                raise  # not ours (the server's shutdown): on as it is
+            return error
+        except Exception as error:
+            return error
+        finally:
+            gone.watch(None)
+            timer.cancel()
+        return None

@@ -29,12 +29,14 @@ prefix uses (checked at install, and by tests/gateway/test_proxy_dispatch.py).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import FastAPI
 from starlette._utils import get_route_path  # what the router matches on (root_path removed)
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.auth import Principal
 from gateway.routes.proxied import PREFIX, ProxyRoute, forward_request
 
 _START = PREFIX.split("{", 1)[0]  # "/conversation/"
@@ -68,6 +70,15 @@ class ProxyDispatch:
     def match(self, scope: Scope) -> ProxyRoute | None:
         """The proxied route that fully matches ``scope`` (path and method); sets the router's
         scope keys when one does."""
+        found = self.find(scope)
+        if found is None:
+            return None
+        bind(scope, *found)
+        return found[0]
+
+    def find(self, scope: Scope) -> tuple[ProxyRoute, dict[str, Any]] | None:
+        """The proxied route that fully matches ``scope`` and its path parameters (converted),
+        ``None`` without one; the scope is left as it is (:func:`bind` sets the router's keys)."""
         route_path = get_route_path(scope)
         candidates = self._by_segment.get(first_segment(route_path) or "")
         if not candidates:
@@ -80,10 +91,7 @@ class ProxyDispatch:
             params = {
                 key: route.param_convertors[key].convert(value) for key, value in found.groupdict().items()
             }
-            scope["path_params"] = {**scope.get("path_params", {}), **params}
-            scope["endpoint"] = route.endpoint
-            scope["route"] = route
-            return route
+            return route, params
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,12 +101,28 @@ class ProxyDispatch:
             return
         await self.forward(route, scope, receive, send)
 
-    async def forward(self, route: ProxyRoute, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answers the request of ``scope`` (which :meth:`match` found ``route`` for) with the agent's."""
+    async def forward(
+        self,
+        route: ProxyRoute,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        principal: Principal | None = None,
+    ) -> None:
+        """Answers the request of ``scope`` (which :meth:`match` found ``route`` for) with the agent's.
+        ``principal``: the caller, when already authenticated (else the route authenticates)."""
         scope.setdefault("router", self._router)  # as the router would (url_for reads it)
         request = Request(scope, receive, send)
-        response = await forward_request(request, route.upstream, route.download)
+        response = await forward_request(request, route.upstream, route.download, principal)
         await response(scope, receive, send)
+
+
+def bind(scope: Scope, route: ProxyRoute, params: dict[str, Any]) -> None:
+    """Sets what the router sets on a match of ``route`` with ``params`` (the request guard, the
+    metrics and the request log read them)."""
+    scope["path_params"] = {**scope.get("path_params", {}), **params}
+    scope["endpoint"] = route.endpoint
+    scope["route"] = route
 
 
 def install_proxy_dispatch(app: FastAPI, routes: Iterable[ProxyRoute]) -> ProxyDispatch:

@@ -27,7 +27,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Authenticator, AuthError
+from gateway.auth import Authenticator, AuthError, Principal
 from gateway.metrics_http import route_template
 
 HEADER = "X-Request-Id"
@@ -91,12 +91,24 @@ class RequestLog:
             request_id.reset(token)
 
 
-def log_access(authenticator: Authenticator, scope: Scope, rid: str, status: int, seconds: float) -> None:
-    """The ``convoy.access`` line of one answered HTTP request (see the module docstring)."""
-    try:
-        principal = authenticator.authenticate(HTTPConnection(scope)).name
-    except AuthError:
-        principal = None
+def log_access(
+    authenticator: Authenticator,
+    scope: Scope,
+    rid: str,
+    status: int,
+    seconds: float,
+    known: Principal | None = None,
+) -> None:
+    """The ``convoy.access`` line of one answered HTTP request (see the module docstring).
+    ``known``: its caller when already authenticated (else authenticated here, for the name)."""
+    principal: str | None
+    if known is not None:
+        principal = known.name
+    else:
+        try:
+            principal = authenticator.authenticate(HTTPConnection(scope)).name
+        except AuthError:
+            principal = None
     route = route_template(scope)
     fields = {
         "request_id": rid,

@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.addresses import is_loopback
 from gateway.app import create_app
+from gateway.client_gone import ClientGone, offer_client_gone
 from gateway.requestlog import JsonLines
 from gateway.server_transport import ServerTransport
 from gateway.settings import Settings
@@ -78,7 +79,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
       Idle keep-alive connections close after uvicorn's ``timeout_keep_alive`` as before.
 
     Each request's scope offers the :data:`gateway.splice.SPLICE` extension (a body relayed
-    from another socket straight to this connection's).
+    from another socket straight to this connection's) and :data:`gateway.client_gone.CLIENT_GONE`
+    (told when the connection is lost before the answer completed).
     """
 
     max_connections = 2048
@@ -92,6 +94,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self.body_unread = False
         self.lingering = False
+        self._gone: ClientGone | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
@@ -106,6 +109,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
+        gone, self._gone = self._gone, None
+        if gone is not None and self.cycle is not None and not self.cycle.response_complete:
+            gone.fire()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -144,6 +150,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         super().on_headers_complete()
         offer_splice(self.scope, self._real_transport, self.cycle, self._served.flush)
+        if self.cycle is not None and self.cycle.scope is self.scope:  # not an upgrade
+            self._gone = offer_client_gone(self.scope)
         if self.transport is not self._real_transport:  # not upgraded: an answer's head and body in one write
             self._served.hold_next()
 

@@ -32,7 +32,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request, Response, params
 from fastapi.routing import APIRoute
 
-from gateway.auth import current_principal
+from gateway.auth import Principal, current_principal
 from gateway.context import context_of
 from gateway.errors import NotFound, UpstreamUnreachable
 from gateway.models import ErrorBody
@@ -55,10 +55,14 @@ _GATEWAY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def forward_request(request: Request, upstream: UpstreamPath, download: bool) -> Response:
-    """Auth, ownership, READY, then the agent's answer (see the module docstring)."""
+async def forward_request(
+    request: Request, upstream: UpstreamPath, download: bool, principal: Principal | None = None
+) -> Response:
+    """Auth, ownership, READY, then the agent's answer (see the module docstring). ``principal``:
+    the caller when a layer in front authenticated it already (never twice per request)."""
     context = context_of(request)
-    principal = current_principal(request)
+    if principal is None:
+        principal = current_principal(request)
     manager = context.manager
     raw_id = request.path_params["conversation_id"]
     try:

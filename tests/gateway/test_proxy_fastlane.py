@@ -1,5 +1,5 @@
-"""The one-layer lane for bodiless proxied requests (gateway.proxy_fastlane): it takes only
-those, and answers them as the whole stack does (request id, metrics, access log, JSON errors);
+"""The one-layer lane for bodiless and small-body proxied requests (gateway.proxy_fastlane): it
+takes only those, and answers them as the whole stack does (request id, metrics, access log, JSON errors);
 everything else still crosses the whole stack."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ async def lane(
             yield url, recorder
 
 
-async def test_only_bodiless_proxied_requests_take_the_lane(lane: tuple[str, Recorder]) -> None:
+async def test_only_bodiless_or_small_proxied_requests_take_the_lane(lane: tuple[str, Recorder]) -> None:
     url, recorder = lane
     async with httpx.AsyncClient(base_url=url) as client:
         cid = (await client.post("/conversation", json={}, headers=ALICE)).json()["id"]
@@ -68,8 +68,11 @@ async def test_only_bodiless_proxied_requests_take_the_lane(lane: tuple[str, Rec
         ]
         assert [answer.status_code for answer in taken] == [200, 200, 200, 404]
         recorder.paths.clear()
+        small = await client.request("GET", f"/conversation/{cid}/agent-info", content=b"x", headers=ALICE)
+        assert small.status_code == 200  # a small body: taken
+        large = b"x" * (64 * 1024 + 1)
         with_body = await client.request(
-            "GET", f"/conversation/{cid}/agent-info", content=b"x", headers=ALICE
+            "GET", f"/conversation/{cid}/agent-info", content=large, headers=ALICE
         )
         assert with_body.status_code == 200
         await client.get(f"/conversation/{cid}/port/8000/", headers=ALICE)  # the preview layer's
