@@ -10,7 +10,7 @@ socket ``OSError`` while an answer is read.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
 import httpx
@@ -46,21 +46,28 @@ class Records:
         """The non-empty lines of the answer (UTF-8 JSON, without their newline), as they
         arrive. Split here from the body's chunks: the records are parsed from bytes, so the
         text decoding and line splitting layers of httpx would only add work."""
-        carry = b""
         try:
-            async for chunk in self._response.aiter_bytes():
-                *complete, carry = (carry + chunk).split(b"\n")
-                for line in complete:
-                    if line.strip():
-                        yield line
+            async for line in split_lines(self._response.aiter_bytes()):
+                yield line
         except httpx.HTTPError as exc:
             raise GatewayUnavailable(f"the stream broke off: {why(exc)}") from None
-        if carry.strip():
-            yield carry  # a last line without its newline
 
     async def aclose(self) -> None:
         with contextlib.suppress(httpx.HTTPError, OSError):
             await self._response.aclose()
+
+
+async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """The non-empty lines of a body's ``chunks`` (without their newline), as they arrive;
+    a last line without its newline too. The chunks' own errors pass through."""
+    carry = b""
+    async for chunk in chunks:
+        *complete, carry = (carry + chunk).split(b"\n") if carry else chunk.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line
+    if carry.strip():
+        yield carry
 
 
 def why(exc: BaseException) -> str:

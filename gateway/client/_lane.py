@@ -26,7 +26,7 @@ from typing import Any
 import httptools
 import httpx
 
-from gateway.client._answers import parse_json
+from gateway.client._answers import parse_json, split_lines
 from gateway.client._exceptions import GatewayUnavailable
 from sandbox_agent.contract import TASK_STREAM_MEDIA_TYPE
 
@@ -292,17 +292,11 @@ class LaneAnswer:
 
     async def lines(self) -> AsyncGenerator[bytes, None]:
         """The non-empty lines of the answer, without their newline, as they arrive."""
-        carry = b""
         try:
-            async for chunk in self._wire.body():
-                *complete, carry = (carry + chunk).split(b"\n") if carry else chunk.split(b"\n")
-                for line in complete:
-                    if line.strip():
-                        yield line
+            async for line in split_lines(self._wire.body()):
+                yield line
         except LaneBroken as exc:
             raise GatewayUnavailable(f"the stream broke off: {exc}") from None
-        if carry.strip():
-            yield carry
 
     async def aclose(self) -> None:
         if not self._closed:
